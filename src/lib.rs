@@ -1,0 +1,15 @@
+//! Flotilla: Alembic-style versioned PostgreSQL migrations on a revision graph, run against one database or
+//! fanned out across a fleet of tenant databases and schemas.
+//!
+//! The crate is a library with a thin binary on top (`src/main.rs`). See `ARCHITECTURE.md` for the code map.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod executor;
+pub mod fleet;
+pub mod graph;
+pub mod ledger;
+pub mod observe;
+pub mod revision;
+pub mod script;
