@@ -1,1 +1,17 @@
-//! executor (placeholder).
+//! One database: session settings, the migration lock, the version and history tables, running a plan's steps
+//! with each revision's SQL and its version-row update in one transaction, and offline SQL rendering.
+//!
+//! The executor knows one connection and one plan. It never sees tenants, concurrency or progress bars: it
+//! reports what it does through [`ExecEvent`]s and leaves scheduling to `fleet`.
+
+mod error;
+mod offline;
+mod session;
+mod sql;
+mod store;
+
+pub use error::{ExecError, ExecFailure};
+pub use offline::render_offline;
+pub use session::{ExecEvent, ExecOptions, Report, Session, StepRecord, TransactionPer};
+pub use sql::{quote_ident, quote_literal};
+pub use store::{Blocked, HistoryRow, VersionStore};

@@ -1,0 +1,147 @@
+//! Errors of one database's run, with the facts the fleet needs to classify them (SQLSTATE, transient or not).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::session::Report;
+use super::store::Blocked;
+use crate::graph::Direction;
+use crate::revision::RevisionId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("another run holds the migration lock on this database; gave up after waiting {waited:?} (lock_wait)")]
+    Locked { waited: Duration },
+    #[error(
+        "revision {} (no-transaction, {}) {} part way at {}{}: inspect the database, then run `flotilla resolve` \
+         (or `flotilla stamp REV` to record where it really is)",
+        .0.revision, .0.direction, .0.status, .0.at,
+        .0.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    Blocked(Blocked),
+    #[error("revision {revision} failed ({direction:?}){}: {message}", location(.path, .line))]
+    Step {
+        revision: RevisionId,
+        direction: Direction,
+        path: Option<PathBuf>,
+        line: Option<usize>,
+        sqlstate: Option<String>,
+        message: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("{context}: {}", db_message(.source))]
+    Db {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("revision {0} runs outside a transaction and cannot be part of a single-transaction run (transaction_per = \"run\")")]
+    NoTransactionInRunMode(RevisionId),
+    #[error("revision {0} is in the plan but has no script")]
+    MissingScript(RevisionId),
+}
+
+fn location(path: &Option<PathBuf>, line: &Option<usize>) -> String {
+    match (path, line) {
+        (Some(p), Some(l)) => format!(" at {}:{l}", p.display()),
+        (Some(p), None) => format!(" in {}", p.display()),
+        _ => String::new(),
+    }
+}
+
+/// The server's message when there is one, else the driver's.
+pub(crate) fn db_message(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => err.to_string(),
+    }
+}
+
+/// SQLSTATEs worth retrying: the same work can succeed a moment later.
+const TRANSIENT_SQLSTATES: &[&str] = &[
+    "53300", // too_many_connections
+    "40001", // serialization_failure
+    "40P01", // deadlock_detected
+    "55P03", // lock_not_available, also lock_timeout cancellations
+    "57P01", // admin_shutdown
+    "57P02", // crash_shutdown
+    "57P03", // cannot_connect_now
+];
+
+impl ExecError {
+    /// The SQLSTATE of the server error behind this one, if any.
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            ExecError::Step { sqlstate, .. } => sqlstate.clone(),
+            ExecError::Db { source, .. } => source.code().map(|c| c.code().to_string()),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying the same work may succeed: lost connections, lock waits, deadlocks, server restarts.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ExecError::Locked { .. } => true,
+            ExecError::Step { source, .. } | ExecError::Db { source, .. } => {
+                is_transient_pg(source)
+            }
+            _ => false,
+        }
+    }
+
+    /// A short reason for metrics labels and retry logs (bounded set of values).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ExecError::Locked { .. } => "locked",
+            ExecError::Blocked(_) => "blocked",
+            ExecError::Step { source, .. } | ExecError::Db { source, .. } => {
+                match source.code().map(|c| c.code()) {
+                    Some("53300") => "too_many_connections",
+                    Some("40001") => "serialization_failure",
+                    Some("40P01") => "deadlock",
+                    Some("55P03") => "lock_timeout",
+                    Some("57P01" | "57P02" | "57P03") => "server_shutdown",
+                    Some(_) => "sql_error",
+                    None => "connection",
+                }
+            }
+            ExecError::NoTransactionInRunMode(_) | ExecError::MissingScript(_) => "plan",
+        }
+    }
+}
+
+/// Whether a driver error is worth a retry.
+pub fn is_transient_pg(err: &tokio_postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    match err.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || TRANSIENT_SQLSTATES.contains(&code)
+        }
+        // No SQLSTATE: an IO error, a closed socket or a timeout talking to the server.
+        None => err.as_db_error().is_none(),
+    }
+}
+
+/// A run that stopped on an error, with what it completed before (those steps are committed).
+#[derive(Debug)]
+pub struct ExecFailure {
+    pub report: Report,
+    pub error: ExecError,
+}
+
+impl std::fmt::Display for ExecFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+// The failure reads as its error: the chain continues with the error's own cause, so nothing prints twice.
+impl std::error::Error for ExecFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}

@@ -1,0 +1,135 @@
+//! Offline mode: a plan rendered as one SQL script for a DBA to review and pipe into `psql`, leaving the
+//! database exactly as the online run would (same DDL, same version rows, same history rows but timings).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::error::ExecError;
+use super::session::{direction_word, ExecOptions, TransactionPer};
+use super::sql::{quote_ident, quote_literal};
+use super::store::VersionStore;
+use crate::graph::{Direction, Plan};
+use crate::revision::RevisionId;
+use crate::script::Script;
+
+/// Render `plan` as SQL. `create_tables` adds the version and history DDL (when starting from base).
+pub fn render_offline(
+    plan: &Plan,
+    scripts: &BTreeMap<RevisionId, Script>,
+    store: &VersionStore,
+    opts: &ExecOptions,
+    create_tables: bool,
+) -> Result<String, ExecError> {
+    let mut out = String::new();
+    let direction = match plan.direction {
+        Direction::Up => "upgrade",
+        Direction::Down => "downgrade",
+    };
+    let _ = writeln!(
+        out,
+        "-- Flotilla {} offline {direction}: {} step(s).",
+        env!("CARGO_PKG_VERSION"),
+        plan.steps.len()
+    );
+    let _ = writeln!(out, "-- Run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE\n");
+    if let Some(t) = opts.lock_timeout {
+        let _ = writeln!(out, "SET lock_timeout = '{}ms';", t.as_millis());
+    }
+    if let Some(t) = opts.statement_timeout {
+        let _ = writeln!(out, "SET statement_timeout = '{}ms';", t.as_millis());
+    }
+    if let Some(schema) = &opts.search_path {
+        let _ = writeln!(out, "SET search_path = {}, public;", quote_ident(schema));
+    }
+    if create_tables {
+        let _ = writeln!(out, "\n{}", store.create_sql());
+    }
+    let per_run = opts.transaction_per == TransactionPer::Run;
+    if per_run {
+        out.push_str("\nBEGIN;\n");
+    }
+    for step in &plan.steps {
+        let script = scripts
+            .get(&step.revision)
+            .ok_or_else(|| ExecError::MissingScript(step.revision.clone()))?;
+        if per_run && !script.is_transactional {
+            return Err(ExecError::NoTransactionInRunMode(step.revision.clone()));
+        }
+        let word = direction_word(step.direction);
+        let section = match step.direction {
+            Direction::Up => &script.upgrade,
+            Direction::Down => &script.downgrade,
+        };
+        let title = if script.meta.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", script.meta.message)
+        };
+        let _ = writeln!(out, "\n-- Running {direction} {}{title}", step.revision);
+        let in_tx = script.is_transactional;
+        if in_tx && !per_run {
+            out.push_str("BEGIN;\n");
+        }
+        let set = if in_tx { "SET LOCAL" } else { "SET" };
+        let _ = writeln!(
+            out,
+            "{set} flotilla.revision = {};",
+            quote_literal(step.revision.as_str())
+        );
+        let _ = writeln!(out, "{set} flotilla.direction = {};", quote_literal(word));
+        let statuses: &[&str] = if in_tx { &[] } else { &["started"] };
+        for status in statuses {
+            let _ = writeln!(
+                out,
+                "{};",
+                store.history_sql(
+                    step.revision.as_str(),
+                    word,
+                    status,
+                    Some(&section.checksum),
+                    false,
+                    "NULL",
+                    None
+                )
+            );
+        }
+        let body = opts
+            .before_each
+            .iter()
+            .chain(section.statements.iter().map(|s| &s.sql))
+            .chain(opts.after_each.iter());
+        for sql in body {
+            let _ = writeln!(out, "\n{sql};");
+        }
+        out.push('\n');
+        if !in_tx {
+            out.push_str("BEGIN;\n");
+        }
+        for sql in store.rows_sql(&step.delete_rows, &step.insert_rows) {
+            let _ = writeln!(out, "{sql};");
+        }
+        let _ = writeln!(
+            out,
+            "{};",
+            store.history_sql(
+                step.revision.as_str(),
+                word,
+                "applied",
+                Some(&section.checksum),
+                in_tx,
+                "NULL",
+                None
+            )
+        );
+        if !in_tx || !per_run {
+            out.push_str("COMMIT;\n");
+        }
+        if !in_tx {
+            out.push_str("RESET flotilla.revision;\nRESET flotilla.direction;\n");
+        }
+    }
+    if per_run {
+        out.push_str("\nCOMMIT;\n");
+    }
+    Ok(out)
+}

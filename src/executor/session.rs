@@ -1,0 +1,691 @@
+//! A migration session on one connection: settings, the advisory lock, reading the version rows, and running
+//! plan steps so that each revision's SQL and its version-row update commit together.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use super::error::{db_message, ExecError, ExecFailure};
+use super::sql::{quote_ident, quote_literal};
+use super::store::{Blocked, HistoryRow, VersionStore};
+use crate::graph::{Direction, Plan, Step};
+use crate::revision::RevisionId;
+use crate::script::{Script, Section};
+
+/// How many revisions share one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransactionPer {
+    /// Each revision commits on its own (the default, as Alembic's `transaction_per_migration`).
+    #[default]
+    Revision,
+    /// The whole plan commits or rolls back as one; no-transaction revisions are refused.
+    Run,
+}
+
+/// Everything the executor needs to know about how to run, resolved by the CLI or the fleet beforehand.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub lock_timeout: Option<Duration>,
+    pub statement_timeout: Option<Duration>,
+    /// How long to wait for another run's migration lock before giving up with [`ExecError::Locked`].
+    pub lock_wait: Duration,
+    /// A schema tenant's schema: put first on `search_path` so unqualified names land there.
+    pub search_path: Option<String>,
+    pub transaction_per: TransactionPer,
+    /// SQL run inside every revision's transaction, before and after its own statements.
+    pub before_each: Vec<String>,
+    pub after_each: Vec<String>,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            lock_timeout: Some(Duration::from_secs(5)),
+            statement_timeout: None,
+            lock_wait: Duration::from_secs(30),
+            search_path: None,
+            transaction_per: TransactionPer::Revision,
+            before_each: Vec::new(),
+            after_each: Vec::new(),
+        }
+    }
+}
+
+/// What the executor reports while it works.
+#[derive(Debug, Clone)]
+pub enum ExecEvent {
+    StepStarted {
+        revision: RevisionId,
+        direction: Direction,
+    },
+    StepFinished {
+        revision: RevisionId,
+        direction: Direction,
+        elapsed: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    pub revision: RevisionId,
+    pub direction: Direction,
+    pub elapsed: Duration,
+}
+
+/// What a run did: the version rows before and after, and each committed step.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub rows_before: Vec<RevisionId>,
+    pub rows_after: Vec<RevisionId>,
+    pub steps: Vec<StepRecord>,
+}
+
+/// An open migration session. Holds the store's advisory lock from [`Session::open`] until [`Session::close`].
+///
+/// A session dropped without `close` leaves the lock held by its connection: drop that connection too (never
+/// return it to a pool).
+pub struct Session<'a> {
+    client: &'a Client,
+    store: &'a VersionStore,
+    opts: &'a ExecOptions,
+    lock_key: (i32, i32),
+    has_tables: bool,
+    rows: Vec<RevisionId>,
+    blocked: Option<Blocked>,
+}
+
+fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ExecError {
+    let context = context.into();
+    move |source| ExecError::Db { context, source }
+}
+
+fn millis(d: Duration) -> String {
+    format!("'{}ms'", d.as_millis())
+}
+
+/// Rows of a simple query's results, grouped per statement.
+fn result_sets(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Vec<Option<String>>>> {
+    let mut sets = vec![Vec::new()];
+    for message in messages {
+        match message {
+            SimpleQueryMessage::Row(row) => {
+                let values = (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect();
+                sets.last_mut().expect("sets is never empty").push(values);
+            }
+            SimpleQueryMessage::CommandComplete(_) => sets.push(Vec::new()),
+            _ => {}
+        }
+    }
+    sets
+}
+
+impl<'a> Session<'a> {
+    /// Apply the session settings, take the store's migration lock (waiting up to `lock_wait`), and read the
+    /// version rows.
+    pub async fn open(
+        client: &'a Client,
+        store: &'a VersionStore,
+        opts: &'a ExecOptions,
+    ) -> Result<Self, ExecError> {
+        let mut setup = Vec::new();
+        if let Some(t) = opts.lock_timeout {
+            setup.push(format!("SET lock_timeout = {}", millis(t)));
+        }
+        if let Some(t) = opts.statement_timeout {
+            setup.push(format!("SET statement_timeout = {}", millis(t)));
+        }
+        if let Some(schema) = &opts.search_path {
+            setup.push(format!("SET search_path = {}, public", quote_ident(schema)));
+        }
+        if !setup.is_empty() {
+            client
+                .batch_execute(&setup.join(";\n"))
+                .await
+                .map_err(db("could not apply session settings"))?;
+        }
+        let lock_key = store.lock_key(opts.search_path.as_deref());
+        let lock_sql = format!(
+            "SELECT pg_try_advisory_lock({}, {}), to_regclass({})::text, to_regclass({})::text",
+            lock_key.0,
+            lock_key.1,
+            store.regclass_literal(&store.table),
+            store.regclass_literal(&store.history_table),
+        );
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        let (has_version, has_history) = loop {
+            let sets = result_sets(
+                client
+                    .simple_query(&lock_sql)
+                    .await
+                    .map_err(db("could not take the migration lock"))?,
+            );
+            let row = &sets[0][0];
+            if row[0].as_deref() == Some("t") {
+                break (row[1].is_some(), row[2].is_some());
+            }
+            let waited = started.elapsed();
+            if waited >= opts.lock_wait {
+                return Err(ExecError::Locked { waited });
+            }
+            tokio::time::sleep(pause.min(opts.lock_wait - waited)).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        };
+        let mut session = Session {
+            client,
+            store,
+            opts,
+            lock_key,
+            has_tables: has_version && has_history,
+            rows: Vec::new(),
+            blocked: None,
+        };
+        if let Err(e) = session.read_state(has_version, has_history).await {
+            let _ = session.unlock().await;
+            return Err(e);
+        }
+        Ok(session)
+    }
+
+    async fn read_state(&mut self, has_version: bool, has_history: bool) -> Result<(), ExecError> {
+        let mut sql = Vec::new();
+        if has_version {
+            sql.push(format!(
+                "SELECT version_num FROM {} ORDER BY version_num",
+                self.store.version_table()
+            ));
+        }
+        if has_history {
+            sql.push(format!(
+                "SELECT revision, direction, status, applied_at::text, error, is_transactional::text \
+                 FROM {} ORDER BY id DESC LIMIT 1",
+                self.store.history_table()
+            ));
+        }
+        if sql.is_empty() {
+            return Ok(());
+        }
+        let sets = result_sets(
+            self.client
+                .simple_query(&sql.join(";\n"))
+                .await
+                .map_err(db("could not read the version table"))?,
+        );
+        let mut sets = sets.into_iter();
+        if has_version {
+            self.rows = sets
+                .next()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|r| r[0].clone().map(RevisionId))
+                .collect();
+        }
+        if has_history {
+            if let Some(row) = sets.next().unwrap_or_default().into_iter().next() {
+                let status = row[2].clone().unwrap_or_default();
+                if matches!(status.as_str(), "started" | "failed") && row[5].as_deref() == Some("f")
+                {
+                    self.blocked = Some(Blocked {
+                        revision: RevisionId(row[0].clone().unwrap_or_default()),
+                        direction: row[1].clone().unwrap_or_default(),
+                        status,
+                        at: row[3].clone().unwrap_or_default(),
+                        error: row[4].clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The version rows (the applied heads), sorted.
+    pub fn rows(&self) -> &[RevisionId] {
+        &self.rows
+    }
+
+    /// A no-transaction revision that started or failed and was not resolved since.
+    pub fn blocked(&self) -> Option<&Blocked> {
+        self.blocked.as_ref()
+    }
+
+    async fn ensure_tables(&mut self) -> Result<(), ExecError> {
+        if !self.has_tables {
+            self.client
+                .batch_execute(&self.store.create_sql())
+                .await
+                .map_err(db("could not create the version tables"))?;
+            self.has_tables = true;
+        }
+        Ok(())
+    }
+
+    /// Run every step of `plan`, stopping at the first failure. Steps before the failure stay committed (or, with
+    /// `transaction_per = "run"`, nothing does) and are listed in the failure's report.
+    pub async fn run(
+        &mut self,
+        plan: &Plan,
+        scripts: &BTreeMap<RevisionId, Script>,
+        on_event: &mut (dyn FnMut(ExecEvent) + Send),
+    ) -> Result<Report, ExecFailure> {
+        let mut report = Report {
+            rows_before: self.rows.clone(),
+            rows_after: self.rows.clone(),
+            steps: Vec::new(),
+        };
+        let fail = |report: &Report, error| {
+            Err(ExecFailure {
+                report: report.clone(),
+                error,
+            })
+        };
+        if let Some(blocked) = &self.blocked {
+            return fail(&report, ExecError::Blocked(blocked.clone()));
+        }
+        let mut resolved = Vec::with_capacity(plan.steps.len());
+        for step in &plan.steps {
+            match scripts.get(&step.revision) {
+                Some(script) => resolved.push((step, script)),
+                None => return fail(&report, ExecError::MissingScript(step.revision.clone())),
+            }
+        }
+        let per_run = self.opts.transaction_per == TransactionPer::Run;
+        if per_run {
+            if let Some((step, _)) = resolved.iter().find(|(_, s)| !s.is_transactional) {
+                return fail(
+                    &report,
+                    ExecError::NoTransactionInRunMode(step.revision.clone()),
+                );
+            }
+        }
+        if resolved.is_empty() {
+            return Ok(report);
+        }
+        if let Err(e) = self.ensure_tables().await {
+            return fail(&report, e);
+        }
+        if per_run {
+            if let Err(e) = self
+                .client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(db("could not begin the run's transaction"))
+            {
+                return fail(&report, e);
+            }
+        }
+        for (step, script) in resolved {
+            on_event(ExecEvent::StepStarted {
+                revision: step.revision.clone(),
+                direction: step.direction,
+            });
+            let started = Instant::now();
+            let outcome = if script.is_transactional {
+                self.run_transactional(step, script, !per_run).await
+            } else {
+                self.run_without_transaction(step, script).await
+            };
+            if let Err(error) = outcome {
+                if per_run {
+                    // Everything in the run rolls back together, so nothing of this report was kept.
+                    report.steps.clear();
+                    report.rows_after = report.rows_before.clone();
+                    self.rows = report.rows_before.clone();
+                }
+                return fail(&report, error);
+            }
+            let elapsed = started.elapsed();
+            apply_rows(&mut self.rows, step);
+            report.rows_after = self.rows.clone();
+            report.steps.push(StepRecord {
+                revision: step.revision.clone(),
+                direction: step.direction,
+                elapsed,
+            });
+            on_event(ExecEvent::StepFinished {
+                revision: step.revision.clone(),
+                direction: step.direction,
+                elapsed,
+            });
+        }
+        if per_run {
+            if let Err(e) = self
+                .client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(db("could not commit the run's transaction"))
+            {
+                report.steps.clear();
+                report.rows_after = report.rows_before.clone();
+                self.rows = report.rows_before.clone();
+                return fail(&report, e);
+            }
+        }
+        Ok(report)
+    }
+
+    /// The revision's statements, the version rows and the history row, between BEGIN and COMMIT (when
+    /// `own_transaction`), so they commit or roll back together. The statements are pipelined: sent at once
+    /// and answered in order, so the whole revision costs about one round trip, and a failure still names its
+    /// own statement. After a failure the server answers the rest with "transaction aborted" and turns the
+    /// COMMIT into a rollback.
+    async fn run_transactional(
+        &self,
+        step: &Step,
+        script: &Script,
+        own_transaction: bool,
+    ) -> Result<(), ExecError> {
+        let section = section(script, step.direction);
+        let word = direction_word(step.direction);
+        let mut batch: Vec<(String, Option<usize>)> =
+            Vec::with_capacity(section.statements.len() + 8);
+        if own_transaction {
+            batch.push(("BEGIN".into(), None));
+        }
+        batch.push((
+            format!(
+                "SET LOCAL flotilla.revision = {}; SET LOCAL flotilla.direction = {}",
+                quote_literal(step.revision.as_str()),
+                quote_literal(word)
+            ),
+            None,
+        ));
+        batch.extend(self.opts.before_each.iter().map(|s| (s.clone(), None)));
+        batch.extend(
+            section
+                .statements
+                .iter()
+                .map(|s| (s.sql.clone(), Some(s.line))),
+        );
+        batch.extend(self.opts.after_each.iter().map(|s| (s.clone(), None)));
+        let mut bookkeeping = self.store.rows_sql(&step.delete_rows, &step.insert_rows);
+        // transaction_timestamp() is when BEGIN ran, so this measures the revision's own work.
+        let duration =
+            "(extract(epoch from clock_timestamp() - transaction_timestamp()) * 1000)::bigint";
+        bookkeeping.push(self.store.history_sql(
+            step.revision.as_str(),
+            word,
+            "applied",
+            Some(&section.checksum),
+            true,
+            duration,
+            None,
+        ));
+        batch.push((bookkeeping.join(";\n"), None));
+        if own_transaction {
+            batch.push(("COMMIT".into(), None));
+        }
+        let results = futures_util::future::join_all(
+            batch.iter().map(|(sql, _)| self.client.batch_execute(sql)),
+        )
+        .await;
+        let first_error = results
+            .into_iter()
+            .zip(&batch)
+            .find_map(|(result, (_, line))| result.err().map(|e| (e, *line)));
+        match first_error {
+            None => Ok(()),
+            Some((source, line)) => Err(step_error(step, script, line, source)),
+        }
+    }
+
+    /// Statements one by one in autocommit, bracketed by history rows: `started` before (so a crash part way
+    /// is visible), then `applied` together with the version rows, or `failed`.
+    async fn run_without_transaction(&self, step: &Step, script: &Script) -> Result<(), ExecError> {
+        let section = section(script, step.direction);
+        let word = direction_word(step.direction);
+        let started = self.store.history_sql(
+            step.revision.as_str(),
+            word,
+            "started",
+            Some(&section.checksum),
+            false,
+            "NULL",
+            None,
+        );
+        self.client
+            .batch_execute(&started)
+            .await
+            .map_err(|e| step_error(step, script, None, e))?;
+        let settings = format!(
+            "SET flotilla.revision = {}; SET flotilla.direction = {}",
+            quote_literal(step.revision.as_str()),
+            quote_literal(word)
+        );
+        let clock = Instant::now();
+        let mut outcome = self
+            .client
+            .batch_execute(&settings)
+            .await
+            .map_err(|e| step_error(step, script, None, e));
+        let statements = self.opts.before_each.iter().map(|s| (s.as_str(), None));
+        let statements = statements
+            .chain(
+                section
+                    .statements
+                    .iter()
+                    .map(|s| (s.sql.as_str(), Some(s.line))),
+            )
+            .chain(self.opts.after_each.iter().map(|s| (s.as_str(), None)));
+        if outcome.is_ok() {
+            for (sql, line) in statements {
+                if let Err(e) = self.client.batch_execute(sql).await {
+                    outcome = Err(step_error(step, script, line, e));
+                    break;
+                }
+            }
+        }
+        if let Err(error) = outcome {
+            let failed = self.store.history_sql(
+                step.revision.as_str(),
+                word,
+                "failed",
+                Some(&section.checksum),
+                false,
+                "NULL",
+                Some(&error.to_string()),
+            );
+            // Best effort: when the connection is gone the `started` row already blocks further runs.
+            let _ = self.client.batch_execute(&failed).await;
+            return Err(error);
+        }
+        let mut finish = vec!["BEGIN".to_string()];
+        finish.extend(self.store.rows_sql(&step.delete_rows, &step.insert_rows));
+        let duration = format!("{}", clock.elapsed().as_millis());
+        finish.push(self.store.history_sql(
+            step.revision.as_str(),
+            word,
+            "applied",
+            Some(&section.checksum),
+            false,
+            &duration,
+            None,
+        ));
+        finish.push("COMMIT".into());
+        finish.push("RESET flotilla.revision; RESET flotilla.direction".into());
+        self.client
+            .batch_execute(&finish.join(";\n"))
+            .await
+            .map_err(|e| step_error(step, script, None, e))
+    }
+
+    /// Replace the version rows with `rows` without running any SQL of the revisions (Alembic's stamp), and
+    /// record it in the history. Also clears a pending no-transaction failure.
+    pub async fn stamp(&mut self, rows: &[RevisionId]) -> Result<(), ExecError> {
+        self.ensure_tables().await?;
+        let mut sql = vec![
+            "BEGIN".to_string(),
+            format!("DELETE FROM {}", self.store.version_table()),
+        ];
+        sql.extend(self.store.rows_sql(&[], rows));
+        let label = if rows.is_empty() {
+            "base".to_string()
+        } else {
+            rows.iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        sql.push(
+            self.store
+                .history_sql(&label, "stamp", "applied", None, true, "NULL", None),
+        );
+        sql.push("COMMIT".into());
+        if let Err(e) = self.client.batch_execute(&sql.join(";\n")).await {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            return Err(ExecError::Db {
+                context: "could not stamp the version table".into(),
+                source: e,
+            });
+        }
+        self.rows = rows.to_vec();
+        self.rows.sort();
+        self.blocked = None;
+        Ok(())
+    }
+
+    /// Mark a failed no-transaction revision as dealt with, leaving the version rows as they are.
+    pub async fn resolve(&mut self) -> Result<Option<Blocked>, ExecError> {
+        let Some(blocked) = self.blocked.take() else {
+            return Ok(None);
+        };
+        let sql = self.store.history_sql(
+            blocked.revision.as_str(),
+            &blocked.direction,
+            "resolved",
+            None,
+            false,
+            "NULL",
+            None,
+        );
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(db("could not record the resolution"))?;
+        Ok(Some(blocked))
+    }
+
+    /// The newest `limit` history rows, newest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<HistoryRow>, ExecError> {
+        if !self.has_tables {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT revision, direction, status, checksum, applied_at::text, duration_ms::text, tool_version \
+             FROM {} ORDER BY id DESC LIMIT {limit}",
+            self.store.history_table()
+        );
+        let sets = result_sets(
+            self.client
+                .simple_query(&sql)
+                .await
+                .map_err(db("could not read the history table"))?,
+        );
+        Ok(sets
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| HistoryRow {
+                revision: r[0].clone().unwrap_or_default(),
+                direction: r[1].clone().unwrap_or_default(),
+                status: r[2].clone().unwrap_or_default(),
+                checksum: r[3].clone(),
+                applied_at: r[4].clone().unwrap_or_default(),
+                duration_ms: r[5].as_deref().and_then(|d| d.parse().ok()),
+                tool_version: r[6].clone().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// The checksum each revision was last applied (up) with, for `validate`.
+    pub async fn applied_checksums(&self) -> Result<BTreeMap<RevisionId, String>, ExecError> {
+        if !self.has_tables {
+            return Ok(BTreeMap::new());
+        }
+        let sql = format!(
+            "SELECT DISTINCT ON (revision) revision, checksum FROM {} \
+             WHERE direction = 'up' AND status = 'applied' AND checksum IS NOT NULL ORDER BY revision, id DESC",
+            self.store.history_table()
+        );
+        let sets = result_sets(
+            self.client
+                .simple_query(&sql)
+                .await
+                .map_err(db("could not read the history table"))?,
+        );
+        Ok(sets
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| Some((RevisionId(r[0].clone()?), r[1].clone()?)))
+            .collect())
+    }
+
+    async fn unlock(&self) -> Result<(), ExecError> {
+        let mut sql = format!(
+            "SELECT pg_advisory_unlock({}, {})",
+            self.lock_key.0, self.lock_key.1
+        );
+        if self.opts.lock_timeout.is_some() {
+            sql.push_str("; RESET lock_timeout");
+        }
+        if self.opts.statement_timeout.is_some() {
+            sql.push_str("; RESET statement_timeout");
+        }
+        if self.opts.search_path.is_some() {
+            sql.push_str("; RESET search_path");
+        }
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(db("could not release the migration lock"))
+    }
+
+    /// Release the lock and reset the session settings, so a pooled connection goes back clean.
+    pub async fn close(self) -> Result<(), ExecError> {
+        self.unlock().await
+    }
+}
+
+fn section(script: &Script, direction: Direction) -> &Section {
+    match direction {
+        Direction::Up => &script.upgrade,
+        Direction::Down => &script.downgrade,
+    }
+}
+
+pub(crate) fn direction_word(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Up => "up",
+        Direction::Down => "down",
+    }
+}
+
+/// Apply a step's version-row effect to an in-memory copy of the rows.
+fn apply_rows(rows: &mut Vec<RevisionId>, step: &Step) {
+    rows.retain(|r| !step.delete_rows.contains(r));
+    rows.extend(step.insert_rows.iter().cloned());
+    rows.sort();
+}
+
+fn step_error(
+    step: &Step,
+    script: &Script,
+    line: Option<usize>,
+    source: tokio_postgres::Error,
+) -> ExecError {
+    ExecError::Step {
+        revision: step.revision.clone(),
+        direction: step.direction,
+        path: Some(script.path.clone()),
+        line,
+        sqlstate: source.code().map(|c| c.code().to_string()),
+        message: db_message(&source),
+        source,
+    }
+}
