@@ -1,0 +1,185 @@
+//! The fleet's event model. Workers report to the coordinator; the coordinator turns that into these events
+//! and hands each to every sink in order, so the ledger, progress, metrics and the NDJSON stream never disagree.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// A tenant's state in a run (also the `state` label of `flotilla_tenants`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Interrupted,
+}
+
+impl TenantState {
+    pub const ALL: [TenantState; 6] = [
+        TenantState::Pending,
+        TenantState::Running,
+        TenantState::Succeeded,
+        TenantState::Failed,
+        TenantState::Skipped,
+        TenantState::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantState::Pending => "pending",
+            TenantState::Running => "running",
+            TenantState::Succeeded => "succeeded",
+            TenantState::Failed => "failed",
+            TenantState::Skipped => "skipped",
+            TenantState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One thing that happened in a fleet run. Serialised (NDJSON) as an object with an `event` field naming the
+/// variant in snake_case and, for tenant events, a `tenant` field.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum FleetEvent {
+    RunStarted {
+        run_id: String,
+        command: String,
+        target: String,
+        n_tenants: usize,
+        concurrency: usize,
+        #[serde(with = "unix_seconds")]
+        at: SystemTime,
+    },
+    TenantStarted {
+        tenant: String,
+        server: String,
+        attempt: u32,
+    },
+    /// The tenant's plan is known (after reading its version rows).
+    TenantPlanned {
+        tenant: String,
+        from: Vec<String>,
+        n_steps: usize,
+    },
+    RevisionStarted {
+        tenant: String,
+        revision: String,
+        direction: String,
+    },
+    RevisionApplied {
+        tenant: String,
+        revision: String,
+        direction: String,
+        #[serde(with = "millis", rename = "duration_ms")]
+        duration: Duration,
+    },
+    /// Rows a backfill has done so far in this tenant (cumulative) and its estimate.
+    BackfillProgress {
+        tenant: String,
+        revision: String,
+        rows_done: u64,
+        rows_estimated: Option<u64>,
+    },
+    TenantRetrying {
+        tenant: String,
+        attempt: u32,
+        reason: String,
+        error: String,
+        sqlstate: Option<String>,
+        #[serde(with = "millis", rename = "delay_ms")]
+        delay: Duration,
+    },
+    TenantSucceeded {
+        tenant: String,
+        from: Vec<String>,
+        to: Vec<String>,
+        n_steps: usize,
+        attempts: u32,
+        #[serde(with = "millis", rename = "duration_ms")]
+        duration: Duration,
+    },
+    TenantSkipped {
+        tenant: String,
+        at: Vec<String>,
+    },
+    TenantFailed {
+        tenant: String,
+        from: Vec<String>,
+        to: Vec<String>,
+        failed_revision: Option<String>,
+        error: String,
+        sqlstate: Option<String>,
+        attempts: u32,
+        #[serde(with = "millis", rename = "duration_ms")]
+        duration: Duration,
+    },
+    TenantInterrupted {
+        tenant: String,
+    },
+    /// Time a tenant start waited for the rate limiter.
+    RateLimited {
+        #[serde(with = "millis", rename = "waited_ms")]
+        waited: Duration,
+    },
+    /// Open connections to one server, sampled by the coordinator.
+    Connections {
+        server: String,
+        open: usize,
+    },
+    RunFinished {
+        run_id: String,
+        succeeded: usize,
+        failed: usize,
+        skipped: usize,
+        interrupted: usize,
+        exit_code: i32,
+        #[serde(with = "unix_seconds")]
+        at: SystemTime,
+    },
+}
+
+impl FleetEvent {
+    /// The tenant an event is about, if any.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            FleetEvent::TenantStarted { tenant, .. }
+            | FleetEvent::TenantPlanned { tenant, .. }
+            | FleetEvent::RevisionStarted { tenant, .. }
+            | FleetEvent::RevisionApplied { tenant, .. }
+            | FleetEvent::BackfillProgress { tenant, .. }
+            | FleetEvent::TenantRetrying { tenant, .. }
+            | FleetEvent::TenantSucceeded { tenant, .. }
+            | FleetEvent::TenantSkipped { tenant, .. }
+            | FleetEvent::TenantFailed { tenant, .. }
+            | FleetEvent::TenantInterrupted { tenant } => Some(tenant),
+            _ => None,
+        }
+    }
+}
+
+/// A consumer of run events. Called from the coordinator only, in event order.
+pub trait Sink: Send {
+    fn event(&mut self, event: &FleetEvent);
+    /// The run is over: flush, print or write whatever is final.
+    fn finish(&mut self) {}
+}
+
+mod millis {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+mod unix_seconds {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        s.serialize_f64(secs)
+    }
+}
