@@ -1,1 +1,36 @@
-//! cli (placeholder).
+//! The command line: clap types, resolution of flags and flotilla.toml into requests, one file per command
+//! family, and text/JSON rendering. The engine modules never see clap types or environment variables.
+
+mod args;
+mod authoring;
+mod context;
+mod error;
+mod inspect;
+mod output;
+mod single;
+
+pub use args::{Cli, Command, Format, GlobalArgs, LogFormat};
+pub use error::CliError;
+
+use crate::error::ExitCode;
+
+/// Run one parsed command line to completion and return the exit code to use.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Init(a) => authoring::init(global, a),
+        Command::Revision(a) => authoring::revision(global, a),
+        Command::Merge(a) => authoring::merge(global, a),
+        Command::Heads(a) => inspect::heads(global, a),
+        Command::Branches(a) => inspect::branches(global, a),
+        Command::Show(a) => inspect::show(global, a),
+        Command::History(a) => inspect::history(global, a).await,
+        Command::Plan(a) => inspect::plan(global, a).await,
+        Command::Upgrade(a) => single::migrate(global, a, crate::graph::Direction::Up).await,
+        Command::Downgrade(a) => single::migrate(global, a, crate::graph::Direction::Down).await,
+        Command::Current(a) => single::current(global, a).await,
+        Command::Stamp(a) => single::stamp(global, a).await,
+        Command::Validate => single::validate(global).await,
+        Command::Resolve => single::resolve(global).await,
+    }
+}

@@ -1,1 +1,5 @@
-//! config (placeholder).
+//! config (placeholder until the config work lands).
+
+#[derive(Debug, thiserror::Error)]
+#[error("config error")]
+pub struct ConfigError;

@@ -1,0 +1,208 @@
+//! The raw command line: clap types only. `context` resolves them (with flotilla.toml and the environment)
+//! into typed requests before any engine code runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::EXIT_CODES_HELP;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Versioned, reversible PostgreSQL migrations on a revision graph, for one database or a fleet of tenants",
+    after_long_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Database URL (else flotilla.toml `url`, DATABASE_URL, or libpq's PG* variables).
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// Project file.
+    #[arg(long, global = true, value_name = "PATH", default_value = "flotilla.toml")]
+    pub config: PathBuf,
+    /// Named environment from flotilla.toml (`[env.NAME]`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Output format of reporting commands.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Log line format (logs go to stderr; filter with RUST_LOG, e.g. RUST_LOG=flotilla=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a migrations directory with its template and write flotilla.toml in the current directory.
+    #[command(after_help = "Examples:\n  flotilla init migrations\n  flotilla init db/revisions")]
+    Init(InitArgs),
+    /// Write a new revision file.
+    #[command(after_help = "Examples:\n  flotilla revision -m \"add orders\"\n  flotilla revision -m \"billing root\" --head base --branch-label billing\n  flotilla revision -m \"audit trigger\" --head audit@head --depends-on 3f2a9c")]
+    Revision(RevisionArgs),
+    /// Write a revision that merges several heads into one.
+    #[command(after_help = "Examples:\n  flotilla merge -m \"merge billing\" heads\n  flotilla merge -m \"join\" 3f2a 9c8b")]
+    Merge(MergeArgs),
+    /// Upgrade to a later revision (online, or print SQL with --sql).
+    #[command(after_help = "Examples:\n  flotilla upgrade head\n  flotilla upgrade +1\n  flotilla upgrade billing@head\n  flotilla upgrade base:head --sql > upgrade.sql")]
+    Upgrade(MigrateArgs),
+    /// Revert to an earlier revision (online, or print SQL with --sql FROM:TO).
+    #[command(after_help = "Examples:\n  flotilla downgrade -1\n  flotilla downgrade base\n  flotilla downgrade head:3f2a --sql")]
+    Downgrade(MigrateArgs),
+    /// Show the database's current revisions.
+    #[command(after_help = "Examples:\n  flotilla current\n  flotilla current --verbose --format json")]
+    Current(CurrentArgs),
+    /// List revisions, newest first.
+    #[command(after_help = "Examples:\n  flotilla history\n  flotilla history -r base:head --verbose\n  flotilla history -r -3: --indicate-current")]
+    History(HistoryArgs),
+    /// Show the heads of the revision graph.
+    #[command(after_help = "Examples:\n  flotilla heads\n  flotilla heads --format json")]
+    Heads(VerboseArgs),
+    /// Show branch points.
+    Branches(VerboseArgs),
+    /// Show one revision.
+    #[command(after_help = "Examples:\n  flotilla show head\n  flotilla show 3f2a")]
+    Show(ShowArgs),
+    /// Set the version table to the given revisions without running any SQL.
+    #[command(after_help = "Examples:\n  flotilla stamp head\n  flotilla stamp base\n  flotilla stamp 3f2a --purge")]
+    Stamp(StampArgs),
+    /// Report applied revisions whose script changed since they were applied (exit 1 when any did).
+    Validate,
+    /// Clear a failed no-transaction revision after inspecting the database (see `current`).
+    Resolve,
+    /// Print the steps an upgrade or downgrade would run, without touching a database when --current is given.
+    #[command(after_help = "Examples:\n  flotilla plan upgrade head --current \"\" --format json\n  flotilla plan downgrade base --current 3f2a,9c8b --format json")]
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create for revision files.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RevisionArgs {
+    /// Message (also the file name's slug).
+    #[arg(short = 'm', long)]
+    pub message: String,
+    /// Use this id instead of a random one.
+    #[arg(long)]
+    pub rev_id: Option<String>,
+    /// The head to build on (`base` starts a new root; default `head`).
+    #[arg(long)]
+    pub head: Option<String>,
+    /// Allow --head to name a revision that is not a head (starts a new branch there).
+    #[arg(long)]
+    pub splice: bool,
+    /// Branch label(s) for the new revision.
+    #[arg(long = "branch-label")]
+    pub branch_labels: Vec<String>,
+    /// Revisions or labels the new one depends on (repeatable).
+    #[arg(long = "depends-on")]
+    pub depends_on: Vec<String>,
+    /// Mark the revision no-transaction (for CREATE INDEX CONCURRENTLY and the like).
+    #[arg(long)]
+    pub no_transaction: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    #[arg(short = 'm', long)]
+    pub message: String,
+    #[arg(long)]
+    pub rev_id: Option<String>,
+    #[arg(long = "branch-label")]
+    pub branch_labels: Vec<String>,
+    /// Revisions to merge, or `heads`.
+    #[arg(required = true)]
+    pub revisions: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Target: an id or prefix, head, heads, base, LABEL@head, +N, -N, REV+N...; `FROM:TO` with --sql.
+    pub target: String,
+    /// Print the SQL instead of running it.
+    #[arg(long)]
+    pub sql: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CurrentArgs {
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Range `[START]:[END]` (ids, prefixes, head, base, current, relative -N/+N).
+    #[arg(short = 'r', long)]
+    pub rev_range: Option<String>,
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Mark the database's current revisions (needs a database).
+    #[arg(short = 'i', long)]
+    pub indicate_current: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerboseArgs {
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub revision: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StampArgs {
+    /// Revisions to stamp (ids, head, heads, base, LABEL@head...).
+    #[arg(required = true)]
+    pub revisions: Vec<String>,
+    /// Delete every version row first, without checking what is there.
+    #[arg(long)]
+    pub purge: bool,
+    /// Print the SQL instead of running it.
+    #[arg(long)]
+    pub sql: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[arg(value_enum)]
+    pub direction: PlanDirection,
+    pub target: String,
+    /// The version rows to plan from, comma-separated (`""` = base). Without it, read them from the database.
+    #[arg(long)]
+    pub current: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanDirection {
+    Upgrade,
+    Downgrade,
+}

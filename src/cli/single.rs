@@ -1,0 +1,265 @@
+//! Commands against one database: upgrade, downgrade, current, stamp, validate, resolve.
+
+use serde_json::json;
+
+use super::args::{CurrentArgs, Format, GlobalArgs, MigrateArgs, StampArgs};
+use super::context::{Ctx, Loaded};
+use super::error::CliError;
+use super::output::{print_json, tags};
+use crate::error::ExitCode;
+use crate::executor::{render_offline, ExecEvent, Session};
+use crate::graph::{Direction, Plan};
+use crate::revision::RevisionId;
+
+fn plan_for(loaded: &Loaded, direction: Direction, rows: &[RevisionId], target: &str) -> Result<Plan, CliError> {
+    Ok(match direction {
+        Direction::Up => loaded.graph.plan_upgrade(rows, target)?,
+        Direction::Down => loaded.graph.plan_downgrade(rows, target)?,
+    })
+}
+
+fn word(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Up => "upgrade",
+        Direction::Down => "downgrade",
+    }
+}
+
+pub async fn migrate(global: &GlobalArgs, args: MigrateArgs, direction: Direction) -> Result<ExitCode, CliError> {
+    let ctx = Ctx::load(global)?;
+    let loaded = ctx.load_scripts()?;
+    if args.sql {
+        return offline(&ctx, &loaded, &args.target, direction);
+    }
+    if args.target.contains(':') {
+        return Err(CliError::usage(format!("`{}`: a FROM:TO range is only for --sql", args.target)));
+    }
+    let client = ctx.connect().await?;
+    let mut session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let outcome = migrate_locked(&ctx, &loaded, &mut session, &args.target, direction).await;
+    let closed = session.close().await;
+    let code = outcome?;
+    closed?;
+    Ok(code)
+}
+
+async fn migrate_locked(
+    ctx: &Ctx,
+    loaded: &Loaded,
+    session: &mut Session<'_>,
+    target: &str,
+    direction: Direction,
+) -> Result<ExitCode, CliError> {
+    let plan = plan_for(loaded, direction, session.rows(), target)?;
+    if direction == Direction::Up {
+        for (revision, _) in changed_scripts(loaded, session).await? {
+            tracing::warn!(%revision, "revision was applied from a script that has changed since (see `flotilla validate`)");
+        }
+    }
+    let text = ctx.format == Format::Text;
+    let mut on_event = |event: ExecEvent| {
+        if let ExecEvent::StepStarted { revision, direction } = event {
+            if text {
+                let message = loaded.scripts.get(&revision).map(|s| s.meta.message.as_str()).unwrap_or_default();
+                println!("Running {} {revision}, {message}", word(direction));
+            }
+        }
+    };
+    let report = session.run(&plan, &loaded.scripts, &mut on_event).await?;
+    match ctx.format {
+        Format::Text if report.steps.is_empty() => println!("Nothing to do: already at {target}"),
+        Format::Text => println!(
+            "Done: {} step(s); now at {}",
+            report.steps.len(),
+            rows_text(&report.rows_after)
+        ),
+        Format::Json => print_json(&json!({
+            "direction": word(direction),
+            "steps": report.steps.iter().map(|s| json!({
+                "revision": s.revision,
+                "direction": s.direction,
+                "duration_ms": s.elapsed.as_millis() as u64,
+            })).collect::<Vec<_>>(),
+            "current": report.rows_after,
+        })),
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn rows_text(rows: &[RevisionId]) -> String {
+    if rows.is_empty() {
+        "base".into()
+    } else {
+        rows.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// `FROM:TO` (or just `TO` for an upgrade from base) rendered as SQL.
+fn offline(ctx: &Ctx, loaded: &Loaded, target: &str, direction: Direction) -> Result<ExitCode, CliError> {
+    let (from, to) = match target.split_once(':') {
+        Some((from, to)) => (Some(from), to),
+        None if direction == Direction::Up => (None, target),
+        None => {
+            return Err(CliError::usage(format!(
+                "downgrade --sql needs a range FROM:TO (for example `head:{target}`): offline there is no database to read the current revision from"
+            )))
+        }
+    };
+    let rows = match from {
+        None | Some("") | Some("base") => Vec::new(),
+        Some(from) => loaded.graph.resolve(from, &[])?,
+    };
+    let plan = plan_for(loaded, direction, &rows, to)?;
+    let create_tables = direction == Direction::Up && rows.is_empty();
+    print!("{}", render_offline(&plan, &loaded.scripts, &ctx.store, &ctx.exec, create_tables)?);
+    Ok(ExitCode::Ok)
+}
+
+/// Revisions whose applied (up) checksum differs from the script's upgrade checksum today.
+async fn changed_scripts(loaded: &Loaded, session: &Session<'_>) -> Result<Vec<(RevisionId, String)>, CliError> {
+    let applied = session.applied_checksums().await?;
+    Ok(applied
+        .into_iter()
+        .filter_map(|(revision, checksum)| {
+            let script = loaded.scripts.get(&revision)?;
+            (script.upgrade.checksum != checksum).then(|| (revision, script.path.display().to_string()))
+        })
+        .collect())
+}
+
+pub async fn current(global: &GlobalArgs, args: CurrentArgs) -> Result<ExitCode, CliError> {
+    let ctx = Ctx::load(global)?;
+    let loaded = ctx.load_scripts()?;
+    let client = ctx.connect().await?;
+    let session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let rows = session.rows().to_vec();
+    let blocked = session.blocked().cloned();
+    let history = if args.verbose { session.history(10).await? } else { Vec::new() };
+    session.close().await?;
+    match ctx.format {
+        Format::Json => print_json(&json!({
+            "current": rows.iter().map(|r| json!({
+                "revision": r,
+                "message": loaded.scripts.get(r).map(|s| s.meta.message.clone()),
+                "is_head": loaded.graph.heads().contains(r),
+                "is_known": loaded.scripts.contains_key(r),
+            })).collect::<Vec<_>>(),
+            "blocked": blocked.as_ref().map(|b| json!({
+                "revision": b.revision, "direction": b.direction, "status": b.status, "at": b.at, "error": b.error,
+            })),
+            "history": history,
+        })),
+        Format::Text => {
+            if rows.is_empty() {
+                println!("base (no revision applied)");
+            }
+            for row in &rows {
+                match loaded.scripts.get(row) {
+                    Some(script) if args.verbose => {
+                        println!("Rev: {row}{}", tags(&loaded.graph, row, script));
+                        println!("Path: {}", script.path.display());
+                        println!("Message: {}\n", script.meta.message);
+                    }
+                    Some(script) => println!("{row}{}", tags(&loaded.graph, row, script)),
+                    None => println!("{row} (unknown: no revision file has this id)"),
+                }
+            }
+            if let Some(b) = &blocked {
+                println!(
+                    "BLOCKED: no-transaction revision {} ({}) {} at {}{}; inspect the database, then run `flotilla resolve`",
+                    b.revision,
+                    b.direction,
+                    b.status,
+                    b.at,
+                    b.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                );
+            }
+            for h in &history {
+                println!(
+                    "{}  {:<7} {:<8} {}{}",
+                    h.applied_at,
+                    h.direction,
+                    h.status,
+                    h.revision,
+                    h.duration_ms.map(|d| format!(" ({d} ms)")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(if blocked.is_some() { ExitCode::NeedsResolve } else { ExitCode::Ok })
+}
+
+pub async fn stamp(global: &GlobalArgs, args: StampArgs) -> Result<ExitCode, CliError> {
+    let ctx = Ctx::load(global)?;
+    let loaded = ctx.load_scripts()?;
+    let targets: Vec<&str> = args.revisions.iter().map(String::as_str).collect();
+    if args.sql {
+        let rows = loaded.graph.stamp(&[], &targets, true)?;
+        println!("{}", ctx.store.create_sql());
+        println!("BEGIN;\nDELETE FROM {};", ctx.store.version_table());
+        for sql in ctx.store.rows_sql(&[], &rows) {
+            println!("{sql};");
+        }
+        println!("COMMIT;");
+        return Ok(ExitCode::Ok);
+    }
+    let client = ctx.connect().await?;
+    let mut session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let outcome = match loaded.graph.stamp(session.rows(), &targets, args.purge) {
+        Ok(rows) => session.stamp(&rows).await.map(|()| rows).map_err(CliError::from),
+        Err(e) => Err(e.into()),
+    };
+    let closed = session.close().await;
+    let rows = outcome?;
+    closed?;
+    match ctx.format {
+        Format::Text => println!("Stamped: now at {}", rows_text(&rows)),
+        Format::Json => print_json(&json!({ "current": rows })),
+    }
+    Ok(ExitCode::Ok)
+}
+
+pub async fn validate(global: &GlobalArgs) -> Result<ExitCode, CliError> {
+    let ctx = Ctx::load(global)?;
+    let loaded = ctx.load_scripts()?;
+    let client = ctx.connect().await?;
+    let session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let changed = changed_scripts(&loaded, &session).await;
+    session.close().await?;
+    let changed = changed?;
+    match ctx.format {
+        Format::Json => print_json(&json!({
+            "changed": changed.iter().map(|(r, p)| json!({"revision": r, "path": p})).collect::<Vec<_>>(),
+        })),
+        Format::Text if changed.is_empty() => println!("OK: every applied revision matches its script"),
+        Format::Text => {
+            for (revision, path) in &changed {
+                println!("changed since applied: {revision} ({path})");
+            }
+        }
+    }
+    Ok(if changed.is_empty() { ExitCode::Ok } else { ExitCode::Failed })
+}
+
+pub async fn resolve(global: &GlobalArgs) -> Result<ExitCode, CliError> {
+    let ctx = Ctx::load(global)?;
+    let client = ctx.connect().await?;
+    let mut session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let outcome = session.resolve().await;
+    let rows = session.rows().to_vec();
+    session.close().await?;
+    match (outcome?, ctx.format) {
+        (Some(b), Format::Text) => println!(
+            "Resolved the failed no-transaction revision {} ({}); version rows unchanged: {}",
+            b.revision,
+            b.direction,
+            rows_text(&rows)
+        ),
+        (None, Format::Text) => println!("Nothing to resolve"),
+        (b, Format::Json) => print_json(&json!({
+            "resolved": b.map(|b| json!({"revision": b.revision, "direction": b.direction})),
+            "current": rows,
+        })),
+    }
+    Ok(ExitCode::Ok)
+}
