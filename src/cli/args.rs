@@ -28,7 +28,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
     /// Project file.
-    #[arg(long, global = true, value_name = "PATH", default_value = "flotilla.toml")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "flotilla.toml"
+    )]
     pub config: PathBuf,
     /// Named environment from flotilla.toml (`[env.NAME]`).
     #[arg(long, global = true, value_name = "NAME")]
@@ -59,22 +64,34 @@ pub enum Command {
     #[command(after_help = "Examples:\n  flotilla init migrations\n  flotilla init db/revisions")]
     Init(InitArgs),
     /// Write a new revision file.
-    #[command(after_help = "Examples:\n  flotilla revision -m \"add orders\"\n  flotilla revision -m \"billing root\" --head base --branch-label billing\n  flotilla revision -m \"audit trigger\" --head audit@head --depends-on 3f2a9c")]
+    #[command(
+        after_help = "Examples:\n  flotilla revision -m \"add orders\"\n  flotilla revision -m \"billing root\" --head base --branch-label billing\n  flotilla revision -m \"audit trigger\" --head audit@head --depends-on 3f2a9c"
+    )]
     Revision(RevisionArgs),
     /// Write a revision that merges several heads into one.
-    #[command(after_help = "Examples:\n  flotilla merge -m \"merge billing\" heads\n  flotilla merge -m \"join\" 3f2a 9c8b")]
+    #[command(
+        after_help = "Examples:\n  flotilla merge -m \"merge billing\" heads\n  flotilla merge -m \"join\" 3f2a 9c8b"
+    )]
     Merge(MergeArgs),
     /// Upgrade to a later revision (online, or print SQL with --sql).
-    #[command(after_help = "Examples:\n  flotilla upgrade head\n  flotilla upgrade +1\n  flotilla upgrade billing@head\n  flotilla upgrade base:head --sql > upgrade.sql")]
+    #[command(
+        after_help = "Examples:\n  flotilla upgrade head\n  flotilla upgrade +1\n  flotilla upgrade billing@head\n  flotilla upgrade base:head --sql > upgrade.sql"
+    )]
     Upgrade(MigrateArgs),
     /// Revert to an earlier revision (online, or print SQL with --sql FROM:TO).
-    #[command(after_help = "Examples:\n  flotilla downgrade -1\n  flotilla downgrade base\n  flotilla downgrade head:3f2a --sql")]
+    #[command(
+        after_help = "Examples:\n  flotilla downgrade -1\n  flotilla downgrade base\n  flotilla downgrade head:3f2a --sql"
+    )]
     Downgrade(MigrateArgs),
     /// Show the database's current revisions.
-    #[command(after_help = "Examples:\n  flotilla current\n  flotilla current --verbose --format json")]
+    #[command(
+        after_help = "Examples:\n  flotilla current\n  flotilla current --verbose --format json"
+    )]
     Current(CurrentArgs),
     /// List revisions, newest first.
-    #[command(after_help = "Examples:\n  flotilla history\n  flotilla history -r base:head --verbose\n  flotilla history -r -3: --indicate-current")]
+    #[command(
+        after_help = "Examples:\n  flotilla history\n  flotilla history -r base:head --verbose\n  flotilla history -r -3: --indicate-current"
+    )]
     History(HistoryArgs),
     /// Show the heads of the revision graph.
     #[command(after_help = "Examples:\n  flotilla heads\n  flotilla heads --format json")]
@@ -85,14 +102,18 @@ pub enum Command {
     #[command(after_help = "Examples:\n  flotilla show head\n  flotilla show 3f2a")]
     Show(ShowArgs),
     /// Set the version table to the given revisions without running any SQL.
-    #[command(after_help = "Examples:\n  flotilla stamp head\n  flotilla stamp base\n  flotilla stamp 3f2a --purge")]
+    #[command(
+        after_help = "Examples:\n  flotilla stamp head\n  flotilla stamp base\n  flotilla stamp 3f2a --purge"
+    )]
     Stamp(StampArgs),
     /// Report applied revisions whose script changed since they were applied (exit 1 when any did).
     Validate,
     /// Clear a failed no-transaction revision after inspecting the database (see `current`).
     Resolve,
     /// Print the steps an upgrade or downgrade would run, without touching a database when --current is given.
-    #[command(after_help = "Examples:\n  flotilla plan upgrade head --current \"\" --format json\n  flotilla plan downgrade base --current 3f2a,9c8b --format json")]
+    #[command(
+        after_help = "Examples:\n  flotilla plan upgrade head --current \"\" --format json\n  flotilla plan downgrade base --current 3f2a,9c8b --format json"
+    )]
     Plan(PlanArgs),
 }
 

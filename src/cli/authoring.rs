@@ -23,14 +23,28 @@ fn io_error(what: String) -> impl FnOnce(std::io::Error) -> CliError {
 pub fn init(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode, CliError> {
     let config = &global.config;
     if config.exists() {
-        return Err(CliError::usage(format!("{} already exists: not overwriting it", config.display())));
+        return Err(CliError::usage(format!(
+            "{} already exists: not overwriting it",
+            config.display()
+        )));
     }
-    if args.dir.exists() && args.dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(CliError::usage(format!("{} exists and is not empty", args.dir.display())));
+    if args.dir.exists()
+        && args
+            .dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(CliError::usage(format!(
+            "{} exists and is not empty",
+            args.dir.display()
+        )));
     }
-    std::fs::create_dir_all(&args.dir).map_err(io_error(format!("could not create {}", args.dir.display())))?;
+    std::fs::create_dir_all(&args.dir)
+        .map_err(io_error(format!("could not create {}", args.dir.display())))?;
     let template = args.dir.join(TEMPLATE_FILE);
-    std::fs::write(&template, DEFAULT_TEMPLATE).map_err(io_error(format!("could not write {}", template.display())))?;
+    std::fs::write(&template, DEFAULT_TEMPLATE)
+        .map_err(io_error(format!("could not write {}", template.display())))?;
     let readme = args.dir.join("README.md");
     std::fs::write(
         &readme,
@@ -47,9 +61,16 @@ pub fn init(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode, CliError> {
          # version_table = \"flotilla_version\"    # \"alembic_version\" adopts an Alembic-managed database\n\
          # lock_timeout = \"5s\"\n"
     );
-    std::fs::write(config, body).map_err(io_error(format!("could not write {}", config.display())))?;
-    println!("Created {} with {TEMPLATE_FILE} and README.md", args.dir.display());
-    println!("Wrote {} (script_location = {script_location:?})", config.display());
+    std::fs::write(config, body)
+        .map_err(io_error(format!("could not write {}", config.display())))?;
+    println!(
+        "Created {} with {TEMPLATE_FILE} and README.md",
+        args.dir.display()
+    );
+    println!(
+        "Wrote {} (script_location = {script_location:?})",
+        config.display()
+    );
     println!("Next: flotilla revision -m \"first revision\"");
     Ok(ExitCode::Ok)
 }
@@ -107,7 +128,9 @@ pub fn merge(global: &GlobalArgs, args: MergeArgs) -> Result<ExitCode, CliError>
         }
     }
     if down_revisions.len() < 2 {
-        return Err(CliError::usage("a merge needs at least two revisions to join"));
+        return Err(CliError::usage(
+            "a merge needs at least two revisions to join",
+        ));
     }
     let meta = RevisionMeta {
         id: RevisionId::default(),
@@ -131,15 +154,25 @@ fn write_revision(
         return Err(CliError::usage(format!("revision {id} already exists")));
     }
     for label in &meta.branch_labels {
-        if loaded.scripts.values().any(|s| s.meta.branch_labels.contains(label)) {
-            return Err(CliError::usage(format!("branch label {label} is already used")));
+        if loaded
+            .scripts
+            .values()
+            .any(|s| s.meta.branch_labels.contains(label))
+        {
+            return Err(CliError::usage(format!(
+                "branch label {label} is already used"
+            )));
         }
     }
     meta.id = id.clone();
     let now = chrono::Local::now().naive_local();
     let name = script::render_file_name(
         &ctx.file_template,
-        &FileNameParts { rev: id.to_string(), slug: script::slugify(&meta.message), date: now },
+        &FileNameParts {
+            rev: id.to_string(),
+            slug: script::slugify(&meta.message),
+            date: now,
+        },
     )
     .map_err(|e| CliError::usage(format!("file_template: {e}")))?;
     let path = ctx.script_dir.join(&name);
@@ -152,7 +185,8 @@ fn write_revision(
     });
     let template = ctx.script_dir.join(TEMPLATE_FILE);
     if template.exists() {
-        let body = std::fs::read_to_string(&template).map_err(io_error(format!("could not read {}", template.display())))?;
+        let body = std::fs::read_to_string(&template)
+            .map_err(io_error(format!("could not read {}", template.display())))?;
         if let Some(cut) = text.find("-- flotilla:upgrade") {
             text.truncate(cut);
         }
@@ -161,9 +195,13 @@ fn write_revision(
     // A broken template must not produce a file the next command refuses to load.
     script::parse_script(&path, &text)?;
     if path.exists() {
-        return Err(CliError::usage(format!("{} already exists", path.display())));
+        return Err(CliError::usage(format!(
+            "{} already exists",
+            path.display()
+        )));
     }
-    std::fs::write(&path, &text).map_err(io_error(format!("could not write {}", path.display())))?;
+    std::fs::write(&path, &text)
+        .map_err(io_error(format!("could not write {}", path.display())))?;
     println!("Generating {} ... done", path.display());
     run_post_write(&ctx.post_write, &path, &ctx.project_dir)?;
     Ok(ExitCode::Ok)
@@ -172,19 +210,31 @@ fn write_revision(
 /// Run each `post_write` hook on the new file (`{file}` in an argument is replaced by its path).
 fn run_post_write(hooks: &[Vec<String>], file: &Path, cwd: &PathBuf) -> Result<(), CliError> {
     for hook in hooks {
-        let Some((program, rest)) = hook.split_first() else { continue };
+        let Some((program, rest)) = hook.split_first() else {
+            continue;
+        };
         let file_text = file.display().to_string();
-        let args: Vec<String> = rest.iter().map(|a| a.replace("{file}", &file_text)).collect();
+        let args: Vec<String> = rest
+            .iter()
+            .map(|a| a.replace("{file}", &file_text))
+            .collect();
         let status = std::process::Command::new(program)
             .args(&args)
-            .current_dir(if cwd.as_os_str().is_empty() { Path::new(".") } else { cwd })
+            .current_dir(if cwd.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                cwd
+            })
             .status()
             .with_context(|| format!("post_write hook `{program}` could not start"))
             .map_err(|e| CliError::new(ExitCode::Failed, e))?;
         if !status.success() {
             return Err(CliError::new(
                 ExitCode::Failed,
-                anyhow::anyhow!("post_write hook `{}` failed ({status}) on {file_text}", hook.join(" ")),
+                anyhow::anyhow!(
+                    "post_write hook `{}` failed ({status}) on {file_text}",
+                    hook.join(" ")
+                ),
             ));
         }
         println!("Running post_write hook {program} ... done");

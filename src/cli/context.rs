@@ -35,7 +35,11 @@ pub struct Loaded {
 
 impl Ctx {
     pub fn load(global: &GlobalArgs) -> Result<Ctx, CliError> {
-        let project_dir = global.config.parent().map(PathBuf::from).unwrap_or_default();
+        let project_dir = global
+            .config
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
         Ok(Ctx {
             script_dir: project_dir.join("migrations"),
             project_dir,
@@ -43,7 +47,10 @@ impl Ctx {
             store: VersionStore::default(),
             exec: ExecOptions::default(),
             post_write: Vec::new(),
-            url: global.url.clone().or_else(|| std::env::var("DATABASE_URL").ok()),
+            url: global
+                .url
+                .clone()
+                .or_else(|| std::env::var("DATABASE_URL").ok()),
             format: global.format,
         })
     }
@@ -53,16 +60,25 @@ impl Ctx {
     pub fn load_scripts(&self) -> Result<Loaded, CliError> {
         let scripts = script::load_dir(&self.script_dir)?;
         let graph = RevisionGraph::new(scripts.iter().map(|s| s.meta.clone()).collect())?;
-        let scripts = scripts.into_iter().map(|s| (s.meta.id.clone(), s)).collect();
+        let scripts = scripts
+            .into_iter()
+            .map(|s| (s.meta.id.clone(), s))
+            .collect();
         Ok(Loaded { scripts, graph })
     }
 
     pub async fn connect(&self) -> Result<Client, CliError> {
         let url = self.url.as_deref().ok_or_else(|| {
-            CliError::usage("no database given: pass --url, set `url` in flotilla.toml, or set DATABASE_URL")
+            CliError::usage(
+                "no database given: pass --url, set `url` in flotilla.toml, or set DATABASE_URL",
+            )
         })?;
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| CliError::new(ExitCode::Usage, anyhow::Error::new(e).context("bad database url")))?;
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            CliError::new(
+                ExitCode::Usage,
+                anyhow::Error::new(e).context("bad database url"),
+            )
+        })?;
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
             .await

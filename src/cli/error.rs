@@ -13,11 +13,17 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: ExitCode, error: impl Into<anyhow::Error>) -> Self {
-        CliError { code, error: error.into() }
+        CliError {
+            code,
+            error: error.into(),
+        }
     }
 
     pub fn usage(message: impl std::fmt::Display) -> Self {
-        CliError { code: ExitCode::Usage, error: anyhow::anyhow!("{message}") }
+        CliError {
+            code: ExitCode::Usage,
+            error: anyhow::anyhow!("{message}"),
+        }
     }
 }
 
@@ -46,6 +52,7 @@ pub fn exec_code(e: &ExecError) -> ExitCode {
         ExecError::Blocked(_) => ExitCode::NeedsResolve,
         ExecError::NoTransactionInRunMode(_) | ExecError::MissingScript(_) => ExitCode::Usage,
         ExecError::Step { .. } | ExecError::Db { .. } => ExitCode::Failed,
+        ExecError::Interrupted => ExitCode::Interrupted,
     }
 }
 

@@ -3,7 +3,9 @@
 
 use serde_json::json;
 
-use super::args::{Format, GlobalArgs, HistoryArgs, PlanArgs, PlanDirection, ShowArgs, VerboseArgs};
+use super::args::{
+    Format, GlobalArgs, HistoryArgs, PlanArgs, PlanDirection, ShowArgs, VerboseArgs,
+};
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
 use super::output::{print_json, revision_json, revision_line, tags};
@@ -21,7 +23,10 @@ pub fn heads(global: &GlobalArgs, args: VerboseArgs) -> Result<ExitCode, CliErro
     let loaded = ctx.load_scripts()?;
     let heads = loaded.graph.heads();
     match ctx.format {
-        Format::Json => print_json(&json!(heads.iter().map(|h| revision_json(&loaded.graph, script(&loaded, h))).collect::<Vec<_>>())),
+        Format::Json => print_json(&json!(heads
+            .iter()
+            .map(|h| revision_json(&loaded.graph, script(&loaded, h)))
+            .collect::<Vec<_>>())),
         Format::Text => {
             for head in &heads {
                 let s = script(&loaded, head);
@@ -40,11 +45,23 @@ fn print_verbose(loaded: &Loaded, s: &crate::script::Script) {
     let m = &s.meta;
     println!("Rev: {}{}", m.id, tags(&loaded.graph, &m.id, s));
     let parents: Vec<&str> = m.down_revisions.iter().map(|r| r.as_str()).collect();
-    println!("Parent: {}", if parents.is_empty() { "<base>".to_string() } else { parents.join(", ") });
+    println!(
+        "Parent: {}",
+        if parents.is_empty() {
+            "<base>".to_string()
+        } else {
+            parents.join(", ")
+        }
+    );
     if !m.depends_on.is_empty() {
         println!("Also depends on: {}", m.depends_on.join(", "));
     }
-    let children: Vec<String> = loaded.graph.children(&m.id).iter().map(|c| c.to_string()).collect();
+    let children: Vec<String> = loaded
+        .graph
+        .children(&m.id)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
     if !children.is_empty() {
         println!("Branches into: {}", children.join(", "));
     }
@@ -83,7 +100,10 @@ pub fn branches(global: &GlobalArgs, args: VerboseArgs) -> Result<ExitCode, CliE
                     println!("{}", revision_line(&loaded.graph, s));
                 }
                 for child in loaded.graph.children(point) {
-                    println!("    -> {}", revision_line(&loaded.graph, script(&loaded, &child)));
+                    println!(
+                        "    -> {}",
+                        revision_line(&loaded.graph, script(&loaded, &child))
+                    );
                 }
             }
         }
@@ -107,7 +127,11 @@ pub fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode, CliError> {
             }
             Format::Text => {
                 print_verbose(&loaded, s);
-                println!("-- upgrade\n{}\n-- downgrade\n{}", s.upgrade.text.trim_end(), s.downgrade.text.trim_end());
+                println!(
+                    "-- upgrade\n{}\n-- downgrade\n{}",
+                    s.upgrade.text.trim_end(),
+                    s.downgrade.text.trim_end()
+                );
             }
         }
     }
@@ -127,7 +151,11 @@ pub async fn history(global: &GlobalArgs, args: HistoryArgs) -> Result<ExitCode,
     let loaded = ctx.load_scripts()?;
     let range = args.rev_range.as_deref();
     let needs_db = args.indicate_current || range.is_some_and(|r| r.contains("current"));
-    let rows = if needs_db { current_rows(&ctx).await? } else { Vec::new() };
+    let rows = if needs_db {
+        current_rows(&ctx).await?
+    } else {
+        Vec::new()
+    };
     let walk = loaded.graph.walk(range, &rows)?;
     match ctx.format {
         Format::Json => print_json(&json!(walk
@@ -143,7 +171,11 @@ pub async fn history(global: &GlobalArgs, args: HistoryArgs) -> Result<ExitCode,
         Format::Text => {
             for id in &walk {
                 let s = script(&loaded, id);
-                let current = if args.indicate_current && rows.contains(id) { " (current)" } else { "" };
+                let current = if args.indicate_current && rows.contains(id) {
+                    " (current)"
+                } else {
+                    ""
+                };
                 if args.verbose {
                     print_verbose(&loaded, s);
                 } else {
@@ -159,7 +191,12 @@ pub async fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<ExitCode, CliEr
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     let rows = match &args.current {
-        Some(list) => list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(RevisionId::from).collect(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(RevisionId::from)
+            .collect(),
         None => current_rows(&ctx).await?,
     };
     let plan = match args.direction {

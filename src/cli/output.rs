@@ -7,7 +7,10 @@ use crate::revision::RevisionId;
 use crate::script::Script;
 
 pub fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
 }
 
 /// `<down> -> <rev> (head) (label), message`, as Alembic's history lines.
@@ -16,9 +19,20 @@ pub fn revision_line(graph: &RevisionGraph, script: &Script) -> String {
     let down = match meta.down_revisions.as_slice() {
         [] => "<base>".to_string(),
         [one] => one.to_string(),
-        many => format!("({})", many.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")),
+        many => format!(
+            "({})",
+            many.iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    format!("{down} -> {}{}, {}", meta.id, tags(graph, &meta.id, script), meta.message)
+    format!(
+        "{down} -> {}{}, {}",
+        meta.id,
+        tags(graph, &meta.id, script),
+        meta.message
+    )
 }
 
 /// ` (head)`, ` (branchpoint)`, ` (mergepoint)` and ` (label)` markers.

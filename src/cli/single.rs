@@ -1,5 +1,8 @@
 //! Commands against one database: upgrade, downgrade, current, stamp, validate, resolve.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use serde_json::json;
 
 use super::args::{CurrentArgs, Format, GlobalArgs, MigrateArgs, StampArgs};
@@ -11,7 +14,12 @@ use crate::executor::{render_offline, ExecEvent, Session};
 use crate::graph::{Direction, Plan};
 use crate::revision::RevisionId;
 
-fn plan_for(loaded: &Loaded, direction: Direction, rows: &[RevisionId], target: &str) -> Result<Plan, CliError> {
+fn plan_for(
+    loaded: &Loaded,
+    direction: Direction,
+    rows: &[RevisionId],
+    target: &str,
+) -> Result<Plan, CliError> {
     Ok(match direction {
         Direction::Up => loaded.graph.plan_upgrade(rows, target)?,
         Direction::Down => loaded.graph.plan_downgrade(rows, target)?,
@@ -25,14 +33,21 @@ fn word(direction: Direction) -> &'static str {
     }
 }
 
-pub async fn migrate(global: &GlobalArgs, args: MigrateArgs, direction: Direction) -> Result<ExitCode, CliError> {
+pub async fn migrate(
+    global: &GlobalArgs,
+    args: MigrateArgs,
+    direction: Direction,
+) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     if args.sql {
         return offline(&ctx, &loaded, &args.target, direction);
     }
     if args.target.contains(':') {
-        return Err(CliError::usage(format!("`{}`: a FROM:TO range is only for --sql", args.target)));
+        return Err(CliError::usage(format!(
+            "`{}`: a FROM:TO range is only for --sql",
+            args.target
+        )));
     }
     let client = ctx.connect().await?;
     let mut session = Session::open(&client, &ctx.store, &ctx.exec).await?;
@@ -58,14 +73,34 @@ async fn migrate_locked(
     }
     let text = ctx.format == Format::Text;
     let mut on_event = |event: ExecEvent| {
-        if let ExecEvent::StepStarted { revision, direction } = event {
+        if let ExecEvent::StepStarted {
+            revision,
+            direction,
+        } = event
+        {
             if text {
-                let message = loaded.scripts.get(&revision).map(|s| s.meta.message.as_str()).unwrap_or_default();
+                let message = loaded
+                    .scripts
+                    .get(&revision)
+                    .map(|s| s.meta.message.as_str())
+                    .unwrap_or_default();
                 println!("Running {} {revision}, {message}", word(direction));
             }
         }
     };
-    let report = session.run(&plan, &loaded.scripts, &mut on_event).await?;
+    // Ctrl-C lets the revision in progress finish (it commits or rolls back whole), then stops.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let watcher = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    let report = session
+        .run(&plan, &loaded.scripts, &mut on_event, &stop)
+        .await;
+    watcher.abort();
+    let report = report?;
     match ctx.format {
         Format::Text if report.steps.is_empty() => println!("Nothing to do: already at {target}"),
         Format::Text => println!(
@@ -90,12 +125,20 @@ fn rows_text(rows: &[RevisionId]) -> String {
     if rows.is_empty() {
         "base".into()
     } else {
-        rows.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+        rows.iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 /// `FROM:TO` (or just `TO` for an upgrade from base) rendered as SQL.
-fn offline(ctx: &Ctx, loaded: &Loaded, target: &str, direction: Direction) -> Result<ExitCode, CliError> {
+fn offline(
+    ctx: &Ctx,
+    loaded: &Loaded,
+    target: &str,
+    direction: Direction,
+) -> Result<ExitCode, CliError> {
     let (from, to) = match target.split_once(':') {
         Some((from, to)) => (Some(from), to),
         None if direction == Direction::Up => (None, target),
@@ -111,18 +154,25 @@ fn offline(ctx: &Ctx, loaded: &Loaded, target: &str, direction: Direction) -> Re
     };
     let plan = plan_for(loaded, direction, &rows, to)?;
     let create_tables = direction == Direction::Up && rows.is_empty();
-    print!("{}", render_offline(&plan, &loaded.scripts, &ctx.store, &ctx.exec, create_tables)?);
+    print!(
+        "{}",
+        render_offline(&plan, &loaded.scripts, &ctx.store, &ctx.exec, create_tables)?
+    );
     Ok(ExitCode::Ok)
 }
 
 /// Revisions whose applied (up) checksum differs from the script's upgrade checksum today.
-async fn changed_scripts(loaded: &Loaded, session: &Session<'_>) -> Result<Vec<(RevisionId, String)>, CliError> {
+async fn changed_scripts(
+    loaded: &Loaded,
+    session: &Session<'_>,
+) -> Result<Vec<(RevisionId, String)>, CliError> {
     let applied = session.applied_checksums().await?;
     Ok(applied
         .into_iter()
         .filter_map(|(revision, checksum)| {
             let script = loaded.scripts.get(&revision)?;
-            (script.upgrade.checksum != checksum).then(|| (revision, script.path.display().to_string()))
+            (script.upgrade.checksum != checksum)
+                .then(|| (revision, script.path.display().to_string()))
         })
         .collect())
 }
@@ -134,7 +184,11 @@ pub async fn current(global: &GlobalArgs, args: CurrentArgs) -> Result<ExitCode,
     let session = Session::open(&client, &ctx.store, &ctx.exec).await?;
     let rows = session.rows().to_vec();
     let blocked = session.blocked().cloned();
-    let history = if args.verbose { session.history(10).await? } else { Vec::new() };
+    let history = if args.verbose {
+        session.history(10).await?
+    } else {
+        Vec::new()
+    };
     session.close().await?;
     match ctx.format {
         Format::Json => print_json(&json!({
@@ -181,12 +235,18 @@ pub async fn current(global: &GlobalArgs, args: CurrentArgs) -> Result<ExitCode,
                     h.direction,
                     h.status,
                     h.revision,
-                    h.duration_ms.map(|d| format!(" ({d} ms)")).unwrap_or_default()
+                    h.duration_ms
+                        .map(|d| format!(" ({d} ms)"))
+                        .unwrap_or_default()
                 );
             }
         }
     }
-    Ok(if blocked.is_some() { ExitCode::NeedsResolve } else { ExitCode::Ok })
+    Ok(if blocked.is_some() {
+        ExitCode::NeedsResolve
+    } else {
+        ExitCode::Ok
+    })
 }
 
 pub async fn stamp(global: &GlobalArgs, args: StampArgs) -> Result<ExitCode, CliError> {
@@ -206,7 +266,11 @@ pub async fn stamp(global: &GlobalArgs, args: StampArgs) -> Result<ExitCode, Cli
     let client = ctx.connect().await?;
     let mut session = Session::open(&client, &ctx.store, &ctx.exec).await?;
     let outcome = match loaded.graph.stamp(session.rows(), &targets, args.purge) {
-        Ok(rows) => session.stamp(&rows).await.map(|()| rows).map_err(CliError::from),
+        Ok(rows) => session
+            .stamp(&rows)
+            .await
+            .map(|()| rows)
+            .map_err(CliError::from),
         Err(e) => Err(e.into()),
     };
     let closed = session.close().await;
@@ -231,14 +295,20 @@ pub async fn validate(global: &GlobalArgs) -> Result<ExitCode, CliError> {
         Format::Json => print_json(&json!({
             "changed": changed.iter().map(|(r, p)| json!({"revision": r, "path": p})).collect::<Vec<_>>(),
         })),
-        Format::Text if changed.is_empty() => println!("OK: every applied revision matches its script"),
+        Format::Text if changed.is_empty() => {
+            println!("OK: every applied revision matches its script")
+        }
         Format::Text => {
             for (revision, path) in &changed {
                 println!("changed since applied: {revision} ({path})");
             }
         }
     }
-    Ok(if changed.is_empty() { ExitCode::Ok } else { ExitCode::Failed })
+    Ok(if changed.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    })
 }
 
 pub async fn resolve(global: &GlobalArgs) -> Result<ExitCode, CliError> {

@@ -38,6 +38,8 @@ pub enum ExecError {
     },
     #[error("revision {0} runs outside a transaction and cannot be part of a single-transaction run (transaction_per = \"run\")")]
     NoTransactionInRunMode(RevisionId),
+    #[error("interrupted before the next revision")]
+    Interrupted,
     #[error("revision {0} is in the plan but has no script")]
     MissingScript(RevisionId),
 }
@@ -51,7 +53,7 @@ fn location(path: &Option<PathBuf>, line: &Option<usize>) -> String {
 }
 
 /// The server's message when there is one, else the driver's.
-pub(crate) fn db_message(err: &tokio_postgres::Error) -> String {
+pub fn db_message(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => err.to_string(),
@@ -107,6 +109,7 @@ impl ExecError {
                 }
             }
             ExecError::NoTransactionInRunMode(_) | ExecError::MissingScript(_) => "plan",
+            ExecError::Interrupted => "interrupted",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! plan steps so that each revision's SQL and its version-row update commit together.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -263,13 +264,14 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Run every step of `plan`, stopping at the first failure. Steps before the failure stay committed (or, with
+    /// Run every step of `plan`, stopping at the first failure, or before the next step once `stop` is set. Steps before the failure stay committed (or, with
     /// `transaction_per = "run"`, nothing does) and are listed in the failure's report.
     pub async fn run(
         &mut self,
         plan: &Plan,
         scripts: &BTreeMap<RevisionId, Script>,
         on_event: &mut (dyn FnMut(ExecEvent) + Send),
+        stop: &AtomicBool,
     ) -> Result<Report, ExecFailure> {
         let mut report = Report {
             rows_before: self.rows.clone(),
@@ -318,6 +320,15 @@ impl<'a> Session<'a> {
             }
         }
         for (step, script) in resolved {
+            if stop.load(Ordering::Relaxed) {
+                if per_run {
+                    let _ = self.client.batch_execute("ROLLBACK").await;
+                    report.steps.clear();
+                    report.rows_after = report.rows_before.clone();
+                    self.rows = report.rows_before.clone();
+                }
+                return fail(&report, ExecError::Interrupted);
+            }
             on_event(ExecEvent::StepStarted {
                 revision: step.revision.clone(),
                 direction: step.direction,
@@ -659,7 +670,7 @@ fn section(script: &Script, direction: Direction) -> &Section {
     }
 }
 
-pub(crate) fn direction_word(direction: Direction) -> &'static str {
+pub fn direction_word(direction: Direction) -> &'static str {
     match direction {
         Direction::Up => "up",
         Direction::Down => "down",

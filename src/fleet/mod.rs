@@ -1,1 +1,19 @@
-//! fleet (placeholder).
+//! The fleet: tenant selection and discovery, per-server connection caps and pools, the coordinator that
+//! schedules tenants under the fleet-wide limits, and the workers that run one tenant each with retries.
+//!
+//! The fleet drives the executor thousands of times; it never parses files or flags (the CLI resolves those)
+//! and never renders anything (it emits `observe::FleetEvent`s).
+
+mod discover;
+mod error;
+mod scheduler;
+mod server;
+mod tenant;
+mod worker;
+
+pub use discover::{discover, SourceKind};
+pub use error::FleetError;
+pub use scheduler::{run, FleetOutcome, FleetRequest};
+pub use server::{Conn, ConnectError, Server, Tls};
+pub use tenant::{parse_tag, Place, Selection, Tenant};
+pub use worker::{Action, Engine, Failure, Outcome, TenantLimits};

@@ -1,0 +1,93 @@
+//! Tenant discovery: turn a `[[sources]]` entry into tenants by asking the server.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::SimpleQueryMessage;
+
+use super::error::FleetError;
+use super::server::Server;
+use super::tenant::{Place, Tenant};
+use crate::executor::{db_message, quote_literal};
+
+/// What a source asks the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Every schema whose name matches this LIKE pattern is a tenant (id = schema name).
+    SchemasLike(String),
+    /// Every connectable, non-template database whose name matches is a tenant (id = database name).
+    DatabasesLike(String),
+    /// A query returning `id` and `schema` or `database`; every other column becomes a tag.
+    Query(String),
+}
+
+impl SourceKind {
+    pub fn describe(&self) -> String {
+        match self {
+            SourceKind::SchemasLike(p) => format!("schemas_like {p:?}"),
+            SourceKind::DatabasesLike(p) => format!("databases_like {p:?}"),
+            SourceKind::Query(_) => "query".to_string(),
+        }
+    }
+}
+
+/// Ask `server` for the tenants `kind` describes, each tagged with `tags` (plus a query's extra columns).
+pub async fn discover(
+    server: &Server,
+    server_index: usize,
+    kind: &SourceKind,
+    tags: &BTreeMap<String, String>,
+) -> Result<Vec<Tenant>, FleetError> {
+    let fail = |message: String| FleetError::Discovery {
+        server: server.name.clone(),
+        source_desc: kind.describe(),
+        message,
+    };
+    let conn = server.pooled().await.map_err(|e| fail(e.to_string()))?;
+    let sql = match kind {
+        SourceKind::SchemasLike(pattern) => format!(
+            "SELECT nspname AS id, nspname AS schema FROM pg_namespace WHERE nspname LIKE {} ORDER BY 1",
+            quote_literal(pattern)
+        ),
+        SourceKind::DatabasesLike(pattern) => format!(
+            "SELECT datname AS id, datname AS database FROM pg_database \
+             WHERE datname LIKE {} AND datallowconn AND NOT datistemplate ORDER BY 1",
+            quote_literal(pattern)
+        ),
+        SourceKind::Query(query) => query.clone(),
+    };
+    let messages = conn
+        .client()
+        .simple_query(&sql)
+        .await
+        .map_err(|e| fail(db_message(&e)))?;
+    conn.release();
+    let mut tenants = Vec::new();
+    for message in messages {
+        let SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        let mut id = None;
+        let mut place = None;
+        let mut row_tags = tags.clone();
+        for (i, column) in row.columns().iter().enumerate() {
+            let Some(value) = row.get(i) else { continue };
+            match column.name() {
+                "id" => id = Some(value.to_string()),
+                "schema" => place = Some(Place::Schema(value.to_string())),
+                "database" => place = Some(Place::Database(value.to_string())),
+                other => {
+                    row_tags.insert(other.to_string(), value.to_string());
+                }
+            }
+        }
+        match (id, place) {
+            (Some(id), Some(place)) => tenants.push(Tenant { id, server: server_index, place, tags: row_tags }),
+            _ => {
+                return Err(fail(
+                    "each row must have a non-null `id` column and a non-null `schema` or `database` column".into(),
+                ))
+            }
+        }
+    }
+    Ok(tenants)
+}

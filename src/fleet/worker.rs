@@ -1,0 +1,485 @@
+//! One tenant's work: take a connection under its server's cap, open a migration session (lock without
+//! waiting), plan, run, and retry transient failures with exponential backoff and full jitter.
+//!
+//! Workers never write the ledger or the progress display: they send [`WorkerMsg`]s to the coordinator.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::server::{ConnectError, Server};
+use super::tenant::{Place, Tenant};
+use crate::executor::{ExecError, ExecEvent, ExecOptions, Session, VersionStore};
+use crate::graph::{Direction, Plan, RevisionGraph, Step};
+use crate::revision::RevisionId;
+use crate::script::Script;
+
+/// What a fleet command does to each tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Upgrade(String),
+    Downgrade(String),
+    Stamp(Vec<String>),
+}
+
+impl Action {
+    pub fn command(&self) -> &'static str {
+        match self {
+            Action::Upgrade(_) => "upgrade",
+            Action::Downgrade(_) => "downgrade",
+            Action::Stamp(_) => "stamp",
+        }
+    }
+
+    pub fn target(&self) -> String {
+        match self {
+            Action::Upgrade(t) | Action::Downgrade(t) => t.clone(),
+            Action::Stamp(revs) => revs.join(" "),
+        }
+    }
+}
+
+/// The migration set and how to run it, shared by every worker.
+pub struct Engine {
+    pub graph: RevisionGraph,
+    pub scripts: BTreeMap<RevisionId, Script>,
+    pub store: VersionStore,
+    pub exec: ExecOptions,
+}
+
+/// Limits for one tenant's work.
+#[derive(Debug, Clone)]
+pub struct TenantLimits {
+    /// Retries of transient errors after the first attempt.
+    pub retries: u32,
+    pub tenant_timeout: Option<Duration>,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Messages from a worker to the coordinator.
+pub(crate) enum WorkerMsg {
+    Started {
+        index: usize,
+        attempt: u32,
+    },
+    Connected {
+        index: usize,
+        token: tokio_postgres::CancelToken,
+    },
+    Planned {
+        index: usize,
+        from: Vec<RevisionId>,
+        steps: Vec<Step>,
+    },
+    RevisionStarted {
+        index: usize,
+        revision: RevisionId,
+        direction: Direction,
+    },
+    RevisionApplied {
+        index: usize,
+        revision: RevisionId,
+        direction: Direction,
+        elapsed: Duration,
+    },
+    Retrying {
+        index: usize,
+        attempt: u32,
+        failure: Failure,
+        delay: Duration,
+    },
+    Done {
+        index: usize,
+        outcome: Outcome,
+    },
+}
+
+/// Why an attempt failed, in the terms the ledger and metrics use.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub message: String,
+    pub sqlstate: Option<String>,
+    pub reason: &'static str,
+    pub is_transient: bool,
+    pub failed_revision: Option<RevisionId>,
+    pub is_locked: bool,
+}
+
+impl Failure {
+    fn from_exec(e: &ExecError) -> Failure {
+        Failure {
+            message: e.to_string(),
+            sqlstate: e.sqlstate(),
+            reason: e.reason(),
+            is_transient: e.is_transient(),
+            failed_revision: match e {
+                ExecError::Step { revision, .. } => Some(revision.clone()),
+                _ => None,
+            },
+            is_locked: matches!(e, ExecError::Locked { .. }),
+        }
+    }
+
+    fn from_connect(e: &ConnectError) -> Failure {
+        let (sqlstate, is_transient) = match e {
+            ConnectError::Pg(pg) => (
+                pg.code().map(|c| c.code().to_string()),
+                crate::executor::is_transient_pg(pg),
+            ),
+            ConnectError::Pool(_) => (None, true),
+        };
+        Failure {
+            message: e.to_string(),
+            sqlstate,
+            reason: "connection",
+            is_transient,
+            failed_revision: None,
+            is_locked: false,
+        }
+    }
+
+    fn permanent(message: String, reason: &'static str) -> Failure {
+        Failure {
+            message,
+            sqlstate: None,
+            reason,
+            is_transient: false,
+            failed_revision: None,
+            is_locked: false,
+        }
+    }
+}
+
+/// How a tenant ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded {
+        from: Vec<RevisionId>,
+        to: Vec<RevisionId>,
+        n_steps: usize,
+        attempts: u32,
+        elapsed: Duration,
+    },
+    Skipped {
+        at: Vec<RevisionId>,
+        attempts: u32,
+        elapsed: Duration,
+    },
+    /// `--dry-run`: what would run.
+    Planned {
+        from: Vec<RevisionId>,
+        steps: Vec<Step>,
+    },
+    Failed {
+        from: Vec<RevisionId>,
+        to: Vec<RevisionId>,
+        failure: Failure,
+        attempts: u32,
+        elapsed: Duration,
+    },
+    Interrupted {
+        from: Vec<RevisionId>,
+        to: Vec<RevisionId>,
+        attempts: u32,
+        elapsed: Duration,
+    },
+    /// Another runner holds this tenant's lock: the coordinator puts it back in the queue.
+    Locked { attempts: u32 },
+}
+
+/// What one attempt produced.
+enum Attempt {
+    Done {
+        from: Vec<RevisionId>,
+        to: Vec<RevisionId>,
+        n_steps: usize,
+    },
+    Skipped {
+        at: Vec<RevisionId>,
+    },
+    Planned {
+        from: Vec<RevisionId>,
+        steps: Vec<Step>,
+    },
+    Interrupted {
+        from: Vec<RevisionId>,
+        to: Vec<RevisionId>,
+    },
+}
+
+struct AttemptError {
+    failure: Failure,
+    from: Option<Vec<RevisionId>>,
+    to: Option<Vec<RevisionId>>,
+}
+
+impl From<Failure> for AttemptError {
+    fn from(failure: Failure) -> Self {
+        AttemptError {
+            failure,
+            from: None,
+            to: None,
+        }
+    }
+}
+
+/// Everything a worker needs besides its tenant.
+pub(crate) struct WorkerCtx {
+    pub engine: Arc<Engine>,
+    pub action: Action,
+    pub is_dry_run: bool,
+    pub limits: TenantLimits,
+    pub stop: Arc<AtomicBool>,
+    pub tx: UnboundedSender<WorkerMsg>,
+}
+
+/// Run one tenant to its end (success, skip, failure after retries, interruption, or lock contention).
+pub(crate) async fn run_tenant(
+    ctx: Arc<WorkerCtx>,
+    server: Arc<Server>,
+    tenant: Arc<Tenant>,
+    index: usize,
+    first_attempt: u32,
+) {
+    let started = Instant::now();
+    let mut attempt = first_attempt;
+    let mut from: Option<Vec<RevisionId>> = None;
+    let outcome = loop {
+        let _ = ctx.tx.send(WorkerMsg::Started { index, attempt });
+        let work = one_attempt(&ctx, &server, &tenant, index);
+        let result = match ctx.limits.tenant_timeout {
+            Some(limit) => match tokio::time::timeout(limit, work).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::permanent(
+                    format!("tenant_timeout ({limit:?}) exceeded"),
+                    "tenant_timeout",
+                )
+                .into()),
+            },
+            None => work.await,
+        };
+        match result {
+            Ok(done) => {
+                let elapsed = started.elapsed();
+                break match done {
+                    Attempt::Done {
+                        from: f,
+                        to,
+                        n_steps,
+                    } => Outcome::Succeeded {
+                        from: from.unwrap_or(f),
+                        to,
+                        n_steps,
+                        attempts: attempt,
+                        elapsed,
+                    },
+                    Attempt::Skipped { at } => Outcome::Skipped {
+                        at,
+                        attempts: attempt,
+                        elapsed,
+                    },
+                    Attempt::Planned { from, steps } => Outcome::Planned { from, steps },
+                    Attempt::Interrupted { from: f, to } => Outcome::Interrupted {
+                        from: from.unwrap_or(f),
+                        to,
+                        attempts: attempt,
+                        elapsed,
+                    },
+                };
+            }
+            Err(err) => {
+                if from.is_none() {
+                    from = err.from.clone();
+                }
+                if err.failure.is_locked {
+                    break Outcome::Locked { attempts: attempt };
+                }
+                let retries_used = attempt - 1;
+                if err.failure.is_transient
+                    && retries_used < ctx.limits.retries
+                    && !ctx.stop.load(Ordering::Relaxed)
+                {
+                    let delay = backoff(&ctx.limits, attempt);
+                    let _ = ctx.tx.send(WorkerMsg::Retrying {
+                        index,
+                        attempt,
+                        failure: err.failure,
+                        delay,
+                    });
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                    continue;
+                }
+                let from = from.unwrap_or_default();
+                let to = err.to.unwrap_or_else(|| from.clone());
+                break Outcome::Failed {
+                    from,
+                    to,
+                    failure: err.failure,
+                    attempts: attempt,
+                    elapsed: started.elapsed(),
+                };
+            }
+        }
+    };
+    let _ = ctx.tx.send(WorkerMsg::Done { index, outcome });
+}
+
+/// Exponential backoff with full jitter: a random delay in [0, min(max, base * 2^(attempt-1))].
+fn backoff(limits: &TenantLimits, attempt: u32) -> Duration {
+    let exp = limits
+        .backoff_base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let cap = exp.min(limits.backoff_max);
+    let millis = cap.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(millis / 4..=millis.max(1)))
+}
+
+async fn one_attempt(
+    ctx: &WorkerCtx,
+    server: &Server,
+    tenant: &Tenant,
+    index: usize,
+) -> Result<Attempt, AttemptError> {
+    let conn = match &tenant.place {
+        Place::Schema(_) => server.pooled().await,
+        Place::Database(db) => server.direct(db).await,
+    }
+    .map_err(|e| Failure::from_connect(&e))?;
+    let _ = ctx.tx.send(WorkerMsg::Connected {
+        index,
+        token: conn.client().cancel_token(),
+    });
+    let engine = &ctx.engine;
+    let mut opts = engine.exec.clone();
+    opts.search_path = match &tenant.place {
+        Place::Schema(schema) => Some(schema.clone()),
+        Place::Database(_) => None,
+    };
+    // A tenant locked by another runner goes back to the queue instead of holding a worker while it waits.
+    opts.lock_wait = Duration::ZERO;
+    let mut session = Session::open(conn.client(), &engine.store, &opts)
+        .await
+        .map_err(|e| Failure::from_exec(&e))?;
+    let from = session.rows().to_vec();
+    let result = drive(ctx, &mut session, index, &from).await;
+    match result {
+        Ok(attempt) => match session.close().await {
+            Ok(()) => {
+                conn.release();
+                Ok(attempt)
+            }
+            // The work committed; only the unlock failed, and dropping the connection releases the lock.
+            Err(_) => Ok(attempt),
+        },
+        Err(mut err) => {
+            err.from = Some(from);
+            Err(err)
+        }
+    }
+}
+
+async fn drive(
+    ctx: &WorkerCtx,
+    session: &mut Session<'_>,
+    index: usize,
+    from: &[RevisionId],
+) -> Result<Attempt, AttemptError> {
+    let engine = &ctx.engine;
+    let plan: Plan = match &ctx.action {
+        Action::Upgrade(target) => engine.graph.plan_upgrade(from, target),
+        Action::Downgrade(target) => engine.graph.plan_downgrade(from, target),
+        Action::Stamp(targets) => {
+            let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+            let rows = engine
+                .graph
+                .stamp(from, &targets, false)
+                .map_err(|e| Failure::permanent(e.to_string(), "plan"))?;
+            let mut sorted = rows.clone();
+            sorted.sort();
+            if sorted == from {
+                return Ok(Attempt::Skipped { at: from.to_vec() });
+            }
+            if ctx.is_dry_run {
+                return Ok(Attempt::Planned {
+                    from: from.to_vec(),
+                    steps: Vec::new(),
+                });
+            }
+            session
+                .stamp(&rows)
+                .await
+                .map_err(|e| Failure::from_exec(&e))?;
+            return Ok(Attempt::Done {
+                from: from.to_vec(),
+                to: session.rows().to_vec(),
+                n_steps: 0,
+            });
+        }
+    }
+    .map_err(|e| Failure::permanent(e.to_string(), "plan"))?;
+    if plan.steps.is_empty() {
+        return Ok(Attempt::Skipped { at: from.to_vec() });
+    }
+    if ctx.is_dry_run {
+        return Ok(Attempt::Planned {
+            from: from.to_vec(),
+            steps: plan.steps,
+        });
+    }
+    let _ = ctx.tx.send(WorkerMsg::Planned {
+        index,
+        from: from.to_vec(),
+        steps: plan.steps.clone(),
+    });
+    let tx = ctx.tx.clone();
+    let mut on_event = move |event: ExecEvent| {
+        let msg = match event {
+            ExecEvent::StepStarted {
+                revision,
+                direction,
+            } => WorkerMsg::RevisionStarted {
+                index,
+                revision,
+                direction,
+            },
+            ExecEvent::StepFinished {
+                revision,
+                direction,
+                elapsed,
+            } => WorkerMsg::RevisionApplied {
+                index,
+                revision,
+                direction,
+                elapsed,
+            },
+        };
+        let _ = tx.send(msg);
+    };
+    match session
+        .run(&plan, &engine.scripts, &mut on_event, &ctx.stop)
+        .await
+    {
+        Ok(report) => Ok(Attempt::Done {
+            from: from.to_vec(),
+            to: report.rows_after,
+            n_steps: report.steps.len(),
+        }),
+        Err(failure) if matches!(failure.error, ExecError::Interrupted) => {
+            Ok(Attempt::Interrupted {
+                from: from.to_vec(),
+                to: failure.report.rows_after,
+            })
+        }
+        Err(failure) => Err(AttemptError {
+            failure: Failure::from_exec(&failure.error),
+            from: Some(from.to_vec()),
+            to: Some(failure.report.rows_after),
+        }),
+    }
+}
