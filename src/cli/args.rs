@@ -28,12 +28,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
     /// Project file.
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        default_value = "flotilla.toml"
-    )]
+    #[arg(long, global = true, value_name = "PATH", default_value = "flotilla.toml")]
     pub config: PathBuf,
     /// Named environment from flotilla.toml (`[env.NAME]`).
     #[arg(long, global = true, value_name = "NAME")]
@@ -48,6 +43,7 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    #[value(alias = "table")]
     Text,
     Json,
 }
@@ -84,9 +80,7 @@ pub enum Command {
     )]
     Downgrade(MigrateArgs),
     /// Show the database's current revisions.
-    #[command(
-        after_help = "Examples:\n  flotilla current\n  flotilla current --verbose --format json"
-    )]
+    #[command(after_help = "Examples:\n  flotilla current\n  flotilla current --verbose --format json")]
     Current(CurrentArgs),
     /// List revisions, newest first.
     #[command(
@@ -102,9 +96,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  flotilla show head\n  flotilla show 3f2a")]
     Show(ShowArgs),
     /// Set the version table to the given revisions without running any SQL.
-    #[command(
-        after_help = "Examples:\n  flotilla stamp head\n  flotilla stamp base\n  flotilla stamp 3f2a --purge"
-    )]
+    #[command(after_help = "Examples:\n  flotilla stamp head\n  flotilla stamp base\n  flotilla stamp 3f2a --purge")]
     Stamp(StampArgs),
     /// Report applied revisions whose script changed since they were applied (exit 1 when any did).
     Validate,

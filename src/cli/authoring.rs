@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use super::args::{GlobalArgs, InitArgs, MergeArgs, RevisionArgs};
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
+use crate::config::HookCommand;
 use crate::error::ExitCode;
 use crate::revision::{RevisionId, RevisionMeta};
 use crate::script::{self, FileNameParts, NewScript};
@@ -28,23 +29,15 @@ pub fn init(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode, CliError> {
             config.display()
         )));
     }
-    if args.dir.exists()
-        && args
-            .dir
-            .read_dir()
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
+    if args.dir.exists() && args.dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(CliError::usage(format!(
             "{} exists and is not empty",
             args.dir.display()
         )));
     }
-    std::fs::create_dir_all(&args.dir)
-        .map_err(io_error(format!("could not create {}", args.dir.display())))?;
+    std::fs::create_dir_all(&args.dir).map_err(io_error(format!("could not create {}", args.dir.display())))?;
     let template = args.dir.join(TEMPLATE_FILE);
-    std::fs::write(&template, DEFAULT_TEMPLATE)
-        .map_err(io_error(format!("could not write {}", template.display())))?;
+    std::fs::write(&template, DEFAULT_TEMPLATE).map_err(io_error(format!("could not write {}", template.display())))?;
     let readme = args.dir.join("README.md");
     std::fs::write(
         &readme,
@@ -61,16 +54,9 @@ pub fn init(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode, CliError> {
          # version_table = \"flotilla_version\"    # \"alembic_version\" adopts an Alembic-managed database\n\
          # lock_timeout = \"5s\"\n"
     );
-    std::fs::write(config, body)
-        .map_err(io_error(format!("could not write {}", config.display())))?;
-    println!(
-        "Created {} with {TEMPLATE_FILE} and README.md",
-        args.dir.display()
-    );
-    println!(
-        "Wrote {} (script_location = {script_location:?})",
-        config.display()
-    );
+    std::fs::write(config, body).map_err(io_error(format!("could not write {}", config.display())))?;
+    println!("Created {} with {TEMPLATE_FILE} and README.md", args.dir.display());
+    println!("Wrote {} (script_location = {script_location:?})", config.display());
     println!("Next: flotilla revision -m \"first revision\"");
     Ok(ExitCode::Ok)
 }
@@ -128,9 +114,7 @@ pub fn merge(global: &GlobalArgs, args: MergeArgs) -> Result<ExitCode, CliError>
         }
     }
     if down_revisions.len() < 2 {
-        return Err(CliError::usage(
-            "a merge needs at least two revisions to join",
-        ));
+        return Err(CliError::usage("a merge needs at least two revisions to join"));
     }
     let meta = RevisionMeta {
         id: RevisionId::default(),
@@ -154,14 +138,8 @@ fn write_revision(
         return Err(CliError::usage(format!("revision {id} already exists")));
     }
     for label in &meta.branch_labels {
-        if loaded
-            .scripts
-            .values()
-            .any(|s| s.meta.branch_labels.contains(label))
-        {
-            return Err(CliError::usage(format!(
-                "branch label {label} is already used"
-            )));
+        if loaded.scripts.values().any(|s| s.meta.branch_labels.contains(label)) {
+            return Err(CliError::usage(format!("branch label {label} is already used")));
         }
     }
     meta.id = id.clone();
@@ -185,8 +163,8 @@ fn write_revision(
     });
     let template = ctx.script_dir.join(TEMPLATE_FILE);
     if template.exists() {
-        let body = std::fs::read_to_string(&template)
-            .map_err(io_error(format!("could not read {}", template.display())))?;
+        let body =
+            std::fs::read_to_string(&template).map_err(io_error(format!("could not read {}", template.display())))?;
         if let Some(cut) = text.find("-- flotilla:upgrade") {
             text.truncate(cut);
         }
@@ -195,36 +173,29 @@ fn write_revision(
     // A broken template must not produce a file the next command refuses to load.
     script::parse_script(&path, &text)?;
     if path.exists() {
-        return Err(CliError::usage(format!(
-            "{} already exists",
-            path.display()
-        )));
+        return Err(CliError::usage(format!("{} already exists", path.display())));
     }
-    std::fs::write(&path, &text)
-        .map_err(io_error(format!("could not write {}", path.display())))?;
+    std::fs::write(&path, &text).map_err(io_error(format!("could not write {}", path.display())))?;
     println!("Generating {} ... done", path.display());
     run_post_write(&ctx.post_write, &path, &ctx.project_dir)?;
     Ok(ExitCode::Ok)
 }
 
-/// Run each `post_write` hook on the new file (`{file}` in an argument is replaced by its path).
-fn run_post_write(hooks: &[Vec<String>], file: &Path, cwd: &PathBuf) -> Result<(), CliError> {
+/// Run each `post_write` hook on the new file, from the project directory.
+fn run_post_write(hooks: &[HookCommand], file: &Path, cwd: &Path) -> Result<(), CliError> {
     for hook in hooks {
-        let Some((program, rest)) = hook.split_first() else {
+        let argv = hook.argv(file);
+        let Some((program, args)) = argv.split_first() else {
             continue;
         };
-        let file_text = file.display().to_string();
-        let args: Vec<String> = rest
-            .iter()
-            .map(|a| a.replace("{file}", &file_text))
-            .collect();
+        let dir = if cwd.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            cwd
+        };
         let status = std::process::Command::new(program)
-            .args(&args)
-            .current_dir(if cwd.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                cwd
-            })
+            .args(args)
+            .current_dir(dir)
             .status()
             .with_context(|| format!("post_write hook `{program}` could not start"))
             .map_err(|e| CliError::new(ExitCode::Failed, e))?;
@@ -232,8 +203,9 @@ fn run_post_write(hooks: &[Vec<String>], file: &Path, cwd: &PathBuf) -> Result<(
             return Err(CliError::new(
                 ExitCode::Failed,
                 anyhow::anyhow!(
-                    "post_write hook `{}` failed ({status}) on {file_text}",
-                    hook.join(" ")
+                    "post_write hook `{}` failed ({status}) on {}",
+                    argv.join(" "),
+                    file.display()
                 ),
             ));
         }

@@ -1,29 +1,32 @@
 //! Resolves the global flags, flotilla.toml and the environment into the typed context every command uses.
+//! This is the only place that reads environment variables (through `config::process_env`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-use anyhow::Context as _;
 use tokio_postgres::Client;
 
 use super::args::{Format, GlobalArgs};
 use super::error::CliError;
+use crate::config::{self, HookCommand, ProjectConfig, ProjectFile};
 use crate::error::ExitCode;
-use crate::executor::{ExecOptions, VersionStore};
+use crate::executor::{ExecOptions, TransactionPer, VersionStore};
 use crate::graph::RevisionGraph;
 use crate::revision::RevisionId;
 use crate::script::{self, Script};
 
-/// Everything a single-database command needs, resolved once.
+/// Everything a command needs, resolved once.
 pub struct Ctx {
+    pub project: ProjectConfig,
     pub project_dir: PathBuf,
     pub script_dir: PathBuf,
     pub file_template: String,
     pub store: VersionStore,
     pub exec: ExecOptions,
-    pub post_write: Vec<Vec<String>>,
-    pub url: Option<String>,
+    pub post_write: Vec<HookCommand>,
+    pub tenants_file: PathBuf,
+    pub ledger_file: PathBuf,
+    url_flag: Option<String>,
     pub format: Format,
 }
 
@@ -33,25 +36,76 @@ pub struct Loaded {
     pub graph: RevisionGraph,
 }
 
+/// Read a before_each/after_each SQL file into its statements.
+fn hook_statements(path: &PathBuf) -> Result<Vec<String>, CliError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| CliError::usage(format!("hook file {}: {e}", path.display())))?;
+    let statements = script::split_statements(&text, 1)
+        .map_err(|e| CliError::usage(format!("hook file {}: {e}", path.display())))?;
+    Ok(statements.into_iter().map(|s| s.sql).collect())
+}
+
 impl Ctx {
+    /// Load flotilla.toml (when present; an explicit `--config` that does not exist is an error) and resolve
+    /// the selected environment.
     pub fn load(global: &GlobalArgs) -> Result<Ctx, CliError> {
-        let project_dir = global
-            .config
-            .parent()
+        let is_default_path = global.config == PathBuf::from(config::DEFAULT_CONFIG_FILE);
+        let project = if global.config.exists() {
+            ProjectFile::load(&global.config, &config::process_env)?.resolve(global.env.as_deref())?
+        } else if is_default_path && global.env.is_none() {
+            ProjectConfig::defaults(std::path::Path::new("."))
+        } else {
+            return Err(CliError::usage(format!(
+                "config file {} not found",
+                global.config.display()
+            )));
+        };
+        let project_dir = project
+            .path
+            .as_ref()
+            .and_then(|p| p.parent())
             .map(PathBuf::from)
             .unwrap_or_default();
+        let exec = ExecOptions {
+            lock_timeout: Some(project.lock_timeout).filter(|d| !d.is_zero()),
+            statement_timeout: project.statement_timeout,
+            lock_wait: project.lock_wait,
+            search_path: None,
+            transaction_per: match project.transaction_per {
+                config::TransactionPer::Revision => TransactionPer::Revision,
+                config::TransactionPer::Run => TransactionPer::Run,
+            },
+            before_each: project
+                .hooks
+                .before_each
+                .iter()
+                .map(hook_statements)
+                .collect::<Result<Vec<_>, _>>()?
+                .concat(),
+            after_each: project
+                .hooks
+                .after_each
+                .iter()
+                .map(hook_statements)
+                .collect::<Result<Vec<_>, _>>()?
+                .concat(),
+        };
         Ok(Ctx {
-            script_dir: project_dir.join("migrations"),
             project_dir,
-            file_template: crate::script::DEFAULT_FILE_TEMPLATE.to_string(),
-            store: VersionStore::default(),
-            exec: ExecOptions::default(),
-            post_write: Vec::new(),
-            url: global
-                .url
-                .clone()
-                .or_else(|| std::env::var("DATABASE_URL").ok()),
+            script_dir: project.script_location.clone(),
+            file_template: project.file_template.clone(),
+            store: VersionStore {
+                schema: project.version_table_schema.clone(),
+                table: project.version_table.clone(),
+                history_table: project.history_table.clone(),
+            },
+            exec,
+            post_write: project.hooks.post_write.clone(),
+            tenants_file: project.tenants.clone(),
+            ledger_file: project.ledger.clone(),
+            url_flag: global.url.clone(),
             format: global.format,
+            project,
         })
     }
 
@@ -60,35 +114,48 @@ impl Ctx {
     pub fn load_scripts(&self) -> Result<Loaded, CliError> {
         let scripts = script::load_dir(&self.script_dir)?;
         let graph = RevisionGraph::new(scripts.iter().map(|s| s.meta.clone()).collect())?;
-        let scripts = scripts
-            .into_iter()
-            .map(|s| (s.meta.id.clone(), s))
-            .collect();
+        let scripts = scripts.into_iter().map(|s| (s.meta.id.clone(), s)).collect();
         Ok(Loaded { scripts, graph })
     }
 
+    /// Connect to the single database of `--url`, flotilla.toml `url`, `DATABASE_URL` or the PG* variables.
     pub async fn connect(&self) -> Result<Client, CliError> {
-        let url = self.url.as_deref().ok_or_else(|| {
-            CliError::usage(
-                "no database given: pass --url, set `url` in flotilla.toml, or set DATABASE_URL",
-            )
-        })?;
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        let resolved = config::resolve_db_url(
+            self.url_flag.as_deref(),
+            self.project.url.as_ref(),
+            &config::process_env,
+        )?;
+        let url = resolved.url;
+        let tls = url.tls()?;
+        let pg = url.pg_config();
+        let connected = match tls {
+            config::TlsMode::NoTls => pg
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map(|(c, conn)| (c, spawn(conn))),
+            config::TlsMode::Rustls(t) => pg.connect(t).await.map(|(c, conn)| (c, spawn(conn))),
+        };
+        let (client, _driver) = connected.map_err(|e| {
             CliError::new(
-                ExitCode::Usage,
-                anyhow::Error::new(e).context("bad database url"),
+                ExitCode::Failed,
+                anyhow::anyhow!(
+                    "could not connect to {}: {}",
+                    url.redacted(),
+                    crate::executor::db_message(&e)
+                ),
             )
         })?;
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .context("could not connect to the database")
-            .map_err(|e| CliError::new(ExitCode::Failed, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection closed");
-            }
-        });
         Ok(client)
     }
+}
+
+fn spawn<F>(connection: F) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection closed");
+        }
+    })
 }

@@ -3,9 +3,7 @@
 
 use serde_json::json;
 
-use super::args::{
-    Format, GlobalArgs, HistoryArgs, PlanArgs, PlanDirection, ShowArgs, VerboseArgs,
-};
+use super::args::{Format, GlobalArgs, HistoryArgs, PlanArgs, PlanDirection, ShowArgs, VerboseArgs};
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
 use super::output::{print_json, revision_json, revision_line, tags};
@@ -56,12 +54,7 @@ fn print_verbose(loaded: &Loaded, s: &crate::script::Script) {
     if !m.depends_on.is_empty() {
         println!("Also depends on: {}", m.depends_on.join(", "));
     }
-    let children: Vec<String> = loaded
-        .graph
-        .children(&m.id)
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
+    let children: Vec<String> = loaded.graph.children(&m.id).iter().map(|c| c.to_string()).collect();
     if !children.is_empty() {
         println!("Branches into: {}", children.join(", "));
     }
@@ -100,10 +93,7 @@ pub fn branches(global: &GlobalArgs, args: VerboseArgs) -> Result<ExitCode, CliE
                     println!("{}", revision_line(&loaded.graph, s));
                 }
                 for child in loaded.graph.children(point) {
-                    println!(
-                        "    -> {}",
-                        revision_line(&loaded.graph, script(&loaded, &child))
-                    );
+                    println!("    -> {}", revision_line(&loaded.graph, script(&loaded, &child)));
                 }
             }
         }

@@ -5,9 +5,11 @@ mod args;
 mod authoring;
 mod context;
 mod error;
+mod fleet;
 mod inspect;
 mod output;
 mod single;
+mod watch;
 
 pub use args::{Cli, Command, Format, GlobalArgs, LogFormat};
 pub use error::CliError;
@@ -32,5 +34,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Stamp(a) => single::stamp(global, a).await,
         Command::Validate => single::validate(global).await,
         Command::Resolve => single::resolve(global).await,
+        Command::Fleet(c) => fleet::dispatch(global, c).await,
     }
 }

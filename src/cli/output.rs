@@ -19,13 +19,7 @@ pub fn revision_line(graph: &RevisionGraph, script: &Script) -> String {
     let down = match meta.down_revisions.as_slice() {
         [] => "<base>".to_string(),
         [one] => one.to_string(),
-        many => format!(
-            "({})",
-            many.iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        many => format!("({})", many.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")),
     };
     format!(
         "{down} -> {}{}, {}",

@@ -14,12 +14,7 @@ use crate::executor::{render_offline, ExecEvent, Session};
 use crate::graph::{Direction, Plan};
 use crate::revision::RevisionId;
 
-fn plan_for(
-    loaded: &Loaded,
-    direction: Direction,
-    rows: &[RevisionId],
-    target: &str,
-) -> Result<Plan, CliError> {
+fn plan_for(loaded: &Loaded, direction: Direction, rows: &[RevisionId], target: &str) -> Result<Plan, CliError> {
     Ok(match direction {
         Direction::Up => loaded.graph.plan_upgrade(rows, target)?,
         Direction::Down => loaded.graph.plan_downgrade(rows, target)?,
@@ -33,11 +28,7 @@ fn word(direction: Direction) -> &'static str {
     }
 }
 
-pub async fn migrate(
-    global: &GlobalArgs,
-    args: MigrateArgs,
-    direction: Direction,
-) -> Result<ExitCode, CliError> {
+pub async fn migrate(global: &GlobalArgs, args: MigrateArgs, direction: Direction) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     if args.sql {
@@ -73,11 +64,7 @@ async fn migrate_locked(
     }
     let text = ctx.format == Format::Text;
     let mut on_event = |event: ExecEvent| {
-        if let ExecEvent::StepStarted {
-            revision,
-            direction,
-        } = event
-        {
+        if let ExecEvent::StepStarted { revision, direction } = event {
             if text {
                 let message = loaded
                     .scripts
@@ -96,9 +83,7 @@ async fn migrate_locked(
             flag.store(true, Ordering::Relaxed);
         }
     });
-    let report = session
-        .run(&plan, &loaded.scripts, &mut on_event, &stop)
-        .await;
+    let report = session.run(&plan, &loaded.scripts, &mut on_event, &stop).await;
     watcher.abort();
     let report = report?;
     match ctx.format {
@@ -125,20 +110,12 @@ fn rows_text(rows: &[RevisionId]) -> String {
     if rows.is_empty() {
         "base".into()
     } else {
-        rows.iter()
-            .map(|r| r.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        rows.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
     }
 }
 
 /// `FROM:TO` (or just `TO` for an upgrade from base) rendered as SQL.
-fn offline(
-    ctx: &Ctx,
-    loaded: &Loaded,
-    target: &str,
-    direction: Direction,
-) -> Result<ExitCode, CliError> {
+fn offline(ctx: &Ctx, loaded: &Loaded, target: &str, direction: Direction) -> Result<ExitCode, CliError> {
     let (from, to) = match target.split_once(':') {
         Some((from, to)) => (Some(from), to),
         None if direction == Direction::Up => (None, target),
@@ -162,17 +139,13 @@ fn offline(
 }
 
 /// Revisions whose applied (up) checksum differs from the script's upgrade checksum today.
-async fn changed_scripts(
-    loaded: &Loaded,
-    session: &Session<'_>,
-) -> Result<Vec<(RevisionId, String)>, CliError> {
+async fn changed_scripts(loaded: &Loaded, session: &Session<'_>) -> Result<Vec<(RevisionId, String)>, CliError> {
     let applied = session.applied_checksums().await?;
     Ok(applied
         .into_iter()
         .filter_map(|(revision, checksum)| {
             let script = loaded.scripts.get(&revision)?;
-            (script.upgrade.checksum != checksum)
-                .then(|| (revision, script.path.display().to_string()))
+            (script.upgrade.checksum != checksum).then(|| (revision, script.path.display().to_string()))
         })
         .collect())
 }
@@ -235,9 +208,7 @@ pub async fn current(global: &GlobalArgs, args: CurrentArgs) -> Result<ExitCode,
                     h.direction,
                     h.status,
                     h.revision,
-                    h.duration_ms
-                        .map(|d| format!(" ({d} ms)"))
-                        .unwrap_or_default()
+                    h.duration_ms.map(|d| format!(" ({d} ms)")).unwrap_or_default()
                 );
             }
         }
@@ -266,11 +237,7 @@ pub async fn stamp(global: &GlobalArgs, args: StampArgs) -> Result<ExitCode, Cli
     let client = ctx.connect().await?;
     let mut session = Session::open(&client, &ctx.store, &ctx.exec).await?;
     let outcome = match loaded.graph.stamp(session.rows(), &targets, args.purge) {
-        Ok(rows) => session
-            .stamp(&rows)
-            .await
-            .map(|()| rows)
-            .map_err(CliError::from),
+        Ok(rows) => session.stamp(&rows).await.map(|()| rows).map_err(CliError::from),
         Err(e) => Err(e.into()),
     };
     let closed = session.close().await;

@@ -85,9 +85,7 @@ impl ExecError {
     pub fn is_transient(&self) -> bool {
         match self {
             ExecError::Locked { .. } => true,
-            ExecError::Step { source, .. } | ExecError::Db { source, .. } => {
-                is_transient_pg(source)
-            }
+            ExecError::Step { source, .. } | ExecError::Db { source, .. } => is_transient_pg(source),
             _ => false,
         }
     }
@@ -97,17 +95,15 @@ impl ExecError {
         match self {
             ExecError::Locked { .. } => "locked",
             ExecError::Blocked(_) => "blocked",
-            ExecError::Step { source, .. } | ExecError::Db { source, .. } => {
-                match source.code().map(|c| c.code()) {
-                    Some("53300") => "too_many_connections",
-                    Some("40001") => "serialization_failure",
-                    Some("40P01") => "deadlock",
-                    Some("55P03") => "lock_timeout",
-                    Some("57P01" | "57P02" | "57P03") => "server_shutdown",
-                    Some(_) => "sql_error",
-                    None => "connection",
-                }
-            }
+            ExecError::Step { source, .. } | ExecError::Db { source, .. } => match source.code().map(|c| c.code()) {
+                Some("53300") => "too_many_connections",
+                Some("40001") => "serialization_failure",
+                Some("40P01") => "deadlock",
+                Some("55P03") => "lock_timeout",
+                Some("57P01" | "57P02" | "57P03") => "server_shutdown",
+                Some(_) => "sql_error",
+                None => "connection",
+            },
             ExecError::NoTransactionInRunMode(_) | ExecError::MissingScript(_) => "plan",
             ExecError::Interrupted => "interrupted",
         }

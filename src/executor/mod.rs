@@ -12,8 +12,6 @@ mod store;
 
 pub use error::{db_message, is_transient_pg, ExecError, ExecFailure};
 pub use offline::render_offline;
-pub use session::{
-    direction_word, ExecEvent, ExecOptions, Report, Session, StepRecord, TransactionPer,
-};
+pub use session::{direction_word, ExecEvent, ExecOptions, Report, Session, StepRecord, TransactionPer};
 pub use sql::{quote_ident, quote_literal};
 pub use store::{Blocked, HistoryRow, VersionStore};

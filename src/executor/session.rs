@@ -112,9 +112,7 @@ fn result_sets(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Vec<Option<String>>
     for message in messages {
         match message {
             SimpleQueryMessage::Row(row) => {
-                let values = (0..row.len())
-                    .map(|i| row.get(i).map(str::to_string))
-                    .collect();
+                let values = (0..row.len()).map(|i| row.get(i).map(str::to_string)).collect();
                 sets.last_mut().expect("sets is never empty").push(values);
             }
             SimpleQueryMessage::CommandComplete(_) => sets.push(Vec::new()),
@@ -127,11 +125,7 @@ fn result_sets(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Vec<Option<String>>
 impl<'a> Session<'a> {
     /// Apply the session settings, take the store's migration lock (waiting up to `lock_wait`), and read the
     /// version rows.
-    pub async fn open(
-        client: &'a Client,
-        store: &'a VersionStore,
-        opts: &'a ExecOptions,
-    ) -> Result<Self, ExecError> {
+    pub async fn open(client: &'a Client, store: &'a VersionStore, opts: &'a ExecOptions) -> Result<Self, ExecError> {
         let mut setup = Vec::new();
         if let Some(t) = opts.lock_timeout {
             setup.push(format!("SET lock_timeout = {}", millis(t)));
@@ -228,8 +222,7 @@ impl<'a> Session<'a> {
         if has_history {
             if let Some(row) = sets.next().unwrap_or_default().into_iter().next() {
                 let status = row[2].clone().unwrap_or_default();
-                if matches!(status.as_str(), "started" | "failed") && row[5].as_deref() == Some("f")
-                {
+                if matches!(status.as_str(), "started" | "failed") && row[5].as_deref() == Some("f") {
                     self.blocked = Some(Blocked {
                         revision: RevisionId(row[0].clone().unwrap_or_default()),
                         direction: row[1].clone().unwrap_or_default(),
@@ -297,10 +290,7 @@ impl<'a> Session<'a> {
         let per_run = self.opts.transaction_per == TransactionPer::Run;
         if per_run {
             if let Some((step, _)) = resolved.iter().find(|(_, s)| !s.is_transactional) {
-                return fail(
-                    &report,
-                    ExecError::NoTransactionInRunMode(step.revision.clone()),
-                );
+                return fail(&report, ExecError::NoTransactionInRunMode(step.revision.clone()));
             }
         }
         if resolved.is_empty() {
@@ -383,16 +373,10 @@ impl<'a> Session<'a> {
     /// and answered in order, so the whole revision costs about one round trip, and a failure still names its
     /// own statement. After a failure the server answers the rest with "transaction aborted" and turns the
     /// COMMIT into a rollback.
-    async fn run_transactional(
-        &self,
-        step: &Step,
-        script: &Script,
-        own_transaction: bool,
-    ) -> Result<(), ExecError> {
+    async fn run_transactional(&self, step: &Step, script: &Script, own_transaction: bool) -> Result<(), ExecError> {
         let section = section(script, step.direction);
         let word = direction_word(step.direction);
-        let mut batch: Vec<(String, Option<usize>)> =
-            Vec::with_capacity(section.statements.len() + 8);
+        let mut batch: Vec<(String, Option<usize>)> = Vec::with_capacity(section.statements.len() + 8);
         if own_transaction {
             batch.push(("BEGIN".into(), None));
         }
@@ -405,17 +389,11 @@ impl<'a> Session<'a> {
             None,
         ));
         batch.extend(self.opts.before_each.iter().map(|s| (s.clone(), None)));
-        batch.extend(
-            section
-                .statements
-                .iter()
-                .map(|s| (s.sql.clone(), Some(s.line))),
-        );
+        batch.extend(section.statements.iter().map(|s| (s.sql.clone(), Some(s.line))));
         batch.extend(self.opts.after_each.iter().map(|s| (s.clone(), None)));
         let mut bookkeeping = self.store.rows_sql(&step.delete_rows, &step.insert_rows);
         // transaction_timestamp() is when BEGIN ran, so this measures the revision's own work.
-        let duration =
-            "(extract(epoch from clock_timestamp() - transaction_timestamp()) * 1000)::bigint";
+        let duration = "(extract(epoch from clock_timestamp() - transaction_timestamp()) * 1000)::bigint";
         bookkeeping.push(self.store.history_sql(
             step.revision.as_str(),
             word,
@@ -429,10 +407,7 @@ impl<'a> Session<'a> {
         if own_transaction {
             batch.push(("COMMIT".into(), None));
         }
-        let results = futures_util::future::join_all(
-            batch.iter().map(|(sql, _)| self.client.batch_execute(sql)),
-        )
-        .await;
+        let results = futures_util::future::join_all(batch.iter().map(|(sql, _)| self.client.batch_execute(sql))).await;
         let first_error = results
             .into_iter()
             .zip(&batch)
@@ -474,12 +449,7 @@ impl<'a> Session<'a> {
             .map_err(|e| step_error(step, script, None, e));
         let statements = self.opts.before_each.iter().map(|s| (s.as_str(), None));
         let statements = statements
-            .chain(
-                section
-                    .statements
-                    .iter()
-                    .map(|s| (s.sql.as_str(), Some(s.line))),
-            )
+            .chain(section.statements.iter().map(|s| (s.sql.as_str(), Some(s.line))))
             .chain(self.opts.after_each.iter().map(|s| (s.as_str(), None)));
         if outcome.is_ok() {
             for (sql, line) in statements {
@@ -535,10 +505,7 @@ impl<'a> Session<'a> {
         let label = if rows.is_empty() {
             "base".to_string()
         } else {
-            rows.iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
+            rows.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
         };
         sql.push(
             self.store
@@ -638,10 +605,7 @@ impl<'a> Session<'a> {
     }
 
     async fn unlock(&self) -> Result<(), ExecError> {
-        let mut sql = format!(
-            "SELECT pg_advisory_unlock({}, {})",
-            self.lock_key.0, self.lock_key.1
-        );
+        let mut sql = format!("SELECT pg_advisory_unlock({}, {})", self.lock_key.0, self.lock_key.1);
         if self.opts.lock_timeout.is_some() {
             sql.push_str("; RESET lock_timeout");
         }
@@ -684,12 +648,7 @@ fn apply_rows(rows: &mut Vec<RevisionId>, step: &Step) {
     rows.sort();
 }
 
-fn step_error(
-    step: &Step,
-    script: &Script,
-    line: Option<usize>,
-    source: tokio_postgres::Error,
-) -> ExecError {
+fn step_error(step: &Step, script: &Script, line: Option<usize>, source: tokio_postgres::Error) -> ExecError {
     ExecError::Step {
         revision: step.revision.clone(),
         direction: step.direction,

@@ -173,10 +173,7 @@ mod tests {
             ..VersionStore::default()
         };
         assert_eq!(other.history_table(), "\"s\".\"flotilla_history\"");
-        assert_ne!(
-            store.lock_key(Some("tenant_a")),
-            store.lock_key(Some("tenant_b"))
-        );
+        assert_ne!(store.lock_key(Some("tenant_a")), store.lock_key(Some("tenant_b")));
         assert_eq!(store.lock_key(None), store.lock_key(None));
     }
 
@@ -188,9 +185,6 @@ mod tests {
             sql[0],
             "DELETE FROM \"flotilla_version\" WHERE version_num IN ('a', 'b')"
         );
-        assert_eq!(
-            sql[1],
-            "INSERT INTO \"flotilla_version\" (version_num) VALUES ('c')"
-        );
+        assert_eq!(sql[1], "INSERT INTO \"flotilla_version\" (version_num) VALUES ('c')");
     }
 }

@@ -81,7 +81,12 @@ pub async fn discover(
             }
         }
         match (id, place) {
-            (Some(id), Some(place)) => tenants.push(Tenant { id, server: server_index, place, tags: row_tags }),
+            (Some(id), Some(place)) => tenants.push(Tenant {
+                id,
+                server: server_index,
+                place,
+                tags: row_tags,
+            }),
             _ => {
                 return Err(fail(
                     "each row must have a non-null `id` column and a non-null `schema` or `database` column".into(),

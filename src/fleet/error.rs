@@ -11,11 +11,7 @@ pub enum FleetError {
         message: String,
     },
     #[error("tenant {id} is listed twice: by {first} and by {second}")]
-    DuplicateTenant {
-        id: String,
-        first: String,
-        second: String,
-    },
+    DuplicateTenant { id: String, first: String, second: String },
     #[error("no tenant matches the selection")]
     NothingSelected,
     #[error("unknown tenant id(s) given with --tenant: {}", .0.join(", "))]

@@ -4,15 +4,19 @@
 //! The fleet drives the executor thousands of times; it never parses files or flags (the CLI resolves those)
 //! and never renders anything (it emits `observe::FleetEvent`s).
 
+mod current;
 mod discover;
 mod error;
+mod record;
 mod scheduler;
 mod server;
 mod tenant;
 mod worker;
 
+pub use current::{read_versions, Versions};
 pub use discover::{discover, SourceKind};
 pub use error::FleetError;
+pub use record::LedgerSink;
 pub use scheduler::{run, FleetOutcome, FleetRequest};
 pub use server::{Conn, ConnectError, Server, Tls};
 pub use tenant::{parse_tag, Place, Selection, Tenant};

@@ -289,9 +289,7 @@ fn exceeds_threshold(co: &Coordinator, req: &FleetRequest, n: usize) -> bool {
     match req.max_failure_rate {
         Some(rate) => {
             let min_finished = n.min(20);
-            co.n_finished >= min_finished
-                && co.n_finished > 0
-                && (co.n_failed as f64 / co.n_finished as f64) > rate
+            co.n_finished >= min_finished && co.n_finished > 0 && (co.n_failed as f64 / co.n_finished as f64) > rate
         }
         None => false,
     }
@@ -430,19 +428,13 @@ fn handle(
                 Outcome::Skipped { at, .. } => {
                     co.finish_tenant(index, TenantState::Skipped);
                     co.outcome.n_skipped += 1;
-                    co.emit(FleetEvent::TenantSkipped {
-                        tenant,
-                        at: ids(&at),
-                    });
+                    co.emit(FleetEvent::TenantSkipped { tenant, at: ids(&at) });
                 }
                 Outcome::Planned { from, steps } => {
                     co.finish_tenant(index, TenantState::Skipped);
                     co.outcome.n_skipped += 1;
                     co.outcome.planned.push((index, from.clone(), steps));
-                    co.emit(FleetEvent::TenantSkipped {
-                        tenant,
-                        at: ids(&from),
-                    });
+                    co.emit(FleetEvent::TenantSkipped { tenant, at: ids(&from) });
                 }
                 Outcome::Failed {
                     from,

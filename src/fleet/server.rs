@@ -61,11 +61,7 @@ enum Inner {
 
 impl Conn {
     pub fn client(&self) -> &Client {
-        match self
-            .inner
-            .as_ref()
-            .expect("a conn holds its connection until dropped")
-        {
+        match self.inner.as_ref().expect("a conn holds its connection until dropped") {
             Inner::Pooled(object) => object,
             Inner::Direct(client) => client,
         }
@@ -106,11 +102,7 @@ async fn open_connection(
     Ok((client, handle))
 }
 
-fn spawn_driver<F>(
-    connection: F,
-    permit: OwnedSemaphorePermit,
-    open: Arc<AtomicUsize>,
-) -> JoinHandle<()>
+fn spawn_driver<F>(connection: F, permit: OwnedSemaphorePermit, open: Arc<AtomicUsize>) -> JoinHandle<()>
 where
     F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
 {
@@ -214,12 +206,7 @@ impl Server {
     /// A new connection to `database` on this server, under the same cap. Closed when dropped.
     pub async fn direct(&self, database: &str) -> Result<Conn, ConnectError> {
         let permit = loop {
-            match tokio::time::timeout(
-                Duration::from_millis(50),
-                self.permits.clone().acquire_owned(),
-            )
-            .await
-            {
+            match tokio::time::timeout(Duration::from_millis(50), self.permits.clone().acquire_owned()).await {
                 Ok(permit) => break permit.expect("server semaphore is never closed"),
                 // Idle pooled connections may be holding every permit: close them and wait again.
                 Err(_) => {
@@ -229,10 +216,9 @@ impl Server {
         };
         let mut config = self.pg_config.clone();
         config.dbname(database);
-        let (client, _driver) =
-            open_connection(config, self.tls.clone(), permit, self.open.clone())
-                .await
-                .map_err(ConnectError::Pg)?;
+        let (client, _driver) = open_connection(config, self.tls.clone(), permit, self.open.clone())
+            .await
+            .map_err(ConnectError::Pg)?;
         Ok(Conn {
             inner: Some(Inner::Direct(client)),
         })

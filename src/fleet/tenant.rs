@@ -47,10 +47,7 @@ impl Selection {
         (self.ids.is_empty() || self.ids.contains(&tenant.id))
             && self.tags.iter().all(|(k, v)| tenant.tags.get(k) == Some(v))
             && !self.exclude.contains(&tenant.id)
-            && self
-                .only
-                .as_ref()
-                .is_none_or(|only| only.contains(&tenant.id))
+            && self.only.as_ref().is_none_or(|only| only.contains(&tenant.id))
     }
 
     /// `--tenant` ids that name no tenant of the fleet (a typo the user should hear about).
@@ -81,10 +78,7 @@ mod tests {
             id: id.into(),
             server: 0,
             place: Place::Schema(format!("tenant_{id}")),
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 

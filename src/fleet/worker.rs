@@ -171,10 +171,7 @@ pub enum Outcome {
         elapsed: Duration,
     },
     /// `--dry-run`: what would run.
-    Planned {
-        from: Vec<RevisionId>,
-        steps: Vec<Step>,
-    },
+    Planned { from: Vec<RevisionId>, steps: Vec<Step> },
     Failed {
         from: Vec<RevisionId>,
         to: Vec<RevisionId>,
@@ -255,11 +252,9 @@ pub(crate) async fn run_tenant(
         let result = match ctx.limits.tenant_timeout {
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(result) => result,
-                Err(_) => Err(Failure::permanent(
-                    format!("tenant_timeout ({limit:?}) exceeded"),
-                    "tenant_timeout",
-                )
-                .into()),
+                Err(_) => {
+                    Err(Failure::permanent(format!("tenant_timeout ({limit:?}) exceeded"), "tenant_timeout").into())
+                }
             },
             None => work.await,
         };
@@ -267,11 +262,7 @@ pub(crate) async fn run_tenant(
             Ok(done) => {
                 let elapsed = started.elapsed();
                 break match done {
-                    Attempt::Done {
-                        from: f,
-                        to,
-                        n_steps,
-                    } => Outcome::Succeeded {
+                    Attempt::Done { from: f, to, n_steps } => Outcome::Succeeded {
                         from: from.unwrap_or(f),
                         to,
                         n_steps,
@@ -300,10 +291,7 @@ pub(crate) async fn run_tenant(
                     break Outcome::Locked { attempts: attempt };
                 }
                 let retries_used = attempt - 1;
-                if err.failure.is_transient
-                    && retries_used < ctx.limits.retries
-                    && !ctx.stop.load(Ordering::Relaxed)
-                {
+                if err.failure.is_transient && retries_used < ctx.limits.retries && !ctx.stop.load(Ordering::Relaxed) {
                     let delay = backoff(&ctx.limits, attempt);
                     let _ = ctx.tx.send(WorkerMsg::Retrying {
                         index,
@@ -340,12 +328,7 @@ fn backoff(limits: &TenantLimits, attempt: u32) -> Duration {
     Duration::from_millis(rand::rng().random_range(millis / 4..=millis.max(1)))
 }
 
-async fn one_attempt(
-    ctx: &WorkerCtx,
-    server: &Server,
-    tenant: &Tenant,
-    index: usize,
-) -> Result<Attempt, AttemptError> {
+async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: usize) -> Result<Attempt, AttemptError> {
     let conn = match &tenant.place {
         Place::Schema(_) => server.pooled().await,
         Place::Database(db) => server.direct(db).await,
@@ -411,10 +394,7 @@ async fn drive(
                     steps: Vec::new(),
                 });
             }
-            session
-                .stamp(&rows)
-                .await
-                .map_err(|e| Failure::from_exec(&e))?;
+            session.stamp(&rows).await.map_err(|e| Failure::from_exec(&e))?;
             return Ok(Attempt::Done {
                 from: from.to_vec(),
                 to: session.rows().to_vec(),
@@ -440,10 +420,7 @@ async fn drive(
     let tx = ctx.tx.clone();
     let mut on_event = move |event: ExecEvent| {
         let msg = match event {
-            ExecEvent::StepStarted {
-                revision,
-                direction,
-            } => WorkerMsg::RevisionStarted {
+            ExecEvent::StepStarted { revision, direction } => WorkerMsg::RevisionStarted {
                 index,
                 revision,
                 direction,
@@ -461,21 +438,16 @@ async fn drive(
         };
         let _ = tx.send(msg);
     };
-    match session
-        .run(&plan, &engine.scripts, &mut on_event, &ctx.stop)
-        .await
-    {
+    match session.run(&plan, &engine.scripts, &mut on_event, &ctx.stop).await {
         Ok(report) => Ok(Attempt::Done {
             from: from.to_vec(),
             to: report.rows_after,
             n_steps: report.steps.len(),
         }),
-        Err(failure) if matches!(failure.error, ExecError::Interrupted) => {
-            Ok(Attempt::Interrupted {
-                from: from.to_vec(),
-                to: failure.report.rows_after,
-            })
-        }
+        Err(failure) if matches!(failure.error, ExecError::Interrupted) => Ok(Attempt::Interrupted {
+            from: from.to_vec(),
+            to: failure.report.rows_after,
+        }),
         Err(failure) => Err(AttemptError {
             failure: Failure::from_exec(&failure.error),
             from: Some(from.to_vec()),

@@ -1,0 +1,181 @@
+//! The ledger as a sink of run events: the coordinator's events become batched tenant updates, written by a
+//! thread of their own so SQLite never blocks the runtime.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::ledger::{Ledger, RunId, TenantStatus, TenantUpdate};
+use crate::observe::{FleetEvent, Sink};
+
+/// Flush when this many tenants changed, or when this much time passed since the last flush.
+const FLUSH_EVERY_N: usize = 500;
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+enum Cmd {
+    Record(Vec<TenantUpdate>),
+    Finish(i32),
+}
+
+pub struct LedgerSink {
+    run: RunId,
+    tx: Option<mpsc::Sender<Cmd>>,
+    thread: Option<JoinHandle<()>>,
+    tenants: BTreeMap<String, TenantUpdate>,
+    dirty: BTreeSet<String>,
+    last_flush: Instant,
+    exit_code: Option<i32>,
+}
+
+fn joined(rows: &[String]) -> Option<String> {
+    (!rows.is_empty()).then(|| rows.join(","))
+}
+
+impl LedgerSink {
+    /// Take over `ledger` for the run `run` (already begun).
+    pub fn new(mut ledger: Box<dyn Ledger>, run: RunId) -> LedgerSink {
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let thread_run = run.clone();
+        let thread = std::thread::Builder::new()
+            .name("flotilla-ledger".into())
+            .spawn(move || {
+                for cmd in rx {
+                    let outcome = match cmd {
+                        Cmd::Record(updates) => ledger.record(&thread_run, &updates),
+                        Cmd::Finish(code) => ledger.finish_run(&thread_run, code),
+                    };
+                    if let Err(e) = outcome {
+                        tracing::error!(error = %e, "could not write the ledger");
+                    }
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            tracing::error!("could not start the ledger writer thread: the ledger will not record this run");
+        }
+        LedgerSink {
+            run,
+            tx: Some(tx),
+            thread,
+            tenants: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            last_flush: Instant::now(),
+            exit_code: None,
+        }
+    }
+
+    pub fn run_id(&self) -> &RunId {
+        &self.run
+    }
+
+    fn update(&mut self, tenant: &str, change: impl FnOnce(&mut TenantUpdate)) {
+        let entry = self
+            .tenants
+            .entry(tenant.to_string())
+            .or_insert_with(|| TenantUpdate::new(tenant, TenantStatus::Pending));
+        change(entry);
+        self.dirty.insert(tenant.to_string());
+    }
+
+    fn flush(&mut self) {
+        self.last_flush = Instant::now();
+        if self.dirty.is_empty() {
+            return;
+        }
+        let updates: Vec<TenantUpdate> = std::mem::take(&mut self.dirty)
+            .iter()
+            .filter_map(|id| self.tenants.get(id).cloned())
+            .collect();
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Cmd::Record(updates));
+        }
+    }
+}
+
+impl Sink for LedgerSink {
+    fn event(&mut self, event: &FleetEvent) {
+        match event {
+            FleetEvent::TenantStarted { tenant, attempt, .. } => self.update(tenant, |u| {
+                u.status = TenantStatus::Running;
+                u.attempts = *attempt;
+            }),
+            FleetEvent::TenantPlanned { tenant, from, .. } => self.update(tenant, |u| {
+                u.from_revision = joined(from);
+                u.to_revision = joined(from);
+            }),
+            FleetEvent::TenantRetrying {
+                tenant,
+                error,
+                sqlstate,
+                attempt,
+                ..
+            } => self.update(tenant, |u| {
+                u.error = Some(error.clone());
+                u.sqlstate = sqlstate.clone();
+                u.attempts = *attempt;
+            }),
+            FleetEvent::TenantSucceeded {
+                tenant,
+                from,
+                to,
+                attempts,
+                duration,
+                ..
+            } => self.update(tenant, |u| {
+                u.status = TenantStatus::Succeeded;
+                u.from_revision = joined(from);
+                u.to_revision = joined(to);
+                u.attempts = *attempts;
+                u.duration_ms = Some(duration.as_millis() as u64);
+                u.error = None;
+                u.sqlstate = None;
+                u.failed_revision = None;
+            }),
+            FleetEvent::TenantSkipped { tenant, at } => self.update(tenant, |u| {
+                u.status = TenantStatus::Skipped;
+                u.from_revision = joined(at);
+                u.to_revision = joined(at);
+                u.error = None;
+                u.sqlstate = None;
+            }),
+            FleetEvent::TenantFailed {
+                tenant,
+                from,
+                to,
+                failed_revision,
+                error,
+                sqlstate,
+                attempts,
+                duration,
+            } => self.update(tenant, |u| {
+                u.status = TenantStatus::Failed;
+                u.from_revision = joined(from);
+                u.to_revision = joined(to);
+                u.failed_revision = failed_revision.clone();
+                u.error = Some(error.clone());
+                u.sqlstate = sqlstate.clone();
+                u.attempts = *attempts;
+                u.duration_ms = Some(duration.as_millis() as u64);
+            }),
+            FleetEvent::TenantInterrupted { tenant } => self.update(tenant, |u| u.status = TenantStatus::Interrupted),
+            FleetEvent::RunFinished { exit_code, .. } => self.exit_code = Some(*exit_code),
+            _ => return,
+        }
+        if self.dirty.len() >= FLUSH_EVERY_N || self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    fn finish(&mut self) {
+        self.flush();
+        if let Some(tx) = self.tx.take() {
+            if let Some(code) = self.exit_code {
+                let _ = tx.send(Cmd::Finish(code));
+            }
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
