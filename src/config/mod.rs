@@ -1,1 +1,15 @@
-//! config (placeholder).
+//! Configuration: `flotilla.toml` (the project), the tenants file (servers, tenants, discovery sources),
+//! database url resolution, TLS, and the [`Secret`] type.
+//!
+//! Everything here is synchronous and reads the environment only through an explicit lookup function, so the
+//! engine never sees environment variables. Connecting is left to `executor` and `fleet`.
+
+mod doc;
+mod duration;
+mod error;
+mod secret;
+
+pub use doc::{process_env, EnvLookup};
+pub use duration::{parse_duration, DurationError};
+pub use error::{ConfigError, Location, Problem, ProblemKind, UrlOrigin};
+pub use secret::{redact_url, Secret, MASK};
