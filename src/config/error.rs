@@ -162,13 +162,12 @@ pub enum ConfigError {
          (PGHOST, PGDATABASE, ...)"
     )]
     NoDatabaseUrl,
-    #[error("invalid database url `{url}` from {origin}: {reason}")]
-    BadUrl {
-        origin: UrlOrigin,
-        /// Redacted.
-        url: String,
-        reason: String,
-    },
+    /// A connection target whose TLS or credentials cannot be prepared; `target` is redacted.
+    #[error("{target}: {kind}")]
+    Connection { target: String, kind: ProblemKind },
+    /// A database url from a flag or the environment is unusable; `kind` names the (redacted) url.
+    #[error("{origin}: {kind}")]
+    Url { origin: UrlOrigin, kind: ProblemKind },
 }
 
 impl ConfigError {

@@ -8,8 +8,12 @@ mod doc;
 mod duration;
 mod error;
 mod secret;
+mod tls;
+mod url;
 
 pub use doc::{process_env, EnvLookup};
 pub use duration::{parse_duration, DurationError};
 pub use error::{ConfigError, Location, Problem, ProblemKind, UrlOrigin};
 pub use secret::{redact_url, Secret, MASK};
+pub use tls::{tls_mode, SslMode, TlsMode};
+pub use url::{resolve_db_url, DbUrl, Located, ResolvedUrl, APPLICATION_NAME, CONNECT_TIMEOUT};

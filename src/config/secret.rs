@@ -37,7 +37,7 @@ impl fmt::Display for Secret {
 
 /// Replaces every password in a PostgreSQL connection string with `***`.
 ///
-/// Handles `postgres://user:pw@host/db` and `postgresql://` urls (the password ends at the first `@`, as
+/// Handles `postgres://user:pw@host/db` and `postgresql://` urls (and any other `scheme://`) (the password ends at the first `@`, as
 /// tokio-postgres parses it), `password=` query parameters, and `password=...` in key=value conninfo strings
 /// (quoted or not). Anything else passes through unchanged.
 pub fn redact_url(url: &str) -> String {
@@ -67,8 +67,14 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The part after `scheme://`, for any scheme, so a mistyped scheme is still redacted.
 fn strip_url_scheme(url: &str) -> Option<&str> {
-    url.strip_prefix("postgresql://").or_else(|| url.strip_prefix("postgres://"))
+    let (scheme, rest) = url.split_once("://")?;
+    let is_scheme = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    is_scheme.then_some(rest)
 }
 
 fn redact_query(rest: &str) -> String {
@@ -117,7 +123,7 @@ fn redact_conninfo(s: &str) -> String {
 }
 
 /// Returns the byte index just past a conninfo value starting at `start`.
-fn skip_conninfo_value(s: &str, start: usize) -> usize {
+pub(crate) fn skip_conninfo_value(s: &str, start: usize) -> usize {
     let bytes = s.as_bytes();
     let mut i = start;
     if i < s.len() && bytes[i] == b'\'' {
@@ -158,6 +164,7 @@ mod tests {
         check("postgres://u:p:w@h/db", "postgres://u:***@h/db");
         check("postgres://h/db?user=u&password=hunter2&x=1", "postgres://h/db?user=u&password=***&x=1");
         check("postgres://u:a@b@h/db", "postgres://u:***@b@h/db");
+        check("mysql://u:hunter2@h/db", "mysql://u:***@h/db");
     }
 
     #[test]
