@@ -104,7 +104,8 @@ impl<'a> Doc<'a> {
         Err(ConfigError::Invalid { problems: self.problems })
     }
 
-    /// Expands `${NAME}` from the environment; `$${` is a literal `${`. Records a problem (pointing into the
+    /// Expands `${NAME}` from the environment, `${NAME:-default}` falling back to `default` when unset; `$${` is a
+    /// literal `${`. Records a problem (pointing into the
     /// string when it can) and returns `None` if a variable is unset or malformed.
     pub fn interpolate(&mut self, raw: &str, span: Range<usize>) -> Option<String> {
         if !raw.contains('$') {
@@ -132,7 +133,10 @@ impl<'a> Doc<'a> {
                     self.report(at(i), ProblemKind::BadVar { reason: "missing `}`" });
                     return None;
                 };
-                let name = &rest[2..end];
+                let (name, default) = match rest[2..end].split_once(":-") {
+                    Some((name, default)) => (name, Some(default)),
+                    None => (&rest[2..end], None),
+                };
                 let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
@@ -140,6 +144,8 @@ impl<'a> Doc<'a> {
                     ok = false;
                 } else if let Some(value) = (self.env)(name) {
                     out.push_str(&value);
+                } else if let Some(default) = default {
+                    out.push_str(default);
                 } else {
                     self.report(at(i), ProblemKind::UnsetVar { name: name.to_string() });
                     ok = false;
@@ -365,6 +371,7 @@ mod tests {
     fn interpolation() {
         check(r#"k = "postgres://${HOST}/db""#, "postgres://db.internal/db");
         check(r#"k = "a${EMPTY}b""#, "ab");
+        check(r#"k = "${NOPE:-fallback}/${HOST:-x}/${NOPE:-}""#, "fallback/db.internal/");
         check(r#"k = "$${HOST} $5 $""#, "${HOST} $5 $");
         check(
             "\n k = \"x ${NOPE} ${ALSO_NOPE}\"",

@@ -42,7 +42,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             return Err(DurationError::ExpectedNumber { rest: rest.to_string() });
         }
         let number: u64 = rest[..n_digits].parse().map_err(|_| DurationError::Overflow)?;
-        rest = &rest[n_digits..];
+        rest = rest[n_digits..].trim_start();
         let n_unit = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..n_unit];
         rest = rest[n_unit..].trim_start();
@@ -83,6 +83,7 @@ mod tests {
         check("30", Ok(30_000));
         check("0", Ok(0));
         check(" 5s ", Ok(5_000));
+        check("5 s", Ok(5_000));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod doc;
 mod duration;
 mod error;
+mod project;
 mod secret;
 mod tls;
 mod url;
@@ -17,3 +18,6 @@ pub use error::{ConfigError, Location, Problem, ProblemKind, UrlOrigin};
 pub use secret::{redact_url, Secret, MASK};
 pub use tls::{tls_mode, SslMode, TlsMode};
 pub use url::{resolve_db_url, DbUrl, Located, ResolvedUrl, APPLICATION_NAME, CONNECT_TIMEOUT};
+pub use project::{
+    HookCommand, Hooks, ProjectConfig, ProjectFile, TransactionPer, DEFAULT_CONFIG_FILE, DEFAULT_FILE_TEMPLATE,
+};
