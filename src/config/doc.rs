@@ -78,7 +78,11 @@ impl<'a> Doc<'a> {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset);
         let start = self.line_starts[line - 1];
-        let column = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count()) + 1;
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count())
+            + 1;
         Location {
             path: self.path.clone(),
             line,
@@ -91,17 +95,15 @@ impl<'a> Doc<'a> {
         self.problems.push(Problem { at, kind });
     }
 
-    pub fn has_problems(&self) -> bool {
-        !self.problems.is_empty()
-    }
-
     /// `Ok` when nothing was reported, else every problem, in file order.
     pub fn finish(mut self) -> Result<(), ConfigError> {
         if self.problems.is_empty() {
             return Ok(());
         }
         self.problems.sort_by(|a, b| a.at.cmp(&b.at));
-        Err(ConfigError::Invalid { problems: self.problems })
+        Err(ConfigError::Invalid {
+            problems: self.problems,
+        })
     }
 
     /// Expands `${NAME}` from the environment, `${NAME:-default}` falling back to `default` when unset; `$${` is a
@@ -130,24 +132,42 @@ impl<'a> Doc<'a> {
                 i += 3;
             } else if rest.starts_with("${") {
                 let Some(end) = rest.find('}') else {
-                    self.report(at(i), ProblemKind::BadVar { reason: "missing `}`" });
+                    self.report(
+                        at(i),
+                        ProblemKind::BadVar {
+                            reason: "missing `}`",
+                        },
+                    );
                     return None;
                 };
                 let (name, default) = match rest[2..end].split_once(":-") {
                     Some((name, default)) => (name, Some(default)),
                     None => (&rest[2..end], None),
                 };
-                let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                let valid = name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
-                    self.report(at(i), ProblemKind::BadVar { reason: "variable names are letters, digits and `_`" });
+                    self.report(
+                        at(i),
+                        ProblemKind::BadVar {
+                            reason: "variable names are letters, digits and `_`",
+                        },
+                    );
                     ok = false;
                 } else if let Some(value) = (self.env)(name) {
                     out.push_str(&value);
                 } else if let Some(default) = default {
                     out.push_str(default);
                 } else {
-                    self.report(at(i), ProblemKind::UnsetVar { name: name.to_string() });
+                    self.report(
+                        at(i),
+                        ProblemKind::UnsetVar {
+                            name: name.to_string(),
+                        },
+                    );
                     ok = false;
                 }
                 i += end + 1;
@@ -175,7 +195,11 @@ impl<'a> Doc<'a> {
     }
 
     /// A string, or an array of strings (each interpolated).
-    pub fn strings(&mut self, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Vec<Spanned<String>>> {
+    pub fn strings(
+        &mut self,
+        key: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<Vec<Spanned<String>>> {
         match value.get_ref() {
             DeValue::String(_) => self.string(key, value).map(|s| vec![s]),
             DeValue::Array(items) => {
@@ -221,7 +245,9 @@ impl<'a> Doc<'a> {
     /// A TOML integer or float.
     pub fn number(&mut self, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Spanned<f64>> {
         match value.get_ref() {
-            DeValue::Integer(_) => self.integer(key, value).map(|n| Spanned::new(n.span(), *n.get_ref() as f64)),
+            DeValue::Integer(_) => self
+                .integer(key, value)
+                .map(|n| Spanned::new(n.span(), *n.get_ref() as f64)),
             DeValue::Float(f) => match f.as_str().replace('_', "").parse::<f64>() {
                 Ok(v) if v.is_finite() => Some(Spanned::new(value.span(), v)),
                 _ => {
@@ -242,23 +268,18 @@ impl<'a> Doc<'a> {
         }
     }
 
-    pub fn boolean(&mut self, key: &str, value: &Spanned<DeValue<'_>>) -> Option<bool> {
-        match value.get_ref() {
-            DeValue::Boolean(b) => Some(*b),
-            other => {
-                self.wrong_type(key, value.span(), "a boolean", other);
-                None
-            }
-        }
-    }
-
     /// A duration string (`"5s"`, `"1h30m"`) or a bare integer of seconds.
     pub fn duration(&mut self, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Duration> {
         let text = match value.get_ref() {
             DeValue::Integer(_) => self.integer(key, value)?.get_ref().to_string(),
             DeValue::String(_) => self.string(key, value)?.into_inner(),
             other => {
-                self.wrong_type(key, value.span(), "a duration such as \"5s\" or \"10min\"", other);
+                self.wrong_type(
+                    key,
+                    value.span(),
+                    "a duration such as \"5s\" or \"10min\"",
+                    other,
+                );
                 return None;
             }
         };
@@ -278,7 +299,11 @@ impl<'a> Doc<'a> {
         }
     }
 
-    pub fn table<'t, 'i>(&mut self, key: &str, value: &'t Spanned<DeValue<'i>>) -> Option<&'t DeTable<'i>> {
+    pub fn table<'t, 'i>(
+        &mut self,
+        key: &str,
+        value: &'t Spanned<DeValue<'i>>,
+    ) -> Option<&'t DeTable<'i>> {
         match value.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
@@ -288,7 +313,11 @@ impl<'a> Doc<'a> {
         }
     }
 
-    pub fn array<'t, 'i>(&mut self, key: &str, value: &'t Spanned<DeValue<'i>>) -> Option<&'t DeArray<'i>> {
+    pub fn array<'t, 'i>(
+        &mut self,
+        key: &str,
+        value: &'t Spanned<DeValue<'i>>,
+    ) -> Option<&'t DeArray<'i>> {
         match value.get_ref() {
             DeValue::Array(a) => Some(a),
             other => {
@@ -298,7 +327,13 @@ impl<'a> Doc<'a> {
         }
     }
 
-    fn wrong_type(&mut self, key: &str, span: Range<usize>, expected: &'static str, found: &DeValue<'_>) {
+    fn wrong_type(
+        &mut self,
+        key: &str,
+        span: Range<usize>,
+        expected: &'static str,
+        found: &DeValue<'_>,
+    ) {
         self.report(
             span,
             ProblemKind::WrongType {
@@ -310,7 +345,12 @@ impl<'a> Doc<'a> {
     }
 
     /// Records an unknown-key problem for every key of `table` not in `allowed`.
-    pub fn check_keys(&mut self, table: &DeTable<'_>, section: &str, allowed: &'static [&'static str]) {
+    pub fn check_keys(
+        &mut self,
+        table: &DeTable<'_>,
+        section: &str,
+        allowed: &'static [&'static str],
+    ) {
         for (key, _) in table.iter() {
             if !allowed.contains(&key.get_ref().as_ref()) {
                 self.report(
@@ -330,7 +370,10 @@ impl<'a> Doc<'a> {
 pub(crate) fn entry<'t, 'i>(
     table: &'t DeTable<'i>,
     key: &str,
-) -> Option<(&'t Spanned<toml::de::DeString<'i>>, &'t Spanned<DeValue<'i>>)> {
+) -> Option<(
+    &'t Spanned<toml::de::DeString<'i>>,
+    &'t Spanned<DeValue<'i>>,
+)> {
     table.iter().find(|(k, _)| k.get_ref() == key)
 }
 
@@ -369,9 +412,15 @@ mod tests {
 
     #[test]
     fn interpolation() {
-        check(r#"k = "postgres://${HOST}/db""#, "postgres://db.internal/db");
+        check(
+            r#"k = "postgres://${HOST}/db""#,
+            "postgres://db.internal/db",
+        );
         check(r#"k = "a${EMPTY}b""#, "ab");
-        check(r#"k = "${NOPE:-fallback}/${HOST:-x}/${NOPE:-}""#, "fallback/db.internal/");
+        check(
+            r#"k = "${NOPE:-fallback}/${HOST:-x}/${NOPE:-}""#,
+            "fallback/db.internal/",
+        );
         check(r#"k = "$${HOST} $5 $""#, "${HOST} $5 $");
         check(
             "\n k = \"x ${NOPE} ${ALSO_NOPE}\"",
@@ -391,7 +440,10 @@ mod tests {
             r#"k = "\t${NOPE}""#,
             "1:5: environment variable `NOPE` is not set (write `$${` for a literal `${`)",
         );
-        check("k = 'é ${NOPE}'", "1:8: environment variable `NOPE` is not set (write `$${` for a literal `${`)");
+        check(
+            "k = 'é ${NOPE}'",
+            "1:8: environment variable `NOPE` is not set (write `$${` for a literal `${`)",
+        );
     }
 
     #[test]

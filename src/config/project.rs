@@ -16,7 +16,8 @@ use super::error::{ConfigError, ProblemKind};
 use super::url::{DbUrl, Located};
 
 /// Alembic's default `file_template`.
-pub const DEFAULT_FILE_TEMPLATE: &str = "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d_%(rev)s_%(slug)s";
+pub const DEFAULT_FILE_TEMPLATE: &str =
+    "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d_%(rev)s_%(slug)s";
 
 /// The config file name looked up by default.
 pub const DEFAULT_CONFIG_FILE: &str = "flotilla.toml";
@@ -65,7 +66,11 @@ impl HookCommand {
     pub fn argv(&self, file: &Path) -> Vec<String> {
         let file = file.display().to_string();
         match self {
-            HookCommand::Shell(cmd) => vec!["sh".into(), "-c".into(), cmd.replace("{file}", &shell_quote(&file))],
+            HookCommand::Shell(cmd) => vec![
+                "sh".into(),
+                "-c".into(),
+                cmd.replace("{file}", &shell_quote(&file)),
+            ],
             HookCommand::Argv(args) => args.iter().map(|a| a.replace("{file}", &file)).collect(),
         }
     }
@@ -171,19 +176,31 @@ impl Layer {
         let default_path = |p: &str| dir.join(p);
         ProjectConfig {
             path: path.map(Path::to_path_buf),
-            script_location: self.script_location.unwrap_or_else(|| default_path("migrations")),
-            file_template: self.file_template.unwrap_or_else(|| DEFAULT_FILE_TEMPLATE.to_string()),
-            version_table: self.version_table.unwrap_or_else(|| "flotilla_version".to_string()),
+            script_location: self
+                .script_location
+                .unwrap_or_else(|| default_path("migrations")),
+            file_template: self
+                .file_template
+                .unwrap_or_else(|| DEFAULT_FILE_TEMPLATE.to_string()),
+            version_table: self
+                .version_table
+                .unwrap_or_else(|| "flotilla_version".to_string()),
             version_table_schema: self.version_table_schema,
-            history_table: self.history_table.unwrap_or_else(|| "flotilla_history".to_string()),
+            history_table: self
+                .history_table
+                .unwrap_or_else(|| "flotilla_history".to_string()),
             transaction_per: self.transaction_per.unwrap_or_default(),
             lock_timeout: self.lock_timeout.unwrap_or(Duration::from_secs(5)),
             statement_timeout: self.statement_timeout,
             lock_wait: self.lock_wait.unwrap_or(Duration::from_secs(30)),
             url: self.url,
             tenants: self.tenants.unwrap_or_else(|| default_path("tenants.toml")),
-            ledger: self.ledger.unwrap_or_else(|| default_path(".flotilla/ledger.db")),
-            desired_schema: self.desired_schema.unwrap_or_else(|| default_path("schema")),
+            ledger: self
+                .ledger
+                .unwrap_or_else(|| default_path(".flotilla/ledger.db")),
+            desired_schema: self
+                .desired_schema
+                .unwrap_or_else(|| default_path("schema")),
             dev_url: self.dev_url,
             hooks: Hooks {
                 post_write: self.post_write.unwrap_or_default(),
@@ -286,7 +303,9 @@ fn read_layer(doc: &mut Doc<'_>, table: &DeTable<'_>) -> Layer {
             "script_location" => layer.script_location = path(doc, key, value),
             "file_template" => layer.file_template = string(doc, key, value),
             "version_table" => layer.version_table = identifier(doc, "version_table", value),
-            "version_table_schema" => layer.version_table_schema = identifier(doc, "version_table_schema", value),
+            "version_table_schema" => {
+                layer.version_table_schema = identifier(doc, "version_table_schema", value)
+            }
             "history_table" => layer.history_table = identifier(doc, "history_table", value),
             "transaction_per" => {
                 layer.transaction_per = string(doc, key, value).and_then(|s| match s.as_str() {
@@ -329,11 +348,17 @@ fn read_hooks(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>, layer: &mut Layer
     if let Some(value) = get(table, "post_write") {
         layer.post_write = read_post_write(doc, value);
     }
-    for (key, slot) in [("before_each", &mut layer.before_each), ("after_each", &mut layer.after_each)] {
+    for (key, slot) in [
+        ("before_each", &mut layer.before_each),
+        ("after_each", &mut layer.after_each),
+    ] {
         if let Some(value) = get(table, key) {
-            *slot = doc
-                .strings(key, value)
-                .map(|paths| paths.iter().map(|p| doc.resolve_path(p.get_ref())).collect());
+            *slot = doc.strings(key, value).map(|paths| {
+                paths
+                    .iter()
+                    .map(|p| doc.resolve_path(p.get_ref()))
+                    .collect()
+            });
         }
     }
 }
@@ -343,7 +368,10 @@ fn read_post_write(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> Option<Ve
     let mut commands = Vec::new();
     for item in items.iter() {
         match item.get_ref() {
-            DeValue::String(_) => commands.extend(doc.string("post_write", item).map(|s| HookCommand::Shell(s.into_inner()))),
+            DeValue::String(_) => commands.extend(
+                doc.string("post_write", item)
+                    .map(|s| HookCommand::Shell(s.into_inner())),
+            ),
             DeValue::Array(args) if args.is_empty() => doc.report(
                 item.span(),
                 ProblemKind::Empty {
@@ -352,7 +380,9 @@ fn read_post_write(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> Option<Ve
             ),
             DeValue::Array(_) => {
                 if let Some(args) = doc.strings("post_write", item) {
-                    commands.push(HookCommand::Argv(args.into_iter().map(Spanned::into_inner).collect()));
+                    commands.push(HookCommand::Argv(
+                        args.into_iter().map(Spanned::into_inner).collect(),
+                    ));
                 }
             }
             other => doc.report(
@@ -375,13 +405,22 @@ fn string(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<
 fn path(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<PathBuf> {
     let s = doc.string(key, value)?;
     if s.get_ref().is_empty() {
-        doc.report(value.span(), ProblemKind::Empty { key: key.to_string() });
+        doc.report(
+            value.span(),
+            ProblemKind::Empty {
+                key: key.to_string(),
+            },
+        );
         return None;
     }
     Some(doc.resolve_path(s.get_ref()))
 }
 
-fn identifier(doc: &mut Doc<'_>, key: &'static str, value: &Spanned<DeValue<'_>>) -> Option<String> {
+fn identifier(
+    doc: &mut Doc<'_>,
+    key: &'static str,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<String> {
     let s = doc.string(key, value)?.into_inner();
     match check_identifier(&s) {
         Ok(()) => Some(s),
@@ -467,7 +506,10 @@ mod tests {
         assert_eq!(cfg.ledger, Path::new("/p/.flotilla/ledger.db"));
         assert_eq!(cfg.desired_schema, Path::new("/p/schema"));
         assert_eq!(cfg.hooks, Hooks::default());
-        assert_eq!(ProjectConfig::defaults(Path::new("/p")).tenants, Path::new("/p/tenants.toml"));
+        assert_eq!(
+            ProjectConfig::defaults(Path::new("/p")).tenants,
+            Path::new("/p/tenants.toml")
+        );
     }
 
     #[test]
@@ -518,19 +560,31 @@ lock_timeout = "1s"
             cfg.hooks.post_write[0].argv(Path::new("/p/it's.sql")),
             ["sh", "-c", r"black '/p/it'\''s.sql'"]
         );
-        assert_eq!(cfg.hooks.post_write[1].argv(Path::new("x.sql")), ["sqlfluff", "fix", "x.sql"]);
+        assert_eq!(
+            cfg.hooks.post_write[1].argv(Path::new("x.sql")),
+            ["sqlfluff", "fix", "x.sql"]
+        );
         assert_eq!(cfg.hooks.before_each, [Path::new("/p/sql/before.sql")]);
-        assert_eq!(cfg.hooks.after_each, [Path::new("/p/sql/a.sql"), Path::new("/p/sql/b.sql")]);
+        assert_eq!(
+            cfg.hooks.after_each,
+            [Path::new("/p/sql/a.sql"), Path::new("/p/sql/b.sql")]
+        );
 
         let prod = file.resolve(Some("prod")).expect("resolve prod");
-        assert_eq!(prod.url.expect("url").value.redacted(), "postgres://migrator@prod.internal/app");
+        assert_eq!(
+            prod.url.expect("url").value.redacted(),
+            "postgres://migrator@prod.internal/app"
+        );
         assert_eq!(prod.lock_timeout, Duration::from_secs(1));
         assert_eq!(prod.history_table, "hist");
         let ci = file.resolve(Some("ci")).expect("resolve ci");
         assert_eq!(ci.lock_timeout, Duration::from_secs(2));
 
         let err = file.resolve(Some("staging")).unwrap_err();
-        assert_eq!(err.to_string(), "unknown environment `staging` (known: `ci`, `prod`)");
+        assert_eq!(
+            err.to_string(),
+            "unknown environment `staging` (known: `ci`, `prod`)"
+        );
     }
 
     #[test]
@@ -556,7 +610,10 @@ lock_timeout = "1s"
 
     #[test]
     fn value_problems() {
-        check_err("version_table = \"\"", &["1:17: `version_table` is not a valid PostgreSQL identifier: it is empty"]);
+        check_err(
+            "version_table = \"\"",
+            &["1:17: `version_table` is not a valid PostgreSQL identifier: it is empty"],
+        );
         check_err(
             &format!("history_table = \"{}\"", "x".repeat(64)),
             &["1:17: `history_table` is not a valid PostgreSQL identifier: it is longer than 63 bytes"],
@@ -570,18 +627,25 @@ lock_timeout = "1s"
             "2:19: `post_write` must be a command (a string, or an array of strings), found integer",
             "3:1: unknown key `befor_each` in [hooks] (expected one of: post_write, before_each, after_each)",
         ]);
-        check_err("hooks = 1\n[env]\nx = 2", &[
-            "1:9: `hooks` must be a table, found integer",
-            "3:5: `[env.x]` must be a table, found integer",
-        ]);
+        check_err(
+            "hooks = 1\n[env]\nx = 2",
+            &[
+                "1:9: `hooks` must be a table, found integer",
+                "3:5: `[env.x]` must be a table, found integer",
+            ],
+        );
         check_err("ledger = \"\"", &["1:10: `ledger` must not be empty"]);
-        check_err("a = \n", &["1:5: string values must be quoted, expected literal string"]);
+        check_err(
+            "a = \n",
+            &["1:5: string values must be quoted, expected literal string"],
+        );
     }
 
     #[test]
     fn no_password_in_debug() {
-        let file = parse("url = \"postgres://u:${PW}@h/d\"\n[env.x]\ndev_url = \"host=h password=${PW}\"")
-            .expect("parse");
+        let file =
+            parse("url = \"postgres://u:${PW}@h/d\"\n[env.x]\ndev_url = \"host=h password=${PW}\"")
+                .expect("parse");
         let cfg = file.resolve(Some("x")).expect("resolve");
         let shown = format!("{file:?} {cfg:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

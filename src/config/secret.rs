@@ -156,22 +156,37 @@ mod tests {
 
     #[test]
     fn redacts_urls() {
-        check("postgres://u:hunter2@h:5432/db", "postgres://u:***@h:5432/db");
-        check("postgresql://u:hunter2@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require");
+        check(
+            "postgres://u:hunter2@h:5432/db",
+            "postgres://u:***@h:5432/db",
+        );
+        check(
+            "postgresql://u:hunter2@h/db?sslmode=require",
+            "postgresql://u:***@h/db?sslmode=require",
+        );
         check("postgres://u@h/db", "postgres://u@h/db");
         check("postgres://h/db", "postgres://h/db");
         check("postgres://u:@h/db", "postgres://u:***@h/db");
         check("postgres://u:p:w@h/db", "postgres://u:***@h/db");
-        check("postgres://h/db?user=u&password=hunter2&x=1", "postgres://h/db?user=u&password=***&x=1");
+        check(
+            "postgres://h/db?user=u&password=hunter2&x=1",
+            "postgres://h/db?user=u&password=***&x=1",
+        );
         check("postgres://u:a@b@h/db", "postgres://u:***@b@h/db");
         check("mysql://u:hunter2@h/db", "mysql://u:***@h/db");
     }
 
     #[test]
     fn redacts_conninfo() {
-        check("host=h password=hunter2 user=u", "host=h password=*** user=u");
+        check(
+            "host=h password=hunter2 user=u",
+            "host=h password=*** user=u",
+        );
         check("password = hunter2", "password = ***");
-        check("host=h password='hun ter\\'2' dbname=d", "host=h password=*** dbname=d");
+        check(
+            "host=h password='hun ter\\'2' dbname=d",
+            "host=h password=*** dbname=d",
+        );
         check("host=h passwordx=1", "host=h passwordx=1");
         check("host=h dbname=password=1", "host=h dbname=password=1");
         check("host=h", "host=h");

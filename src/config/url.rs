@@ -52,16 +52,22 @@ impl DbUrl {
         if !is_url && s.contains("://") {
             return Err(ProblemKind::UrlScheme { url: redacted });
         }
-        let (rest, params) = if is_url { take_url_params(s) } else { take_conninfo_params(s) };
+        let (rest, params) = if is_url {
+            take_url_params(s)
+        } else {
+            take_conninfo_params(s)
+        };
         let mut sslmode = None;
         let mut ca_file = None;
         for (key, value) in params {
             if key == "sslmode" {
-                sslmode = Some(SslMode::parse(&value).ok_or_else(|| ProblemKind::BadChoice {
-                    key: "sslmode",
-                    value: value.clone(),
-                    expected: SSLMODE_CHOICES,
-                })?);
+                sslmode = Some(
+                    SslMode::parse(&value).ok_or_else(|| ProblemKind::BadChoice {
+                        key: "sslmode",
+                        value: value.clone(),
+                        expected: SSLMODE_CHOICES,
+                    })?,
+                );
             } else {
                 ca_file = Some(PathBuf::from(value));
             }
@@ -124,9 +130,11 @@ impl DbUrl {
 
     /// The TLS connector for this url's sslmode and root certificate file (read now).
     pub fn tls(&self) -> Result<TlsMode, ConfigError> {
-        tls_mode(self.sslmode.unwrap_or_default(), self.ca_file.as_deref()).map_err(|kind| ConfigError::Connection {
-            target: self.redacted.clone(),
-            kind,
+        tls_mode(self.sslmode.unwrap_or_default(), self.ca_file.as_deref()).map_err(|kind| {
+            ConfigError::Connection {
+                target: self.redacted.clone(),
+                kind,
+            }
         })
     }
 
@@ -192,14 +200,24 @@ pub fn resolve_db_url(
     } else if let Some(located) = config_url {
         (located.value.clone(), UrlOrigin::Config(located.at.clone()))
     } else if let Some(s) = env("DATABASE_URL").filter(|s| !s.is_empty()) {
-        (parse(&s, UrlOrigin::DatabaseUrlEnv)?, UrlOrigin::DatabaseUrlEnv)
+        (
+            parse(&s, UrlOrigin::DatabaseUrlEnv)?,
+            UrlOrigin::DatabaseUrlEnv,
+        )
     } else {
         let vars = ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE"];
         if vars.iter().all(|v| env(v).is_none()) {
             return Err(ConfigError::NoDatabaseUrl);
         }
-        let mut conninfo = format!("host={}", quote(&env("PGHOST").unwrap_or_else(|| "localhost".to_string())));
-        for (var, key) in [("PGPORT", "port"), ("PGUSER", "user"), ("PGDATABASE", "dbname")] {
+        let mut conninfo = format!(
+            "host={}",
+            quote(&env("PGHOST").unwrap_or_else(|| "localhost".to_string()))
+        );
+        for (var, key) in [
+            ("PGPORT", "port"),
+            ("PGUSER", "user"),
+            ("PGDATABASE", "dbname"),
+        ] {
             if let Some(v) = env(var) {
                 conninfo.push_str(&format!(" {key}={}", quote(&v)));
             }
@@ -238,7 +256,9 @@ fn take_url_params(s: &str) -> (String, Vec<(String, String)>) {
     let mut taken = Vec::new();
     for param in s[q + 1..].split('&') {
         match param.split_once('=') {
-            Some((k, v)) if TAKEN_PARAMS.contains(&k) => taken.push((k.to_string(), percent_decode(v))),
+            Some((k, v)) if TAKEN_PARAMS.contains(&k) => {
+                taken.push((k.to_string(), percent_decode(v)))
+            }
             _ => kept.push(param),
         }
     }
@@ -289,7 +309,10 @@ fn take_conninfo_params(s: &str) -> (String, Vec<(String, String)>) {
 }
 
 fn unquote(v: &str) -> String {
-    let inner = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(v);
+    let inner = v
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap_or(v);
     let mut out = String::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
@@ -308,7 +331,10 @@ fn percent_decode(v: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
-            if let Some(b) = v.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(b) = v
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(b);
                 i += 3;
                 continue;
@@ -328,7 +354,10 @@ mod tests {
     use tokio_postgres::config::Host;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
@@ -359,7 +388,9 @@ mod tests {
                     cfg.get_dbname().unwrap_or("-"),
                     cfg.get_user().unwrap_or("-"),
                     r.url.sslmode().unwrap_or_default(),
-                    cfg.get_password().map_or("nopw".to_string(), |p| String::from_utf8_lossy(p).into_owned()),
+                    cfg.get_password()
+                        .map_or("nopw".to_string(), |p| String::from_utf8_lossy(p)
+                            .into_owned()),
                 )
             }
             Err(e) => e.to_string(),
@@ -412,8 +443,18 @@ mod tests {
             &[("PGDATABASE", "d"), ("USER", "osuser")],
             "the PG* environment variables | host='localhost' dbname='d' | localhost:5432/d osuser prefer nopw",
         );
-        check(None, None, &[("PGPASSWORD", "x")], &ConfigError::NoDatabaseUrl.to_string());
-        check(None, None, &[("DATABASE_URL", "")], &ConfigError::NoDatabaseUrl.to_string());
+        check(
+            None,
+            None,
+            &[("PGPASSWORD", "x")],
+            &ConfigError::NoDatabaseUrl.to_string(),
+        );
+        check(
+            None,
+            None,
+            &[("DATABASE_URL", "")],
+            &ConfigError::NoDatabaseUrl.to_string(),
+        );
     }
 
     #[test]
@@ -421,7 +462,11 @@ mod tests {
         check(
             Some("postgres://u:own@h/d?sslmode=disable"),
             None,
-            &[("PGPASSWORD", "envpw"), ("PGSSLMODE", "require"), ("PGUSER", "x")],
+            &[
+                ("PGPASSWORD", "envpw"),
+                ("PGSSLMODE", "require"),
+                ("PGUSER", "x"),
+            ],
             "--url | postgres://u:***@h/d?sslmode=disable | h:5432/d u disable own",
         );
         check(
@@ -457,13 +502,19 @@ mod tests {
 
     #[test]
     fn takes_ssl_params() {
-        let u = DbUrl::parse("postgres://u@h/d?sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3")
-            .expect("parse");
+        let u = DbUrl::parse(
+            "postgres://u@h/d?sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3",
+        )
+        .expect("parse");
         assert_eq!(u.sslmode(), Some(SslMode::VerifyCa));
         assert_eq!(u.ca_file(), Some(std::path::Path::new("/etc/ca.pem")));
-        assert_eq!(u.pg_config().get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(
+            u.pg_config().get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
         assert_eq!(u.pg_config().get_application_name(), Some(APPLICATION_NAME));
-        let u = DbUrl::parse("host=h sslmode = verify-full sslrootcert='/a b.pem' dbname=d").expect("parse");
+        let u = DbUrl::parse("host=h sslmode = verify-full sslrootcert='/a b.pem' dbname=d")
+            .expect("parse");
         assert_eq!(u.sslmode(), Some(SslMode::VerifyFull));
         assert_eq!(u.ca_file(), Some(std::path::Path::new("/a b.pem")));
         assert_eq!(u.dbname(), Some("d"));
