@@ -43,18 +43,21 @@ impl<'a> Doc<'a> {
         }
     }
 
-    /// Parses the document; on syntax errors records them all and returns `None`.
-    pub fn parse(&mut self) -> Option<Spanned<DeTable<'a>>> {
+    /// Parses the document. Errors: every syntax error, as [`ConfigError::Invalid`].
+    pub fn parse(&mut self) -> Result<Spanned<DeTable<'a>>, ConfigError> {
         let (table, errors) = DeTable::parse_recoverable(self.text);
-        if errors.is_empty() {
-            return Some(table);
-        }
-        for err in errors {
+        for err in &errors {
             let span = err.span().unwrap_or(0..0);
             let message = err.message().trim_end().to_string();
             self.report(span, ProblemKind::Syntax { message });
         }
-        None
+        if self.problems.is_empty() {
+            Ok(table)
+        } else {
+            let mut problems = std::mem::take(&mut self.problems);
+            problems.sort_by(|a, b| a.at.cmp(&b.at));
+            Err(ConfigError::Invalid { problems })
+        }
     }
 
     /// The directory relative paths in this file are resolved against.
@@ -449,8 +452,7 @@ mod tests {
     #[test]
     fn syntax_errors_have_positions() {
         let mut doc = Doc::new(Path::new("f.toml"), "a = 1\nb = \n", &env);
-        assert!(doc.parse().is_none());
-        let err = doc.finish().unwrap_err();
+        let err = doc.parse().unwrap_err();
         let p = &err.problems()[0];
         assert_eq!((p.at.line, p.at.column), (2, 5), "{err}");
     }

@@ -273,10 +273,7 @@ impl TenantsFile {
     /// Checks `text` as if read from `path` (which anchors relative paths and error locations).
     pub fn parse(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<TenantsFile, ConfigError> {
         let mut doc = Doc::new(path, text, env);
-        let Some(root) = doc.parse() else {
-            doc.finish()?;
-            unreachable!("parse failures are reported");
-        };
+        let root = doc.parse()?;
         let root = root.get_ref();
         doc.check_keys(root, "the tenants file", KEYS);
         let defaults = match get(root, "defaults") {
