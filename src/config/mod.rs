@@ -1,5 +1,29 @@
-//! config (placeholder until the config work lands).
+//! Configuration: `flotilla.toml` (the project), the tenants file (servers, tenants, discovery sources),
+//! database url resolution, TLS, and the [`Secret`] type.
+//!
+//! Everything here is synchronous and reads the environment only through an explicit lookup function, so the
+//! engine never sees environment variables. Connecting is left to `executor` and `fleet`.
 
-#[derive(Debug, thiserror::Error)]
-#[error("config error")]
-pub struct ConfigError;
+mod doc;
+mod duration;
+mod error;
+mod project;
+mod secret;
+mod tenants;
+mod tls;
+mod url;
+
+pub use doc::{process_env, EnvLookup};
+pub use duration::{parse_duration, DurationError};
+pub use error::{ConfigError, Location, Problem, ProblemKind, UrlOrigin};
+pub use project::{
+    HookCommand, Hooks, ProjectConfig, ProjectFile, TransactionPer, DEFAULT_CONFIG_FILE,
+    DEFAULT_FILE_TEMPLATE,
+};
+pub use secret::{redact_url, Secret, MASK};
+pub use tenants::{
+    FleetDefaults, PasswordSource, Server, Source, SourceKind, TenantId, TenantSpec, TenantTarget,
+    TenantsFile, DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, DEFAULT_RATE, DEFAULT_RETRIES,
+};
+pub use tls::{tls_mode, SslMode, TlsMode};
+pub use url::{resolve_db_url, DbUrl, Located, ResolvedUrl, APPLICATION_NAME, CONNECT_TIMEOUT};

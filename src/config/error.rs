@@ -1,0 +1,216 @@
+//! Errors for `flotilla.toml`, the tenants file and database url resolution.
+//!
+//! A file problem always carries the file, a 1-based line and a 1-based column (counted in characters).
+//! Loading collects every problem it finds and returns them together in [`ConfigError::Invalid`], so one edit
+//! cycle fixes them all.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use super::duration::DurationError;
+
+/// A position in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Location {
+    pub path: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.path.display(), self.line, self.column)
+    }
+}
+
+/// One thing wrong in a configuration file, and where.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: {kind}")]
+pub struct Problem {
+    pub at: Location,
+    pub kind: ProblemKind,
+}
+
+/// What is wrong. Urls inside variants are always redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum ProblemKind {
+    #[error("{message}")]
+    Syntax { message: String },
+    #[error("unknown key `{key}` in {section} (expected one of: {})", expected.join(", "))]
+    UnknownKey {
+        key: String,
+        section: String,
+        expected: &'static [&'static str],
+    },
+    #[error("missing required key `{key}` in {section}")]
+    MissingKey { key: &'static str, section: String },
+    #[error("`{key}` must be {expected}, found {found}")]
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("invalid duration `{value}` for `{key}`: {reason}")]
+    Duration {
+        key: String,
+        value: String,
+        reason: DurationError,
+    },
+    #[error("environment variable `{name}` is not set (write `$${{` for a literal `${{`)")]
+    UnsetVar { name: String },
+    #[error("invalid `${{...}}` reference: {reason} (write `$${{` for a literal `${{`)")]
+    BadVar { reason: &'static str },
+    #[error("`{key}` must be one of {expected}, found `{value}`")]
+    BadChoice {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("`{key}` must be at least 1")]
+    Zero { key: &'static str },
+    #[error("`{key}` must be greater than 0, found {value}")]
+    NotPositive { key: &'static str, value: f64 },
+    #[error("`{key}` value {value} is out of range")]
+    OutOfRange { key: String, value: String },
+    #[error("`{key}` must not be empty")]
+    Empty { key: String },
+    #[error("`{key}` is not a valid PostgreSQL identifier: {reason}")]
+    BadIdentifier {
+        key: &'static str,
+        reason: &'static str,
+    },
+    #[error("duplicate tenant id `{id}` (first defined at {first})")]
+    DuplicateTenant { id: String, first: Location },
+    #[error("duplicate server name `{name}` (first defined at {first})")]
+    DuplicateServer { name: String, first: Location },
+    #[error("unknown server `{name}` (known: {})", list_or_none(known))]
+    UnknownServer { name: String, known: Vec<String> },
+    #[error("tenant `{id}` sets both `schema` and `database`; set exactly one")]
+    TenantBothTargets { id: String },
+    #[error(
+        "tenant `{id}` needs `schema` (schema-per-tenant) or `database` (database-per-tenant)"
+    )]
+    TenantNoTarget { id: String },
+    #[error(
+        "a source needs exactly one of `schemas_like`, `databases_like`, `query`, found {}",
+        list_or_none(found)
+    )]
+    SourceKind { found: Vec<&'static str> },
+    #[error("invalid database url `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("url `{url}` must start with postgres:// or postgresql://")]
+    UrlScheme { url: String },
+    #[error("the url of server `{server}` contains a password; put the password in password_env or password_file")]
+    PasswordInUrl { server: String },
+    #[error("server `{server}` sets both `password_env` and `password_file`; set only one")]
+    PasswordEnvAndFile { server: String },
+    #[error("password environment variable `{var}` for server `{server}` is not set")]
+    PasswordEnvUnset { server: String, var: String },
+    #[error("cannot read password file `{}` for server `{server}`: {err}", path.display())]
+    PasswordFile {
+        server: String,
+        path: PathBuf,
+        err: io::Error,
+    },
+    #[error("cannot read CA file `{}`: {err}", path.display())]
+    CaFile { path: PathBuf, err: io::Error },
+    #[error("CA file `{}` holds no usable PEM certificate", path.display())]
+    CaFileEmpty { path: PathBuf },
+    #[error("cannot build the TLS configuration: {reason}")]
+    Tls { reason: String },
+}
+
+fn list_or_none(items: &[impl AsRef<str>]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items
+            .iter()
+            .map(|s| format!("`{}`", s.as_ref()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Where a database url for a single-database command came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlOrigin {
+    Flag,
+    Config(Location),
+    DatabaseUrlEnv,
+    PgEnv,
+}
+
+impl fmt::Display for UrlOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlOrigin::Flag => f.write_str("--url"),
+            UrlOrigin::Config(at) => write!(f, "{at}"),
+            UrlOrigin::DatabaseUrlEnv => f.write_str("DATABASE_URL"),
+            UrlOrigin::PgEnv => f.write_str("the PG* environment variables"),
+        }
+    }
+}
+
+/// The error type of the `config` module.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// One or more problems in a file; never empty. Display prints one problem per line.
+    #[error("{}", Problems(problems))]
+    Invalid { problems: Vec<Problem> },
+    #[error("unknown environment `{name}` (known: {})", list_or_none(known))]
+    UnknownEnv { name: String, known: Vec<String> },
+    #[error(
+        "no database url: pass --url, set `url` in flotilla.toml, or set DATABASE_URL or the PG* variables \
+         (PGHOST, PGDATABASE, ...)"
+    )]
+    NoDatabaseUrl,
+    /// A connection target whose TLS or credentials cannot be prepared; `target` is redacted.
+    #[error("{target}: {kind}")]
+    Connection { target: String, kind: ProblemKind },
+    /// A database url from a flag or the environment is unusable; `kind` names the (redacted) url.
+    #[error("{origin}: {kind}")]
+    Url {
+        origin: UrlOrigin,
+        kind: ProblemKind,
+    },
+}
+
+impl ConfigError {
+    /// The problems of an [`ConfigError::Invalid`] error, else empty.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems } => problems,
+            _ => &[],
+        }
+    }
+
+    pub(crate) fn one(at: Location, kind: ProblemKind) -> ConfigError {
+        ConfigError::Invalid {
+            problems: vec![Problem { at, kind }],
+        }
+    }
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,662 @@
+//! `flotilla.toml`: the project settings, named `[env.<name>]` overrides, and their resolution into a
+//! [`ProjectConfig`].
+//!
+//! Every section, used or not, is fully checked when the file loads, so a typo in `[env.prod]` fails in
+//! development too. Paths are resolved against the file's directory. Connecting is left to `executor`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::doc::{get, Doc, EnvLookup};
+use super::error::{ConfigError, ProblemKind};
+use super::url::{DbUrl, Located};
+
+/// Alembic's default `file_template`.
+pub const DEFAULT_FILE_TEMPLATE: &str =
+    "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d_%(rev)s_%(slug)s";
+
+/// The config file name looked up by default.
+pub const DEFAULT_CONFIG_FILE: &str = "flotilla.toml";
+
+const KEYS: &[&str] = &[
+    "script_location",
+    "file_template",
+    "version_table",
+    "version_table_schema",
+    "history_table",
+    "transaction_per",
+    "lock_timeout",
+    "statement_timeout",
+    "lock_wait",
+    "url",
+    "tenants",
+    "ledger",
+    "desired_schema",
+    "dev_url",
+    "hooks",
+    "env",
+];
+const ENV_KEYS: &[&str] = KEYS.split_at(KEYS.len() - 1).0;
+const HOOK_KEYS: &[&str] = &["post_write", "before_each", "after_each"];
+
+/// How revisions are grouped into transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransactionPer {
+    /// One transaction per revision (Alembic's `transaction_per_migration = true`).
+    #[default]
+    Revision,
+    /// One transaction for the whole run.
+    Run,
+}
+
+/// A `post_write` hook: a string runs through `sh -c`, an array runs directly. `{file}` is replaced by the path
+/// of the new revision file (shell-quoted for the string form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl HookCommand {
+    /// The program and arguments to run for the new revision file `file`.
+    pub fn argv(&self, file: &Path) -> Vec<String> {
+        let file = file.display().to_string();
+        match self {
+            HookCommand::Shell(cmd) => vec![
+                "sh".into(),
+                "-c".into(),
+                cmd.replace("{file}", &shell_quote(&file)),
+            ],
+            HookCommand::Argv(args) => args.iter().map(|a| a.replace("{file}", &file)).collect(),
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The `[hooks]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// Run after `revision` writes a new file, in order.
+    pub post_write: Vec<HookCommand>,
+    /// SQL files run inside every revision's transaction, before the revision's own SQL.
+    pub before_each: Vec<PathBuf>,
+    /// SQL files run inside every revision's transaction, after the revision's own SQL.
+    pub after_each: Vec<PathBuf>,
+}
+
+/// The resolved settings of one environment. Paths are absolute or relative to the current directory.
+#[derive(Debug, Clone)]
+pub struct ProjectConfig {
+    /// The file these settings came from; `None` for [`ProjectConfig::defaults`].
+    pub path: Option<PathBuf>,
+    pub script_location: PathBuf,
+    pub file_template: String,
+    pub version_table: String,
+    /// `None`: the session's default schema (the first existing schema on its `search_path`).
+    pub version_table_schema: Option<String>,
+    pub history_table: String,
+    pub transaction_per: TransactionPer,
+    pub lock_timeout: Duration,
+    /// `None`: the server's default.
+    pub statement_timeout: Option<Duration>,
+    /// How long to wait for another run's advisory lock.
+    pub lock_wait: Duration,
+    pub url: Option<Located<DbUrl>>,
+    /// The default tenants file for fleet commands.
+    pub tenants: PathBuf,
+    pub ledger: PathBuf,
+    pub desired_schema: PathBuf,
+    pub dev_url: Option<Located<DbUrl>>,
+    pub hooks: Hooks,
+}
+
+impl ProjectConfig {
+    /// The settings used when there is no config file, with relative paths under `dir`.
+    pub fn defaults(dir: &Path) -> ProjectConfig {
+        Layer::default().resolve(None, dir)
+    }
+}
+
+/// One section's settings: the top level or one `[env.<name>]` table.
+#[derive(Debug, Clone, Default)]
+struct Layer {
+    script_location: Option<PathBuf>,
+    file_template: Option<String>,
+    version_table: Option<String>,
+    version_table_schema: Option<String>,
+    history_table: Option<String>,
+    transaction_per: Option<TransactionPer>,
+    lock_timeout: Option<Duration>,
+    statement_timeout: Option<Duration>,
+    lock_wait: Option<Duration>,
+    url: Option<Located<DbUrl>>,
+    tenants: Option<PathBuf>,
+    ledger: Option<PathBuf>,
+    desired_schema: Option<PathBuf>,
+    dev_url: Option<Located<DbUrl>>,
+    post_write: Option<Vec<HookCommand>>,
+    before_each: Option<Vec<PathBuf>>,
+    after_each: Option<Vec<PathBuf>>,
+}
+
+impl Layer {
+    /// `self` over `base`, key by key.
+    fn over(&self, base: &Layer) -> Layer {
+        let s = self.clone();
+        let b = base.clone();
+        Layer {
+            script_location: s.script_location.or(b.script_location),
+            file_template: s.file_template.or(b.file_template),
+            version_table: s.version_table.or(b.version_table),
+            version_table_schema: s.version_table_schema.or(b.version_table_schema),
+            history_table: s.history_table.or(b.history_table),
+            transaction_per: s.transaction_per.or(b.transaction_per),
+            lock_timeout: s.lock_timeout.or(b.lock_timeout),
+            statement_timeout: s.statement_timeout.or(b.statement_timeout),
+            lock_wait: s.lock_wait.or(b.lock_wait),
+            url: s.url.or(b.url),
+            tenants: s.tenants.or(b.tenants),
+            ledger: s.ledger.or(b.ledger),
+            desired_schema: s.desired_schema.or(b.desired_schema),
+            dev_url: s.dev_url.or(b.dev_url),
+            post_write: s.post_write.or(b.post_write),
+            before_each: s.before_each.or(b.before_each),
+            after_each: s.after_each.or(b.after_each),
+        }
+    }
+
+    fn resolve(self, path: Option<&Path>, dir: &Path) -> ProjectConfig {
+        let default_path = |p: &str| dir.join(p);
+        ProjectConfig {
+            path: path.map(Path::to_path_buf),
+            script_location: self
+                .script_location
+                .unwrap_or_else(|| default_path("migrations")),
+            file_template: self
+                .file_template
+                .unwrap_or_else(|| DEFAULT_FILE_TEMPLATE.to_string()),
+            version_table: self
+                .version_table
+                .unwrap_or_else(|| "flotilla_version".to_string()),
+            version_table_schema: self.version_table_schema,
+            history_table: self
+                .history_table
+                .unwrap_or_else(|| "flotilla_history".to_string()),
+            transaction_per: self.transaction_per.unwrap_or_default(),
+            lock_timeout: self.lock_timeout.unwrap_or(Duration::from_secs(5)),
+            statement_timeout: self.statement_timeout,
+            lock_wait: self.lock_wait.unwrap_or(Duration::from_secs(30)),
+            url: self.url,
+            tenants: self.tenants.unwrap_or_else(|| default_path("tenants.toml")),
+            ledger: self
+                .ledger
+                .unwrap_or_else(|| default_path(".flotilla/ledger.db")),
+            desired_schema: self
+                .desired_schema
+                .unwrap_or_else(|| default_path("schema")),
+            dev_url: self.dev_url,
+            hooks: Hooks {
+                post_write: self.post_write.unwrap_or_default(),
+                before_each: self.before_each.unwrap_or_default(),
+                after_each: self.after_each.unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// A loaded `flotilla.toml`: the top-level settings and every `[env.<name>]` override, all checked.
+#[derive(Debug, Clone)]
+pub struct ProjectFile {
+    path: PathBuf,
+    base: Layer,
+    envs: BTreeMap<String, Layer>,
+}
+
+impl ProjectFile {
+    /// Reads and checks `path`. `env` expands `${VAR}` in string values.
+    ///
+    /// Errors: [`ConfigError::Read`], or [`ConfigError::Invalid`] with every problem in the file.
+    pub fn load(path: &Path, env: EnvLookup<'_>) -> Result<ProjectFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        ProjectFile::parse(path, &text, env)
+    }
+
+    /// Checks `text` as if read from `path` (which anchors relative paths and error locations).
+    pub fn parse(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<ProjectFile, ConfigError> {
+        let mut doc = Doc::new(path, text, env);
+        let root = doc.parse()?;
+        let root = root.get_ref();
+        doc.check_keys(root, "flotilla.toml", KEYS);
+        let base = read_layer(&mut doc, root);
+        let mut envs = BTreeMap::new();
+        if let Some(value) = get(root, "env") {
+            if let Some(table) = doc.table("env", value) {
+                for (name, section) in table.iter() {
+                    let section_name = format!("[env.{}]", name.get_ref());
+                    if let Some(t) = doc.table(&section_name, section) {
+                        doc.check_keys(t, &section_name, ENV_KEYS);
+                        let layer = read_layer(&mut doc, t);
+                        envs.insert(name.get_ref().to_string(), layer);
+                    }
+                }
+            }
+        }
+        doc.finish()?;
+        Ok(ProjectFile {
+            path: path.to_path_buf(),
+            base,
+            envs,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The names of the `[env.<name>]` sections, sorted.
+    pub fn env_names(&self) -> Vec<&str> {
+        self.envs.keys().map(String::as_str).collect()
+    }
+
+    /// The settings for `env` (the top level alone when `None`), with defaults filled in.
+    ///
+    /// Errors: [`ConfigError::UnknownEnv`] listing the known names.
+    pub fn resolve(&self, env: Option<&str>) -> Result<ProjectConfig, ConfigError> {
+        let layer = match env {
+            None => self.base.clone(),
+            Some(name) => match self.envs.get(name) {
+                Some(overlay) => overlay.over(&self.base),
+                None => {
+                    return Err(ConfigError::UnknownEnv {
+                        name: name.to_string(),
+                        known: self.envs.keys().cloned().collect(),
+                    })
+                }
+            },
+        };
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(layer.resolve(Some(&self.path), &dir))
+    }
+}
+
+fn read_layer(doc: &mut Doc<'_>, table: &DeTable<'_>) -> Layer {
+    let mut layer = Layer::default();
+    for (key, value) in table.iter() {
+        let key = key.get_ref().as_ref();
+        match key {
+            "script_location" => layer.script_location = path(doc, key, value),
+            "file_template" => layer.file_template = string(doc, key, value),
+            "version_table" => layer.version_table = identifier(doc, "version_table", value),
+            "version_table_schema" => {
+                layer.version_table_schema = identifier(doc, "version_table_schema", value)
+            }
+            "history_table" => layer.history_table = identifier(doc, "history_table", value),
+            "transaction_per" => {
+                layer.transaction_per = string(doc, key, value).and_then(|s| match s.as_str() {
+                    "revision" => Some(TransactionPer::Revision),
+                    "run" => Some(TransactionPer::Run),
+                    _ => {
+                        doc.report(
+                            value.span(),
+                            ProblemKind::BadChoice {
+                                key: "transaction_per",
+                                value: s,
+                                expected: "\"revision\", \"run\"",
+                            },
+                        );
+                        None
+                    }
+                })
+            }
+            "lock_timeout" => layer.lock_timeout = doc.duration(key, value),
+            "statement_timeout" => layer.statement_timeout = doc.duration(key, value),
+            "lock_wait" => layer.lock_wait = doc.duration(key, value),
+            "url" => layer.url = db_url(doc, key, value),
+            "dev_url" => layer.dev_url = db_url(doc, key, value),
+            "tenants" => layer.tenants = path(doc, key, value),
+            "ledger" => layer.ledger = path(doc, key, value),
+            "desired_schema" => layer.desired_schema = path(doc, key, value),
+            "hooks" => read_hooks(doc, value, &mut layer),
+            // Unknown keys were reported by `check_keys`; `env` is read by the caller.
+            _ => {}
+        }
+    }
+    layer
+}
+
+fn read_hooks(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>, layer: &mut Layer) {
+    let Some(table) = doc.table("hooks", value) else {
+        return;
+    };
+    doc.check_keys(table, "[hooks]", HOOK_KEYS);
+    if let Some(value) = get(table, "post_write") {
+        layer.post_write = read_post_write(doc, value);
+    }
+    for (key, slot) in [
+        ("before_each", &mut layer.before_each),
+        ("after_each", &mut layer.after_each),
+    ] {
+        if let Some(value) = get(table, key) {
+            *slot = doc.strings(key, value).map(|paths| {
+                paths
+                    .iter()
+                    .map(|p| doc.resolve_path(p.get_ref()))
+                    .collect()
+            });
+        }
+    }
+}
+
+fn read_post_write(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> Option<Vec<HookCommand>> {
+    let items = doc.array("post_write", value)?;
+    let mut commands = Vec::new();
+    for item in items.iter() {
+        match item.get_ref() {
+            DeValue::String(_) => commands.extend(
+                doc.string("post_write", item)
+                    .map(|s| HookCommand::Shell(s.into_inner())),
+            ),
+            DeValue::Array(args) if args.is_empty() => doc.report(
+                item.span(),
+                ProblemKind::Empty {
+                    key: "post_write command".to_string(),
+                },
+            ),
+            DeValue::Array(_) => {
+                if let Some(args) = doc.strings("post_write", item) {
+                    commands.push(HookCommand::Argv(
+                        args.into_iter().map(Spanned::into_inner).collect(),
+                    ));
+                }
+            }
+            other => doc.report(
+                item.span(),
+                ProblemKind::WrongType {
+                    key: "post_write".to_string(),
+                    expected: "a command (a string, or an array of strings)",
+                    found: other.type_str(),
+                },
+            ),
+        }
+    }
+    Some(commands)
+}
+
+fn string(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<String> {
+    doc.string(key, value).map(Spanned::into_inner)
+}
+
+fn path(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<PathBuf> {
+    let s = doc.string(key, value)?;
+    if s.get_ref().is_empty() {
+        doc.report(
+            value.span(),
+            ProblemKind::Empty {
+                key: key.to_string(),
+            },
+        );
+        return None;
+    }
+    Some(doc.resolve_path(s.get_ref()))
+}
+
+fn identifier(
+    doc: &mut Doc<'_>,
+    key: &'static str,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<String> {
+    let s = doc.string(key, value)?.into_inner();
+    match check_identifier(&s) {
+        Ok(()) => Some(s),
+        Err(reason) => {
+            doc.report(value.span(), ProblemKind::BadIdentifier { key, reason });
+            None
+        }
+    }
+}
+
+/// Checks a PostgreSQL identifier that Flotilla will always quote: non-empty, no NUL, at most 63 bytes (longer
+/// names would be silently truncated by the server).
+pub(crate) fn check_identifier(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        Err("it is empty")
+    } else if s.contains('\0') {
+        Err("it contains a NUL character")
+    } else if s.len() > 63 {
+        Err("it is longer than 63 bytes")
+    } else {
+        Ok(())
+    }
+}
+
+fn db_url(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Located<DbUrl>> {
+    let s = doc.string(key, value)?;
+    match DbUrl::parse(s.get_ref()) {
+        Ok(url) => Some(Located {
+            value: url,
+            at: doc.loc(value.span().start),
+        }),
+        Err(kind) => {
+            doc.report(value.span(), kind);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "PGHOST_PROD" => Some("prod.internal".to_string()),
+            "PW" => Some("hunter2".to_string()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<ProjectFile, ConfigError> {
+        ProjectFile::parse(Path::new("/p/flotilla.toml"), text, &env)
+    }
+
+    /// Parses `text` and expects exactly the problems `expected`, rendered `line:col: message`.
+    fn check_err(text: &str, expected: &[&str]) {
+        let err = parse(text).expect_err("should fail");
+        let got: Vec<String> = err
+            .problems()
+            .iter()
+            .map(|p| {
+                assert_eq!(p.at.path, Path::new("/p/flotilla.toml"));
+                format!("{}:{}: {}", p.at.line, p.at.column, p.kind)
+            })
+            .collect();
+        assert_eq!(got, expected, "{err}");
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = parse("").expect("parse").resolve(None).expect("resolve");
+        assert_eq!(cfg.script_location, Path::new("/p/migrations"));
+        assert_eq!(cfg.file_template, DEFAULT_FILE_TEMPLATE);
+        assert_eq!(cfg.version_table, "flotilla_version");
+        assert_eq!(cfg.version_table_schema, None);
+        assert_eq!(cfg.history_table, "flotilla_history");
+        assert_eq!(cfg.transaction_per, TransactionPer::Revision);
+        assert_eq!(cfg.lock_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.statement_timeout, None);
+        assert_eq!(cfg.lock_wait, Duration::from_secs(30));
+        assert!(cfg.url.is_none() && cfg.dev_url.is_none());
+        assert_eq!(cfg.tenants, Path::new("/p/tenants.toml"));
+        assert_eq!(cfg.ledger, Path::new("/p/.flotilla/ledger.db"));
+        assert_eq!(cfg.desired_schema, Path::new("/p/schema"));
+        assert_eq!(cfg.hooks, Hooks::default());
+        assert_eq!(
+            ProjectConfig::defaults(Path::new("/p")).tenants,
+            Path::new("/p/tenants.toml")
+        );
+    }
+
+    #[test]
+    fn every_key_and_env_overrides() {
+        let text = r#"
+script_location = "db/revisions"
+file_template = "%(rev)s_%(slug)s"
+version_table = "ver"
+version_table_schema = "meta"
+history_table = "hist"
+transaction_per = "run"
+lock_timeout = "2s"
+statement_timeout = "10min"
+lock_wait = 60
+url = "postgres://app@localhost/app"
+tenants = "/etc/flotilla/tenants.toml"
+ledger = "state/ledger.db"
+desired_schema = "schema.sql"
+dev_url = "postgres://app@localhost/scratch"
+
+[hooks]
+post_write = ["black {file}", ["sqlfluff", "fix", "{file}"]]
+before_each = "sql/before.sql"
+after_each = ["sql/a.sql", "sql/b.sql"]
+
+[env.prod]
+url = "postgres://migrator@${PGHOST_PROD}/app"
+lock_timeout = "1s"
+
+[env.ci]
+"#;
+        let file = parse(text).expect("parse");
+        assert_eq!(file.env_names(), ["ci", "prod"]);
+        let cfg = file.resolve(None).expect("resolve");
+        assert_eq!(cfg.script_location, Path::new("/p/db/revisions"));
+        assert_eq!(cfg.file_template, "%(rev)s_%(slug)s");
+        assert_eq!(cfg.version_table_schema.as_deref(), Some("meta"));
+        assert_eq!(cfg.transaction_per, TransactionPer::Run);
+        assert_eq!(cfg.lock_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.statement_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(cfg.lock_wait, Duration::from_secs(60));
+        assert_eq!(cfg.tenants, Path::new("/etc/flotilla/tenants.toml"));
+        assert_eq!(cfg.ledger, Path::new("/p/state/ledger.db"));
+        let url = cfg.url.as_ref().expect("url");
+        assert_eq!(url.value.redacted(), "postgres://app@localhost/app");
+        assert_eq!((url.at.line, url.at.column), (11, 7));
+        assert_eq!(
+            cfg.hooks.post_write[0].argv(Path::new("/p/it's.sql")),
+            ["sh", "-c", r"black '/p/it'\''s.sql'"]
+        );
+        assert_eq!(
+            cfg.hooks.post_write[1].argv(Path::new("x.sql")),
+            ["sqlfluff", "fix", "x.sql"]
+        );
+        assert_eq!(cfg.hooks.before_each, [Path::new("/p/sql/before.sql")]);
+        assert_eq!(
+            cfg.hooks.after_each,
+            [Path::new("/p/sql/a.sql"), Path::new("/p/sql/b.sql")]
+        );
+
+        let prod = file.resolve(Some("prod")).expect("resolve prod");
+        assert_eq!(
+            prod.url.expect("url").value.redacted(),
+            "postgres://migrator@prod.internal/app"
+        );
+        assert_eq!(prod.lock_timeout, Duration::from_secs(1));
+        assert_eq!(prod.history_table, "hist");
+        let ci = file.resolve(Some("ci")).expect("resolve ci");
+        assert_eq!(ci.lock_timeout, Duration::from_secs(2));
+
+        let err = file.resolve(Some("staging")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown environment `staging` (known: `ci`, `prod`)"
+        );
+    }
+
+    #[test]
+    fn problems_are_collected_with_positions() {
+        check_err(
+            "script_locaton = \"m\"\nlock_timeout = \"5 parsecs\"\ntransaction_per = \"statement\"\n\
+             [env.prod]\nlock_wait = true\nenv = {}\nurl = \"postgres://${NOPE}@h/d\"\n",
+            &[
+                "1:1: unknown key `script_locaton` in flotilla.toml (expected one of: script_location, \
+                 file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
+                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, env)",
+                "2:16: invalid duration `5 parsecs` for `lock_timeout`: unknown unit `parsecs` (use ms, s, m or \
+                 min, h, d)",
+                "3:19: `transaction_per` must be one of \"revision\", \"run\", found `statement`",
+                "5:13: `lock_wait` must be a duration such as \"5s\" or \"10min\", found boolean",
+                "6:1: unknown key `env` in [env.prod] (expected one of: script_location, file_template, \
+                 version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
+                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks)",
+                "7:19: environment variable `NOPE` is not set (write `$${` for a literal `${`)",
+            ],
+        );
+    }
+
+    #[test]
+    fn value_problems() {
+        check_err(
+            "version_table = \"\"",
+            &["1:17: `version_table` is not a valid PostgreSQL identifier: it is empty"],
+        );
+        check_err(
+            &format!("history_table = \"{}\"", "x".repeat(64)),
+            &["1:17: `history_table` is not a valid PostgreSQL identifier: it is longer than 63 bytes"],
+        );
+        check_err(
+            "url = \"mysql://u:hunter2@h/d\"",
+            &["1:7: url `mysql://u:***@h/d` must start with postgres:// or postgresql://"],
+        );
+        check_err("[hooks]\npost_write = [[], 3]\nbefor_each = \"x\"", &[
+            "2:15: `post_write command` must not be empty",
+            "2:19: `post_write` must be a command (a string, or an array of strings), found integer",
+            "3:1: unknown key `befor_each` in [hooks] (expected one of: post_write, before_each, after_each)",
+        ]);
+        check_err(
+            "hooks = 1\n[env]\nx = 2",
+            &[
+                "1:9: `hooks` must be a table, found integer",
+                "3:5: `[env.x]` must be a table, found integer",
+            ],
+        );
+        check_err("ledger = \"\"", &["1:10: `ledger` must not be empty"]);
+        check_err(
+            "a = \n",
+            &["1:5: string values must be quoted, expected literal string"],
+        );
+    }
+
+    #[test]
+    fn no_password_in_debug() {
+        let file =
+            parse("url = \"postgres://u:${PW}@h/d\"\n[env.x]\ndev_url = \"host=h password=${PW}\"")
+                .expect("parse");
+        let cfg = file.resolve(Some("x")).expect("resolve");
+        let shown = format!("{file:?} {cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(cfg.url.expect("url").value.has_password());
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_FILE);
+        let file = ProjectFile::load(&path, &|_| None).expect("flotilla.toml");
+        for name in std::iter::once(None).chain(file.env_names().into_iter().map(Some)) {
+            let cfg = file.resolve(name).expect("resolve");
+            assert!(cfg.tenants.ends_with("tenants.example.toml"), "{name:?}");
+        }
+        assert!(file.env_names().contains(&"staging"));
+    }
+}

@@ -1,0 +1,1058 @@
+//! The tenants file: fleet defaults, servers (how to connect), tenants listed by hand, and discovery sources.
+//!
+//! Loading checks everything and reports every problem at once; nothing runs on a file with a problem. Running
+//! discovery queries, pooling connections and scheduling are left to `fleet`; this module only describes them.
+//! Passwords never appear in the file: a server names an environment variable or a file, read when
+//! [`Server::pg_config`] is called.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::doc::{entry, get, Doc, EnvLookup};
+use super::error::{ConfigError, Location, ProblemKind};
+use super::project::check_identifier;
+use super::tls::{tls_mode, SslMode, TlsMode, SSLMODE_CHOICES};
+use super::url::DbUrl;
+
+const KEYS: &[&str] = &["defaults", "servers", "tenants", "sources"];
+const DEFAULTS_KEYS: &[&str] = &[
+    "concurrency",
+    "rate",
+    "retries",
+    "lock_timeout",
+    "statement_timeout",
+    "tenant_timeout",
+];
+const SERVER_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "password_env",
+    "password_file",
+    "max_connections",
+    "sslmode",
+    "ca_file",
+    "lock_timeout",
+    "statement_timeout",
+];
+const TENANT_KEYS: &[&str] = &["id", "server", "schema", "database", "tags"];
+const SOURCE_KEYS: &[&str] = &["server", "schemas_like", "databases_like", "query", "tags"];
+
+/// The default for [`FleetDefaults::concurrency`].
+pub const DEFAULT_CONCURRENCY: usize = 32;
+/// The default for [`FleetDefaults::rate`].
+pub const DEFAULT_RATE: f64 = 50.0;
+/// The default for [`FleetDefaults::retries`].
+pub const DEFAULT_RETRIES: u32 = 3;
+/// The default for [`Server::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
+
+/// A tenant's id: unique in the fleet, non-empty.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct TenantId(pub String);
+
+impl TenantId {
+    pub fn new(id: impl Into<String>) -> TenantId {
+        TenantId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The `[defaults]` table: fleet-wide limits and per-tenant session settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetDefaults {
+    /// Tenants migrated at once, fleet-wide; at least 1.
+    pub concurrency: usize,
+    /// Tenant starts per second; greater than 0.
+    pub rate: f64,
+    /// Extra attempts after a transient failure (0: never retry).
+    pub retries: u32,
+    /// `None`: `flotilla.toml`'s `lock_timeout`.
+    pub lock_timeout: Option<Duration>,
+    /// `None`: `flotilla.toml`'s `statement_timeout`.
+    pub statement_timeout: Option<Duration>,
+    /// Limit on one tenant's whole upgrade; `None`: no limit.
+    pub tenant_timeout: Option<Duration>,
+}
+
+impl Default for FleetDefaults {
+    fn default() -> Self {
+        FleetDefaults {
+            concurrency: DEFAULT_CONCURRENCY,
+            rate: DEFAULT_RATE,
+            retries: DEFAULT_RETRIES,
+            lock_timeout: None,
+            statement_timeout: None,
+            tenant_timeout: None,
+        }
+    }
+}
+
+/// Where a server's password comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// No password (trust, peer or certificate authentication).
+    None,
+    /// An environment variable, read by [`Server::pg_config`].
+    Env(String),
+    /// A file whose content (less a trailing newline) is the password, read by [`Server::pg_config`].
+    File(PathBuf),
+}
+
+/// A `[[servers]]` entry. `Display` and `Debug` never show a password (the url cannot hold one).
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub name: String,
+    url: DbUrl,
+    pub password: PasswordSource,
+    /// Cap on connections Flotilla opens to this server; at least 1.
+    pub max_connections: usize,
+    /// The `sslmode` key, else the url's `sslmode`, else `prefer`.
+    pub sslmode: SslMode,
+    /// The `ca_file` key (relative to the tenants file), else the url's `sslrootcert`.
+    pub ca_file: Option<PathBuf>,
+    /// Overrides `[defaults]` for tenants on this server.
+    pub lock_timeout: Option<Duration>,
+    /// Overrides `[defaults]` for tenants on this server.
+    pub statement_timeout: Option<Duration>,
+    /// Where the entry starts.
+    pub at: Location,
+    password_at: Option<Location>,
+}
+
+impl Server {
+    /// The server's url (no password: loading refuses one).
+    pub fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
+    /// The driver configuration for `database` (the url's database when `None`), with the password read now from
+    /// `password_env` (through `env`) or `password_file`, `application_name = flotilla`, a 10s connect timeout
+    /// unless the url sets one, and the negotiation implied by `sslmode`.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming the unset variable or the unreadable file (never its content).
+    pub fn pg_config(
+        &self,
+        database: Option<&str>,
+        env: EnvLookup<'_>,
+    ) -> Result<tokio_postgres::Config, ConfigError> {
+        let mut cfg = self.url.pg_config();
+        cfg.ssl_mode(self.sslmode.driver_mode());
+        if let Some(db) = database {
+            cfg.dbname(db);
+        }
+        let at = || self.password_at.clone().unwrap_or_else(|| self.at.clone());
+        match &self.password {
+            PasswordSource::None => {}
+            PasswordSource::Env(var) => match env(var) {
+                Some(pw) => {
+                    cfg.password(pw);
+                }
+                None => {
+                    return Err(ConfigError::one(
+                        at(),
+                        ProblemKind::PasswordEnvUnset {
+                            server: self.name.clone(),
+                            var: var.clone(),
+                        },
+                    ))
+                }
+            },
+            PasswordSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(pw) => {
+                    cfg.password(pw.trim_end_matches(['\n', '\r']));
+                }
+                Err(err) => {
+                    return Err(ConfigError::one(
+                        at(),
+                        ProblemKind::PasswordFile {
+                            server: self.name.clone(),
+                            path: path.clone(),
+                            err,
+                        },
+                    ))
+                }
+            },
+        }
+        Ok(cfg)
+    }
+
+    /// The TLS connector for this server's `sslmode` and `ca_file` (read now).
+    pub fn tls(&self) -> Result<TlsMode, ConfigError> {
+        tls_mode(self.sslmode, self.ca_file.as_deref())
+            .map_err(|kind| ConfigError::one(self.at.clone(), kind))
+    }
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.url)
+    }
+}
+
+/// Where a tenant's objects live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantTarget {
+    /// Schema-per-tenant: a schema in the server url's database.
+    Schema(String),
+    /// Database-per-tenant: a database on the server.
+    Database(String),
+}
+
+/// A `[[tenants]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSpec {
+    pub id: TenantId,
+    /// The name of a server in the same file.
+    pub server: String,
+    pub target: TenantTarget,
+    pub tags: BTreeMap<String, String>,
+    pub at: Location,
+}
+
+/// How a source discovers tenants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Schemas in the server url's database whose name matches this `LIKE` pattern; the schema name is the id.
+    SchemasLike(String),
+    /// Databases on the server whose name matches this `LIKE` pattern; the database name is the id.
+    DatabasesLike(String),
+    /// A query run in the server url's database. It returns an `id` column and a `schema` or a `database` column;
+    /// every other column becomes a tag.
+    Query(String),
+}
+
+/// A `[[sources]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub server: String,
+    pub kind: SourceKind,
+    /// Tags given to every tenant this source finds.
+    pub tags: BTreeMap<String, String>,
+    pub at: Location,
+}
+
+/// A checked tenants file.
+#[derive(Debug, Clone)]
+pub struct TenantsFile {
+    pub path: PathBuf,
+    pub defaults: FleetDefaults,
+    pub servers: Vec<Server>,
+    pub tenants: Vec<TenantSpec>,
+    pub sources: Vec<Source>,
+}
+
+impl TenantsFile {
+    /// Reads and checks `path`. `env` expands `${VAR}` in string values; passwords are not read yet.
+    ///
+    /// Errors: [`ConfigError::Read`], or [`ConfigError::Invalid`] with every problem in the file.
+    pub fn load(path: &Path, env: EnvLookup<'_>) -> Result<TenantsFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        TenantsFile::parse(path, &text, env)
+    }
+
+    /// Checks `text` as if read from `path` (which anchors relative paths and error locations).
+    pub fn parse(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<TenantsFile, ConfigError> {
+        let mut doc = Doc::new(path, text, env);
+        let root = doc.parse()?;
+        let root = root.get_ref();
+        doc.check_keys(root, "the tenants file", KEYS);
+        let defaults = match get(root, "defaults") {
+            Some(value) => read_defaults(&mut doc, value),
+            None => FleetDefaults::default(),
+        };
+
+        let mut servers = Vec::new();
+        let mut server_at: BTreeMap<String, Location> = BTreeMap::new();
+        for (table, span) in tables(&mut doc, root, "servers") {
+            if let Some((server, name_span)) = read_server(&mut doc, table, span) {
+                if let Some(first) = server_at.get(&server.name) {
+                    let kind = ProblemKind::DuplicateServer {
+                        name: server.name.clone(),
+                        first: first.clone(),
+                    };
+                    doc.report(name_span, kind);
+                } else {
+                    server_at.insert(server.name.clone(), doc.loc(name_span.start));
+                    servers.push(server);
+                }
+            }
+        }
+        let known: Vec<String> = server_at.keys().cloned().collect();
+
+        let mut tenants = Vec::new();
+        let mut tenant_at: BTreeMap<String, Location> = BTreeMap::new();
+        for (table, span) in tables(&mut doc, root, "tenants") {
+            if let Some((tenant, id_span)) = read_tenant(&mut doc, table, span, &known) {
+                if let Some(first) = tenant_at.get(tenant.id.as_str()) {
+                    let kind = ProblemKind::DuplicateTenant {
+                        id: tenant.id.0.clone(),
+                        first: first.clone(),
+                    };
+                    doc.report(id_span, kind);
+                } else {
+                    tenant_at.insert(tenant.id.0.clone(), doc.loc(id_span.start));
+                    tenants.push(tenant);
+                }
+            }
+        }
+
+        let mut sources = Vec::new();
+        for (table, span) in tables(&mut doc, root, "sources") {
+            sources.extend(read_source(&mut doc, table, span, &known));
+        }
+
+        doc.finish()?;
+        Ok(TenantsFile {
+            path: path.to_path_buf(),
+            defaults,
+            servers,
+            tenants,
+            sources,
+        })
+    }
+
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+/// The tables of the array-of-tables `key`, with their spans.
+fn tables<'t, 'i>(
+    doc: &mut Doc<'_>,
+    root: &'t DeTable<'i>,
+    key: &str,
+) -> Vec<(&'t DeTable<'i>, std::ops::Range<usize>)> {
+    let Some(value) = get(root, key) else {
+        return Vec::new();
+    };
+    let Some(items) = doc.array(key, value) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items.iter() {
+        if let Some(t) = doc.table(&format!("{key} entry"), item) {
+            out.push((t, item.span()));
+        }
+    }
+    out
+}
+
+fn read_defaults(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> FleetDefaults {
+    let mut d = FleetDefaults::default();
+    let Some(table) = doc.table("defaults", value) else {
+        return d;
+    };
+    doc.check_keys(table, "[defaults]", DEFAULTS_KEYS);
+    if let Some(v) = get(table, "concurrency") {
+        d.concurrency = at_least_one(doc, "concurrency", v).unwrap_or(d.concurrency);
+    }
+    if let Some(v) = get(table, "rate") {
+        if let Some(rate) = doc.number("rate", v) {
+            if *rate.get_ref() > 0.0 {
+                d.rate = *rate.get_ref();
+            } else {
+                let value = *rate.get_ref();
+                doc.report(v.span(), ProblemKind::NotPositive { key: "rate", value });
+            }
+        }
+    }
+    if let Some(v) = get(table, "retries") {
+        if let Some(n) = doc.integer("retries", v) {
+            match u32::try_from(*n.get_ref()) {
+                Ok(n) => d.retries = n,
+                Err(_) => doc.report(
+                    v.span(),
+                    ProblemKind::OutOfRange {
+                        key: "retries".to_string(),
+                        value: n.get_ref().to_string(),
+                    },
+                ),
+            }
+        }
+    }
+    if let Some(v) = get(table, "lock_timeout") {
+        d.lock_timeout = doc.duration("lock_timeout", v);
+    }
+    if let Some(v) = get(table, "statement_timeout") {
+        d.statement_timeout = doc.duration("statement_timeout", v);
+    }
+    if let Some(v) = get(table, "tenant_timeout") {
+        d.tenant_timeout = doc.duration("tenant_timeout", v);
+    }
+    d
+}
+
+fn at_least_one(
+    doc: &mut Doc<'_>,
+    key: &'static str,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<usize> {
+    let n = doc.integer(key, value)?;
+    match usize::try_from(*n.get_ref()) {
+        Ok(0) => {
+            doc.report(value.span(), ProblemKind::Zero { key });
+            None
+        }
+        Ok(n) => Some(n),
+        Err(_) => {
+            doc.report(
+                value.span(),
+                ProblemKind::OutOfRange {
+                    key: key.to_string(),
+                    value: n.get_ref().to_string(),
+                },
+            );
+            None
+        }
+    }
+}
+
+/// A required string key; reports it missing at the table's start.
+fn required(
+    doc: &mut Doc<'_>,
+    table: &DeTable<'_>,
+    span: &std::ops::Range<usize>,
+    key: &'static str,
+    section: &str,
+) -> Option<Spanned<String>> {
+    let Some(value) = get(table, key) else {
+        doc.report(
+            span.clone(),
+            ProblemKind::MissingKey {
+                key,
+                section: section.to_string(),
+            },
+        );
+        return None;
+    };
+    let s = doc.string(key, value)?;
+    if s.get_ref().is_empty() {
+        doc.report(
+            value.span(),
+            ProblemKind::Empty {
+                key: key.to_string(),
+            },
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn optional_string(doc: &mut Doc<'_>, table: &DeTable<'_>, key: &str) -> Option<Spanned<String>> {
+    let value = get(table, key)?;
+    let s = doc.string(key, value)?;
+    if s.get_ref().is_empty() {
+        doc.report(
+            value.span(),
+            ProblemKind::Empty {
+                key: key.to_string(),
+            },
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn read_server(
+    doc: &mut Doc<'_>,
+    table: &DeTable<'_>,
+    span: std::ops::Range<usize>,
+) -> Option<(Server, std::ops::Range<usize>)> {
+    let section = "[[servers]]";
+    doc.check_keys(table, section, SERVER_KEYS);
+    let name = required(doc, table, &span, "name", section);
+    let url = required(doc, table, &span, "url", section);
+    let server_name = name
+        .as_ref()
+        .map_or("?", |n| n.get_ref().as_str())
+        .to_string();
+
+    let url = url.and_then(|url| match DbUrl::parse(url.get_ref()) {
+        Ok(parsed) if !parsed.is_url() => {
+            let redacted = parsed.redacted().to_string();
+            doc.report(url.span(), ProblemKind::UrlScheme { url: redacted });
+            None
+        }
+        Ok(parsed) if parsed.has_password() => {
+            let kind = ProblemKind::PasswordInUrl {
+                server: server_name.clone(),
+            };
+            doc.report(url.span(), kind);
+            None
+        }
+        Ok(parsed) => Some(parsed),
+        Err(kind) => {
+            doc.report(url.span(), kind);
+            None
+        }
+    });
+
+    let password_env = optional_string(doc, table, "password_env");
+    let password_file = optional_string(doc, table, "password_file");
+    let (password, password_at) = match (password_env, password_file) {
+        (Some(_), Some(file)) => {
+            doc.report(
+                file.span(),
+                ProblemKind::PasswordEnvAndFile {
+                    server: server_name,
+                },
+            );
+            (PasswordSource::None, None)
+        }
+        (Some(var), None) => (
+            PasswordSource::Env(var.get_ref().clone()),
+            Some(doc.loc(var.span().start)),
+        ),
+        (None, Some(file)) => (
+            PasswordSource::File(doc.resolve_path(file.get_ref())),
+            Some(doc.loc(file.span().start)),
+        ),
+        (None, None) => (PasswordSource::None, None),
+    };
+
+    let max_connections = get(table, "max_connections")
+        .and_then(|v| at_least_one(doc, "max_connections", v))
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let sslmode = get(table, "sslmode").and_then(|v| {
+        let s = doc.string("sslmode", v)?;
+        let mode = SslMode::parse(s.get_ref());
+        if mode.is_none() {
+            let kind = ProblemKind::BadChoice {
+                key: "sslmode",
+                value: s.into_inner(),
+                expected: SSLMODE_CHOICES,
+            };
+            doc.report(v.span(), kind);
+        }
+        mode
+    });
+    let ca_file = optional_string(doc, table, "ca_file").map(|p| doc.resolve_path(p.get_ref()));
+    let lock_timeout = get(table, "lock_timeout").and_then(|v| doc.duration("lock_timeout", v));
+    let statement_timeout =
+        get(table, "statement_timeout").and_then(|v| doc.duration("statement_timeout", v));
+
+    let name = name?;
+    let url = url?;
+    Some((
+        Server {
+            name: name.get_ref().clone(),
+            sslmode: sslmode.or(url.sslmode()).unwrap_or_default(),
+            ca_file: ca_file.or_else(|| {
+                url.ca_file()
+                    .map(|p| doc.resolve_path(&p.to_string_lossy()))
+            }),
+            url,
+            password,
+            max_connections,
+            lock_timeout,
+            statement_timeout,
+            at: doc.loc(span.start),
+            password_at,
+        },
+        name.span(),
+    ))
+}
+
+fn check_server(doc: &mut Doc<'_>, server: &Spanned<String>, known: &[String]) -> bool {
+    if known.contains(server.get_ref()) {
+        return true;
+    }
+    let kind = ProblemKind::UnknownServer {
+        name: server.get_ref().clone(),
+        known: known.to_vec(),
+    };
+    doc.report(server.span(), kind);
+    false
+}
+
+fn read_tags(doc: &mut Doc<'_>, table: &DeTable<'_>) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::new();
+    let Some(value) = get(table, "tags") else {
+        return tags;
+    };
+    let Some(t) = doc.table("tags", value) else {
+        return tags;
+    };
+    for (key, value) in t.iter() {
+        let text = match value.get_ref() {
+            DeValue::String(_) => doc.string(key.get_ref(), value).map(Spanned::into_inner),
+            DeValue::Integer(n) => Some(n.to_string()),
+            DeValue::Boolean(b) => Some(b.to_string()),
+            other => {
+                let kind = ProblemKind::WrongType {
+                    key: format!("tags.{}", key.get_ref()),
+                    expected: "a string, integer or boolean",
+                    found: other.type_str(),
+                };
+                doc.report(value.span(), kind);
+                None
+            }
+        };
+        if let Some(text) = text {
+            tags.insert(key.get_ref().to_string(), text);
+        }
+    }
+    tags
+}
+
+fn read_tenant(
+    doc: &mut Doc<'_>,
+    table: &DeTable<'_>,
+    span: std::ops::Range<usize>,
+    known: &[String],
+) -> Option<(TenantSpec, std::ops::Range<usize>)> {
+    let section = "[[tenants]]";
+    doc.check_keys(table, section, TENANT_KEYS);
+    let id = required(doc, table, &span, "id", section);
+    let server = required(doc, table, &span, "server", section);
+    let server_ok = server.as_ref().is_some_and(|s| check_server(doc, s, known));
+    let id_text = id
+        .as_ref()
+        .map_or("?", |i| i.get_ref().as_str())
+        .to_string();
+    let schema = entry(table, "schema");
+    let database = entry(table, "database");
+    let target = match (schema, database) {
+        (Some(_), Some((db_key, _))) => {
+            doc.report(
+                db_key.span(),
+                ProblemKind::TenantBothTargets { id: id_text },
+            );
+            None
+        }
+        (None, None) => {
+            doc.report(span.clone(), ProblemKind::TenantNoTarget { id: id_text });
+            None
+        }
+        (Some((_, v)), None) => identifier(doc, "schema", v).map(TenantTarget::Schema),
+        (None, Some((_, v))) => identifier(doc, "database", v).map(TenantTarget::Database),
+    };
+    let tags = read_tags(doc, table);
+    let id = id?;
+    let server = server.filter(|_| server_ok)?;
+    Some((
+        TenantSpec {
+            id: TenantId(id.get_ref().clone()),
+            server: server.into_inner(),
+            target: target?,
+            tags,
+            at: doc.loc(span.start),
+        },
+        id.span(),
+    ))
+}
+
+fn identifier(
+    doc: &mut Doc<'_>,
+    key: &'static str,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<String> {
+    let s = doc.string(key, value)?.into_inner();
+    match check_identifier(&s) {
+        Ok(()) => Some(s),
+        Err(reason) => {
+            doc.report(value.span(), ProblemKind::BadIdentifier { key, reason });
+            None
+        }
+    }
+}
+
+fn read_source(
+    doc: &mut Doc<'_>,
+    table: &DeTable<'_>,
+    span: std::ops::Range<usize>,
+    known: &[String],
+) -> Option<Source> {
+    let section = "[[sources]]";
+    doc.check_keys(table, section, SOURCE_KEYS);
+    let server = required(doc, table, &span, "server", section);
+    let server_ok = server.as_ref().is_some_and(|s| check_server(doc, s, known));
+    let kinds: Vec<&'static str> = ["schemas_like", "databases_like", "query"]
+        .into_iter()
+        .filter(|k| get(table, k).is_some())
+        .collect();
+    let kind = match kinds.as_slice() {
+        [key] => optional_string(doc, table, key).map(|s| match *key {
+            "schemas_like" => SourceKind::SchemasLike(s.into_inner()),
+            "databases_like" => SourceKind::DatabasesLike(s.into_inner()),
+            _ => SourceKind::Query(s.into_inner()),
+        }),
+        _ => {
+            // Point at the second kind key when there are several, else at the entry.
+            let at = kinds
+                .get(1)
+                .and_then(|k| entry(table, k))
+                .map_or(span.clone(), |(k, _)| k.span());
+            doc.report(at, ProblemKind::SourceKind { found: kinds });
+            None
+        }
+    };
+    let tags = read_tags(doc, table);
+    let server = server.filter(|_| server_ok)?;
+    Some(Source {
+        server: server.into_inner(),
+        kind: kind?,
+        tags,
+        at: doc.loc(span.start),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "EU1_PG_PASSWORD" => Some("hunter2".to_string()),
+            "DB_HOST" => Some("db-eu-1.internal".to_string()),
+            _ => None,
+        }
+    }
+
+    const SERVER: &str = "[[servers]]\nname = \"eu-1\"\nurl = \"postgres://migrator@h/app\"\n";
+
+    fn parse(text: &str) -> Result<TenantsFile, ConfigError> {
+        TenantsFile::parse(Path::new("/fleet/tenants.toml"), text, &env)
+    }
+
+    /// Parses `text` and expects exactly the problems `expected`, rendered `line:col: message`.
+    fn check_err(text: &str, expected: &[&str]) {
+        let err = parse(text).expect_err("should fail");
+        let got: Vec<String> = err
+            .problems()
+            .iter()
+            .map(|p| format!("{}:{}: {}", p.at.line, p.at.column, p.kind))
+            .collect();
+        assert_eq!(got, expected, "{err}");
+    }
+
+    #[test]
+    fn full_file() {
+        let text = r#"
+[defaults]
+concurrency = 8
+rate = 2.5
+retries = 0
+lock_timeout = "2s"
+statement_timeout = "10min"
+tenant_timeout = "30min"
+
+[[servers]]
+name = "eu-1"
+url = "postgres://migrator@${DB_HOST}:5432/app"
+password_env = "EU1_PG_PASSWORD"
+max_connections = 16
+sslmode = "verify-full"
+ca_file = "certs/eu-1-ca.pem"
+lock_timeout = "1s"
+
+[[servers]]
+name = "us-1"
+url = "postgresql://migrator@us/app?sslmode=require&sslrootcert=/etc/ca.pem"
+password_file = "secrets/us-1"
+
+[[tenants]]
+id = "acme"
+server = "eu-1"
+schema = "tenant_acme"
+tags = { tier = "gold", region = "eu", seats = 40, trial = false }
+
+[[tenants]]
+id = "globex"
+server = "us-1"
+database = "tenant_globex"
+
+[[sources]]
+server = "eu-1"
+schemas_like = "tenant_%"
+
+[[sources]]
+server = "us-1"
+databases_like = "tenant_%"
+tags = { discovered = "yes" }
+
+[[sources]]
+server = "eu-1"
+query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
+"#;
+        let file = parse(text).expect("parse");
+        assert_eq!(
+            file.defaults,
+            FleetDefaults {
+                concurrency: 8,
+                rate: 2.5,
+                retries: 0,
+                lock_timeout: Some(Duration::from_secs(2)),
+                statement_timeout: Some(Duration::from_secs(600)),
+                tenant_timeout: Some(Duration::from_secs(1800)),
+            }
+        );
+        let eu = file.server("eu-1").expect("eu-1");
+        assert_eq!(
+            eu.to_string(),
+            "eu-1 (postgres://migrator@db-eu-1.internal:5432/app)"
+        );
+        assert_eq!(eu.password, PasswordSource::Env("EU1_PG_PASSWORD".into()));
+        assert_eq!(eu.max_connections, 16);
+        assert_eq!(eu.sslmode, SslMode::VerifyFull);
+        assert_eq!(
+            eu.ca_file.as_deref(),
+            Some(Path::new("/fleet/certs/eu-1-ca.pem"))
+        );
+        assert_eq!(eu.lock_timeout, Some(Duration::from_secs(1)));
+        assert_eq!((eu.at.line, eu.at.column), (10, 1));
+        let us = file.server("us-1").expect("us-1");
+        assert_eq!(
+            us.password,
+            PasswordSource::File("/fleet/secrets/us-1".into())
+        );
+        assert_eq!(us.sslmode, SslMode::Require);
+        assert_eq!(us.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(us.max_connections, DEFAULT_MAX_CONNECTIONS);
+
+        assert_eq!(file.tenants.len(), 2);
+        let acme = &file.tenants[0];
+        assert_eq!(acme.id, TenantId::new("acme"));
+        assert_eq!(acme.target, TenantTarget::Schema("tenant_acme".into()));
+        assert_eq!(acme.tags["tier"], "gold");
+        assert_eq!(acme.tags["seats"], "40");
+        assert_eq!(acme.tags["trial"], "false");
+        assert_eq!(
+            file.tenants[1].target,
+            TenantTarget::Database("tenant_globex".into())
+        );
+        let kinds: Vec<&SourceKind> = file.sources.iter().map(|s| &s.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &SourceKind::SchemasLike("tenant_%".into()),
+                &SourceKind::DatabasesLike("tenant_%".into()),
+                &SourceKind::Query(
+                    "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active".into()
+                ),
+            ]
+        );
+        assert_eq!(file.sources[1].tags["discovered"], "yes");
+    }
+
+    #[test]
+    fn defaults_when_empty() {
+        let file = parse("").expect("parse");
+        assert_eq!(file.defaults, FleetDefaults::default());
+        assert!(file.servers.is_empty() && file.tenants.is_empty() && file.sources.is_empty());
+    }
+
+    #[test]
+    fn structural_problems() {
+        check_err(
+            "tenant = 1\n[defaults]\nconcurency = 3\n[[servers]]\nname = \"a\"\nurl = \"postgres://h/d\"\nport = 1\n",
+            &[
+                "1:1: unknown key `tenant` in the tenants file (expected one of: defaults, servers, tenants, sources)",
+                "3:1: unknown key `concurency` in [defaults] (expected one of: concurrency, rate, retries, \
+                 lock_timeout, statement_timeout, tenant_timeout)",
+                "7:1: unknown key `port` in [[servers]] (expected one of: name, url, password_env, password_file, \
+                 max_connections, sslmode, ca_file, lock_timeout, statement_timeout)",
+            ],
+        );
+        check_err(
+            "servers = 3",
+            &["1:11: `servers` must be an array, found integer"],
+        );
+        check_err(
+            "[servers]\nname = \"x\"",
+            &["1:1: `servers` must be an array, found table"],
+        );
+    }
+
+    #[test]
+    fn defaults_problems() {
+        check_err(
+            "[defaults]\nconcurrency = 0\nrate = 0\nretries = -1\nlock_timeout = \"5 years\"\ntenant_timeout = \"\"\n\
+             statement_timeout = 1.5",
+            &[
+                "2:15: `concurrency` must be at least 1",
+                "3:8: `rate` must be greater than 0, found 0",
+                "4:11: `retries` value -1 is out of range",
+                "5:16: invalid duration `5 years` for `lock_timeout`: unknown unit `years` (use ms, s, m or min, \
+                 h, d)",
+                "6:18: invalid duration `` for `tenant_timeout`: empty duration",
+                "7:21: `statement_timeout` must be a duration such as \"5s\" or \"10min\", found float",
+            ],
+        );
+        check_err(
+            "[defaults]\nrate = -2.5",
+            &["2:8: `rate` must be greater than 0, found -2.5"],
+        );
+    }
+
+    #[test]
+    fn server_problems() {
+        check_err(
+            "[[servers]]\nname = \"a\"\nurl = \"postgres://u:hunter2@h/d\"\n\
+             [[servers]]\nname = \"b\"\nurl = \"mysql://h/d\"\n\
+             [[servers]]\nname = \"c\"\nurl = \"postgres://h:x/d\"\n\
+             [[servers]]\nname = \"d\"\nurl = \"host=h dbname=d\"\n\
+             [[servers]]\nname = \"e\"\nurl = \"postgres://h/d?password=hunter2\"\n",
+            &[
+                "3:7: the url of server `a` contains a password; put the password in password_env or password_file",
+                "6:7: url `mysql://h/d` must start with postgres:// or postgresql://",
+                "9:7: invalid database url `postgres://h:x/d`: invalid connection string: invalid value for \
+                 option `port`",
+                "12:7: url `host=h dbname=d` must start with postgres:// or postgresql://",
+                "15:7: the url of server `e` contains a password; put the password in password_env or password_file",
+            ],
+        );
+        check_err(
+            &format!(
+                "{SERVER}password_env = \"X\"\npassword_file = \"f\"\nmax_connections = 0\nsslmode = \"allow\"\n\
+                 [[servers]]\nurl = \"postgres://h/d\"\n[[servers]]\nname = \"eu-1\"\nurl = \"postgres://h2/d\"\n"
+            ),
+            &[
+                "5:17: server `eu-1` sets both `password_env` and `password_file`; set only one",
+                "6:19: `max_connections` must be at least 1",
+                "7:11: `sslmode` must be one of disable, prefer, require, verify-ca, verify-full, found `allow`",
+                "8:1: missing required key `name` in [[servers]]",
+                "11:8: duplicate server name `eu-1` (first defined at /fleet/tenants.toml:2:8)",
+            ],
+        );
+        check_err(
+            "[[servers]]\nname = \"\"\nurl = \"postgres://${NOPE}/d\"",
+            &[
+                "2:8: `name` must not be empty",
+                "3:19: environment variable `NOPE` is not set (write `$${` for a literal `${`)",
+            ],
+        );
+    }
+
+    #[test]
+    fn tenant_problems() {
+        check_err(
+            &format!(
+                "{SERVER}\
+                 [[tenants]]\nid = \"acme\"\nserver = \"eu-1\"\nschema = \"s\"\n\
+                 [[tenants]]\nid = \"acme\"\nserver = \"eu-1\"\ndatabase = \"d\"\n\
+                 [[tenants]]\nid = \"b\"\nserver = \"eu-2\"\nschema = \"s\"\n\
+                 [[tenants]]\nid = \"c\"\nserver = \"eu-1\"\nschema = \"s\"\ndatabase = \"d\"\n\
+                 [[tenants]]\nid = \"d\"\nserver = \"eu-1\"\n\
+                 [[tenants]]\nid = \"e\"\nserver = \"eu-1\"\nschema = \"\"\ntags = {{ a = [1] }}\n\
+                 [[tenants]]\nserver = \"eu-1\"\ndatabase = \"d\"\n"
+            ),
+            &[
+                "9:6: duplicate tenant id `acme` (first defined at /fleet/tenants.toml:5:6)",
+                "14:10: unknown server `eu-2` (known: `eu-1`)",
+                "20:1: tenant `c` sets both `schema` and `database`; set exactly one",
+                "21:1: tenant `d` needs `schema` (schema-per-tenant) or `database` (database-per-tenant)",
+                "27:10: `schema` is not a valid PostgreSQL identifier: it is empty",
+                "28:14: `tags.a` must be a string, integer or boolean, found array",
+                "29:1: missing required key `id` in [[tenants]]",
+            ],
+        );
+    }
+
+    #[test]
+    fn source_problems() {
+        check_err(
+            &format!(
+                "{SERVER}\
+                 [[sources]]\nserver = \"eu-1\"\n\
+                 [[sources]]\nserver = \"eu-1\"\nschemas_like = \"t_%\"\nquery = \"SELECT 1\"\n\
+                 [[sources]]\nserver = \"nope\"\ndatabases_like = \"t_%\"\n\
+                 [[sources]]\nschemas_like = \"\"\nfilter = 1\n"
+            ),
+            &[
+                "4:1: a source needs exactly one of `schemas_like`, `databases_like`, `query`, found none",
+                "9:1: a source needs exactly one of `schemas_like`, `databases_like`, `query`, found \
+                 `schemas_like`, `query`",
+                "11:10: unknown server `nope` (known: `eu-1`)",
+                "13:1: missing required key `server` in [[sources]]",
+                "14:16: `schemas_like` must not be empty",
+                "15:1: unknown key `filter` in [[sources]] (expected one of: server, schemas_like, \
+                 databases_like, query, tags)",
+            ],
+        );
+    }
+
+    #[test]
+    fn pg_config_reads_password_sources() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pw"), "filepw\n").expect("write");
+        let text = format!(
+            "{SERVER}password_env = \"EU1_PG_PASSWORD\"\n\
+             [[servers]]\nname = \"f\"\nurl = \"postgres://u@h/app?connect_timeout=3\"\npassword_file = \"pw\"\n\
+             [[servers]]\nname = \"unset\"\nurl = \"postgres://u@h/app\"\npassword_env = \"NOT_SET\"\n\
+             [[servers]]\nname = \"missing\"\nurl = \"postgres://u@h/app\"\npassword_file = \"nope\"\n"
+        );
+        let file =
+            TenantsFile::parse(&dir.path().join("tenants.toml"), &text, &env).expect("parse");
+        let cfg = file.servers[0]
+            .pg_config(Some("tenant_db"), &env)
+            .expect("eu-1");
+        assert_eq!(cfg.get_password(), Some(&b"hunter2"[..]));
+        assert_eq!(cfg.get_dbname(), Some("tenant_db"));
+        assert_eq!(cfg.get_application_name(), Some("flotilla"));
+        assert_eq!(cfg.get_connect_timeout(), Some(&Duration::from_secs(10)));
+        assert!(!format!("{cfg:?} {:?} {}", file.servers[0], file.servers[0]).contains("hunter2"));
+
+        let cfg = file.servers[1].pg_config(None, &env).expect("f");
+        assert_eq!(cfg.get_password(), Some(&b"filepw"[..]));
+        assert_eq!(cfg.get_dbname(), Some("app"));
+        assert_eq!(cfg.get_connect_timeout(), Some(&Duration::from_secs(3)));
+
+        let err = file.servers[2]
+            .pg_config(None, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("tenants.toml:12:16: password environment variable `NOT_SET` for server `unset` is not set"), "{err}");
+        let err = file.servers[3]
+            .pg_config(None, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tenants.toml:16:17: cannot read password file `"),
+            "{err}"
+        );
+        assert!(err.contains("for server `missing`"), "{err}");
+
+        assert!(matches!(file.servers[0].tls(), Ok(TlsMode::Rustls(_))));
+    }
+
+    #[test]
+    fn tls_problems_name_the_server() {
+        let text = format!("{SERVER}sslmode = \"verify-ca\"\nca_file = \"missing.pem\"\n");
+        let file = parse(&text).expect("parse");
+        let err = file.servers[0].tls().unwrap_err().to_string();
+        assert!(
+            err.starts_with("/fleet/tenants.toml:1:1: cannot read CA file `/fleet/missing.pem`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tenants.example.toml");
+        let file = TenantsFile::load(&path, &|_| None).expect("tenants.example.toml");
+        assert!(!file.servers.is_empty() && !file.tenants.is_empty() && !file.sources.is_empty());
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("password="), "no password in the example");
+    }
+}
