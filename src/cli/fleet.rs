@@ -14,9 +14,9 @@ use super::args::{
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
 use super::output::print_json;
-use crate::config::{self, TenantTarget, TenantsFile};
+use crate::config::{self, TenantsFile};
 use crate::error::ExitCode;
-use crate::fleet::{self, Action, Engine, FleetRequest, LedgerSink, Place, Selection, Server, Tenant, TenantLimits};
+use crate::fleet::{self, Action, Engine, FleetRequest, LedgerSink, Selection, Server, Tenant, TenantLimits};
 use crate::ledger::{self, Ledger, NewRun, NewTenant, RunSelector, SqliteLedger};
 use crate::observe::Sink;
 
@@ -56,10 +56,7 @@ async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
     let mut index_of = BTreeMap::new();
     for (i, spec) in file.servers.iter().enumerate() {
         let pg = spec.pg_config(None, &config::process_env)?;
-        let tls = match spec.tls()? {
-            config::TlsMode::NoTls => fleet::Tls::None,
-            config::TlsMode::Rustls(c) => fleet::Tls::Rustls(c),
-        };
+        let tls = spec.tls()?;
         servers.push(Arc::new(
             Server::new(spec.name.clone(), pg, tls, spec.max_connections).map_err(usage)?,
         ));
@@ -69,10 +66,7 @@ async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
     let mut tenants: Vec<Tenant> = Vec::new();
     let mut origin: BTreeMap<String, String> = BTreeMap::new();
     for spec in &file.tenants {
-        let place = match &spec.target {
-            TenantTarget::Schema(s) => Place::Schema(s.clone()),
-            TenantTarget::Database(d) => Place::Database(d.clone()),
-        };
+        let place = spec.target.clone();
         origin.insert(spec.id.as_str().to_string(), format!("{}", spec.at));
         tenants.push(Tenant {
             id: spec.id.as_str().to_string(),
@@ -245,7 +239,7 @@ async fn migrate(global: &GlobalArgs, action: Action, select: SelectArgs, run: R
             .map(|t| NewTenant {
                 tenant_id: t.id.clone(),
                 server: setup.servers[t.server].name.clone(),
-                kind: t.place.kind().to_string(),
+                kind: fleet::place_kind(&t.place).to_string(),
             })
             .collect();
         let new_run = NewRun {

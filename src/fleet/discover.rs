@@ -7,26 +7,14 @@ use tokio_postgres::SimpleQueryMessage;
 use super::error::FleetError;
 use super::server::Server;
 use super::tenant::{Place, Tenant};
+use crate::config::SourceKind;
 use crate::executor::{db_message, quote_literal};
 
-/// What a source asks the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceKind {
-    /// Every schema whose name matches this LIKE pattern is a tenant (id = schema name).
-    SchemasLike(String),
-    /// Every connectable, non-template database whose name matches is a tenant (id = database name).
-    DatabasesLike(String),
-    /// A query returning `id` and `schema` or `database`; every other column becomes a tag.
-    Query(String),
-}
-
-impl SourceKind {
-    pub fn describe(&self) -> String {
-        match self {
-            SourceKind::SchemasLike(p) => format!("schemas_like {p:?}"),
-            SourceKind::DatabasesLike(p) => format!("databases_like {p:?}"),
-            SourceKind::Query(_) => "query".to_string(),
-        }
+fn describe(kind: &SourceKind) -> String {
+    match kind {
+        SourceKind::SchemasLike(p) => format!("schemas_like {p:?}"),
+        SourceKind::DatabasesLike(p) => format!("databases_like {p:?}"),
+        SourceKind::Query(_) => "query".to_string(),
     }
 }
 
@@ -39,7 +27,7 @@ pub async fn discover(
 ) -> Result<Vec<Tenant>, FleetError> {
     let fail = |message: String| FleetError::Discovery {
         server: server.name.clone(),
-        source_desc: kind.describe(),
+        source_desc: describe(kind),
         message,
     };
     let conn = server.pooled().await.map_err(|e| fail(e.to_string()))?;

@@ -14,10 +14,10 @@ mod tenant;
 mod worker;
 
 pub use current::{read_versions, Versions};
-pub use discover::{discover, SourceKind};
+pub use discover::discover;
 pub use error::FleetError;
 pub use record::LedgerSink;
 pub use scheduler::{run, FleetOutcome, FleetRequest};
-pub use server::{Conn, ConnectError, Server, Tls};
-pub use tenant::{parse_tag, Place, Selection, Tenant};
+pub use server::{Conn, ConnectError, Server};
+pub use tenant::{parse_tag, place_kind, Place, Selection, Tenant};
 pub use worker::{Action, Engine, Failure, Outcome, TenantLimits};

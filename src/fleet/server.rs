@@ -17,19 +17,13 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use super::error::FleetError;
-
-/// How connections to a server are secured.
-#[derive(Clone)]
-pub enum Tls {
-    None,
-    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
-}
+use crate::config::TlsMode;
 
 /// A server as the fleet uses it. The `pg_config` names the server URL's database (where schema tenants live).
 pub struct Server {
     pub name: String,
     pg_config: tokio_postgres::Config,
-    tls: Tls,
+    tls: TlsMode,
     permits: Arc<Semaphore>,
     max_connections: usize,
     open: Arc<AtomicUsize>,
@@ -85,16 +79,16 @@ impl Drop for Conn {
 
 async fn open_connection(
     config: tokio_postgres::Config,
-    tls: Tls,
+    tls: TlsMode,
     permit: OwnedSemaphorePermit,
     open: Arc<AtomicUsize>,
 ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
     let (client, handle) = match tls {
-        Tls::None => {
+        TlsMode::NoTls => {
             let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
             (client, spawn_driver(connection, permit, open))
         }
-        Tls::Rustls(connector) => {
+        TlsMode::Rustls(connector) => {
             let (client, connection) = config.connect(connector).await?;
             (client, spawn_driver(connection, permit, open))
         }
@@ -118,7 +112,7 @@ where
 
 /// deadpool's connect hook: every pooled connection first takes a permit of the server's cap.
 struct PermitConnect {
-    tls: Tls,
+    tls: TlsMode,
     permits: Arc<Semaphore>,
     open: Arc<AtomicUsize>,
 }
@@ -146,7 +140,7 @@ impl Server {
     pub fn new(
         name: String,
         pg_config: tokio_postgres::Config,
-        tls: Tls,
+        tls: TlsMode,
         max_connections: usize,
     ) -> Result<Self, FleetError> {
         let max_connections = max_connections.max(1);
@@ -227,8 +221,8 @@ impl Server {
     /// A cancel token for `client`, used by the second Ctrl-C to cancel statements in flight.
     pub async fn cancel(&self, token: &tokio_postgres::CancelToken) {
         let outcome = match &self.tls {
-            Tls::None => token.cancel_query(tokio_postgres::NoTls).await,
-            Tls::Rustls(connector) => token.cancel_query(connector.clone()).await,
+            TlsMode::NoTls => token.cancel_query(tokio_postgres::NoTls).await,
+            TlsMode::Rustls(connector) => token.cancel_query(connector.clone()).await,
         };
         if let Err(e) = outcome {
             tracing::warn!(server = %self.name, error = %e, "could not cancel a statement");

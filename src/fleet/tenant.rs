@@ -2,21 +2,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Where a tenant's data lives on its server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Place {
-    /// A schema in the server URL's database; sessions put it first on `search_path`.
-    Schema(String),
-    /// A database of its own on the server.
-    Database(String),
-}
+/// Where a tenant's data lives on its server: a schema in the server URL's database (sessions put it first on
+/// `search_path`) or a database of its own.
+pub use crate::config::TenantTarget as Place;
 
-impl Place {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Place::Schema(_) => "schema",
-            Place::Database(_) => "database",
-        }
+/// `schema` or `database`, as the ledger records it.
+pub fn place_kind(place: &Place) -> &'static str {
+    match place {
+        Place::Schema(_) => "schema",
+        Place::Database(_) => "database",
     }
 }
 
