@@ -107,6 +107,163 @@ pub enum Command {
         after_help = "Examples:\n  flotilla plan upgrade head --current \"\" --format json\n  flotilla plan downgrade base --current 3f2a,9c8b --format json"
     )]
     Plan(PlanArgs),
+    /// Run commands across every tenant of a fleet (see `flotilla fleet --help`).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Upgrade every selected tenant.
+    #[command(
+        after_help = "Examples:\n  flotilla fleet upgrade head\n  flotilla fleet upgrade head --tag tier=gold --concurrency 16 --rate 20\n  flotilla fleet upgrade head --canary 5 --max-failure-rate 2%\n  flotilla fleet upgrade head --dry-run --tenant acme"
+    )]
+    Upgrade(FleetMigrateArgs),
+    /// Downgrade every selected tenant.
+    #[command(
+        after_help = "Examples:\n  flotilla fleet downgrade -1 --tenant acme\n  flotilla fleet downgrade 3f2a --tag region=eu"
+    )]
+    Downgrade(FleetMigrateArgs),
+    /// Set every selected tenant's version rows without running SQL.
+    #[command(after_help = "Examples:\n  flotilla fleet stamp head --tenant acme")]
+    Stamp(FleetStampArgs),
+    /// How many tenants sit at each revision, and which are behind, ahead, or unreachable.
+    #[command(after_help = "Examples:\n  flotilla fleet current\n  flotilla fleet current --format json")]
+    Current(FleetCurrentArgs),
+    /// A run's record from the ledger.
+    #[command(
+        after_help = "Examples:\n  flotilla fleet status\n  flotilla fleet status --failed --format json\n  flotilla fleet status --run 20261127T235212Z-3fa1"
+    )]
+    Status(FleetStatusArgs),
+    /// Re-run the failed and interrupted tenants of the last run, with the same target and options.
+    #[command(after_help = "Examples:\n  flotilla fleet retry\n  flotilla fleet retry --concurrency 4")]
+    Retry(FleetRetryArgs),
+}
+
+/// Which tenants a fleet command touches.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Tenants file (default: flotilla.toml `tenants`).
+    #[arg(long, value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
+    /// Only this tenant (repeatable).
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenant: Vec<String>,
+    /// Only tenants with this tag (repeatable; all must match).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tag: Vec<String>,
+    /// Leave this tenant out (repeatable).
+    #[arg(long = "exclude", value_name = "ID")]
+    pub exclude: Vec<String>,
+    /// Only the failed and interrupted tenants of the last run.
+    #[arg(long)]
+    pub only_failed: bool,
+    /// Ledger file (default: flotilla.toml `ledger`).
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+}
+
+/// How a fleet run is paced and watched.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// Tenants migrated at once, fleet-wide (default: tenants file `[defaults] concurrency`).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Tenant starts per second, fleet-wide (default: `[defaults] rate`; 0 = unlimited).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Attempts after the first for transient errors (default: `[defaults] retries`).
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// Print each tenant's plan without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Migrate this many tenants first; stop the run if any of them fails.
+    #[arg(long, value_name = "N")]
+    pub canary: Option<usize>,
+    /// Migrate the tenants with this tag first; stop the run if any of them fails.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub canary_tag: Option<String>,
+    /// Stop starting tenants once more than N have failed (exit 3).
+    #[arg(long, value_name = "N")]
+    pub max_failures: Option<usize>,
+    /// Stop starting tenants once more than P% of finished tenants failed (judged after 20 finished; exit 3).
+    #[arg(long, value_name = "P%")]
+    pub max_failure_rate: Option<String>,
+    /// Progress display: bar on a terminal, plain lines otherwise (auto), or none (only the summary).
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+    /// Write the NDJSON event stream to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<String>,
+    /// Serve Prometheus metrics on this address while the run goes (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Write metrics in the node_exporter textfile format to PATH, periodically and at the end.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ProgressArg {
+    #[default]
+    Auto,
+    Bar,
+    Plain,
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetMigrateArgs {
+    /// Target revision (as for `upgrade`/`downgrade`; relative targets apply per tenant).
+    pub target: String,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetStampArgs {
+    #[arg(required = true)]
+    pub revisions: Vec<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetCurrentArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Tenants read at once.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// List every tenant, not only the counts and the exceptions.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetStatusArgs {
+    /// Run id, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub run: String,
+    /// Only failed and interrupted tenants.
+    #[arg(long)]
+    pub failed: bool,
+    /// Ledger file (default: flotilla.toml `ledger`).
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetRetryArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]

@@ -135,22 +135,14 @@ impl<'a> Doc<'a> {
                 i += 3;
             } else if rest.starts_with("${") {
                 let Some(end) = rest.find('}') else {
-                    self.report(
-                        at(i),
-                        ProblemKind::BadVar {
-                            reason: "missing `}`",
-                        },
-                    );
+                    self.report(at(i), ProblemKind::BadVar { reason: "missing `}`" });
                     return None;
                 };
                 let (name, default) = match rest[2..end].split_once(":-") {
                     Some((name, default)) => (name, Some(default)),
                     None => (&rest[2..end], None),
                 };
-                let valid = name
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     self.report(
@@ -165,12 +157,7 @@ impl<'a> Doc<'a> {
                 } else if let Some(default) = default {
                     out.push_str(default);
                 } else {
-                    self.report(
-                        at(i),
-                        ProblemKind::UnsetVar {
-                            name: name.to_string(),
-                        },
-                    );
+                    self.report(at(i), ProblemKind::UnsetVar { name: name.to_string() });
                     ok = false;
                 }
                 i += end + 1;
@@ -198,11 +185,7 @@ impl<'a> Doc<'a> {
     }
 
     /// A string, or an array of strings (each interpolated).
-    pub fn strings(
-        &mut self,
-        key: &str,
-        value: &Spanned<DeValue<'_>>,
-    ) -> Option<Vec<Spanned<String>>> {
+    pub fn strings(&mut self, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Vec<Spanned<String>>> {
         match value.get_ref() {
             DeValue::String(_) => self.string(key, value).map(|s| vec![s]),
             DeValue::Array(items) => {
@@ -277,12 +260,7 @@ impl<'a> Doc<'a> {
             DeValue::Integer(_) => self.integer(key, value)?.get_ref().to_string(),
             DeValue::String(_) => self.string(key, value)?.into_inner(),
             other => {
-                self.wrong_type(
-                    key,
-                    value.span(),
-                    "a duration such as \"5s\" or \"10min\"",
-                    other,
-                );
+                self.wrong_type(key, value.span(), "a duration such as \"5s\" or \"10min\"", other);
                 return None;
             }
         };
@@ -302,11 +280,7 @@ impl<'a> Doc<'a> {
         }
     }
 
-    pub fn table<'t, 'i>(
-        &mut self,
-        key: &str,
-        value: &'t Spanned<DeValue<'i>>,
-    ) -> Option<&'t DeTable<'i>> {
+    pub fn table<'t, 'i>(&mut self, key: &str, value: &'t Spanned<DeValue<'i>>) -> Option<&'t DeTable<'i>> {
         match value.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
@@ -316,11 +290,7 @@ impl<'a> Doc<'a> {
         }
     }
 
-    pub fn array<'t, 'i>(
-        &mut self,
-        key: &str,
-        value: &'t Spanned<DeValue<'i>>,
-    ) -> Option<&'t DeArray<'i>> {
+    pub fn array<'t, 'i>(&mut self, key: &str, value: &'t Spanned<DeValue<'i>>) -> Option<&'t DeArray<'i>> {
         match value.get_ref() {
             DeValue::Array(a) => Some(a),
             other => {
@@ -330,13 +300,7 @@ impl<'a> Doc<'a> {
         }
     }
 
-    fn wrong_type(
-        &mut self,
-        key: &str,
-        span: Range<usize>,
-        expected: &'static str,
-        found: &DeValue<'_>,
-    ) {
+    fn wrong_type(&mut self, key: &str, span: Range<usize>, expected: &'static str, found: &DeValue<'_>) {
         self.report(
             span,
             ProblemKind::WrongType {
@@ -348,12 +312,7 @@ impl<'a> Doc<'a> {
     }
 
     /// Records an unknown-key problem for every key of `table` not in `allowed`.
-    pub fn check_keys(
-        &mut self,
-        table: &DeTable<'_>,
-        section: &str,
-        allowed: &'static [&'static str],
-    ) {
+    pub fn check_keys(&mut self, table: &DeTable<'_>, section: &str, allowed: &'static [&'static str]) {
         for (key, _) in table.iter() {
             if !allowed.contains(&key.get_ref().as_ref()) {
                 self.report(
@@ -373,10 +332,7 @@ impl<'a> Doc<'a> {
 pub(crate) fn entry<'t, 'i>(
     table: &'t DeTable<'i>,
     key: &str,
-) -> Option<(
-    &'t Spanned<toml::de::DeString<'i>>,
-    &'t Spanned<DeValue<'i>>,
-)> {
+) -> Option<(&'t Spanned<toml::de::DeString<'i>>, &'t Spanned<DeValue<'i>>)> {
     table.iter().find(|(k, _)| k.get_ref() == key)
 }
 
@@ -415,10 +371,7 @@ mod tests {
 
     #[test]
     fn interpolation() {
-        check(
-            r#"k = "postgres://${HOST}/db""#,
-            "postgres://db.internal/db",
-        );
+        check(r#"k = "postgres://${HOST}/db""#, "postgres://db.internal/db");
         check(r#"k = "a${EMPTY}b""#, "ab");
         check(
             r#"k = "${NOPE:-fallback}/${HOST:-x}/${NOPE:-}""#,

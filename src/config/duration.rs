@@ -42,13 +42,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     while !rest.is_empty() {
         let n_digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if n_digits == 0 {
-            return Err(DurationError::ExpectedNumber {
-                rest: rest.to_string(),
-            });
+            return Err(DurationError::ExpectedNumber { rest: rest.to_string() });
         }
-        let number: u64 = rest[..n_digits]
-            .parse()
-            .map_err(|_| DurationError::Overflow)?;
+        let number: u64 = rest[..n_digits].parse().map_err(|_| DurationError::Overflow)?;
         rest = rest[n_digits..].trim_start();
         let n_unit = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..n_unit];
@@ -60,15 +56,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             "m" | "min" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            _ => {
-                return Err(DurationError::UnknownUnit {
-                    unit: unit.to_string(),
-                })
-            }
+            _ => return Err(DurationError::UnknownUnit { unit: unit.to_string() }),
         };
-        let part = number
-            .checked_mul(ms_per_unit)
-            .ok_or(DurationError::Overflow)?;
+        let part = number.checked_mul(ms_per_unit).ok_or(DurationError::Overflow)?;
         total_ms = total_ms.checked_add(part).ok_or(DurationError::Overflow)?;
     }
     Ok(Duration::from_millis(total_ms))

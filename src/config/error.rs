@@ -78,10 +78,7 @@ pub enum ProblemKind {
     #[error("`{key}` must not be empty")]
     Empty { key: String },
     #[error("`{key}` is not a valid PostgreSQL identifier: {reason}")]
-    BadIdentifier {
-        key: &'static str,
-        reason: &'static str,
-    },
+    BadIdentifier { key: &'static str, reason: &'static str },
     #[error("duplicate tenant id `{id}` (first defined at {first})")]
     DuplicateTenant { id: String, first: Location },
     #[error("duplicate server name `{name}` (first defined at {first})")]
@@ -90,9 +87,7 @@ pub enum ProblemKind {
     UnknownServer { name: String, known: Vec<String> },
     #[error("tenant `{id}` sets both `schema` and `database`; set exactly one")]
     TenantBothTargets { id: String },
-    #[error(
-        "tenant `{id}` needs `schema` (schema-per-tenant) or `database` (database-per-tenant)"
-    )]
+    #[error("tenant `{id}` needs `schema` (schema-per-tenant) or `database` (database-per-tenant)")]
     TenantNoTarget { id: String },
     #[error(
         "a source needs exactly one of `schemas_like`, `databases_like`, `query`, found {}",
@@ -179,10 +174,7 @@ pub enum ConfigError {
     Connection { target: String, kind: ProblemKind },
     /// A database url from a flag or the environment is unusable; `kind` names the (redacted) url.
     #[error("{origin}: {kind}")]
-    Url {
-        origin: UrlOrigin,
-        kind: ProblemKind,
-    },
+    Url { origin: UrlOrigin, kind: ProblemKind },
 }
 
 impl ConfigError {

@@ -17,13 +17,12 @@ pub use doc::{process_env, EnvLookup};
 pub use duration::{parse_duration, DurationError};
 pub use error::{ConfigError, Location, Problem, ProblemKind, UrlOrigin};
 pub use project::{
-    HookCommand, Hooks, ProjectConfig, ProjectFile, TransactionPer, DEFAULT_CONFIG_FILE,
-    DEFAULT_FILE_TEMPLATE,
+    HookCommand, Hooks, ProjectConfig, ProjectFile, TransactionPer, DEFAULT_CONFIG_FILE, DEFAULT_FILE_TEMPLATE,
 };
 pub use secret::{redact_url, Secret, MASK};
 pub use tenants::{
-    FleetDefaults, PasswordSource, Server, Source, SourceKind, TenantId, TenantSpec, TenantTarget,
-    TenantsFile, DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, DEFAULT_RATE, DEFAULT_RETRIES,
+    FleetDefaults, PasswordSource, Server, Source, SourceKind, TenantId, TenantSpec, TenantTarget, TenantsFile,
+    DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, DEFAULT_RATE, DEFAULT_RETRIES,
 };
 pub use tls::{tls_mode, SslMode, TlsMode};
 pub use url::{resolve_db_url, DbUrl, Located, ResolvedUrl, APPLICATION_NAME, CONNECT_TIMEOUT};

@@ -16,8 +16,7 @@ use super::error::{ConfigError, ProblemKind};
 use super::url::{DbUrl, Located};
 
 /// Alembic's default `file_template`.
-pub const DEFAULT_FILE_TEMPLATE: &str =
-    "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d_%(rev)s_%(slug)s";
+pub const DEFAULT_FILE_TEMPLATE: &str = "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d_%(rev)s_%(slug)s";
 
 /// The config file name looked up by default.
 pub const DEFAULT_CONFIG_FILE: &str = "flotilla.toml";
@@ -66,11 +65,7 @@ impl HookCommand {
     pub fn argv(&self, file: &Path) -> Vec<String> {
         let file = file.display().to_string();
         match self {
-            HookCommand::Shell(cmd) => vec![
-                "sh".into(),
-                "-c".into(),
-                cmd.replace("{file}", &shell_quote(&file)),
-            ],
+            HookCommand::Shell(cmd) => vec!["sh".into(), "-c".into(), cmd.replace("{file}", &shell_quote(&file))],
             HookCommand::Argv(args) => args.iter().map(|a| a.replace("{file}", &file)).collect(),
         }
     }
@@ -176,31 +171,19 @@ impl Layer {
         let default_path = |p: &str| dir.join(p);
         ProjectConfig {
             path: path.map(Path::to_path_buf),
-            script_location: self
-                .script_location
-                .unwrap_or_else(|| default_path("migrations")),
-            file_template: self
-                .file_template
-                .unwrap_or_else(|| DEFAULT_FILE_TEMPLATE.to_string()),
-            version_table: self
-                .version_table
-                .unwrap_or_else(|| "flotilla_version".to_string()),
+            script_location: self.script_location.unwrap_or_else(|| default_path("migrations")),
+            file_template: self.file_template.unwrap_or_else(|| DEFAULT_FILE_TEMPLATE.to_string()),
+            version_table: self.version_table.unwrap_or_else(|| "flotilla_version".to_string()),
             version_table_schema: self.version_table_schema,
-            history_table: self
-                .history_table
-                .unwrap_or_else(|| "flotilla_history".to_string()),
+            history_table: self.history_table.unwrap_or_else(|| "flotilla_history".to_string()),
             transaction_per: self.transaction_per.unwrap_or_default(),
             lock_timeout: self.lock_timeout.unwrap_or(Duration::from_secs(5)),
             statement_timeout: self.statement_timeout,
             lock_wait: self.lock_wait.unwrap_or(Duration::from_secs(30)),
             url: self.url,
             tenants: self.tenants.unwrap_or_else(|| default_path("tenants.toml")),
-            ledger: self
-                .ledger
-                .unwrap_or_else(|| default_path(".flotilla/ledger.db")),
-            desired_schema: self
-                .desired_schema
-                .unwrap_or_else(|| default_path("schema")),
+            ledger: self.ledger.unwrap_or_else(|| default_path(".flotilla/ledger.db")),
+            desired_schema: self.desired_schema.unwrap_or_else(|| default_path("schema")),
             dev_url: self.dev_url,
             hooks: Hooks {
                 post_write: self.post_write.unwrap_or_default(),
@@ -300,9 +283,7 @@ fn read_layer(doc: &mut Doc<'_>, table: &DeTable<'_>) -> Layer {
             "script_location" => layer.script_location = path(doc, key, value),
             "file_template" => layer.file_template = string(doc, key, value),
             "version_table" => layer.version_table = identifier(doc, "version_table", value),
-            "version_table_schema" => {
-                layer.version_table_schema = identifier(doc, "version_table_schema", value)
-            }
+            "version_table_schema" => layer.version_table_schema = identifier(doc, "version_table_schema", value),
             "history_table" => layer.history_table = identifier(doc, "history_table", value),
             "transaction_per" => {
                 layer.transaction_per = string(doc, key, value).and_then(|s| match s.as_str() {
@@ -350,12 +331,9 @@ fn read_hooks(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>, layer: &mut Layer
         ("after_each", &mut layer.after_each),
     ] {
         if let Some(value) = get(table, key) {
-            *slot = doc.strings(key, value).map(|paths| {
-                paths
-                    .iter()
-                    .map(|p| doc.resolve_path(p.get_ref()))
-                    .collect()
-            });
+            *slot = doc
+                .strings(key, value)
+                .map(|paths| paths.iter().map(|p| doc.resolve_path(p.get_ref())).collect());
         }
     }
 }
@@ -377,9 +355,7 @@ fn read_post_write(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> Option<Ve
             ),
             DeValue::Array(_) => {
                 if let Some(args) = doc.strings("post_write", item) {
-                    commands.push(HookCommand::Argv(
-                        args.into_iter().map(Spanned::into_inner).collect(),
-                    ));
+                    commands.push(HookCommand::Argv(args.into_iter().map(Spanned::into_inner).collect()));
                 }
             }
             other => doc.report(
@@ -402,22 +378,13 @@ fn string(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<
 fn path(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<PathBuf> {
     let s = doc.string(key, value)?;
     if s.get_ref().is_empty() {
-        doc.report(
-            value.span(),
-            ProblemKind::Empty {
-                key: key.to_string(),
-            },
-        );
+        doc.report(value.span(), ProblemKind::Empty { key: key.to_string() });
         return None;
     }
     Some(doc.resolve_path(s.get_ref()))
 }
 
-fn identifier(
-    doc: &mut Doc<'_>,
-    key: &'static str,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<String> {
+fn identifier(doc: &mut Doc<'_>, key: &'static str, value: &Spanned<DeValue<'_>>) -> Option<String> {
     let s = doc.string(key, value)?.into_inner();
     match check_identifier(&s) {
         Ok(()) => Some(s),
@@ -578,10 +545,7 @@ lock_timeout = "1s"
         assert_eq!(ci.lock_timeout, Duration::from_secs(2));
 
         let err = file.resolve(Some("staging")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown environment `staging` (known: `ci`, `prod`)"
-        );
+        assert_eq!(err.to_string(), "unknown environment `staging` (known: `ci`, `prod`)");
     }
 
     #[test]
@@ -619,11 +583,14 @@ lock_timeout = "1s"
             "url = \"mysql://u:hunter2@h/d\"",
             &["1:7: url `mysql://u:***@h/d` must start with postgres:// or postgresql://"],
         );
-        check_err("[hooks]\npost_write = [[], 3]\nbefor_each = \"x\"", &[
-            "2:15: `post_write command` must not be empty",
-            "2:19: `post_write` must be a command (a string, or an array of strings), found integer",
-            "3:1: unknown key `befor_each` in [hooks] (expected one of: post_write, before_each, after_each)",
-        ]);
+        check_err(
+            "[hooks]\npost_write = [[], 3]\nbefor_each = \"x\"",
+            &[
+                "2:15: `post_write command` must not be empty",
+                "2:19: `post_write` must be a command (a string, or an array of strings), found integer",
+                "3:1: unknown key `befor_each` in [hooks] (expected one of: post_write, before_each, after_each)",
+            ],
+        );
         check_err(
             "hooks = 1\n[env]\nx = 2",
             &[
@@ -641,8 +608,7 @@ lock_timeout = "1s"
     #[test]
     fn no_password_in_debug() {
         let file =
-            parse("url = \"postgres://u:${PW}@h/d\"\n[env.x]\ndev_url = \"host=h password=${PW}\"")
-                .expect("parse");
+            parse("url = \"postgres://u:${PW}@h/d\"\n[env.x]\ndev_url = \"host=h password=${PW}\"").expect("parse");
         let cfg = file.resolve(Some("x")).expect("resolve");
         let shown = format!("{file:?} {cfg:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -156,10 +156,7 @@ mod tests {
 
     #[test]
     fn redacts_urls() {
-        check(
-            "postgres://u:hunter2@h:5432/db",
-            "postgres://u:***@h:5432/db",
-        );
+        check("postgres://u:hunter2@h:5432/db", "postgres://u:***@h:5432/db");
         check(
             "postgresql://u:hunter2@h/db?sslmode=require",
             "postgresql://u:***@h/db?sslmode=require",
@@ -178,15 +175,9 @@ mod tests {
 
     #[test]
     fn redacts_conninfo() {
-        check(
-            "host=h password=hunter2 user=u",
-            "host=h password=*** user=u",
-        );
+        check("host=h password=hunter2 user=u", "host=h password=*** user=u");
         check("password = hunter2", "password = ***");
-        check(
-            "host=h password='hun ter\\'2' dbname=d",
-            "host=h password=*** dbname=d",
-        );
+        check("host=h password='hun ter\\'2' dbname=d", "host=h password=*** dbname=d");
         check("host=h passwordx=1", "host=h passwordx=1");
         check("host=h dbname=password=1", "host=h dbname=password=1");
         check("host=h", "host=h");

@@ -52,9 +52,7 @@ pub const DEFAULT_RETRIES: u32 = 3;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
 
 /// A tenant's id: unique in the fleet, non-empty.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct TenantId(pub String);
 
@@ -147,11 +145,7 @@ impl Server {
     /// unless the url sets one, and the negotiation implied by `sslmode`.
     ///
     /// Errors: [`ConfigError::Invalid`] naming the unset variable or the unreadable file (never its content).
-    pub fn pg_config(
-        &self,
-        database: Option<&str>,
-        env: EnvLookup<'_>,
-    ) -> Result<tokio_postgres::Config, ConfigError> {
+    pub fn pg_config(&self, database: Option<&str>, env: EnvLookup<'_>) -> Result<tokio_postgres::Config, ConfigError> {
         let mut cfg = self.url.pg_config();
         cfg.ssl_mode(self.sslmode.driver_mode());
         if let Some(db) = database {
@@ -195,8 +189,7 @@ impl Server {
 
     /// The TLS connector for this server's `sslmode` and `ca_file` (read now).
     pub fn tls(&self) -> Result<TlsMode, ConfigError> {
-        tls_mode(self.sslmode, self.ca_file.as_deref())
-            .map_err(|kind| ConfigError::one(self.at.clone(), kind))
+        tls_mode(self.sslmode, self.ca_file.as_deref()).map_err(|kind| ConfigError::one(self.at.clone(), kind))
     }
 }
 
@@ -402,11 +395,7 @@ fn read_defaults(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> FleetDefaul
     d
 }
 
-fn at_least_one(
-    doc: &mut Doc<'_>,
-    key: &'static str,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<usize> {
+fn at_least_one(doc: &mut Doc<'_>, key: &'static str, value: &Spanned<DeValue<'_>>) -> Option<usize> {
     let n = doc.integer(key, value)?;
     match usize::try_from(*n.get_ref()) {
         Ok(0) => {
@@ -447,12 +436,7 @@ fn required(
     };
     let s = doc.string(key, value)?;
     if s.get_ref().is_empty() {
-        doc.report(
-            value.span(),
-            ProblemKind::Empty {
-                key: key.to_string(),
-            },
-        );
+        doc.report(value.span(), ProblemKind::Empty { key: key.to_string() });
         return None;
     }
     Some(s)
@@ -462,12 +446,7 @@ fn optional_string(doc: &mut Doc<'_>, table: &DeTable<'_>, key: &str) -> Option<
     let value = get(table, key)?;
     let s = doc.string(key, value)?;
     if s.get_ref().is_empty() {
-        doc.report(
-            value.span(),
-            ProblemKind::Empty {
-                key: key.to_string(),
-            },
-        );
+        doc.report(value.span(), ProblemKind::Empty { key: key.to_string() });
         return None;
     }
     Some(s)
@@ -482,10 +461,7 @@ fn read_server(
     doc.check_keys(table, section, SERVER_KEYS);
     let name = required(doc, table, &span, "name", section);
     let url = required(doc, table, &span, "url", section);
-    let server_name = name
-        .as_ref()
-        .map_or("?", |n| n.get_ref().as_str())
-        .to_string();
+    let server_name = name.as_ref().map_or("?", |n| n.get_ref().as_str()).to_string();
 
     let url = url.and_then(|url| match DbUrl::parse(url.get_ref()) {
         Ok(parsed) if !parsed.is_url() => {
@@ -511,12 +487,7 @@ fn read_server(
     let password_file = optional_string(doc, table, "password_file");
     let (password, password_at) = match (password_env, password_file) {
         (Some(_), Some(file)) => {
-            doc.report(
-                file.span(),
-                ProblemKind::PasswordEnvAndFile {
-                    server: server_name,
-                },
-            );
+            doc.report(file.span(), ProblemKind::PasswordEnvAndFile { server: server_name });
             (PasswordSource::None, None)
         }
         (Some(var), None) => (
@@ -548,8 +519,7 @@ fn read_server(
     });
     let ca_file = optional_string(doc, table, "ca_file").map(|p| doc.resolve_path(p.get_ref()));
     let lock_timeout = get(table, "lock_timeout").and_then(|v| doc.duration("lock_timeout", v));
-    let statement_timeout =
-        get(table, "statement_timeout").and_then(|v| doc.duration("statement_timeout", v));
+    let statement_timeout = get(table, "statement_timeout").and_then(|v| doc.duration("statement_timeout", v));
 
     let name = name?;
     let url = url?;
@@ -557,10 +527,7 @@ fn read_server(
         Server {
             name: name.get_ref().clone(),
             sslmode: sslmode.or(url.sslmode()).unwrap_or_default(),
-            ca_file: ca_file.or_else(|| {
-                url.ca_file()
-                    .map(|p| doc.resolve_path(&p.to_string_lossy()))
-            }),
+            ca_file: ca_file.or_else(|| url.ca_file().map(|p| doc.resolve_path(&p.to_string_lossy()))),
             url,
             password,
             max_connections,
@@ -626,18 +593,12 @@ fn read_tenant(
     let id = required(doc, table, &span, "id", section);
     let server = required(doc, table, &span, "server", section);
     let server_ok = server.as_ref().is_some_and(|s| check_server(doc, s, known));
-    let id_text = id
-        .as_ref()
-        .map_or("?", |i| i.get_ref().as_str())
-        .to_string();
+    let id_text = id.as_ref().map_or("?", |i| i.get_ref().as_str()).to_string();
     let schema = entry(table, "schema");
     let database = entry(table, "database");
     let target = match (schema, database) {
         (Some(_), Some((db_key, _))) => {
-            doc.report(
-                db_key.span(),
-                ProblemKind::TenantBothTargets { id: id_text },
-            );
+            doc.report(db_key.span(), ProblemKind::TenantBothTargets { id: id_text });
             None
         }
         (None, None) => {
@@ -662,11 +623,7 @@ fn read_tenant(
     ))
 }
 
-fn identifier(
-    doc: &mut Doc<'_>,
-    key: &'static str,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<String> {
+fn identifier(doc: &mut Doc<'_>, key: &'static str, value: &Spanned<DeValue<'_>>) -> Option<String> {
     let s = doc.string(key, value)?.into_inner();
     match check_identifier(&s) {
         Ok(()) => Some(s),
@@ -808,24 +765,15 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
             }
         );
         let eu = file.server("eu-1").expect("eu-1");
-        assert_eq!(
-            eu.to_string(),
-            "eu-1 (postgres://migrator@db-eu-1.internal:5432/app)"
-        );
+        assert_eq!(eu.to_string(), "eu-1 (postgres://migrator@db-eu-1.internal:5432/app)");
         assert_eq!(eu.password, PasswordSource::Env("EU1_PG_PASSWORD".into()));
         assert_eq!(eu.max_connections, 16);
         assert_eq!(eu.sslmode, SslMode::VerifyFull);
-        assert_eq!(
-            eu.ca_file.as_deref(),
-            Some(Path::new("/fleet/certs/eu-1-ca.pem"))
-        );
+        assert_eq!(eu.ca_file.as_deref(), Some(Path::new("/fleet/certs/eu-1-ca.pem")));
         assert_eq!(eu.lock_timeout, Some(Duration::from_secs(1)));
         assert_eq!((eu.at.line, eu.at.column), (10, 1));
         let us = file.server("us-1").expect("us-1");
-        assert_eq!(
-            us.password,
-            PasswordSource::File("/fleet/secrets/us-1".into())
-        );
+        assert_eq!(us.password, PasswordSource::File("/fleet/secrets/us-1".into()));
         assert_eq!(us.sslmode, SslMode::Require);
         assert_eq!(us.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
         assert_eq!(us.max_connections, DEFAULT_MAX_CONNECTIONS);
@@ -837,19 +785,14 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         assert_eq!(acme.tags["tier"], "gold");
         assert_eq!(acme.tags["seats"], "40");
         assert_eq!(acme.tags["trial"], "false");
-        assert_eq!(
-            file.tenants[1].target,
-            TenantTarget::Database("tenant_globex".into())
-        );
+        assert_eq!(file.tenants[1].target, TenantTarget::Database("tenant_globex".into()));
         let kinds: Vec<&SourceKind> = file.sources.iter().map(|s| &s.kind).collect();
         assert_eq!(
             kinds,
             [
                 &SourceKind::SchemasLike("tenant_%".into()),
                 &SourceKind::DatabasesLike("tenant_%".into()),
-                &SourceKind::Query(
-                    "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active".into()
-                ),
+                &SourceKind::Query("SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active".into()),
             ]
         );
         assert_eq!(file.sources[1].tags["discovered"], "yes");
@@ -874,10 +817,7 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
                  max_connections, sslmode, ca_file, lock_timeout, statement_timeout)",
             ],
         );
-        check_err(
-            "servers = 3",
-            &["1:11: `servers` must be an array, found integer"],
-        );
+        check_err("servers = 3", &["1:11: `servers` must be an array, found integer"]);
         check_err(
             "[servers]\nname = \"x\"",
             &["1:1: `servers` must be an array, found table"],
@@ -1002,11 +942,8 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
              [[servers]]\nname = \"unset\"\nurl = \"postgres://u@h/app\"\npassword_env = \"NOT_SET\"\n\
              [[servers]]\nname = \"missing\"\nurl = \"postgres://u@h/app\"\npassword_file = \"nope\"\n"
         );
-        let file =
-            TenantsFile::parse(&dir.path().join("tenants.toml"), &text, &env).expect("parse");
-        let cfg = file.servers[0]
-            .pg_config(Some("tenant_db"), &env)
-            .expect("eu-1");
+        let file = TenantsFile::parse(&dir.path().join("tenants.toml"), &text, &env).expect("parse");
+        let cfg = file.servers[0].pg_config(Some("tenant_db"), &env).expect("eu-1");
         assert_eq!(cfg.get_password(), Some(&b"hunter2"[..]));
         assert_eq!(cfg.get_dbname(), Some("tenant_db"));
         assert_eq!(cfg.get_application_name(), Some("flotilla"));
@@ -1018,19 +955,13 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         assert_eq!(cfg.get_dbname(), Some("app"));
         assert_eq!(cfg.get_connect_timeout(), Some(&Duration::from_secs(3)));
 
-        let err = file.servers[2]
-            .pg_config(None, &env)
-            .unwrap_err()
-            .to_string();
-        assert!(err.ends_with("tenants.toml:12:16: password environment variable `NOT_SET` for server `unset` is not set"), "{err}");
-        let err = file.servers[3]
-            .pg_config(None, &env)
-            .unwrap_err()
-            .to_string();
+        let err = file.servers[2].pg_config(None, &env).unwrap_err().to_string();
         assert!(
-            err.contains("tenants.toml:16:17: cannot read password file `"),
+            err.ends_with("tenants.toml:12:16: password environment variable `NOT_SET` for server `unset` is not set"),
             "{err}"
         );
+        let err = file.servers[3].pg_config(None, &env).unwrap_err().to_string();
+        assert!(err.contains("tenants.toml:16:17: cannot read password file `"), "{err}");
         assert!(err.contains("for server `missing`"), "{err}");
 
         assert!(matches!(file.servers[0].tls(), Ok(TlsMode::Rustls(_))));

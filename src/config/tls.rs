@@ -15,9 +15,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::error::ProblemKind;
@@ -64,9 +62,7 @@ impl SslMode {
         match self {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                tokio_postgres::config::SslMode::Require
-            }
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
         }
     }
 }
@@ -104,9 +100,7 @@ pub fn tls_mode(sslmode: SslMode, ca_file: Option<&Path>) -> Result<TlsMode, Pro
     };
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ProblemKind::Tls {
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| ProblemKind::Tls { reason: e.to_string() })?;
     let config = match sslmode {
         SslMode::Disable => return Ok(TlsMode::NoTls),
         SslMode::Prefer | SslMode::Require => builder
@@ -117,9 +111,7 @@ pub fn tls_mode(sslmode: SslMode, ca_file: Option<&Path>) -> Result<TlsMode, Pro
             let roots = Arc::new(root_store(ca_file)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| ProblemKind::Tls {
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| ProblemKind::Tls { reason: e.to_string() })?;
             if sslmode == SslMode::VerifyFull {
                 builder.with_webpki_verifier(webpki).with_no_client_auth()
             } else {
@@ -184,12 +176,7 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -198,18 +185,11 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -267,20 +247,14 @@ mod tests {
 
     #[test]
     fn builds_every_mode() {
-        assert!(matches!(
-            tls_mode(SslMode::Disable, None),
-            Ok(TlsMode::NoTls)
-        ));
+        assert!(matches!(tls_mode(SslMode::Disable, None), Ok(TlsMode::NoTls)));
         for mode in [
             SslMode::Prefer,
             SslMode::Require,
             SslMode::VerifyCa,
             SslMode::VerifyFull,
         ] {
-            assert!(
-                matches!(tls_mode(mode, None), Ok(TlsMode::Rustls(_))),
-                "{mode}"
-            );
+            assert!(matches!(tls_mode(mode, None), Ok(TlsMode::Rustls(_))), "{mode}");
         }
     }
 
@@ -294,10 +268,7 @@ mod tests {
         std::fs::write(&empty, "not a certificate\n").expect("write");
         let err = tls_mode(SslMode::Require, Some(&empty)).unwrap_err();
         assert!(matches!(err, ProblemKind::CaFileEmpty { .. }), "{err}");
-        assert!(matches!(
-            tls_mode(SslMode::Disable, Some(&empty)),
-            Ok(TlsMode::NoTls)
-        ));
+        assert!(matches!(tls_mode(SslMode::Disable, Some(&empty)), Ok(TlsMode::NoTls)));
     }
 
     #[test]

@@ -61,13 +61,11 @@ impl DbUrl {
         let mut ca_file = None;
         for (key, value) in params {
             if key == "sslmode" {
-                sslmode = Some(
-                    SslMode::parse(&value).ok_or_else(|| ProblemKind::BadChoice {
-                        key: "sslmode",
-                        value: value.clone(),
-                        expected: SSLMODE_CHOICES,
-                    })?,
-                );
+                sslmode = Some(SslMode::parse(&value).ok_or_else(|| ProblemKind::BadChoice {
+                    key: "sslmode",
+                    value: value.clone(),
+                    expected: SSLMODE_CHOICES,
+                })?);
             } else {
                 ca_file = Some(PathBuf::from(value));
             }
@@ -130,11 +128,9 @@ impl DbUrl {
 
     /// The TLS connector for this url's sslmode and root certificate file (read now).
     pub fn tls(&self) -> Result<TlsMode, ConfigError> {
-        tls_mode(self.sslmode.unwrap_or_default(), self.ca_file.as_deref()).map_err(|kind| {
-            ConfigError::Connection {
-                target: self.redacted.clone(),
-                kind,
-            }
+        tls_mode(self.sslmode.unwrap_or_default(), self.ca_file.as_deref()).map_err(|kind| ConfigError::Connection {
+            target: self.redacted.clone(),
+            kind,
         })
     }
 
@@ -192,18 +188,13 @@ pub fn resolve_db_url(
     config_url: Option<&Located<DbUrl>>,
     env: EnvLookup<'_>,
 ) -> Result<ResolvedUrl, ConfigError> {
-    let parse = |s: &str, origin: UrlOrigin| {
-        DbUrl::parse(s).map_err(|kind| ConfigError::Url { origin, kind })
-    };
+    let parse = |s: &str, origin: UrlOrigin| DbUrl::parse(s).map_err(|kind| ConfigError::Url { origin, kind });
     let (mut url, origin) = if let Some(s) = flag {
         (parse(s, UrlOrigin::Flag)?, UrlOrigin::Flag)
     } else if let Some(located) = config_url {
         (located.value.clone(), UrlOrigin::Config(located.at.clone()))
     } else if let Some(s) = env("DATABASE_URL").filter(|s| !s.is_empty()) {
-        (
-            parse(&s, UrlOrigin::DatabaseUrlEnv)?,
-            UrlOrigin::DatabaseUrlEnv,
-        )
+        (parse(&s, UrlOrigin::DatabaseUrlEnv)?, UrlOrigin::DatabaseUrlEnv)
     } else {
         let vars = ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE"];
         if vars.iter().all(|v| env(v).is_none()) {
@@ -213,11 +204,7 @@ pub fn resolve_db_url(
             "host={}",
             quote(&env("PGHOST").unwrap_or_else(|| "localhost".to_string()))
         );
-        for (var, key) in [
-            ("PGPORT", "port"),
-            ("PGUSER", "user"),
-            ("PGDATABASE", "dbname"),
-        ] {
+        for (var, key) in [("PGPORT", "port"), ("PGUSER", "user"), ("PGDATABASE", "dbname")] {
             if let Some(v) = env(var) {
                 conninfo.push_str(&format!(" {key}={}", quote(&v)));
             }
@@ -256,9 +243,7 @@ fn take_url_params(s: &str) -> (String, Vec<(String, String)>) {
     let mut taken = Vec::new();
     for param in s[q + 1..].split('&') {
         match param.split_once('=') {
-            Some((k, v)) if TAKEN_PARAMS.contains(&k) => {
-                taken.push((k.to_string(), percent_decode(v)))
-            }
+            Some((k, v)) if TAKEN_PARAMS.contains(&k) => taken.push((k.to_string(), percent_decode(v))),
             _ => kept.push(param),
         }
     }
@@ -309,10 +294,7 @@ fn take_conninfo_params(s: &str) -> (String, Vec<(String, String)>) {
 }
 
 fn unquote(v: &str) -> String {
-    let inner = v
-        .strip_prefix('\'')
-        .and_then(|v| v.strip_suffix('\''))
-        .unwrap_or(v);
+    let inner = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(v);
     let mut out = String::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
@@ -331,10 +313,7 @@ fn percent_decode(v: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
-            if let Some(b) = v
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
+            if let Some(b) = v.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(b);
                 i += 3;
                 continue;
@@ -354,10 +333,7 @@ mod tests {
     use tokio_postgres::config::Host;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 
@@ -389,8 +365,7 @@ mod tests {
                     cfg.get_user().unwrap_or("-"),
                     r.url.sslmode().unwrap_or_default(),
                     cfg.get_password()
-                        .map_or("nopw".to_string(), |p| String::from_utf8_lossy(p)
-                            .into_owned()),
+                        .map_or("nopw".to_string(), |p| String::from_utf8_lossy(p).into_owned()),
                 )
             }
             Err(e) => e.to_string(),
@@ -462,11 +437,7 @@ mod tests {
         check(
             Some("postgres://u:own@h/d?sslmode=disable"),
             None,
-            &[
-                ("PGPASSWORD", "envpw"),
-                ("PGSSLMODE", "require"),
-                ("PGUSER", "x"),
-            ],
+            &[("PGPASSWORD", "envpw"), ("PGSSLMODE", "require"), ("PGUSER", "x")],
             "--url | postgres://u:***@h/d?sslmode=disable | h:5432/d u disable own",
         );
         check(
@@ -502,19 +473,13 @@ mod tests {
 
     #[test]
     fn takes_ssl_params() {
-        let u = DbUrl::parse(
-            "postgres://u@h/d?sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3",
-        )
-        .expect("parse");
+        let u = DbUrl::parse("postgres://u@h/d?sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3")
+            .expect("parse");
         assert_eq!(u.sslmode(), Some(SslMode::VerifyCa));
         assert_eq!(u.ca_file(), Some(std::path::Path::new("/etc/ca.pem")));
-        assert_eq!(
-            u.pg_config().get_connect_timeout(),
-            Some(&Duration::from_secs(3))
-        );
+        assert_eq!(u.pg_config().get_connect_timeout(), Some(&Duration::from_secs(3)));
         assert_eq!(u.pg_config().get_application_name(), Some(APPLICATION_NAME));
-        let u = DbUrl::parse("host=h sslmode = verify-full sslrootcert='/a b.pem' dbname=d")
-            .expect("parse");
+        let u = DbUrl::parse("host=h sslmode = verify-full sslrootcert='/a b.pem' dbname=d").expect("parse");
         assert_eq!(u.sslmode(), Some(SslMode::VerifyFull));
         assert_eq!(u.ca_file(), Some(std::path::Path::new("/a b.pem")));
         assert_eq!(u.dbname(), Some("d"));
