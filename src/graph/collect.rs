@@ -251,7 +251,10 @@ impl RevisionGraph {
         if up && downs.len() > 1 && present.len() > 1 {
             let others: Vec<usize> = rows.set.iter().copied().filter(|h| !downs.contains(h)).collect();
             let anc = if others.is_empty() { BTreeSet::new() } else { self.ancestors(&others, true) };
-            let from: Vec<usize> = downs.iter().copied().filter(|d| !anc.contains(d)).collect();
+            // Alembic deletes every remaining down revision and fails (KeyError) when one has no row, which
+            // happens when a merge also names an ancestor of another parent; deleting only present rows gives the
+            // same result wherever Alembic succeeds.
+            let from: Vec<usize> = downs.iter().copied().filter(|d| !anc.contains(d) && rows.set.contains(d)).collect();
             let Some((&last, rest)) = from.split_last() else {
                 return Err(rows.problem(RowsProblem::Ambiguous));
             };
@@ -265,8 +268,11 @@ impl RevisionGraph {
             let Some((&last, rest)) = to.split_last() else {
                 return Err(rows.problem(RowsProblem::Ambiguous));
             };
+            // Alembic asserts each row is new; skipping present ones only differs where Alembic would fail.
             for &t in rest {
-                rows.insert(t)?;
+                if !rows.set.contains(&t) {
+                    rows.insert(t)?;
+                }
             }
             return rows.update(rev, last);
         }

@@ -47,8 +47,9 @@ impl Plan {
     /// The plan as `{"direction":"upgrade","steps":[{"revision":"<id>","direction":"up"}]}`.
     ///
     /// This shape is versioned output of `flotilla plan --format json`: change it only together with the CLI docs.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    pub fn to_json(&self) -> String {
+        // Serialising plain strings and enums cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
