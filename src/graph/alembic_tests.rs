@@ -28,7 +28,13 @@ fn kind(e: &GraphError) -> &'static str {
 }
 
 fn strs(v: &Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn rows(v: &Value) -> Vec<RevisionId> {
@@ -77,20 +83,31 @@ fn as_set(v: &Value) -> Value {
 fn ours(g: &RevisionGraph, q: &Value) -> Result<Value, GraphError> {
     let current = rows(&q["rows"]);
     match q["kind"].as_str().unwrap_or_default() {
-        "resolve" => g.resolve(q["spec"].as_str().unwrap_or_default(), &current).map(|r| Value::from(id_strs(&r))),
-        "upgrade" => g.plan_upgrade(&current, q["target"].as_str().unwrap_or_default()).map(|p| plan_json(&p, &current)),
-        "downgrade" => g.plan_downgrade(&current, q["target"].as_str().unwrap_or_default()).map(|p| plan_json(&p, &current)),
-        "applied" => g.applied(&current).map(|s| Value::from(s.into_iter().map(|r| r.0).collect::<Vec<_>>())),
+        "resolve" => g
+            .resolve(q["spec"].as_str().unwrap_or_default(), &current)
+            .map(|r| Value::from(id_strs(&r))),
+        "upgrade" => g
+            .plan_upgrade(&current, q["target"].as_str().unwrap_or_default())
+            .map(|p| plan_json(&p, &current)),
+        "downgrade" => g
+            .plan_downgrade(&current, q["target"].as_str().unwrap_or_default())
+            .map(|p| plan_json(&p, &current)),
+        "applied" => g
+            .applied(&current)
+            .map(|s| Value::from(s.into_iter().map(|r| r.0).collect::<Vec<_>>())),
         "stamp" => {
             let targets = strs(&q["targets"]);
             let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
-            g.stamp(&current, &targets, q["purge"].as_bool().unwrap_or(false)).map(|r| {
-                let mut r = id_strs(&r);
-                r.sort();
-                Value::from(r)
-            })
+            g.stamp(&current, &targets, q["purge"].as_bool().unwrap_or(false))
+                .map(|r| {
+                    let mut r = id_strs(&r);
+                    r.sort();
+                    Value::from(r)
+                })
         }
-        "history" => g.walk(q["range"].as_str().unwrap_or_default(), &current).map(|r| Value::from(id_strs(&r))),
+        "history" => g
+            .walk(q["range"].as_str().unwrap_or_default(), &current)
+            .map(|r| Value::from(id_strs(&r))),
         other => panic!("unknown query kind {other}"),
     }
 }
@@ -115,18 +132,27 @@ fn load(path: &std::path::Path) -> (Value, RevisionGraph) {
 
 #[test]
 fn matches_recorded_alembic_answers() {
-    let mut files: Vec<_> = std::fs::read_dir(FIXTURES).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(FIXTURES)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
-    assert!(!files.is_empty(), "no fixtures in {FIXTURES}: run tests/alembic/gen_fixtures.py");
+    assert!(
+        !files.is_empty(),
+        "no fixtures in {FIXTURES}: run tests/alembic/gen_fixtures.py"
+    );
     let mut failures = Vec::new();
     let mut n = 0;
     for path in &files {
         let (doc, g) = load(path);
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         let info = &doc["info"];
-        for (key, got) in
-            [("heads", g.heads()), ("real_heads", g.real_heads()), ("bases", g.bases()), ("real_bases", g.real_bases())]
-        {
+        for (key, got) in [
+            ("heads", g.heads()),
+            ("real_heads", g.real_heads()),
+            ("bases", g.bases()),
+            ("real_bases", g.real_bases()),
+        ] {
             let got = Value::from(id_strs(&got));
             let want = &info[key];
             if as_set(&got) != as_set(want) {
@@ -151,13 +177,19 @@ fn matches_recorded_alembic_answers() {
             if !ok {
                 let mut qq = q.clone();
                 qq.as_object_mut().unwrap().remove("result");
-                failures.push(format!("{name}: {qq}\n    alembic: {result}\n    ours:    {got:?}"));
+                failures.push(format!(
+                    "{name}: {qq}\n    alembic: {result}\n    ours:    {got:?}"
+                ));
             }
         }
     }
     assert!(n > 1000, "too few fixture queries: {n}");
     if !failures.is_empty() {
         let shown: Vec<_> = failures.iter().take(40).cloned().collect();
-        panic!("{} of {n} fixture queries differ from Alembic:\n{}", failures.len(), shown.join("\n"));
+        panic!(
+            "{} of {n} fixture queries differ from Alembic:\n{}",
+            failures.len(),
+            shown.join("\n")
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::error::{GraphError, RowsProblem};
-use super::graph::RevisionGraph;
+use super::map::RevisionGraph;
 use super::plan::{Direction, Plan, Step};
 use super::resolve::{pos_rev, Pos};
 use crate::revision::RevisionId;
@@ -20,7 +20,10 @@ struct Rows<'g> {
 
 impl Rows<'_> {
     fn problem(&self, problem: RowsProblem) -> GraphError {
-        GraphError::RowsConflict { revision: self.graph.id(self.revision).clone(), problem }
+        GraphError::RowsConflict {
+            revision: self.graph.id(self.revision).clone(),
+            problem,
+        }
     }
 
     fn delete(&mut self, r: usize) -> Result<(), GraphError> {
@@ -63,7 +66,12 @@ impl Rows<'_> {
 
 impl RevisionGraph {
     fn row_indices(&self, rows: &[RevisionId]) -> Result<BTreeSet<usize>, GraphError> {
-        rows.iter().map(|r| self.index(r).ok_or_else(|| GraphError::UnknownRevision { spec: r.0.clone() })).collect()
+        rows.iter()
+            .map(|r| {
+                self.index(r)
+                    .ok_or_else(|| GraphError::UnknownRevision { spec: r.0.clone() })
+            })
+            .collect()
     }
 
     /// Alembic's `_collect_upgrade_revisions`: the revisions to apply and the resolved targets.
@@ -103,12 +111,20 @@ impl RevisionGraph {
         let required = self.ancestors(&targets, true);
         let mut current = self.get_revisions_all(lower)?;
         let mut lower = lower.to_vec();
-        let range_err = || GraphError::RangeNotAncestor { lower: lower.join(","), upper: spec.clone() };
-        if !implicit_base && current.iter().any(|p| matches!(p, Pos::Base) || pos_rev(*p).is_some_and(|r| !required.contains(&r))) {
+        let range_err = || GraphError::RangeNotAncestor {
+            lower: lower.join(","),
+            upper: spec.clone(),
+        };
+        if !implicit_base
+            && current.iter().any(|p| {
+                matches!(p, Pos::Base) || pos_rev(*p).is_some_and(|r| !required.contains(&r))
+            })
+        {
             return Err(range_err());
         }
         if current.first() == Some(&Pos::Nil) {
-            let (_, rev) = self.parse_downgrade_target(upper, lower.first().map(String::as_str), assert_len)?;
+            let (_, rev) =
+                self.parse_downgrade_target(upper, lower.first().map(String::as_str), assert_len)?;
             match rev {
                 Pos::Base => {
                     current = Vec::new();
@@ -118,21 +134,33 @@ impl RevisionGraph {
                     current = vec![Pos::Rev(r)];
                     lower = vec![self.id(r).0.clone()];
                 }
-                Pos::Nil => return Err(GraphError::RelativeOutOfRange { spec: lower.join(",") }),
+                Pos::Nil => {
+                    return Err(GraphError::RelativeOutOfRange {
+                        spec: lower.join(","),
+                    })
+                }
             }
         }
         let mut cur = Vec::new();
         for p in &current {
             match p {
                 Pos::Rev(r) => cur.push(*r),
-                _ => return Err(GraphError::RelativeOutOfRange { spec: lower.join(",") }),
+                _ => {
+                    return Err(GraphError::RelativeOutOfRange {
+                        spec: lower.join(","),
+                    })
+                }
             }
         }
         self.check_overlap(&cur, false, true)?;
         let current_set = self.ancestors(&cur, true);
         let mut needs: BTreeSet<usize> = required.difference(&current_set).copied().collect();
         if inclusive {
-            needs.extend(self.get_revisions_all(&lower)?.into_iter().filter_map(pos_rev));
+            needs.extend(
+                self.get_revisions_all(&lower)?
+                    .into_iter()
+                    .filter_map(pos_rev),
+            );
         }
         if !cur.is_empty() && !implicit_base {
             self.check_overlap(&cur, true, false)?;
@@ -162,19 +190,32 @@ impl RevisionGraph {
             let anc = self.ancestors(&[self.resolve_branch(l)?], false);
             roots.retain(|r| anc.contains(r));
             if roots.is_empty() {
-                return Err(GraphError::InvalidDowngradeTarget { target: lower.unwrap_or("base").to_string() });
+                return Err(GraphError::InvalidDowngradeTarget {
+                    target: lower.unwrap_or("base").to_string(),
+                });
             }
         }
-        let heads: Vec<usize> = self.get_revisions_all(upper)?.into_iter().filter_map(pos_rev).collect();
+        let heads: Vec<usize> = self
+            .get_revisions_all(upper)?
+            .into_iter()
+            .filter_map(pos_rev)
+            .collect();
         let active = self.ancestors(&heads, true);
-        let mut revs: BTreeSet<usize> = self.descendants(&roots, true).intersection(&active).copied().collect();
+        let mut revs: BTreeSet<usize> = self
+            .descendants(&roots, true)
+            .intersection(&active)
+            .copied()
+            .collect();
         if implicit_base {
             let keep = self.ancestors(&roots, true);
             revs.extend(active.difference(&keep));
         }
         if let Some(t) = target {
             if revs.is_empty() && !heads.contains(&t) {
-                return Err(GraphError::RangeNotAncestor { lower: self.id(t).0.clone(), upper: upper.join(",") });
+                return Err(GraphError::RangeNotAncestor {
+                    lower: self.id(t).0.clone(),
+                    upper: upper.join(","),
+                });
             }
         }
         Ok((revs, heads))
@@ -182,15 +223,32 @@ impl RevisionGraph {
 
     /// Alembic's `_topological_sort`: newest first, every revision before its down_revisions and dependencies;
     /// ties follow input order, walking one branch down as far as possible before the next.
-    pub(crate) fn topological_sort(&self, revisions: &BTreeSet<usize>, heads: &[usize]) -> Vec<usize> {
+    pub(crate) fn topological_sort(
+        &self,
+        revisions: &BTreeSet<usize>,
+        heads: &[usize],
+    ) -> Vec<usize> {
         let mut todo = revisions.clone();
-        let mut current: Vec<usize> = heads.iter().copied().filter(|h| todo.contains(h)).collect::<BTreeSet<_>>().into_iter().collect();
-        let mut ancestors: Vec<BTreeSet<usize>> = current.iter().map(|&h| self.ancestors(&[h], true)).collect();
+        let mut current: Vec<usize> = heads
+            .iter()
+            .copied()
+            .filter(|h| todo.contains(h))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut ancestors: Vec<BTreeSet<usize>> = current
+            .iter()
+            .map(|&h| self.ancestors(&[h], true))
+            .collect();
         let mut out = Vec::new();
         let mut idx = 0;
         while !current.is_empty() {
             let candidate = current[idx];
-            if let Some(j) = ancestors.iter().enumerate().position(|(j, a)| j != idx && a.contains(&candidate)) {
+            if let Some(j) = ancestors
+                .iter()
+                .enumerate()
+                .position(|(j, a)| j != idx && a.contains(&candidate))
+            {
                 idx = j;
                 continue;
             }
@@ -198,7 +256,11 @@ impl RevisionGraph {
                 out.push(candidate);
             }
             let node = &self.nodes[candidate];
-            let add: Vec<usize> = node.normalized_down().into_iter().filter(|r| todo.contains(r) && !current.contains(r)).collect();
+            let add: Vec<usize> = node
+                .normalized_down()
+                .into_iter()
+                .filter(|r| todo.contains(r) && !current.contains(r))
+                .collect();
             if add.is_empty() {
                 current.remove(idx);
                 ancestors.remove(idx);
@@ -241,7 +303,11 @@ impl RevisionGraph {
         rows.revision = rev;
         let downs = self.nodes[rev].normalized_down();
         let in_rows = rows.set.contains(&rev);
-        let present: Vec<usize> = downs.iter().copied().filter(|d| rows.set.contains(d)).collect();
+        let present: Vec<usize> = downs
+            .iter()
+            .copied()
+            .filter(|d| rows.set.contains(d))
+            .collect();
         if !up && in_rows && (downs.is_empty() || self.unmerge_to(&rows.set, rev).is_empty()) {
             return rows.delete(rev);
         }
@@ -249,12 +315,25 @@ impl RevisionGraph {
             return rows.insert(rev);
         }
         if up && downs.len() > 1 && present.len() > 1 {
-            let others: Vec<usize> = rows.set.iter().copied().filter(|h| !downs.contains(h)).collect();
-            let anc = if others.is_empty() { BTreeSet::new() } else { self.ancestors(&others, true) };
+            let others: Vec<usize> = rows
+                .set
+                .iter()
+                .copied()
+                .filter(|h| !downs.contains(h))
+                .collect();
+            let anc = if others.is_empty() {
+                BTreeSet::new()
+            } else {
+                self.ancestors(&others, true)
+            };
             // Alembic deletes every remaining down revision and fails (KeyError) when one has no row, which
             // happens when a merge also names an ancestor of another parent; deleting only present rows gives the
             // same result wherever Alembic succeeds.
-            let from: Vec<usize> = downs.iter().copied().filter(|d| !anc.contains(d) && rows.set.contains(d)).collect();
+            let from: Vec<usize> = downs
+                .iter()
+                .copied()
+                .filter(|d| !anc.contains(d) && rows.set.contains(d))
+                .collect();
             let Some((&last, rest)) = from.split_last() else {
                 return Err(rows.problem(RowsProblem::Ambiguous));
             };
@@ -288,13 +367,29 @@ impl RevisionGraph {
         }
     }
 
-    fn plan_from(&self, current: &[RevisionId], order: Vec<usize>, direction: Direction) -> Result<Plan, GraphError> {
-        let mut rows = Rows { graph: self, set: self.row_indices(current)?, revision: 0, deleted: Vec::new(), inserted: Vec::new() };
+    fn plan_from(
+        &self,
+        current: &[RevisionId],
+        order: Vec<usize>,
+        direction: Direction,
+    ) -> Result<Plan, GraphError> {
+        let mut rows = Rows {
+            graph: self,
+            set: self.row_indices(current)?,
+            revision: 0,
+            deleted: Vec::new(),
+            inserted: Vec::new(),
+        };
         let mut steps = Vec::with_capacity(order.len());
         for rev in order {
             self.revision_step(&mut rows, rev, direction == Direction::Up)?;
             let (delete_rows, insert_rows) = rows.take();
-            steps.push(Step { revision: self.id(rev).clone(), direction, delete_rows, insert_rows });
+            steps.push(Step {
+                revision: self.id(rev).clone(),
+                direction,
+                delete_rows,
+                insert_rows,
+            });
         }
         Ok(Plan { direction, steps })
     }
@@ -310,7 +405,8 @@ impl RevisionGraph {
     pub fn plan_upgrade(&self, current: &[RevisionId], target: &str) -> Result<Plan, GraphError> {
         let rows: Vec<String> = current.iter().map(|r| r.0.clone()).collect();
         self.row_indices(current)?;
-        let (needs, targets) = self.collect_upgrade(&[target.to_string()], &rows, false, true, true)?;
+        let (needs, targets) =
+            self.collect_upgrade(&[target.to_string()], &rows, false, true, true)?;
         let mut order = self.topological_sort(&needs, &targets);
         order.reverse();
         self.plan_from(current, order, Direction::Up)
@@ -336,7 +432,11 @@ impl RevisionGraph {
     /// Errors: [`GraphError::UnknownRevision`] for a row naming no revision.
     pub fn applied(&self, current: &[RevisionId]) -> Result<BTreeSet<RevisionId>, GraphError> {
         let rows = self.row_indices(current)?;
-        Ok(self.ancestors(&rows.into_iter().collect::<Vec<_>>(), true).into_iter().map(|i| self.id(i).clone()).collect())
+        Ok(self
+            .ancestors(&rows.into_iter().collect::<Vec<_>>(), true)
+            .into_iter()
+            .map(|i| self.id(i).clone())
+            .collect())
     }
 
     /// The version rows after `stamp <targets...>` (Alembic's `stamp`), without running any revision.
@@ -346,8 +446,17 @@ impl RevisionGraph {
     /// their order; new rows are appended.
     ///
     /// Errors: resolution errors; [`GraphError::RowsConflict`] where Alembic's stamp would fail too.
-    pub fn stamp(&self, current: &[RevisionId], targets: &[&str], purge: bool) -> Result<Vec<RevisionId>, GraphError> {
-        let start: Vec<usize> = if purge { Vec::new() } else { self.row_indices(current)?.into_iter().collect() };
+    pub fn stamp(
+        &self,
+        current: &[RevisionId],
+        targets: &[&str],
+        purge: bool,
+    ) -> Result<Vec<RevisionId>, GraphError> {
+        let start: Vec<usize> = if purge {
+            Vec::new()
+        } else {
+            self.row_indices(current)?.into_iter().collect()
+        };
         let head_revs: Vec<usize> = if purge {
             Vec::new()
         } else {
@@ -361,7 +470,11 @@ impl RevisionGraph {
             }
             seen
         };
-        let targets: Vec<String> = if targets.is_empty() { vec!["base".into()] } else { targets.iter().map(|t| t.to_string()).collect() };
+        let targets: Vec<String> = if targets.is_empty() {
+            vec!["base".into()]
+        } else {
+            targets.iter().map(|t| t.to_string()).collect()
+        };
         let mut filtered: Vec<usize> = Vec::new();
         for t in targets.iter().filter(|t| !t.is_empty()) {
             for h in self.filter_for_lineage(&head_revs, Some(t), true)? {
@@ -374,7 +487,13 @@ impl RevisionGraph {
         if dests.is_empty() {
             dests.push(Pos::Nil);
         }
-        let mut rows = Rows { graph: self, set: start.iter().copied().collect(), revision: 0, deleted: Vec::new(), inserted: Vec::new() };
+        let mut rows = Rows {
+            graph: self,
+            set: start.iter().copied().collect(),
+            revision: 0,
+            deleted: Vec::new(),
+            inserted: Vec::new(),
+        };
         for dest in dests {
             let Pos::Rev(d) = dest else {
                 for &h in &filtered {
@@ -389,10 +508,20 @@ impl RevisionGraph {
             }
             let below = self.descendants(&[d], true);
             let above = self.ancestors(&[d], true);
-            let from: Vec<usize> = if filtered.iter().any(|h| below.contains(h) || above.contains(h)) { filtered.clone() } else { Vec::new() };
+            let from: Vec<usize> = if filtered
+                .iter()
+                .any(|h| below.contains(h) || above.contains(h))
+            {
+                filtered.clone()
+            } else {
+                Vec::new()
+            };
             let is_upgrade = !filtered.iter().any(|h| below.contains(h));
             let branch_move = from.is_empty();
-            if is_upgrade && (branch_move || from.iter().any(|f| !rows.set.contains(f))) && !rows.set.contains(&d) {
+            if is_upgrade
+                && (branch_move || from.iter().any(|f| !rows.set.contains(f)))
+                && !rows.set.contains(&d)
+            {
                 rows.insert(d)?;
             } else if from.len() > 1 {
                 let (&last, rest) = from.split_last().unwrap_or((&d, &[]));
@@ -406,7 +535,11 @@ impl RevisionGraph {
                 return Err(rows.problem(RowsProblem::Ambiguous));
             }
         }
-        let mut out: Vec<usize> = current.iter().filter_map(|r| self.index(r)).filter(|i| start.contains(i) && rows.set.contains(i)).collect();
+        let mut out: Vec<usize> = current
+            .iter()
+            .filter_map(|r| self.index(r))
+            .filter(|i| start.contains(i) && rows.set.contains(i))
+            .collect();
         out.dedup();
         for &i in &rows.inserted {
             if rows.set.contains(&i) && !out.contains(&i) {
@@ -425,15 +558,39 @@ impl RevisionGraph {
     /// Errors: [`GraphError::BadRange`]; [`GraphError::RangeNotAncestor`] when start is not below end;
     /// resolution errors.
     pub fn walk(&self, range: &str, current: &[RevisionId]) -> Result<Vec<RevisionId>, GraphError> {
-        let bad = || GraphError::BadRange { range: range.to_string() };
+        let bad = || GraphError::BadRange {
+            range: range.to_string(),
+        };
         let parts: Vec<&str> = range.trim().split(':').collect();
-        let [base, head] = parts.as_slice() else { return Err(bad()) };
+        let [base, head] = parts.as_slice() else {
+            return Err(bad());
+        };
         let rows: Vec<String> = current.iter().map(|r| r.0.clone()).collect();
-        let or = |s: &str, d: &str| vec![if s.is_empty() { d.to_string() } else { s.to_string() }];
+        let or = |s: &str, d: &str| {
+            vec![if s.is_empty() {
+                d.to_string()
+            } else {
+                s.to_string()
+            }]
+        };
         let (upper, lower) = if *head == "current" {
-            (if rows.is_empty() { or("", "heads") } else { rows }, or(base, "base"))
+            (
+                if rows.is_empty() {
+                    or("", "heads")
+                } else {
+                    rows
+                },
+                or(base, "base"),
+            )
         } else if *base == "current" {
-            (or(head, "heads"), if rows.is_empty() { or("", "base") } else { rows })
+            (
+                or(head, "heads"),
+                if rows.is_empty() {
+                    or("", "base")
+                } else {
+                    rows
+                },
+            )
         } else {
             (or(head, "heads"), or(base, "base"))
         };

@@ -20,7 +20,7 @@
 
 mod collect;
 mod error;
-mod graph;
+mod map;
 mod plan;
 mod resolve;
 
@@ -30,5 +30,5 @@ mod alembic_tests;
 mod tests;
 
 pub use error::{GraphError, RowsProblem};
-pub use graph::RevisionGraph;
+pub use map::RevisionGraph;
 pub use plan::{Direction, Plan, Step};

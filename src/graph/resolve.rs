@@ -5,7 +5,7 @@
 //! dropped) so that the two can be compared line by line.
 
 use super::error::GraphError;
-use super::graph::RevisionGraph;
+use super::map::RevisionGraph;
 use crate::revision::RevisionId;
 
 /// Alembic's loose result of resolving one symbol: nothing (`None`), the `base` marker, or a revision.
@@ -36,12 +36,17 @@ fn match_tail(s: &str) -> Option<(Option<String>, i64, String)> {
     let symbol = &s[..word_end];
     let rest = &s[word_end..];
     let sign = rest.chars().next().filter(|c| *c == '+' || *c == '-')?;
-    let digits: String = rest[1..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = rest[1..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     if digits.is_empty() {
         return None;
     }
     let text = format!("{sign}{digits}");
-    let n: i64 = text.parse().unwrap_or(if sign == '-' { i64::MIN } else { i64::MAX });
+    let n: i64 = text
+        .parse()
+        .unwrap_or(if sign == '-' { i64::MIN } else { i64::MAX });
     Some(((!symbol.is_empty()).then(|| symbol.to_string()), n, text))
 }
 
@@ -53,10 +58,20 @@ pub(crate) fn parse_relative(spec: &str) -> Option<Relative> {
             continue;
         }
         if let Some((symbol, relative, text)) = match_tail(&spec[at + 1..]) {
-            return Some(Relative { label: Some(label.to_string()), symbol, relative, text });
+            return Some(Relative {
+                label: Some(label.to_string()),
+                symbol,
+                relative,
+                text,
+            });
         }
     }
-    match_tail(spec).map(|(symbol, relative, text)| Relative { label: None, symbol, relative, text })
+    match_tail(spec).map(|(symbol, relative, text)| Relative {
+        label: None,
+        symbol,
+        relative,
+        text,
+    })
 }
 
 fn parse_int(s: &str) -> Option<i64> {
@@ -70,7 +85,10 @@ fn parse_int(s: &str) -> Option<i64> {
 
 impl RevisionGraph {
     /// Alembic's `_resolve_revision_number`: symbols to id strings plus the branch label before `@`.
-    pub(crate) fn resolve_revision_number(&self, spec: Option<&str>) -> Result<(Vec<String>, Option<String>), GraphError> {
+    pub(crate) fn resolve_revision_number(
+        &self,
+        spec: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), GraphError> {
         let (label, id) = match spec {
             Some(s) => match s.split_once('@') {
                 Some((l, r)) => (Some(l.to_string()), Some(r)),
@@ -84,11 +102,17 @@ impl RevisionGraph {
                     Some(l) => self.filter_for_lineage(&self.heads_ix(), Some(l), false)?,
                     None => self.real_heads_ix(),
                 };
-                Ok((ids.into_iter().map(|i| self.id(i).0.clone()).collect(), label))
+                Ok((
+                    ids.into_iter().map(|i| self.id(i).0.clone()).collect(),
+                    label,
+                ))
             }
             Some("head") => {
                 let head = self.current_head(label.as_deref())?;
-                Ok((head.into_iter().map(|i| self.id(i).0.clone()).collect(), label))
+                Ok((
+                    head.into_iter().map(|i| self.id(i).0.clone()).collect(),
+                    label,
+                ))
             }
             Some("base") | None => Ok((Vec::new(), label)),
             Some(other) => Ok((vec![other.to_string()], label)),
@@ -106,7 +130,10 @@ impl RevisionGraph {
                 Some(l) => format!("{l}@head"),
                 None => "head".to_string(),
             };
-            return Err(GraphError::MultipleHeads { argument, heads: self.ids(heads) });
+            return Err(GraphError::MultipleHeads {
+                argument,
+                heads: self.ids(heads),
+            });
         }
         Ok(heads.first().copied())
     }
@@ -130,10 +157,19 @@ impl RevisionGraph {
                 against.push(i);
             }
         }
-        Ok(targets.iter().copied().filter(|&t| self.shares_lineage(t, &against, include_deps)).collect())
+        Ok(targets
+            .iter()
+            .copied()
+            .filter(|&t| self.shares_lineage(t, &against, include_deps))
+            .collect())
     }
 
-    pub(crate) fn shares_lineage(&self, target: usize, against: &[usize], include_deps: bool) -> bool {
+    pub(crate) fn shares_lineage(
+        &self,
+        target: usize,
+        against: &[usize],
+        include_deps: bool,
+    ) -> bool {
         if against.is_empty() {
             return true;
         }
@@ -149,12 +185,18 @@ impl RevisionGraph {
         }
         match self.revision_for_ident(Some(label), None) {
             Ok(Some(i)) => Ok(i),
-            Ok(None) | Err(_) => Err(GraphError::UnknownBranch { label: label.to_string() }),
+            Ok(None) | Err(_) => Err(GraphError::UnknownBranch {
+                label: label.to_string(),
+            }),
         }
     }
 
     /// Alembic's `_revision_for_ident`: exact key, else unique prefix among keys longer than three characters.
-    pub(crate) fn revision_for_ident(&self, ident: Option<&str>, check_branch: Option<&str>) -> Result<Option<usize>, GraphError> {
+    pub(crate) fn revision_for_ident(
+        &self,
+        ident: Option<&str>,
+        check_branch: Option<&str>,
+    ) -> Result<Option<usize>, GraphError> {
         let check_branch = check_branch.filter(|b| !b.is_empty());
         let branch_rev = match check_branch {
             Some(b) => Some(self.resolve_branch(b)?),
@@ -174,20 +216,36 @@ impl RevisionGraph {
                 }
                 if let (Some(b), Some(_)) = (check_branch, branch_rev) {
                     let keep = self.filter_for_lineage(&cands, Some(b), false)?;
-                    let pairs: Vec<(usize, String)> = cands.into_iter().zip(names).filter(|(c, _)| keep.contains(c)).collect();
+                    let pairs: Vec<(usize, String)> = cands
+                        .into_iter()
+                        .zip(names)
+                        .filter(|(c, _)| keep.contains(c))
+                        .collect();
                     cands = pairs.iter().map(|p| p.0).collect();
                     names = pairs.into_iter().map(|p| p.1).collect();
                 }
                 match cands.len() {
-                    0 => return Err(GraphError::UnknownRevision { spec: ident.to_string() }),
+                    0 => {
+                        return Err(GraphError::UnknownRevision {
+                            spec: ident.to_string(),
+                        })
+                    }
                     1 => cands[0],
-                    _ => return Err(GraphError::AmbiguousPrefix { prefix: ident.to_string(), candidates: names }),
+                    _ => {
+                        return Err(GraphError::AmbiguousPrefix {
+                            prefix: ident.to_string(),
+                            candidates: names,
+                        })
+                    }
                 }
             }
         };
         if let (Some(b), Some(br)) = (check_branch, branch_rev) {
             if !self.shares_lineage(rev, &[br], false) {
-                return Err(GraphError::NotOnBranch { revision: self.id(rev).clone(), label: b.to_string() });
+                return Err(GraphError::NotOnBranch {
+                    revision: self.id(rev).clone(),
+                    label: b.to_string(),
+                });
             }
         }
         Ok(Some(rev))
@@ -203,11 +261,18 @@ impl RevisionGraph {
                     heads.retain(|&h| self.nodes[h].labels.contains(l));
                 }
                 let text = spec.unwrap_or_default();
-                return heads.into_iter().map(|h| self.walk_steps(Pos::Rev(h), n, None, true, text)).collect();
+                return heads
+                    .into_iter()
+                    .map(|h| self.walk_steps(Pos::Rev(h), n, None, true, text))
+                    .collect();
             }
         }
         ids.iter()
-            .map(|id| Ok(self.revision_for_ident(Some(id), label.as_deref())?.map_or(Pos::Nil, Pos::Rev)))
+            .map(|id| {
+                Ok(self
+                    .revision_for_ident(Some(id), label.as_deref())?
+                    .map_or(Pos::Nil, Pos::Rev))
+            })
             .collect()
     }
 
@@ -225,7 +290,10 @@ impl RevisionGraph {
         let (ids, label) = self.resolve_revision_number(spec)?;
         if ids.len() > 1 {
             let heads = ids.iter().map(|s| RevisionId::new(s.clone())).collect();
-            return Err(GraphError::MultipleHeads { argument: spec.unwrap_or("base").to_string(), heads });
+            return Err(GraphError::MultipleHeads {
+                argument: spec.unwrap_or("base").to_string(),
+                heads,
+            });
         }
         self.revision_for_ident(ids.first().map(String::as_str), label.as_deref())
     }
@@ -259,7 +327,8 @@ impl RevisionGraph {
                     Pos::Base => Vec::new(),
                     Pos::Nil => self.heads_ix().into_iter().map(Pos::Rev).collect(),
                     Pos::Rev(i) => {
-                        let down: Vec<Pos> = self.nodes[i].down.iter().map(|&d| Pos::Rev(d)).collect();
+                        let down: Vec<Pos> =
+                            self.nodes[i].down.iter().map(|&d| Pos::Rev(d)).collect();
                         if down.is_empty() {
                             vec![Pos::Base]
                         } else {
@@ -271,24 +340,42 @@ impl RevisionGraph {
             match children.len() {
                 0 => return Ok(if no_overwalk { Pos::Nil } else { initial }),
                 1 => initial = children[0],
-                _ => return Err(GraphError::AmbiguousWalk { spec: spec.to_string() }),
+                _ => {
+                    return Err(GraphError::AmbiguousWalk {
+                        spec: spec.to_string(),
+                    })
+                }
             }
         }
         Ok(initial)
     }
 
-    fn walk_from_spec(&self, start: &str, steps: i64, label: Option<&str>, no_overwalk: bool, spec: &str) -> Result<Pos, GraphError> {
+    fn walk_from_spec(
+        &self,
+        start: &str,
+        steps: i64,
+        label: Option<&str>,
+        no_overwalk: bool,
+        spec: &str,
+    ) -> Result<Pos, GraphError> {
         let start = self.get_revision(Some(start))?.map_or(Pos::Nil, Pos::Rev);
         self.walk_steps(start, steps, label, no_overwalk, spec)
     }
 
     /// Alembic's `_parse_upgrade_target`.
-    pub(crate) fn parse_upgrade_target(&self, current: &[String], target: &[String], assert_len: bool) -> Result<Vec<Pos>, GraphError> {
+    pub(crate) fn parse_upgrade_target(
+        &self,
+        current: &[String],
+        target: &[String],
+        assert_len: bool,
+    ) -> Result<Vec<Pos>, GraphError> {
         let rel = match target {
             [one] => parse_relative(one),
             _ => None,
         };
-        let Some(rel) = rel else { return self.get_revisions_all(target) };
+        let Some(rel) = rel else {
+            return self.get_revisions_all(target);
+        };
         let spec = target[0].as_str();
         let label = rel.label.as_deref();
         if rel.relative > 0 {
@@ -296,43 +383,79 @@ impl RevisionGraph {
                 let mut start: Vec<Pos> = if current.is_empty() {
                     vec![Pos::Nil]
                 } else {
-                    current.iter().map(|c| self.get_revision(Some(c)).map(|r| r.map_or(Pos::Nil, Pos::Rev))).collect::<Result<_, _>>()?
+                    current
+                        .iter()
+                        .map(|c| {
+                            self.get_revision(Some(c))
+                                .map(|r| r.map_or(Pos::Nil, Pos::Rev))
+                        })
+                        .collect::<Result<_, _>>()?
                 };
                 if let Some(l) = label {
-                    let cur: Vec<usize> = self.get_revisions_all(current)?.into_iter().filter_map(pos_rev).collect();
+                    let cur: Vec<usize> = self
+                        .get_revisions_all(current)?
+                        .into_iter()
+                        .filter_map(pos_rev)
+                        .collect();
                     let on_branch = self.filter_for_lineage(&cur, Some(l), false)?;
                     start = on_branch.into_iter().map(Pos::Rev).collect();
                     if start.is_empty() {
                         let active: Vec<usize> = self.ancestors(&cur, true).into_iter().collect();
                         let active = self.filter_for_lineage(&active, Some(l), false)?;
-                        let downs: std::collections::BTreeSet<usize> =
-                            active.iter().flat_map(|&a| self.nodes[a].normalized_down()).collect();
-                        start = active.into_iter().filter(|a| !downs.contains(a)).map(Pos::Rev).collect();
+                        let downs: std::collections::BTreeSet<usize> = active
+                            .iter()
+                            .flat_map(|&a| self.nodes[a].normalized_down())
+                            .collect();
+                        start = active
+                            .into_iter()
+                            .filter(|a| !downs.contains(a))
+                            .map(Pos::Rev)
+                            .collect();
                         if start.is_empty() {
                             start = vec![Pos::Nil];
                         }
                     }
                 }
                 if start.len() > 1 {
-                    let current = start.iter().filter_map(|p| pos_rev(*p)).map(|i| self.id(i).clone()).collect();
+                    let current = start
+                        .iter()
+                        .filter_map(|p| pos_rev(*p))
+                        .map(|i| self.id(i).clone())
+                        .collect();
                     return Err(GraphError::AmbiguousUpgrade { current });
                 }
                 let rev = self.walk_steps(start[0], rel.relative, label, assert_len, spec)?;
                 if rev == Pos::Nil {
-                    return Err(GraphError::RelativeOutOfRange { spec: spec.to_string() });
+                    return Err(GraphError::RelativeOutOfRange {
+                        spec: spec.to_string(),
+                    });
                 }
                 return Ok(vec![rev]);
             };
-            return Ok(vec![self.walk_from_spec(symbol, rel.relative, label, assert_len, spec)?]);
+            return Ok(vec![self.walk_from_spec(
+                symbol,
+                rel.relative,
+                label,
+                assert_len,
+                spec,
+            )?]);
         }
         let Some(symbol) = &rel.symbol else {
-            return Err(GraphError::RelativeOutOfRange { spec: spec.to_string() });
+            return Err(GraphError::RelativeOutOfRange {
+                spec: spec.to_string(),
+            });
         };
         let start = match label {
             Some(l) => format!("{l}@{symbol}"),
             None => symbol.clone(),
         };
-        Ok(vec![self.walk_from_spec(&start, rel.relative, None, assert_len, spec)?])
+        Ok(vec![self.walk_from_spec(
+            &start,
+            rel.relative,
+            None,
+            assert_len,
+            spec,
+        )?])
     }
 
     /// Alembic's `_parse_downgrade_target`: the branch label in effect and the target (`Nil` or `Base` for base).
@@ -342,16 +465,28 @@ impl RevisionGraph {
         target: Option<&str>,
         assert_len: bool,
     ) -> Result<(Option<String>, Pos), GraphError> {
-        let Some(target) = target else { return Ok((None, Pos::Nil)) };
+        let Some(target) = target else {
+            return Ok((None, Pos::Nil));
+        };
         if let Some(rel) = parse_relative(target) {
             let mut label = rel.label.clone();
             if rel.relative >= 0 {
                 let Some(symbol) = &rel.symbol else {
-                    return Err(GraphError::RelativeOutOfRange { spec: target.to_string() });
+                    return Err(GraphError::RelativeOutOfRange {
+                        spec: target.to_string(),
+                    });
                 };
-                let rev = self.walk_from_spec(symbol, rel.relative, label.as_deref(), assert_len, target)?;
+                let rev = self.walk_from_spec(
+                    symbol,
+                    rel.relative,
+                    label.as_deref(),
+                    assert_len,
+                    target,
+                )?;
                 if rev == Pos::Nil {
-                    return Err(GraphError::RelativeOutOfRange { spec: target.to_string() });
+                    return Err(GraphError::RelativeOutOfRange {
+                        spec: target.to_string(),
+                    });
                 }
                 return Ok((label, rev));
             }
@@ -359,7 +494,11 @@ impl RevisionGraph {
                 Some(s) => s.clone(),
                 None => {
                     if let Some(l) = &label {
-                        let cur: Vec<usize> = self.get_revisions_all(current)?.into_iter().filter_map(pos_rev).collect();
+                        let cur: Vec<usize> = self
+                            .get_revisions_all(current)?
+                            .into_iter()
+                            .filter_map(pos_rev)
+                            .collect();
                         let mut list = self.filter_for_lineage(&cur, Some(l), false)?;
                         if list.is_empty() {
                             let all = self.all_current(current)?;
@@ -368,14 +507,23 @@ impl RevisionGraph {
                         match list.as_slice() {
                             [one] => self.id(*one).0.clone(),
                             // Alembic asserts exactly one revision of the branch is current.
-                            [] => return Err(GraphError::InvalidDowngradeTarget { target: target.to_string() }),
+                            [] => {
+                                return Err(GraphError::InvalidDowngradeTarget {
+                                    target: target.to_string(),
+                                })
+                            }
                             _ => {
-                                return Err(GraphError::MultipleHeads { argument: target.to_string(), heads: self.ids(list) });
+                                return Err(GraphError::MultipleHeads {
+                                    argument: target.to_string(),
+                                    heads: self.ids(list),
+                                });
                             }
                         }
                     } else {
                         let Some(first) = current.first() else {
-                            return Err(GraphError::RelativeOutOfRange { spec: target.to_string() });
+                            return Err(GraphError::RelativeOutOfRange {
+                                spec: target.to_string(),
+                            });
                         };
                         // Alembic picks the first current row and restricts the walk to its branch.
                         label = Some(first.clone());
@@ -389,7 +537,9 @@ impl RevisionGraph {
             };
             let rev = self.walk_from_spec(&start, rel.relative, None, assert_len, target)?;
             if rev == Pos::Nil {
-                return Err(GraphError::RelativeOutOfRange { spec: target.to_string() });
+                return Err(GraphError::RelativeOutOfRange {
+                    spec: target.to_string(),
+                });
             }
             return Ok((label, rev));
         }
@@ -398,17 +548,29 @@ impl RevisionGraph {
             Some((_, s)) => (None, s),
             None => (None, target),
         };
-        Ok((label, self.get_revision(Some(symbol))?.map_or(Pos::Nil, Pos::Rev)))
+        Ok((
+            label,
+            self.get_revision(Some(symbol))?.map_or(Pos::Nil, Pos::Rev),
+        ))
     }
 
     /// Alembic's `_get_all_current`: the branch tips of everything the rows imply.
     pub(crate) fn all_current(&self, rows: &[String]) -> Result<Vec<usize>, GraphError> {
-        let top: Vec<usize> = self.get_revisions_all(rows)?.into_iter().filter_map(pos_rev).collect();
+        let top: Vec<usize> = self
+            .get_revisions_all(rows)?
+            .into_iter()
+            .filter_map(pos_rev)
+            .collect();
         let all = self.ancestors(&top, true);
         Ok(all
             .iter()
             .copied()
-            .filter(|&r| !self.descendants(&[r], false).iter().any(|d| *d != r && all.contains(d)))
+            .filter(|&r| {
+                !self
+                    .descendants(&[r], false)
+                    .iter()
+                    .any(|d| *d != r && all.contains(d))
+            })
             .collect())
     }
 
@@ -424,10 +586,16 @@ impl RevisionGraph {
     /// Errors: [`GraphError::UnknownRevision`], [`GraphError::AmbiguousPrefix`], [`GraphError::MultipleHeads`],
     /// [`GraphError::NotOnBranch`], [`GraphError::UnknownBranch`], [`GraphError::RelativeOutOfRange`],
     /// [`GraphError::AmbiguousWalk`], [`GraphError::AmbiguousUpgrade`].
-    pub fn resolve(&self, spec: &str, current_rows: &[RevisionId]) -> Result<Vec<RevisionId>, GraphError> {
+    pub fn resolve(
+        &self,
+        spec: &str,
+        current_rows: &[RevisionId],
+    ) -> Result<Vec<RevisionId>, GraphError> {
         let rows: Vec<String> = current_rows.iter().map(|r| r.0.clone()).collect();
         let found = match parse_relative(spec) {
-            Some(rel) if rel.relative < 0 => vec![self.parse_downgrade_target(&rows, Some(spec), true)?.1],
+            Some(rel) if rel.relative < 0 => {
+                vec![self.parse_downgrade_target(&rows, Some(spec), true)?.1]
+            }
             Some(_) => self.parse_upgrade_target(&rows, &[spec.to_string()], true)?,
             None => self.get_revisions(Some(spec))?,
         };
@@ -437,7 +605,11 @@ impl RevisionGraph {
                 Pos::Rev(i) => out.push(self.id(i).clone()),
                 Pos::Base => {}
                 Pos::Nil if spec.contains("base") || spec.is_empty() => {}
-                Pos::Nil => return Err(GraphError::RelativeOutOfRange { spec: spec.to_string() }),
+                Pos::Nil => {
+                    return Err(GraphError::RelativeOutOfRange {
+                        spec: spec.to_string(),
+                    })
+                }
             }
         }
         Ok(out)

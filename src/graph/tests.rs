@@ -8,7 +8,11 @@ use super::*;
 use crate::revision::{RevisionId, RevisionMeta};
 
 fn rev(id: &str, down: &[&str]) -> RevisionMeta {
-    RevisionMeta { id: RevisionId::new(id), down_revisions: down.iter().map(|d| RevisionId::new(*d)).collect(), ..Default::default() }
+    RevisionMeta {
+        id: RevisionId::new(id),
+        down_revisions: down.iter().map(|d| RevisionId::new(*d)).collect(),
+        ..Default::default()
+    }
 }
 
 fn with(mut m: RevisionMeta, labels: &[&str], deps: &[&str]) -> RevisionMeta {
@@ -35,7 +39,10 @@ fn sample() -> RevisionGraph {
 fn check<T: PartialEq + std::fmt::Debug>(got: Result<T, GraphError>, want: Result<T, &str>) {
     match (got, want) {
         (Ok(g), Ok(w)) => assert_eq!(g, w),
-        (Err(g), Err(w)) => assert!(g.to_string().contains(w), "error `{g}` does not contain `{w}`"),
+        (Err(g), Err(w)) => assert!(
+            g.to_string().contains(w),
+            "error `{g}` does not contain `{w}`"
+        ),
         (g, w) => panic!("got {g:?}, want {w:?}"),
     }
 }
@@ -51,24 +58,49 @@ fn construction_collects_every_problem() {
         with(rev("e5", &["a1"]), &["x"], &[]),
     ])
     .unwrap_err();
-    let GraphError::Invalid { problems } = &err else { panic!("{err:?}") };
+    let GraphError::Invalid { problems } = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(problems.len(), 5, "{err}");
-    assert!(problems.contains(&GraphError::DuplicateRevision { revision: RevisionId::new("a1") }));
-    assert!(problems.contains(&GraphError::UnknownDownRevision { revision: RevisionId::new("c3"), down_revision: RevisionId::new("nope") }));
-    assert!(problems.contains(&GraphError::DuplicateBranchLabel { label: "x".into(), revision: RevisionId::new("e5"), other: RevisionId::new("d4") }));
+    assert!(problems.contains(&GraphError::DuplicateRevision {
+        revision: RevisionId::new("a1")
+    }));
+    assert!(problems.contains(&GraphError::UnknownDownRevision {
+        revision: RevisionId::new("c3"),
+        down_revision: RevisionId::new("nope")
+    }));
+    assert!(problems.contains(&GraphError::DuplicateBranchLabel {
+        label: "x".into(),
+        revision: RevisionId::new("e5"),
+        other: RevisionId::new("d4")
+    }));
 }
 
 #[test]
 fn construction_names_cycles() {
     check(
-        RevisionGraph::new(vec![rev("a1", &["c3"]), rev("b2", &["a1"]), rev("c3", &["b2"]), rev("d4", &[])]).map(|_| ()),
+        RevisionGraph::new(vec![
+            rev("a1", &["c3"]),
+            rev("b2", &["a1"]),
+            rev("c3", &["b2"]),
+            rev("d4", &[]),
+        ])
+        .map(|_| ()),
         Err("cycle among revisions (a1, b2, c3)"),
     );
     check(
-        RevisionGraph::new(vec![rev("a1", &[]), with(rev("b2", &["a1"]), &[], &["c3"]), rev("c3", &["b2"])]).map(|_| ()),
+        RevisionGraph::new(vec![
+            rev("a1", &[]),
+            with(rev("b2", &["a1"]), &[], &["c3"]),
+            rev("c3", &["b2"]),
+        ])
+        .map(|_| ()),
         Err("dependency cycle among revisions (b2, c3)"),
     );
-    check(RevisionGraph::new(vec![rev("a1", &["a1"])]).map(|_| ()), Err("cycle among revisions (a1)"));
+    check(
+        RevisionGraph::new(vec![rev("a1", &["a1"])]).map(|_| ()),
+        Err("cycle among revisions (a1)"),
+    );
 }
 
 #[test]
@@ -79,8 +111,14 @@ fn depends_on_accepts_label_and_prefix() {
         with(rev("cccc1", &[]), &[], &["bbb"]),
     ])
     .unwrap();
-    assert_eq!(g.resolved_dependencies(&RevisionId::new("bbbb1")), Some(ids(&["aaaa1"])));
-    assert_eq!(g.resolved_dependencies(&RevisionId::new("cccc1")), Some(ids(&["bbbb1"])));
+    assert_eq!(
+        g.resolved_dependencies(&RevisionId::new("bbbb1")),
+        Some(ids(&["aaaa1"]))
+    );
+    assert_eq!(
+        g.resolved_dependencies(&RevisionId::new("cccc1")),
+        Some(ids(&["bbbb1"]))
+    );
     assert_eq!(g.heads(), ids(&["aaaa1", "bbbb1", "cccc1"]));
     assert_eq!(g.real_heads(), ids(&["cccc1"]));
     assert_eq!(g.real_bases(), ids(&["aaaa1"]));
@@ -92,9 +130,18 @@ fn queries() {
     assert_eq!(g.heads(), ids(&["cccc3", "dddd4"]));
     assert_eq!(g.bases(), ids(&["aaaa1"]));
     assert_eq!(g.branch_points(), ids(&["aaaa1"]));
-    assert_eq!(g.children(&RevisionId::new("aaaa1")), Some(ids(&["bbbb2", "dddd4"])));
-    assert_eq!(g.ancestors_of(&RevisionId::new("cccc3"), true), Some(ids(&["aaaa1", "bbbb2"])));
-    assert_eq!(g.branch_labels_of(&RevisionId::new("dddd4")), Some(vec!["side".to_string()]));
+    assert_eq!(
+        g.children(&RevisionId::new("aaaa1")),
+        Some(ids(&["bbbb2", "dddd4"]))
+    );
+    assert_eq!(
+        g.ancestors_of(&RevisionId::new("cccc3"), true),
+        Some(ids(&["aaaa1", "bbbb2"]))
+    );
+    assert_eq!(
+        g.branch_labels_of(&RevisionId::new("dddd4")),
+        Some(vec!["side".to_string()])
+    );
     assert_eq!(g.label_revision("side"), Some(&RevisionId::new("dddd4")));
 }
 
@@ -102,12 +149,18 @@ fn queries() {
 fn resolution() {
     let g = sample();
     let none: &[RevisionId] = &[];
-    check(g.resolve("head", none), Err("multiple heads (cccc3, dddd4) for `head`: use `heads` or name one"));
+    check(
+        g.resolve("head", none),
+        Err("multiple heads (cccc3, dddd4) for `head`: use `heads` or name one"),
+    );
     check(g.resolve("heads", none), Ok(ids(&["cccc3", "dddd4"])));
     check(g.resolve("base", none), Ok(vec![]));
     check(g.resolve("side@head", none), Ok(ids(&["dddd4"])));
     check(g.resolve("cc", none), Ok(ids(&["cccc3"])));
-    check(g.resolve("zz", none), Err("no such revision or branch `zz`"));
+    check(
+        g.resolve("zz", none),
+        Err("no such revision or branch `zz`"),
+    );
     check(g.resolve("+1", none), Ok(ids(&["aaaa1"])));
     check(g.resolve("+2", none), Err("ambiguous"));
     check(g.resolve("side@+2", none), Ok(ids(&["dddd4"])));
@@ -125,29 +178,74 @@ fn plans_and_rows() {
     let order: Vec<_> = up.steps.iter().map(|s| s.revision.0.as_str()).collect();
     assert_eq!(order, ["aaaa1", "dddd4", "bbbb2", "cccc3"]);
     assert_eq!(up.steps[2].insert_rows, ids(&["bbbb2"]));
-    assert!(up.steps[2].delete_rows.is_empty(), "a new branch inserts a row");
+    assert!(
+        up.steps[2].delete_rows.is_empty(),
+        "a new branch inserts a row"
+    );
     let rows = up.apply_rows(&[]);
-    assert_eq!(rows.iter().collect::<BTreeSet<_>>(), ids(&["cccc3", "dddd4"]).iter().collect());
+    assert_eq!(
+        rows.iter().collect::<BTreeSet<_>>(),
+        ids(&["cccc3", "dddd4"]).iter().collect()
+    );
     // As in Alembic, `<label>@base` only isolates a branch that has its own root; here both share aaaa1.
     let down = g.plan_downgrade(&rows, "side@base").unwrap();
-    assert_eq!(down.steps.iter().map(|s| s.revision.0.as_str()).collect::<Vec<_>>(), ["cccc3", "bbbb2", "dddd4", "aaaa1"]);
+    assert_eq!(
+        down.steps
+            .iter()
+            .map(|s| s.revision.0.as_str())
+            .collect::<Vec<_>>(),
+        ["cccc3", "bbbb2", "dddd4", "aaaa1"]
+    );
     let down = g.plan_downgrade(&rows, "side@-1").unwrap();
-    assert_eq!(down.steps.iter().map(|s| s.revision.0.as_str()).collect::<Vec<_>>(), ["dddd4"]);
+    assert_eq!(
+        down.steps
+            .iter()
+            .map(|s| s.revision.0.as_str())
+            .collect::<Vec<_>>(),
+        ["dddd4"]
+    );
     let down = g.plan_downgrade(&rows, "bbbb2").unwrap();
-    assert_eq!(down.apply_rows(&rows).iter().collect::<BTreeSet<_>>(), ids(&["bbbb2", "dddd4"]).iter().collect());
-    check(g.plan_downgrade(&ids(&["bbbb2"]), "cccc3").map(|_| ()), Err("is not an ancestor"));
-    check(g.plan_upgrade(&ids(&["nope"]), "heads").map(|_| ()), Err("no such revision"));
+    assert_eq!(
+        down.apply_rows(&rows).iter().collect::<BTreeSet<_>>(),
+        ids(&["bbbb2", "dddd4"]).iter().collect()
+    );
+    check(
+        g.plan_downgrade(&ids(&["bbbb2"]), "cccc3").map(|_| ()),
+        Err("is not an ancestor"),
+    );
+    check(
+        g.plan_upgrade(&ids(&["nope"]), "heads").map(|_| ()),
+        Err("no such revision"),
+    );
 }
 
 #[test]
 fn stamp_and_history() {
     let g = sample();
-    check(g.stamp(&[], &["heads"], false), Ok(ids(&["cccc3", "dddd4"])));
-    check(g.stamp(&ids(&["cccc3", "dddd4"]), &["bbbb2"], false), Ok(ids(&["dddd4", "bbbb2"])));
-    check(g.stamp(&ids(&["cccc3", "dddd4"]), &["base"], false), Ok(vec![]));
-    check(g.stamp(&ids(&["cccc3"]), &["aaaa1"], true), Ok(ids(&["aaaa1"])));
-    check(g.walk("base:heads", &[]), Ok(ids(&["cccc3", "bbbb2", "dddd4", "aaaa1"])));
-    check(g.walk("current:", &ids(&["bbbb2"])), Ok(ids(&["cccc3", "bbbb2"])));
+    check(
+        g.stamp(&[], &["heads"], false),
+        Ok(ids(&["cccc3", "dddd4"])),
+    );
+    check(
+        g.stamp(&ids(&["cccc3", "dddd4"]), &["bbbb2"], false),
+        Ok(ids(&["dddd4", "bbbb2"])),
+    );
+    check(
+        g.stamp(&ids(&["cccc3", "dddd4"]), &["base"], false),
+        Ok(vec![]),
+    );
+    check(
+        g.stamp(&ids(&["cccc3"]), &["aaaa1"], true),
+        Ok(ids(&["aaaa1"])),
+    );
+    check(
+        g.walk("base:heads", &[]),
+        Ok(ids(&["cccc3", "bbbb2", "dddd4", "aaaa1"])),
+    );
+    check(
+        g.walk("current:", &ids(&["bbbb2"])),
+        Ok(ids(&["cccc3", "bbbb2"])),
+    );
     check(g.walk("nocolon", &[]), Err("history range"));
 }
 
@@ -160,8 +258,16 @@ fn plan_json_shape() {
         r#"{"direction":"upgrade","steps":[{"revision":"aaaa1","direction":"up"},{"revision":"dddd4","direction":"up"}]}"#
     );
     let down = g.plan_downgrade(&ids(&["dddd4"]), "base").unwrap();
-    assert_eq!(serde_json::to_string(&down).unwrap().matches("\"down\"").count(), 2);
-    assert!(serde_json::to_string(&down).unwrap().starts_with(r#"{"direction":"downgrade","#));
+    assert_eq!(
+        serde_json::to_string(&down)
+            .unwrap()
+            .matches("\"down\"")
+            .count(),
+        2
+    );
+    assert!(serde_json::to_string(&down)
+        .unwrap()
+        .starts_with(r#"{"direction":"downgrade","#));
 }
 
 /// Random DAGs: node i may name earlier nodes as down_revisions and depends_on, so there are no cycles.
@@ -169,7 +275,11 @@ fn arb_graph() -> impl Strategy<Value = Vec<RevisionMeta>> {
     (1usize..10)
         .prop_flat_map(|n| {
             proptest::collection::vec(
-                (proptest::collection::vec(any::<prop::sample::Index>(), 0..3), proptest::collection::vec(any::<prop::sample::Index>(), 0..2), any::<bool>()),
+                (
+                    proptest::collection::vec(any::<prop::sample::Index>(), 0..3),
+                    proptest::collection::vec(any::<prop::sample::Index>(), 0..2),
+                    any::<bool>(),
+                ),
                 n,
             )
         })
@@ -179,17 +289,28 @@ fn arb_graph() -> impl Strategy<Value = Vec<RevisionMeta>> {
                 .enumerate()
                 .map(|(i, (downs, deps, label))| {
                     let pick = |v: &[prop::sample::Index]| -> Vec<String> {
-                        let mut out: Vec<String> = if i == 0 { Vec::new() } else { v.iter().map(|x| format!("rev{:03}", x.index(i))).collect() };
+                        let mut out: Vec<String> = if i == 0 {
+                            Vec::new()
+                        } else {
+                            v.iter().map(|x| format!("rev{:03}", x.index(i))).collect()
+                        };
                         out.sort();
                         out.dedup();
                         out
                     };
                     let down: Vec<String> = pick(&downs);
-                    let deps: Vec<String> = pick(&deps).into_iter().filter(|d| !down.contains(d)).collect();
+                    let deps: Vec<String> = pick(&deps)
+                        .into_iter()
+                        .filter(|d| !down.contains(d))
+                        .collect();
                     RevisionMeta {
                         id: RevisionId(format!("rev{i:03}")),
                         down_revisions: down.into_iter().map(RevisionId).collect(),
-                        branch_labels: if label && i % 3 == 0 { vec![format!("label{i}")] } else { vec![] },
+                        branch_labels: if label && i % 3 == 0 {
+                            vec![format!("label{i}")]
+                        } else {
+                            vec![]
+                        },
                         depends_on: deps,
                         message: String::new(),
                     }
@@ -206,7 +327,11 @@ fn apply_checked(plan: &Plan, rows: &[RevisionId]) -> BTreeSet<RevisionId> {
             assert!(set.remove(d), "step {} deletes absent row {d}", s.revision);
         }
         for i in &s.insert_rows {
-            assert!(set.insert(i.clone()), "step {} inserts present row {i}", s.revision);
+            assert!(
+                set.insert(i.clone()),
+                "step {} inserts present row {i}",
+                s.revision
+            );
         }
     }
     set

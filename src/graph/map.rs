@@ -68,10 +68,14 @@ impl RevisionGraph {
         let mut metas: Vec<RevisionMeta> = Vec::new();
         for meta in revisions {
             if !valid_id(meta.id.as_str()) {
-                problems.push(GraphError::InvalidRevisionId { revision: meta.id.clone() });
+                problems.push(GraphError::InvalidRevisionId {
+                    revision: meta.id.clone(),
+                });
             }
             if ids.contains_key(meta.id.as_str()) {
-                problems.push(GraphError::DuplicateRevision { revision: meta.id.clone() });
+                problems.push(GraphError::DuplicateRevision {
+                    revision: meta.id.clone(),
+                });
                 continue;
             }
             ids.insert(meta.id.0.clone(), metas.len());
@@ -112,8 +116,12 @@ impl RevisionGraph {
                     Some(&i) => Some(i),
                     None => {
                         // Flotilla also accepts a unique id prefix here; Alembic requires an exact id or label.
-                        let candidates: Vec<usize> =
-                            metas.iter().enumerate().filter(|(_, m)| m.id.0.starts_with(dep.as_str())).map(|(i, _)| i).collect();
+                        let candidates: Vec<usize> = metas
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, m)| m.id.0.starts_with(dep.as_str()))
+                            .map(|(i, _)| i)
+                            .collect();
                         match candidates.len() {
                             1 if !dep.is_empty() => Some(candidates[0]),
                             0 | 1 => {
@@ -127,7 +135,10 @@ impl RevisionGraph {
                                 problems.push(GraphError::AmbiguousDependency {
                                     revision: meta.id.clone(),
                                     dependency: dep.clone(),
-                                    candidates: candidates.iter().map(|&i| metas[i].id.clone()).collect(),
+                                    candidates: candidates
+                                        .iter()
+                                        .map(|&i| metas[i].id.clone())
+                                        .collect(),
                                 });
                                 None
                             }
@@ -172,7 +183,12 @@ impl RevisionGraph {
         }
         let versioned = cycles(&nodes, |n| n.down.clone());
         if !versioned.is_empty() {
-            return Err(GraphError::Cycle { revisions: versioned.iter().map(|&i| nodes[i].meta.id.clone()).collect() });
+            return Err(GraphError::Cycle {
+                revisions: versioned
+                    .iter()
+                    .map(|&i| nodes[i].meta.id.clone())
+                    .collect(),
+            });
         }
         let all = cycles(&nodes, |n| {
             let mut v = n.down.clone();
@@ -180,9 +196,15 @@ impl RevisionGraph {
             v
         });
         if !all.is_empty() {
-            return Err(GraphError::DependencyCycle { revisions: all.iter().map(|&i| nodes[i].meta.id.clone()).collect() });
+            return Err(GraphError::DependencyCycle {
+                revisions: all.iter().map(|&i| nodes[i].meta.id.clone()).collect(),
+            });
         }
-        let mut graph = RevisionGraph { nodes, keys, key_order };
+        let mut graph = RevisionGraph {
+            nodes,
+            keys,
+            key_order,
+        };
         graph.normalize_depends_on();
         graph.add_branches();
         Ok(graph)
@@ -199,7 +221,12 @@ impl RevisionGraph {
                     covered.extend(self.nodes[a].resolved_deps.iter().copied());
                 }
             }
-            let normalized = self.nodes[i].resolved_deps.iter().copied().filter(|d| !covered.contains(d)).collect();
+            let normalized = self.nodes[i]
+                .resolved_deps
+                .iter()
+                .copied()
+                .filter(|d| !covered.contains(d))
+                .collect();
             self.nodes[i].normalized_deps = normalized;
         }
     }
@@ -232,7 +259,11 @@ impl RevisionGraph {
     }
 
     /// Nodes reachable from `targets` through `f`, in Alembic's depth-first visiting order (targets included).
-    pub(crate) fn related_order(&self, targets: &[usize], f: impl Fn(&Node) -> Vec<usize>) -> Vec<usize> {
+    pub(crate) fn related_order(
+        &self,
+        targets: &[usize],
+        f: impl Fn(&Node) -> Vec<usize>,
+    ) -> Vec<usize> {
         let mut seen = vec![false; self.nodes.len()];
         let mut out = Vec::new();
         for &t in targets {
@@ -252,30 +283,53 @@ impl RevisionGraph {
     /// Ancestors of `targets`, targets included; with `include_deps` also through depends_on.
     pub(crate) fn ancestors(&self, targets: &[usize], include_deps: bool) -> BTreeSet<usize> {
         if include_deps {
-            self.related_order(targets, |n| n.normalized_down()).into_iter().collect()
+            self.related_order(targets, |n| n.normalized_down())
+                .into_iter()
+                .collect()
         } else {
-            self.related_order(targets, |n| n.down.clone()).into_iter().collect()
+            self.related_order(targets, |n| n.down.clone())
+                .into_iter()
+                .collect()
         }
     }
 
     /// Descendants of `targets`, targets included; with `include_deps` also through depends_on.
     pub(crate) fn descendants(&self, targets: &[usize], include_deps: bool) -> BTreeSet<usize> {
         if include_deps {
-            self.related_order(targets, |n| n.all_next.clone()).into_iter().collect()
+            self.related_order(targets, |n| n.all_next.clone())
+                .into_iter()
+                .collect()
         } else {
-            self.related_order(targets, |n| n.next.clone()).into_iter().collect()
+            self.related_order(targets, |n| n.next.clone())
+                .into_iter()
+                .collect()
         }
     }
 
     /// Alembic's `check=True` traversal: fails when one target is reachable from another.
-    pub(crate) fn check_overlap(&self, targets: &[usize], up: bool, include_deps: bool) -> Result<(), GraphError> {
+    pub(crate) fn check_overlap(
+        &self,
+        targets: &[usize],
+        up: bool,
+        include_deps: bool,
+    ) -> Result<(), GraphError> {
         let set: BTreeSet<usize> = targets.iter().copied().collect();
         for &t in &set {
-            let reach = if up { self.descendants(&[t], include_deps) } else { self.ancestors(&[t], include_deps) };
-            let others: Vec<RevisionId> =
-                reach.intersection(&set).filter(|&&o| o != t).map(|&o| self.id(o).clone()).collect();
+            let reach = if up {
+                self.descendants(&[t], include_deps)
+            } else {
+                self.ancestors(&[t], include_deps)
+            };
+            let others: Vec<RevisionId> = reach
+                .intersection(&set)
+                .filter(|&&o| o != t)
+                .map(|&o| self.id(o).clone())
+                .collect();
             if !others.is_empty() {
-                return Err(GraphError::Overlap { revision: self.id(t).clone(), others });
+                return Err(GraphError::Overlap {
+                    revision: self.id(t).clone(),
+                    others,
+                });
             }
         }
         Ok(())
@@ -290,19 +344,28 @@ impl RevisionGraph {
     }
 
     pub(crate) fn index(&self, id: &RevisionId) -> Option<usize> {
-        self.keys.get(id.as_str()).copied().filter(|&i| self.nodes[i].meta.id == *id)
+        self.keys
+            .get(id.as_str())
+            .copied()
+            .filter(|&i| self.nodes[i].meta.id == *id)
     }
 
     pub(crate) fn heads_ix(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].next.is_empty()).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].next.is_empty())
+            .collect()
     }
 
     pub(crate) fn real_heads_ix(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].all_next.is_empty()).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].all_next.is_empty())
+            .collect()
     }
 
     pub(crate) fn bases_ix(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].down.is_empty()).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].down.is_empty())
+            .collect()
     }
 
     /// Number of revisions.
@@ -342,7 +405,11 @@ impl RevisionGraph {
 
     /// Bases that have no depends_on either (Alembic's `_real_bases`).
     pub fn real_bases(&self) -> Vec<RevisionId> {
-        self.ids((0..self.nodes.len()).filter(|&i| self.nodes[i].down.is_empty() && self.nodes[i].resolved_deps.is_empty()))
+        self.ids(
+            (0..self.nodes.len()).filter(|&i| {
+                self.nodes[i].down.is_empty() && self.nodes[i].resolved_deps.is_empty()
+            }),
+        )
     }
 
     /// Revisions named as down_revision by more than one revision.
@@ -362,35 +429,62 @@ impl RevisionGraph {
 
     /// Revisions naming `id` in depends_on, resolved, or `None` for an unknown id.
     pub fn dependants(&self, id: &RevisionId) -> Option<Vec<RevisionId>> {
-        self.index(id).map(|i| self.ids(self.nodes[i].all_next.iter().copied().filter(|c| !self.nodes[i].next.contains(c))))
+        self.index(id).map(|i| {
+            self.ids(
+                self.nodes[i]
+                    .all_next
+                    .iter()
+                    .copied()
+                    .filter(|c| !self.nodes[i].next.contains(c)),
+            )
+        })
     }
 
     /// Strict ancestors of `id` through down_revision and, if `include_deps`, depends_on; `None` for an unknown id.
     pub fn ancestors_of(&self, id: &RevisionId, include_deps: bool) -> Option<Vec<RevisionId>> {
         let i = self.index(id)?;
-        Some(self.ids(self.ancestors(&[i], include_deps).into_iter().filter(|&a| a != i)))
+        Some(
+            self.ids(
+                self.ancestors(&[i], include_deps)
+                    .into_iter()
+                    .filter(|&a| a != i),
+            ),
+        )
     }
 
     /// Strict descendants of `id` through down_revision and, if `include_deps`, depends_on; `None` for an unknown id.
     pub fn descendants_of(&self, id: &RevisionId, include_deps: bool) -> Option<Vec<RevisionId>> {
         let i = self.index(id)?;
-        Some(self.ids(self.descendants(&[i], include_deps).into_iter().filter(|&a| a != i)))
+        Some(
+            self.ids(
+                self.descendants(&[i], include_deps)
+                    .into_iter()
+                    .filter(|&a| a != i),
+            ),
+        )
     }
 
     /// The branch labels a revision carries after propagation, sorted; `None` for an unknown id.
     pub fn branch_labels_of(&self, id: &RevisionId) -> Option<Vec<String>> {
-        self.index(id).map(|i| self.nodes[i].labels.iter().cloned().collect())
+        self.index(id)
+            .map(|i| self.nodes[i].labels.iter().cloned().collect())
     }
 
     /// The revision that declares `label`, if any.
     pub fn label_revision(&self, label: &str) -> Option<&RevisionId> {
         let &i = self.keys.get(label)?;
-        self.nodes[i].meta.branch_labels.iter().any(|l| l == label).then(|| self.id(i))
+        self.nodes[i]
+            .meta
+            .branch_labels
+            .iter()
+            .any(|l| l == label)
+            .then(|| self.id(i))
     }
 
     /// The depends_on of `id` resolved to full ids, in header order; `None` for an unknown id.
     pub fn resolved_dependencies(&self, id: &RevisionId) -> Option<Vec<RevisionId>> {
-        self.index(id).map(|i| self.ids(self.nodes[i].resolved_deps.clone()))
+        self.index(id)
+            .map(|i| self.ids(self.nodes[i].resolved_deps.clone()))
     }
 }
 
