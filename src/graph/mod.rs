@@ -16,6 +16,10 @@
 //! - depends_on also accepts a unique id prefix (Alembic: exact id or branch label only).
 //! - Where Alembic's order depends on Python set iteration (several dependencies, unmerge targets), we use
 //!   header order; where Alembic crashes on an assertion, we return a [`GraphError`].
+//! - Version-row bookkeeping on a merge deletes only rows that exist (Alembic raises `KeyError` when a merge or
+//!   a depends_on names an ancestor of another parent and that ancestor has no row), and an unmerge skips
+//!   re-inserting a row that exists; both only change cases where Alembic fails.
+//! - Rows passed in must be full ids (Alembic would also accept prefixes there).
 //! - Rows effects are reported as delete/insert lists; Alembic's `UPDATE` of one row is one delete plus one insert.
 
 mod collect;
