@@ -100,7 +100,10 @@ fn read_text(path: &Path) -> Result<String, Problem> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::NaiveDateTime;
+
     use super::*;
+    use crate::script::{render_file_name, slugify, FileNameParts, DEFAULT_FILE_TEMPLATE};
 
     fn revision(id: &str, down: &str) -> String {
         format!("-- revision: {id}\n-- down_revision: {down}\n\n-- flotilla:upgrade\nSELECT 1;\n")
@@ -272,7 +275,16 @@ mod tests {
             .all(|s| s.sql.starts_with("DROP INDEX CONCURRENTLY IF EXISTS")));
         for script in &scripts {
             let name = script.path.file_name().unwrap().to_string_lossy();
-            assert!(name.contains(&format!("_{}_", script.meta.id)), "{name}");
+            let create_date = script.create_date.as_deref().unwrap();
+            let parts = FileNameParts {
+                rev: script.meta.id.to_string(),
+                slug: slugify(&script.meta.message),
+                date: NaiveDateTime::parse_from_str(create_date, "%Y-%m-%d %H:%M:%S%.f").unwrap(),
+            };
+            assert_eq!(
+                render_file_name(DEFAULT_FILE_TEMPLATE, &parts).unwrap(),
+                name
+            );
             assert!(name.starts_with("2026"), "{name}");
             assert!(
                 !script.downgrade.statements.is_empty() || !script.upgrade.statements.is_empty()
