@@ -45,8 +45,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Script>, ScriptError> {
     for (_, path) in paths {
         let text = match read_text(&path) {
             Ok(text) => text,
-            Err(problem) => {
-                problems.push(problem);
+            Err((line, kind)) => {
+                problems.push(Problem::new(&path, line, kind));
                 continue;
             }
         };
@@ -81,20 +81,18 @@ fn read_dir_error(error: std::io::Error) -> ProblemKind {
     }
 }
 
-fn read_text(path: &Path) -> Result<String, Problem> {
+/// The file's text, or the line and kind of the problem reading it.
+fn read_text(path: &Path) -> Result<String, (usize, ProblemKind)> {
     let bytes = fs::read(path).map_err(|error| {
-        Problem::new(
-            path,
-            0,
-            ProblemKind::ReadFile {
-                error: Arc::new(error),
-            },
-        )
+        let error = Arc::new(error);
+        (0, ProblemKind::ReadFile { error })
     })?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = 1 + valid.iter().filter(|&&c| c == b'\n').count();
-        Problem::new(path, line, ProblemKind::NotUtf8)
+        (
+            1 + valid.iter().filter(|&&c| c == b'\n').count(),
+            ProblemKind::NotUtf8,
+        )
     })
 }
 

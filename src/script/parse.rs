@@ -366,14 +366,13 @@ fn parse_header(header: &str, problems: &mut Problems) -> Header {
     };
 
     let down_revisions: Vec<RevisionId> = match field("down_revision") {
-        Some((value, _)) if value == "None" => Vec::new(),
+        Some(("None", _)) | None => Vec::new(),
         Some((value, line)) => {
             name_list("down_revision", NameKind::RevisionId, value, line, problems)
                 .into_iter()
                 .map(RevisionId)
                 .collect()
         }
-        None => Vec::new(),
     };
     let branch_labels = field("branch_labels").map_or_else(Vec::new, |(value, line)| {
         name_list(
