@@ -115,6 +115,14 @@ fn parse_marker(line: &str) -> Marker {
     }
 }
 
+/// A marker line: its kind, 1-based line, and byte offsets of the line and of the text after it.
+struct MarkerLine {
+    kind: MarkerKind,
+    line: usize,
+    line_start: usize,
+    text_start: usize,
+}
+
 /// A section as found in the file, before splitting.
 struct RawSection {
     marker_line: usize,
@@ -149,7 +157,7 @@ pub fn parse_script(path: &Path, text: &str) -> Result<Script, ScriptError> {
     };
 
     // Pass 1: find the marker lines; the header is everything before the first one.
-    let mut markers: Vec<(MarkerKind, usize, usize, usize)> = Vec::new();
+    let mut markers: Vec<MarkerLine> = Vec::new();
     let mut offset = 0;
     for (index, line) in text.split('\n').enumerate() {
         let line_no = index + 1;
@@ -168,13 +176,19 @@ pub fn parse_script(path: &Path, text: &str) -> Result<Script, ScriptError> {
             }
             Marker::Valid(kind) => kind,
         };
-        markers.push((kind, line_no, line_start, offset));
+        markers.push(MarkerLine {
+            kind,
+            line: line_no,
+            line_start,
+            text_start: offset,
+        });
     }
-    let header_end = markers.first().map_or(text.len(), |m| m.2);
+    let header_end = markers.first().map_or(text.len(), |m| m.line_start);
     let mut upgrade: Option<RawSection> = None;
     let mut downgrade: Option<RawSection> = None;
-    for (index, &(kind, line_no, _, start)) in markers.iter().enumerate() {
-        let end = markers.get(index + 1).map_or(text.len(), |m| m.2);
+    for (index, marker) in markers.iter().enumerate() {
+        let (kind, line_no) = (marker.kind, marker.line);
+        let end = markers.get(index + 1).map_or(text.len(), |m| m.line_start);
         if kind == MarkerKind::Downgrade && upgrade.is_none() {
             problems.push(line_no, ProblemKind::DowngradeBeforeUpgrade);
         }
@@ -189,7 +203,7 @@ pub fn parse_script(path: &Path, text: &str) -> Result<Script, ScriptError> {
         }
         *slot = Some(RawSection {
             marker_line: line_no,
-            start,
+            start: marker.text_start,
             end,
         });
     }
