@@ -27,3 +27,6 @@ pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteLedger;
 pub use status::{ParseStatusError, StatusCounts, TenantStatus};
 pub use store::Ledger;
+
+#[cfg(test)]
+mod tests;
