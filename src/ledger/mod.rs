@@ -1,1 +1,32 @@
-//! ledger (placeholder).
+//! The ledger: the record of every fleet run and every tenant in it, kept in SQLite so that it survives a crash
+//! and so that scripts (and `fleet status`, `fleet retry`, `--only-failed`) can read it.
+//!
+//! It owns the ledger file, its versioned schema and the JSON shape of `fleet status --json`. It deliberately
+//! leaves to others: deciding what to run (`fleet`), redacting secrets (callers pass redacted text), and
+//! rendering text (`cli`). Only the fleet coordinator writes the ledger; other processes may read it while a
+//! run goes on (WAL mode).
+//!
+//! A run that never reached [`Ledger::finish_run`] reads back with `finished_at = None`. Whether it is still
+//! going or its process died is told by [`RunRecord::state`]; [`status_json`] and
+//! [`TenantRecord::effective_status`] then show its pending and running tenants as interrupted.
+
+mod error;
+mod id;
+mod json;
+mod record;
+mod schema;
+mod sqlite;
+mod status;
+mod store;
+
+pub use error::LedgerError;
+pub use id::RunId;
+pub use json::status_json;
+pub use record::{NewRun, NewTenant, RunRecord, RunSelector, RunState, TenantRecord, TenantUpdate};
+pub use schema::SCHEMA_VERSION;
+pub use sqlite::SqliteLedger;
+pub use status::{ParseStatusError, StatusCounts, TenantStatus};
+pub use store::Ledger;
+
+#[cfg(test)]
+mod tests;

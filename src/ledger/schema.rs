@@ -1,0 +1,52 @@
+//! The ledger's own schema, versioned with `PRAGMA user_version` and migrated forward on open.
+
+/// The schema version this code writes. Opening a ledger with a higher version is an error.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// `MIGRATIONS[i]` takes a ledger from version `i` to `i + 1`. Append only; never edit a shipped entry.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the first schema.
+    "
+    CREATE TABLE flotilla_runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        command TEXT NOT NULL,
+        target TEXT NOT NULL,
+        options TEXT NOT NULL,
+        user TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        exit_code INTEGER
+    );
+    CREATE TABLE flotilla_run_tenants (
+        run_seq INTEGER NOT NULL REFERENCES flotilla_runs (seq) ON DELETE CASCADE,
+        tenant_id TEXT NOT NULL,
+        server TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'skipped', 'interrupted')),
+        from_revision TEXT,
+        to_revision TEXT,
+        failed_revision TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        duration_ms INTEGER,
+        error TEXT,
+        sqlstate TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (run_seq, tenant_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX flotilla_run_tenants_status ON flotilla_run_tenants (run_seq, status);
+    ",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_migration_per_version() {
+        assert_eq!(MIGRATIONS.len() as i64, SCHEMA_VERSION);
+    }
+}

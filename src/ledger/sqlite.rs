@@ -1,0 +1,457 @@
+//! The SQLite ledger: one file per project, in WAL mode so readers never wait for the run's writer.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use rusqlite::types::Type;
+use rusqlite::{
+    params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior,
+};
+
+use super::error::LedgerError;
+use super::id::RunId;
+use super::record::{NewRun, NewTenant, RunRecord, RunSelector, TenantRecord, TenantUpdate};
+use super::schema::{MIGRATIONS, SCHEMA_VERSION};
+use super::status::{StatusCounts, TenantStatus};
+use super::store::Ledger;
+
+/// How long a statement waits for another process's lock before failing with "database is locked". Generous,
+/// because the only contention is a reader's brief snapshot or a second writer's short batch.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many fresh run ids to try when a generated one is taken (same second, same random suffix).
+const ID_ATTEMPTS: usize = 16;
+
+/// The ledger in a SQLite file. `Send`, not `Sync`: give it to one blocking thread.
+#[derive(Debug)]
+pub struct SqliteLedger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteLedger {
+    /// Opens the ledger at `path`, creating it and its parent directories if missing, and migrates its schema
+    /// to [`super::SCHEMA_VERSION`].
+    ///
+    /// Errors: [`LedgerError::CreateDir`], [`LedgerError::Sqlite`] when the file cannot be opened or set up,
+    /// [`LedgerError::SchemaTooNew`] when a newer flotilla wrote it.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteLedger, LedgerError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| LedgerError::CreateDir {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(&path).map_err(sqlite_err(&path, "open the file"))?;
+        SqliteLedger::set_up(conn, path)
+    }
+
+    /// A private, empty ledger in memory, for tests.
+    pub fn open_in_memory() -> Result<SqliteLedger, LedgerError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(sqlite_err(&path, "open the file"))?;
+        SqliteLedger::set_up(conn, path)
+    }
+
+    /// The file this ledger lives in (`:memory:` for [`SqliteLedger::open_in_memory`]).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn set_up(mut conn: Connection, path: PathBuf) -> Result<SqliteLedger, LedgerError> {
+        let err = |action| sqlite_err(&path, action);
+        // The busy timeout comes first: switching to WAL needs a lock another process may hold.
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(err("set the busy timeout"))?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+            .map_err(err("switch to WAL mode"))?;
+        // With WAL, NORMAL loses at most the last commits on power loss, never consistency; the coordinator
+        // flushes often, so the ledger is behind by a batch at worst.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err("set synchronous mode"))?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(err("enable foreign keys"))?;
+        migrate(&mut conn, &path)?;
+        Ok(SqliteLedger { conn, path })
+    }
+
+    fn err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError + '_ {
+        sqlite_err(&self.path, action)
+    }
+
+    /// A write transaction that takes the write lock at once, so it waits on `busy_timeout` instead of
+    /// failing when it later upgrades from a read lock.
+    fn write_tx(&mut self) -> Result<Transaction<'_>, LedgerError> {
+        let path = &self.path;
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_err(path, "start a write transaction"))
+    }
+}
+
+fn sqlite_err<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> LedgerError + 'a {
+    move |source| LedgerError::Sqlite {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
+    let err = |action| sqlite_err(path, action);
+    let read_version = |conn: &Connection| {
+        conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))
+            .map_err(err("read the schema version"))
+    };
+    let too_new = |found| LedgerError::SchemaTooNew {
+        path: path.to_path_buf(),
+        found,
+        known: SCHEMA_VERSION,
+    };
+    let found = read_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(too_new(found));
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err("start the schema migration"))?;
+    // Another process may have migrated between the first read and taking the write lock.
+    let found = read_version(&tx)?;
+    if found > SCHEMA_VERSION {
+        return Err(too_new(found));
+    }
+    for step in &MIGRATIONS[usize::try_from(found).unwrap_or(0)..] {
+        tx.execute_batch(step).map_err(err("migrate the schema"))?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(err("record the schema version"))?;
+    tx.commit().map_err(err("commit the schema migration"))
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _)
+        if e.code == ErrorCode::ConstraintViolation
+            && (e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY))
+}
+
+/// A column that holds text in a fixed vocabulary, parsed while reading the row.
+fn parse_column<T>(
+    row: &Row<'_>,
+    idx: usize,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text)
+        .map_err(|msg| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, msg.into()))
+}
+
+fn duration_to_sql(ms: Option<u64>) -> Option<i64> {
+    ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+const RUN_COLUMNS: &str =
+    "seq, id, command, target, options, user, host, pid, started_at, finished_at, exit_code";
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RunRecord)> {
+    let options = parse_column(row, 4, |text| {
+        serde_json::from_str(text).map_err(|e| format!("options are not JSON: {e}"))
+    })?;
+    let record = RunRecord {
+        id: RunId(row.get(1)?),
+        command: row.get(2)?,
+        target: row.get(3)?,
+        options,
+        user: row.get(5)?,
+        host: row.get(6)?,
+        pid: row.get(7)?,
+        started_at: row.get(8)?,
+        finished_at: row.get(9)?,
+        exit_code: row.get(10)?,
+        n_tenants: 0,
+        counts: StatusCounts::default(),
+    };
+    Ok((row.get(0)?, record))
+}
+
+const TENANT_COLUMNS: &str =
+    "tenant_id, server, kind, status, from_revision, to_revision, failed_revision, \
+                              attempts, duration_ms, error, sqlstate, updated_at";
+
+fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
+    Ok(TenantRecord {
+        tenant_id: row.get(0)?,
+        server: row.get(1)?,
+        kind: row.get(2)?,
+        status: parse_column(row, 3, |text| text.parse().map_err(|e| format!("{e}")))?,
+        from_revision: row.get(4)?,
+        to_revision: row.get(5)?,
+        failed_revision: row.get(6)?,
+        attempts: row.get(7)?,
+        duration_ms: row
+            .get::<_, Option<i64>>(8)?
+            .map(|ms| u64::try_from(ms).unwrap_or(0)),
+        error: row.get(9)?,
+        sqlstate: row.get(10)?,
+        updated_at: row.get(11)?,
+    })
+}
+
+/// `'a', 'b'` for an SQL `IN` list. Safe to splice: the strings are the fixed status names.
+fn status_list(statuses: &[TenantStatus]) -> String {
+    statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Ledger for SqliteLedger {
+    fn begin_run(&mut self, run: &NewRun, tenants: &[NewTenant]) -> Result<RunId, LedgerError> {
+        let started = Utc::now();
+        let started_at = started.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let options = run.options.to_string();
+        let pid = std::process::id();
+        let path = self.path.clone();
+        let err = |action| sqlite_err(&path, action);
+        let tx = self.write_tx()?;
+        let mut attempt = 0;
+        let (id, seq) = loop {
+            let id = RunId::generate(started);
+            let inserted = tx.execute(
+                "INSERT INTO flotilla_runs (id, command, target, options, user, host, pid, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![id.as_str(), run.command, run.target, options, run.user, run.host, pid, started_at],
+            );
+            attempt += 1;
+            match inserted {
+                Ok(_) => break (id, tx.last_insert_rowid()),
+                Err(e) if is_unique_violation(&e) && attempt < ID_ATTEMPTS => continue,
+                Err(e) => return Err(err("record the run")(e)),
+            }
+        };
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO flotilla_run_tenants (run_seq, tenant_id, server, kind, status, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                )
+                .map_err(err("record the run's tenants"))?;
+            for tenant in tenants {
+                insert
+                    .execute(params![
+                        seq,
+                        tenant.tenant_id,
+                        tenant.server,
+                        tenant.kind,
+                        started_at
+                    ])
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            LedgerError::DuplicateTenant {
+                                path: path.clone(),
+                                tenant: tenant.tenant_id.clone(),
+                            }
+                        } else {
+                            err("record the run's tenants")(e)
+                        }
+                    })?;
+            }
+        }
+        tx.commit().map_err(err("commit the new run"))?;
+        Ok(id)
+    }
+
+    fn record(&mut self, run: &RunId, updates: &[TenantUpdate]) -> Result<(), LedgerError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let updated_at = now();
+        let path = self.path.clone();
+        let err = |action| sqlite_err(&path, action);
+        let tx = self.write_tx()?;
+        let seq = locate_unfinished(&tx, &path, run)?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE flotilla_run_tenants
+                     SET status = ?3, from_revision = ?4, to_revision = ?5, failed_revision = ?6, attempts = ?7,
+                         duration_ms = ?8, error = ?9, sqlstate = ?10, updated_at = ?11
+                     WHERE run_seq = ?1 AND tenant_id = ?2",
+                )
+                .map_err(err("record tenant updates"))?;
+            for u in updates {
+                let n = update
+                    .execute(params![
+                        seq,
+                        u.tenant_id,
+                        u.status.as_str(),
+                        u.from_revision,
+                        u.to_revision,
+                        u.failed_revision,
+                        u.attempts,
+                        duration_to_sql(u.duration_ms),
+                        u.error,
+                        u.sqlstate,
+                        updated_at,
+                    ])
+                    .map_err(err("record tenant updates"))?;
+                if n == 0 {
+                    return Err(LedgerError::UnknownTenant {
+                        path: path.clone(),
+                        run: run.to_string(),
+                        tenant: u.tenant_id.clone(),
+                    });
+                }
+            }
+        }
+        tx.commit().map_err(err("commit tenant updates"))
+    }
+
+    fn finish_run(&mut self, run: &RunId, exit_code: i32) -> Result<(), LedgerError> {
+        let finished_at = now();
+        let path = self.path.clone();
+        let err = |action| sqlite_err(&path, action);
+        let tx = self.write_tx()?;
+        let seq = locate_unfinished(&tx, &path, run)?;
+        tx.execute(
+            "UPDATE flotilla_run_tenants SET status = 'interrupted', updated_at = ?2
+             WHERE run_seq = ?1 AND status IN ('pending', 'running')",
+            params![seq, finished_at],
+        )
+        .map_err(err("mark unfinished tenants interrupted"))?;
+        tx.execute(
+            "UPDATE flotilla_runs SET finished_at = ?2, exit_code = ?3 WHERE seq = ?1",
+            params![seq, finished_at, exit_code],
+        )
+        .map_err(err("finish the run"))?;
+        tx.commit().map_err(err("commit the finished run"))
+    }
+
+    fn run(&self, which: &RunSelector) -> Result<Option<RunRecord>, LedgerError> {
+        // One read transaction, so the run row and its counts come from the same snapshot.
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(self.err("start a read transaction"))?;
+        let found = match which {
+            RunSelector::Latest => tx
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM flotilla_runs ORDER BY seq DESC LIMIT 1"
+                ))
+                .and_then(|mut stmt| stmt.query_row([], run_from_row).optional()),
+            RunSelector::Id(id) => tx
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM flotilla_runs WHERE id = ?1"
+                ))
+                .and_then(|mut stmt| stmt.query_row([id], run_from_row).optional()),
+        }
+        .map_err(self.err("read the run"))?;
+        let Some((seq, mut record)) = found else {
+            return Ok(None);
+        };
+        let mut stmt = tx
+            .prepare_cached("SELECT status, COUNT(*) FROM flotilla_run_tenants WHERE run_seq = ?1 GROUP BY status")
+            .map_err(self.err("count the run's tenants"))?;
+        let rows = stmt
+            .query_map([seq], |row| {
+                let status = parse_column(row, 0, |text| text.parse().map_err(|e| format!("{e}")))?;
+                Ok((status, row.get::<_, usize>(1)?))
+            })
+            .map_err(self.err("count the run's tenants"))?;
+        for row in rows {
+            let (status, n) = row.map_err(self.err("count the run's tenants"))?;
+            record.counts.add(status, n);
+        }
+        record.n_tenants = record.counts.total();
+        Ok(Some(record))
+    }
+
+    fn tenants(
+        &self,
+        run: &RunId,
+        statuses: Option<&[TenantStatus]>,
+    ) -> Result<Vec<TenantRecord>, LedgerError> {
+        if statuses.is_some_and(|s| s.is_empty()) {
+            // Still report an unknown run, as with any other filter.
+            locate(&self.conn, &self.path, run.as_str())?;
+            return Ok(Vec::new());
+        }
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(self.err("start a read transaction"))?;
+        let (seq, _) = locate(&tx, &self.path, run.as_str())?;
+        let filter = statuses
+            .map(|s| format!(" AND status IN ({})", status_list(s)))
+            .unwrap_or_default();
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {TENANT_COLUMNS} FROM flotilla_run_tenants WHERE run_seq = ?1{filter} ORDER BY tenant_id"
+            ))
+            .map_err(self.err("read the run's tenants"))?;
+        let rows = stmt
+            .query_map([seq], tenant_from_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.err("read the run's tenants"))?;
+        Ok(rows)
+    }
+
+    fn retry_set(&self, run: &RunId) -> Result<Vec<String>, LedgerError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(self.err("start a read transaction"))?;
+        let (seq, is_finished) = locate(&tx, &self.path, run.as_str())?;
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT tenant_id FROM flotilla_run_tenants
+                 WHERE run_seq = ?1
+                   AND (status IN ('failed', 'interrupted') OR (?2 AND status IN ('pending', 'running')))
+                 ORDER BY tenant_id",
+            )
+            .map_err(self.err("read the retry set"))?;
+        let ids = stmt
+            .query_map(params![seq, !is_finished], |row| row.get(0))
+            .and_then(|rows| rows.collect::<Result<Vec<String>, _>>())
+            .map_err(self.err("read the retry set"))?;
+        Ok(ids)
+    }
+}
+
+/// The run's row number and whether it is finished.
+fn locate(conn: &Connection, path: &Path, run: &str) -> Result<(i64, bool), LedgerError> {
+    conn.prepare_cached("SELECT seq, finished_at IS NOT NULL FROM flotilla_runs WHERE id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([run], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(sqlite_err(path, "look up the run"))?
+        .ok_or_else(|| LedgerError::UnknownRun {
+            path: path.to_path_buf(),
+            run: run.to_string(),
+        })
+}
+
+/// Like [`locate`], for a write that a finished run must refuse.
+fn locate_unfinished(conn: &Connection, path: &Path, run: &RunId) -> Result<i64, LedgerError> {
+    match locate(conn, path, run.as_str())? {
+        (_, true) => Err(LedgerError::RunFinished {
+            path: path.to_path_buf(),
+            run: run.to_string(),
+        }),
+        (seq, false) => Ok(seq),
+    }
+}
