@@ -1,6 +1,6 @@
 //! Commands that write files: init, revision, merge. They never open a database.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 

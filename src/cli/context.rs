@@ -49,7 +49,7 @@ impl Ctx {
     /// Load flotilla.toml (when present; an explicit `--config` that does not exist is an error) and resolve
     /// the selected environment.
     pub fn load(global: &GlobalArgs) -> Result<Ctx, CliError> {
-        let is_default_path = global.config == PathBuf::from(config::DEFAULT_CONFIG_FILE);
+        let is_default_path = global.config == std::path::Path::new(config::DEFAULT_CONFIG_FILE);
         let project = if global.config.exists() {
             ProjectFile::load(&global.config, &config::process_env)?.resolve(global.env.as_deref())?
         } else if is_default_path && global.env.is_none() {

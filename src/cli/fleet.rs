@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::args::{
-    FleetCommand, FleetCurrentArgs, FleetStatusArgs, Format, GlobalArgs, ProgressArg, RunArgs, SelectArgs,
-};
+use super::args::{FleetCommand, FleetCurrentArgs, FleetStatusArgs, Format, GlobalArgs, RunArgs, SelectArgs};
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
 use super::output::print_json;

@@ -54,7 +54,13 @@ fn print_verbose(loaded: &Loaded, s: &crate::script::Script) {
     if !m.depends_on.is_empty() {
         println!("Also depends on: {}", m.depends_on.join(", "));
     }
-    let children: Vec<String> = loaded.graph.children(&m.id).iter().map(|c| c.to_string()).collect();
+    let children: Vec<String> = loaded
+        .graph
+        .children(&m.id)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
     if !children.is_empty() {
         println!("Branches into: {}", children.join(", "));
     }
@@ -92,7 +98,7 @@ pub fn branches(global: &GlobalArgs, args: VerboseArgs) -> Result<ExitCode, CliE
                 } else {
                     println!("{}", revision_line(&loaded.graph, s));
                 }
-                for child in loaded.graph.children(point) {
+                for child in loaded.graph.children(point).unwrap_or_default() {
                     println!("    -> {}", revision_line(&loaded.graph, script(&loaded, &child)));
                 }
             }
@@ -146,7 +152,7 @@ pub async fn history(global: &GlobalArgs, args: HistoryArgs) -> Result<ExitCode,
     } else {
         Vec::new()
     };
-    let walk = loaded.graph.walk(range, &rows)?;
+    let walk = loaded.graph.walk(range.unwrap_or("base:heads"), &rows)?;
     match ctx.format {
         Format::Json => print_json(&json!(walk
             .iter()

@@ -35,7 +35,7 @@ pub fn tags(graph: &RevisionGraph, id: &RevisionId, script: &Script) -> String {
     if graph.heads().contains(id) {
         out.push_str(" (head)");
     }
-    if graph.children(id).len() > 1 {
+    if graph.children(id).is_some_and(|c| c.len() > 1) {
         out.push_str(" (branchpoint)");
     }
     if script.meta.down_revisions.len() > 1 {

@@ -29,11 +29,7 @@ fn kind(e: &GraphError) -> &'static str {
 
 fn strs(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x.as_str().unwrap_or_default().to_string())
-                .collect()
-        })
+        .map(|a| a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect())
         .unwrap_or_default()
 }
 
@@ -177,9 +173,7 @@ fn matches_recorded_alembic_answers() {
             if !ok {
                 let mut qq = q.clone();
                 qq.as_object_mut().unwrap().remove("result");
-                failures.push(format!(
-                    "{name}: {qq}\n    alembic: {result}\n    ours:    {got:?}"
-                ));
+                failures.push(format!("{name}: {qq}\n    alembic: {result}\n    ours:    {got:?}"));
             }
         }
     }

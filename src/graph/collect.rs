@@ -116,15 +116,14 @@ impl RevisionGraph {
             upper: spec.clone(),
         };
         if !implicit_base
-            && current.iter().any(|p| {
-                matches!(p, Pos::Base) || pos_rev(*p).is_some_and(|r| !required.contains(&r))
-            })
+            && current
+                .iter()
+                .any(|p| matches!(p, Pos::Base) || pos_rev(*p).is_some_and(|r| !required.contains(&r)))
         {
             return Err(range_err());
         }
         if current.first() == Some(&Pos::Nil) {
-            let (_, rev) =
-                self.parse_downgrade_target(upper, lower.first().map(String::as_str), assert_len)?;
+            let (_, rev) = self.parse_downgrade_target(upper, lower.first().map(String::as_str), assert_len)?;
             match rev {
                 Pos::Base => {
                     current = Vec::new();
@@ -134,33 +133,21 @@ impl RevisionGraph {
                     current = vec![Pos::Rev(r)];
                     lower = vec![self.id(r).0.clone()];
                 }
-                Pos::Nil => {
-                    return Err(GraphError::RelativeOutOfRange {
-                        spec: lower.join(","),
-                    })
-                }
+                Pos::Nil => return Err(GraphError::RelativeOutOfRange { spec: lower.join(",") }),
             }
         }
         let mut cur = Vec::new();
         for p in &current {
             match p {
                 Pos::Rev(r) => cur.push(*r),
-                _ => {
-                    return Err(GraphError::RelativeOutOfRange {
-                        spec: lower.join(","),
-                    })
-                }
+                _ => return Err(GraphError::RelativeOutOfRange { spec: lower.join(",") }),
             }
         }
         self.check_overlap(&cur, false, true)?;
         let current_set = self.ancestors(&cur, true);
         let mut needs: BTreeSet<usize> = required.difference(&current_set).copied().collect();
         if inclusive {
-            needs.extend(
-                self.get_revisions_all(&lower)?
-                    .into_iter()
-                    .filter_map(pos_rev),
-            );
+            needs.extend(self.get_revisions_all(&lower)?.into_iter().filter_map(pos_rev));
         }
         if !cur.is_empty() && !implicit_base {
             self.check_overlap(&cur, true, false)?;
@@ -195,17 +182,9 @@ impl RevisionGraph {
                 });
             }
         }
-        let heads: Vec<usize> = self
-            .get_revisions_all(upper)?
-            .into_iter()
-            .filter_map(pos_rev)
-            .collect();
+        let heads: Vec<usize> = self.get_revisions_all(upper)?.into_iter().filter_map(pos_rev).collect();
         let active = self.ancestors(&heads, true);
-        let mut revs: BTreeSet<usize> = self
-            .descendants(&roots, true)
-            .intersection(&active)
-            .copied()
-            .collect();
+        let mut revs: BTreeSet<usize> = self.descendants(&roots, true).intersection(&active).copied().collect();
         if implicit_base {
             let keep = self.ancestors(&roots, true);
             revs.extend(active.difference(&keep));
@@ -223,11 +202,7 @@ impl RevisionGraph {
 
     /// Alembic's `_topological_sort`: newest first, every revision before its down_revisions and dependencies;
     /// ties follow input order, walking one branch down as far as possible before the next.
-    pub(crate) fn topological_sort(
-        &self,
-        revisions: &BTreeSet<usize>,
-        heads: &[usize],
-    ) -> Vec<usize> {
+    pub(crate) fn topological_sort(&self, revisions: &BTreeSet<usize>, heads: &[usize]) -> Vec<usize> {
         let mut todo = revisions.clone();
         let mut current: Vec<usize> = heads
             .iter()
@@ -236,10 +211,7 @@ impl RevisionGraph {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut ancestors: Vec<BTreeSet<usize>> = current
-            .iter()
-            .map(|&h| self.ancestors(&[h], true))
-            .collect();
+        let mut ancestors: Vec<BTreeSet<usize>> = current.iter().map(|&h| self.ancestors(&[h], true)).collect();
         let mut out = Vec::new();
         let mut idx = 0;
         while !current.is_empty() {
@@ -303,11 +275,7 @@ impl RevisionGraph {
         rows.revision = rev;
         let downs = self.nodes[rev].normalized_down();
         let in_rows = rows.set.contains(&rev);
-        let present: Vec<usize> = downs
-            .iter()
-            .copied()
-            .filter(|d| rows.set.contains(d))
-            .collect();
+        let present: Vec<usize> = downs.iter().copied().filter(|d| rows.set.contains(d)).collect();
         if !up && in_rows && (downs.is_empty() || self.unmerge_to(&rows.set, rev).is_empty()) {
             return rows.delete(rev);
         }
@@ -315,12 +283,7 @@ impl RevisionGraph {
             return rows.insert(rev);
         }
         if up && downs.len() > 1 && present.len() > 1 {
-            let others: Vec<usize> = rows
-                .set
-                .iter()
-                .copied()
-                .filter(|h| !downs.contains(h))
-                .collect();
+            let others: Vec<usize> = rows.set.iter().copied().filter(|h| !downs.contains(h)).collect();
             let anc = if others.is_empty() {
                 BTreeSet::new()
             } else {
@@ -367,12 +330,7 @@ impl RevisionGraph {
         }
     }
 
-    fn plan_from(
-        &self,
-        current: &[RevisionId],
-        order: Vec<usize>,
-        direction: Direction,
-    ) -> Result<Plan, GraphError> {
+    fn plan_from(&self, current: &[RevisionId], order: Vec<usize>, direction: Direction) -> Result<Plan, GraphError> {
         let mut rows = Rows {
             graph: self,
             set: self.row_indices(current)?,
@@ -405,8 +363,7 @@ impl RevisionGraph {
     pub fn plan_upgrade(&self, current: &[RevisionId], target: &str) -> Result<Plan, GraphError> {
         let rows: Vec<String> = current.iter().map(|r| r.0.clone()).collect();
         self.row_indices(current)?;
-        let (needs, targets) =
-            self.collect_upgrade(&[target.to_string()], &rows, false, true, true)?;
+        let (needs, targets) = self.collect_upgrade(&[target.to_string()], &rows, false, true, true)?;
         let mut order = self.topological_sort(&needs, &targets);
         order.reverse();
         self.plan_from(current, order, Direction::Up)
@@ -446,12 +403,7 @@ impl RevisionGraph {
     /// their order; new rows are appended.
     ///
     /// Errors: resolution errors; [`GraphError::RowsConflict`] where Alembic's stamp would fail too.
-    pub fn stamp(
-        &self,
-        current: &[RevisionId],
-        targets: &[&str],
-        purge: bool,
-    ) -> Result<Vec<RevisionId>, GraphError> {
+    pub fn stamp(&self, current: &[RevisionId], targets: &[&str], purge: bool) -> Result<Vec<RevisionId>, GraphError> {
         let start: Vec<usize> = if purge {
             Vec::new()
         } else {
@@ -508,20 +460,14 @@ impl RevisionGraph {
             }
             let below = self.descendants(&[d], true);
             let above = self.ancestors(&[d], true);
-            let from: Vec<usize> = if filtered
-                .iter()
-                .any(|h| below.contains(h) || above.contains(h))
-            {
+            let from: Vec<usize> = if filtered.iter().any(|h| below.contains(h) || above.contains(h)) {
                 filtered.clone()
             } else {
                 Vec::new()
             };
             let is_upgrade = !filtered.iter().any(|h| below.contains(h));
             let branch_move = from.is_empty();
-            if is_upgrade
-                && (branch_move || from.iter().any(|f| !rows.set.contains(f)))
-                && !rows.set.contains(&d)
-            {
+            if is_upgrade && (branch_move || from.iter().any(|f| !rows.set.contains(f))) && !rows.set.contains(&d) {
                 rows.insert(d)?;
             } else if from.len() > 1 {
                 let (&last, rest) = from.split_last().unwrap_or((&d, &[]));
@@ -566,31 +512,11 @@ impl RevisionGraph {
             return Err(bad());
         };
         let rows: Vec<String> = current.iter().map(|r| r.0.clone()).collect();
-        let or = |s: &str, d: &str| {
-            vec![if s.is_empty() {
-                d.to_string()
-            } else {
-                s.to_string()
-            }]
-        };
+        let or = |s: &str, d: &str| vec![if s.is_empty() { d.to_string() } else { s.to_string() }];
         let (upper, lower) = if *head == "current" {
-            (
-                if rows.is_empty() {
-                    or("", "heads")
-                } else {
-                    rows
-                },
-                or(base, "base"),
-            )
+            (if rows.is_empty() { or("", "heads") } else { rows }, or(base, "base"))
         } else if *base == "current" {
-            (
-                or(head, "heads"),
-                if rows.is_empty() {
-                    or("", "base")
-                } else {
-                    rows
-                },
-            )
+            (or(head, "heads"), if rows.is_empty() { or("", "base") } else { rows })
         } else {
             (or(head, "heads"), or(base, "base"))
         };

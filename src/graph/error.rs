@@ -3,11 +3,7 @@
 use crate::revision::RevisionId;
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// Everything that can go wrong in `graph`. Variants hold the facts (ids, specs); messages are built on display.
@@ -15,20 +11,17 @@ fn join<T: std::fmt::Display>(items: &[T]) -> String {
 pub enum GraphError {
     #[error("revision {revision} is defined more than once")]
     DuplicateRevision { revision: RevisionId },
-    #[error("revision id `{revision}` is not allowed: use a non-empty id without `@ - + :` that is not head, heads or base")]
+    #[error(
+        "revision id `{revision}` is not allowed: use a non-empty id without `@ - + :` that is not head, heads or base"
+    )]
     InvalidRevisionId { revision: RevisionId },
     #[error("revision {revision} names down_revision {down_revision}, which does not exist")]
     UnknownDownRevision {
         revision: RevisionId,
         down_revision: RevisionId,
     },
-    #[error(
-        "revision {revision} depends on `{dependency}`, which names no revision or branch label"
-    )]
-    UnknownDependency {
-        revision: RevisionId,
-        dependency: String,
-    },
+    #[error("revision {revision} depends on `{dependency}`, which names no revision or branch label")]
+    UnknownDependency { revision: RevisionId, dependency: String },
     #[error("revision {revision} depends on `{dependency}`, which matches several revisions ({}): use a longer prefix", join(.candidates))]
     AmbiguousDependency {
         revision: RevisionId,
@@ -51,22 +44,18 @@ pub enum GraphError {
     #[error("no such revision or branch `{spec}`")]
     UnknownRevision { spec: String },
     #[error("`{prefix}` matches several revisions ({}): use a longer prefix", join(.candidates))]
-    AmbiguousPrefix {
-        prefix: String,
-        candidates: Vec<String>,
-    },
+    AmbiguousPrefix { prefix: String, candidates: Vec<String> },
     #[error("no such branch `{label}`")]
     UnknownBranch { label: String },
     #[error("revision {revision} is not on branch `{label}`")]
     NotOnBranch { revision: RevisionId, label: String },
     #[error("multiple heads ({}) for `{argument}`: use `heads` or name one", join(.heads))]
-    MultipleHeads {
-        argument: String,
-        heads: Vec<RevisionId>,
-    },
+    MultipleHeads { argument: String, heads: Vec<RevisionId> },
     #[error("relative revision `{spec}` goes past the end of the graph")]
     RelativeOutOfRange { spec: String },
-    #[error("relative revision `{spec}` is ambiguous at a branch point or merge point: name a revision or `<label>@{spec}`")]
+    #[error(
+        "relative revision `{spec}` is ambiguous at a branch point or merge point: name a revision or `<label>@{spec}`"
+    )]
     AmbiguousWalk { spec: String },
     #[error("relative upgrade from several current revisions ({}) is ambiguous: use `<label>@+N` or name a revision", join(.current))]
     AmbiguousUpgrade { current: Vec<RevisionId> },
@@ -82,10 +71,7 @@ pub enum GraphError {
     #[error("history range `{range}` must look like start:end, start: or :end")]
     BadRange { range: String },
     #[error("version rows cannot take step {revision}: {problem}")]
-    RowsConflict {
-        revision: RevisionId,
-        problem: RowsProblem,
-    },
+    RowsConflict { revision: RevisionId, problem: RowsProblem },
 }
 
 /// Why a step's version-row effect does not fit the rows it would apply to (Alembic fails the same way).

@@ -135,10 +135,7 @@ impl RevisionGraph {
                                 problems.push(GraphError::AmbiguousDependency {
                                     revision: meta.id.clone(),
                                     dependency: dep.clone(),
-                                    candidates: candidates
-                                        .iter()
-                                        .map(|&i| metas[i].id.clone())
-                                        .collect(),
+                                    candidates: candidates.iter().map(|&i| metas[i].id.clone()).collect(),
                                 });
                                 None
                             }
@@ -184,10 +181,7 @@ impl RevisionGraph {
         let versioned = cycles(&nodes, |n| n.down.clone());
         if !versioned.is_empty() {
             return Err(GraphError::Cycle {
-                revisions: versioned
-                    .iter()
-                    .map(|&i| nodes[i].meta.id.clone())
-                    .collect(),
+                revisions: versioned.iter().map(|&i| nodes[i].meta.id.clone()).collect(),
             });
         }
         let all = cycles(&nodes, |n| {
@@ -200,11 +194,7 @@ impl RevisionGraph {
                 revisions: all.iter().map(|&i| nodes[i].meta.id.clone()).collect(),
             });
         }
-        let mut graph = RevisionGraph {
-            nodes,
-            keys,
-            key_order,
-        };
+        let mut graph = RevisionGraph { nodes, keys, key_order };
         graph.normalize_depends_on();
         graph.add_branches();
         Ok(graph)
@@ -259,11 +249,7 @@ impl RevisionGraph {
     }
 
     /// Nodes reachable from `targets` through `f`, in Alembic's depth-first visiting order (targets included).
-    pub(crate) fn related_order(
-        &self,
-        targets: &[usize],
-        f: impl Fn(&Node) -> Vec<usize>,
-    ) -> Vec<usize> {
+    pub(crate) fn related_order(&self, targets: &[usize], f: impl Fn(&Node) -> Vec<usize>) -> Vec<usize> {
         let mut seen = vec![false; self.nodes.len()];
         let mut out = Vec::new();
         for &t in targets {
@@ -287,9 +273,7 @@ impl RevisionGraph {
                 .into_iter()
                 .collect()
         } else {
-            self.related_order(targets, |n| n.down.clone())
-                .into_iter()
-                .collect()
+            self.related_order(targets, |n| n.down.clone()).into_iter().collect()
         }
     }
 
@@ -300,19 +284,12 @@ impl RevisionGraph {
                 .into_iter()
                 .collect()
         } else {
-            self.related_order(targets, |n| n.next.clone())
-                .into_iter()
-                .collect()
+            self.related_order(targets, |n| n.next.clone()).into_iter().collect()
         }
     }
 
     /// Alembic's `check=True` traversal: fails when one target is reachable from another.
-    pub(crate) fn check_overlap(
-        &self,
-        targets: &[usize],
-        up: bool,
-        include_deps: bool,
-    ) -> Result<(), GraphError> {
+    pub(crate) fn check_overlap(&self, targets: &[usize], up: bool, include_deps: bool) -> Result<(), GraphError> {
         let set: BTreeSet<usize> = targets.iter().copied().collect();
         for &t in &set {
             let reach = if up {
@@ -406,9 +383,7 @@ impl RevisionGraph {
     /// Bases that have no depends_on either (Alembic's `_real_bases`).
     pub fn real_bases(&self) -> Vec<RevisionId> {
         self.ids(
-            (0..self.nodes.len()).filter(|&i| {
-                self.nodes[i].down.is_empty() && self.nodes[i].resolved_deps.is_empty()
-            }),
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].down.is_empty() && self.nodes[i].resolved_deps.is_empty()),
         )
     }
 
@@ -443,31 +418,18 @@ impl RevisionGraph {
     /// Strict ancestors of `id` through down_revision and, if `include_deps`, depends_on; `None` for an unknown id.
     pub fn ancestors_of(&self, id: &RevisionId, include_deps: bool) -> Option<Vec<RevisionId>> {
         let i = self.index(id)?;
-        Some(
-            self.ids(
-                self.ancestors(&[i], include_deps)
-                    .into_iter()
-                    .filter(|&a| a != i),
-            ),
-        )
+        Some(self.ids(self.ancestors(&[i], include_deps).into_iter().filter(|&a| a != i)))
     }
 
     /// Strict descendants of `id` through down_revision and, if `include_deps`, depends_on; `None` for an unknown id.
     pub fn descendants_of(&self, id: &RevisionId, include_deps: bool) -> Option<Vec<RevisionId>> {
         let i = self.index(id)?;
-        Some(
-            self.ids(
-                self.descendants(&[i], include_deps)
-                    .into_iter()
-                    .filter(|&a| a != i),
-            ),
-        )
+        Some(self.ids(self.descendants(&[i], include_deps).into_iter().filter(|&a| a != i)))
     }
 
     /// The branch labels a revision carries after propagation, sorted; `None` for an unknown id.
     pub fn branch_labels_of(&self, id: &RevisionId) -> Option<Vec<String>> {
-        self.index(id)
-            .map(|i| self.nodes[i].labels.iter().cloned().collect())
+        self.index(id).map(|i| self.nodes[i].labels.iter().cloned().collect())
     }
 
     /// The revision that declares `label`, if any.
@@ -483,8 +445,7 @@ impl RevisionGraph {
 
     /// The depends_on of `id` resolved to full ids, in header order; `None` for an unknown id.
     pub fn resolved_dependencies(&self, id: &RevisionId) -> Option<Vec<RevisionId>> {
-        self.index(id)
-            .map(|i| self.ids(self.nodes[i].resolved_deps.clone()))
+        self.index(id).map(|i| self.ids(self.nodes[i].resolved_deps.clone()))
     }
 }
 

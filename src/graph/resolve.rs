@@ -36,17 +36,12 @@ fn match_tail(s: &str) -> Option<(Option<String>, i64, String)> {
     let symbol = &s[..word_end];
     let rest = &s[word_end..];
     let sign = rest.chars().next().filter(|c| *c == '+' || *c == '-')?;
-    let digits: String = rest[1..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+    let digits: String = rest[1..].chars().take_while(|c| c.is_ascii_digit()).collect();
     if digits.is_empty() {
         return None;
     }
     let text = format!("{sign}{digits}");
-    let n: i64 = text
-        .parse()
-        .unwrap_or(if sign == '-' { i64::MIN } else { i64::MAX });
+    let n: i64 = text.parse().unwrap_or(if sign == '-' { i64::MIN } else { i64::MAX });
     Some(((!symbol.is_empty()).then(|| symbol.to_string()), n, text))
 }
 
@@ -102,17 +97,11 @@ impl RevisionGraph {
                     Some(l) => self.filter_for_lineage(&self.heads_ix(), Some(l), false)?,
                     None => self.real_heads_ix(),
                 };
-                Ok((
-                    ids.into_iter().map(|i| self.id(i).0.clone()).collect(),
-                    label,
-                ))
+                Ok((ids.into_iter().map(|i| self.id(i).0.clone()).collect(), label))
             }
             Some("head") => {
                 let head = self.current_head(label.as_deref())?;
-                Ok((
-                    head.into_iter().map(|i| self.id(i).0.clone()).collect(),
-                    label,
-                ))
+                Ok((head.into_iter().map(|i| self.id(i).0.clone()).collect(), label))
             }
             Some("base") | None => Ok((Vec::new(), label)),
             Some(other) => Ok((vec![other.to_string()], label)),
@@ -164,12 +153,7 @@ impl RevisionGraph {
             .collect())
     }
 
-    pub(crate) fn shares_lineage(
-        &self,
-        target: usize,
-        against: &[usize],
-        include_deps: bool,
-    ) -> bool {
+    pub(crate) fn shares_lineage(&self, target: usize, against: &[usize], include_deps: bool) -> bool {
         if against.is_empty() {
             return true;
         }
@@ -216,11 +200,8 @@ impl RevisionGraph {
                 }
                 if let (Some(b), Some(_)) = (check_branch, branch_rev) {
                     let keep = self.filter_for_lineage(&cands, Some(b), false)?;
-                    let pairs: Vec<(usize, String)> = cands
-                        .into_iter()
-                        .zip(names)
-                        .filter(|(c, _)| keep.contains(c))
-                        .collect();
+                    let pairs: Vec<(usize, String)> =
+                        cands.into_iter().zip(names).filter(|(c, _)| keep.contains(c)).collect();
                     cands = pairs.iter().map(|p| p.0).collect();
                     names = pairs.into_iter().map(|p| p.1).collect();
                 }
@@ -327,8 +308,7 @@ impl RevisionGraph {
                     Pos::Base => Vec::new(),
                     Pos::Nil => self.heads_ix().into_iter().map(Pos::Rev).collect(),
                     Pos::Rev(i) => {
-                        let down: Vec<Pos> =
-                            self.nodes[i].down.iter().map(|&d| Pos::Rev(d)).collect();
+                        let down: Vec<Pos> = self.nodes[i].down.iter().map(|&d| Pos::Rev(d)).collect();
                         if down.is_empty() {
                             vec![Pos::Base]
                         } else {
@@ -340,11 +320,7 @@ impl RevisionGraph {
             match children.len() {
                 0 => return Ok(if no_overwalk { Pos::Nil } else { initial }),
                 1 => initial = children[0],
-                _ => {
-                    return Err(GraphError::AmbiguousWalk {
-                        spec: spec.to_string(),
-                    })
-                }
+                _ => return Err(GraphError::AmbiguousWalk { spec: spec.to_string() }),
             }
         }
         Ok(initial)
@@ -385,10 +361,7 @@ impl RevisionGraph {
                 } else {
                     current
                         .iter()
-                        .map(|c| {
-                            self.get_revision(Some(c))
-                                .map(|r| r.map_or(Pos::Nil, Pos::Rev))
-                        })
+                        .map(|c| self.get_revision(Some(c)).map(|r| r.map_or(Pos::Nil, Pos::Rev)))
                         .collect::<Result<_, _>>()?
                 };
                 if let Some(l) = label {
@@ -402,10 +375,8 @@ impl RevisionGraph {
                     if start.is_empty() {
                         let active: Vec<usize> = self.ancestors(&cur, true).into_iter().collect();
                         let active = self.filter_for_lineage(&active, Some(l), false)?;
-                        let downs: std::collections::BTreeSet<usize> = active
-                            .iter()
-                            .flat_map(|&a| self.nodes[a].normalized_down())
-                            .collect();
+                        let downs: std::collections::BTreeSet<usize> =
+                            active.iter().flat_map(|&a| self.nodes[a].normalized_down()).collect();
                         start = active
                             .into_iter()
                             .filter(|a| !downs.contains(a))
@@ -426,9 +397,7 @@ impl RevisionGraph {
                 }
                 let rev = self.walk_steps(start[0], rel.relative, label, assert_len, spec)?;
                 if rev == Pos::Nil {
-                    return Err(GraphError::RelativeOutOfRange {
-                        spec: spec.to_string(),
-                    });
+                    return Err(GraphError::RelativeOutOfRange { spec: spec.to_string() });
                 }
                 return Ok(vec![rev]);
             };
@@ -441,9 +410,7 @@ impl RevisionGraph {
             )?]);
         }
         let Some(symbol) = &rel.symbol else {
-            return Err(GraphError::RelativeOutOfRange {
-                spec: spec.to_string(),
-            });
+            return Err(GraphError::RelativeOutOfRange { spec: spec.to_string() });
         };
         let start = match label {
             Some(l) => format!("{l}@{symbol}"),
@@ -476,13 +443,7 @@ impl RevisionGraph {
                         spec: target.to_string(),
                     });
                 };
-                let rev = self.walk_from_spec(
-                    symbol,
-                    rel.relative,
-                    label.as_deref(),
-                    assert_len,
-                    target,
-                )?;
+                let rev = self.walk_from_spec(symbol, rel.relative, label.as_deref(), assert_len, target)?;
                 if rev == Pos::Nil {
                     return Err(GraphError::RelativeOutOfRange {
                         spec: target.to_string(),
@@ -548,29 +509,17 @@ impl RevisionGraph {
             Some((_, s)) => (None, s),
             None => (None, target),
         };
-        Ok((
-            label,
-            self.get_revision(Some(symbol))?.map_or(Pos::Nil, Pos::Rev),
-        ))
+        Ok((label, self.get_revision(Some(symbol))?.map_or(Pos::Nil, Pos::Rev)))
     }
 
     /// Alembic's `_get_all_current`: the branch tips of everything the rows imply.
     pub(crate) fn all_current(&self, rows: &[String]) -> Result<Vec<usize>, GraphError> {
-        let top: Vec<usize> = self
-            .get_revisions_all(rows)?
-            .into_iter()
-            .filter_map(pos_rev)
-            .collect();
+        let top: Vec<usize> = self.get_revisions_all(rows)?.into_iter().filter_map(pos_rev).collect();
         let all = self.ancestors(&top, true);
         Ok(all
             .iter()
             .copied()
-            .filter(|&r| {
-                !self
-                    .descendants(&[r], false)
-                    .iter()
-                    .any(|d| *d != r && all.contains(d))
-            })
+            .filter(|&r| !self.descendants(&[r], false).iter().any(|d| *d != r && all.contains(d)))
             .collect())
     }
 
@@ -586,11 +535,7 @@ impl RevisionGraph {
     /// Errors: [`GraphError::UnknownRevision`], [`GraphError::AmbiguousPrefix`], [`GraphError::MultipleHeads`],
     /// [`GraphError::NotOnBranch`], [`GraphError::UnknownBranch`], [`GraphError::RelativeOutOfRange`],
     /// [`GraphError::AmbiguousWalk`], [`GraphError::AmbiguousUpgrade`].
-    pub fn resolve(
-        &self,
-        spec: &str,
-        current_rows: &[RevisionId],
-    ) -> Result<Vec<RevisionId>, GraphError> {
+    pub fn resolve(&self, spec: &str, current_rows: &[RevisionId]) -> Result<Vec<RevisionId>, GraphError> {
         let rows: Vec<String> = current_rows.iter().map(|r| r.0.clone()).collect();
         let found = match parse_relative(spec) {
             Some(rel) if rel.relative < 0 => {
@@ -605,11 +550,7 @@ impl RevisionGraph {
                 Pos::Rev(i) => out.push(self.id(i).clone()),
                 Pos::Base => {}
                 Pos::Nil if spec.contains("base") || spec.is_empty() => {}
-                Pos::Nil => {
-                    return Err(GraphError::RelativeOutOfRange {
-                        spec: spec.to_string(),
-                    })
-                }
+                Pos::Nil => return Err(GraphError::RelativeOutOfRange { spec: spec.to_string() }),
             }
         }
         Ok(out)

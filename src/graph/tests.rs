@@ -39,10 +39,7 @@ fn sample() -> RevisionGraph {
 fn check<T: PartialEq + std::fmt::Debug>(got: Result<T, GraphError>, want: Result<T, &str>) {
     match (got, want) {
         (Ok(g), Ok(w)) => assert_eq!(g, w),
-        (Err(g), Err(w)) => assert!(
-            g.to_string().contains(w),
-            "error `{g}` does not contain `{w}`"
-        ),
+        (Err(g), Err(w)) => assert!(g.to_string().contains(w), "error `{g}` does not contain `{w}`"),
         (g, w) => panic!("got {g:?}, want {w:?}"),
     }
 }
@@ -130,10 +127,7 @@ fn queries() {
     assert_eq!(g.heads(), ids(&["cccc3", "dddd4"]));
     assert_eq!(g.bases(), ids(&["aaaa1"]));
     assert_eq!(g.branch_points(), ids(&["aaaa1"]));
-    assert_eq!(
-        g.children(&RevisionId::new("aaaa1")),
-        Some(ids(&["bbbb2", "dddd4"]))
-    );
+    assert_eq!(g.children(&RevisionId::new("aaaa1")), Some(ids(&["bbbb2", "dddd4"])));
     assert_eq!(
         g.ancestors_of(&RevisionId::new("cccc3"), true),
         Some(ids(&["aaaa1", "bbbb2"]))
@@ -157,10 +151,7 @@ fn resolution() {
     check(g.resolve("base", none), Ok(vec![]));
     check(g.resolve("side@head", none), Ok(ids(&["dddd4"])));
     check(g.resolve("cc", none), Ok(ids(&["cccc3"])));
-    check(
-        g.resolve("zz", none),
-        Err("no such revision or branch `zz`"),
-    );
+    check(g.resolve("zz", none), Err("no such revision or branch `zz`"));
     check(g.resolve("+1", none), Ok(ids(&["aaaa1"])));
     check(g.resolve("+2", none), Err("ambiguous"));
     check(g.resolve("side@+2", none), Ok(ids(&["dddd4"])));
@@ -178,10 +169,7 @@ fn plans_and_rows() {
     let order: Vec<_> = up.steps.iter().map(|s| s.revision.0.as_str()).collect();
     assert_eq!(order, ["aaaa1", "dddd4", "bbbb2", "cccc3"]);
     assert_eq!(up.steps[2].insert_rows, ids(&["bbbb2"]));
-    assert!(
-        up.steps[2].delete_rows.is_empty(),
-        "a new branch inserts a row"
-    );
+    assert!(up.steps[2].delete_rows.is_empty(), "a new branch inserts a row");
     let rows = up.apply_rows(&[]);
     assert_eq!(
         rows.iter().collect::<BTreeSet<_>>(),
@@ -190,18 +178,12 @@ fn plans_and_rows() {
     // As in Alembic, `<label>@base` only isolates a branch that has its own root; here both share aaaa1.
     let down = g.plan_downgrade(&rows, "side@base").unwrap();
     assert_eq!(
-        down.steps
-            .iter()
-            .map(|s| s.revision.0.as_str())
-            .collect::<Vec<_>>(),
+        down.steps.iter().map(|s| s.revision.0.as_str()).collect::<Vec<_>>(),
         ["cccc3", "bbbb2", "dddd4", "aaaa1"]
     );
     let down = g.plan_downgrade(&rows, "side@-1").unwrap();
     assert_eq!(
-        down.steps
-            .iter()
-            .map(|s| s.revision.0.as_str())
-            .collect::<Vec<_>>(),
+        down.steps.iter().map(|s| s.revision.0.as_str()).collect::<Vec<_>>(),
         ["dddd4"]
     );
     let down = g.plan_downgrade(&rows, "bbbb2").unwrap();
@@ -222,30 +204,18 @@ fn plans_and_rows() {
 #[test]
 fn stamp_and_history() {
     let g = sample();
-    check(
-        g.stamp(&[], &["heads"], false),
-        Ok(ids(&["cccc3", "dddd4"])),
-    );
+    check(g.stamp(&[], &["heads"], false), Ok(ids(&["cccc3", "dddd4"])));
     check(
         g.stamp(&ids(&["cccc3", "dddd4"]), &["bbbb2"], false),
         Ok(ids(&["dddd4", "bbbb2"])),
     );
-    check(
-        g.stamp(&ids(&["cccc3", "dddd4"]), &["base"], false),
-        Ok(vec![]),
-    );
-    check(
-        g.stamp(&ids(&["cccc3"]), &["aaaa1"], true),
-        Ok(ids(&["aaaa1"])),
-    );
+    check(g.stamp(&ids(&["cccc3", "dddd4"]), &["base"], false), Ok(vec![]));
+    check(g.stamp(&ids(&["cccc3"]), &["aaaa1"], true), Ok(ids(&["aaaa1"])));
     check(
         g.walk("base:heads", &[]),
         Ok(ids(&["cccc3", "bbbb2", "dddd4", "aaaa1"])),
     );
-    check(
-        g.walk("current:", &ids(&["bbbb2"])),
-        Ok(ids(&["cccc3", "bbbb2"])),
-    );
+    check(g.walk("current:", &ids(&["bbbb2"])), Ok(ids(&["cccc3", "bbbb2"])));
     check(g.walk("nocolon", &[]), Err("history range"));
 }
 
@@ -258,13 +228,7 @@ fn plan_json_shape() {
         r#"{"direction":"upgrade","steps":[{"revision":"aaaa1","direction":"up"},{"revision":"dddd4","direction":"up"}]}"#
     );
     let down = g.plan_downgrade(&ids(&["dddd4"]), "base").unwrap();
-    assert_eq!(
-        serde_json::to_string(&down)
-            .unwrap()
-            .matches("\"down\"")
-            .count(),
-        2
-    );
+    assert_eq!(serde_json::to_string(&down).unwrap().matches("\"down\"").count(), 2);
     assert!(serde_json::to_string(&down)
         .unwrap()
         .starts_with(r#"{"direction":"downgrade","#));
@@ -299,10 +263,7 @@ fn arb_graph() -> impl Strategy<Value = Vec<RevisionMeta>> {
                         out
                     };
                     let down: Vec<String> = pick(&downs);
-                    let deps: Vec<String> = pick(&deps)
-                        .into_iter()
-                        .filter(|d| !down.contains(d))
-                        .collect();
+                    let deps: Vec<String> = pick(&deps).into_iter().filter(|d| !down.contains(d)).collect();
                     RevisionMeta {
                         id: RevisionId(format!("rev{i:03}")),
                         down_revisions: down.into_iter().map(RevisionId).collect(),
@@ -327,11 +288,7 @@ fn apply_checked(plan: &Plan, rows: &[RevisionId]) -> BTreeSet<RevisionId> {
             assert!(set.remove(d), "step {} deletes absent row {d}", s.revision);
         }
         for i in &s.insert_rows {
-            assert!(
-                set.insert(i.clone()),
-                "step {} inserts present row {i}",
-                s.revision
-            );
+            assert!(set.insert(i.clone()), "step {} inserts present row {i}", s.revision);
         }
     }
     set

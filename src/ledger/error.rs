@@ -22,19 +22,11 @@ pub enum LedgerError {
          upgrade flotilla to read it",
         .path.display()
     )]
-    SchemaTooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
+    SchemaTooNew { path: PathBuf, found: i64, known: i64 },
     #[error("ledger {} has no run {run}", .path.display())]
     UnknownRun { path: PathBuf, run: String },
     #[error("ledger {}: run {run} has no tenant {tenant}", .path.display())]
-    UnknownTenant {
-        path: PathBuf,
-        run: String,
-        tenant: String,
-    },
+    UnknownTenant { path: PathBuf, run: String, tenant: String },
     #[error("ledger {}: run {run} is already finished", .path.display())]
     RunFinished { path: PathBuf, run: String },
     #[error("ledger {}: tenant {tenant} is listed twice in the new run", .path.display())]

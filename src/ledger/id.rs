@@ -44,9 +44,7 @@ mod tests {
         let (time, suffix) = id.as_str().split_once('-').unwrap();
         assert_eq!(time, "20261127T235212Z");
         assert_eq!(suffix.len(), 4);
-        assert!(suffix
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(suffix.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 
     #[test]

@@ -241,18 +241,9 @@ mod tests {
             sqlstate: None,
             updated_at: String::new(),
         };
-        assert_eq!(
-            tenant.effective_status(RunState::Live),
-            TenantStatus::Running
-        );
-        assert_eq!(
-            tenant.effective_status(RunState::Abandoned),
-            TenantStatus::Interrupted
-        );
+        assert_eq!(tenant.effective_status(RunState::Live), TenantStatus::Running);
+        assert_eq!(tenant.effective_status(RunState::Abandoned), TenantStatus::Interrupted);
         tenant.status = TenantStatus::Succeeded;
-        assert_eq!(
-            tenant.effective_status(RunState::Abandoned),
-            TenantStatus::Succeeded
-        );
+        assert_eq!(tenant.effective_status(RunState::Abandoned), TenantStatus::Succeeded);
     }
 }

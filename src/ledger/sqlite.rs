@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use rusqlite::types::Type;
-use rusqlite::{
-    params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior,
-};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::error::LedgerError;
 use super::id::RunId;
@@ -63,8 +61,7 @@ impl SqliteLedger {
     fn set_up(mut conn: Connection, path: PathBuf) -> Result<SqliteLedger, LedgerError> {
         let err = |action| sqlite_err(&path, action);
         // The busy timeout comes first: switching to WAL needs a lock another process may hold.
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(err("set the busy timeout"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err("set the busy timeout"))?;
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
             .map_err(err("switch to WAL mode"))?;
         // With WAL, NORMAL loses at most the last commits on power loss, never consistency; the coordinator
@@ -91,10 +88,7 @@ impl SqliteLedger {
     }
 }
 
-fn sqlite_err<'a>(
-    path: &'a Path,
-    action: &'static str,
-) -> impl FnOnce(rusqlite::Error) -> LedgerError + 'a {
+fn sqlite_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError + 'a {
     move |source| LedgerError::Sqlite {
         path: path.to_path_buf(),
         action,
@@ -148,22 +142,16 @@ fn is_unique_violation(err: &rusqlite::Error) -> bool {
 }
 
 /// A column that holds text in a fixed vocabulary, parsed while reading the row.
-fn parse_column<T>(
-    row: &Row<'_>,
-    idx: usize,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> rusqlite::Result<T> {
+fn parse_column<T>(row: &Row<'_>, idx: usize, parse: impl FnOnce(&str) -> Result<T, String>) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
-    parse(&text)
-        .map_err(|msg| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, msg.into()))
+    parse(&text).map_err(|msg| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, msg.into()))
 }
 
 fn duration_to_sql(ms: Option<u64>) -> Option<i64> {
     ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-const RUN_COLUMNS: &str =
-    "seq, id, command, target, options, user, host, pid, started_at, finished_at, exit_code";
+const RUN_COLUMNS: &str = "seq, id, command, target, options, user, host, pid, started_at, finished_at, exit_code";
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RunRecord)> {
     let options = parse_column(row, 4, |text| {
@@ -186,8 +174,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RunRecord)> {
     Ok((row.get(0)?, record))
 }
 
-const TENANT_COLUMNS: &str =
-    "tenant_id, server, kind, status, from_revision, to_revision, failed_revision, \
+const TENANT_COLUMNS: &str = "tenant_id, server, kind, status, from_revision, to_revision, failed_revision, \
                               attempts, duration_ms, error, sqlstate, updated_at";
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
@@ -200,9 +187,7 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
         to_revision: row.get(5)?,
         failed_revision: row.get(6)?,
         attempts: row.get(7)?,
-        duration_ms: row
-            .get::<_, Option<i64>>(8)?
-            .map(|ms| u64::try_from(ms).unwrap_or(0)),
+        duration_ms: row.get::<_, Option<i64>>(8)?.map(|ms| u64::try_from(ms).unwrap_or(0)),
         error: row.get(9)?,
         sqlstate: row.get(10)?,
         updated_at: row.get(11)?,
@@ -233,7 +218,16 @@ impl Ledger for SqliteLedger {
             let inserted = tx.execute(
                 "INSERT INTO flotilla_runs (id, command, target, options, user, host, pid, started_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![id.as_str(), run.command, run.target, options, run.user, run.host, pid, started_at],
+                params![
+                    id.as_str(),
+                    run.command,
+                    run.target,
+                    options,
+                    run.user,
+                    run.host,
+                    pid,
+                    started_at
+                ],
             );
             attempt += 1;
             match inserted {
@@ -251,13 +245,7 @@ impl Ledger for SqliteLedger {
                 .map_err(err("record the run's tenants"))?;
             for tenant in tenants {
                 insert
-                    .execute(params![
-                        seq,
-                        tenant.tenant_id,
-                        tenant.server,
-                        tenant.kind,
-                        started_at
-                    ])
+                    .execute(params![seq, tenant.tenant_id, tenant.server, tenant.kind, started_at])
                     .map_err(|e| {
                         if is_unique_violation(&e) {
                             LedgerError::DuplicateTenant {
@@ -353,9 +341,7 @@ impl Ledger for SqliteLedger {
                 ))
                 .and_then(|mut stmt| stmt.query_row([], run_from_row).optional()),
             RunSelector::Id(id) => tx
-                .prepare_cached(&format!(
-                    "SELECT {RUN_COLUMNS} FROM flotilla_runs WHERE id = ?1"
-                ))
+                .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM flotilla_runs WHERE id = ?1"))
                 .and_then(|mut stmt| stmt.query_row([id], run_from_row).optional()),
         }
         .map_err(self.err("read the run"))?;
@@ -379,11 +365,7 @@ impl Ledger for SqliteLedger {
         Ok(Some(record))
     }
 
-    fn tenants(
-        &self,
-        run: &RunId,
-        statuses: Option<&[TenantStatus]>,
-    ) -> Result<Vec<TenantRecord>, LedgerError> {
+    fn tenants(&self, run: &RunId, statuses: Option<&[TenantStatus]>) -> Result<Vec<TenantRecord>, LedgerError> {
         if statuses.is_some_and(|s| s.is_empty()) {
             // Still report an unknown run, as with any other filter.
             locate(&self.conn, &self.path, run.as_str())?;
@@ -434,10 +416,7 @@ impl Ledger for SqliteLedger {
 /// The run's row number and whether it is finished.
 fn locate(conn: &Connection, path: &Path, run: &str) -> Result<(i64, bool), LedgerError> {
     conn.prepare_cached("SELECT seq, finished_at IS NOT NULL FROM flotilla_runs WHERE id = ?1")
-        .and_then(|mut stmt| {
-            stmt.query_row([run], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()
-        })
+        .and_then(|mut stmt| stmt.query_row([run], |row| Ok((row.get(0)?, row.get(1)?))).optional())
         .map_err(sqlite_err(path, "look up the run"))?
         .ok_or_else(|| LedgerError::UnknownRun {
             path: path.to_path_buf(),

@@ -31,11 +31,7 @@ pub trait Ledger: Send {
     /// For a run that never finished, see [`RunRecord::state`] and [`TenantRecord::effective_status`].
     ///
     /// Errors: [`LedgerError::UnknownRun`].
-    fn tenants(
-        &self,
-        run: &RunId,
-        statuses: Option<&[TenantStatus]>,
-    ) -> Result<Vec<TenantRecord>, LedgerError>;
+    fn tenants(&self, run: &RunId, statuses: Option<&[TenantStatus]>) -> Result<Vec<TenantRecord>, LedgerError>;
 
     /// The tenant ids `fleet retry` reruns, ordered: failed and interrupted ones, and, when the run never
     /// finished, the pending and running ones too (its process stopped before them). Callers check

@@ -29,9 +29,7 @@ fn new_tenants(ids: &[&str]) -> Vec<NewTenant> {
 /// A ledger holding one begun run of these tenants.
 fn begun(ids: &[&str]) -> (SqliteLedger, RunId) {
     let mut ledger = SqliteLedger::open_in_memory().unwrap();
-    let run = ledger
-        .begin_run(&new_run("head"), &new_tenants(ids))
-        .unwrap();
+    let run = ledger.begin_run(&new_run("head"), &new_tenants(ids)).unwrap();
     (ledger, run)
 }
 
@@ -44,17 +42,11 @@ fn update(id: &str, status: TenantStatus) -> TenantUpdate {
 
 fn statuses(ledger: &SqliteLedger, run: &RunId) -> Vec<(String, TenantStatus)> {
     let tenants = ledger.tenants(run, None).unwrap();
-    tenants
-        .into_iter()
-        .map(|t| (t.tenant_id, t.status))
-        .collect()
+    tenants.into_iter().map(|t| (t.tenant_id, t.status)).collect()
 }
 
 fn check_statuses(ledger: &SqliteLedger, run: &RunId, expected: &[(&str, TenantStatus)]) {
-    let expected: Vec<(String, TenantStatus)> = expected
-        .iter()
-        .map(|(id, s)| (id.to_string(), *s))
-        .collect();
+    let expected: Vec<(String, TenantStatus)> = expected.iter().map(|(id, s)| (id.to_string(), *s)).collect();
     assert_eq!(statuses(ledger, run), expected);
 }
 
@@ -79,35 +71,21 @@ fn lifecycle_from_begin_to_finish() {
     assert_eq!(record.id, run);
     assert_eq!(record.command, "upgrade");
     assert_eq!(record.target, "head");
-    assert_eq!(
-        record.options,
-        json!({"concurrency": 8, "servers": ["a", "b"]})
-    );
-    assert_eq!(
-        (record.user.as_str(), record.host.as_str()),
-        ("ops", "build-1")
-    );
+    assert_eq!(record.options, json!({"concurrency": 8, "servers": ["a", "b"]}));
+    assert_eq!((record.user.as_str(), record.host.as_str()), ("ops", "build-1"));
     assert_eq!(record.pid, std::process::id());
     assert_eq!((record.finished_at, record.exit_code), (None, None));
     assert_eq!(record.n_tenants, 3);
     assert_eq!(record.counts.pending, 3);
     assert!(record.started_at.ends_with('Z'), "{}", record.started_at);
     assert!(chrono::DateTime::parse_from_rfc3339(&record.started_at).is_ok());
-    check_statuses(
-        &ledger,
-        &run,
-        &[("t1", Pending), ("t2", Pending), ("t3", Pending)],
-    );
+    check_statuses(&ledger, &run, &[("t1", Pending), ("t2", Pending), ("t3", Pending)]);
 
     let mut t1 = update("t1", Running);
     t1.from_revision = Some("aaa".to_string());
     t1.to_revision = Some("ccc".to_string());
     ledger.record(&run, &[t1.clone()]).unwrap();
-    check_statuses(
-        &ledger,
-        &run,
-        &[("t1", Running), ("t2", Pending), ("t3", Pending)],
-    );
+    check_statuses(&ledger, &run, &[("t1", Running), ("t2", Pending), ("t3", Pending)]);
 
     t1.status = Succeeded;
     t1.duration_ms = Some(1234);
@@ -121,9 +99,7 @@ fn lifecycle_from_begin_to_finish() {
         sqlstate: Some("42P07".to_string()),
         ..TenantUpdate::new("t2", Failed)
     };
-    ledger
-        .record(&run, &[t1, t2, update("t3", Skipped)])
-        .unwrap();
+    ledger.record(&run, &[t1, t2, update("t3", Skipped)]).unwrap();
     ledger.finish_run(&run, 1).unwrap();
 
     let record = latest(&ledger);
@@ -131,11 +107,7 @@ fn lifecycle_from_begin_to_finish() {
     assert_eq!(record.exit_code, Some(1));
     assert_eq!(record.state("build-1"), RunState::Finished);
     assert_eq!(
-        (
-            record.counts.succeeded,
-            record.counts.failed,
-            record.counts.skipped
-        ),
+        (record.counts.succeeded, record.counts.failed, record.counts.skipped),
         (1, 1, 1)
     );
     assert_eq!(
@@ -153,10 +125,7 @@ fn lifecycle_from_begin_to_finish() {
     assert_eq!(t2.failed_revision.as_deref(), Some("bbb"));
     assert_eq!(t2.attempts, 3);
     assert_eq!(t2.duration_ms, Some(80));
-    assert_eq!(
-        t2.error.as_deref(),
-        Some("relation \"users\" already exists")
-    );
+    assert_eq!(t2.error.as_deref(), Some("relation \"users\" already exists"));
     assert_eq!(t2.sqlstate.as_deref(), Some("42P07"));
     assert_eq!(tenants[0].duration_ms, Some(1234));
     assert_eq!(ledger.retry_set(&run).unwrap(), vec!["t2"]);
@@ -178,10 +147,7 @@ fn update_replaces_the_whole_tenant_state() {
     ledger.record(&run, &[retried]).unwrap();
     let tenant = &ledger.tenants(&run, None).unwrap()[0];
     assert_eq!((tenant.status, tenant.attempts), (Succeeded, 2));
-    assert_eq!(
-        (tenant.error.as_deref(), tenant.sqlstate.as_deref()),
-        (None, None)
-    );
+    assert_eq!((tenant.error.as_deref(), tenant.sqlstate.as_deref()), (None, None));
 }
 
 #[test]
@@ -190,11 +156,7 @@ fn batch_with_an_unknown_tenant_is_rolled_back_whole() {
     let err = ledger
         .record(
             &run,
-            &[
-                update("t1", Succeeded),
-                update("nope", Failed),
-                update("t2", Failed),
-            ],
+            &[update("t1", Succeeded), update("nope", Failed), update("t2", Failed)],
         )
         .unwrap_err();
     assert!(
@@ -215,11 +177,7 @@ fn finish_run_interrupts_pending_and_running_tenants() {
     ledger
         .record(
             &run,
-            &[
-                update("t1", Succeeded),
-                update("t2", Running),
-                update("t3", Failed),
-            ],
+            &[update("t1", Succeeded), update("t2", Running), update("t3", Failed)],
         )
         .unwrap();
     ledger.finish_run(&run, 130).unwrap();
@@ -244,10 +202,7 @@ fn finished_run_refuses_further_writes() {
     let (mut ledger, run) = begun(&["t1"]);
     ledger.finish_run(&run, 0).unwrap();
     let again = ledger.finish_run(&run, 0).unwrap_err();
-    assert!(
-        matches!(again, LedgerError::RunFinished { .. }),
-        "{again:?}"
-    );
+    assert!(matches!(again, LedgerError::RunFinished { .. }), "{again:?}");
     let late = ledger.record(&run, &[update("t1", Succeeded)]).unwrap_err();
     assert!(matches!(late, LedgerError::RunFinished { .. }), "{late:?}");
     assert_eq!(latest(&ledger).exit_code, Some(0));
@@ -260,10 +215,7 @@ fn unfinished_run_after_a_crash_retries_its_unfinished_tenants() {
     let run = {
         let mut ledger = SqliteLedger::open(&path).unwrap();
         let run = ledger
-            .begin_run(
-                &new_run("head"),
-                &new_tenants(&["t1", "t2", "t3", "t4", "t5"]),
-            )
+            .begin_run(&new_run("head"), &new_tenants(&["t1", "t2", "t3", "t4", "t5"]))
             .unwrap();
         ledger
             .record(
@@ -283,10 +235,7 @@ fn unfinished_run_after_a_crash_retries_its_unfinished_tenants() {
     let ledger = SqliteLedger::open(&path).unwrap();
     let record = latest(&ledger);
     assert_eq!(record.id, run);
-    assert_eq!(
-        (record.finished_at.as_deref(), record.exit_code),
-        (None, None)
-    );
+    assert_eq!((record.finished_at.as_deref(), record.exit_code), (None, None));
     assert!(!record.is_finished());
     // Stored statuses stay as the dead process left them.
     check_statuses(
@@ -312,10 +261,7 @@ fn unfinished_run_after_a_crash_retries_its_unfinished_tenants() {
         .iter()
         .map(|t| t.effective_status(state))
         .collect();
-    assert_eq!(
-        shown,
-        vec![Succeeded, Interrupted, Failed, Interrupted, Skipped]
-    );
+    assert_eq!(shown, vec![Succeeded, Interrupted, Failed, Interrupted, Skipped]);
 }
 
 #[test]
@@ -325,11 +271,7 @@ fn latest_is_the_run_begun_last() {
     // Several runs in the same second: ids may sort either way, insertion order decides.
     let ids: Vec<RunId> = ["r1", "r2", "r3", "r4"]
         .iter()
-        .map(|target| {
-            ledger
-                .begin_run(&new_run(target), &new_tenants(&["t1"]))
-                .unwrap()
-        })
+        .map(|target| ledger.begin_run(&new_run(target), &new_tenants(&["t1"])).unwrap())
         .collect();
     let record = latest(&ledger);
     assert_eq!(record.id, ids[3]);
@@ -343,21 +285,11 @@ fn latest_is_the_run_begun_last() {
 #[test]
 fn run_by_id_and_unknown_id() {
     let mut ledger = SqliteLedger::open_in_memory().unwrap();
-    let first = ledger
-        .begin_run(&new_run("r1"), &new_tenants(&["t1", "t2"]))
-        .unwrap();
-    let _second = ledger
-        .begin_run(&new_run("r2"), &new_tenants(&["t1"]))
-        .unwrap();
+    let first = ledger.begin_run(&new_run("r1"), &new_tenants(&["t1", "t2"])).unwrap();
+    let _second = ledger.begin_run(&new_run("r2"), &new_tenants(&["t1"])).unwrap();
 
-    let record = ledger
-        .run(&RunSelector::Id(first.to_string()))
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (record.id, record.target.as_str(), record.n_tenants),
-        (first, "r1", 2)
-    );
+    let record = ledger.run(&RunSelector::Id(first.to_string())).unwrap().unwrap();
+    assert_eq!((record.id, record.target.as_str(), record.n_tenants), (first, "r1", 2));
 
     let missing = RunSelector::Id("20000101T000000Z-dead".to_string());
     assert_eq!(ledger.run(&missing).unwrap(), None);
@@ -367,9 +299,7 @@ fn run_by_id_and_unknown_id() {
         ledger.tenants(&unknown, None).unwrap_err(),
         ledger.tenants(&unknown, Some(&[])).unwrap_err(),
         ledger.retry_set(&unknown).unwrap_err(),
-        ledger
-            .record(&unknown, &[update("t1", Failed)])
-            .unwrap_err(),
+        ledger.record(&unknown, &[update("t1", Failed)]).unwrap_err(),
         ledger.finish_run(&unknown, 0).unwrap_err(),
     ] {
         assert!(
@@ -385,11 +315,7 @@ fn tenants_filtered_by_status() {
     ledger
         .record(
             &run,
-            &[
-                update("t1", Failed),
-                update("t3", Succeeded),
-                update("t4", Failed),
-            ],
+            &[update("t1", Failed), update("t3", Succeeded), update("t4", Failed)],
         )
         .unwrap();
     let ids = |filter: &[TenantStatus]| -> Vec<String> {
@@ -436,21 +362,14 @@ fn ten_thousand_tenants_in_batches() {
     }
     let record = latest(&ledger);
     assert_eq!(
-        (
-            record.counts.succeeded,
-            record.counts.failed,
-            record.counts.running
-        ),
+        (record.counts.succeeded, record.counts.failed, record.counts.running),
         (8_000, 1_000, 1_000)
     );
 
     ledger.finish_run(&run, 1).unwrap();
     let record = latest(&ledger);
     assert_eq!(record.n_tenants, 10_000);
-    assert_eq!(
-        (record.counts.interrupted, record.counts.running),
-        (1_000, 0)
-    );
+    assert_eq!((record.counts.interrupted, record.counts.running), (1_000, 0));
     let retry = ledger.retry_set(&run).unwrap();
     assert_eq!(retry.len(), 2_000);
     assert!(retry.windows(2).all(|w| w[0] < w[1]));
@@ -465,9 +384,7 @@ fn open_creates_directories_and_reopens_with_data() {
     let run = {
         let mut ledger = SqliteLedger::open(&path).unwrap();
         assert_eq!(ledger.path(), path.as_path());
-        let run = ledger
-            .begin_run(&new_run("head"), &new_tenants(&["t1"]))
-            .unwrap();
+        let run = ledger.begin_run(&new_run("head"), &new_tenants(&["t1"])).unwrap();
         ledger.finish_run(&run, 0).unwrap();
         run
     };
@@ -475,13 +392,9 @@ fn open_creates_directories_and_reopens_with_data() {
     assert_eq!(latest(&ledger).id, run);
 
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    let mode: String = conn
-        .pragma_query_value(None, "journal_mode", |r| r.get(0))
-        .unwrap();
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -519,9 +432,7 @@ fn reader_sees_committed_state_while_a_writer_holds_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
     let mut writer = SqliteLedger::open(&path).unwrap();
-    let run = writer
-        .begin_run(&new_run("head"), &new_tenants(&["t1", "t2"]))
-        .unwrap();
+    let run = writer.begin_run(&new_run("head"), &new_tenants(&["t1", "t2"])).unwrap();
     writer.record(&run, &[update("t1", Succeeded)]).unwrap();
 
     // Another process's write transaction, left open while we read.
@@ -538,11 +449,7 @@ fn reader_sees_committed_state_while_a_writer_holds_the_lock() {
     let reader = SqliteLedger::open(&path).unwrap();
     let record = latest(&reader);
     assert_eq!(
-        (
-            record.counts.succeeded,
-            record.counts.pending,
-            record.counts.failed
-        ),
+        (record.counts.succeeded, record.counts.pending, record.counts.failed),
         (1, 1, 0)
     );
     check_statuses(&reader, &run, &[("t1", Succeeded), ("t2", Pending)]);
@@ -558,9 +465,7 @@ fn reader_in_another_thread_while_the_run_writes() {
     let ids: Vec<String> = (0..2_000).map(|i| format!("t{i:04}")).collect();
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let mut writer = SqliteLedger::open(&path).unwrap();
-    let run = writer
-        .begin_run(&new_run("head"), &new_tenants(&id_refs))
-        .unwrap();
+    let run = writer.begin_run(&new_run("head"), &new_tenants(&id_refs)).unwrap();
 
     let reader_path = path.clone();
     let reader = std::thread::spawn(move || {
@@ -619,10 +524,7 @@ fn status_json_has_the_contract_shape() {
         "exit_code",
         "counts",
     ] {
-        assert!(
-            run_keys.contains(&key.to_string()),
-            "run lacks {key}: {run_keys:?}"
-        );
+        assert!(run_keys.contains(&key.to_string()), "run lacks {key}: {run_keys:?}");
     }
     assert_eq!(value["run"]["id"], json!(run.as_str()));
     assert_eq!(value["run"]["target"], json!("head"));
@@ -652,17 +554,11 @@ fn status_json_has_the_contract_shape() {
     for tenant in listed {
         let present = keys(tenant);
         for key in tenant_keys {
-            assert!(
-                present.contains(&key.to_string()),
-                "tenant lacks {key}: {present:?}"
-            );
+            assert!(present.contains(&key.to_string()), "tenant lacks {key}: {present:?}");
         }
     }
     let pick = |t: &serde_json::Value| -> serde_json::Value {
-        tenant_keys
-            .iter()
-            .map(|k| (k.to_string(), t[*k].clone()))
-            .collect()
+        tenant_keys.iter().map(|k| (k.to_string(), t[*k].clone())).collect()
     };
     assert_eq!(
         pick(&listed[0]),

@@ -54,10 +54,7 @@ mod tests {
         check("\n\n  \n", "");
         check("SELECT 1;", "SELECT 1;");
         check("\u{feff}SELECT 1;\r\n", "SELECT 1;");
-        check(
-            "\n\nSELECT 1;  \t\n\nSELECT 2;\n\n\n",
-            "SELECT 1;\n\nSELECT 2;",
-        );
+        check("\n\nSELECT 1;  \t\n\nSELECT 2;\n\n\n", "SELECT 1;\n\nSELECT 2;");
         check("a\r\nb\r\n", "a\nb");
         check("  indented\n", "  indented");
     }

@@ -3,8 +3,7 @@
 use chrono::{Datelike, NaiveDateTime, Timelike};
 
 /// Alembic's default `file_template`, which sorts revision files by creation time.
-pub const DEFAULT_FILE_TEMPLATE: &str =
-    "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d_%(rev)s_%(slug)s";
+pub const DEFAULT_FILE_TEMPLATE: &str = "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d_%(rev)s_%(slug)s";
 
 /// Longest slug [`slugify`] returns, as Alembic's default `truncate_slug_length`.
 pub const TRUNCATE_SLUG_LENGTH: usize = 40;
@@ -21,7 +20,9 @@ pub struct FileNameParts {
 /// Why a file template cannot be rendered; `at` is the byte offset of the offending `%` in the template.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FileTemplateError {
-    #[error("unknown name `{name}` in file template (known: rev, slug, year, month, day, hour, minute, second, epoch)")]
+    #[error(
+        "unknown name `{name}` in file template (known: rev, slug, year, month, day, hour, minute, second, epoch)"
+    )]
     UnknownName { name: String },
     #[error("unsupported conversion `{spec}` in file template at byte {at}; use `%(name)s`, `%(name)d`, `%(name).2d` or `%(name)02d`")]
     BadSpec { spec: String, at: usize },
@@ -61,10 +62,7 @@ impl FileNameParts {
 /// `s`, `d` and `i`, as Python's `%` operator does. Unlike Alembic's ini file, no `%%` doubling is needed for
 /// the config file. Returns [`FileTemplateError`] for unknown names, other conversions, `%d` on text, or a
 /// `/` or `\` in the template.
-pub fn render_file_name(
-    template: &str,
-    parts: &FileNameParts,
-) -> Result<String, FileTemplateError> {
+pub fn render_file_name(template: &str, parts: &FileNameParts) -> Result<String, FileTemplateError> {
     if let Some(c) = template.chars().find(|c| *c == '/' || *c == '\\') {
         return Err(FileTemplateError::PathSeparator(c));
     }
@@ -97,9 +95,7 @@ pub fn render_file_name(
         let spec = parse_spec(&spec_start[..spec_len]).ok_or_else(|| bad_spec(consumed))?;
         let value = parts
             .value(name)
-            .ok_or_else(|| FileTemplateError::UnknownName {
-                name: name.to_string(),
-            })?;
+            .ok_or_else(|| FileTemplateError::UnknownName { name: name.to_string() })?;
         let formatted = match (conversion, value) {
             ('s', Value::Text(text)) => spec.text(&text),
             ('s', Value::Number(n)) => spec.text(&n.to_string()),
@@ -167,12 +163,7 @@ impl Spec {
         if self.is_left_aligned {
             format!("{body}{}", " ".repeat(fill))
         } else if let Some(sign_len) = zero_fill_after.filter(|_| self.is_zero_padded) {
-            format!(
-                "{}{}{}",
-                &body[..sign_len],
-                "0".repeat(fill),
-                &body[sign_len..]
-            )
+            format!("{}{}{}", &body[..sign_len], "0".repeat(fill), &body[sign_len..])
         } else {
             format!("{}{body}", " ".repeat(fill))
         }
@@ -233,11 +224,7 @@ mod tests {
 
     fn check(template: &str, expected: Result<&str, FileTemplateError>) {
         let got = render_file_name(template, &parts());
-        assert_eq!(
-            got.as_deref().map_err(Clone::clone),
-            expected,
-            "template: {template:?}"
-        );
+        assert_eq!(got.as_deref().map_err(Clone::clone), expected, "template: {template:?}");
     }
 
     #[test]
@@ -248,10 +235,7 @@ mod tests {
         );
         check("%(rev)s", Ok("3f2a9c1b7d4e.sql"));
         check("%(epoch)d_%(rev)s", Ok("1772874302_3f2a9c1b7d4e.sql"));
-        check(
-            "%(year)d-%(month)02d-%(day)02d_%(second).2d",
-            Ok("2026-03-07_02.sql"),
-        );
+        check("%(year)d-%(month)02d-%(day)02d_%(second).2d", Ok("2026-03-07_02.sql"));
         check("100%%_%(slug).3s", Ok("100%_add.sql"));
         check(
             "%(minute)4d|%(minute)-4d|%(minute)04d|%(minute).3d|%(rev)5.2s",
@@ -263,11 +247,7 @@ mod tests {
 
     #[test]
     fn template_errors() {
-        let unknown = |name: &str| {
-            Err(FileTemplateError::UnknownName {
-                name: name.to_string(),
-            })
-        };
+        let unknown = |name: &str| Err(FileTemplateError::UnknownName { name: name.to_string() });
         let bad = |spec: &str, at| {
             Err(FileTemplateError::BadSpec {
                 spec: spec.to_string(),
@@ -288,16 +268,12 @@ mod tests {
                 conversion: 'd',
             }),
         );
-        check(
-            "%(year)d/%(rev)s",
-            Err(FileTemplateError::PathSeparator('/')),
-        );
+        check("%(year)d/%(rev)s", Err(FileTemplateError::PathSeparator('/')));
     }
 
     #[test]
     fn slugs() {
-        let check =
-            |message: &str, expected: &str| assert_eq!(slugify(message), expected, "{message:?}");
+        let check = |message: &str, expected: &str| assert_eq!(slugify(message), expected, "{message:?}");
         check("add orders table", "add_orders_table");
         check("Add ABCD data/info!", "add_abcd_data_info");
         check("  --weird   spacing--  ", "weird_spacing");

@@ -76,9 +76,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Script>, ScriptError> {
 }
 
 fn read_dir_error(error: std::io::Error) -> ProblemKind {
-    ProblemKind::ReadDir {
-        error: Arc::new(error),
-    }
+    ProblemKind::ReadDir { error: Arc::new(error) }
 }
 
 /// The file's text, or the line and kind of the problem reading it.
@@ -89,10 +87,7 @@ fn read_text(path: &Path) -> Result<String, (usize, ProblemKind)> {
     })?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        (
-            1 + valid.iter().filter(|&&c| c == b'\n').count(),
-            ProblemKind::NotUtf8,
-        )
+        (1 + valid.iter().filter(|&&c| c == b'\n').count(), ProblemKind::NotUtf8)
     })
 }
 
@@ -109,11 +104,7 @@ mod tests {
 
     /// Writes `files` into a temporary directory, loads it, and compares `(file name, line, message)` of
     /// every problem, or the loaded ids when `expected` is empty.
-    fn check(
-        files: &[(&str, &[u8])],
-        expected_ids: &[&str],
-        expected_problems: &[(&str, usize, &str)],
-    ) {
+    fn check(files: &[(&str, &[u8])], expected_ids: &[&str], expected_problems: &[(&str, usize, &str)]) {
         let dir = tempfile::tempdir().unwrap();
         for (name, content) in files {
             let path = dir.path().join(name);
@@ -134,12 +125,7 @@ mod tests {
                     .problems
                     .iter()
                     .map(|p| {
-                        let name = p
-                            .path
-                            .strip_prefix(dir.path())
-                            .unwrap()
-                            .display()
-                            .to_string();
+                        let name = p.path.strip_prefix(dir.path()).unwrap().display().to_string();
                         (
                             name,
                             p.line,
@@ -176,10 +162,7 @@ mod tests {
 
     #[test]
     fn duplicate_ids_name_both_files() {
-        let (a, a2) = (
-            revision("aaa", ""),
-            format!("-- note\n{}", revision("aaa", "")),
-        );
+        let (a, a2) = (revision("aaa", ""), format!("-- note\n{}", revision("aaa", "")));
         check(
             &[("1_a.sql", a.as_bytes()), ("2_a.sql", a2.as_bytes())],
             &[],
@@ -220,10 +203,9 @@ mod tests {
         assert_eq!(e.problems.len(), 1);
         assert_eq!(e.problems[0].line, 0);
         assert_eq!(e.problems[0].path, missing);
-        assert!(e.to_string().starts_with(&format!(
-            "{}: cannot read revision directory: ",
-            missing.display()
-        )));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}: cannot read revision directory: ", missing.display())));
     }
 
     #[test]
@@ -231,15 +213,9 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
         let scripts = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
         assert!(scripts.len() >= 7, "{} revisions", scripts.len());
-        let roots = scripts
-            .iter()
-            .filter(|s| s.meta.down_revisions.is_empty())
-            .count();
+        let roots = scripts.iter().filter(|s| s.meta.down_revisions.is_empty()).count();
         assert_eq!(roots, 1);
-        let merges = scripts
-            .iter()
-            .filter(|s| s.meta.down_revisions.len() == 2)
-            .count();
+        let merges = scripts.iter().filter(|s| s.meta.down_revisions.len() == 2).count();
         assert_eq!(merges, 1);
         let is_branch_point = |s: &Script| {
             scripts
@@ -249,10 +225,7 @@ mod tests {
                 == 2
         };
         assert_eq!(scripts.iter().filter(|s| is_branch_point(s)).count(), 1);
-        let audit: Vec<&Script> = scripts
-            .iter()
-            .filter(|s| s.meta.branch_labels == ["audit"])
-            .collect();
+        let audit: Vec<&Script> = scripts.iter().filter(|s| s.meta.branch_labels == ["audit"]).collect();
         assert_eq!(audit.len(), 1);
         assert!(audit[0]
             .upgrade
@@ -279,32 +252,18 @@ mod tests {
                 slug: slugify(&script.meta.message),
                 date: NaiveDateTime::parse_from_str(create_date, "%Y-%m-%d %H:%M:%S%.f").unwrap(),
             };
-            assert_eq!(
-                render_file_name(DEFAULT_FILE_TEMPLATE, &parts).unwrap(),
-                name
-            );
+            assert_eq!(render_file_name(DEFAULT_FILE_TEMPLATE, &parts).unwrap(), name);
             assert!(name.starts_with("2026"), "{name}");
-            assert!(
-                !script.downgrade.statements.is_empty() || !script.upgrade.statements.is_empty()
-            );
+            assert!(!script.downgrade.statements.is_empty() || !script.upgrade.statements.is_empty());
             assert_eq!(
                 script.upgrade.statements.is_empty(),
                 script.downgrade.statements.is_empty(),
                 "{name}"
             );
-            for statement in script
-                .upgrade
-                .statements
-                .iter()
-                .chain(&script.downgrade.statements)
-            {
+            for statement in script.upgrade.statements.iter().chain(&script.downgrade.statements) {
                 let sql = statement.sql.to_ascii_uppercase();
                 for forbidden in ["CREATE SCHEMA", "CREATE EXTENSION", "PUBLIC."] {
-                    assert!(
-                        !sql.contains(forbidden),
-                        "{name}:{}: {forbidden}",
-                        statement.line
-                    );
+                    assert!(!sql.contains(forbidden), "{name}:{}: {forbidden}", statement.line);
                 }
             }
         }

@@ -15,13 +15,10 @@ mod split;
 
 pub use checksum::{checksum, normalise, CHECKSUM_VERSION};
 pub use file_name::{
-    render_file_name, slugify, FileNameParts, FileTemplateError, DEFAULT_FILE_TEMPLATE,
-    TRUNCATE_SLUG_LENGTH,
+    render_file_name, slugify, FileNameParts, FileTemplateError, DEFAULT_FILE_TEMPLATE, TRUNCATE_SLUG_LENGTH,
 };
 pub use load::load_dir;
 pub use parse::{check_name, parse_script, HeaderLines, Script, Section};
-pub use problem::{
-    NameError, NameKind, Problem, ProblemKind, ScriptError, HEADER_KEYS, MARKER_NAMES,
-};
+pub use problem::{NameError, NameKind, Problem, ProblemKind, ScriptError, HEADER_KEYS, MARKER_NAMES};
 pub use render::{format_create_date, new_revision_id, render_script, NewScript};
 pub use split::{split_statements, Construct, SplitError, Statement};

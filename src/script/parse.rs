@@ -151,10 +151,7 @@ impl Problems<'_> {
 pub fn parse_script(path: &Path, text: &str) -> Result<Script, ScriptError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let text = text.replace("\r\n", "\n");
-    let mut problems = Problems {
-        path,
-        list: Vec::new(),
-    };
+    let mut problems = Problems { path, list: Vec::new() };
 
     // Pass 1: find the marker lines; the header is everything before the first one.
     let mut markers: Vec<MarkerLine> = Vec::new();
@@ -239,23 +236,13 @@ pub fn parse_script(path: &Path, text: &str) -> Result<Script, ScriptError> {
     })
 }
 
-fn build_section(
-    text: &str,
-    raw: &RawSection,
-    is_transactional: bool,
-    problems: &mut Problems,
-) -> Section {
+fn build_section(text: &str, raw: &RawSection, is_transactional: bool, problems: &mut Problems) -> Section {
     let body = &text[raw.start..raw.end];
     let first_line = raw.marker_line + 1;
     let statements = match split_statements(body, first_line) {
         Ok(statements) => statements,
         Err(e) => {
-            problems.push(
-                e.line,
-                ProblemKind::Unterminated {
-                    construct: e.construct,
-                },
-            );
+            problems.push(e.line, ProblemKind::Unterminated { construct: e.construct });
             Vec::new()
         }
     };
@@ -282,11 +269,7 @@ fn transaction_control_keyword(sql: &str) -> Option<String> {
     let first = words.next()?.to_ascii_uppercase();
     match first.as_str() {
         "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" => Some(first),
-        "START"
-            if words
-                .next()
-                .is_some_and(|w| w.eq_ignore_ascii_case("transaction")) =>
-        {
+        "START" if words.next().is_some_and(|w| w.eq_ignore_ascii_case("transaction")) => {
             Some("START TRANSACTION".to_string())
         }
         _ => None,
@@ -309,12 +292,7 @@ fn parse_header(header: &str, problems: &mut Problems) -> Header {
                 problems.push(statement.line, ProblemKind::SqlBeforeMarker);
             }
         }
-        Err(e) => problems.push(
-            e.line,
-            ProblemKind::Unterminated {
-                construct: e.construct,
-            },
-        ),
+        Err(e) => problems.push(e.line, ProblemKind::Unterminated { construct: e.construct }),
     }
 
     let mut fields: HashMap<&'static str, (String, usize)> = HashMap::new();
@@ -332,12 +310,7 @@ fn parse_header(header: &str, problems: &mut Problems) -> Header {
             continue;
         };
         let Some(&known) = HEADER_KEYS.iter().find(|k| **k == key) else {
-            problems.push(
-                line_no,
-                ProblemKind::UnknownHeaderKey {
-                    key: key.to_string(),
-                },
-            );
+            problems.push(line_no, ProblemKind::UnknownHeaderKey { key: key.to_string() });
             continue;
         };
         if let Some((_, first_line)) = fields.get(known) {
@@ -370,10 +343,7 @@ fn parse_header(header: &str, problems: &mut Problems) -> Header {
         }
         Some((value, line)) => {
             if let Err(reason) = check_name(value) {
-                problems.push(
-                    line,
-                    invalid("revision", NameKind::RevisionId, value, reason),
-                );
+                problems.push(line, invalid("revision", NameKind::RevisionId, value, reason));
             }
             RevisionId::new(value)
         }
@@ -381,21 +351,13 @@ fn parse_header(header: &str, problems: &mut Problems) -> Header {
 
     let down_revisions: Vec<RevisionId> = match field("down_revision") {
         Some(("None", _)) | None => Vec::new(),
-        Some((value, line)) => {
-            name_list("down_revision", NameKind::RevisionId, value, line, problems)
-                .into_iter()
-                .map(RevisionId)
-                .collect()
-        }
+        Some((value, line)) => name_list("down_revision", NameKind::RevisionId, value, line, problems)
+            .into_iter()
+            .map(RevisionId)
+            .collect(),
     };
     let branch_labels = field("branch_labels").map_or_else(Vec::new, |(value, line)| {
-        name_list(
-            "branch_labels",
-            NameKind::BranchLabel,
-            value,
-            line,
-            problems,
-        )
+        name_list("branch_labels", NameKind::BranchLabel, value, line, problems)
     });
     let depends_on = field("depends_on").map_or_else(Vec::new, |(value, line)| {
         name_list("depends_on", NameKind::Reference, value, line, problems)
@@ -466,13 +428,7 @@ fn split_key_value(comment: &str) -> Option<(&str, &str)> {
 }
 
 /// A comma-separated list of names; empty means none.
-fn name_list(
-    key: &'static str,
-    what: NameKind,
-    value: &str,
-    line: usize,
-    problems: &mut Problems,
-) -> Vec<String> {
+fn name_list(key: &'static str, what: NameKind, value: &str, line: usize, problems: &mut Problems) -> Vec<String> {
     if value.is_empty() {
         return Vec::new();
     }
@@ -547,11 +503,7 @@ mod tests {
             Ok(_) => panic!("expected problems in {input:?}"),
             Err(e) => e,
         };
-        let got: Vec<(usize, &str)> = e
-            .problems
-            .iter()
-            .map(|p| (p.line, p.message.as_str()))
-            .collect();
+        let got: Vec<(usize, &str)> = e.problems.iter().map(|p| (p.line, p.message.as_str())).collect();
         assert_eq!(got.len(), expected.len(), "{got:#?}");
         for ((line, message), (expected_line, fragment)) in got.iter().zip(expected) {
             assert_eq!(line, expected_line, "{message}");
@@ -567,11 +519,7 @@ mod tests {
     }
 
     fn sqls(section: &Section) -> Vec<(usize, &str)> {
-        section
-            .statements
-            .iter()
-            .map(|s| (s.line, s.sql.as_str()))
-            .collect()
+        section.statements.iter().map(|s| (s.line, s.sql.as_str())).collect()
     }
 
     const FULL: &str = "\
@@ -601,10 +549,7 @@ DROP TABLE orders;
         assert_eq!(s.create_date.as_deref(), Some("2026-11-27 23:40:00.123456"));
         assert!(!s.is_transactional);
         assert_eq!(s.upgrade.first_line, 10);
-        assert_eq!(
-            s.upgrade.text,
-            "CREATE TABLE orders (id bigserial PRIMARY KEY);\n\n"
-        );
+        assert_eq!(s.upgrade.text, "CREATE TABLE orders (id bigserial PRIMARY KEY);\n\n");
         assert_eq!(
             sqls(&s.upgrade),
             vec![(10, "CREATE TABLE orders (id bigserial PRIMARY KEY)")]
@@ -633,22 +578,14 @@ DROP TABLE orders;
         assert!(s.upgrade.statements.is_empty() && s.downgrade.statements.is_empty());
         assert_eq!(s.downgrade.checksum, checksum(""));
         assert_eq!(s.downgrade.first_line, 0);
-        for root in [
-            "-- down_revision:",
-            "-- down_revision: None",
-            "-- down_revision:   ",
-        ] {
+        for root in ["-- down_revision:", "-- down_revision: None", "-- down_revision:   "] {
             let s = check_ok(&format!("-- revision: a\n{root}\n-- flotilla:upgrade\n"));
             assert!(s.meta.down_revisions.is_empty(), "{root}");
         }
         let s = check_ok("-- revision: m\n-- down_revision: a, b ,c\n-- branch_labels: x,y\n-- flotilla:upgrade\n");
         assert_eq!(
             s.meta.down_revisions,
-            vec![
-                RevisionId::new("a"),
-                RevisionId::new("b"),
-                RevisionId::new("c")
-            ]
+            vec![RevisionId::new("a"), RevisionId::new("b"), RevisionId::new("c")]
         );
         assert_eq!(s.meta.branch_labels, vec!["x", "y"]);
     }
@@ -660,10 +597,7 @@ DROP TABLE orders;
         );
         assert!(!s.is_transactional);
         assert_eq!(sqls(&s.upgrade), vec![(9, "BEGIN")]);
-        assert!(
-            check_ok("-- revision: a\n-- transaction: TRUE\n-- flotilla:upgrade\n")
-                .is_transactional
-        );
+        assert!(check_ok("-- revision: a\n-- transaction: TRUE\n-- flotilla:upgrade\n").is_transactional);
     }
 
     #[test]
@@ -686,10 +620,7 @@ DROP TABLE orders;
         );
         check_problems(
             "-- revision: a\nCREATE TABLE t ();\n\nDROP TABLE u\n-- flotilla:upgrade\n",
-            &[
-                (2, "SQL before the `-- flotilla:upgrade` marker"),
-                (4, "SQL before"),
-            ],
+            &[(2, "SQL before the `-- flotilla:upgrade` marker"), (4, "SQL before")],
         );
         check_problems(
             "-- revision: a\n-- transaction: maybe\n-- flotilla:upgrade\n",
@@ -736,10 +667,7 @@ DROP TABLE orders;
         ] {
             check_problems(
                 &format!("-- revision: {value}\n-- flotilla:upgrade\n"),
-                &[(
-                    1,
-                    &format!("invalid revision id `{value}` in `revision`: {reason}"),
-                )],
+                &[(1, &format!("invalid revision id `{value}` in `revision`: {reason}"))],
             );
             check(
                 &format!("-- branch_labels: {value}"),
@@ -747,14 +675,8 @@ DROP TABLE orders;
             );
         }
         check("-- revision2: x", "unknown header key `revision2`");
-        check_problems(
-            "-- revision: a b\n-- flotilla:upgrade\n",
-            &[(1, "contains whitespace")],
-        );
-        check_problems(
-            "-- revision: a,b\n-- flotilla:upgrade\n",
-            &[(1, "contains a comma")],
-        );
+        check_problems("-- revision: a b\n-- flotilla:upgrade\n", &[(1, "contains whitespace")]);
+        check_problems("-- revision: a,b\n-- flotilla:upgrade\n", &[(1, "contains a comma")]);
         check_problems("-- revision:\n-- flotilla:upgrade\n", &[(1, "it is empty")]);
         check(
             "-- down_revision: a,,b",
@@ -792,13 +714,11 @@ DROP TABLE orders;
         );
         check_problems(
             "-- revision: a\n-- flotilla:upgrade\nSELECT 1;\n-- flotilla:upgrade\n",
-            &[(
-                4,
-                "second `-- flotilla:upgrade` section (the first starts on line 2)",
-            )],
+            &[(4, "second `-- flotilla:upgrade` section (the first starts on line 2)")],
         );
         // Trailing whitespace is fine, and a comment that merely mentions flotilla is not a marker.
-        let s = check_ok("-- revision: a\n-- flotilla:upgrade  \t\n-- flotilla: note\nSELECT 1;\n-- flotilla:downgrade \n");
+        let s =
+            check_ok("-- revision: a\n-- flotilla:upgrade  \t\n-- flotilla: note\nSELECT 1;\n-- flotilla:downgrade \n");
         assert_eq!(sqls(&s.upgrade), vec![(4, "SELECT 1")]);
         assert_eq!(s.downgrade.first_line, 6);
     }
@@ -807,7 +727,10 @@ DROP TABLE orders;
     fn section_errors() {
         check_problems(
             "-- revision: a\n-- flotilla:upgrade\nSELECT 1;\nSELECT $$;\n-- flotilla:downgrade\nSELECT '\n",
-            &[(4, "unterminated dollar-quoted body"), (6, "unterminated string literal")],
+            &[
+                (4, "unterminated dollar-quoted body"),
+                (6, "unterminated string literal"),
+            ],
         );
         check_problems(
             "-- revision: a\n-- flotilla:upgrade\nbegin;\nSTART  transaction;\nCOMMIT;\n-- flotilla:downgrade\nEnd;\nROLLBACK;\nabort;\n",
@@ -839,8 +762,7 @@ DROP TABLE orders;
         );
         let e = parse("-- revision: a\n-- wat: 1\n-- flotilla:upgrade\n").unwrap_err();
         assert!(
-            e.to_string()
-                .starts_with("revs/x.sql:2: unknown header key `wat`"),
+            e.to_string().starts_with("revs/x.sql:2: unknown header key `wat`"),
             "{e}"
         );
     }

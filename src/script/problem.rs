@@ -88,10 +88,7 @@ pub enum ProblemKind {
     #[error("section marker must be written exactly `-- flotilla:{name}` on a line of its own")]
     MalformedMarker { name: String },
     #[error("second `-- flotilla:{name}` section (the first starts on line {first_line})")]
-    DuplicateSection {
-        name: &'static str,
-        first_line: usize,
-    },
+    DuplicateSection { name: &'static str, first_line: usize },
     #[error("`-- flotilla:downgrade` section before the `-- flotilla:upgrade` section")]
     DowngradeBeforeUpgrade,
     #[error("missing `-- flotilla:upgrade` section marker")]

@@ -66,10 +66,7 @@ pub fn render_script(script: &NewScript) -> String {
     if !script.is_transactional {
         header("transaction", "false".to_string(), true);
     }
-    for (marker, sql) in [
-        ("upgrade", &script.upgrade_sql),
-        ("downgrade", &script.downgrade_sql),
-    ] {
+    for (marker, sql) in [("upgrade", &script.upgrade_sql), ("downgrade", &script.downgrade_sql)] {
         out.push_str(&format!("\n-- flotilla:{marker}\n"));
         let sql = sql.trim_end();
         if !sql.is_empty() {
@@ -88,13 +85,7 @@ mod tests {
     use crate::revision::RevisionId;
     use crate::script::parse_script;
 
-    fn meta(
-        id: &str,
-        down: &[&str],
-        labels: &[&str],
-        depends: &[&str],
-        message: &str,
-    ) -> RevisionMeta {
+    fn meta(id: &str, down: &[&str], labels: &[&str], depends: &[&str], message: &str) -> RevisionMeta {
         RevisionMeta {
             id: RevisionId::new(id),
             down_revisions: down.iter().map(|d| RevisionId::new(*d)).collect(),
@@ -151,28 +142,14 @@ DROP TABLE orders;
     /// Renders, parses back, and compares everything the file carries.
     fn check(script: NewScript, expected_upgrade: &[&str], expected_downgrade: &[&str]) {
         let text = render_script(&script);
-        let parsed =
-            parse_script(Path::new("new.sql"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let parsed = parse_script(Path::new("new.sql"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let mut expected_meta = script.meta.clone();
-        expected_meta.message = expected_meta
-            .message
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        expected_meta.message = expected_meta.message.split_whitespace().collect::<Vec<_>>().join(" ");
         assert_eq!(parsed.meta, expected_meta, "{text}");
         assert_eq!(parsed.is_transactional, script.is_transactional);
-        let expected_date = script
-            .create_date
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let expected_date = script.create_date.split_whitespace().collect::<Vec<_>>().join(" ");
         assert_eq!(parsed.create_date.unwrap_or_default(), expected_date);
-        let sqls = |s: &crate::script::Section| {
-            s.statements
-                .iter()
-                .map(|s| s.sql.clone())
-                .collect::<Vec<_>>()
-        };
+        let sqls = |s: &crate::script::Section| s.statements.iter().map(|s| s.sql.clone()).collect::<Vec<_>>();
         assert_eq!(sqls(&parsed.upgrade), expected_upgrade, "{text}");
         assert_eq!(sqls(&parsed.downgrade), expected_downgrade, "{text}");
     }
@@ -198,24 +175,13 @@ DROP TABLE orders;
             &["DROP TABLE t"],
         );
         check(
-            new(
-                meta("m3", &["b2", "c2"], &[], &[], "merge heads"),
-                true,
-                "",
-                "",
-            ),
+            new(meta("m3", &["b2", "c2"], &[], &[], "merge heads"), true, "", ""),
             &[],
             &[],
         );
         check(
             new(
-                meta(
-                    "d4",
-                    &["m3"],
-                    &["x", "y"],
-                    &["a1", "billing"],
-                    "  spaced\nmessage  ",
-                ),
+                meta("d4", &["m3"], &["x", "y"], &["a1", "billing"], "  spaced\nmessage  "),
                 false,
                 "BEGIN;\nSELECT 1",
                 "",
@@ -240,8 +206,7 @@ DROP TABLE orders;
         let a = new_revision_id();
         assert_eq!(a.len(), 12);
         assert!(
-            a.chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
             "{a}"
         );
         assert_ne!(a, new_revision_id());

@@ -71,24 +71,20 @@ pub fn split_statements(text: &str, first_line: usize) -> Result<Vec<Statement>,
         let next = b.get(i + 1).copied();
         match c {
             b'-' if next == Some(b'-') => {
-                i = b[i..]
-                    .iter()
-                    .position(|&x| x == b'\n')
-                    .map_or(b.len(), |p| i + p);
+                i = b[i..].iter().position(|&x| x == b'\n').map_or(b.len(), |p| i + p);
             }
             b'/' if next == Some(b'*') => {
-                i = skip_block_comment(b, i)
-                    .ok_or_else(|| unterminated(Construct::BlockComment, i))?;
+                i = skip_block_comment(b, i).ok_or_else(|| unterminated(Construct::BlockComment, i))?;
             }
             b'\'' => {
-                let end = skip_quoted(b, i + 1, b'\'', false)
-                    .ok_or_else(|| unterminated(Construct::StringLiteral, i))?;
+                let end =
+                    skip_quoted(b, i + 1, b'\'', false).ok_or_else(|| unterminated(Construct::StringLiteral, i))?;
                 cur.mark(i, end);
                 i = end;
             }
             b'"' => {
-                let end = skip_quoted(b, i + 1, b'"', false)
-                    .ok_or_else(|| unterminated(Construct::QuotedIdentifier, i))?;
+                let end =
+                    skip_quoted(b, i + 1, b'"', false).ok_or_else(|| unterminated(Construct::QuotedIdentifier, i))?;
                 cur.mark(i, end);
                 i = end;
             }
@@ -135,10 +131,7 @@ pub fn split_statements(text: &str, first_line: usize) -> Result<Vec<Statement>,
             }
             _ if c.is_ascii_digit() => {
                 // Numbers are consumed whole so `1$` and `1e5` never look like the start of anything else.
-                let end = i + b[i..]
-                    .iter()
-                    .take_while(|&&x| x != b'$' && is_ident_cont(x))
-                    .count();
+                let end = i + b[i..].iter().take_while(|&&x| x != b'$' && is_ident_cont(x)).count();
                 cur.mark(i, end);
                 i = end;
             }
@@ -179,19 +172,14 @@ impl Current {
     fn identifier(&mut self, word: &str) {
         if self.n_identifiers < self.leading.len() {
             let lower = word.to_ascii_lowercase();
-            if matches!(
-                lower.as_str(),
-                "create" | "or" | "replace" | "function" | "procedure"
-            ) {
+            if matches!(lower.as_str(), "create" | "or" | "replace" | "function" | "procedure") {
                 self.leading[self.n_identifiers] = lower.as_bytes()[0];
             }
         }
         self.n_identifiers += 1;
         let l = self.leading;
         let is_routine = l[0] == b'c'
-            && (l[1] == b'f'
-                || l[1] == b'p'
-                || (l[1] == b'o' && l[2] == b'r' && (l[3] == b'f' || l[3] == b'p')));
+            && (l[1] == b'f' || l[1] == b'p' || (l[1] == b'o' && l[2] == b'r' && (l[3] == b'f' || l[3] == b'p')));
         if !is_routine || self.paren_depth != 0 {
             return;
         }
@@ -232,10 +220,7 @@ impl LineIndex {
             .filter(|&(_, c)| c == b'\n')
             .map(|(i, _)| i)
             .collect();
-        LineIndex {
-            first_line,
-            newlines,
-        }
+        LineIndex { first_line, newlines }
     }
 
     fn line_of(&self, offset: usize) -> usize {
@@ -354,23 +339,11 @@ mod tests {
     #[test]
     fn comments() {
         check("-- only a comment\n/* and another */", &[]);
-        check(
-            "-- lead ; in comment\nSELECT 1; -- trailing ;\n",
-            &[(2, "SELECT 1")],
-        );
-        check(
-            "SELECT /* inside; */ 1 -- tail;\n;",
-            &[(1, "SELECT /* inside; */ 1")],
-        );
-        check(
-            "/* a /* nested; */ still comment; */ SELECT 1;",
-            &[(1, "SELECT 1")],
-        );
+        check("-- lead ; in comment\nSELECT 1; -- trailing ;\n", &[(2, "SELECT 1")]);
+        check("SELECT /* inside; */ 1 -- tail;\n;", &[(1, "SELECT /* inside; */ 1")]);
+        check("/* a /* nested; */ still comment; */ SELECT 1;", &[(1, "SELECT 1")]);
         check("SELECT 1 /* x */;/* y */", &[(1, "SELECT 1")]);
-        check(
-            "SELECT 2 - -1; SELECT 3 -- 4",
-            &[(1, "SELECT 2 - -1"), (1, "SELECT 3")],
-        );
+        check("SELECT 2 - -1; SELECT 3 -- 4", &[(1, "SELECT 2 - -1"), (1, "SELECT 3")]);
         check("SELECT 1 */ 2;", &[(1, "SELECT 1 */ 2")]);
     }
 
@@ -380,24 +353,15 @@ mod tests {
             "SELECT 'a;b', 'it''s;';SELECT 2",
             &[(1, "SELECT 'a;b', 'it''s;'"), (1, "SELECT 2")],
         );
-        check(
-            "SELECT '-- not a comment;' ;",
-            &[(1, "SELECT '-- not a comment;'")],
-        );
-        check(
-            "SELECT '/* not a comment';",
-            &[(1, "SELECT '/* not a comment'")],
-        );
+        check("SELECT '-- not a comment;' ;", &[(1, "SELECT '-- not a comment;'")]);
+        check("SELECT '/* not a comment';", &[(1, "SELECT '/* not a comment'")]);
         check(
             r"SELECT E'\'' ; SELECT e'a\\'; SELECT 3",
             &[(1, r"SELECT E'\''"), (1, r"SELECT e'a\\'"), (1, "SELECT 3")],
         );
         check(r"SELECT E'x'';\'y';", &[(1, r"SELECT E'x'';\'y'")]);
         // Without the E prefix a backslash is an ordinary character.
-        check(
-            r"SELECT 'a\'; SELECT 2",
-            &[(1, r"SELECT 'a\'"), (1, "SELECT 2")],
-        );
+        check(r"SELECT 'a\'; SELECT 2", &[(1, r"SELECT 'a\'"), (1, "SELECT 2")]);
         check(
             r"SELECT some'a\'; SELECT 2",
             &[(1, r"SELECT some'a\'"), (1, "SELECT 2")],
@@ -437,24 +401,12 @@ mod tests {
             "PREPARE p AS SELECT $1; SELECT $2",
             &[(1, "PREPARE p AS SELECT $1"), (1, "SELECT $2")],
         );
-        check(
-            "SELECT $1$2; SELECT 3",
-            &[(1, "SELECT $1$2"), (1, "SELECT 3")],
-        );
-        check(
-            "SELECT a$b$c; SELECT 2",
-            &[(1, "SELECT a$b$c"), (1, "SELECT 2")],
-        );
+        check("SELECT $1$2; SELECT 3", &[(1, "SELECT $1$2"), (1, "SELECT 3")]);
+        check("SELECT a$b$c; SELECT 2", &[(1, "SELECT a$b$c"), (1, "SELECT 2")]);
         check("SELECT $_x9$ ; $_x9$;", &[(1, "SELECT $_x9$ ; $_x9$")]);
-        check(
-            "SELECT $tag$ $TAG$ ; $tag$;",
-            &[(1, "SELECT $tag$ $TAG$ ; $tag$")],
-        );
+        check("SELECT $tag$ $TAG$ ; $tag$;", &[(1, "SELECT $tag$ $TAG$ ; $tag$")]);
         check("SELECT $é$;$é$;", &[(1, "SELECT $é$;$é$")]);
-        check(
-            "SELECT '$$'; SELECT 2",
-            &[(1, "SELECT '$$'"), (1, "SELECT 2")],
-        );
+        check("SELECT '$$'; SELECT 2", &[(1, "SELECT '$$'"), (1, "SELECT 2")]);
         check("SELECT $$it's -- /*;$$;", &[(1, "SELECT $$it's -- /*;$$")]);
     }
 
@@ -462,7 +414,13 @@ mod tests {
     fn parentheses_and_atomic_bodies() {
         check(
             "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); DELETE FROM b); SELECT 2",
-            &[(1, "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); DELETE FROM b)"), (1, "SELECT 2")],
+            &[
+                (
+                    1,
+                    "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); DELETE FROM b)",
+                ),
+                (1, "SELECT 2"),
+            ],
         );
         check(
             "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END; SELECT 3",
@@ -474,10 +432,7 @@ mod tests {
         check(
             "CREATE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END;\nBEGIN;\nEND;",
             &[
-                (
-                    1,
-                    "CREATE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END",
-                ),
+                (1, "CREATE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END"),
                 (2, "BEGIN"),
                 (3, "END"),
             ],
@@ -485,33 +440,17 @@ mod tests {
         // Outside a routine definition, BEGIN and CASE are ordinary words.
         check(
             "SELECT CASE WHEN true THEN 1 END; BEGIN; SELECT 2",
-            &[
-                (1, "SELECT CASE WHEN true THEN 1 END"),
-                (1, "BEGIN"),
-                (1, "SELECT 2"),
-            ],
+            &[(1, "SELECT CASE WHEN true THEN 1 END"), (1, "BEGIN"), (1, "SELECT 2")],
         );
     }
 
     #[test]
     fn unterminated() {
         check_err("SELECT 1;\nSELECT 'abc;\n", Construct::StringLiteral, 2);
-        check_err(
-            "SELECT 1;\n\nSELECT E'abc\\';",
-            Construct::EscapeStringLiteral,
-            3,
-        );
+        check_err("SELECT 1;\n\nSELECT E'abc\\';", Construct::EscapeStringLiteral, 3);
         check_err("SELECT \"a\"\"", Construct::QuotedIdentifier, 1);
-        check_err(
-            "SELECT 1;\nDO $x$ BEGIN END $y$;",
-            Construct::DollarQuotedBody,
-            2,
-        );
-        check_err(
-            "SELECT 1;\nDO $$ BEGIN END $ $;",
-            Construct::DollarQuotedBody,
-            2,
-        );
+        check_err("SELECT 1;\nDO $x$ BEGIN END $y$;", Construct::DollarQuotedBody, 2);
+        check_err("SELECT 1;\nDO $$ BEGIN END $ $;", Construct::DollarQuotedBody, 2);
         check_err("\n/* a /* b */ c", Construct::BlockComment, 2);
         check_err("SELECT 1; /* x", Construct::BlockComment, 1);
     }
@@ -524,11 +463,9 @@ mod tests {
             ])
             .prop_map(str::to_string),
             "[a-z ;$\\\\\"]{0,8}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
-            "[a-z ;'\\\\]{0,8}"
-                .prop_map(|s| format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))),
+            "[a-z ;'\\\\]{0,8}".prop_map(|s| format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))),
             "[a-z ;'\"]{0,8}".prop_map(|s| format!("\"{}\"", s.replace('"', "\"\""))),
-            ("[a-z]{0,3}", "[a-z ;'\"\n]{0,12}")
-                .prop_map(|(tag, body)| format!("${tag}${body}${tag}$")),
+            ("[a-z]{0,3}", "[a-z ;'\"\n]{0,12}").prop_map(|(tag, body)| format!("${tag}${body}${tag}$")),
             "[a-z ;'\"]{0,8}".prop_map(|s| format!("x /* {s} /* {s} */ */ y")),
             "[a-z ;'\"]{0,8}".prop_map(|s| format!("x -- {s}\ny")),
         ]
