@@ -18,6 +18,12 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`flotilla history | head`), as other command-line tools do, instead of
+    // panicking inside println!.
+    // SAFETY: setting a signal disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -218,6 +218,7 @@ pub enum ProgressArg {
 #[derive(Debug, Args)]
 pub struct FleetMigrateArgs {
     /// Target revision (as for `upgrade`/`downgrade`; relative targets apply per tenant).
+    #[arg(allow_hyphen_values = true)]
     pub target: String,
     #[command(flatten)]
     pub select: SelectArgs,
@@ -315,6 +316,7 @@ pub struct MergeArgs {
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Target: an id or prefix, head, heads, base, LABEL@head, +N, -N, REV+N...; `FROM:TO` with --sql.
+    #[arg(allow_hyphen_values = true)]
     pub target: String,
     /// Print the SQL instead of running it.
     #[arg(long)]
@@ -330,7 +332,7 @@ pub struct CurrentArgs {
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// Range `[START]:[END]` (ids, prefixes, head, base, current, relative -N/+N).
-    #[arg(short = 'r', long)]
+    #[arg(short = 'r', long, allow_hyphen_values = true)]
     pub rev_range: Option<String>,
     #[arg(short, long)]
     pub verbose: bool,
@@ -347,6 +349,7 @@ pub struct VerboseArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
+    #[arg(allow_hyphen_values = true)]
     pub revision: String,
 }
 
@@ -367,6 +370,7 @@ pub struct StampArgs {
 pub struct PlanArgs {
     #[arg(value_enum)]
     pub direction: PlanDirection,
+    #[arg(allow_hyphen_values = true)]
     pub target: String,
     /// The version rows to plan from, comma-separated (`""` = base). Without it, read them from the database.
     #[arg(long)]

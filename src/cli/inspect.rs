@@ -199,18 +199,8 @@ pub async fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<ExitCode, CliEr
         PlanDirection::Upgrade => loaded.graph.plan_upgrade(&rows, &args.target)?,
         PlanDirection::Downgrade => loaded.graph.plan_downgrade(&rows, &args.target)?,
     };
-    let direction = match args.direction {
-        PlanDirection::Upgrade => "upgrade",
-        PlanDirection::Downgrade => "downgrade",
-    };
     match ctx.format {
-        Format::Json => println!(
-            "{}",
-            json!({
-                "direction": direction,
-                "steps": plan.steps.iter().map(|s| json!({"revision": s.revision, "direction": s.direction})).collect::<Vec<_>>(),
-            })
-        ),
+        Format::Json => println!("{}", plan.to_json()),
         Format::Text => {
             if plan.steps.is_empty() {
                 println!("Nothing to do");

@@ -71,8 +71,8 @@ pub enum ProblemKind {
     },
     #[error("`{key}` must be at least 1")]
     Zero { key: &'static str },
-    #[error("`{key}` must be greater than 0, found {value}")]
-    NotPositive { key: &'static str, value: f64 },
+    #[error("`{key}` must be 0 (no limit) or more, found {value}")]
+    Negative { key: &'static str, value: f64 },
     #[error("`{key}` value {value} is out of range")]
     OutOfRange { key: String, value: String },
     #[error("`{key}` must not be empty")]

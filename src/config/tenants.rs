@@ -77,7 +77,7 @@ impl fmt::Display for TenantId {
 pub struct FleetDefaults {
     /// Tenants migrated at once, fleet-wide; at least 1.
     pub concurrency: usize,
-    /// Tenant starts per second; greater than 0.
+    /// Tenant starts per second; 0 means no limit.
     pub rate: f64,
     /// Extra attempts after a transient failure (0: never retry).
     pub retries: u32,
@@ -361,11 +361,11 @@ fn read_defaults(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> FleetDefaul
     }
     if let Some(v) = get(table, "rate") {
         if let Some(rate) = doc.number("rate", v) {
-            if *rate.get_ref() > 0.0 {
+            if *rate.get_ref() >= 0.0 {
                 d.rate = *rate.get_ref();
             } else {
                 let value = *rate.get_ref();
-                doc.report(v.span(), ProblemKind::NotPositive { key: "rate", value });
+                doc.report(v.span(), ProblemKind::Negative { key: "rate", value });
             }
         }
     }
@@ -827,11 +827,11 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
     #[test]
     fn defaults_problems() {
         check_err(
-            "[defaults]\nconcurrency = 0\nrate = 0\nretries = -1\nlock_timeout = \"5 years\"\ntenant_timeout = \"\"\n\
+            "[defaults]\nconcurrency = 0\nrate = -1\nretries = -1\nlock_timeout = \"5 years\"\ntenant_timeout = \"\"\n\
              statement_timeout = 1.5",
             &[
                 "2:15: `concurrency` must be at least 1",
-                "3:8: `rate` must be greater than 0, found 0",
+                "3:8: `rate` must be 0 (no limit) or more, found -1",
                 "4:11: `retries` value -1 is out of range",
                 "5:16: invalid duration `5 years` for `lock_timeout`: unknown unit `years` (use ms, s, m or min, \
                  h, d)",
@@ -841,7 +841,7 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         );
         check_err(
             "[defaults]\nrate = -2.5",
-            &["2:8: `rate` must be greater than 0, found -2.5"],
+            &["2:8: `rate` must be 0 (no limit) or more, found -2.5"],
         );
     }
 
