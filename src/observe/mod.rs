@@ -1,6 +1,8 @@
 //! Run events and everything that watches them: progress display, Prometheus metrics, the NDJSON event
 //! stream, logs, and the final summary. The fleet coordinator is the only producer; each consumer is a [`Sink`].
 
+#[cfg(test)]
+mod dashboard;
 mod error;
 mod event;
 mod fanout;

@@ -407,18 +407,16 @@ impl BarDisplay {
                 bar.enable_steady_tick(Duration::from_millis(250));
                 self.fleet = Some(bar);
             }
-            FleetEvent::TenantStarted { tenant, .. } => {
-                if !self.inflight.contains_key(tenant.as_str()) {
-                    let entry = Inflight {
-                        started: Instant::now(),
-                        revision: None,
-                        rows: None,
-                        line: None,
-                    };
-                    self.inflight.insert(tenant.as_str().into(), entry);
-                    self.waiting.push_back(tenant.as_str().into());
-                    self.fill_lines();
-                }
+            FleetEvent::TenantStarted { tenant, .. } if !self.inflight.contains_key(tenant.as_str()) => {
+                let entry = Inflight {
+                    started: Instant::now(),
+                    revision: None,
+                    rows: None,
+                    line: None,
+                };
+                self.inflight.insert(tenant.as_str().into(), entry);
+                self.waiting.push_back(tenant.as_str().into());
+                self.fill_lines();
             }
             FleetEvent::RevisionStarted {
                 tenant,

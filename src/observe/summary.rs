@@ -131,7 +131,7 @@ impl SummaryCollector {
         slowest.sort_by(|a, b| b.duration.cmp(&a.duration).then_with(|| a.tenant.cmp(&b.tenant)));
         let mut failures = self.failures.clone();
         // A stable sort keeps groups of equal size in the order they first failed.
-        failures.sort_by(|a, b| b.count.cmp(&a.count));
+        failures.sort_by_key(|g| Reverse(g.count));
         SummaryData {
             run_id: self.run_id.clone(),
             command: self.command.clone(),
