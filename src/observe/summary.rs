@@ -158,6 +158,13 @@ impl SummaryCollector {
 
 impl Sink for SummaryCollector {
     fn event(&mut self, event: &FleetEvent) {
+        if let FleetEvent::RunStarted { .. } = event {
+            let retry_command = self.retry_command.take();
+            *self = Self {
+                retry_command,
+                ..Self::default()
+            };
+        }
         self.book.apply(event);
         match event {
             FleetEvent::RunStarted {
@@ -167,12 +174,6 @@ impl Sink for SummaryCollector {
                 at,
                 ..
             } => {
-                let retry_command = self.retry_command.take();
-                *self = Self {
-                    retry_command,
-                    ..Self::default()
-                };
-                self.book.apply(event);
                 self.run_id = run_id.clone();
                 self.command = command.clone();
                 self.target = target.clone();
