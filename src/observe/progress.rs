@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use super::event::{FleetEvent, Sink, TenantState};
 use super::logging::LogRoute;
@@ -401,7 +401,10 @@ impl BarDisplay {
                 }
                 let bar = self.multi.add(ProgressBar::new(*n_tenants as u64));
                 bar.set_style(
-                    style("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} | {per_sec} | eta {eta}")
+                    style("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} | {tps} | eta {eta}")
+                        .with_key("tps", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{:.1} tenants/s", state.per_sec());
+                        })
                         .progress_chars("=> "),
                 );
                 bar.enable_steady_tick(Duration::from_millis(250));
@@ -537,8 +540,8 @@ impl BarDisplay {
     fn finish(&mut self) {
         self.clear_inflight();
         if let Some(fleet) = self.fleet.take() {
-            // Leave the final fleet bar on screen above the summary.
-            fleet.abandon();
+            // The summary that follows repeats the final counts; a bar left on screen would share its first line.
+            fleet.finish_and_clear();
         }
         if let Some(route) = self.route.take() {
             route.detach();
