@@ -1,6 +1,33 @@
 //! Run events and everything that watches them: progress display, Prometheus metrics, the NDJSON event
-//! stream, and the final summary. The fleet coordinator is the only producer; each consumer is a [`Sink`].
+//! stream, logs, and the final summary. The fleet coordinator is the only producer; each consumer is a [`Sink`].
 
+#[cfg(test)]
+mod dashboard;
+mod error;
 mod event;
+mod fanout;
+mod logging;
+mod metrics;
+mod ndjson;
+mod progress;
+mod server;
+mod summary;
+mod tally;
+#[cfg(test)]
+mod testing;
+mod textfile;
 
+pub use error::ObserveError;
 pub use event::{FleetEvent, Sink, TenantState};
+pub use fanout::Fanout;
+pub use logging::{init_logging, log_filter, LogFormat, LogRoute, RoutedLine, DEFAULT_LOG_FILTER};
+pub use metrics::{Metrics, MetricsSink, METRICS_CONTENT_TYPE, NO_SQLSTATE, TENANT_DURATION_BUCKETS};
+pub use ndjson::{NdjsonSink, NDJSON_VERSION};
+pub use progress::{format_plain_line, ProgressMode, ProgressOptions, ProgressSink, SummaryFormat};
+pub use server::serve;
+pub use summary::{
+    format_hms, format_short, render_summary, summary_json, FailureGroup, SlowTenant, SummaryCollector, SummaryData,
+    N_EXAMPLES, N_SLOWEST,
+};
+pub use tally::{StateBook, StateCounts, Transition};
+pub use textfile::{write_atomically, TextfileWriter};

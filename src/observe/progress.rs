@@ -1,0 +1,742 @@
+//! Live progress on stderr while a fleet runs, and the final summary on stdout when it ends.
+//!
+//! Three displays: indicatif bars on a terminal ([`ProgressMode::Bar`]), a status line at a steady interval for
+//! CI logs and files ([`ProgressMode::Plain`]), or nothing ([`ProgressMode::None`]). Every mode prints the
+//! summary at [`Sink::finish`]. Log lines reach stderr through [`LogRoute`], which prints them above the bars;
+//! this module attaches its bars to the route but does not install any logger (see `logging.rs`).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+use super::event::{FleetEvent, Sink, TenantState};
+use super::logging::LogRoute;
+use super::summary::{format_hms, rate, render_summary, summary_json, SummaryCollector, SummaryData};
+use super::tally::StateCounts;
+
+/// How progress is shown while a run is in progress. The summary is printed in every mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Bars when stderr is a terminal, plain lines otherwise.
+    #[default]
+    Auto,
+    Bar,
+    Plain,
+    None,
+}
+
+impl ProgressMode {
+    /// Resolves `Auto` against stderr; the other modes stay as they are.
+    pub fn resolve(self) -> ProgressMode {
+        match self {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+            ProgressMode::Auto => ProgressMode::Plain,
+            other => other,
+        }
+    }
+}
+
+/// How the final summary is printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SummaryFormat {
+    #[default]
+    Text,
+    /// One JSON object ([`summary_json`]) on one line.
+    Json,
+}
+
+/// Settings for a [`ProgressSink`], resolved by the CLI.
+#[derive(Debug, Clone)]
+pub struct ProgressOptions {
+    pub mode: ProgressMode,
+    /// Time between two plain status lines.
+    pub plain_interval: Duration,
+    /// The command that retries failed and unfinished tenants, shown in the summary when there are any.
+    pub retry_command: Option<String>,
+    pub summary_format: SummaryFormat,
+    /// Print the summary on stderr instead of stdout (use it when stdout carries the NDJSON stream).
+    pub summary_to_stderr: bool,
+    /// Log lines are printed above the bars through this route while the bars are live.
+    pub log_route: Option<LogRoute>,
+}
+
+impl Default for ProgressOptions {
+    fn default() -> Self {
+        Self {
+            mode: ProgressMode::Auto,
+            plain_interval: Duration::from_secs(5),
+            retry_command: None,
+            summary_format: SummaryFormat::Text,
+            summary_to_stderr: false,
+            log_route: None,
+        }
+    }
+}
+
+type Out = Box<dyn Write + Send>;
+
+/// Shows progress and prints the summary. Create it before the run, feed it every event, call `finish` once.
+pub struct ProgressSink {
+    summary: SummaryCollector,
+    display: Display,
+    summary_format: SummaryFormat,
+    summary_out: Out,
+    is_finished: bool,
+}
+
+enum Display {
+    Bar(Box<BarDisplay>),
+    Plain(PlainDisplay),
+    None,
+}
+
+impl ProgressSink {
+    /// Progress on stderr, the summary on stdout (or stderr, see [`ProgressOptions::summary_to_stderr`]).
+    pub fn new(opts: ProgressOptions) -> Self {
+        let summary_out: Out = if opts.summary_to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        Self::with_writers(opts, Box::new(std::io::stderr()), summary_out)
+    }
+
+    /// As [`ProgressSink::new`], with plain lines written to `progress_out` and the summary to `summary_out`.
+    /// Bars always draw on stderr.
+    pub fn with_writers(opts: ProgressOptions, progress_out: Out, summary_out: Out) -> Self {
+        let display = match opts.mode.resolve() {
+            ProgressMode::Bar => {
+                let bars = BarDisplay::new(max_inflight_lines(terminal_rows()));
+                if let Some(route) = &opts.log_route {
+                    route.attach(bars.multi.clone());
+                }
+                Display::Bar(Box::new(BarDisplay {
+                    route: opts.log_route.clone(),
+                    ..bars
+                }))
+            }
+            ProgressMode::Plain => Display::Plain(PlainDisplay::new(opts.plain_interval, progress_out)),
+            ProgressMode::None | ProgressMode::Auto => Display::None,
+        };
+        Self {
+            summary: SummaryCollector::new(opts.retry_command),
+            display,
+            summary_format: opts.summary_format,
+            summary_out,
+            is_finished: false,
+        }
+    }
+
+    /// The bars' [`MultiProgress`] in bar mode, for printing above the bars (`println`, `suspend`).
+    pub fn multi_progress(&self) -> Option<MultiProgress> {
+        match &self.display {
+            Display::Bar(bars) => Some(bars.multi.clone()),
+            _ => None,
+        }
+    }
+
+    /// The summary so far (complete after `run_finished`).
+    pub fn summary(&self) -> SummaryData {
+        self.summary.data()
+    }
+}
+
+impl Sink for ProgressSink {
+    fn event(&mut self, event: &FleetEvent) {
+        self.summary.event(event);
+        let counts = self.summary.counts();
+        match &mut self.display {
+            Display::Bar(bars) => bars.event(event, counts),
+            Display::Plain(plain) => plain.event(event, counts),
+            Display::None => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.is_finished, true) {
+            return;
+        }
+        match &mut self.display {
+            Display::Bar(bars) => bars.finish(),
+            Display::Plain(plain) => plain.finish(),
+            Display::None => {}
+        }
+        let data = self.summary.data();
+        let text = match self.summary_format {
+            SummaryFormat::Text => render_summary(&data),
+            SummaryFormat::Json => format!("{}\n", summary_json(&data)),
+        };
+        // The summary is the last thing the run prints; if stdout is gone there is nobody left to tell.
+        let _ = self.summary_out.write_all(text.as_bytes());
+        let _ = self.summary_out.flush();
+    }
+}
+
+impl Drop for ProgressSink {
+    fn drop(&mut self) {
+        // Stop the ticker thread and release the log route even when the coordinator never called `finish`.
+        match &mut self.display {
+            Display::Bar(bars) => bars.finish(),
+            Display::Plain(plain) => plain.stop(),
+            Display::None => {}
+        }
+    }
+}
+
+/// One plain status line, e.g.
+/// `[00:00:12] 812/2200 done: 800 succeeded, 2 failed, 10 skipped, 12 running; 67.3 tenants/s; eta 00:00:21`.
+///
+/// The rate is the average since the run started; the ETA assumes it holds for the tenants left.
+pub fn format_plain_line(elapsed: Duration, counts: &StateCounts) -> String {
+    let done = counts.done();
+    let tps = rate(done, elapsed);
+    let left = counts.n_tenants.saturating_sub(done);
+    let eta = if left == 0 {
+        format_hms(Duration::ZERO)
+    } else if tps > 0.0 {
+        format_hms(Duration::from_secs_f64(left as f64 / tps))
+    } else {
+        "--:--:--".to_string()
+    };
+    let interrupted = if counts.interrupted > 0 {
+        format!(", {} interrupted", counts.interrupted)
+    } else {
+        String::new()
+    };
+    format!(
+        "[{}] {}/{} done: {} succeeded, {} failed, {} skipped{}, {} running; {:.1} tenants/s; eta {}",
+        format_hms(elapsed),
+        done,
+        counts.n_tenants,
+        counts.succeeded,
+        counts.failed,
+        counts.skipped,
+        interrupted,
+        counts.running,
+        tps,
+        eta
+    )
+}
+
+// ---- plain ------------------------------------------------------------------------------------------------
+
+/// Prints a line every interval from a ticker thread, so a CI log shows signs of life even while no event
+/// arrives (a long backfill), and a final line on `run_finished`.
+struct PlainDisplay {
+    shared: Arc<Mutex<PlainState>>,
+    stop: Option<mpsc::Sender<()>>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+struct PlainState {
+    out: Out,
+    counts: StateCounts,
+    started: Option<Instant>,
+    has_final_line: bool,
+}
+
+impl PlainState {
+    fn print(&mut self, now: Instant) {
+        let Some(started) = self.started else { return };
+        let line = format_plain_line(now.saturating_duration_since(started), &self.counts);
+        // Progress output is best effort: a closed stderr must not stop the run.
+        let _ = writeln!(self.out, "{line}");
+        let _ = self.out.flush();
+    }
+}
+
+impl PlainDisplay {
+    fn new(interval: Duration, out: Out) -> Self {
+        let interval = interval.max(Duration::from_millis(100));
+        let shared = Arc::new(Mutex::new(PlainState {
+            out,
+            counts: StateCounts::default(),
+            started: None,
+            has_final_line: false,
+        }));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let ticker_state = Arc::clone(&shared);
+        let ticker = std::thread::Builder::new()
+            .name("flotilla-progress".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Ok(mut state) = ticker_state.lock() {
+                            if !state.has_final_line {
+                                state.print(Instant::now());
+                            }
+                        }
+                    }
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+            })
+            .ok();
+        Self {
+            shared,
+            stop: Some(stop),
+            ticker,
+        }
+    }
+
+    fn event(&mut self, event: &FleetEvent, counts: StateCounts) {
+        let Ok(mut state) = self.shared.lock() else { return };
+        state.counts = counts;
+        match event {
+            FleetEvent::RunStarted { .. } => {
+                state.started = Some(Instant::now());
+                state.has_final_line = false;
+            }
+            FleetEvent::RunFinished { .. } => {
+                state.print(Instant::now());
+                state.has_final_line = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.take();
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+
+    fn finish(&mut self) {
+        self.stop();
+        if let Ok(mut state) = self.shared.lock() {
+            if !state.has_final_line {
+                state.print(Instant::now());
+                state.has_final_line = true;
+            }
+        }
+    }
+}
+
+// ---- bars -------------------------------------------------------------------------------------------------
+
+/// The fleet bar plus one line per in-flight tenant, at most `max_lines`, then a "+N more" line.
+struct BarDisplay {
+    multi: MultiProgress,
+    fleet: Option<ProgressBar>,
+    more: Option<ProgressBar>,
+    max_lines: usize,
+    inflight: HashMap<Box<str>, Inflight>,
+    /// Running tenants without a line, oldest first. May hold tenants that already finished; skipped on pop.
+    waiting: VecDeque<Box<str>>,
+    n_lines: usize,
+    route: Option<LogRoute>,
+}
+
+struct Inflight {
+    started: Instant,
+    revision: Option<(String, String)>,
+    rows: Option<(u64, Option<u64>)>,
+    line: Option<ProgressBar>,
+}
+
+impl Inflight {
+    fn message(&self) -> String {
+        let mut msg = match &self.revision {
+            Some((revision, direction)) => format!("{direction} {revision}"),
+            None => "planning".to_string(),
+        };
+        if let Some((done, estimated)) = self.rows {
+            match estimated {
+                Some(est) => msg.push_str(&format!("  backfill {done}/{est} rows")),
+                None => msg.push_str(&format!("  backfill {done} rows")),
+            }
+        }
+        msg
+    }
+}
+
+/// At most 8 tenant lines, and never more than the terminal holds next to the fleet bar and some log lines.
+fn max_inflight_lines(rows: Option<u16>) -> usize {
+    let rows = rows.map_or(24, usize::from);
+    rows.saturating_sub(4).min(8)
+}
+
+#[cfg(unix)]
+fn terminal_rows() -> Option<u16> {
+    // SAFETY: `winsize` is plain data; TIOCGWINSZ fills it or fails (stderr not a terminal) and leaves it zeroed.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_row > 0).then_some(ws.ws_row)
+}
+
+#[cfg(not(unix))]
+fn terminal_rows() -> Option<u16> {
+    None
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+impl BarDisplay {
+    fn new(max_lines: usize) -> Self {
+        Self {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            fleet: None,
+            more: None,
+            max_lines,
+            inflight: HashMap::new(),
+            waiting: VecDeque::new(),
+            n_lines: 0,
+            route: None,
+        }
+    }
+
+    fn event(&mut self, event: &FleetEvent, counts: StateCounts) {
+        match event {
+            FleetEvent::RunStarted { n_tenants, .. } => {
+                self.clear_inflight();
+                if let Some(old) = self.fleet.take() {
+                    old.finish_and_clear();
+                }
+                let bar = self.multi.add(ProgressBar::new(*n_tenants as u64));
+                bar.set_style(
+                    style("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} | {tps} | eta {eta}")
+                        .with_key("tps", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{:.1} tenants/s", state.per_sec());
+                        })
+                        .progress_chars("=> "),
+                );
+                bar.enable_steady_tick(Duration::from_millis(250));
+                self.fleet = Some(bar);
+            }
+            FleetEvent::TenantStarted { tenant, .. } if !self.inflight.contains_key(tenant.as_str()) => {
+                let entry = Inflight {
+                    started: Instant::now(),
+                    revision: None,
+                    rows: None,
+                    line: None,
+                };
+                self.inflight.insert(tenant.as_str().into(), entry);
+                self.waiting.push_back(tenant.as_str().into());
+                self.fill_lines();
+            }
+            FleetEvent::RevisionStarted {
+                tenant,
+                revision,
+                direction,
+            } => {
+                if let Some(t) = self.inflight.get_mut(tenant.as_str()) {
+                    t.revision = Some((revision.clone(), direction.clone()));
+                    t.rows = None;
+                    update_line(t);
+                }
+            }
+            FleetEvent::BackfillProgress {
+                tenant,
+                rows_done,
+                rows_estimated,
+                ..
+            } => {
+                if let Some(t) = self.inflight.get_mut(tenant.as_str()) {
+                    t.rows = Some((*rows_done, *rows_estimated));
+                    update_line(t);
+                }
+            }
+            FleetEvent::RevisionApplied { tenant, .. } => {
+                if let Some(t) = self.inflight.get_mut(tenant.as_str()) {
+                    t.rows = None;
+                }
+            }
+            FleetEvent::TenantSucceeded { tenant, .. }
+            | FleetEvent::TenantFailed { tenant, .. }
+            | FleetEvent::TenantSkipped { tenant, .. }
+            | FleetEvent::TenantInterrupted { tenant } => {
+                if let Some(t) = self.inflight.remove(tenant.as_str()) {
+                    if let Some(line) = t.line {
+                        line.finish_and_clear();
+                        self.multi.remove(&line);
+                        self.n_lines -= 1;
+                    }
+                }
+                if let Some(fleet) = &self.fleet {
+                    fleet.inc(1);
+                }
+                self.fill_lines();
+            }
+            _ => {}
+        }
+        if matches!(
+            event,
+            FleetEvent::RunStarted { .. }
+                | FleetEvent::TenantStarted { .. }
+                | FleetEvent::TenantSucceeded { .. }
+                | FleetEvent::TenantFailed { .. }
+                | FleetEvent::TenantSkipped { .. }
+                | FleetEvent::TenantInterrupted { .. }
+        ) {
+            if let Some(fleet) = &self.fleet {
+                fleet.set_message(format!(
+                    "{} ok, {} failed, {} skipped, {} running",
+                    counts.succeeded,
+                    counts.failed,
+                    counts.skipped,
+                    counts.get(TenantState::Running)
+                ));
+            }
+        }
+    }
+
+    /// Gives free lines to the oldest waiting tenants and keeps the "+N more" line right.
+    fn fill_lines(&mut self) {
+        while self.n_lines < self.max_lines {
+            let Some(tenant) = self.waiting.pop_front() else { break };
+            let Some(t) = self.inflight.get_mut(&tenant) else {
+                continue;
+            };
+            let line = self
+                .multi
+                .insert_before_more(self.more.as_ref(), ProgressBar::no_length());
+            line.set_style(style("  {prefix:24!} {elapsed:>4} {msg}"));
+            line.set_prefix(tenant.to_string());
+            line.set_elapsed(t.started.elapsed());
+            t.line = Some(line);
+            update_line(t);
+            self.n_lines += 1;
+        }
+        let hidden = self.inflight.len().saturating_sub(self.n_lines);
+        match (&self.more, hidden) {
+            (Some(more), 0) => {
+                more.finish_and_clear();
+                self.multi.remove(more);
+                self.more = None;
+            }
+            (Some(more), n) => more.set_message(format!("  … and {n} more running")),
+            (None, 0) => {}
+            (None, n) => {
+                let more = self.multi.add(ProgressBar::no_length());
+                more.set_style(style("{msg}"));
+                more.set_message(format!("  … and {n} more running"));
+                self.more = Some(more);
+            }
+        }
+    }
+
+    fn clear_inflight(&mut self) {
+        for (_, t) in self.inflight.drain() {
+            if let Some(line) = t.line {
+                line.finish_and_clear();
+                self.multi.remove(&line);
+            }
+        }
+        if let Some(more) = self.more.take() {
+            more.finish_and_clear();
+            self.multi.remove(&more);
+        }
+        self.waiting.clear();
+        self.n_lines = 0;
+    }
+
+    fn finish(&mut self) {
+        self.clear_inflight();
+        if let Some(fleet) = self.fleet.take() {
+            // The summary that follows repeats the final counts; a bar left on screen would share its first line.
+            fleet.finish_and_clear();
+        }
+        if let Some(route) = self.route.take() {
+            route.detach();
+        }
+    }
+}
+
+fn update_line(t: &Inflight) {
+    if let Some(line) = &t.line {
+        line.set_message(t.message());
+    }
+}
+
+/// Inserting tenant lines above the "+N more" line keeps it last.
+trait InsertBeforeMore {
+    fn insert_before_more(&self, more: Option<&ProgressBar>, bar: ProgressBar) -> ProgressBar;
+}
+
+impl InsertBeforeMore for MultiProgress {
+    fn insert_before_more(&self, more: Option<&ProgressBar>, bar: ProgressBar) -> ProgressBar {
+        match more {
+            Some(more) => self.insert_before(more, bar),
+            None => self.add(bar),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::testing::sample_run;
+
+    /// A writer the test can read back after the sink is done with it.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn check_line(elapsed_s: u64, counts: StateCounts, expected: &str) {
+        assert_eq!(format_plain_line(Duration::from_secs(elapsed_s), &counts), expected);
+    }
+
+    fn counts(n: usize, succeeded: usize, failed: usize, skipped: usize, running: usize) -> StateCounts {
+        let pending = n - succeeded - failed - skipped - running;
+        StateCounts {
+            n_tenants: n,
+            pending,
+            running,
+            succeeded,
+            failed,
+            skipped,
+            interrupted: 0,
+        }
+    }
+
+    #[test]
+    fn plain_line_format() {
+        check_line(
+            12,
+            counts(2200, 800, 2, 10, 12),
+            "[00:00:12] 812/2200 done: 800 succeeded, 2 failed, 10 skipped, 12 running; 67.7 tenants/s; eta 00:00:20",
+        );
+        check_line(
+            0,
+            counts(10, 0, 0, 0, 0),
+            "[00:00:00] 0/10 done: 0 succeeded, 0 failed, 0 skipped, 0 running; 0.0 tenants/s; eta --:--:--",
+        );
+        check_line(
+            3725,
+            counts(4, 3, 1, 0, 0),
+            "[01:02:05] 4/4 done: 3 succeeded, 1 failed, 0 skipped, 0 running; 0.0 tenants/s; eta 00:00:00",
+        );
+        let mut c = counts(5, 1, 0, 0, 0);
+        c.interrupted = 2;
+        c.pending -= 2;
+        check_line(
+            1,
+            c,
+            "[00:00:01] 3/5 done: 1 succeeded, 0 failed, 0 skipped, 2 interrupted, 0 running; 3.0 tenants/s; eta 00:00:00",
+        );
+    }
+
+    #[test]
+    fn inflight_lines_fit_the_terminal() {
+        assert_eq!(max_inflight_lines(Some(50)), 8);
+        assert_eq!(max_inflight_lines(Some(10)), 6);
+        assert_eq!(max_inflight_lines(Some(3)), 0);
+        assert_eq!(max_inflight_lines(None), 8);
+    }
+
+    fn run(mode: ProgressMode, format: SummaryFormat) -> (String, String) {
+        let progress = Captured::default();
+        let summary = Captured::default();
+        let opts = ProgressOptions {
+            mode,
+            plain_interval: Duration::from_secs(3600),
+            retry_command: Some("flotilla fleet retry --run run-1".into()),
+            summary_format: format,
+            ..ProgressOptions::default()
+        };
+        let mut sink = ProgressSink::with_writers(opts, Box::new(progress.clone()), Box::new(summary.clone()));
+        for e in sample_run() {
+            sink.event(&e);
+        }
+        sink.finish();
+        sink.finish();
+        drop(sink);
+        (progress.text(), summary.text())
+    }
+
+    #[test]
+    fn plain_mode_prints_a_final_line_and_the_summary() {
+        let (progress, summary) = run(ProgressMode::Plain, SummaryFormat::Text);
+        let lines: Vec<&str> = progress.lines().collect();
+        assert_eq!(lines.len(), 1, "{progress}");
+        // The rate depends on the wall clock, so only the counts and the ETA are checked here.
+        assert!(lines[0].contains("] 5/5 done: 2 succeeded, 1 failed, 1 skipped, 1 interrupted, 0 running; "));
+        assert!(lines[0].ends_with("; eta 00:00:00"), "{progress}");
+        assert!(
+            summary.starts_with("run run-1: upgrade to head, 5 tenants in 00:00:10"),
+            "{summary}"
+        );
+        assert_eq!(
+            summary.matches("run run-1:").count(),
+            1,
+            "summary printed once: {summary}"
+        );
+    }
+
+    #[test]
+    fn none_mode_prints_only_the_summary() {
+        let (progress, summary) = run(ProgressMode::None, SummaryFormat::Json);
+        assert_eq!(progress, "");
+        let v: serde_json::Value = serde_json::from_str(summary.trim_end()).unwrap();
+        assert_eq!(v["counts"]["failed"], 1);
+        assert_eq!(summary.lines().count(), 1);
+    }
+
+    #[test]
+    fn bar_mode_survives_a_run_without_a_terminal() {
+        let (progress, summary) = run(ProgressMode::Bar, SummaryFormat::Text);
+        assert_eq!(progress, "");
+        assert!(summary.contains("slowest tenants:"));
+    }
+
+    #[test]
+    fn bar_mode_caps_inflight_lines() {
+        let mut bars = BarDisplay::new(2);
+        bars.multi.set_draw_target(ProgressDrawTarget::hidden());
+        let mut book = super::super::tally::StateBook::new();
+        let mut feed = |bars: &mut BarDisplay, e: FleetEvent| {
+            book.apply(&e);
+            bars.event(&e, book.counts());
+        };
+        feed(&mut bars, sample_run().remove(0));
+        for t in ["a", "b", "c", "d"] {
+            feed(
+                &mut bars,
+                FleetEvent::TenantStarted {
+                    tenant: t.into(),
+                    server: "db1".into(),
+                    attempt: 1,
+                },
+            );
+        }
+        assert_eq!(bars.n_lines, 2);
+        assert_eq!(
+            bars.more.as_ref().map(|m| m.message()),
+            Some("  … and 2 more running".to_string())
+        );
+        feed(&mut bars, FleetEvent::TenantInterrupted { tenant: "a".into() });
+        feed(&mut bars, FleetEvent::TenantInterrupted { tenant: "c".into() });
+        assert_eq!(bars.n_lines, 2);
+        let shown: Vec<_> = bars
+            .inflight
+            .iter()
+            .filter(|(_, t)| t.line.is_some())
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(shown.len(), 2);
+        assert!(bars.more.is_none());
+        bars.finish();
+    }
+}

@@ -1,0 +1,178 @@
+//! The state of every tenant in the current run, kept from events, with counts per [`TenantState`].
+//!
+//! Progress, the summary and the `flotilla_tenants` gauge all count through a [`StateBook`], so they agree on
+//! what "running" or "done" means. It owns no display or metric; callers read the counts after each event.
+
+use std::collections::HashMap;
+
+use super::event::{FleetEvent, TenantState};
+
+/// Tenants per state. Indexed by [`TenantState`]; the six counts always add up to `n_tenants`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StateCounts {
+    pub n_tenants: usize,
+    pub pending: usize,
+    pub running: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub interrupted: usize,
+}
+
+impl StateCounts {
+    pub fn get(&self, state: TenantState) -> usize {
+        match state {
+            TenantState::Pending => self.pending,
+            TenantState::Running => self.running,
+            TenantState::Succeeded => self.succeeded,
+            TenantState::Failed => self.failed,
+            TenantState::Skipped => self.skipped,
+            TenantState::Interrupted => self.interrupted,
+        }
+    }
+
+    fn slot(&mut self, state: TenantState) -> &mut usize {
+        match state {
+            TenantState::Pending => &mut self.pending,
+            TenantState::Running => &mut self.running,
+            TenantState::Succeeded => &mut self.succeeded,
+            TenantState::Failed => &mut self.failed,
+            TenantState::Skipped => &mut self.skipped,
+            TenantState::Interrupted => &mut self.interrupted,
+        }
+    }
+
+    /// Tenants in a final state (succeeded, failed, skipped or interrupted).
+    pub fn done(&self) -> usize {
+        self.succeeded + self.failed + self.skipped + self.interrupted
+    }
+}
+
+/// A state change the last event caused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: TenantState,
+    pub to: TenantState,
+}
+
+/// Every tenant's state in the current run. `run_started` resets it.
+#[derive(Debug, Default)]
+pub struct StateBook {
+    states: HashMap<Box<str>, TenantState>,
+    counts: StateCounts,
+}
+
+impl StateBook {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn counts(&self) -> StateCounts {
+        self.counts
+    }
+
+    pub fn state(&self, tenant: &str) -> Option<TenantState> {
+        self.states.get(tenant).copied()
+    }
+
+    /// Applies one event and returns the state change it caused, if any.
+    ///
+    /// A tenant the run did not announce counts as one more tenant (it starts from pending), so the counts
+    /// keep adding up to `n_tenants`. A retry keeps the tenant running: it still holds a place in the fleet.
+    pub fn apply(&mut self, event: &FleetEvent) -> Option<Transition> {
+        let (tenant, to) = match event {
+            FleetEvent::RunStarted { n_tenants, .. } => {
+                self.states.clear();
+                self.counts = StateCounts {
+                    n_tenants: *n_tenants,
+                    pending: *n_tenants,
+                    ..StateCounts::default()
+                };
+                return None;
+            }
+            FleetEvent::TenantStarted { tenant, .. } => (tenant, TenantState::Running),
+            FleetEvent::TenantPlanned { tenant, .. }
+            | FleetEvent::RevisionStarted { tenant, .. }
+            | FleetEvent::RevisionApplied { tenant, .. }
+            | FleetEvent::BackfillProgress { tenant, .. }
+            | FleetEvent::TenantRetrying { tenant, .. } => {
+                // Only a tenant nobody has seen start is moved; a late progress event never revives a finished one.
+                if self.states.contains_key(tenant.as_str()) {
+                    return None;
+                }
+                (tenant, TenantState::Running)
+            }
+            FleetEvent::TenantSucceeded { tenant, .. } => (tenant, TenantState::Succeeded),
+            FleetEvent::TenantFailed { tenant, .. } => (tenant, TenantState::Failed),
+            FleetEvent::TenantSkipped { tenant, .. } => (tenant, TenantState::Skipped),
+            FleetEvent::TenantInterrupted { tenant } => (tenant, TenantState::Interrupted),
+            FleetEvent::RateLimited { .. } | FleetEvent::Connections { .. } | FleetEvent::RunFinished { .. } => {
+                return None
+            }
+        };
+        let from = match self.states.get_mut(tenant.as_str()) {
+            Some(state) => std::mem::replace(state, to),
+            None => {
+                self.states.insert(tenant.as_str().into(), to);
+                if self.counts.pending == 0 {
+                    self.counts.n_tenants += 1;
+                    self.counts.pending += 1;
+                }
+                TenantState::Pending
+            }
+        };
+        if from == to {
+            return None;
+        }
+        *self.counts.slot(from) -= 1;
+        *self.counts.slot(to) += 1;
+        Some(Transition { from, to })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::testing::sample_run;
+
+    #[test]
+    fn counts_add_up_after_every_event() {
+        let mut book = StateBook::new();
+        for event in sample_run() {
+            book.apply(&event);
+            let c = book.counts();
+            let sum: usize = TenantState::ALL.iter().map(|s| c.get(*s)).sum();
+            assert_eq!(sum, c.n_tenants, "after {event:?}");
+        }
+        let c = book.counts();
+        assert_eq!(
+            (c.pending, c.running, c.succeeded, c.failed, c.skipped, c.interrupted),
+            (0, 0, 2, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn unannounced_tenant_grows_the_run() {
+        let mut book = StateBook::new();
+        book.apply(&FleetEvent::TenantSkipped {
+            tenant: "x".into(),
+            at: vec![],
+        });
+        assert_eq!(book.counts().n_tenants, 1);
+        assert_eq!(book.counts().skipped, 1);
+    }
+
+    #[test]
+    fn late_progress_does_not_revive_a_finished_tenant() {
+        let mut book = StateBook::new();
+        book.apply(&FleetEvent::TenantInterrupted { tenant: "x".into() });
+        let t = book.apply(&FleetEvent::BackfillProgress {
+            tenant: "x".into(),
+            revision: "r".into(),
+            rows_done: 1,
+            rows_estimated: None,
+        });
+        assert_eq!(t, None);
+        assert_eq!(book.state("x"), Some(TenantState::Interrupted));
+    }
+}
