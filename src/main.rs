@@ -1,21 +1,10 @@
-//! The `flotilla` binary: parse the command line, start the runtime, run the command, print the error chain
-//! once, and exit with the code from the table in `flotilla::error`.
+//! The `flotilla` binary: parse the command line, set up logging, start the runtime, run the command, print the
+//! error chain once, and exit with the code from the table in `flotilla::error`.
 
 use clap::Parser;
 use flotilla::cli::{self, Cli, LogFormat};
-use tracing_subscriber::EnvFilter;
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("flotilla=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder.without_time().init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
+use flotilla::error::ExitCode;
+use flotilla::observe::{self, LogRoute};
 
 fn main() {
     // Die quietly on a closed pipe (`flotilla history | head`), as other command-line tools do, instead of
@@ -25,15 +14,24 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    init_logging(cli.global.log_format);
+    // Log lines go through the route, so they print above the progress bars while bars are drawn.
+    let route = LogRoute::new();
+    let format = match cli.global.log_format {
+        LogFormat::Text => observe::LogFormat::Text,
+        LogFormat::Json => observe::LogFormat::Json,
+    };
+    if let Err(e) = observe::init_logging(format, Some(&route)) {
+        eprintln!("error: {e}");
+        std::process::exit(ExitCode::Usage.code());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
-            std::process::exit(flotilla::error::ExitCode::Failed.code());
+            std::process::exit(ExitCode::Failed.code());
         }
     };
-    let code = match runtime.block_on(cli::run(cli)) {
+    let code = match runtime.block_on(cli::run(cli, route)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {:#}", err.error);

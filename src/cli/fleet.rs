@@ -16,16 +16,16 @@ use crate::config::{self, TenantsFile};
 use crate::error::ExitCode;
 use crate::fleet::{self, Action, Engine, FleetRequest, LedgerSink, Selection, Server, Tenant, TenantLimits};
 use crate::ledger::{self, Ledger, NewRun, NewTenant, RunSelector, SqliteLedger};
-use crate::observe::Sink;
+use crate::observe::{LogRoute, Sink};
 
-pub async fn dispatch(global: &GlobalArgs, command: FleetCommand) -> Result<ExitCode, CliError> {
+pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRoute) -> Result<ExitCode, CliError> {
     match command {
-        FleetCommand::Upgrade(a) => migrate(global, Action::Upgrade(a.target), a.select, a.run).await,
-        FleetCommand::Downgrade(a) => migrate(global, Action::Downgrade(a.target), a.select, a.run).await,
-        FleetCommand::Stamp(a) => migrate(global, Action::Stamp(a.revisions), a.select, a.run).await,
+        FleetCommand::Upgrade(a) => migrate(global, Action::Upgrade(a.target), a.select, a.run, route).await,
+        FleetCommand::Downgrade(a) => migrate(global, Action::Downgrade(a.target), a.select, a.run, route).await,
+        FleetCommand::Stamp(a) => migrate(global, Action::Stamp(a.revisions), a.select, a.run, route).await,
         FleetCommand::Current(a) => current(global, a).await,
         FleetCommand::Status(a) => status(global, a),
-        FleetCommand::Retry(a) => retry(global, a.select, a.run).await,
+        FleetCommand::Retry(a) => retry(global, a.select, a.run, route).await,
     }
 }
 
@@ -176,7 +176,13 @@ fn engine(ctx: &Ctx, loaded: Loaded) -> Arc<Engine> {
     })
 }
 
-async fn migrate(global: &GlobalArgs, action: Action, select: SelectArgs, run: RunArgs) -> Result<ExitCode, CliError> {
+async fn migrate(
+    global: &GlobalArgs,
+    action: Action,
+    select: SelectArgs,
+    run: RunArgs,
+    route: LogRoute,
+) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     check_target(&loaded, &action)?;
@@ -254,7 +260,11 @@ async fn migrate(global: &GlobalArgs, action: Action, select: SelectArgs, run: R
         sinks.push(Box::new(sink));
         id.to_string()
     };
-    sinks.extend(super::watch::sinks(&ctx, &run, chosen.len())?);
+    let retry_command = match &select.ledger {
+        Some(path) => format!("flotilla fleet retry --ledger {}", path.display()),
+        None => "flotilla fleet retry".to_string(),
+    };
+    sinks.extend(super::watch::sinks(&ctx, &run, route, retry_command).await?);
     let request = FleetRequest {
         run_id: run_id.clone(),
         action,
@@ -322,7 +332,12 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
     }
 }
 
-async fn retry(global: &GlobalArgs, mut select: SelectArgs, mut run: RunArgs) -> Result<ExitCode, CliError> {
+async fn retry(
+    global: &GlobalArgs,
+    mut select: SelectArgs,
+    mut run: RunArgs,
+    route: LogRoute,
+) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let path = ledger_path(&ctx, select.ledger.as_ref());
     let ledger = open_ledger(&path)?;
@@ -370,7 +385,7 @@ async fn retry(global: &GlobalArgs, mut select: SelectArgs, mut run: RunArgs) ->
             last.id, last.command, last.target
         );
     }
-    migrate(global, action, select, run).await
+    migrate(global, action, select, run, route).await
 }
 
 async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode, CliError> {

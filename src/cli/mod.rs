@@ -17,7 +17,7 @@ pub use error::CliError;
 use crate::error::ExitCode;
 
 /// Run one parsed command line to completion and return the exit code to use.
-pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+pub async fn run(cli: Cli, route: crate::observe::LogRoute) -> Result<ExitCode, CliError> {
     let global = &cli.global;
     match cli.command {
         Command::Init(a) => authoring::init(global, a),
@@ -34,6 +34,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Stamp(a) => single::stamp(global, a).await,
         Command::Validate => single::validate(global).await,
         Command::Resolve => single::resolve(global).await,
-        Command::Fleet(c) => fleet::dispatch(global, c).await,
+        Command::Fleet(c) => fleet::dispatch(global, c, route).await,
     }
 }

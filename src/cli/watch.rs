@@ -1,10 +1,69 @@
-//! The sinks a fleet run's flags ask for: progress, summary, NDJSON events, Prometheus metrics.
+//! The sinks a fleet run's flags ask for: Prometheus metrics (served and/or a textfile), the NDJSON event
+//! stream, and the progress display with its final summary (last, so the summary prints after everything).
 
-use super::args::RunArgs;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::args::{Format, ProgressArg, RunArgs};
 use super::context::Ctx;
 use super::error::CliError;
-use crate::observe::Sink;
+use crate::observe::{
+    self, LogRoute, Metrics, MetricsSink, NdjsonSink, ProgressMode, ProgressOptions, ProgressSink, Sink, SummaryFormat,
+    TextfileWriter,
+};
 
-pub fn sinks(_ctx: &Ctx, _run: &RunArgs, _n_tenants: usize) -> Result<Vec<Box<dyn Sink>>, CliError> {
-    Ok(Vec::new())
+/// How often `--metrics-textfile` is rewritten during a run.
+const TEXTFILE_EVERY: Duration = Duration::from_secs(5);
+
+pub async fn sinks(
+    ctx: &Ctx,
+    run: &RunArgs,
+    route: LogRoute,
+    retry_command: String,
+) -> Result<Vec<Box<dyn Sink>>, CliError> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if run.metrics_addr.is_some() || run.metrics_textfile.is_some() {
+        let metrics = Metrics::new();
+        sinks.push(Box::new(MetricsSink::new(metrics.clone())));
+        if let Some(addr) = &run.metrics_addr {
+            let addr: SocketAddr = addr.parse().map_err(|e| {
+                CliError::usage(format!(
+                    "--metrics-addr `{addr}`: {e} (expected HOST:PORT, e.g. 127.0.0.1:9464)"
+                ))
+            })?;
+            let (bound, _server) = observe::serve(addr, metrics.clone()).await.map_err(CliError::usage)?;
+            tracing::info!(%bound, "serving Prometheus metrics at http://{bound}/metrics");
+        }
+        if let Some(path) = &run.metrics_textfile {
+            sinks.push(Box::new(
+                TextfileWriter::start(path, metrics, TEXTFILE_EVERY).map_err(CliError::usage)?,
+            ));
+        }
+    }
+    let is_events_stdout = run.events.as_deref() == Some("-");
+    if let Some(events) = &run.events {
+        sinks.push(Box::new(
+            NdjsonSink::create(Path::new(events)).map_err(CliError::usage)?,
+        ));
+    }
+    let mode = match run.progress {
+        ProgressArg::Auto => ProgressMode::Auto,
+        ProgressArg::Bar => ProgressMode::Bar,
+        ProgressArg::Plain => ProgressMode::Plain,
+        ProgressArg::None => ProgressMode::None,
+    };
+    sinks.push(Box::new(ProgressSink::new(ProgressOptions {
+        mode,
+        retry_command: Some(retry_command),
+        summary_format: match ctx.format {
+            Format::Text => SummaryFormat::Text,
+            Format::Json => SummaryFormat::Json,
+        },
+        // With events on stdout the summary must not interleave with them.
+        summary_to_stderr: is_events_stdout,
+        log_route: Some(route),
+        ..ProgressOptions::default()
+    })));
+    Ok(sinks)
 }
