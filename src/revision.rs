@@ -7,18 +7,7 @@ use std::fmt;
 /// A revision id as written in a revision file header (for example `1a2b3c4d5e6f`).
 ///
 /// Ids are case-sensitive, non-empty, and never one of the reserved words `head`, `heads`, `base`.
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct RevisionId(pub String);
 

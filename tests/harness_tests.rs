@@ -6,18 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::harness::{
-    catalog_snapshot, child_env, cluster, connect, db_name, flotilla, parse_db_name, schemas,
-    should_keep, sweep_leftovers, tables, template, version_rows, Cmd, DbName, TempProject, TestDb,
-    DB_PREFIX, MAX_CLIENTS_PER_DB, VERSION_TABLE,
+    catalog_snapshot, child_env, cluster, connect, db_name, flotilla, parse_db_name, schemas, should_keep,
+    sweep_leftovers, tables, template, version_rows, Cmd, DbName, TempProject, TestDb, DB_PREFIX, MAX_CLIENTS_PER_DB,
+    VERSION_TABLE,
 };
 
 async fn db_exists(name: &str) -> bool {
     let admin = connect(cluster().url()).await.unwrap();
     admin
-        .query_one(
-            "SELECT count(*) FROM pg_database WHERE datname = $1",
-            &[&name],
-        )
+        .query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name])
         .await
         .unwrap()
         .get::<_, i64>(0)
@@ -40,17 +37,11 @@ async fn fresh_databases_are_empty_and_distinct() {
         assert_eq!(current, db.name());
         assert_eq!(tables(&client, "public").await, Vec::<String>::new());
         assert_eq!(schemas(&client).await, ["public"]);
-        assert_eq!(
-            version_rows(&client, VERSION_TABLE).await,
-            Vec::<String>::new()
-        );
+        assert_eq!(version_rows(&client, VERSION_TABLE).await, Vec::<String>::new());
     }
     a.execute("CREATE TABLE only_in_a (id int)");
     assert_eq!(tables(&*a.client().await, "public").await, ["only_in_a"]);
-    assert_eq!(
-        tables(&*b.client().await, "public").await,
-        Vec::<String>::new()
-    );
+    assert_eq!(tables(&*b.client().await, "public").await, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -119,20 +110,14 @@ fn db_names_are_valid_unique_and_parse_back() {
         assert_eq!(parsed.pid, std::process::id());
     };
     check("simple", "simple");
-    check(
-        "harness_tests::Mixed Case-name",
-        "harness_tests_mixed_case_name",
-    );
+    check("harness_tests::Mixed Case-name", "harness_tests_mixed_case_name");
     check("__", "db");
     // A long hint loses its front, since a test path ends with its most specific part.
     let long = "a_very_long_module_path::with_a_very_long_test_name_that_goes_on_and_on";
     let name = db_name(long);
     assert_eq!(name.len(), 63, "{name}");
     let hint = parse_db_name(&name).unwrap().hint;
-    assert!(
-        long.ends_with(&hint) && hint.ends_with("goes_on_and_on"),
-        "{name}"
-    );
+    assert!(long.ends_with(&hint) && hint.ends_with("goes_on_and_on"), "{name}");
     let names: std::collections::HashSet<String> = (0..1000).map(|_| db_name("same")).collect();
     assert_eq!(names.len(), 1000);
     assert_eq!(parse_db_name("flotilla_t_x_12_3_zzzzzz"), None);
@@ -153,16 +138,10 @@ async fn sweep_drops_leftovers_of_dead_processes_only() {
     let dead = format!("{DB_PREFIX}leftover_2147483000_0_abcdef");
     let live = TestDb::new("live during sweep");
     let admin = connect(cluster().url()).await.unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {dead}"))
-        .await
-        .unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {dead}")).await.unwrap();
     sweep_leftovers();
     assert!(!db_exists(&dead).await, "{dead} survived the sweep");
-    assert!(
-        db_exists(live.name()).await,
-        "the sweep dropped a live test's database"
-    );
+    assert!(db_exists(live.name()).await, "the sweep dropped a live test's database");
 }
 
 #[tokio::test]
@@ -172,9 +151,7 @@ async fn template_is_populated_once_and_clones_are_independent() {
         N_POPULATED.fetch_add(1, Ordering::SeqCst);
         let client = connect(&url).await?;
         client
-            .batch_execute(
-                "CREATE TABLE seeded (id int PRIMARY KEY); INSERT INTO seeded VALUES (1)",
-            )
+            .batch_execute("CREATE TABLE seeded (id int PRIMARY KEY); INSERT INTO seeded VALUES (1)")
             .await?;
         Ok(())
     };
@@ -243,9 +220,7 @@ fn psql_pipes_sql_and_stops_at_the_first_error() {
         .stdin("SELECT 1/0;\nCREATE TABLE never (id int);\n")
         .assert_code(3);
     assert!(out.stderr.contains("division by zero"), "{}", out.report());
-    db.psql()
-        .args(["-c", "SELECT 'never'::regclass"])
-        .assert_code(1);
+    db.psql().args(["-c", "SELECT 'never'::regclass"]).assert_code(1);
 }
 
 #[test]
@@ -266,10 +241,7 @@ fn runner_reports_command_code_and_both_streams() {
         "to-out",
         "to-err",
     ] {
-        assert!(
-            report.contains(needle),
-            "{needle:?} missing from:\n{report}"
-        );
+        assert!(report.contains(needle), "{needle:?} missing from:\n{report}");
     }
 }
 
@@ -289,17 +261,9 @@ fn runner_feeds_stdin_and_sets_the_working_directory() {
 
 #[test]
 fn runner_kills_a_command_at_its_timeout() {
-    let result = std::panic::catch_unwind(|| {
-        Cmd::new("sleep")
-            .arg("30")
-            .timeout(Duration::from_millis(200))
-            .output()
-    });
+    let result = std::panic::catch_unwind(|| Cmd::new("sleep").arg("30").timeout(Duration::from_millis(200)).output());
     let payload = result.expect_err("the runner gives up");
-    let message = payload
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let message = payload.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(
         message.contains("timed out") && message.contains("sleep 30"),
         "{message}"
@@ -319,17 +283,13 @@ fn child_environment_is_scrubbed_unless_set_explicitly() {
         ("NO_COLOR", "0"),
     ]
     .map(|(k, v)| (k.into(), v.into()));
-    let explicit = [
-        ("PGHOST".into(), Some("127.0.0.1".into())),
-        ("HOME".into(), None),
-    ];
+    let explicit = [("PGHOST".into(), Some("127.0.0.1".into())), ("HOME".into(), None)];
     let mut env: Vec<(String, String)> = child_env(parent, &explicit)
         .into_iter()
         .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
         .collect();
     env.sort();
-    let expected = [("NO_COLOR", "1"), ("PATH", "/bin"), ("PGHOST", "127.0.0.1")]
-        .map(|(k, v)| (k.into(), v.into()));
+    let expected = [("NO_COLOR", "1"), ("PATH", "/bin"), ("PGHOST", "127.0.0.1")].map(|(k, v)| (k.into(), v.into()));
     assert_eq!(env, expected);
 }
 
@@ -346,10 +306,7 @@ fn flotilla_runner_targets_the_built_binary() {
 fn temp_project_holds_config_and_revisions() {
     let fixture = TempProject::with_revisions("", &[("a.sql", "-- a"), ("sub/b.sql", "-- b")]);
     let project = TempProject::with_revisions("[database]\n", &[("0001_init.sql", "-- revision")]);
-    assert_eq!(
-        std::fs::read_to_string(project.config_path()).unwrap(),
-        "[database]\n"
-    );
+    assert_eq!(std::fs::read_to_string(project.config_path()).unwrap(), "[database]\n");
     assert_eq!(project.copy_revisions_from(fixture.migrations_dir()), 2);
     let mut names: Vec<String> = walk(&project.migrations_dir());
     names.sort();
@@ -418,11 +375,7 @@ async fn catalog_snapshots_compare_schemas_structurally() {
     ] {
         assert!(a.lines().any(|l| l == line), "{line:?} missing from:\n{a}");
     }
-    let search_path: String = client
-        .query_one("SHOW search_path", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let search_path: String = client.query_one("SHOW search_path", &[]).await.unwrap().get(0);
     assert_eq!(search_path, "\"$user\", public");
 
     db.execute("ALTER TABLE tenant_b.note ALTER COLUMN body TYPE text");
@@ -436,12 +389,6 @@ async fn version_rows_reads_the_version_table() {
     db.execute("CREATE TABLE tenant_versions (version_num varchar(32) PRIMARY KEY); INSERT INTO tenant_versions VALUES ('b2'), ('a1')");
     let client = db.client().await;
     assert_eq!(version_rows(&client, "tenant_versions").await, ["a1", "b2"]);
-    assert_eq!(
-        version_rows(&client, "public.tenant_versions").await,
-        ["a1", "b2"]
-    );
-    assert_eq!(
-        version_rows(&client, "missing_versions").await,
-        Vec::<String>::new()
-    );
+    assert_eq!(version_rows(&client, "public.tenant_versions").await, ["a1", "b2"]);
+    assert_eq!(version_rows(&client, "missing_versions").await, Vec::<String>::new());
 }

@@ -49,11 +49,7 @@ impl RevisionGraph {
         todo!()
     }
 
-    pub fn plan_downgrade(
-        &self,
-        _current: &[RevisionId],
-        _target: &str,
-    ) -> Result<Plan, GraphError> {
+    pub fn plan_downgrade(&self, _current: &[RevisionId], _target: &str) -> Result<Plan, GraphError> {
         todo!()
     }
 }

@@ -24,10 +24,7 @@ pub async fn version_rows(client: &Client, table: &str) -> Vec<String> {
         return Vec::new();
     }
     client
-        .query(
-            &format!("SELECT version_num::text FROM {table} ORDER BY 1"),
-            &[],
-        )
+        .query(&format!("SELECT version_num::text FROM {table} ORDER BY 1"), &[])
         .await
         .unwrap_or_else(|e| panic!("read {table}: {e}"))
         .iter()

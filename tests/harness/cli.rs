@@ -63,17 +63,14 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self
     }
 
     /// Sets a variable for the child, including one the runner would otherwise remove (`DATABASE_URL`, `PG*`).
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Cmd {
-        self.envs.push((
-            key.as_ref().to_os_string(),
-            Some(value.as_ref().to_os_string()),
-        ));
+        self.envs
+            .push((key.as_ref().to_os_string(), Some(value.as_ref().to_os_string())));
         self
     }
 
@@ -239,18 +236,14 @@ impl CmdOutput {
 
     /// Stdout parsed as one JSON document; panics with the report when it is not JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.report()))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.report()))
     }
 }
 
 /// The child's environment: the parent's, minus what could point it at a developer's database or change its
 /// output (`DATABASE_URL`, `PG*`, `FLOTILLA_*`, color and log settings), plus `NO_COLOR=1`, then the explicit
 /// settings in order.
-pub fn child_env<I>(
-    parent: I,
-    explicit: &[(OsString, Option<OsString>)],
-) -> Vec<(OsString, OsString)>
+pub fn child_env<I>(parent: I, explicit: &[(OsString, Option<OsString>)]) -> Vec<(OsString, OsString)>
 where
     I: IntoIterator<Item = (OsString, OsString)>,
 {
@@ -312,9 +305,7 @@ fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus
 
 fn shell_quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
-    let is_plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+    let is_plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
     if is_plain {
         s.into_owned()
     } else {

@@ -103,12 +103,7 @@ fn start_own() -> Result<Cluster, String> {
     let start_lock = open_lock(&dir.join("harness-start.lock"))?;
     flock(&start_lock, libc::LOCK_EX, "harness-start.lock")?;
     let users_lock = open_lock(&dir.join("harness-users.lock"))?;
-    let is_exclusive = flock(
-        &users_lock,
-        libc::LOCK_EX | libc::LOCK_NB,
-        "harness-users.lock",
-    )
-    .is_ok();
+    let is_exclusive = flock(&users_lock, libc::LOCK_EX | libc::LOCK_NB, "harness-users.lock").is_ok();
 
     let url = if is_exclusive {
         run_pg_cluster_start(&dir)?
@@ -159,9 +154,7 @@ fn run_pg_cluster_start(dir: &Path) -> Result<String, String> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     match stdout.lines().last() {
         Some(url) if url.starts_with("postgres://") => Ok(url.to_string()),
-        _ => Err(format!(
-            "`pg-cluster start` printed no URL:\n{stdout}\n{stderr}"
-        )),
+        _ => Err(format!("`pg-cluster start` printed no URL:\n{stdout}\n{stderr}")),
     }
 }
 
@@ -219,14 +212,8 @@ pub fn with_database(url: &str, db_name: &str) -> String {
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let after_authority = &rest[authority_end..];
-    let query = after_authority
-        .find('?')
-        .map_or("", |i| &after_authority[i..]);
-    format!(
-        "{}{}/{db_name}{query}",
-        &url[..scheme_end],
-        &rest[..authority_end]
-    )
+    let query = after_authority.find('?').map_or("", |i| &after_authority[i..]);
+    format!("{}{}/{db_name}{query}", &url[..scheme_end], &rest[..authority_end])
 }
 
 fn is_local_url(url: &str) -> bool {
@@ -248,8 +235,7 @@ mod tests {
 
     #[test]
     fn with_database_replaces_only_the_path() {
-        let check =
-            |url: &str, expected: &str| assert_eq!(with_database(url, "x"), expected, "{url}");
+        let check = |url: &str, expected: &str| assert_eq!(with_database(url, "x"), expected, "{url}");
         check(
             "postgres://postgres@127.0.0.1:5432/postgres",
             "postgres://postgres@127.0.0.1:5432/x",
@@ -259,10 +245,7 @@ mod tests {
             "postgres://u:p@h:1/x?sslmode=disable",
         );
         check("postgresql://h", "postgresql://h/x");
-        check(
-            "postgres://h?application_name=a",
-            "postgres://h/x?application_name=a",
-        );
+        check("postgres://h?application_name=a", "postgres://h/x?application_name=a");
     }
 
     #[test]

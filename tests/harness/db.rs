@@ -51,10 +51,7 @@ impl TestDb {
     ///
     /// The name hint is the current test's name (cargo names each test thread after its test).
     pub fn from_template(template: &str) -> TestDb {
-        let hint = std::thread::current()
-            .name()
-            .unwrap_or("tpl_clone")
-            .to_string();
+        let hint = std::thread::current().name().unwrap_or("tpl_clone").to_string();
         Self::create(&hint, template)
     }
 
@@ -71,11 +68,7 @@ impl TestDb {
                 disconnect_all(&admin, &tpl).await?;
             }
             admin
-                .batch_execute(&format!(
-                    "CREATE DATABASE {} TEMPLATE {}",
-                    ident(&db),
-                    ident(&tpl)
-                ))
+                .batch_execute(&format!("CREATE DATABASE {} TEMPLATE {}", ident(&db), ident(&tpl)))
                 .await?;
             anyhow::Ok(())
         })
@@ -205,10 +198,7 @@ where
             block_on(async move {
                 let admin = connect(&admin_url).await?;
                 admin
-                    .batch_execute(&format!(
-                        "CREATE DATABASE {} TEMPLATE template0",
-                        ident(&db_owned)
-                    ))
+                    .batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", ident(&db_owned)))
                     .await?;
                 anyhow::Ok(())
             })?;
@@ -348,10 +338,7 @@ async fn drop_db(admin: &Client, name: &str) -> anyhow::Result<()> {
     }
     // Two statements in one batch would form an implicit transaction, which DROP DATABASE refuses.
     admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            ident(name)
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name)))
         .await?;
     Ok(())
 }
@@ -371,10 +358,7 @@ async fn disconnect_all(admin: &Client, db: &str) -> anyhow::Result<()> {
         if n_sessions == 0 {
             return Ok(());
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "sessions on {db} did not end within 30s"
-        );
+        anyhow::ensure!(Instant::now() < deadline, "sessions on {db} did not end within 30s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -60,8 +60,7 @@ impl TempProject {
     pub fn write(&self, rel_path: impl AsRef<Path>, contents: &str) -> PathBuf {
         let path = self.path().join(rel_path);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)
-                .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+            fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
         }
         fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         path
@@ -99,10 +98,7 @@ impl Drop for TempProject {
     fn drop(&mut self) {
         if std::thread::panicking() {
             if let Some(dir) = self.dir.take() {
-                eprintln!(
-                    "kept test project (the test failed): {}",
-                    dir.keep().display()
-                );
+                eprintln!("kept test project (the test failed): {}", dir.keep().display());
             }
         }
     }
@@ -118,8 +114,7 @@ fn copy_tree(src: &Path, dst: &Path) -> usize {
         if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             n_files += copy_tree(&from, &to);
         } else {
-            fs::copy(&from, &to)
-                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+            fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
             n_files += 1;
         }
     }

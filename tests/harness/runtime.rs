@@ -37,8 +37,7 @@ where
     runtime().spawn(async move {
         let _ = tx.send(fut.await);
     });
-    rx.recv()
-        .expect("a harness task panicked (see its message above)")
+    rx.recv().expect("a harness task panicked (see its message above)")
 }
 
 /// Opens a plain (no TLS) connection and drives it on the current tokio runtime.
