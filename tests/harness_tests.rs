@@ -134,8 +134,9 @@ fn db_names_are_valid_unique_and_parse_back() {
 
 #[tokio::test]
 async fn sweep_drops_leftovers_of_dead_processes_only() {
-    // No process has this pid: it is above Linux's pid_max limit (2^22).
-    let dead = format!("{DB_PREFIX}leftover_2147483000_0_abcdef");
+    // No process has this pid: it is above Linux's pid_max limit (2^22). It differs per process, since test
+    // processes may run side by side.
+    let dead = format!("{DB_PREFIX}leftover_{}_0_abcdef", 2_000_000_000 + std::process::id());
     let live = TestDb::new("live during sweep");
     let admin = connect(cluster().url()).await.unwrap();
     admin.batch_execute(&format!("CREATE DATABASE {dead}")).await.unwrap();

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use super::db::{sweep, Sweep};
+
 /// The env var naming an existing server for the tests (a `postgres://` URL with a superuser).
 pub const DATABASE_URL_ENV: &str = "FLOTILLA_TEST_DATABASE_URL";
 
@@ -21,8 +23,7 @@ pub struct Cluster {
     url: String,
     /// Where `psql` and friends come from; `None` means "from `PATH`".
     bin_dir: Option<PathBuf>,
-    /// True when this process started the server and no other process uses it, so every leftover test
-    /// database on it is garbage.
+    /// True when this process (re)started the server because no other process used it.
     is_exclusive: bool,
     /// True when the server runs on this machine, so the pids encoded in database names can be checked.
     is_local: bool,
@@ -73,7 +74,9 @@ pub fn cluster() -> &'static Cluster {
             Ok(url) if !url.trim().is_empty() => Ok(external(url.trim())),
             _ => start_own(),
         }?;
-        super::db::sweep(&cluster)?;
+        if !cluster.is_exclusive && cluster.is_local {
+            sweep(&cluster.url, Sweep::DeadProcesses)?;
+        }
         Ok(cluster)
     });
     match cluster {
@@ -106,7 +109,10 @@ fn start_own() -> Result<Cluster, String> {
     let is_exclusive = flock(&users_lock, libc::LOCK_EX | libc::LOCK_NB, "harness-users.lock").is_ok();
 
     let url = if is_exclusive {
-        run_pg_cluster_start(&dir)?
+        let url = run_pg_cluster_start(&dir)?;
+        // Nobody else can have databases on the server yet: later processes wait for the start lock.
+        sweep(&url, Sweep::Everything)?;
+        url
     } else {
         let url = fs::read_to_string(dir.join("url")).map_err(|e| {
             format!(

@@ -13,7 +13,7 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::Client;
 
 use super::cli::{psql, Cmd};
-use super::cluster::{cluster, Cluster};
+use super::cluster::cluster;
 use super::runtime::{block_on, connect};
 
 /// Name prefix of every database the harness creates; the sweep drops by it.
@@ -274,27 +274,32 @@ pub fn parse_db_name(name: &str) -> Option<DbName> {
     Some(DbName { hint, pid, counter })
 }
 
-/// Sweeps leftover test databases now (the cluster already did once, at first use); see [`sweep`].
+/// Sweeps leftover test databases of dead processes now (the cluster already did at first use).
 pub fn sweep_leftovers() {
     let cluster = cluster();
-    sweep(cluster).unwrap_or_else(|e| panic!("{e}"));
+    if cluster.is_local() {
+        sweep(cluster.url(), Sweep::DeadProcesses).unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
-/// Drops test databases left by earlier processes: all of them when this process has the server to itself,
-/// otherwise those whose encoded pid is no longer running on this machine. Databases of live processes (including
-/// this one) are never touched.
-pub(super) fn sweep(cluster: &Cluster) -> Result<(), String> {
-    if !cluster.is_exclusive() && !cluster.is_local() {
-        // Pids on another machine mean nothing here.
-        return Ok(());
-    }
-    let is_exclusive = cluster.is_exclusive();
-    let admin_url = cluster.url().to_string();
+/// Which leftover test databases a sweep drops. Databases of this process are never touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sweep {
+    /// All of them: only while this process has just (re)started the server and holds the start lock, so no
+    /// other process can have databases on it.
+    Everything,
+    /// Those whose encoded pid is no longer running; only meaningful when the server runs on this machine.
+    DeadProcesses,
+}
+
+/// Drops leftover test databases, by name prefix, as `mode` says.
+pub(super) fn sweep(admin_url: &str, mode: Sweep) -> Result<(), String> {
+    let admin_url = admin_url.to_string();
     block_on(async move {
         let admin = connect(&admin_url).await?;
         let names: Vec<String> = admin
             .query(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
+                "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
                 &[&DB_PREFIX],
             )
             .await?
@@ -303,13 +308,17 @@ pub(super) fn sweep(cluster: &Cluster) -> Result<(), String> {
             .collect();
         let own_pid = std::process::id();
         for name in names {
-            let is_garbage = match parse_db_name(&name) {
-                Some(parsed) if parsed.pid == own_pid => false,
-                Some(parsed) => is_exclusive || !is_pid_alive(parsed.pid),
-                None => is_exclusive,
+            let is_garbage = match (parse_db_name(&name), mode) {
+                (Some(parsed), _) if parsed.pid == own_pid => false,
+                (_, Sweep::Everything) => true,
+                (Some(parsed), Sweep::DeadProcesses) => !is_pid_alive(parsed.pid),
+                (None, Sweep::DeadProcesses) => false,
             };
+            // Another process may be sweeping the same leftovers right now; what it misses stays for the next sweep.
             if is_garbage {
-                drop_db(&admin, &name).await?;
+                if let Err(e) = drop_db(&admin, &name).await {
+                    eprintln!("warning: could not drop leftover test database {name}: {e:#}");
+                }
             }
         }
         anyhow::Ok(())
@@ -327,16 +336,19 @@ fn is_pid_alive(pid: u32) -> bool {
 }
 
 async fn drop_db(admin: &Client, name: &str) -> anyhow::Result<()> {
-    // A template cannot be dropped; the harness never marks one, but a test might.
-    let alter = format!("ALTER DATABASE {} IS_TEMPLATE false", ident(name));
-    if let Err(e) = admin.batch_execute(&alter).await {
-        // Someone else (a concurrent sweep) dropped it first.
-        if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_DATABASE) {
-            return Ok(());
+    let row = admin
+        .query_opt("SELECT datistemplate FROM pg_database WHERE datname = $1", &[&name])
+        .await?;
+    match row {
+        None => return Ok(()),
+        // A template cannot be dropped; the harness never marks one, but a test might.
+        Some(row) if row.get::<_, bool>(0) => {
+            admin
+                .batch_execute(&format!("ALTER DATABASE {} IS_TEMPLATE false", ident(name)))
+                .await?
         }
-        return Err(e.into());
+        Some(_) => {}
     }
-    // Two statements in one batch would form an implicit transaction, which DROP DATABASE refuses.
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name)))
         .await?;
