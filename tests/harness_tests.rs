@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::harness::{
@@ -77,6 +78,38 @@ async fn panicking_test_keeps_its_database() {
         .unwrap();
 }
 
+/// Serialises the tests that sweep with the one that inspects a dead child process's database, which a sweep
+/// would rightly drop.
+static SWEEP_LOCK: Mutex<()> = Mutex::new(());
+
+#[tokio::test]
+async fn keep_knob_keeps_a_passing_tests_database() {
+    let _guard = SWEEP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // Run one passing test of this binary in a child process, with the knob set.
+    let out = Cmd::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "harness_tests::passing_test_drops_its_database",
+            "--nocapture",
+        ])
+        .env("FLOTILLA_TEST_DATABASE_URL", cluster().url())
+        .env("FLOTILLA_TEST_KEEP_DB", "1")
+        .assert_success();
+    let prefix = "kept test database (FLOTILLA_TEST_KEEP_DB is set): ";
+    let url = out
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no kept database reported\n{}", out.report()));
+    let name = url.rsplit('/').next().unwrap();
+    assert!(db_exists(name).await, "{name} was dropped");
+    let admin = connect(cluster().url()).await.unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
 #[test]
 fn keep_knob() {
     let check = |env: Option<&str>, is_panicking: bool, expected: bool| {
@@ -137,6 +170,7 @@ async fn sweep_drops_leftovers_of_dead_processes_only() {
     // No process has this pid: it is above Linux's pid_max limit (2^22). It differs per process, since test
     // processes may run side by side.
     let dead = format!("{DB_PREFIX}leftover_{}_0_abcdef", 2_000_000_000 + std::process::id());
+    let _guard = SWEEP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let live = TestDb::new("live during sweep");
     let admin = connect(cluster().url()).await.unwrap();
     admin.batch_execute(&format!("CREATE DATABASE {dead}")).await.unwrap();
@@ -392,4 +426,19 @@ async fn version_rows_reads_the_version_table() {
     assert_eq!(version_rows(&client, "tenant_versions").await, ["a1", "b2"]);
     assert_eq!(version_rows(&client, "public.tenant_versions").await, ["a1", "b2"]);
     assert_eq!(version_rows(&client, "missing_versions").await, Vec::<String>::new());
+}
+
+#[test]
+fn many_tests_create_databases_in_parallel() {
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let db = TestDb::new(&format!("parallel {i}"));
+                db.execute(&format!("CREATE TABLE t{i} (id int)"));
+                db.name().to_string()
+            })
+        })
+        .collect();
+    let names: std::collections::HashSet<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(names.len(), 12);
 }
