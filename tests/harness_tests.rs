@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::harness::{
@@ -80,11 +79,11 @@ async fn panicking_test_keeps_its_database() {
 
 /// Serialises the tests that sweep with the one that inspects a dead child process's database, which a sweep
 /// would rightly drop.
-static SWEEP_LOCK: Mutex<()> = Mutex::new(());
+static SWEEP_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn keep_knob_keeps_a_passing_tests_database() {
-    let _guard = SWEEP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = SWEEP_LOCK.lock().await;
     // Run one passing test of this binary in a child process, with the knob set.
     let out = Cmd::new(std::env::current_exe().unwrap())
         .args([
@@ -170,7 +169,7 @@ async fn sweep_drops_leftovers_of_dead_processes_only() {
     // No process has this pid: it is above Linux's pid_max limit (2^22). It differs per process, since test
     // processes may run side by side.
     let dead = format!("{DB_PREFIX}leftover_{}_0_abcdef", 2_000_000_000 + std::process::id());
-    let _guard = SWEEP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = SWEEP_LOCK.lock().await;
     let live = TestDb::new("live during sweep");
     let admin = connect(cluster().url()).await.unwrap();
     admin.batch_execute(&format!("CREATE DATABASE {dead}")).await.unwrap();
