@@ -332,6 +332,7 @@ impl<'a> Session<'a> {
             if let Err(error) = outcome {
                 if per_run {
                     // Everything in the run rolls back together, so nothing of this report was kept.
+                    let _ = self.client.batch_execute("ROLLBACK").await;
                     report.steps.clear();
                     report.rows_after = report.rows_before.clone();
                     self.rows = report.rows_before.clone();

@@ -247,6 +247,16 @@ pub(crate) async fn run_tenant(
     let mut attempt = first_attempt;
     let mut from: Option<Vec<RevisionId>> = None;
     let outcome = loop {
+        // A retry that was waiting out its backoff when the run was interrupted does not start again.
+        if attempt > first_attempt && ctx.stop.load(Ordering::Relaxed) {
+            let from = from.unwrap_or_default();
+            break Outcome::Interrupted {
+                to: from.clone(),
+                from,
+                attempts: attempt - 1,
+                elapsed: started.elapsed(),
+            };
+        }
         let _ = ctx.tx.send(WorkerMsg::Started { index, attempt });
         let work = one_attempt(&ctx, &server, &tenant, index);
         let result = match ctx.limits.tenant_timeout {
