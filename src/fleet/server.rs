@@ -22,6 +22,9 @@ use crate::config::TlsMode;
 /// A server as the fleet uses it. The `pg_config` names the server URL's database (where schema tenants live).
 pub struct Server {
     pub name: String,
+    /// Per-server session settings from the tenants file; `None` keeps the run's.
+    pub lock_timeout: Option<Duration>,
+    pub statement_timeout: Option<Duration>,
     pg_config: tokio_postgres::Config,
     tls: TlsMode,
     permits: Arc<Semaphore>,

@@ -356,6 +356,12 @@ async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: u
     };
     // A tenant locked by another runner goes back to the queue instead of holding a worker while it waits.
     opts.lock_wait = Duration::ZERO;
+    if server.lock_timeout.is_some() {
+        opts.lock_timeout = server.lock_timeout;
+    }
+    if server.statement_timeout.is_some() {
+        opts.statement_timeout = server.statement_timeout;
+    }
     let mut session = Session::open(conn.client(), &engine.store, &opts)
         .await
         .map_err(|e| Failure::from_exec(&e))?;
