@@ -55,9 +55,10 @@ async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
     for (i, spec) in file.servers.iter().enumerate() {
         let pg = spec.pg_config(None, &config::process_env)?;
         let tls = spec.tls()?;
-        servers.push(Arc::new(
-            Server::new(spec.name.clone(), pg, tls, spec.max_connections).map_err(usage)?,
-        ));
+        let mut server = Server::new(spec.name.clone(), pg, tls, spec.max_connections).map_err(usage)?;
+        server.lock_timeout = spec.lock_timeout;
+        server.statement_timeout = spec.statement_timeout;
+        servers.push(Arc::new(server));
         index_of.insert(spec.name.clone(), i);
     }
     let _ = ctx;

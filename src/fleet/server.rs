@@ -171,6 +171,8 @@ impl Server {
             })?;
         Ok(Server {
             name,
+            lock_timeout: None,
+            statement_timeout: None,
             pg_config,
             tls,
             permits,
