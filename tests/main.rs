@@ -7,3 +7,5 @@
 mod harness;
 
 mod harness_tests;
+mod single_commands;
+mod single_support;
