@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::harness::{flotilla, TempProject, TestDb};
 use crate::single_support::{
-    applied_up, assert_contains, example, example_project, file_containing, fl, fl_offline, history,
-    rows, strings, user_tables,
+    applied_up, assert_contains, example, example_project, file_containing, fl, fl_offline, history, rows, strings,
+    user_tables,
 };
 
 #[test]
@@ -41,7 +41,10 @@ fn init_creates_the_directory_template_and_config_and_refuses_to_overwrite() {
         .args(["init", "other"])
         .assert_code(2);
     assert_contains(&out.stderr, &["flotilla.toml already exists"], &out.report());
-    assert_eq!(std::fs::read_to_string(dir.path().join("flotilla.toml")).unwrap(), "# mine\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("flotilla.toml")).unwrap(),
+        "# mine\n"
+    );
     assert!(!dir.path().join("other").exists());
 
     // Nor does init into a directory that holds files.
@@ -58,7 +61,11 @@ fn init_creates_the_directory_template_and_config_and_refuses_to_overwrite() {
 fn revision_writes_files_named_by_the_template_with_every_header() {
     let project = TempProject::new("file_template = \"%(rev)s_%(slug)s\"\n");
     let migrations = project.migrations_dir();
-    fl_offline(&project, &["revision", "-m", "Create Users!", "--rev-id", "a00000000001"]).assert_success();
+    fl_offline(
+        &project,
+        &["revision", "-m", "Create Users!", "--rev-id", "a00000000001"],
+    )
+    .assert_success();
     assert!(migrations.join("a00000000001_create_users.sql").is_file());
 
     fl_offline(&project, &["revision", "-m", "next", "--rev-id", "a00000000002"]).assert_success();
@@ -90,37 +97,75 @@ fn revision_writes_files_named_by_the_template_with_every_header() {
         "-- flotilla:upgrade",
         "-- flotilla:downgrade",
     ] {
-        assert!(text.lines().any(|l| l.trim_end() == line), "{line:?} missing from:\n{text}");
+        assert!(
+            text.lines().any(|l| l.trim_end() == line),
+            "{line:?} missing from:\n{text}"
+        );
     }
     let down = text.lines().find(|l| l.starts_with("-- down_revision:")).unwrap();
     assert_eq!(down.trim_end(), "-- down_revision:");
 
     // Two heads now: building on `head` needs a choice.
     let out = fl_offline(&project, &["revision", "-m", "ambiguous", "--rev-id", "c00000000001"]).assert_code(2);
-    assert_contains(&out.stderr, &["multiple heads", "--head", "flotilla merge"], &out.report());
+    assert_contains(
+        &out.stderr,
+        &["multiple heads", "--head", "flotilla merge"],
+        &out.report(),
+    );
     assert!(!migrations.join("c00000000001_ambiguous.sql").exists());
 
     // A label picks the head; a non-head needs --splice.
-    fl_offline(&project, &["revision", "-m", "on billing", "--rev-id", "b00000000002", "--head", "billing@head"])
-        .assert_success();
+    fl_offline(
+        &project,
+        &[
+            "revision",
+            "-m",
+            "on billing",
+            "--rev-id",
+            "b00000000002",
+            "--head",
+            "billing@head",
+        ],
+    )
+    .assert_success();
     let out = fl_offline(&project, &["revision", "-m", "from old", "--head", "a00000000001"]).assert_code(2);
     assert_contains(&out.stderr, &["not a head", "--splice"], &out.report());
     fl_offline(
         &project,
-        &["revision", "-m", "from old", "--rev-id", "a00000000003", "--head", "a00000000001", "--splice"],
+        &[
+            "revision",
+            "-m",
+            "from old",
+            "--rev-id",
+            "a00000000003",
+            "--head",
+            "a00000000001",
+            "--splice",
+        ],
     )
     .assert_success();
 
     // Every file parses, and the graph is what the flags asked for.
     let out = fl_offline(&project, &["show", "a00000000003", "--format", "json"]).assert_success();
-    assert_eq!(out.json()["down_revisions"], json!(["a00000000001"]), "{}", out.report());
+    assert_eq!(
+        out.json()["down_revisions"],
+        json!(["a00000000001"]),
+        "{}",
+        out.report()
+    );
     let out = fl_offline(&project, &["show", "b00000000001", "--format", "json"]).assert_success();
     let v = out.json();
     assert_eq!(v["depends_on"], json!(["a00000000001"]));
     assert_eq!(v["branch_labels"], json!(["billing"]));
     assert_eq!(v["is_transactional"], json!(false));
     let out = fl_offline(&project, &["heads", "--format", "json"]).assert_success();
-    let mut heads: Vec<String> = out.json().as_array().unwrap().iter().map(|h| h["revision"].to_string()).collect();
+    let mut heads: Vec<String> = out
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["revision"].to_string())
+        .collect();
     heads.sort();
     assert_eq!(heads, ["\"a00000000002\"", "\"a00000000003\"", "\"b00000000002\""]);
 }
@@ -128,7 +173,11 @@ fn revision_writes_files_named_by_the_template_with_every_header() {
 #[test]
 fn revision_file_name_follows_the_default_template() {
     let project = TempProject::new("");
-    fl_offline(&project, &["revision", "-m", "add orders table", "--rev-id", "d00000000001"]).assert_success();
+    fl_offline(
+        &project,
+        &["revision", "-m", "add orders table", "--rev-id", "d00000000001"],
+    )
+    .assert_success();
     let path = file_containing(&project.migrations_dir(), "d00000000001");
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     // YYYYMMDD_HHMM_<rev>_<slug>.sql
@@ -183,7 +232,9 @@ fn heads_json_is_an_array_of_objects_with_revision_and_message() {
     ] {
         let out = fl_offline(&project, args).assert_success();
         let heads = out.json();
-        let heads = heads.as_array().unwrap_or_else(|| panic!("not an array\n{}", out.report()));
+        let heads = heads
+            .as_array()
+            .unwrap_or_else(|| panic!("not an array\n{}", out.report()));
         assert_eq!(heads.len(), 1, "{}", out.report());
         assert_eq!(heads[0]["revision"], example::HEAD);
         assert_eq!(heads[0]["message"], "add user active flag");
@@ -191,7 +242,11 @@ fn heads_json_is_an_array_of_objects_with_revision_and_message() {
     let out = fl_offline(&project, &["heads"]).assert_success();
     assert_eq!(out.stdout.trim(), format!("{} (head)", example::HEAD));
     let out = fl_offline(&project, &["heads", "--verbose"]).assert_success();
-    assert_contains(&out.stdout, &["Rev: 9d5b2c7f1e46 (head)", "Parent: 2f7a0e4d9c18"], &out.report());
+    assert_contains(
+        &out.stdout,
+        &["Rev: 9d5b2c7f1e46 (head)", "Parent: 2f7a0e4d9c18"],
+        &out.report(),
+    );
 }
 
 #[test]
@@ -223,10 +278,15 @@ fn branches_and_show_describe_the_example_graph() {
         ],
         &out.report(),
     );
+    // As in Alembic, a label's head is the head its branch leads to, here past the merge.
     let out = fl_offline(&project, &["show", "audit@head", "--format", "json"]).assert_success();
     let v = out.json();
-    assert_eq!(v["revision"], example::ACTOR);
-    assert!(v["upgrade_checksum"].as_str().unwrap().starts_with("v1:"), "{}", out.report());
+    assert_eq!(v["revision"], example::HEAD);
+    assert!(
+        v["upgrade_checksum"].as_str().unwrap().starts_with("v1:"),
+        "{}",
+        out.report()
+    );
     let out = fl_offline(&project, &["show", "nope"]).assert_code(2);
     assert_contains(&out.stderr, &["no such revision or branch `nope`"], &out.report());
 }
@@ -270,7 +330,12 @@ fn history_ranges_and_indicate_current() {
     fl(&project, &db, &["upgrade", example::ACTOR]).assert_success();
     let out = fl(&project, &db, &["history", "--indicate-current"]).assert_success();
     let marked: Vec<&str> = out.stdout.lines().filter(|l| l.ends_with(" (current)")).collect();
-    assert_eq!(marked, ["1d9b6f2e7c35 -> 8a4c7e0b3f61, record audit actor (current)"], "{}", out.report());
+    assert_eq!(
+        marked,
+        ["1d9b6f2e7c35 -> 8a4c7e0b3f61, record audit actor (current)"],
+        "{}",
+        out.report()
+    );
     let out = fl(&project, &db, &["history", "-i", "--format", "json"]).assert_success();
     let current: Vec<serde_json::Value> = out
         .json()
@@ -284,12 +349,7 @@ fn history_ranges_and_indicate_current() {
     // `current` in a range reads the database.
     assert_eq!(
         ids(&["--url", db.url(), "history", "-r", "current:head", "--format", "json"]),
-        strings(&[
-            example::ACTIVE,
-            example::INDEX,
-            example::MERGE,
-            example::ACTOR
-        ])
+        strings(&[example::ACTIVE, example::INDEX, example::MERGE, example::ACTOR])
     );
 }
 
@@ -306,7 +366,11 @@ fn current_text_json_and_verbose() {
     let out = fl(&project, &db, &["current", "--verbose"]).assert_success();
     assert_contains(
         &out.stdout,
-        &["Rev: 9d5b2c7f1e46 (head)", "Message: add user active flag", "up      applied  9d5b2c7f1e46"],
+        &[
+            "Rev: 9d5b2c7f1e46 (head)",
+            "Message: add user active flag",
+            "up      applied  9d5b2c7f1e46",
+        ],
         &out.report(),
     );
     let out = fl(&project, &db, &["current", "--format", "json", "--verbose"]).assert_success();
@@ -316,7 +380,8 @@ fn current_text_json_and_verbose() {
         json!([{"revision": example::HEAD, "message": "add user active flag", "is_head": true, "is_known": true}])
     );
     assert_eq!(v["blocked"], json!(null));
-    assert_eq!(v["history"].as_array().unwrap().len(), 8, "{}", out.report());
+    // One row per revision, plus the `started` row of the no-transaction one.
+    assert_eq!(v["history"].as_array().unwrap().len(), 9, "{}", out.report());
     assert_eq!(v["history"][0]["revision"], example::HEAD);
     assert_eq!(v["history"][0]["status"], "applied");
 
@@ -333,8 +398,15 @@ fn stamp_sets_rows_without_running_sql_and_purge_and_base() {
     let out = fl(&project, &db, &["stamp", example::MERGE]).assert_success();
     assert_contains(&out.stdout, &["Stamped: now at c3e8d1a6b950"], &out.report());
     assert_eq!(rows(&db), [example::MERGE]);
-    assert_eq!(user_tables(&db, "public"), Vec::<String>::new(), "stamp runs no revision SQL");
-    assert_eq!(history(&db), [(example::MERGE.into(), "stamp".into(), "applied".into())]);
+    assert_eq!(
+        user_tables(&db, "public"),
+        Vec::<String>::new(),
+        "stamp runs no revision SQL"
+    );
+    assert_eq!(
+        history(&db),
+        [(example::MERGE.into(), "stamp".into(), "applied".into())]
+    );
 
     // Two branch heads at once, then one of them moved back.
     fl(&project, &db, &["stamp", "base"]).assert_success();
@@ -384,7 +456,11 @@ fn validate_reports_an_edited_applied_script() {
 
     std::fs::write(&orders, cosmetic.replace("DEFAULT 'pending'", "DEFAULT 'paid'")).unwrap();
     let out = fl(&project, &db, &["validate"]).assert_code(1);
-    assert_contains(&out.stdout, &["changed since applied: e5f0a9c3b284", "create_orders"], &out.report());
+    assert_contains(
+        &out.stdout,
+        &["changed since applied: e5f0a9c3b284", "create_orders"],
+        &out.report(),
+    );
     let out = fl(&project, &db, &["validate", "--format", "json"]).assert_code(1);
     let changed = &out.json()["changed"];
     assert_eq!(changed.as_array().unwrap().len(), 1, "{}", out.report());
@@ -410,7 +486,11 @@ fn resolve_with_nothing_to_resolve_says_so() {
 #[test]
 fn plan_json_lists_full_ids_in_order_without_a_database() {
     let project = example_project("");
-    let out = fl_offline(&project, &["plan", "upgrade", "head", "--current", "", "--format", "json"]).assert_success();
+    let out = fl_offline(
+        &project,
+        &["plan", "upgrade", "head", "--current", "", "--format", "json"],
+    )
+    .assert_success();
     let plan: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
     let order = [
         example::USERS,
@@ -427,12 +507,25 @@ fn plan_json_lists_full_ids_in_order_without_a_database() {
         "steps": order.iter().map(|r| json!({"revision": r, "direction": "up"})).collect::<Vec<_>>(),
     });
     assert_eq!(plan, expected, "{}", out.report());
-    // Compact, one line: exactly the documented shape.
-    assert_eq!(out.stdout.trim(), serde_json::to_string(&expected).unwrap());
+    // Compact, one line, keys in the documented order.
+    let steps: Vec<String> = order
+        .iter()
+        .map(|r| format!("{{\"revision\":\"{r}\",\"direction\":\"up\"}}"))
+        .collect();
+    let exact = format!("{{\"direction\":\"upgrade\",\"steps\":[{}]}}\n", steps.join(","));
+    assert_eq!(out.stdout, exact);
 
     let out = fl_offline(
         &project,
-        &["plan", "downgrade", example::PRODUCTS, "--current", "c3e8", "--format", "json"],
+        &[
+            "plan",
+            "downgrade",
+            example::PRODUCTS,
+            "--current",
+            "c3e8",
+            "--format",
+            "json",
+        ],
     )
     .output();
     // A prefix is not a row: rows are full ids, so the plan is checked against them as given.
@@ -440,21 +533,37 @@ fn plan_json_lists_full_ids_in_order_without_a_database() {
 
     let out = fl_offline(
         &project,
-        &["plan", "downgrade", example::PRODUCTS, "--current", example::MERGE, "--format", "json"],
+        &[
+            "plan",
+            "downgrade",
+            example::PRODUCTS,
+            "--current",
+            example::MERGE,
+            "--format",
+            "json",
+        ],
     )
     .assert_success();
     let steps: Vec<(String, String)> = out.json()["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["revision"].as_str().unwrap().into(), s["direction"].as_str().unwrap().into()))
+        .map(|s| {
+            (
+                s["revision"].as_str().unwrap().into(),
+                s["direction"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let reverted: Vec<&str> = steps.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(reverted[0], example::MERGE, "{}", out.report());
     assert!(steps.iter().all(|(_, d)| d == "down"));
     let mut sorted = reverted.clone();
     sorted.sort();
-    assert_eq!(sorted, [example::AUDIT, example::ACTOR, example::MERGE, example::ORDERS]);
+    assert_eq!(
+        sorted,
+        [example::AUDIT, example::ACTOR, example::MERGE, example::ORDERS]
+    );
 
     let out = fl_offline(&project, &["plan", "upgrade", "head", "--current", ""]).assert_success();
     assert_eq!(out.stdout.lines().count(), 8, "{}", out.report());

@@ -110,10 +110,13 @@ pub fn history(db: &TestDb) -> Vec<(String, String, String)> {
 
 /// As [`history`] for a history table with another (possibly qualified) name.
 pub fn history_of(db: &TestDb, table: &str) -> Vec<(String, String, String)> {
-    query(db, &format!("SELECT revision, direction, status FROM {table} ORDER BY id"))
-        .into_iter()
-        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
-        .collect()
+    query(
+        db,
+        &format!("SELECT revision, direction, status FROM {table} ORDER BY id"),
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+    .collect()
 }
 
 /// The revisions of the history rows with direction `up` and status `applied`, oldest first.
@@ -153,7 +156,12 @@ pub fn file_containing(dir: &Path, needle: &str) -> std::path::PathBuf {
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().unwrap().to_string_lossy().contains(needle))
         .collect();
-    assert_eq!(matches.len(), 1, "files containing {needle:?} in {}: {matches:?}", dir.display());
+    assert_eq!(
+        matches.len(),
+        1,
+        "files containing {needle:?} in {}: {matches:?}",
+        dir.display()
+    );
     matches.into_iter().next().unwrap()
 }
 
