@@ -222,7 +222,9 @@ impl<'a> Session<'a> {
         if has_history {
             if let Some(row) = sets.next().unwrap_or_default().into_iter().next() {
                 let status = row[2].clone().unwrap_or_default();
-                if matches!(status.as_str(), "started" | "failed") && row[5].as_deref() == Some("f") {
+                // `boolean::text` reads `false`, not the `f` of the boolean's own output format.
+                let is_transactional = row[5].as_deref() != Some("false");
+                if matches!(status.as_str(), "started" | "failed") && !is_transactional {
                     self.blocked = Some(Blocked {
                         revision: RevisionId(row[0].clone().unwrap_or_default()),
                         direction: row[1].clone().unwrap_or_default(),
