@@ -16,13 +16,12 @@ fn failing_statement_rolls_back_its_revision_and_keeps_earlier_ones() {
     let project = fixture_project("single_failing", "");
     let db = TestDb::new("failing_rollback");
     let out = fl(&project, &db, &["upgrade", "head"]).assert_code(1);
-    let broken = file_containing(&project.migrations_dir(), "0003_broken");
     // The failing `SELECT 1 / 0` is on line 9 of the file.
     assert_contains(
         &out.stderr,
         &[
             "f30000000003",
-            &format!("{}:9", broken.display()),
+            "migrations/0003_broken.sql:9",
             "SQLSTATE 22012",
             "division by zero",
         ],
@@ -180,7 +179,7 @@ fn concurrent_upgrades_apply_each_revision_once() {
 
 #[test]
 fn concurrent_upgrade_gives_up_with_exit_4_after_lock_wait() {
-    let project = fixture_project("single_slow", "lock_wait = \"100ms\"\n");
+    let project = fixture_project("single_slow", "lock_wait = \"1s\"\n");
     let db = TestDb::new("concurrent_locked");
     let first = spawn_upgrade(&project, &db);
     wait_for_migration_lock(&db);
@@ -214,20 +213,22 @@ fn assert_refused(project: &TempProject, args: &[&str], needles: &[&str]) {
 #[test]
 fn malformed_script_is_refused_with_file_and_line() {
     let project = example_project("");
-    let bad = project.revision(
+    project.revision(
         "zz_bad.sql",
         "-- revision: 0badbadbad00\n-- down_revision: 9d5b2c7f1e46\n-- Note: oops\n-- colour: red\n\n\
          -- flotilla:upgrade\nSELECT 1;\n",
     );
-    let path = bad.display().to_string();
     // Both problems are reported at once.
     assert_refused(
         &project,
         &["upgrade", "head"],
-        &[&format!("{path}:3"), &format!("{path}:4")],
+        &[
+            "migrations/zz_bad.sql:3: unknown header key `Note`",
+            "migrations/zz_bad.sql:4: unknown header key `colour`",
+        ],
     );
     let out = fl_offline(&project, &["heads"]).assert_code(2);
-    assert_contains(&out.stderr, &[&format!("{path}:3")], &out.report());
+    assert_contains(&out.stderr, &["migrations/zz_bad.sql:3"], &out.report());
     let out = fl_offline(&project, &["upgrade", "head", "--sql"]).assert_code(2);
     assert_eq!(out.stdout, "", "{}", out.report());
 }
