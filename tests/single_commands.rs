@@ -455,6 +455,9 @@ fn validate_reports_an_edited_applied_script() {
     fl(&project, &db, &["validate"]).assert_success();
 
     std::fs::write(&orders, cosmetic.replace("DEFAULT 'pending'", "DEFAULT 'paid'")).unwrap();
+    // An upgrade warns about it but goes on.
+    let out = fl(&project, &db, &["upgrade", example::MERGE]).assert_success();
+    assert_contains(&out.stderr, &["e5f0a9c3b284", "flotilla validate"], &out.report());
     let out = fl(&project, &db, &["validate"]).assert_code(1);
     assert_contains(
         &out.stdout,

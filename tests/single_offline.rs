@@ -1,7 +1,20 @@
 //! Offline SQL (`--sql`): piped into psql, it leaves a database exactly as the online run would.
 
-use crate::harness::TestDb;
-use crate::single_support::{assert_contains, example, example_project, fl, fl_offline, history, rows, snapshot};
+use crate::harness::{template, TestDb};
+use crate::single_support::{
+    assert_contains, example, example_project, fixture_project, fl, fl_offline, history, query, rows, snapshot,
+};
+
+/// A template database with the example set applied online up to head.
+async fn example_at_head() -> String {
+    template("single_example_head", |url| async move {
+        let project = example_project("");
+        let out = project.flotilla().args(["--url", &url, "upgrade", "head"]).output();
+        anyhow::ensure!(out.code() == Some(0), "{}", out.report());
+        Ok(())
+    })
+    .await
+}
 
 /// Revision, direction and status of each history row: what offline and online runs must agree on.
 fn history_facts(db: &TestDb) -> Vec<(String, String, String)> {
@@ -61,14 +74,13 @@ fn offline_partial_upgrade_continues_an_online_database() {
     assert_eq!(rows(&offline), rows(&online));
 }
 
-#[test]
-fn offline_downgrade_range_matches_the_online_downgrade() {
+#[tokio::test]
+async fn offline_downgrade_range_matches_the_online_downgrade() {
     let project = example_project("");
-    let offline = TestDb::new("offline_down_a");
-    let online = TestDb::new("offline_down_b");
-    for db in [&offline, &online] {
-        fl(&project, db, &["upgrade", "head"]).assert_success();
-    }
+    let head = example_at_head().await;
+    let offline = TestDb::from_template(&head);
+    let online = TestDb::from_template(&head);
+    assert_eq!(rows(&offline), [example::HEAD]);
     let out = fl_offline(&project, &["downgrade", "head:base", "--sql"]).assert_success();
     assert_contains(
         &out.stdout,
@@ -121,4 +133,32 @@ fn offline_stamp_matches_an_online_stamp() {
     fl(&project, &online, &["stamp", example::ORDERS, example::AUDIT]).assert_success();
     assert_eq!(rows(&offline), rows(&online));
     assert_eq!(rows(&offline), [example::AUDIT, example::ORDERS]);
+}
+
+#[test]
+fn offline_run_transaction_with_hooks_matches_online() {
+    let config = "transaction_per = \"run\"\n[hooks]\nbefore_each = \"before.sql\"\nafter_each = \"after.sql\"\n";
+    let project = fixture_project("single_depends", config);
+    project.write(
+        "before.sql",
+        "CREATE TABLE IF NOT EXISTS trail (id serial PRIMARY KEY, entry text);\n\
+         INSERT INTO trail (entry) VALUES ('before ' || current_setting('flotilla.revision'));\n",
+    );
+    project.write(
+        "after.sql",
+        "INSERT INTO trail (entry) VALUES ('after ' || current_setting('flotilla.direction'));\n",
+    );
+    let out = fl_offline(&project, &["upgrade", "heads", "--sql"]).assert_success();
+    let begins = out.stdout.lines().filter(|l| l.trim() == "BEGIN;").count();
+    assert_eq!(begins, 1, "one transaction for the whole run:\n{}", out.stdout);
+    let offline = TestDb::new("offline_run_a");
+    offline.psql().stdin(out.stdout).assert_success();
+    let online = TestDb::new("offline_run_b");
+    fl(&project, &online, &["upgrade", "heads"]).assert_success();
+    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    assert_eq!(rows(&offline), rows(&online));
+    let trail = |db: &TestDb| query(db, "SELECT entry FROM trail ORDER BY id");
+    assert_eq!(trail(&offline), trail(&online));
+    assert_eq!(trail(&online).len(), 6);
+    assert_eq!(history(&offline), history(&online));
 }
