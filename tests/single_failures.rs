@@ -318,6 +318,21 @@ fn wrong_password_never_reaches_the_output() {
     let project = example_project(&format!("url = \"{url}\"\n"));
     let out = fl_offline(&project, &["upgrade", "head"]).assert_code(1);
     assert!(!out.stderr.contains("S3cretPw"), "{}", out.report());
+    // A libpq key=value string, and a password from PGPASSWORD.
+    let out = fl_offline(
+        &project,
+        &[
+            "--url",
+            "host=127.0.0.1 port=1 user=postgres password=S3cretPw dbname=x",
+            "current",
+        ],
+    )
+    .assert_code(1);
+    assert!(!out.stderr.contains("S3cretPw"), "{}", out.report());
+    let out = fl_offline(&project, &["--url", "postgres://postgres@127.0.0.1:1/x", "current"])
+        .env("PGPASSWORD", "S3cretPw")
+        .assert_code(1);
+    assert!(!out.stderr.contains("S3cretPw"), "{}", out.report());
     // A url that does not even parse is not echoed either.
     let out = fl_offline(
         &project,
