@@ -639,3 +639,19 @@ fn global_options_go_before_or_after_the_subcommand() {
     let out = fl_offline(&project, &["upgrade"]).assert_code(2);
     assert!(!out.stderr.is_empty());
 }
+
+#[test]
+fn validate_ignores_a_script_edited_after_its_revision_was_downgraded() {
+    let project = example_project("");
+    let db = TestDb::new("validate_downgraded");
+    fl(&project, &db, &["upgrade", example::ORDERS]).assert_success();
+    fl(&project, &db, &["downgrade", example::PRODUCTS]).assert_success();
+    let orders = file_containing(&project.migrations_dir(), example::ORDERS);
+    let text = std::fs::read_to_string(&orders).unwrap();
+    std::fs::write(&orders, text.replace("DEFAULT 'pending'", "DEFAULT 'paid'")).unwrap();
+    // The revision is not applied any more, so its script is free to change before it is applied again.
+    let out = fl(&project, &db, &["validate"]).assert_success();
+    assert_contains(&out.stdout, &["OK"], &out.report());
+    fl(&project, &db, &["upgrade", example::ORDERS]).assert_success();
+    fl(&project, &db, &["validate"]).assert_success();
+}

@@ -342,3 +342,25 @@ fn wrong_password_never_reaches_the_output() {
     assert!(matches!(out.code(), Some(1 | 2)), "{}", out.report());
     assert!(!out.stderr.contains("S3cretPw"), "{}", out.report());
 }
+
+#[test]
+fn no_transaction_revision_that_never_finished_blocks_too() {
+    // A process killed inside a no-transaction revision leaves only its `started` row behind.
+    let project = fixture_project("single_notx_failing", "");
+    let db = TestDb::new("notx_started");
+    fl(&project, &db, &["upgrade", "n10000000001"]).assert_success();
+    db.execute(
+        "INSERT INTO flotilla_history (revision, direction, status, is_transactional, tool_version) \
+         VALUES ('n20000000002', 'up', 'started', false, 'test')",
+    );
+    let out = fl(&project, &db, &["current"]).assert_code(5);
+    assert_contains(&out.stdout, &["BLOCKED", "n20000000002", "started"], &out.report());
+    let out = fl(&project, &db, &["upgrade", "head"]).assert_code(5);
+    assert_contains(&out.stderr, &["flotilla resolve"], &out.report());
+    assert_eq!(rows(&db), ["n10000000001"]);
+    let out = fl(&project, &db, &["resolve", "--format", "json"]).assert_success();
+    assert_eq!(out.json()["resolved"]["revision"], "n20000000002", "{}", out.report());
+    fl(&project, &db, &["resolve"]).assert_success();
+    // The fixture's revision still fails, but it is tried again rather than refused.
+    fl(&project, &db, &["upgrade", "head"]).assert_code(1);
+}
