@@ -114,6 +114,21 @@ fn revision_writes_files_named_by_the_template_with_every_header() {
     );
     assert!(!migrations.join("c00000000001_ambiguous.sql").exists());
 
+    // Dependencies must exist.
+    let out = fl_offline(
+        &project,
+        &[
+            "revision",
+            "-m",
+            "dep",
+            "--head",
+            "billing@head",
+            "--depends-on",
+            "nope",
+        ],
+    )
+    .assert_code(2);
+    assert_contains(&out.stderr, &["nope"], &out.report());
     // A label picks the head; a non-head needs --splice.
     fl_offline(
         &project,
@@ -572,6 +587,8 @@ fn plan_json_lists_full_ids_in_order_without_a_database() {
     assert_eq!(out.stdout.lines().count(), 8, "{}", out.report());
     assert_contains(&out.stdout, &["Up 4c2d8e1f9a07, create users"], &out.report());
 
+    let out = fl_offline(&project, &["plan", "upgrade", "head", "--current", "feedfacecafe"]).assert_code(2);
+    assert_contains(&out.stderr, &["feedfacecafe"], &out.report());
     for (target, message) in [("nope", "no such revision or branch `nope`"), ("+99", "+99")] {
         let out = fl_offline(&project, &["plan", "upgrade", target, "--current", ""]).assert_code(2);
         assert_eq!(out.stdout, "", "{}", out.report());

@@ -224,6 +224,22 @@ fn env_section_selects_its_url() {
     assert_ne!(out.code(), Some(0), "{}", out.report());
     let out = project.flotilla().args(["current", "--env", "prod"]).assert_code(2);
     assert_contains(&out.stderr, &["prod", "staging"], &out.report());
+    // ${VAR} in an environment's url reads the process environment; an unset one is named.
+    let (base, name) = db.url().rsplit_once('/').unwrap();
+    let config = format!("[env.staging]\nurl = \"{base}/${{FLOTILLA_TEST_DB_NAME}}\"\n");
+    let project = example_project(&config);
+    let out = project
+        .flotilla()
+        .args(["--env", "staging", "current"])
+        .env("FLOTILLA_TEST_DB_NAME", name)
+        .assert_success();
+    assert_contains(&out.stdout, &[example::USERS], &out.report());
+    let out = project.flotilla().args(["--env", "staging", "current"]).assert_code(2);
+    assert_contains(
+        &out.stderr,
+        &["FLOTILLA_TEST_DB_NAME", "flotilla.toml:2"],
+        &out.report(),
+    );
 }
 
 #[test]
