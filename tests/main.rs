@@ -7,3 +7,8 @@
 mod harness;
 
 mod harness_tests;
+mod single_commands;
+mod single_failures;
+mod single_offline;
+mod single_support;
+mod single_upgrade;

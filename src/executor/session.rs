@@ -222,7 +222,9 @@ impl<'a> Session<'a> {
         if has_history {
             if let Some(row) = sets.next().unwrap_or_default().into_iter().next() {
                 let status = row[2].clone().unwrap_or_default();
-                if matches!(status.as_str(), "started" | "failed") && row[5].as_deref() == Some("f") {
+                // `boolean::text` reads `false`, not the `f` of the boolean's own output format.
+                let is_transactional = row[5].as_deref() != Some("false");
+                if matches!(status.as_str(), "started" | "failed") && !is_transactional {
                     self.blocked = Some(Blocked {
                         revision: RevisionId(row[0].clone().unwrap_or_default()),
                         direction: row[1].clone().unwrap_or_default(),
@@ -580,14 +582,17 @@ impl<'a> Session<'a> {
             .collect())
     }
 
-    /// The checksum each revision was last applied (up) with, for `validate`.
+    /// The checksum each revision was last applied (up) with, for `validate`; revisions whose last step was a
+    /// downgrade are left out.
     pub async fn applied_checksums(&self) -> Result<BTreeMap<RevisionId, String>, ExecError> {
         if !self.has_tables {
             return Ok(BTreeMap::new());
         }
+        // A revision whose last applied step was a downgrade is not applied any more, so its script may change.
         let sql = format!(
-            "SELECT DISTINCT ON (revision) revision, checksum FROM {} \
-             WHERE direction = 'up' AND status = 'applied' AND checksum IS NOT NULL ORDER BY revision, id DESC",
+            "SELECT revision, checksum FROM (SELECT DISTINCT ON (revision) revision, direction, checksum FROM {} \
+             WHERE direction IN ('up', 'down') AND status = 'applied' ORDER BY revision, id DESC) AS last \
+             WHERE direction = 'up' AND checksum IS NOT NULL",
             self.store.history_table()
         );
         let sets = result_sets(

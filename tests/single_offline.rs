@@ -1,0 +1,164 @@
+//! Offline SQL (`--sql`): piped into psql, it leaves a database exactly as the online run would.
+
+use crate::harness::{template, TestDb};
+use crate::single_support::{
+    assert_contains, example, example_project, fixture_project, fl, fl_offline, history, query, rows, snapshot,
+};
+
+/// A template database with the example set applied online up to head.
+async fn example_at_head() -> String {
+    template("single_example_head", |url| async move {
+        let project = example_project("");
+        let out = project.flotilla().args(["--url", &url, "upgrade", "head"]).output();
+        anyhow::ensure!(out.code() == Some(0), "{}", out.report());
+        Ok(())
+    })
+    .await
+}
+
+/// Revision, direction and status of each history row: what offline and online runs must agree on.
+fn history_facts(db: &TestDb) -> Vec<(String, String, String)> {
+    // Online, a no-transaction revision also writes a `started` row first; the offline script does the same.
+    history(db)
+}
+
+#[test]
+fn offline_upgrade_from_base_matches_the_online_upgrade() {
+    let project = example_project("");
+    let out = fl_offline(&project, &["upgrade", "head", "--sql"]).assert_success();
+    let sql = out.stdout;
+    assert_contains(
+        &sql,
+        &[
+            "CREATE TABLE IF NOT EXISTS \"flotilla_version\"",
+            "CREATE INDEX CONCURRENTLY",
+            "9d5b2c7f1e46",
+        ],
+        &sql,
+    );
+    let offline = TestDb::new("offline_up_a");
+    offline.psql().stdin(sql.clone()).assert_success();
+    let online = TestDb::new("offline_up_b");
+    fl(&project, &online, &["upgrade", "head"]).assert_success();
+
+    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    assert_eq!(rows(&offline), [example::HEAD]);
+    assert_eq!(rows(&offline), rows(&online));
+    assert_eq!(history_facts(&offline), history_facts(&online));
+    // The database made offline is one Flotilla carries on with.
+    let out = fl(&project, &offline, &["upgrade", "head"]).assert_success();
+    assert_contains(&out.stdout, &["Nothing to do"], &out.report());
+    fl(&project, &offline, &["validate"]).assert_success();
+
+    // `base:head` is the same script.
+    let out = fl_offline(&project, &["upgrade", "base:head", "--sql"]).assert_success();
+    assert_eq!(out.stdout, sql);
+}
+
+#[test]
+fn offline_partial_upgrade_continues_an_online_database() {
+    let project = example_project("");
+    let offline = TestDb::new("offline_part_a");
+    let online = TestDb::new("offline_part_b");
+    for db in [&offline, &online] {
+        fl(&project, db, &["upgrade", example::ORDERS]).assert_success();
+    }
+    let range = format!("{}:{}", example::ORDERS, example::MERGE);
+    // From a single row of one branch, the merge needs the audit branch too.
+    let out = fl_offline(&project, &["upgrade", &range, "--sql"]).assert_success();
+    assert!(!out.stdout.contains("CREATE TABLE IF NOT EXISTS"), "{}", out.stdout);
+    offline.psql().stdin(out.stdout).assert_success();
+    fl(&project, &online, &["upgrade", example::MERGE]).assert_success();
+    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    assert_eq!(rows(&offline), [example::MERGE]);
+    assert_eq!(rows(&offline), rows(&online));
+}
+
+#[tokio::test]
+async fn offline_downgrade_range_matches_the_online_downgrade() {
+    let project = example_project("");
+    let head = example_at_head().await;
+    let offline = TestDb::from_template(&head);
+    let online = TestDb::from_template(&head);
+    assert_eq!(rows(&offline), [example::HEAD]);
+    let out = fl_offline(&project, &["downgrade", "head:base", "--sql"]).assert_success();
+    assert_contains(
+        &out.stdout,
+        &["DROP INDEX CONCURRENTLY", "DROP TABLE users"],
+        &out.stdout,
+    );
+    offline.psql().stdin(out.stdout).assert_success();
+    fl(&project, &online, &["downgrade", "base"]).assert_success();
+
+    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    assert_eq!(rows(&offline), Vec::<String>::new());
+    assert_eq!(rows(&offline), rows(&online));
+    assert_eq!(history_facts(&offline), history_facts(&online));
+
+    // A partial range, to a revision below the merge.
+    for db in [&offline, &online] {
+        fl(&project, db, &["upgrade", "head"]).assert_success();
+    }
+    let range = format!("head:{}", example::ORDERS);
+    let out = fl_offline(&project, &["downgrade", &range, "--sql"]).assert_success();
+    offline.psql().stdin(out.stdout).assert_success();
+    fl(&project, &online, &["downgrade", example::ORDERS]).assert_success();
+    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    assert_eq!(rows(&offline), rows(&online));
+}
+
+#[test]
+fn offline_needs_no_database_and_downgrade_needs_a_range() {
+    let project = example_project("url = \"postgres://postgres@127.0.0.1:1/nowhere\"\n");
+    fl_offline(&project, &["upgrade", "head", "--sql"]).assert_success();
+    let out = fl_offline(&project, &["downgrade", "base", "--sql"]).assert_code(2);
+    assert_contains(&out.stderr, &["FROM:TO", "head:base"], &out.report());
+    let out = fl_offline(&project, &["upgrade", "base:head"]).assert_code(2);
+    assert_contains(&out.stderr, &["only for --sql"], &out.report());
+    let out = fl_offline(&project, &["stamp", "head", "--sql"]).assert_success();
+    assert_contains(
+        &out.stdout,
+        &["INSERT INTO \"flotilla_version\"", "9d5b2c7f1e46"],
+        &out.report(),
+    );
+}
+
+#[test]
+fn offline_stamp_matches_an_online_stamp() {
+    let project = example_project("");
+    let offline = TestDb::new("offline_stamp_a");
+    let online = TestDb::new("offline_stamp_b");
+    let out = fl_offline(&project, &["stamp", example::ORDERS, example::AUDIT, "--sql"]).assert_success();
+    offline.psql().stdin(out.stdout).assert_success();
+    fl(&project, &online, &["stamp", example::ORDERS, example::AUDIT]).assert_success();
+    assert_eq!(rows(&offline), rows(&online));
+    assert_eq!(rows(&offline), [example::AUDIT, example::ORDERS]);
+}
+
+#[test]
+fn offline_run_transaction_with_hooks_matches_online() {
+    let config = "transaction_per = \"run\"\n[hooks]\nbefore_each = \"before.sql\"\nafter_each = \"after.sql\"\n";
+    let project = fixture_project("single_depends", config);
+    project.write(
+        "before.sql",
+        "CREATE TABLE IF NOT EXISTS trail (id serial PRIMARY KEY, entry text);\n\
+         INSERT INTO trail (entry) VALUES ('before ' || current_setting('flotilla.revision'));\n",
+    );
+    project.write(
+        "after.sql",
+        "INSERT INTO trail (entry) VALUES ('after ' || current_setting('flotilla.direction'));\n",
+    );
+    let out = fl_offline(&project, &["upgrade", "heads", "--sql"]).assert_success();
+    let begins = out.stdout.lines().filter(|l| l.trim() == "BEGIN;").count();
+    assert_eq!(begins, 1, "one transaction for the whole run:\n{}", out.stdout);
+    let offline = TestDb::new("offline_run_a");
+    offline.psql().stdin(out.stdout).assert_success();
+    let online = TestDb::new("offline_run_b");
+    fl(&project, &online, &["upgrade", "heads"]).assert_success();
+    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    assert_eq!(rows(&offline), rows(&online));
+    let trail = |db: &TestDb| query(db, "SELECT entry FROM trail ORDER BY id");
+    assert_eq!(trail(&offline), trail(&online));
+    assert_eq!(trail(&online).len(), 6);
+    assert_eq!(history(&offline), history(&online));
+}
