@@ -19,7 +19,7 @@ pub enum ExecError {
         .0.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
     )]
     Blocked(Blocked),
-    #[error("revision {revision} failed ({direction:?}){}: {message}", location(.path, .line))]
+    #[error("revision {revision} failed ({}){}: {message}", super::session::direction_word(*.direction), location(.path, .line))]
     Step {
         revision: RevisionId,
         direction: Direction,
@@ -27,15 +27,11 @@ pub enum ExecError {
         line: Option<usize>,
         sqlstate: Option<String>,
         message: String,
-        #[source]
-        source: tokio_postgres::Error,
+        /// Kept for classification (SQLSTATE, transient or not); its text is already in `message`.
+        pg: tokio_postgres::Error,
     },
-    #[error("{context}: {}", db_message(.source))]
-    Db {
-        context: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
+    #[error("{context}: {}", db_message(.pg))]
+    Db { context: String, pg: tokio_postgres::Error },
     #[error("revision {0} runs outside a transaction and cannot be part of a single-transaction run (transaction_per = \"run\")")]
     NoTransactionInRunMode(RevisionId),
     #[error("interrupted before the next revision")]
@@ -76,7 +72,7 @@ impl ExecError {
     pub fn sqlstate(&self) -> Option<String> {
         match self {
             ExecError::Step { sqlstate, .. } => sqlstate.clone(),
-            ExecError::Db { source, .. } => source.code().map(|c| c.code().to_string()),
+            ExecError::Db { pg, .. } => pg.code().map(|c| c.code().to_string()),
             _ => None,
         }
     }
@@ -85,7 +81,7 @@ impl ExecError {
     pub fn is_transient(&self) -> bool {
         match self {
             ExecError::Locked { .. } => true,
-            ExecError::Step { source, .. } | ExecError::Db { source, .. } => is_transient_pg(source),
+            ExecError::Step { pg, .. } | ExecError::Db { pg, .. } => is_transient_pg(pg),
             _ => false,
         }
     }
@@ -95,7 +91,7 @@ impl ExecError {
         match self {
             ExecError::Locked { .. } => "locked",
             ExecError::Blocked(_) => "blocked",
-            ExecError::Step { source, .. } | ExecError::Db { source, .. } => match source.code().map(|c| c.code()) {
+            ExecError::Step { pg, .. } | ExecError::Db { pg, .. } => match pg.code().map(|c| c.code()) {
                 Some("53300") => "too_many_connections",
                 Some("40001") => "serialization_failure",
                 Some("40P01") => "deadlock",

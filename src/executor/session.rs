@@ -91,7 +91,7 @@ pub struct Session<'a> {
     client: &'a Client,
     store: &'a VersionStore,
     opts: &'a ExecOptions,
-    lock_key: (i32, i32),
+    lock_key: (i32, String),
     has_tables: bool,
     rows: Vec<RevisionId>,
     blocked: Option<Blocked>,
@@ -99,7 +99,7 @@ pub struct Session<'a> {
 
 fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ExecError {
     let context = context.into();
-    move |source| ExecError::Db { context, source }
+    move |pg| ExecError::Db { context, pg }
 }
 
 fn millis(d: Duration) -> String {
@@ -142,7 +142,7 @@ impl<'a> Session<'a> {
                 .await
                 .map_err(db("could not apply session settings"))?;
         }
-        let lock_key = store.lock_key(opts.search_path.as_deref());
+        let lock_key = store.lock_key_sql();
         let lock_sql = format!(
             "SELECT pg_try_advisory_lock({}, {}), to_regclass({})::text, to_regclass({})::text",
             lock_key.0,
@@ -519,7 +519,7 @@ impl<'a> Session<'a> {
             let _ = self.client.batch_execute("ROLLBACK").await;
             return Err(ExecError::Db {
                 context: "could not stamp the version table".into(),
-                source: e,
+                pg: e,
             });
         }
         self.rows = rows.to_vec();
@@ -611,7 +611,7 @@ impl<'a> Session<'a> {
     }
 
     async fn unlock(&self) -> Result<(), ExecError> {
-        let mut sql = format!("SELECT pg_advisory_unlock({}, {})", self.lock_key.0, self.lock_key.1);
+        let mut sql = format!("SELECT pg_advisory_unlock({}, {})", self.lock_key.0, &self.lock_key.1);
         if self.opts.lock_timeout.is_some() {
             sql.push_str("; RESET lock_timeout");
         }
@@ -662,6 +662,6 @@ fn step_error(step: &Step, script: &Script, line: Option<usize>, source: tokio_p
         line,
         sqlstate: source.code().map(|c| c.code().to_string()),
         message: db_message(&source),
-        source,
+        pg: source,
     }
 }

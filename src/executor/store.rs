@@ -1,7 +1,5 @@
 //! The version table (one row per applied head, Alembic's model) and the append-only history table.
 
-use sha2::{Digest, Sha256};
-
 use super::sql::{quote_ident, quote_literal};
 use crate::revision::RevisionId;
 
@@ -69,18 +67,22 @@ impl VersionStore {
         quote_literal(&self.qualify(name))
     }
 
-    /// The two-key advisory lock for this store; `scope` adds the tenant schema (the search_path), so each
-    /// schema tenant has a lock of its own. Stable across versions: a sha256 of the names.
-    pub fn lock_key(&self, scope: Option<&str>) -> (i32, i32) {
-        let mut hasher = Sha256::new();
-        hasher.update(scope.unwrap_or("").as_bytes());
-        hasher.update([0]);
-        hasher.update(self.version_table().as_bytes());
-        let digest = hasher.finalize();
+    /// The two keys of this store's advisory lock, the second as an SQL expression. The server computes it
+    /// from the schema the version table really lives in (`current_schema()` when no schema is configured, which
+    /// is the tenant's schema for schema tenants), so every spelling of the same table takes the same lock.
+    pub fn lock_key_sql(&self) -> (i32, String) {
+        let schema = self
+            .schema
+            .as_deref()
+            .map(quote_literal)
+            .unwrap_or_else(|| "NULL".into());
         // 0x666c6f74 is "flot": the first key marks the lock as Flotilla's in pg_locks.
         (
             0x666c_6f74,
-            i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]),
+            format!(
+                "hashtext(coalesce({schema}, current_schema(), '') || '.' || {})",
+                quote_literal(&self.table)
+            ),
         )
     }
 
@@ -173,8 +175,14 @@ mod tests {
             ..VersionStore::default()
         };
         assert_eq!(other.history_table(), "\"s\".\"flotilla_history\"");
-        assert_ne!(store.lock_key(Some("tenant_a")), store.lock_key(Some("tenant_b")));
-        assert_eq!(store.lock_key(None), store.lock_key(None));
+        assert_eq!(
+            store.lock_key_sql().1,
+            "hashtext(coalesce(NULL, current_schema(), '') || '.' || 'flotilla_version')"
+        );
+        assert_eq!(
+            other.lock_key_sql().1,
+            "hashtext(coalesce('s', current_schema(), '') || '.' || 'flotilla_version')"
+        );
     }
 
     #[test]
