@@ -6,4 +6,8 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod fleet_faults;
+mod fleet_run;
+#[allow(dead_code)]
+mod fleet_support;
 mod harness_tests;
