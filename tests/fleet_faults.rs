@@ -15,8 +15,19 @@ async fn fleet_terminated_backend_is_retried_and_succeeds() {
     let tenants = Fleet::path_arg(&fleet.tenants_file);
     let ledger = Fleet::path_arg(&fleet.ledger);
     let child = fleet.spawn(&[
-        "fleet", "upgrade", "head", "--tenants", &tenants, "--ledger", &ledger, "--progress", "none", "--events",
-        &Fleet::path_arg(&events), "--concurrency", "3",
+        "fleet",
+        "upgrade",
+        "head",
+        "--tenants",
+        &tenants,
+        "--ledger",
+        &ledger,
+        "--progress",
+        "none",
+        "--events",
+        &Fleet::path_arg(&events),
+        "--concurrency",
+        "3",
     ]);
 
     // Kill one backend while it is inside the sleeping revision.
@@ -42,12 +53,19 @@ async fn fleet_terminated_backend_is_retried_and_succeeds() {
             assert!(done, "could not terminate backend {pid}");
             break pid;
         }
-        assert!(std::time::Instant::now() < deadline, "no flotilla backend ever ran pg_sleep");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no flotilla backend ever ran pg_sleep"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
 
     let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
-    assert_eq!(code, Some(0), "backend {killed} terminated\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        code,
+        Some(0),
+        "backend {killed} terminated\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 
     let events = read_events(&events);
     let retrying: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "tenant_retrying").collect();
@@ -70,7 +88,10 @@ async fn fleet_terminated_backend_is_retried_and_succeeds() {
     let versions = fleet.versions().await;
     assert!(versions.values().all(|v| *v == [SLOW_HEAD]), "{versions:?}");
     let tables = fleet.user_tables().await;
-    assert!(tables.values().all(|t| *t == slow_tables_at(Some(SLOW_HEAD))), "{tables:?}");
+    assert!(
+        tables.values().all(|t| *t == slow_tables_at(Some(SLOW_HEAD))),
+        "{tables:?}"
+    );
 }
 
 #[tokio::test]
@@ -82,8 +103,17 @@ async fn fleet_connections_never_exceed_the_server_cap() {
     let tenants = Fleet::path_arg(&fleet.tenants_file);
     let ledger = Fleet::path_arg(&fleet.ledger);
     let mut child = fleet.spawn(&[
-        "fleet", "upgrade", "head", "--tenants", &tenants, "--ledger", &ledger, "--progress", "none",
-        "--concurrency", "16",
+        "fleet",
+        "upgrade",
+        "head",
+        "--tenants",
+        &tenants,
+        "--ledger",
+        &ledger,
+        "--progress",
+        "none",
+        "--concurrency",
+        "16",
     ]);
 
     let admin = connect(cluster().url()).await.unwrap();
@@ -104,8 +134,14 @@ async fn fleet_connections_never_exceed_the_server_cap() {
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
 
     let max = samples.iter().copied().max().unwrap_or(0);
-    assert!(max <= CAP, "{max} connections open at once (cap {CAP}); samples: {samples:?}");
-    assert!(max > 1, "the run never had two connections open, so the cap was not exercised: {samples:?}");
+    assert!(
+        max <= CAP,
+        "{max} connections open at once (cap {CAP}); samples: {samples:?}"
+    );
+    assert!(
+        max > 1,
+        "the run never had two connections open, so the cap was not exercised: {samples:?}"
+    );
     let versions = fleet.versions().await;
     assert!(versions.values().all(|v| *v == [SLOW_HEAD]), "{versions:?}");
 }
@@ -117,8 +153,19 @@ async fn fleet_sigint_stops_cleanly_and_retry_finishes() {
     let tenants = Fleet::path_arg(&fleet.tenants_file);
     let ledger = Fleet::path_arg(&fleet.ledger);
     let child = fleet.spawn(&[
-        "fleet", "upgrade", "head", "--tenants", &tenants, "--ledger", &ledger, "--progress", "none", "--events",
-        &Fleet::path_arg(&events), "--concurrency", "3",
+        "fleet",
+        "upgrade",
+        "head",
+        "--tenants",
+        &tenants,
+        "--ledger",
+        &ledger,
+        "--progress",
+        "none",
+        "--events",
+        &Fleet::path_arg(&events),
+        "--concurrency",
+        "3",
     ]);
 
     wait_for("a tenant_succeeded event", Duration::from_secs(60), || {
@@ -128,7 +175,10 @@ async fn fleet_sigint_stops_cleanly_and_retry_finishes() {
             .then_some(())
     });
     let pid = child.id().to_string();
-    let kill = std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
     assert_eq!(code, Some(130), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -161,7 +211,10 @@ async fn fleet_sigint_stops_cleanly_and_retry_finishes() {
     let versions = fleet.versions().await;
     assert!(versions.values().all(|v| *v == [SLOW_HEAD]), "{versions:?}");
     let tables = fleet.user_tables().await;
-    assert!(tables.values().all(|t| *t == slow_tables_at(Some(SLOW_HEAD))), "{tables:?}");
+    assert!(
+        tables.values().all(|t| *t == slow_tables_at(Some(SLOW_HEAD))),
+        "{tables:?}"
+    );
     let retried = fleet.status(None);
     assert_eq!(
         retried["run"]["n_tenants"].as_u64().unwrap(),
@@ -180,7 +233,11 @@ fn read_events_lenient(path: &std::path::Path) -> Vec<serde_json::Value> {
 fn fleet_events_helper_parses_lines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.ndjson");
-    std::fs::write(&path, "{\"event\":\"run_started\"}\n\n{\"event\":\"tenant_started\",\"tenant\":\"a\"}\n").unwrap();
+    std::fs::write(
+        &path,
+        "{\"event\":\"run_started\"}\n\n{\"event\":\"tenant_started\",\"tenant\":\"a\"}\n",
+    )
+    .unwrap();
     assert_eq!(read_events(&path).len(), 2);
     std::fs::write(&path, "{\"event\":\"run_started\"}\n{\"event\":\"ten").unwrap();
     assert_eq!(read_events_lenient(&path).len(), 1);

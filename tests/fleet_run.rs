@@ -59,7 +59,11 @@ async fn fleet_of_220_mixed_tenants_reaches_head_then_skips() {
     assert_ne!(second["run"]["id"], status["run"]["id"]);
     assert_eq!(statuses(&second), all(&ids, "skipped"));
     for (id, t) in Fleet::status_tenants(&second) {
-        assert_eq!((&t["from_revision"], &t["to_revision"]), (&Value::from(REPO_HEAD), &Value::from(REPO_HEAD)), "{id}");
+        assert_eq!(
+            (&t["from_revision"], &t["to_revision"]),
+            (&Value::from(REPO_HEAD), &Value::from(REPO_HEAD)),
+            "{id}"
+        );
     }
     assert_eq!(fleet.versions().await, at_head);
 
@@ -78,7 +82,9 @@ const CREATE_ORDERS: &str = "e5f0a9c3b284";
 async fn fleet_broken_tenant_fails_alone_and_retry_fixes_only_it() {
     let fleet = Fleet::new("fleet_broken", 12, 3, Revisions::Repo, 6);
     let broken = "tenant_0005";
-    fleet.db.execute("CREATE TABLE tenant_0005.orders (legacy_code text PRIMARY KEY, note text)");
+    fleet
+        .db
+        .execute("CREATE TABLE tenant_0005.orders (legacy_code text PRIMARY KEY, note text)");
 
     fleet.upgrade(&["--concurrency", "6"]).assert_code(1);
 
@@ -139,7 +145,9 @@ async fn fleet_failure_threshold_halts_before_the_rest_start() {
         fleet.db.execute(&format!("CREATE TABLE {broken}.orders (id int)"));
     }
 
-    let out = fleet.upgrade(&["--max-failures", "1", "--concurrency", "1"]).assert_code(3);
+    let out = fleet
+        .upgrade(&["--max-failures", "1", "--concurrency", "1"])
+        .assert_code(3);
 
     let status = fleet.status(None);
     assert_eq!(status["run"]["exit_code"], 3, "{}", out.report());

@@ -25,9 +25,18 @@ pub const SLOW_HEAD: &str = "c3c3c3c3c3c3";
 pub fn slow_tables_at(revision: Option<&str>) -> Vec<String> {
     let n = match revision {
         None => 0,
-        Some(rev) => SLOW_REVISIONS.iter().position(|r| *r == rev).expect("a fleet_slow revision") + 1,
+        Some(rev) => {
+            SLOW_REVISIONS
+                .iter()
+                .position(|r| *r == rev)
+                .expect("a fleet_slow revision")
+                + 1
+        }
     };
-    let mut out: Vec<String> = ["items", "notes", "prices"][..n].iter().map(|s| s.to_string()).collect();
+    let mut out: Vec<String> = ["items", "notes", "prices"][..n]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     out.sort();
     out
 }
@@ -76,7 +85,13 @@ impl Fleet {
     /// `n_schemas` schema tenants `tenant_0001`.. and `n_databases` database tenants `db_01`.., listed by hand in
     /// the tenants file with tags `kind` (schema/database) and `parity` (even/odd), on one server capped at
     /// `max_connections`, with no start-rate limit.
-    pub fn new(hint: &str, n_schemas: usize, n_databases: usize, revisions: Revisions, max_connections: usize) -> Fleet {
+    pub fn new(
+        hint: &str,
+        n_schemas: usize,
+        n_databases: usize,
+        revisions: Revisions,
+        max_connections: usize,
+    ) -> Fleet {
         let db = TestDb::new(hint);
         let mut sql = String::new();
         let mut tenants = Vec::new();
@@ -171,7 +186,8 @@ impl Fleet {
     /// `fleet retry` without a progress display, plus `extra`.
     pub fn retry(&self, extra: &[&str]) -> Cmd {
         let mut cmd = self.project.flotilla();
-        cmd.args(["fleet", "retry", "--progress", "none", "--ledger"]).arg(&self.ledger);
+        cmd.args(["fleet", "retry", "--progress", "none", "--ledger"])
+            .arg(&self.ledger);
         cmd.args(extra);
         cmd
     }
@@ -179,7 +195,8 @@ impl Fleet {
     /// `fleet status --format json` of the latest run (or `run`).
     pub fn status(&self, run: Option<&str>) -> Value {
         let mut cmd = self.project.flotilla();
-        cmd.args(["fleet", "status", "--format", "json", "--ledger"]).arg(&self.ledger);
+        cmd.args(["fleet", "status", "--format", "json", "--ledger"])
+            .arg(&self.ledger);
         if let Some(run) = run {
             cmd.args(["--run", run]);
         }
@@ -276,7 +293,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -321,5 +341,9 @@ pub fn finish(mut child: Child, timeout: Duration) -> (Option<i32>, String, Stri
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    (status.code(), out.join().unwrap_or_default(), err.join().unwrap_or_default())
+    (
+        status.code(),
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
 }

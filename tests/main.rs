@@ -6,8 +6,10 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod fleet_config;
 mod fleet_faults;
 mod fleet_run;
+mod fleet_select;
 #[allow(dead_code)]
 mod fleet_support;
 mod harness_tests;
