@@ -13,3 +13,4 @@ mod fleet_select;
 #[allow(dead_code)]
 mod fleet_support;
 mod harness_tests;
+mod observe_metrics;
