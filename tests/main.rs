@@ -13,4 +13,7 @@ mod fleet_select;
 #[allow(dead_code)]
 mod fleet_support;
 mod harness_tests;
+mod observe_json;
 mod observe_metrics;
+mod observe_progress;
+mod observe_secrets;
