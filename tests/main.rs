@@ -10,7 +10,6 @@ mod fleet_config;
 mod fleet_faults;
 mod fleet_run;
 mod fleet_select;
-#[allow(dead_code)]
 mod fleet_support;
 mod harness_tests;
 mod observe_json;
