@@ -82,13 +82,15 @@ async fn fleet_dry_run_prints_plans_and_changes_nothing() {
         out.report()
     );
     assert!(out.stdout.contains("Dry run: nothing was changed"), "{}", out.report());
+    assert!(out.stderr.contains("run dry-run: upgrade to head"), "{}", out.report());
+    assert!(!out.stdout.contains("run dry-run:"), "{}", out.report());
 
-    let json = fleet.upgrade(&["--dry-run", "--format", "json"]).assert_success();
-    // The summary follows the plan on stdout; the plan is the first JSON document.
-    let plan: serde_json::Value = serde_json::Deserializer::from_str(&json.stdout)
-        .into_iter::<serde_json::Value>()
-        .find_map(|doc| doc.ok().filter(|d| d["dry_run"] == true))
-        .unwrap_or_else(|| panic!("no dry-run plan in stdout\n{}", json.report()));
+    // The plan is stdout's only document (regression: the run summary used to precede it there).
+    let plan = fleet
+        .upgrade(&["--dry-run", "--format", "json"])
+        .assert_success()
+        .json();
+    assert_eq!(plan["dry_run"], true, "{plan:#}");
     let planned: BTreeSet<String> = plan["tenants"]
         .as_array()
         .unwrap()
