@@ -110,6 +110,9 @@ async fn observe_metrics_served_during_the_run_and_textfile_agrees_with_ledger()
             "finished tenants went down from {last_done} to {done}"
         );
         last_done = done;
+        // Regression: the gauge used to count every pooled connection discarded after a failure forever.
+        let open = sample(text, "flotilla_connections_open{server=\"local\"}").unwrap_or(0.0);
+        assert!(open <= 3.0, "{open} connections open over a cap of 3\n{text}");
     }
     assert!(
         scrapes.iter().any(|t| tenants_in(t, "running") > 0.0),
