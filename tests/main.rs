@@ -6,7 +6,16 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod fleet_config;
+mod fleet_faults;
+mod fleet_run;
+mod fleet_select;
+mod fleet_support;
 mod harness_tests;
+mod observe_json;
+mod observe_metrics;
+mod observe_progress;
+mod observe_secrets;
 mod single_commands;
 mod single_failures;
 mod single_offline;

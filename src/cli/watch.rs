@@ -60,8 +60,9 @@ pub async fn sinks(
             Format::Text => SummaryFormat::Text,
             Format::Json => SummaryFormat::Json,
         },
-        // With events on stdout the summary must not interleave with them.
-        summary_to_stderr: is_events_stdout,
+        // With events on stdout the summary must not interleave with them, and a dry run's stdout is its plan
+        // alone, so `--format json` prints one JSON document there.
+        summary_to_stderr: is_events_stdout || run.dry_run,
         log_route: Some(route),
         ..ProgressOptions::default()
     })));

@@ -99,17 +99,32 @@ async fn open_connection(
     Ok((client, handle))
 }
 
+/// One open connection in the count, and its permit of the cap. The count goes down before the permit is
+/// released, so the count never exceeds the cap.
+struct OpenGuard {
+    open: Arc<AtomicUsize>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn spawn_driver<F>(connection: F, permit: OwnedSemaphorePermit, open: Arc<AtomicUsize>) -> JoinHandle<()>
 where
     F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
 {
     open.fetch_add(1, Ordering::Relaxed);
+    let guard = OpenGuard { open, _permit: permit };
+    // The guard lives in the task so that it is dropped also when the task is aborted, as deadpool does to the
+    // driver of a pooled connection it discards; code after the await would never run then.
     tokio::spawn(async move {
+        let _guard = guard;
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
-        open.fetch_sub(1, Ordering::Relaxed);
-        drop(permit);
     })
 }
 

@@ -1,0 +1,141 @@
+//! Tenant selection: `--tenant`, `--tag`, `--exclude`, `--only-failed` and `--dry-run` touch exactly the tenants
+//! they name, as PostgreSQL and the ledger show.
+
+use std::collections::BTreeSet;
+
+use crate::fleet_support::{Fleet, Revisions, REPO_HEAD};
+
+/// The tenants whose version table is at the repository's head.
+async fn at_head(fleet: &Fleet) -> BTreeSet<String> {
+    fleet
+        .versions()
+        .await
+        .into_iter()
+        .filter(|(_, rows)| *rows == [REPO_HEAD])
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The tenants of the latest run in the ledger.
+fn last_run_tenants(fleet: &Fleet) -> BTreeSet<String> {
+    Fleet::status_tenants(&fleet.status(None)).into_keys().collect()
+}
+
+fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn fleet_selectors_touch_only_the_chosen_tenants() {
+    // Tenants: db_01 (odd), db_02 (even), tenant_0001..tenant_0006 (odd/even alternating).
+    let fleet = Fleet::new("fleet_select", 6, 2, Revisions::Repo, 4);
+
+    fleet
+        .upgrade(&["--tenant", "tenant_0001", "--tenant", "db_02"])
+        .assert_success();
+    assert_eq!(last_run_tenants(&fleet), set(&["db_02", "tenant_0001"]));
+    assert_eq!(at_head(&fleet).await, set(&["db_02", "tenant_0001"]));
+
+    fleet
+        .upgrade(&["--tag", "parity=even", "--exclude", "tenant_0004"])
+        .assert_success();
+    assert_eq!(last_run_tenants(&fleet), set(&["db_02", "tenant_0002", "tenant_0006"]));
+    let status = Fleet::status_tenants(&fleet.status(None));
+    assert_eq!(status["db_02"]["status"], "skipped");
+    assert_eq!(status["tenant_0002"]["status"], "succeeded");
+    assert_eq!(
+        at_head(&fleet).await,
+        set(&["db_02", "tenant_0001", "tenant_0002", "tenant_0006"])
+    );
+
+    // Tags combine: every one must match.
+    fleet
+        .upgrade(&["--tag", "parity=odd", "--tag", "kind=database"])
+        .assert_success();
+    assert_eq!(last_run_tenants(&fleet), set(&["db_01"]));
+
+    // An unknown --tenant is a usage error, and nothing runs.
+    let before = fleet.status(None)["run"]["id"].clone();
+    let out = fleet.upgrade(&["--tenant", "tenant_9999"]).assert_code(2);
+    assert!(out.stderr.contains("tenant_9999"), "{}", out.report());
+    assert_eq!(fleet.status(None)["run"]["id"], before);
+}
+
+#[tokio::test]
+async fn fleet_dry_run_prints_plans_and_changes_nothing() {
+    let fleet = Fleet::new("fleet_dry_run", 3, 1, Revisions::Repo, 4);
+    fleet.upgrade(&["--tenant", "tenant_0002"]).assert_success();
+    let run_before = fleet.status(None)["run"]["id"].clone();
+
+    let out = fleet.upgrade(&["--dry-run"]).assert_success();
+    for id in ["db_01", "tenant_0001", "tenant_0003"] {
+        assert!(
+            out.stdout.contains(&format!("{id} (at base): 8 step(s)")),
+            "no plan for {id}\n{}",
+            out.report()
+        );
+    }
+    assert!(!out.stdout.contains("tenant_0002 (at"), "{}", out.report());
+    assert!(
+        out.stdout.contains("    Up 4c2d8e1f9a07, create users"),
+        "{}",
+        out.report()
+    );
+    assert!(out.stdout.contains("Dry run: nothing was changed"), "{}", out.report());
+    assert!(out.stderr.contains("run dry-run: upgrade to head"), "{}", out.report());
+    assert!(!out.stdout.contains("run dry-run:"), "{}", out.report());
+
+    // The plan is stdout's only document (regression: the run summary used to precede it there).
+    let plan = fleet
+        .upgrade(&["--dry-run", "--format", "json"])
+        .assert_success()
+        .json();
+    assert_eq!(plan["dry_run"], true, "{plan:#}");
+    let planned: BTreeSet<String> = plan["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(planned, set(&["db_01", "tenant_0001", "tenant_0003"]));
+    for t in plan["tenants"].as_array().unwrap() {
+        assert_eq!(t["steps"].as_array().unwrap().len(), 8, "{t}");
+        assert_eq!(t["steps"][0]["revision"], "4c2d8e1f9a07", "{t}");
+    }
+
+    // Nothing changed: no version table anywhere new, no run in the ledger.
+    let versions = fleet.versions().await;
+    for (id, rows) in &versions {
+        let expected: Vec<String> = if id == "tenant_0002" {
+            vec![REPO_HEAD.into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(rows, &expected, "{id}");
+    }
+    let main = fleet.db.client().await;
+    for schema in ["tenant_0001", "tenant_0003"] {
+        assert_eq!(
+            crate::harness::tables(&main, schema).await,
+            Vec::<String>::new(),
+            "{schema}"
+        );
+    }
+    assert_eq!(fleet.status(None)["run"]["id"], run_before);
+}
+
+#[tokio::test]
+async fn fleet_only_failed_reruns_the_failed_tenants() {
+    let fleet = Fleet::new("fleet_only_failed", 5, 0, Revisions::Repo, 4);
+    fleet.db.execute("CREATE TABLE tenant_0003.orders (id int)");
+    fleet.upgrade(&[]).assert_code(1);
+    fleet.db.execute("DROP TABLE tenant_0003.orders");
+
+    fleet.upgrade(&["--only-failed"]).assert_success();
+    assert_eq!(last_run_tenants(&fleet), set(&["tenant_0003"]));
+    assert_eq!(at_head(&fleet).await, fleet.ids().into_iter().collect());
+
+    // Nothing failed in the last run: --only-failed has nothing to do and says so.
+    let out = fleet.upgrade(&["--only-failed"]).assert_success();
+    assert!(out.stdout.contains("Nothing to do"), "{}", out.report());
+}
