@@ -158,7 +158,13 @@ impl Sink for LedgerSink {
                 u.attempts = *attempts;
                 u.duration_ms = Some(duration.as_millis() as u64);
             }),
-            FleetEvent::TenantInterrupted { tenant } => self.update(tenant, |u| u.status = TenantStatus::Interrupted),
+            FleetEvent::TenantInterrupted { tenant, from, to } => self.update(tenant, |u| {
+                u.status = TenantStatus::Interrupted;
+                if !from.is_empty() || !to.is_empty() {
+                    u.from_revision = joined(from);
+                    u.to_revision = joined(to);
+                }
+            }),
             FleetEvent::RunFinished { exit_code, .. } => self.exit_code = Some(*exit_code),
             _ => return,
         }

@@ -194,7 +194,7 @@ pub async fn run(
         }
         tokio::select! {
             Some(msg) = rx.recv() => {
-                if let Some(done) = handle(&mut co, &req, msg, &mut tokens) {
+                if let Some(done) = handle(&mut co, msg, &mut tokens) {
                     in_flight -= 1;
                     match done {
                         Done::Requeue { index, attempts } => {
@@ -248,7 +248,11 @@ pub async fn run(
             co.states[index] = TenantState::Interrupted;
             co.outcome.n_interrupted += 1;
             let tenant = co.tenants[index].id.clone();
-            co.emit(FleetEvent::TenantInterrupted { tenant });
+            co.emit(FleetEvent::TenantInterrupted {
+                tenant,
+                from: Vec::new(),
+                to: Vec::new(),
+            });
         }
     }
     for server in &co.servers {
@@ -321,7 +325,6 @@ enum Done {
 /// Apply one worker message: emit its event, and report when the worker is done.
 fn handle(
     co: &mut Coordinator,
-    req: &FleetRequest,
     msg: WorkerMsg,
     tokens: &mut HashMap<usize, tokio_postgres::CancelToken>,
 ) -> Option<Done> {
@@ -458,13 +461,16 @@ fn handle(
                         duration: elapsed,
                     });
                 }
-                Outcome::Interrupted { .. } => {
+                Outcome::Interrupted { from, to, .. } => {
                     co.finish_tenant(index, TenantState::Interrupted);
                     co.outcome.n_interrupted += 1;
-                    co.emit(FleetEvent::TenantInterrupted { tenant });
+                    co.emit(FleetEvent::TenantInterrupted {
+                        tenant,
+                        from: ids(&from),
+                        to: ids(&to),
+                    });
                 }
             }
-            let _ = req;
             return Some(Done::Finished { index });
         }
     }

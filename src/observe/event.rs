@@ -116,8 +116,12 @@ pub enum FleetEvent {
         #[serde(with = "millis", rename = "duration_ms")]
         duration: Duration,
     },
+    /// The tenant stopped before reaching the target: `from`/`to` are its version rows before and after (empty
+    /// and equal when it never started).
     TenantInterrupted {
         tenant: String,
+        from: Vec<String>,
+        to: Vec<String>,
     },
     /// Time a tenant start waited for the rate limiter.
     RateLimited {
@@ -154,7 +158,7 @@ impl FleetEvent {
             | FleetEvent::TenantSucceeded { tenant, .. }
             | FleetEvent::TenantSkipped { tenant, .. }
             | FleetEvent::TenantFailed { tenant, .. }
-            | FleetEvent::TenantInterrupted { tenant } => Some(tenant),
+            | FleetEvent::TenantInterrupted { tenant, .. } => Some(tenant),
             _ => None,
         }
     }

@@ -348,7 +348,7 @@ impl Sink for MetricsSink {
                 self.error(sqlstate);
                 self.backfill.remove(tenant.as_str());
             }
-            FleetEvent::TenantSkipped { tenant, .. } | FleetEvent::TenantInterrupted { tenant } => {
+            FleetEvent::TenantSkipped { tenant, .. } | FleetEvent::TenantInterrupted { tenant, .. } => {
                 self.backfill.remove(tenant.as_str());
             }
             FleetEvent::Connections { server, open } => {

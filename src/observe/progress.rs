@@ -451,7 +451,7 @@ impl BarDisplay {
             FleetEvent::TenantSucceeded { tenant, .. }
             | FleetEvent::TenantFailed { tenant, .. }
             | FleetEvent::TenantSkipped { tenant, .. }
-            | FleetEvent::TenantInterrupted { tenant } => {
+            | FleetEvent::TenantInterrupted { tenant, .. } => {
                 if let Some(t) = self.inflight.remove(tenant.as_str()) {
                     if let Some(line) = t.line {
                         line.finish_and_clear();
@@ -726,8 +726,22 @@ mod tests {
             bars.more.as_ref().map(|m| m.message()),
             Some("  … and 2 more running".to_string())
         );
-        feed(&mut bars, FleetEvent::TenantInterrupted { tenant: "a".into() });
-        feed(&mut bars, FleetEvent::TenantInterrupted { tenant: "c".into() });
+        feed(
+            &mut bars,
+            FleetEvent::TenantInterrupted {
+                tenant: "a".into(),
+                from: vec![],
+                to: vec![],
+            },
+        );
+        feed(
+            &mut bars,
+            FleetEvent::TenantInterrupted {
+                tenant: "c".into(),
+                from: vec![],
+                to: vec![],
+            },
+        );
         assert_eq!(bars.n_lines, 2);
         let shown: Vec<_> = bars
             .inflight

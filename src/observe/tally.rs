@@ -105,7 +105,7 @@ impl StateBook {
             FleetEvent::TenantSucceeded { tenant, .. } => (tenant, TenantState::Succeeded),
             FleetEvent::TenantFailed { tenant, .. } => (tenant, TenantState::Failed),
             FleetEvent::TenantSkipped { tenant, .. } => (tenant, TenantState::Skipped),
-            FleetEvent::TenantInterrupted { tenant } => (tenant, TenantState::Interrupted),
+            FleetEvent::TenantInterrupted { tenant, .. } => (tenant, TenantState::Interrupted),
             FleetEvent::RateLimited { .. } | FleetEvent::Connections { .. } | FleetEvent::RunFinished { .. } => {
                 return None
             }
@@ -165,7 +165,11 @@ mod tests {
     #[test]
     fn late_progress_does_not_revive_a_finished_tenant() {
         let mut book = StateBook::new();
-        book.apply(&FleetEvent::TenantInterrupted { tenant: "x".into() });
+        book.apply(&FleetEvent::TenantInterrupted {
+            tenant: "x".into(),
+            from: vec![],
+            to: vec![],
+        });
         let t = book.apply(&FleetEvent::BackfillProgress {
             tenant: "x".into(),
             revision: "r".into(),

@@ -159,7 +159,11 @@ pub fn sample_run() -> Vec<FleetEvent> {
             server: s("db2"),
             attempt: 1,
         },
-        FleetEvent::TenantInterrupted { tenant: s("t-epsilon") },
+        FleetEvent::TenantInterrupted {
+            tenant: s("t-epsilon"),
+            from: vec![],
+            to: vec![],
+        },
         FleetEvent::Connections {
             server: s("db1"),
             open: 0,
