@@ -6,4 +6,5 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod backfill_tests;
 mod harness_tests;

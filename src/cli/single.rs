@@ -29,7 +29,9 @@ fn word(direction: Direction) -> &'static str {
 }
 
 pub async fn migrate(global: &GlobalArgs, args: MigrateArgs, direction: Direction) -> Result<ExitCode, CliError> {
-    let ctx = Ctx::load(global)?;
+    let mut ctx = Ctx::load(global)?;
+    ctx.exec.backfill_rate = args.backfill.backfill_rate.filter(|r| *r > 0.0);
+    ctx.exec.is_irreversible_allowed = args.backfill.force;
     let loaded = ctx.load_scripts()?;
     if args.sql {
         return offline(&ctx, &loaded, &args.target, direction);
