@@ -73,7 +73,9 @@ pub fn substitute(statement: &str, predicate: &str) -> String {
 fn upper_sql_with(spec: &BackfillSpec, lower: Option<String>, limit: &str, as_array: bool) -> String {
     let keys = spec.key.join(", ");
     let filter = lower.map_or_else(String::new, |l| format!(" WHERE {} > {l}", key_row(spec)));
-    let desc: Vec<String> = spec.key.iter().map(|k| format!("{k} DESC")).collect();
+    // Qualified, because an output column named like the key (`id::text` is named `id`) would win in ORDER BY
+    // and sort the keys as text.
+    let desc: Vec<String> = spec.key.iter().map(|k| format!("flotilla_batch.{k} DESC")).collect();
     let texts: Vec<String> = spec.key.iter().map(|k| format!("{k}::text")).collect();
     let out = if as_array {
         format!("ARRAY[{}]", texts.join(", "))
@@ -138,14 +140,10 @@ pub fn render_offline_loop(
     let row = format!("({})", vec!["%L"; n].join(", "));
     let args_of = |var: &str| (1..=n).map(|i| format!("{var}[{i}]")).collect::<Vec<_>>().join(", ");
     let first_query = upper_sql_with(spec, None, &spec.batch_size.to_string(), true);
-    let next_query = escape(&upper_sql_with(
-        spec,
-        Some(row.clone()),
-        &spec.batch_size.to_string(),
-        true,
-    ));
-    let pred_first = escape(&predicate_with(spec, None, row.clone()));
-    let pred_next = escape(&predicate_with(spec, Some(row.clone()), row.clone()));
+    // Table and key names are plain identifiers, so these format strings hold no `%` but their own `%L`s.
+    let next_query = upper_sql_with(spec, Some(row.clone()), &spec.batch_size.to_string(), true);
+    let pred_first = predicate_with(spec, None, row.clone());
+    let pred_next = predicate_with(spec, Some(row.clone()), row.clone());
     let body = escape(statement).replace(BATCH_PLACEHOLDER, "(%s)");
     let mut tag = "flotilla_backfill".to_string();
     while statement.contains(&format!("${tag}$")) {
@@ -213,7 +211,7 @@ mod tests {
         assert_eq!(
             upper_sql(&s, None, 3),
             "WITH flotilla_batch AS (SELECT id FROM orders ORDER BY id LIMIT 3) \
-             SELECT (SELECT count(*) FROM flotilla_batch), id::text FROM flotilla_batch ORDER BY id DESC LIMIT 1"
+             SELECT (SELECT count(*) FROM flotilla_batch), id::text FROM flotilla_batch ORDER BY flotilla_batch.id DESC LIMIT 1"
         );
         let c = spec("table=s.t key=a,b");
         let lower = vec!["1".to_string(), "it's".to_string()];
