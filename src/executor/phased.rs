@@ -6,6 +6,7 @@
 //! is either committed together with its checkpoint or not at all.
 
 use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -124,6 +125,8 @@ pub(crate) async fn run_phased(
         }
     }
     let n_phases = section.phases.len();
+    // The history row's duration covers this attempt only; earlier attempts' batches are not counted.
+    let started = Instant::now();
     for (index, phase) in section.phases.iter().enumerate().skip(resume.phase) {
         match phase {
             Phase::Sql(statements) => {
@@ -144,7 +147,16 @@ pub(crate) async fn run_phased(
                 batch.extend(opts.after_each.iter().map(|s| (s.clone(), None)));
                 let bookkeeping = if is_last {
                     let mut sql = store.rows_sql(&step.delete_rows, &step.insert_rows);
-                    sql.push(store.history_sql(revision, word, "applied", Some(&section.checksum), true, "NULL", None));
+                    let duration = started.elapsed().as_millis().to_string();
+                    sql.push(store.history_sql(
+                        revision,
+                        word,
+                        "applied",
+                        Some(&section.checksum),
+                        true,
+                        &duration,
+                        None,
+                    ));
                     sql.push(finish_sql(&table, revision, word));
                     sql
                 } else {
