@@ -337,3 +337,40 @@ async fn backfill_fleet_all_rows_done_under_fleet_rate() {
         "{total} rows in {elapsed:?}: the fleet-wide budget was not respected"
     );
 }
+
+/// The keyset query once ordered its last key by the `id::text` output column (named `id`), so batches ended at
+/// the textually largest key (`99` of 1..100) instead of the largest.
+#[tokio::test]
+async fn backfill_batch_bounds_follow_key_order_not_text_order() {
+    let db = TestDb::new("backfill bounds");
+    db.execute(
+        "CREATE TABLE t (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, tx bigint);
+         INSERT INTO t (id) SELECT i FROM generate_series(1, 250) i;",
+    );
+    let text = revision(
+        "gg01",
+        "",
+        "table=t key=id batch_size=100",
+        "UPDATE t SET n = n + 1, tx = txid_current() WHERE {{batch}}",
+        "",
+        "",
+    );
+    let project = project(&[("gg01_bounds.sql", &text)]);
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head", "--force"])
+        .assert_success();
+    let client = db.client().await;
+    let sizes: Vec<i64> = client
+        .query("SELECT count(*) FROM t GROUP BY tx ORDER BY min(id)", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        sizes,
+        [100, 100, 50],
+        "one transaction per batch, each covering exactly batch_size keys"
+    );
+}
