@@ -374,3 +374,57 @@ async fn backfill_batch_bounds_follow_key_order_not_text_order() {
         "one transaction per batch, each covering exactly batch_size keys"
     );
 }
+
+#[tokio::test]
+async fn backfill_ctrl_c_stops_between_batches_and_resumes() {
+    let db = TestDb::new("backfill sigint");
+    db.execute(
+        "CREATE TABLE c (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+         INSERT INTO c (id) SELECT i FROM generate_series(1, 20000) i;",
+    );
+    let text = revision(
+        "hh01",
+        "",
+        "table=c key=id batch_size=250",
+        "UPDATE c SET n = n + 1 WHERE {{batch}}",
+        "",
+        "",
+    );
+    let project = project(&[("hh01_sigint.sql", &text)]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .current_dir(project.path())
+        .args(["--url", db.url(), "upgrade", "head", "--backfill-rate", "8000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start flotilla");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut is_progressing = false;
+    while Instant::now() < deadline {
+        let row = db
+            .client()
+            .await
+            .query_opt("SELECT rows_done FROM flotilla_backfill_progress", &[])
+            .await;
+        if let Ok(Some(row)) = row {
+            if row.get::<_, i64>(0) >= 1000 {
+                is_progressing = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().expect("reap flotilla");
+    assert!(is_progressing, "backfill never made progress");
+    assert_eq!(status.code(), Some(130), "Ctrl-C exits as interrupted");
+    let done = one_i64(&db, "SELECT rows_done FROM flotilla_backfill_progress").await;
+    assert!(done < 20000, "stopped part way");
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM c WHERE n = 1").await, done);
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM c WHERE n <> 1").await, 0);
+}
