@@ -6,6 +6,7 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod backfill_tests;
 mod fleet_config;
 mod fleet_faults;
 mod fleet_run;

@@ -204,6 +204,22 @@ pub struct RunArgs {
     /// Write metrics in the node_exporter textfile format to PATH, periodically and at the end.
     #[arg(long, value_name = "PATH")]
     pub metrics_textfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub backfill: BackfillArgs,
+    /// Backfill rows per second summed over every tenant of the run (0 = unlimited).
+    #[arg(long, value_name = "ROWS")]
+    pub backfill_fleet_rate: Option<f64>,
+}
+
+/// Backfill pacing and safety, the same on `upgrade`/`downgrade` and their fleet forms.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BackfillArgs {
+    /// Backfill rows per second on each database (0 = unlimited).
+    #[arg(long, value_name = "ROWS")]
+    pub backfill_rate: Option<f64>,
+    /// Downgrade past revisions whose backfill has no reverse (their backfilled data is not restored).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -321,6 +337,8 @@ pub struct MigrateArgs {
     /// Print the SQL instead of running it.
     #[arg(long)]
     pub sql: bool,
+    #[command(flatten)]
+    pub backfill: BackfillArgs,
 }
 
 #[derive(Debug, Args)]

@@ -89,6 +89,7 @@ impl Ctx {
                 .map(hook_statements)
                 .collect::<Result<Vec<_>, _>>()?
                 .concat(),
+            ..ExecOptions::default()
         };
         Ok(Ctx {
             project_dir,

@@ -50,7 +50,11 @@ pub fn exec_code(e: &ExecError) -> ExitCode {
     match e {
         ExecError::Locked { .. } => ExitCode::Locked,
         ExecError::Blocked(_) => ExitCode::NeedsResolve,
-        ExecError::NoTransactionInRunMode(_) | ExecError::MissingScript(_) => ExitCode::Usage,
+        ExecError::NoTransactionInRunMode(_)
+        | ExecError::MissingScript(_)
+        | ExecError::BackfillInRunMode(_)
+        | ExecError::IrreversibleBackfill { .. }
+        | ExecError::BackfillScriptChanged { .. } => ExitCode::Usage,
         ExecError::Step { .. } | ExecError::Db { .. } => ExitCode::Failed,
         ExecError::Interrupted => ExitCode::Interrupted,
     }

@@ -221,6 +221,12 @@ async fn migrate(
     if let Some(t) = defaults.statement_timeout {
         ctx.exec.statement_timeout = Some(t);
     }
+    ctx.exec.backfill_rate = run.backfill.backfill_rate.filter(|r| *r > 0.0);
+    ctx.exec.backfill_fleet = run
+        .backfill_fleet_rate
+        .and_then(crate::backfill::RowThrottle::new)
+        .map(std::sync::Arc::new);
+    ctx.exec.is_irreversible_allowed = run.backfill.force;
     let options = json!({
         "tenants_file": tenants_file.display().to_string(),
         "concurrency": concurrency,

@@ -29,7 +29,9 @@ fn word(direction: Direction) -> &'static str {
 }
 
 pub async fn migrate(global: &GlobalArgs, args: MigrateArgs, direction: Direction) -> Result<ExitCode, CliError> {
-    let ctx = Ctx::load(global)?;
+    let mut ctx = Ctx::load(global)?;
+    ctx.exec.backfill_rate = args.backfill.backfill_rate.filter(|r| *r > 0.0);
+    ctx.exec.is_irreversible_allowed = args.backfill.force;
     let loaded = ctx.load_scripts()?;
     if args.sql {
         return offline(&ctx, &loaded, &args.target, direction);
@@ -63,17 +65,27 @@ async fn migrate_locked(
         }
     }
     let text = ctx.format == Format::Text;
-    let mut on_event = |event: ExecEvent| {
-        if let ExecEvent::StepStarted { revision, direction } = event {
-            if text {
-                let message = loaded
-                    .scripts
-                    .get(&revision)
-                    .map(|s| s.meta.message.as_str())
-                    .unwrap_or_default();
-                println!("Running {} {revision}, {message}", word(direction));
-            }
+    let mut last_progress: Option<std::time::Instant> = None;
+    let mut on_event = |event: ExecEvent| match event {
+        ExecEvent::StepStarted { revision, direction } if text => {
+            let message = loaded
+                .scripts
+                .get(&revision)
+                .map(|s| s.meta.message.as_str())
+                .unwrap_or_default();
+            println!("Running {} {revision}, {message}", word(direction));
         }
+        // At most one line a second, so a long backfill stays readable.
+        ExecEvent::BackfillProgress {
+            revision,
+            rows_done,
+            rows_estimated,
+        } if text && last_progress.is_none_or(|t| t.elapsed().as_secs() >= 1) => {
+            last_progress = Some(std::time::Instant::now());
+            let of = rows_estimated.map(|n| format!(" of about {n}")).unwrap_or_default();
+            println!("  backfill {revision}: {rows_done}{of} rows done");
+        }
+        _ => {}
     };
     // Ctrl-C lets the revision in progress finish (it commits or rolls back whole), then stops.
     let stop = Arc::new(AtomicBool::new(false));

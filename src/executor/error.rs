@@ -34,6 +34,20 @@ pub enum ExecError {
     Db { context: String, pg: tokio_postgres::Error },
     #[error("revision {0} runs outside a transaction and cannot be part of a single-transaction run (transaction_per = \"run\")")]
     NoTransactionInRunMode(RevisionId),
+    #[error("revision {0} holds a backfill, which commits per batch, so it cannot be part of a single-transaction run (transaction_per = \"run\")")]
+    BackfillInRunMode(RevisionId),
+    #[error(
+        "revision {revision} ({}) backfills data without a reverse, so a downgrade past it cannot restore that data; \
+         nothing was changed (declare a `-- flotilla:backfill` in its downgrade section or `reverse=none`, or pass --force)",
+        .path.display()
+    )]
+    IrreversibleBackfill { revision: RevisionId, path: PathBuf },
+    #[error(
+        "revision {revision} ({}) changed while its backfill was part way; restore the file as it was, or finish \
+         by hand and `flotilla stamp`",
+        .path.display()
+    )]
+    BackfillScriptChanged { revision: RevisionId, path: PathBuf },
     #[error("interrupted before the next revision")]
     Interrupted,
     #[error("revision {0} is in the plan but has no script")]
@@ -100,7 +114,11 @@ impl ExecError {
                 Some(_) => "sql_error",
                 None => "connection",
             },
-            ExecError::NoTransactionInRunMode(_) | ExecError::MissingScript(_) => "plan",
+            ExecError::NoTransactionInRunMode(_)
+            | ExecError::MissingScript(_)
+            | ExecError::BackfillInRunMode(_)
+            | ExecError::IrreversibleBackfill { .. }
+            | ExecError::BackfillScriptChanged { .. } => "plan",
             ExecError::Interrupted => "interrupted",
         }
     }

@@ -6,6 +6,7 @@
 
 mod error;
 mod offline;
+mod phased;
 mod session;
 mod sql;
 mod store;

@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::error::ExecError;
+use super::phased::{advance_sql, finish_sql};
 use super::session::{direction_word, ExecOptions, TransactionPer};
 use super::sql::{quote_ident, quote_literal};
 use super::store::VersionStore;
-use crate::graph::{Direction, Plan};
+use crate::backfill::{progress_create_sql, progress_table, render_offline_loop};
+use crate::graph::{Direction, Plan, Step};
 use crate::revision::RevisionId;
 use crate::script::Script;
+use crate::script::{Phase, Section};
 
 /// Render `plan` as SQL. `create_tables` adds the version and history DDL (when starting from base).
 pub fn render_offline(
@@ -44,6 +47,19 @@ pub fn render_offline(
     if create_tables {
         let _ = writeln!(out, "\n{}", store.create_sql());
     }
+    if !opts.is_irreversible_allowed {
+        let irreversible = plan
+            .steps
+            .iter()
+            .filter(|s| s.direction == Direction::Down)
+            .find_map(|s| scripts.get(&s.revision).filter(|script| !script.is_data_reversible()));
+        if let Some(script) = irreversible {
+            return Err(ExecError::IrreversibleBackfill {
+                revision: script.meta.id.clone(),
+                path: script.path.clone(),
+            });
+        }
+    }
     let per_run = opts.transaction_per == TransactionPer::Run;
     if per_run {
         out.push_str("\nBEGIN;\n");
@@ -66,6 +82,13 @@ pub fn render_offline(
             format!(": {}", script.meta.message)
         };
         let _ = writeln!(out, "\n-- Running {direction} {}{title}", step.revision);
+        if section.has_backfill() {
+            if per_run {
+                return Err(ExecError::BackfillInRunMode(step.revision.clone()));
+            }
+            render_phased(&mut out, step, section, store, opts);
+            continue;
+        }
         let in_tx = script.is_transactional;
         if in_tx && !per_run {
             out.push_str("BEGIN;\n");
@@ -132,4 +155,74 @@ pub fn render_offline(
         out.push_str("\nCOMMIT;\n");
     }
     Ok(out)
+}
+
+/// A section with backfills, as the online run does it: each schema phase in its own transaction that also
+/// records the next phase in the progress table, each backfill as a `DO` loop committing once per batch, and
+/// the last phase with the version rows. Rerunning the file after a failure repeats the schema phases that
+/// had committed, so resume an interrupted offline backfill online (`flotilla upgrade`), which reads the
+/// same progress row.
+fn render_phased(out: &mut String, step: &Step, section: &Section, store: &VersionStore, opts: &ExecOptions) {
+    let word = direction_word(step.direction);
+    let revision = step.revision.as_str();
+    let table = progress_table(store.schema.as_deref());
+    let _ = writeln!(
+        out,
+        "-- This revision holds a backfill: it commits per phase and per batch."
+    );
+    let _ = writeln!(out, "{};", progress_create_sql(&table));
+    let n_phases = section.phases.len();
+    for (index, phase) in section.phases.iter().enumerate() {
+        match phase {
+            Phase::Sql(statements) => {
+                out.push_str("\nBEGIN;\n");
+                let _ = writeln!(out, "SET LOCAL flotilla.revision = {};", quote_literal(revision));
+                let _ = writeln!(out, "SET LOCAL flotilla.direction = {};", quote_literal(word));
+                let body = opts
+                    .before_each
+                    .iter()
+                    .chain(statements.iter().map(|s| &s.sql))
+                    .chain(opts.after_each.iter());
+                for sql in body {
+                    let _ = writeln!(out, "\n{sql};");
+                }
+                out.push('\n');
+                if index + 1 == n_phases {
+                    for sql in store.rows_sql(&step.delete_rows, &step.insert_rows) {
+                        let _ = writeln!(out, "{sql};");
+                    }
+                    let history =
+                        store.history_sql(revision, word, "applied", Some(&section.checksum), true, "NULL", None);
+                    let _ = writeln!(out, "{history};");
+                    let _ = writeln!(out, "{};", finish_sql(&table, revision, word));
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{};",
+                        advance_sql(&table, revision, word, index + 1, &section.checksum)
+                    );
+                }
+                out.push_str("COMMIT;\n");
+            }
+            Phase::Backfill(backfill) => {
+                let _ = writeln!(
+                    out,
+                    "\n-- Backfill of {} by key ({}), {} rows per batch.",
+                    backfill.spec.table,
+                    backfill.spec.key.join(", "),
+                    backfill.spec.batch_size
+                );
+                let _ = writeln!(
+                    out,
+                    "{};",
+                    render_offline_loop(&backfill.spec, &backfill.statement.sql, &table, revision, word)
+                );
+                let _ = writeln!(
+                    out,
+                    "{};",
+                    advance_sql(&table, revision, word, index + 1, &section.checksum)
+                );
+            }
+        }
+    }
 }

@@ -3,13 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::error::{db_message, ExecError, ExecFailure};
+use super::phased::run_phased;
 use super::sql::{quote_ident, quote_literal};
 use super::store::{Blocked, HistoryRow, VersionStore};
+use crate::backfill::RowThrottle;
 use crate::graph::{Direction, Plan, Step};
 use crate::revision::RevisionId;
 use crate::script::{Script, Section};
@@ -38,6 +41,12 @@ pub struct ExecOptions {
     /// SQL run inside every revision's transaction, before and after its own statements.
     pub before_each: Vec<String>,
     pub after_each: Vec<String>,
+    /// Backfill rows per second on this database (`None`: unlimited).
+    pub backfill_rate: Option<f64>,
+    /// The fleet-wide backfill budget, shared by every tenant of a run.
+    pub backfill_fleet: Option<Arc<RowThrottle>>,
+    /// Downgrade past revisions whose backfill declares no reverse (`--force`).
+    pub is_irreversible_allowed: bool,
 }
 
 impl Default for ExecOptions {
@@ -50,6 +59,9 @@ impl Default for ExecOptions {
             transaction_per: TransactionPer::Revision,
             before_each: Vec::new(),
             after_each: Vec::new(),
+            backfill_rate: None,
+            backfill_fleet: None,
+            is_irreversible_allowed: false,
         }
     }
 }
@@ -65,6 +77,13 @@ pub enum ExecEvent {
         revision: RevisionId,
         direction: Direction,
         elapsed: Duration,
+    },
+    /// A backfill committed a batch (or is about to start): rows done so far in this step, cumulative across
+    /// runs, and the estimated total.
+    BackfillProgress {
+        revision: RevisionId,
+        rows_done: u64,
+        rows_estimated: Option<u64>,
     },
 }
 
@@ -295,6 +314,26 @@ impl<'a> Session<'a> {
                 return fail(&report, ExecError::NoTransactionInRunMode(step.revision.clone()));
             }
         }
+        if per_run {
+            if let Some((step, _)) = resolved.iter().find(|(st, s)| section(s, st.direction).has_backfill()) {
+                return fail(&report, ExecError::BackfillInRunMode(step.revision.clone()));
+            }
+        }
+        // Refuse before changing anything: a downgrade past a backfill without a reverse loses data.
+        if !self.opts.is_irreversible_allowed {
+            let irreversible = resolved
+                .iter()
+                .find(|(st, s)| st.direction == Direction::Down && !s.is_data_reversible());
+            if let Some((step, script)) = irreversible {
+                return fail(
+                    &report,
+                    ExecError::IrreversibleBackfill {
+                        revision: step.revision.clone(),
+                        path: script.path.clone(),
+                    },
+                );
+            }
+        }
         if resolved.is_empty() {
             return Ok(report);
         }
@@ -326,7 +365,9 @@ impl<'a> Session<'a> {
                 direction: step.direction,
             });
             let started = Instant::now();
-            let outcome = if script.is_transactional {
+            let outcome = if section(script, step.direction).has_backfill() {
+                run_phased(self.client, self.store, self.opts, step, script, on_event, stop).await
+            } else if script.is_transactional {
                 self.run_transactional(step, script, !per_run).await
             } else {
                 self.run_without_transaction(step, script).await
@@ -654,7 +695,12 @@ fn apply_rows(rows: &mut Vec<RevisionId>, step: &Step) {
     rows.sort();
 }
 
-fn step_error(step: &Step, script: &Script, line: Option<usize>, source: tokio_postgres::Error) -> ExecError {
+pub(super) fn step_error(
+    step: &Step,
+    script: &Script,
+    line: Option<usize>,
+    source: tokio_postgres::Error,
+) -> ExecError {
     ExecError::Step {
         revision: step.revision.clone(),
         direction: step.direction,

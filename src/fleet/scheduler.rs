@@ -378,6 +378,20 @@ fn handle(
                 duration: elapsed,
             });
         }
+        WorkerMsg::BackfillProgress {
+            index,
+            revision,
+            rows_done,
+            rows_estimated,
+        } => {
+            let tenant = name(co, index);
+            co.emit(FleetEvent::BackfillProgress {
+                tenant,
+                revision: revision.to_string(),
+                rows_done,
+                rows_estimated,
+            });
+        }
         WorkerMsg::Retrying {
             index,
             attempt,

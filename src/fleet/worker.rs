@@ -87,6 +87,12 @@ pub(crate) enum WorkerMsg {
         direction: Direction,
         elapsed: Duration,
     },
+    BackfillProgress {
+        index: usize,
+        revision: RevisionId,
+        rows_done: u64,
+        rows_estimated: Option<u64>,
+    },
     Retrying {
         index: usize,
         attempt: u32,
@@ -450,6 +456,16 @@ async fn drive(
                 revision,
                 direction,
                 elapsed,
+            },
+            ExecEvent::BackfillProgress {
+                revision,
+                rows_done,
+                rows_estimated,
+            } => WorkerMsg::BackfillProgress {
+                index,
+                revision,
+                rows_done,
+                rows_estimated,
             },
         };
         let _ = tx.send(msg);

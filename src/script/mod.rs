@@ -9,6 +9,7 @@ mod checksum;
 mod file_name;
 mod load;
 mod parse;
+mod phase;
 mod problem;
 mod render;
 mod split;
@@ -19,6 +20,7 @@ pub use file_name::{
 };
 pub use load::load_dir;
 pub use parse::{check_name, parse_script, HeaderLines, Script, Section};
+pub use phase::{BackfillStep, Phase};
 pub use problem::{NameError, NameKind, Problem, ProblemKind, ScriptError, HEADER_KEYS, MARKER_NAMES};
 pub use render::{format_create_date, new_revision_id, render_script, NewScript};
 pub use split::{split_statements, Construct, SplitError, Statement};

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use crate::revision::{RevisionId, RevisionMeta};
 
 use super::checksum::checksum;
+use super::phase::{BackfillStep, Phase};
 use super::problem::{NameError, NameKind, Problem, ProblemKind, ScriptError, HEADER_KEYS};
 use super::split::{split_statements, Statement};
+use crate::backfill::{BackfillSpec, BATCH_PLACEHOLDER};
 
 /// One parsed revision file.
 #[derive(Debug, Clone)]
@@ -46,7 +48,11 @@ pub struct Section {
     pub text: String,
     /// 1-based line in the file where the section's text starts; 0 for an absent section.
     pub first_line: usize,
+    /// Every statement of the section in file order, backfill statements included (with `{{batch}}`).
     pub statements: Vec<Statement>,
+    /// The statements grouped into what runs as one unit: schema phases and backfills, in order. Always
+    /// alternates `Sql`, `Backfill`, `Sql`, ..., starting and ending with a (possibly empty) `Sql` phase.
+    pub phases: Vec<Phase>,
     /// Versioned checksum of the normalised text, `v1:<sha256 hex>`; see [`super::checksum()`].
     pub checksum: String,
 }
@@ -56,8 +62,29 @@ impl Section {
     pub fn absent() -> Self {
         Section {
             checksum: checksum(""),
+            phases: vec![Phase::Sql(Vec::new())],
             ..Section::default()
         }
+    }
+
+    /// Whether the section holds a backfill, and so runs phase by phase instead of in one transaction.
+    pub fn has_backfill(&self) -> bool {
+        self.phases.iter().any(|p| matches!(p, Phase::Backfill(_)))
+    }
+
+    pub fn backfills(&self) -> impl Iterator<Item = &BackfillStep> {
+        self.phases.iter().filter_map(|p| match p {
+            Phase::Backfill(b) => Some(b),
+            Phase::Sql(_) => None,
+        })
+    }
+}
+
+impl Script {
+    /// False when the upgrade changes data in a backfill that the downgrade cannot undo: the upgrade has a
+    /// backfill without `reverse=none` and the downgrade section declares no backfill of its own.
+    pub fn is_data_reversible(&self) -> bool {
+        self.downgrade.has_backfill() || self.upgrade.backfills().all(|b| b.spec.is_reverse_none)
     }
 }
 
@@ -67,6 +94,8 @@ impl Section {
 enum MarkerKind {
     Upgrade,
     Downgrade,
+    /// `-- flotilla:backfill <attributes>`: not a section of its own but a phase inside the enclosing one.
+    Backfill,
 }
 
 impl MarkerKind {
@@ -74,6 +103,7 @@ impl MarkerKind {
         match self {
             MarkerKind::Upgrade => "upgrade",
             MarkerKind::Downgrade => "downgrade",
+            MarkerKind::Backfill => "backfill",
         }
     }
 }
@@ -106,9 +136,18 @@ fn parse_marker(line: &str) -> Marker {
     let kind = match name.as_str() {
         "upgrade" => MarkerKind::Upgrade,
         "downgrade" => MarkerKind::Downgrade,
+        "backfill" => MarkerKind::Backfill,
         _ => return Marker::Unknown(name),
     };
-    if line.trim_end() == format!("-- flotilla:{name}") {
+    let exact = format!("-- flotilla:{name}");
+    let is_valid = match kind {
+        // Attributes follow after whitespace; the line must still start exactly with the marker.
+        MarkerKind::Backfill => line
+            .strip_prefix(&exact)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace)),
+        _ => line.trim_end() == exact,
+    };
+    if is_valid {
         Marker::Valid(kind)
     } else {
         Marker::Malformed(kind)
@@ -118,6 +157,8 @@ fn parse_marker(line: &str) -> Marker {
 /// A marker line: its kind, 1-based line, and byte offsets of the line and of the text after it.
 struct MarkerLine {
     kind: MarkerKind,
+    /// The text after the marker name (backfill attributes).
+    attrs: String,
     line: usize,
     line_start: usize,
     text_start: usize,
@@ -173,8 +214,16 @@ pub fn parse_script(path: &Path, text: &str) -> Result<Script, ScriptError> {
             }
             Marker::Valid(kind) => kind,
         };
+        let attrs = line.trim().split_once(char::is_whitespace).map_or("", |(_, rest)| rest);
+        let attrs = attrs
+            .trim_start()
+            .strip_prefix("flotilla:backfill")
+            .unwrap_or("")
+            .trim()
+            .to_string();
         markers.push(MarkerLine {
             kind,
+            attrs,
             line: line_no,
             line_start,
             text_start: offset,
@@ -183,15 +232,23 @@ pub fn parse_script(path: &Path, text: &str) -> Result<Script, ScriptError> {
     let header_end = markers.first().map_or(text.len(), |m| m.line_start);
     let mut upgrade: Option<RawSection> = None;
     let mut downgrade: Option<RawSection> = None;
-    for (index, marker) in markers.iter().enumerate() {
+    let sections: Vec<&MarkerLine> = markers.iter().filter(|m| m.kind != MarkerKind::Backfill).collect();
+    if let Some(stray) = markers
+        .iter()
+        .find(|m| m.kind == MarkerKind::Backfill && sections.first().is_none_or(|s| s.line > m.line))
+    {
+        problems.push(stray.line, ProblemKind::BackfillOutsideSection);
+    }
+    for (index, marker) in sections.iter().enumerate() {
         let (kind, line_no) = (marker.kind, marker.line);
-        let end = markers.get(index + 1).map_or(text.len(), |m| m.line_start);
+        let end = sections.get(index + 1).map_or(text.len(), |m| m.line_start);
         if kind == MarkerKind::Downgrade && upgrade.is_none() {
             problems.push(line_no, ProblemKind::DowngradeBeforeUpgrade);
         }
         let slot = match kind {
             MarkerKind::Upgrade => &mut upgrade,
             MarkerKind::Downgrade => &mut downgrade,
+            MarkerKind::Backfill => continue,
         };
         if let Some(first) = slot {
             let (name, first_line) = (kind.name(), first.marker_line);
@@ -214,7 +271,7 @@ pub fn parse_script(path: &Path, text: &str) -> Result<Script, ScriptError> {
     }
     let mut section = |raw: Option<RawSection>| match raw {
         None => Section::absent(),
-        Some(raw) => build_section(&text, &raw, header.is_transactional, &mut problems),
+        Some(raw) => build_section(&text, &raw, &markers, header.is_transactional, &mut problems),
     };
     let upgrade_section = section(upgrade);
     let downgrade_section = section(downgrade);
@@ -236,16 +293,59 @@ pub fn parse_script(path: &Path, text: &str) -> Result<Script, ScriptError> {
     })
 }
 
-fn build_section(text: &str, raw: &RawSection, is_transactional: bool, problems: &mut Problems) -> Section {
+fn build_section(
+    text: &str,
+    raw: &RawSection,
+    markers: &[MarkerLine],
+    is_transactional: bool,
+    problems: &mut Problems,
+) -> Section {
     let body = &text[raw.start..raw.end];
     let first_line = raw.marker_line + 1;
-    let statements = match split_statements(body, first_line) {
-        Ok(statements) => statements,
-        Err(e) => {
-            problems.push(e.line, ProblemKind::Unterminated { construct: e.construct });
-            Vec::new()
+    // Backfill markers inside this section cut it into phases: the statement right after a marker is the
+    // batch statement, and the statements after that form the next schema phase.
+    let inner: Vec<&MarkerLine> = markers
+        .iter()
+        .filter(|m| m.kind == MarkerKind::Backfill && m.line_start >= raw.start && m.line_start < raw.end)
+        .collect();
+    let mut phases = Vec::new();
+    let mut statements = Vec::new();
+    let first_end = inner.first().map_or(raw.end, |m| m.line_start);
+    let head = split_part(&text[raw.start..first_end], first_line, problems);
+    statements.extend(head.iter().cloned());
+    phases.push(Phase::Sql(head));
+    for (index, marker) in inner.iter().enumerate() {
+        let end = inner.get(index + 1).map_or(raw.end, |m| m.line_start);
+        let mut part = split_part(&text[marker.text_start..end], marker.line + 1, problems).into_iter();
+        statements.extend(part.clone());
+        let spec = match BackfillSpec::parse(&marker.attrs) {
+            Ok(spec) => Some(spec),
+            Err(errors) => {
+                for error in errors {
+                    problems.push(marker.line, ProblemKind::BackfillSpec { error });
+                }
+                None
+            }
+        };
+        if !is_transactional {
+            problems.push(marker.line, ProblemKind::BackfillInNoTransaction);
         }
-    };
+        let Some(statement) = part.next() else {
+            problems.push(marker.line, ProblemKind::BackfillWithoutStatement);
+            continue;
+        };
+        if !statement.sql.contains(BATCH_PLACEHOLDER) {
+            problems.push(statement.line, ProblemKind::BackfillWithoutPlaceholder);
+        }
+        if let Some(spec) = spec {
+            phases.push(Phase::Backfill(BackfillStep {
+                spec,
+                statement,
+                marker_line: marker.line,
+            }));
+            phases.push(Phase::Sql(part.collect()));
+        }
+    }
     if is_transactional {
         for statement in &statements {
             if let Some(keyword) = transaction_control_keyword(&statement.sql) {
@@ -257,7 +357,18 @@ fn build_section(text: &str, raw: &RawSection, is_transactional: bool, problems:
         text: body.to_string(),
         first_line,
         statements,
+        phases,
         checksum: checksum(body),
+    }
+}
+
+fn split_part(text: &str, first_line: usize, problems: &mut Problems) -> Vec<Statement> {
+    match split_statements(text, first_line) {
+        Ok(statements) => statements,
+        Err(e) => {
+            problems.push(e.line, ProblemKind::Unterminated { construct: e.construct });
+            Vec::new()
+        }
     }
 }
 
@@ -695,8 +806,8 @@ DROP TABLE orders;
             &[(1, "missing `-- flotilla:upgrade`"), (2, "SQL before")],
         );
         check_problems(
-            "-- revision: a\n-- flotilla:upgrade\n-- flotilla:backfill orders\n",
-            &[(3, "unknown section marker `-- flotilla:backfill`")],
+            "-- revision: a\n-- flotilla:upgrade\n-- flotilla:backfil orders\n",
+            &[(3, "unknown section marker `-- flotilla:backfil`")],
         );
         check_problems(
             "-- revision: a\n--flotilla:upgrade\nSELECT 1;\n  -- flotilla:downgrade\n",
@@ -795,5 +906,84 @@ DROP TABLE orders;
         // Header edits do not touch section checksums.
         let retitled = check_ok(&FULL.replace("add orders table", "create orders"));
         assert_eq!(base.upgrade.checksum, retitled.upgrade.checksum);
+    }
+
+    #[test]
+    fn backfill_markers_make_phases() {
+        let script = parse(
+            "-- revision: a\n-- flotilla:upgrade\nALTER TABLE t ADD c int;\n\n\
+             -- flotilla:backfill table=t key=id batch_size=10\nUPDATE t SET c = 1 WHERE {{batch}};\n\
+             ALTER TABLE t ALTER c SET NOT NULL;\n-- flotilla:downgrade\nALTER TABLE t DROP c;\n",
+        )
+        .expect("valid");
+        let phases = &script.upgrade.phases;
+        assert_eq!(phases.len(), 3);
+        assert!(matches!(&phases[0], Phase::Sql(s) if s.len() == 1 && s[0].line == 3));
+        match &phases[1] {
+            Phase::Backfill(b) => {
+                assert_eq!((b.marker_line, b.statement.line, b.spec.batch_size), (5, 6, 10));
+                assert_eq!(b.statement.sql, "UPDATE t SET c = 1 WHERE {{batch}}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&phases[2], Phase::Sql(s) if s.len() == 1 && s[0].line == 7));
+        assert_eq!(script.upgrade.statements.len(), 3);
+        assert!(
+            script.upgrade.text.contains("flotilla:backfill"),
+            "the marker counts in the checksum"
+        );
+        assert!(!script.downgrade.has_backfill());
+        assert!(!script.is_data_reversible());
+        let plain = parse("-- revision: a\n-- flotilla:upgrade\nSELECT 1;\n").expect("valid");
+        assert_eq!(plain.upgrade.phases.len(), 1);
+        assert!(plain.is_data_reversible());
+    }
+
+    #[test]
+    fn backfill_reverse_makes_data_reversible() {
+        let none = parse(
+            "-- revision: a\n-- flotilla:upgrade\n-- flotilla:backfill table=t key=id reverse=none\n\
+             UPDATE t SET c = 1 WHERE {{batch}};\n",
+        )
+        .expect("valid");
+        assert!(none.is_data_reversible());
+        let reverse = parse(
+            "-- revision: a\n-- flotilla:upgrade\n-- flotilla:backfill table=t key=id\n\
+             UPDATE t SET c = 1 WHERE {{batch}};\n-- flotilla:downgrade\n-- flotilla:backfill table=t key=id\n\
+             UPDATE t SET c = NULL WHERE {{batch}};\n",
+        )
+        .expect("valid");
+        assert!(reverse.is_data_reversible());
+        assert_eq!(reverse.downgrade.phases.len(), 3);
+    }
+
+    #[test]
+    fn backfill_marker_problems() {
+        check_problems(
+            "-- revision: a\n-- flotilla:upgrade\n-- flotilla:backfill orders\n",
+            &[
+                (3, "not `name=value`"),
+                (3, "needs `table=...`"),
+                (3, "needs `key=...`"),
+                (3, "needs a statement"),
+            ],
+        );
+        check_problems(
+            "-- revision: a\n-- flotilla:backfill table=t key=id\n-- flotilla:upgrade\nSELECT 1;\n",
+            &[(2, "outside the upgrade and downgrade sections")],
+        );
+        check_problems(
+            "-- revision: a\n-- flotilla:upgrade\n-- flotilla:backfill table=t key=id\nUPDATE t SET c = 1;\n",
+            &[(4, "must contain `{{batch}}`")],
+        );
+        check_problems(
+            "-- revision: a\n-- transaction: false\n-- flotilla:upgrade\n-- flotilla:backfill table=t key=id\n\
+             UPDATE t SET c = 1 WHERE {{batch}};\n",
+            &[(4, "cannot be part of a no-transaction revision")],
+        );
+        check_problems(
+            "-- revision: a\n-- flotilla:upgrade\n  -- flotilla:backfill table=t key=id\nUPDATE t SET c = 1 WHERE {{batch}};\n",
+            &[(3, "exactly `-- flotilla:backfill`")],
+        );
     }
 }

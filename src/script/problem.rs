@@ -97,6 +97,16 @@ pub enum ProblemKind {
     Unterminated { construct: Construct },
     #[error("transaction control (`{keyword}`) in a transactional revision; mark it `-- transaction: false`")]
     TransactionControl { keyword: String },
+    #[error("`-- flotilla:backfill` outside the upgrade and downgrade sections")]
+    BackfillOutsideSection,
+    #[error("{error}")]
+    BackfillSpec { error: crate::backfill::BackfillSpecError },
+    #[error("a backfill needs a statement after its marker")]
+    BackfillWithoutStatement,
+    #[error("a backfill statement must contain `{{{{batch}}}}` where the batch's key predicate goes")]
+    BackfillWithoutPlaceholder,
+    #[error("a backfill commits once per batch, so it cannot be part of a no-transaction revision")]
+    BackfillInNoTransaction,
     #[error("duplicate revision id `{id}`, also defined at {}:{other_line}", .other_path.display())]
     DuplicateRevision {
         id: RevisionId,
@@ -117,7 +127,7 @@ pub const HEADER_KEYS: &[&str] = &[
 ];
 
 /// Section marker names, as in `-- flotilla:<name>`.
-pub const MARKER_NAMES: &[&str] = &["upgrade", "downgrade"];
+pub const MARKER_NAMES: &[&str] = &["upgrade", "downgrade", "backfill"];
 
 /// Which kind of name a header value holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,17 @@
+//! Backfills: data changes over large tables, run as keyset batches that each commit with their checkpoint.
+//!
+//! This module owns the `-- flotilla:backfill` marker's attributes ([`BackfillSpec`]), the SQL of one batch
+//! (keyset bound, key predicate, progress-table checkpoint), the batch loop on one connection, the rows/s
+//! throttle and adaptive batch sizing. Where a backfill sits in a revision (its phases) belongs to `script`,
+//! and the revision's version rows and history belong to `executor`, which calls [`run_backfill`].
+//! The user-facing format is documented in `docs/backfill.md`.
+
+mod batch;
+mod spec;
+mod sql;
+mod throttle;
+
+pub use batch::{run_backfill, BackfillRun, BatchOutcome};
+pub use spec::{BackfillSpec, BackfillSpecError, Estimate, BATCH_PLACEHOLDER};
+pub use sql::{progress_create_sql, progress_table, render_offline_loop, Bounds, PROGRESS_TABLE};
+pub use throttle::{BatchSizer, RowThrottle};

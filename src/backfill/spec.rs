@@ -1,0 +1,216 @@
+//! The attributes of a `-- flotilla:backfill` marker line, parsed and checked without any database.
+
+use std::time::Duration;
+
+use crate::config::parse_duration;
+
+/// The placeholder a backfill statement must contain: it becomes the batch's key predicate.
+pub const BATCH_PLACEHOLDER: &str = "{{batch}}";
+
+/// How the total row count shown in progress is estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Estimate {
+    /// `pg_class.reltuples` (free), or `count(*)` when the table was never analysed.
+    #[default]
+    Reltuples,
+    /// An exact `count(*)` before the first batch.
+    Count,
+    /// No estimate.
+    None,
+}
+
+/// One backfill's declaration: `table=T key=K[,K2...] batch_size=N [pause=D] [target=D] [estimate=E]
+/// [reverse=none]`.
+///
+/// Invariant: `table` and every `key` column are SQL identifiers (`[A-Za-z_][A-Za-z0-9_$]*`, the table
+/// optionally `schema.table`), used unquoted so they fold to lower case exactly as in the statement itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillSpec {
+    pub table: String,
+    /// The unique key, in order; several columns make a composite key compared as a row.
+    pub key: Vec<String>,
+    pub batch_size: u64,
+    /// Sleep between batches.
+    pub pause: Duration,
+    /// Adaptive sizing: grow or shrink the batch toward this duration per batch.
+    pub target: Option<Duration>,
+    pub estimate: Estimate,
+    /// `reverse=none`: the downgrade needs no batched reversal (it drops what the backfill wrote).
+    pub is_reverse_none: bool,
+}
+
+/// What is wrong with a marker's attributes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackfillSpecError {
+    #[error("backfill attribute `{text}` is not `name=value`")]
+    NotKeyValue { text: String },
+    #[error("unknown backfill attribute `{name}` (known: table, key, batch_size, pause, target, estimate, reverse)")]
+    UnknownAttribute { name: String },
+    #[error("backfill attribute `{name}` given twice")]
+    Duplicate { name: String },
+    #[error("backfill needs `{name}=...`")]
+    Missing { name: &'static str },
+    #[error("`{value}` is not a plain SQL identifier (letters, digits, `_`, `$`; a table may be `schema.table`)")]
+    BadIdentifier { value: String },
+    #[error("`batch_size` must be a whole number from 1 to 1000000, not `{value}`")]
+    BadBatchSize { value: String },
+    #[error("`{name}` is not a duration: `{value}` (use e.g. 50ms or 2s)")]
+    BadDuration { name: &'static str, value: String },
+    #[error("`estimate` must be reltuples, count or none, not `{value}`")]
+    BadEstimate { value: String },
+    #[error(
+        "`reverse` may only be `none`, not `{value}`; declare a reverse backfill in the downgrade section instead"
+    )]
+    BadReverse { value: String },
+}
+
+fn is_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+impl BackfillSpec {
+    /// Parse the text after `-- flotilla:backfill`. Returns every problem found.
+    pub fn parse(attrs: &str) -> Result<BackfillSpec, Vec<BackfillSpecError>> {
+        let mut errors = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        let mut spec = BackfillSpec {
+            table: String::new(),
+            key: Vec::new(),
+            batch_size: 1000,
+            pause: Duration::ZERO,
+            target: None,
+            estimate: Estimate::default(),
+            is_reverse_none: false,
+        };
+        for word in attrs.split_whitespace() {
+            let Some((name, value)) = word.split_once('=') else {
+                errors.push(BackfillSpecError::NotKeyValue { text: word.into() });
+                continue;
+            };
+            if seen.contains(&name) {
+                errors.push(BackfillSpecError::Duplicate { name: name.into() });
+                continue;
+            }
+            seen.push(name);
+            let duration = |name: &'static str| {
+                parse_duration(value).map_err(|_| BackfillSpecError::BadDuration {
+                    name,
+                    value: value.into(),
+                })
+            };
+            let result = match name {
+                "table" => {
+                    if value.split('.').count() <= 2 && value.split('.').all(is_identifier) {
+                        spec.table = value.into();
+                        Ok(())
+                    } else {
+                        Err(BackfillSpecError::BadIdentifier { value: value.into() })
+                    }
+                }
+                "key" => {
+                    let columns: Vec<&str> = value.split(',').collect();
+                    match columns.iter().find(|c| !is_identifier(c)) {
+                        Some(bad) => Err(BackfillSpecError::BadIdentifier {
+                            value: (*bad).to_string(),
+                        }),
+                        None => {
+                            spec.key = columns.into_iter().map(String::from).collect();
+                            Ok(())
+                        }
+                    }
+                }
+                "batch_size" => match value.parse::<u64>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => {
+                        spec.batch_size = n;
+                        Ok(())
+                    }
+                    _ => Err(BackfillSpecError::BadBatchSize { value: value.into() }),
+                },
+                "pause" => duration("pause").map(|d| spec.pause = d),
+                "target" => duration("target").map(|d| spec.target = Some(d).filter(|d| !d.is_zero())),
+                "estimate" => match value {
+                    "reltuples" => Ok(Estimate::Reltuples),
+                    "count" => Ok(Estimate::Count),
+                    "none" => Ok(Estimate::None),
+                    _ => Err(BackfillSpecError::BadEstimate { value: value.into() }),
+                }
+                .map(|e| spec.estimate = e),
+                "reverse" if value == "none" => {
+                    spec.is_reverse_none = true;
+                    Ok(())
+                }
+                "reverse" => Err(BackfillSpecError::BadReverse { value: value.into() }),
+                _ => Err(BackfillSpecError::UnknownAttribute { name: name.into() }),
+            };
+            if let Err(e) = result {
+                errors.push(e);
+            }
+        }
+        if !seen.contains(&"table") {
+            errors.push(BackfillSpecError::Missing { name: "table" });
+        }
+        if !seen.contains(&"key") {
+            errors.push(BackfillSpecError::Missing { name: "key" });
+        }
+        if errors.is_empty() {
+            Ok(spec)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(attrs: &str, expected: Result<(&str, &[&str], u64), &[BackfillSpecError]>) {
+        let got = BackfillSpec::parse(attrs);
+        match (got, expected) {
+            (Ok(spec), Ok((table, key, batch))) => {
+                assert_eq!(spec.table, table);
+                assert_eq!(spec.key, key);
+                assert_eq!(spec.batch_size, batch);
+            }
+            (Err(errors), Err(expected)) => assert_eq!(errors, expected),
+            (got, expected) => panic!("{attrs}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn backfill_spec_attributes() {
+        check("table=orders key=id", Ok(("orders", &["id"], 1000)));
+        check(
+            "table=app.orders key=tenant_id,id batch_size=50 pause=10ms target=200ms estimate=count reverse=none",
+            Ok(("app.orders", &["tenant_id", "id"], 50)),
+        );
+        check("table=orders", Err(&[BackfillSpecError::Missing { name: "key" }]));
+        check(
+            "table=\"x\" key=id batch_size=0 colour=red",
+            Err(&[
+                BackfillSpecError::BadIdentifier { value: "\"x\"".into() },
+                BackfillSpecError::BadBatchSize { value: "0".into() },
+                BackfillSpecError::UnknownAttribute { name: "colour".into() },
+            ]),
+        );
+        check(
+            "table=t key=id pause=soon reverse=sql",
+            Err(&[
+                BackfillSpecError::BadDuration {
+                    name: "pause",
+                    value: "soon".into(),
+                },
+                BackfillSpecError::BadReverse { value: "sql".into() },
+            ]),
+        );
+        check(
+            "table=t key=id key=x",
+            Err(&[BackfillSpecError::Duplicate { name: "key".into() }]),
+        );
+        let spec = BackfillSpec::parse("table=t key=id pause=50ms target=200ms").expect("valid");
+        assert_eq!(spec.pause, Duration::from_millis(50));
+        assert_eq!(spec.target, Some(Duration::from_millis(200)));
+    }
+}

@@ -1,0 +1,128 @@
+//! Throttles between batches: a rows-per-second budget (per tenant, and one shared by the whole fleet) and
+//! adaptive batch sizing toward a target batch duration.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A rows-per-second budget shared by whoever holds it (one tenant's loop, or every tenant of a fleet run).
+///
+/// Each batch is charged after it ran, with the rows it actually covered, and the caller then waits until the
+/// budget has paid for them (a virtual-time schedule, as in GCRA). Over any window the rows done stay within
+/// `rate * window` plus one batch per holder. Not `governor`: its `until_n_ready` refuses a charge larger than
+/// the burst size, and batch sizes vary (adaptive sizing, the last partial batch).
+#[derive(Debug)]
+pub struct RowThrottle {
+    rows_per_second: f64,
+    /// When the rows charged so far are paid for.
+    paid_until: Mutex<Option<Instant>>,
+}
+
+impl RowThrottle {
+    /// `None` for a rate of zero or less (unlimited).
+    pub fn new(rows_per_second: f64) -> Option<RowThrottle> {
+        (rows_per_second > 0.0 && rows_per_second.is_finite()).then(|| RowThrottle {
+            rows_per_second,
+            paid_until: Mutex::new(None),
+        })
+    }
+
+    pub fn rows_per_second(&self) -> f64 {
+        self.rows_per_second
+    }
+
+    /// Charge `rows` and return how long the caller should wait before its next batch.
+    pub fn charge(&self, rows: u64) -> Duration {
+        let now = Instant::now();
+        let cost = Duration::from_secs_f64(rows as f64 / self.rows_per_second);
+        // A poisoned lock only means another holder panicked mid-update; the instant inside is still valid.
+        let mut paid = self.paid_until.lock().unwrap_or_else(|e| e.into_inner());
+        let start = paid.map_or(now, |p| p.max(now));
+        let end = start + cost;
+        *paid = Some(end);
+        end.saturating_duration_since(now)
+    }
+
+    /// Charge `rows` and sleep until they are paid for.
+    pub async fn wait(&self, rows: u64) {
+        let delay = self.charge(rows);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// The batch size for the next batch: fixed, or adapted toward a target duration per batch.
+#[derive(Debug, Clone)]
+pub struct BatchSizer {
+    size: u64,
+    min: u64,
+    max: u64,
+    target: Option<Duration>,
+}
+
+impl BatchSizer {
+    pub fn new(initial: u64, target: Option<Duration>) -> BatchSizer {
+        let initial = initial.max(1);
+        BatchSizer {
+            size: initial,
+            min: 1,
+            max: initial.saturating_mul(100).min(1_000_000),
+            target,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Record how long a batch of `rows` took. Only full batches grow the size (a short last batch says nothing
+    /// about a bigger one), and each step at most halves or doubles it, so one slow batch cannot collapse it.
+    pub fn observe(&mut self, rows: u64, elapsed: Duration) {
+        let Some(target) = self.target else {
+            return;
+        };
+        let ratio = (target.as_secs_f64() / elapsed.as_secs_f64().max(0.000_1)).clamp(0.5, 2.0);
+        if ratio > 1.0 && rows < self.size {
+            return;
+        }
+        let next = (self.size as f64 * ratio).round() as u64;
+        self.size = next.clamp(self.min, self.max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backfill_throttle_charges_in_virtual_time() {
+        assert!(RowThrottle::new(0.0).is_none());
+        let t = RowThrottle::new(1000.0).expect("positive rate");
+        let first = t.charge(500);
+        assert!(first <= Duration::from_millis(500));
+        // The second charge queues behind the first: about one second in total.
+        let second = t.charge(500);
+        assert!(
+            second > Duration::from_millis(900) && second <= Duration::from_millis(1000),
+            "{second:?}"
+        );
+    }
+
+    #[test]
+    fn backfill_batch_sizer_moves_toward_target() {
+        let mut fixed = BatchSizer::new(100, None);
+        fixed.observe(100, Duration::from_secs(5));
+        assert_eq!(fixed.size(), 100);
+        let mut s = BatchSizer::new(100, Some(Duration::from_millis(200)));
+        s.observe(100, Duration::from_millis(50));
+        assert_eq!(s.size(), 200);
+        s.observe(10, Duration::from_millis(1));
+        assert_eq!(s.size(), 200, "a short batch never grows the size");
+        s.observe(200, Duration::from_millis(800));
+        assert_eq!(s.size(), 100);
+        for _ in 0..20 {
+            s.observe(s.size(), Duration::from_secs(10));
+        }
+        assert_eq!(s.size(), 1);
+    }
+}

@@ -1,0 +1,430 @@
+//! Backfills on a real server: exactly-once across a SIGKILL, key types (sparse bigint, uuid, text, composite),
+//! a concurrent writer, the irreversible-downgrade guard, offline SQL through psql, and a fleet under the
+//! fleet-wide rows/s budget.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{TempProject, TestDb};
+
+const CONFIG: &str = "script_location = \"migrations\"\n";
+
+fn project(revisions: &[(&str, &str)]) -> TempProject {
+    TempProject::with_revisions(CONFIG, revisions)
+}
+
+/// A revision whose upgrade is `pre`, then a backfill marker with `attrs` and `statement`, then `post`.
+fn revision(id: &str, pre: &str, attrs: &str, statement: &str, post: &str, downgrade: &str) -> String {
+    format!(
+        "-- revision: {id}\n-- message: backfill test\n\n-- flotilla:upgrade\n{pre}\n\n\
+         -- flotilla:backfill {attrs}\n{statement};\n\n{post}\n\n-- flotilla:downgrade\n{downgrade}\n"
+    )
+}
+
+async fn one_i64(db: &TestDb, sql: &str) -> i64 {
+    db.client().await.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
+}
+
+#[tokio::test]
+async fn backfill_resumes_after_sigkill_exactly_once() {
+    let db = TestDb::new("backfill sigkill");
+    db.execute(
+        "CREATE TABLE counters (id bigint PRIMARY KEY, n integer NOT NULL DEFAULT 0);
+         INSERT INTO counters (id) SELECT i * 7 FROM generate_series(1, 20000) i;",
+    );
+    // The pre phase would fail if it ran twice, so the rerun also proves it is not repeated.
+    let text = revision(
+        "aa01",
+        "ALTER TABLE counters ADD COLUMN note text;",
+        "table=counters key=id batch_size=200",
+        "UPDATE counters SET n = n + 1, note = 'x' WHERE {{batch}}",
+        "ALTER TABLE counters ALTER COLUMN note SET NOT NULL;",
+        "ALTER TABLE counters DROP COLUMN note;",
+    );
+    let project = project(&[("aa01_backfill.sql", &text)]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .current_dir(project.path())
+        .args(["--url", db.url(), "upgrade", "head", "--backfill-rate", "8000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start flotilla");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done_at_kill = loop {
+        if Instant::now() >= deadline {
+            break None;
+        }
+        // Fails until the run creates the table; then it shows the last committed checkpoint's count.
+        let row = db
+            .client()
+            .await
+            .query_opt("SELECT rows_done FROM flotilla_backfill_progress", &[])
+            .await;
+        if let Ok(Some(row)) = row {
+            let done: i64 = row.get(0);
+            if done >= 2000 {
+                break Some(done);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Kill is SIGKILL on unix: no chance to roll back or release anything.
+    let _ = child.kill();
+    let _ = child.wait();
+    let done_at_kill = done_at_kill.expect("backfill never made progress");
+    assert!(
+        done_at_kill < 20000,
+        "killed after the backfill had finished: nothing was resumed"
+    );
+    let versions = one_i64(&db, "SELECT count(*) FROM flotilla_version").await;
+    assert_eq!(versions, 0, "the revision is not applied until its backfill completes");
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM counters WHERE n <> 1").await, 0);
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM counters WHERE n = 1").await, 20000);
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM flotilla_backfill_progress").await, 0);
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM flotilla_version WHERE version_num = 'aa01'").await,
+        1
+    );
+    assert_eq!(
+        one_i64(
+            &db,
+            "SELECT count(*) FROM flotilla_history WHERE revision = 'aa01' AND status = 'applied'"
+        )
+        .await,
+        1
+    );
+    let not_null = one_i64(
+        &db,
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'counters' AND column_name = 'note' \
+         AND is_nullable = 'NO'",
+    )
+    .await;
+    assert_eq!(not_null, 1, "the phase after the backfill ran");
+}
+
+#[tokio::test]
+async fn backfill_key_types_sparse_uuid_text_composite() {
+    let db = TestDb::new("backfill keys");
+    db.execute(
+        "CREATE TABLE sparse (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+         INSERT INTO sparse (id) SELECT (i * i * 13) - 5000 FROM generate_series(1, 500) i;
+         CREATE TABLE uuids (id uuid PRIMARY KEY, n int NOT NULL DEFAULT 0);
+         INSERT INTO uuids (id) SELECT gen_random_uuid() FROM generate_series(1, 500);
+         CREATE TABLE texts (k text PRIMARY KEY, n int NOT NULL DEFAULT 0);
+         INSERT INTO texts (k) SELECT 'k' || i FROM generate_series(1, 500) i;
+         INSERT INTO texts (k) VALUES (''), ('it''s'), ('a b'), ('%s'), ('Ω'), ('\\'), ('{1,2}'), ('\"q\"');
+         CREATE TABLE pairs (tenant int, name text, n int NOT NULL DEFAULT 0, PRIMARY KEY (tenant, name));
+         INSERT INTO pairs (tenant, name) SELECT i % 7, 'n' || i FROM generate_series(1, 500) i;",
+    );
+    let text = "-- revision: bb01\n-- message: keys\n\n-- flotilla:upgrade\n\n\
+        -- flotilla:backfill table=sparse key=id batch_size=7\n\
+        UPDATE sparse SET n = n + 1 WHERE {{batch}};\n\n\
+        -- flotilla:backfill table=uuids key=id batch_size=9\n\
+        UPDATE uuids SET n = n + 1 WHERE {{batch}};\n\n\
+        -- flotilla:backfill table=texts key=k batch_size=3\n\
+        UPDATE texts SET n = n + 1 WHERE {{batch}};\n\n\
+        -- flotilla:backfill table=pairs key=tenant,name batch_size=11 target=5ms\n\
+        UPDATE pairs SET n = n + 1 WHERE {{batch}};\n\n\
+        -- flotilla:downgrade\n\
+        -- flotilla:backfill table=pairs key=tenant,name batch_size=50\n\
+        UPDATE pairs SET n = n - 1 WHERE {{batch}};\n";
+    let project = project(&[("bb01_keys.sql", text)]);
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    for table in ["sparse", "uuids", "texts", "pairs"] {
+        let wrong = one_i64(&db, &format!("SELECT count(*) FROM {table} WHERE n <> 1")).await;
+        assert_eq!(wrong, 0, "{table}: every row exactly once");
+    }
+    // The downgrade declares a reverse, so it is allowed and runs it.
+    project
+        .flotilla()
+        .args(["--url", db.url(), "downgrade", "base"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM pairs WHERE n <> 0").await, 0);
+}
+
+#[tokio::test]
+async fn backfill_concurrent_writer_neither_lost_nor_doubled() {
+    let db = TestDb::new("backfill writer");
+    db.execute(
+        "CREATE TABLE events (id bigserial PRIMARY KEY, n int NOT NULL DEFAULT 0, touched int NOT NULL DEFAULT 0);
+         INSERT INTO events (n) SELECT 0 FROM generate_series(1, 6000);",
+    );
+    let text = revision(
+        "cc01",
+        "",
+        "table=events key=id batch_size=50",
+        "UPDATE events SET n = n + 1 WHERE {{batch}}",
+        "",
+        "",
+    )
+    .replace("-- flotilla:downgrade\n", "");
+    let project = project(&[("cc01_writer.sql", &text)]);
+    let mut cmd = project.flotilla();
+    cmd.args(["--url", db.url(), "upgrade", "head", "--backfill-rate", "4000"]);
+    let runner = tokio::task::spawn_blocking(move || cmd.assert_success());
+    let writer = db.client().await;
+    let (mut n_inserts, mut n_updates) = (0i64, 0i64);
+    while !runner.is_finished() {
+        writer.batch_execute("INSERT INTO events DEFAULT VALUES").await.unwrap();
+        n_inserts += 1;
+        let updated = writer
+            .execute(
+                "UPDATE events SET touched = touched + 1 WHERE id = (SELECT 1 + floor(random() * 6000))::bigint",
+                &[],
+            )
+            .await
+            .unwrap();
+        n_updates += updated as i64;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    runner.await.unwrap();
+    assert!(n_inserts > 0);
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM events WHERE n NOT IN (0, 1)").await,
+        0
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM events WHERE id <= 6000 AND n <> 1").await,
+        0
+    );
+    // Rows done form a prefix in key order: no row inserted below the frontier was skipped.
+    let gap = one_i64(
+        &db,
+        "SELECT count(*) FROM events WHERE n = 0 AND id < (SELECT max(id) FROM events WHERE n = 1)",
+    )
+    .await;
+    assert_eq!(gap, 0);
+    assert_eq!(one_i64(&db, "SELECT sum(touched)::bigint FROM events").await, n_updates);
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM events").await, 6000 + n_inserts);
+}
+
+#[tokio::test]
+async fn backfill_downgrade_without_reverse_stops_before_changing_anything() {
+    let db = TestDb::new("backfill irreversible");
+    db.execute(
+        "CREATE TABLE emails (id int PRIMARY KEY, email text); INSERT INTO emails VALUES (1, 'A@X'), (2, 'B@Y');",
+    );
+    let text = revision(
+        "dd01",
+        "",
+        "table=emails key=id",
+        "UPDATE emails SET email = lower(email) WHERE {{batch}}",
+        "",
+        "",
+    );
+    let project = project(&[("dd01_lower.sql", &text)]);
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    let out = project
+        .flotilla()
+        .args(["--url", db.url(), "downgrade", "base"])
+        .assert_code(2);
+    assert!(
+        out.stderr.contains("without a reverse") && out.stderr.contains("--force"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM flotilla_version").await, 1);
+    project
+        .flotilla()
+        .args(["--url", db.url(), "downgrade", "base", "--force"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM flotilla_version").await, 0);
+}
+
+#[tokio::test]
+async fn backfill_offline_sql_runs_as_batched_loop_in_psql() {
+    let db = TestDb::new("backfill offline");
+    db.execute(
+        "CREATE TABLE docs (id bigint PRIMARY KEY, body text NOT NULL, n int NOT NULL DEFAULT 0);
+         INSERT INTO docs (id, body) SELECT i * 3, '50% off' FROM generate_series(1, 1000) i;",
+    );
+    let text = revision(
+        "ee01",
+        "ALTER TABLE docs ADD COLUMN len int;",
+        "table=docs key=id batch_size=64",
+        "UPDATE docs SET len = length(body), n = n + 1 WHERE {{batch}} AND body LIKE '%\\%%'",
+        "ALTER TABLE docs ALTER COLUMN len SET NOT NULL;",
+        "ALTER TABLE docs DROP COLUMN len;",
+    );
+    let project = project(&[("ee01_offline.sql", &text)]);
+    let sql = project
+        .flotilla()
+        .args(["upgrade", "head", "--sql"])
+        .assert_success()
+        .stdout;
+    assert!(sql.contains("DO $flotilla_backfill$"), "{sql}");
+    db.psql().stdin(sql.clone()).assert_success();
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM docs WHERE n = 1 AND len = 7").await,
+        1000
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM flotilla_version WHERE version_num = 'ee01'").await,
+        1
+    );
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM flotilla_backfill_progress").await, 0);
+}
+
+#[tokio::test]
+async fn backfill_fleet_all_rows_done_under_fleet_rate() {
+    let db = TestDb::new("backfill fleet");
+    let tenants = ["t1", "t2", "t3", "t4"];
+    for t in tenants {
+        db.execute(&format!(
+            "CREATE SCHEMA tenant_{t};
+             CREATE TABLE tenant_{t}.items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+             INSERT INTO tenant_{t}.items (id) SELECT i FROM generate_series(1, 1500) i;"
+        ));
+    }
+    let text = revision(
+        "ff01",
+        "",
+        "table=items key=id batch_size=100",
+        "UPDATE items SET n = n + 1 WHERE {{batch}}",
+        "",
+        "",
+    );
+    let mut tenants_toml = format!("[[servers]]\nname = \"local\"\nurl = \"{}\"\n", db.url());
+    for t in tenants {
+        tenants_toml.push_str(&format!(
+            "\n[[tenants]]\nid = \"{t}\"\nserver = \"local\"\nschema = \"tenant_{t}\"\n"
+        ));
+    }
+    let project = TempProject::with_revisions(
+        "script_location = \"migrations\"\ntenants = \"tenants.toml\"\nledger = \"ledger.db\"\n",
+        &[("ff01_fleet.sql", &text)],
+    );
+    project.write("tenants.toml", &tenants_toml);
+    let rate = 6000.0;
+    let started = Instant::now();
+    project
+        .flotilla()
+        .args(["fleet", "upgrade", "head", "--concurrency", "4", "--progress", "none"])
+        .args(["--backfill-fleet-rate", &rate.to_string(), "--events", "events.ndjson"])
+        .assert_success();
+    let elapsed = started.elapsed();
+    for t in tenants {
+        let wrong = one_i64(&db, &format!("SELECT count(*) FROM tenant_{t}.items WHERE n <> 1")).await;
+        assert_eq!(wrong, 0, "{t}");
+    }
+    let events = std::fs::read_to_string(project.path().join("events.ndjson")).unwrap();
+    let mut last_done = std::collections::BTreeMap::new();
+    for line in events.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        if event["event"] == "backfill_progress" {
+            let tenant = event["tenant"].as_str().unwrap().to_string();
+            last_done.insert(tenant, event["rows_done"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(last_done.len(), 4, "{events}");
+    assert!(last_done.values().all(|&d| d == 1500), "{last_done:?}");
+    // A lower bound only (a throttle can only slow things down): 6000 rows at 6000 rows/s fleet-wide cannot
+    // finish much faster than a second, whatever the machine. Upper bounds would flake, so there are none.
+    let total: u64 = last_done.values().sum();
+    let floor = Duration::from_secs_f64((total as f64 - 4.0 * 100.0) / rate * 0.9);
+    assert!(
+        elapsed >= floor,
+        "{total} rows in {elapsed:?}: the fleet-wide budget was not respected"
+    );
+}
+
+/// The keyset query once ordered its last key by the `id::text` output column (named `id`), so batches ended at
+/// the textually largest key (`99` of 1..100) instead of the largest.
+#[tokio::test]
+async fn backfill_batch_bounds_follow_key_order_not_text_order() {
+    let db = TestDb::new("backfill bounds");
+    db.execute(
+        "CREATE TABLE t (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, tx bigint);
+         INSERT INTO t (id) SELECT i FROM generate_series(1, 250) i;",
+    );
+    let text = revision(
+        "gg01",
+        "",
+        "table=t key=id batch_size=100",
+        "UPDATE t SET n = n + 1, tx = txid_current() WHERE {{batch}}",
+        "",
+        "",
+    );
+    let project = project(&[("gg01_bounds.sql", &text)]);
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head", "--force"])
+        .assert_success();
+    let client = db.client().await;
+    let sizes: Vec<i64> = client
+        .query("SELECT count(*) FROM t GROUP BY tx ORDER BY min(id)", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        sizes,
+        [100, 100, 50],
+        "one transaction per batch, each covering exactly batch_size keys"
+    );
+}
+
+#[tokio::test]
+async fn backfill_ctrl_c_stops_between_batches_and_resumes() {
+    let db = TestDb::new("backfill sigint");
+    db.execute(
+        "CREATE TABLE c (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+         INSERT INTO c (id) SELECT i FROM generate_series(1, 20000) i;",
+    );
+    let text = revision(
+        "hh01",
+        "",
+        "table=c key=id batch_size=250",
+        "UPDATE c SET n = n + 1 WHERE {{batch}}",
+        "",
+        "",
+    );
+    let project = project(&[("hh01_sigint.sql", &text)]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .current_dir(project.path())
+        .args(["--url", db.url(), "upgrade", "head", "--backfill-rate", "8000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start flotilla");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut is_progressing = false;
+    while Instant::now() < deadline {
+        let row = db
+            .client()
+            .await
+            .query_opt("SELECT rows_done FROM flotilla_backfill_progress", &[])
+            .await;
+        if let Ok(Some(row)) = row {
+            if row.get::<_, i64>(0) >= 1000 {
+                is_progressing = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().expect("reap flotilla");
+    assert!(is_progressing, "backfill never made progress");
+    assert_eq!(status.code(), Some(130), "Ctrl-C exits as interrupted");
+    let done = one_i64(&db, "SELECT rows_done FROM flotilla_backfill_progress").await;
+    assert!(done < 20000, "stopped part way");
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM c WHERE n = 1").await, done);
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM c WHERE n <> 1").await, 0);
+}
