@@ -6,7 +6,8 @@
 
 -- flotilla:upgrade
 -- CONCURRENTLY cannot run inside a transaction, hence `transaction: false` above.
--- IF NOT EXISTS makes a retry after a partial failure safe.
+-- Only IF [NOT] EXISTS index statements: after an interruption Flotilla re-runs this revision by itself,
+-- first dropping an index the interrupted build left INVALID.
 CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_created_at_idx
     ON orders (user_id, created_at);
 CREATE INDEX CONCURRENTLY IF NOT EXISTS order_items_product_id_idx

@@ -298,14 +298,22 @@ impl<'a> Session<'a> {
                 error,
             })
         };
-        if let Some(blocked) = &self.blocked {
-            return fail(&report, ExecError::Blocked(blocked.clone()));
-        }
         let mut resolved = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
             match scripts.get(&step.revision) {
                 Some(script) => resolved.push((step, script)),
                 None => return fail(&report, ExecError::MissingScript(step.revision.clone())),
+            }
+        }
+        if let Some(blocked) = self.blocked.clone() {
+            let resumable = resolved
+                .first()
+                .filter(|(step, script)| is_resumable(&blocked, step, script));
+            let Some((step, script)) = resumable else {
+                return fail(&report, ExecError::Blocked(blocked));
+            };
+            if let Err(e) = self.resume_index_revision(step, script).await {
+                return fail(&report, e);
             }
         }
         let per_run = self.opts.transaction_per == TransactionPer::Run;
@@ -569,6 +577,53 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Clear the way to re-run an interrupted index-only no-transaction revision: drop the INVALID indexes an
+    /// interrupted `CREATE INDEX CONCURRENTLY` leaves behind (`IF NOT EXISTS` would otherwise accept them), then
+    /// record the automatic resolution.
+    async fn resume_index_revision(&mut self, step: &Step, script: &Script) -> Result<(), ExecError> {
+        for statement in &section(script, step.direction).statements {
+            let Some(name) = concurrent_index_name(&statement.sql) else {
+                continue;
+            };
+            let probe = format!(
+                "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE NOT i.indisvalid AND c.oid = to_regclass({})",
+                quote_literal(&name)
+            );
+            let sets = result_sets(
+                self.client
+                    .simple_query(&probe)
+                    .await
+                    .map_err(db("could not inspect indexes"))?,
+            );
+            if let Some(invalid) = sets[0].first().and_then(|r| r[0].clone()) {
+                tracing::warn!(revision = %step.revision, index = %invalid, "dropping an invalid index left by an interrupted build");
+                let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {invalid}");
+                self.client
+                    .batch_execute(&drop)
+                    .await
+                    .map_err(db("could not drop an invalid index"))?;
+            }
+        }
+        let word = direction_word(step.direction);
+        let note = "interrupted index build resumed automatically";
+        let sql = self.store.history_sql(
+            step.revision.as_str(),
+            word,
+            "resolved",
+            None,
+            false,
+            "NULL",
+            Some(note),
+        );
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(db("could not record the resolution"))?;
+        self.blocked = None;
+        Ok(())
+    }
+
     /// Mark a failed no-transaction revision as dealt with, leaving the version rows as they are.
     pub async fn resolve(&mut self) -> Result<Option<Blocked>, ExecError> {
         let Some(blocked) = self.blocked.take() else {
@@ -674,6 +729,44 @@ impl<'a> Session<'a> {
     }
 }
 
+/// Whether a blocked no-transaction revision may be re-run without an operator: it was interrupted (its process or
+/// connection died, so only the `started` row exists; a failed statement writes `failed`), it is the next step,
+/// and every statement is an index statement that is safe to repeat (`CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT
+/// EXISTS`, `DROP INDEX CONCURRENTLY IF EXISTS`).
+fn is_resumable(blocked: &Blocked, step: &Step, script: &Script) -> bool {
+    let section = section(script, step.direction);
+    blocked.status == "started"
+        && blocked.revision == step.revision
+        && blocked.direction == direction_word(step.direction)
+        && !script.is_transactional
+        && !section.statements.is_empty()
+        && section.statements.iter().all(|s| {
+            let words = normalised_words(&s.sql);
+            concurrent_index_name(&s.sql).is_some() || words.starts_with("DROP INDEX CONCURRENTLY IF EXISTS ")
+        })
+}
+
+fn normalised_words(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase()
+}
+
+/// The index name of `CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS name ON ...`, as written.
+fn concurrent_index_name(sql: &str) -> Option<String> {
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let upper: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
+    let prefix: &[&str] = if upper.get(1).map(String::as_str) == Some("UNIQUE") {
+        &["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY", "IF", "NOT", "EXISTS"]
+    } else {
+        &["CREATE", "INDEX", "CONCURRENTLY", "IF", "NOT", "EXISTS"]
+    };
+    let matches = prefix
+        .iter()
+        .enumerate()
+        .all(|(i, w)| upper.get(i).map(String::as_str) == Some(*w));
+    let name = words.get(prefix.len())?;
+    (matches && upper.get(prefix.len() + 1).map(String::as_str) == Some("ON")).then(|| name.to_string())
+}
+
 fn section(script: &Script, direction: Direction) -> &Section {
     match direction {
         Direction::Up => &script.upgrade,
@@ -709,5 +802,25 @@ pub(super) fn step_error(
         sqlstate: source.code().map(|c| c.code().to_string()),
         message: db_message(&source),
         pg: source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_index_names() {
+        let check =
+            |sql: &str, expected: Option<&str>| assert_eq!(concurrent_index_name(sql).as_deref(), expected, "{sql}");
+        check("CREATE INDEX CONCURRENTLY IF NOT EXISTS a_idx ON t (a)", Some("a_idx"));
+        check("create unique index concurrently if not exists \"A b\" on t (a)", None);
+        check(
+            "create unique index concurrently if not exists \"Ab\"\n  on t (a)",
+            Some("\"Ab\""),
+        );
+        check("CREATE INDEX CONCURRENTLY a_idx ON t (a)", None);
+        check("CREATE INDEX IF NOT EXISTS a_idx ON t (a)", None);
+        check("SELECT 1", None);
     }
 }
