@@ -7,3 +7,4 @@
 mod harness;
 
 mod harness_tests;
+mod autogen_corpus;
