@@ -8,9 +8,12 @@ use crate::harness::{catalog_snapshot, cluster, TempProject, TestDb};
 
 async fn catalog_of(db: &TestDb) -> Catalog {
     let client = db.client().await;
-    introspect(&client, &Scope::database(vec!["flotilla_version".into(), "flotilla_history".into()]))
-        .await
-        .expect("introspect")
+    introspect(
+        &client,
+        &Scope::database(vec!["flotilla_version".into(), "flotilla_history".into()]),
+    )
+    .await
+    .expect("introspect")
 }
 
 /// The harness's own snapshot of `public`, less Flotilla's tables: an oracle independent of `autogen`.
@@ -26,7 +29,11 @@ async fn snapshot_of(db: &TestDb) -> String {
 
 async fn db_with(hint: &str, sql: &str) -> TestDb {
     let db = TestDb::new(hint);
-    db.client().await.batch_execute(sql).await.unwrap_or_else(|e| panic!("{hint}: {e}\n{sql}"));
+    db.client()
+        .await
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{hint}: {e}\n{sql}"));
     db
 }
 
@@ -48,7 +55,9 @@ fn project_for(db: &TestDb, before: &str, after: &str) -> TempProject {
     let project = TempProject::new(&config);
     project.revision(
         "000000000001_base.sql",
-        &format!("-- revision: 000000000001\n-- down_revision:\n\n-- flotilla:upgrade\n{before}\n\n-- flotilla:downgrade\n"),
+        &format!(
+            "-- revision: 000000000001\n-- down_revision:\n\n-- flotilla:upgrade\n{before}\n\n-- flotilla:downgrade\n"
+        ),
     );
     project.write("schema/schema.sql", after);
     project

@@ -6,5 +6,6 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
-mod harness_tests;
+mod autogen_cli;
 mod autogen_corpus;
+mod harness_tests;

@@ -15,6 +15,7 @@ use super::ops::{CommentTarget, Comparator, EnumUsage, Op};
 struct Buckets {
     drop_comments: Vec<Op>,
     drop_triggers: Vec<Op>,
+    drop_view_indexes: Vec<Op>,
     drop_views: Vec<Op>,
     drop_fks: Vec<Op>,
     drop_indexes: Vec<Op>,
@@ -40,6 +41,7 @@ struct Buckets {
     add_fks: Vec<Op>,
     create_indexes: Vec<Op>,
     create_views: Vec<Op>,
+    create_view_indexes: Vec<Op>,
     create_triggers: Vec<Op>,
     set_comments: Vec<Op>,
     custom: Vec<Op>,
@@ -50,6 +52,7 @@ impl Buckets {
         [
             self.drop_comments,
             self.drop_triggers,
+            self.drop_view_indexes,
             self.drop_views,
             self.drop_fks,
             self.drop_indexes,
@@ -75,6 +78,7 @@ impl Buckets {
             self.add_fks,
             self.create_indexes,
             self.create_views,
+            self.create_view_indexes,
             self.create_triggers,
             self.set_comments,
             self.custom,
@@ -507,22 +511,37 @@ fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
 }
 
 fn indexes(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    // A materialized view that is recreated takes its indexes with it, so they are recreated too.
+    let recreated = |name: &QName| match (from.views.get(name), to.views.get(name)) {
+        (Some(a), Some(c)) => a.definition != c.definition || a.is_materialized != c.is_materialized,
+        _ => false,
+    };
     for (name, index) in &from.indexes {
-        if to.indexes.get(name) != Some(index) {
-            b.drop_indexes.push(Op::DropIndex {
+        if to.indexes.get(name) != Some(index) || recreated(&index.table) {
+            let op = Op::DropIndex {
                 name: name.clone(),
                 index: index.clone(),
                 is_new_table: !to.tables.contains_key(&index.table),
-            });
+            };
+            if from.views.contains_key(&index.table) {
+                b.drop_view_indexes.push(op);
+            } else {
+                b.drop_indexes.push(op);
+            }
         }
     }
     for (name, index) in &to.indexes {
-        if from.indexes.get(name) != Some(index) {
-            b.create_indexes.push(Op::CreateIndex {
+        if from.indexes.get(name) != Some(index) || recreated(&index.table) {
+            let op = Op::CreateIndex {
                 name: name.clone(),
                 index: index.clone(),
                 is_new_table: !from.tables.contains_key(&index.table),
-            });
+            };
+            if to.views.contains_key(&index.table) {
+                b.create_view_indexes.push(op);
+            } else {
+                b.create_indexes.push(op);
+            }
         }
     }
 }
