@@ -466,3 +466,121 @@ pub fn upgrade_text(ops: &[Op]) -> String {
     };
     render(ops, &Registry::standard(&options), &options).upgrade
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::autogen::model::{Index, QName};
+    use crate::autogen::ops::CustomOp;
+
+    fn index_op(is_new_table: bool) -> Op {
+        Op::CreateIndex {
+            name: QName::new("public", "t_a"),
+            index: Index {
+                table: QName::new("public", "t"),
+                definition: "CREATE INDEX t_a ON t USING btree (a)".into(),
+            },
+            is_new_table,
+        }
+    }
+
+    fn check(ops: &[Op], registry: &Registry, options: RenderOptions, upgrade: &str, downgrade: &str) {
+        let rendered = render(ops, registry, &options);
+        assert_eq!(rendered.upgrade, upgrade);
+        assert_eq!(rendered.downgrade, downgrade);
+    }
+
+    #[test]
+    fn default_rendering_and_reverse() {
+        let options = RenderOptions::default();
+        check(
+            &[index_op(false)],
+            &Registry::standard(&options),
+            options,
+            "CREATE INDEX t_a ON t USING btree (a);\n",
+            "DROP INDEX t_a;\n",
+        );
+    }
+
+    #[test]
+    fn online_moves_indexes_on_existing_tables_to_a_concurrent_revision() {
+        let options = RenderOptions {
+            online: true,
+            ..Default::default()
+        };
+        let rendered = render(&[index_op(false)], &Registry::standard(&options), &options);
+        assert_eq!(rendered.upgrade, "");
+        assert_eq!(
+            rendered.concurrent,
+            Some((
+                "CREATE INDEX CONCURRENTLY t_a ON t USING btree (a);\n".into(),
+                "DROP INDEX CONCURRENTLY t_a;\n".into()
+            ))
+        );
+        // An index on a table created in the same revision is built in place.
+        let rendered = render(&[index_op(true)], &Registry::standard(&options), &options);
+        assert!(rendered.concurrent.is_none());
+    }
+
+    /// A user renderer asked first: always build indexes concurrently, even outside `--online`.
+    struct AlwaysConcurrently;
+
+    impl Renderer for AlwaysConcurrently {
+        fn render(&self, op: &Op, _ctx: &RenderContext) -> Option<Vec<String>> {
+            match op {
+                Op::CreateIndex { index, .. } => Some(vec![concurrently(&index.definition)]),
+                _ => None,
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    struct Grant {
+        is_revoke: bool,
+    }
+
+    impl CustomOp for Grant {
+        fn kind(&self) -> &str {
+            "grant"
+        }
+        fn upgrade_sql(&self) -> Vec<String> {
+            vec![if self.is_revoke { "REVOKE SELECT ON t FROM app" } else { "GRANT SELECT ON t TO app" }.into()]
+        }
+        fn reverse(&self) -> Op {
+            Op::Custom(Arc::new(Grant {
+                is_revoke: !self.is_revoke,
+            }))
+        }
+    }
+
+    #[test]
+    fn user_renderers_and_operation_kinds() {
+        let options = RenderOptions::default();
+        let mut registry = Registry::standard(&options);
+        registry.push(Box::new(AlwaysConcurrently));
+        check(
+            &[index_op(false), Op::Custom(Arc::new(Grant { is_revoke: false }))],
+            &registry,
+            options,
+            "CREATE INDEX CONCURRENTLY t_a ON t USING btree (a);\nGRANT SELECT ON t TO app;\n",
+            "REVOKE SELECT ON t FROM app;\nDROP INDEX t_a;\n",
+        );
+    }
+
+    #[test]
+    fn destructive_operations_are_commented_out_both_ways() {
+        let options = RenderOptions::default();
+        let drop = Op::DropSchema { name: "old".into() };
+        check(
+            &[drop],
+            &Registry::standard(&options),
+            options,
+            "-- flotilla: destructive (drop schema old): written commented out; pass --allow-destructive to keep it\n\
+             -- DROP SCHEMA old;\n",
+            "-- flotilla: destructive (add schema old): written commented out; pass --allow-destructive to keep it\n\
+             -- CREATE SCHEMA old;\n",
+        );
+    }
+}
