@@ -229,3 +229,19 @@ async fn fleet_drift_finds_hand_modified_tenants_only() {
         .args(["fleet", "drift", "--tenant", "a"])
         .assert_code(0);
 }
+
+#[test]
+fn broken_desired_schema_is_a_usage_error() {
+    let project = project("");
+    project.write("schema/01.sql", "CREATE TABLE items (id int PRIMARY KEY);\n");
+    project.write("schema/02.sql", "CREATE TABLE broken (id nosuchtype);\n");
+    let out = project.flotilla().arg("check").assert_code(2);
+    assert!(out.stderr.contains("02.sql"), "{}", out.report());
+    assert!(out.stderr.contains("nosuchtype"), "{}", out.report());
+    let out = project
+        .flotilla()
+        .args(["revision", "--autogenerate", "-m", "x"])
+        .assert_code(2);
+    assert!(out.stderr.contains("02.sql"), "{}", out.report());
+    assert_eq!(n_revisions(&project), 2);
+}

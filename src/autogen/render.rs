@@ -546,7 +546,12 @@ mod tests {
             "grant"
         }
         fn upgrade_sql(&self) -> Vec<String> {
-            vec![if self.is_revoke { "REVOKE SELECT ON t FROM app" } else { "GRANT SELECT ON t TO app" }.into()]
+            vec![if self.is_revoke {
+                "REVOKE SELECT ON t FROM app"
+            } else {
+                "GRANT SELECT ON t TO app"
+            }
+            .into()]
         }
         fn reverse(&self) -> Op {
             Op::Custom(Arc::new(Grant {

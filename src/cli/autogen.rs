@@ -17,8 +17,15 @@ use crate::error::ExitCode;
 use crate::fleet::{Engine, Server, Tenant};
 use crate::revision::RevisionId;
 
+/// Bad input (the desired schema, a revision target) is a usage error, so `check` keeps exit 1 for differences
+/// and failed revisions.
 fn failed(e: autogen::AutogenError) -> CliError {
-    CliError::new(ExitCode::Failed, e)
+    use autogen::AutogenError as E;
+    let code = match &e {
+        E::ReadDesired { .. } | E::NoDesired { .. } | E::LoadDesired { .. } | E::Plan { .. } => ExitCode::Usage,
+        _ => ExitCode::Failed,
+    };
+    CliError::new(code, e)
 }
 
 /// `--dev-url`, else flotilla.toml `dev_url`, else the database url (`--url`, `url`, DATABASE_URL, PG*).
