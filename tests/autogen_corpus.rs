@@ -181,3 +181,8 @@ async fn online_rendering_round_trips() {
     )
     .await;
 }
+
+cases! {
+    new_enum_label_used_by_a_new_default: "CREATE TYPE mood AS ENUM ('sad'); CREATE TABLE p (id int);" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE p (id int, m mood DEFAULT 'ok');";
+    enum_label_used_by_existing_column: "CREATE TYPE mood AS ENUM ('sad'); CREATE TABLE p (m mood DEFAULT 'sad');" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE p (m mood DEFAULT 'ok');";
+}

@@ -204,7 +204,17 @@ fn types(from: &Catalog, to: &Catalog, b: &mut Buckets) {
             Some(new) => {
                 // Only additions keep the old labels in order; anything else recreates the type.
                 let kept: Vec<&String> = new.iter().filter(|v| values.contains(v)).collect();
-                let is_additive = kept.len() == values.len() && kept.iter().zip(values).all(|(a, b)| *a == b);
+                // A label added with ADD VALUE cannot be used in the same transaction, for example by a new
+                // default; a recreated type can.
+                let is_used = new.iter().filter(|v| !values.contains(v)).any(|v| {
+                    let literal = format!("'{}'::{name}", v.replace('\'', "''"));
+                    to.tables
+                        .values()
+                        .flat_map(|t| &t.columns)
+                        .any(|c| c.default.as_deref().is_some_and(|d| d.contains(&literal)))
+                });
+                let is_additive =
+                    !is_used && kept.len() == values.len() && kept.iter().zip(values).all(|(a, b)| *a == b);
                 let usages: Vec<EnumUsage> = enum_usages(from, name)
                     .into_iter()
                     .filter(|u| {
