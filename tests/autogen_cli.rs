@@ -245,3 +245,23 @@ fn broken_desired_schema_is_a_usage_error() {
     assert!(out.stderr.contains("02.sql"), "{}", out.report());
     assert_eq!(n_revisions(&project), 2);
 }
+
+#[test]
+fn first_revision_of_an_empty_project() {
+    let db = TestDb::new("autogen first");
+    let config = format!(
+        "script_location = \"migrations\"\nurl = \"{}\"\ndesired_schema = \"db/schema\"\n",
+        db.url()
+    );
+    let project = TempProject::new(&config);
+    project.write("db/schema/01_tables.sql", DESIRED);
+    // Without dev_url the scratch databases go to the database url's server.
+    project
+        .flotilla()
+        .args(["revision", "--autogenerate", "-m", "initial"])
+        .assert_success();
+    assert_eq!(n_revisions(&project), 1);
+    project.flotilla().args(["upgrade", "head"]).assert_success();
+    project.flotilla().arg("check").assert_code(0);
+    project.flotilla().args(["downgrade", "base"]).assert_success();
+}
