@@ -610,3 +610,84 @@ fn triggers(from: &Catalog, to: &Catalog, b: &mut Buckets) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autogen::model::{Column, Constraint};
+
+    fn table(fk: Option<&str>) -> Table {
+        let mut constraints = BTreeMap::new();
+        constraints.insert(
+            "pk".to_string(),
+            Constraint {
+                kind: 'p',
+                definition: "PRIMARY KEY (id)".into(),
+            },
+        );
+        if let Some(target) = fk {
+            constraints.insert(
+                "fk".to_string(),
+                Constraint {
+                    kind: 'f',
+                    definition: format!("FOREIGN KEY (id) REFERENCES {target}(id)"),
+                },
+            );
+        }
+        Table {
+            columns: vec![Column {
+                name: "id".into(),
+                data_type: "integer".into(),
+                is_not_null: true,
+                default: None,
+                identity: None,
+                generated: None,
+                comment: None,
+            }],
+            constraints,
+            comment: None,
+        }
+    }
+
+    fn two_tables() -> Catalog {
+        let mut c = Catalog::default();
+        // b sorts after a but a points at b: the foreign key must wait for both tables.
+        c.tables.insert(QName::new("public", "a"), table(Some("b")));
+        c.tables.insert(QName::new("public", "b"), table(None));
+        c
+    }
+
+    fn check(from: &Catalog, to: &Catalog, expected: &[&str]) {
+        let got: Vec<String> = diff(from, to)
+            .iter()
+            .map(|op| {
+                let (verb, object) = op.summary();
+                format!("{verb} {object}")
+            })
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn foreign_keys_come_after_their_tables_and_go_before_them() {
+        let empty = Catalog::default();
+        check(
+            &empty,
+            &two_tables(),
+            &["add table a", "add table b", "add constraint fk on a"],
+        );
+        check(
+            &two_tables(),
+            &empty,
+            &["drop constraint fk on a", "drop table a", "drop table b"],
+        );
+        check(&two_tables(), &two_tables(), &[]);
+    }
+
+    #[test]
+    fn the_downgrade_reverses_in_reverse_order() {
+        let ops = diff(&Catalog::default(), &two_tables());
+        let reversed: Vec<String> = ops.iter().rev().map(|op| op.reverse().summary().1).collect();
+        assert_eq!(reversed, ["constraint fk on a", "table b", "table a"]);
+    }
+}
