@@ -6,6 +6,7 @@
 // Errors carry facts (paths, lines, SQLSTATEs, the partial report) and travel only on cold paths.
 #![allow(clippy::result_large_err)]
 
+pub mod autogen;
 pub mod backfill;
 pub mod cli;
 pub mod config;

@@ -6,6 +6,8 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod autogen_cli;
+mod autogen_corpus;
 mod backfill_tests;
 mod fleet_config;
 mod fleet_faults;

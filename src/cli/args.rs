@@ -109,6 +109,11 @@ pub enum Command {
         after_help = "Examples:\n  flotilla plan upgrade head --current \"\" --format json\n  flotilla plan downgrade base --current 3f2a,9c8b --format json"
     )]
     Plan(PlanArgs),
+    /// Compare the desired schema with the revisions' head: exit 1 and print the difference when they differ.
+    #[command(
+        after_help = "Examples:\n  flotilla check\n  flotilla check --desired-schema db/schema --dev-url postgres://localhost/postgres"
+    )]
+    Check(CheckArgs),
     /// Run commands across every tenant of a fleet (see `flotilla fleet --help`).
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -140,6 +145,9 @@ pub enum FleetCommand {
     /// Re-run the failed and interrupted tenants of the last run, with the same target and options.
     #[command(after_help = "Examples:\n  flotilla fleet retry\n  flotilla fleet retry --concurrency 4")]
     Retry(FleetRetryArgs),
+    /// Compare each tenant's schema with the schema at its own revision (exit 1 when any drifted).
+    #[command(after_help = "Examples:\n  flotilla fleet drift\n  flotilla fleet drift --tag tier=gold --format json")]
+    Drift(FleetDriftArgs),
 }
 
 /// Which tenants a fleet command touches.
@@ -314,6 +322,56 @@ pub struct RevisionArgs {
     /// Mark the revision no-transaction (for CREATE INDEX CONCURRENTLY and the like).
     #[arg(long)]
     pub no_transaction: bool,
+    #[command(flatten)]
+    pub autogen: AutogenArgs,
+}
+
+/// Autogenerate: compare the desired schema with the revisions' head (see docs/autogenerate.md).
+#[derive(Debug, Args, Clone, Default)]
+pub struct AutogenArgs {
+    /// Fill the revision with the SQL that turns the head's schema into the desired schema.
+    #[arg(long)]
+    pub autogenerate: bool,
+    /// Write destructive statements (drops, narrowing type changes) as SQL instead of commented out.
+    #[arg(long, requires = "autogenerate")]
+    pub allow_destructive: bool,
+    /// Online-safe forms: concurrent indexes in a second no-transaction revision, NOT NULL backfills, NOT VALID.
+    #[arg(long, requires = "autogenerate")]
+    pub online: bool,
+    /// Write a revision even when nothing differs.
+    #[arg(long, requires = "autogenerate")]
+    pub allow_empty: bool,
+    #[command(flatten)]
+    pub source: DesiredArgs,
+}
+
+/// Where the desired schema is, and the server for scratch databases.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DesiredArgs {
+    /// Desired schema directory (`*.sql`, loaded in name order) or file (default: flotilla.toml `desired_schema`).
+    #[arg(long, value_name = "DIR")]
+    pub desired_schema: Option<PathBuf>,
+    /// Server for scratch databases (default: flotilla.toml `dev_url`, else the database url).
+    #[arg(long, value_name = "URL")]
+    pub dev_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub source: DesiredArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetDriftArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Tenants read at once.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Server for scratch databases (default: flotilla.toml `dev_url`, else the database url).
+    #[arg(long, value_name = "URL")]
+    pub dev_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -85,7 +85,7 @@ fn parents(loaded: &Loaded, head: Option<&str>, splice: bool) -> Result<Vec<Revi
     }
 }
 
-pub fn revision(global: &GlobalArgs, args: RevisionArgs) -> Result<ExitCode, CliError> {
+pub async fn revision(global: &GlobalArgs, args: RevisionArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     let down_revisions = parents(&loaded, args.head.as_deref(), args.splice)?;
@@ -99,7 +99,42 @@ pub fn revision(global: &GlobalArgs, args: RevisionArgs) -> Result<ExitCode, Cli
         depends_on: args.depends_on,
         message: args.message,
     };
-    write_revision(&ctx, &loaded, meta, args.rev_id, !args.no_transaction)
+    if !args.autogen.autogenerate {
+        write_revision(&ctx, &loaded, meta, args.rev_id, !args.no_transaction, None)?;
+        return Ok(ExitCode::Ok);
+    }
+    let engine = crate::fleet::Engine {
+        graph: loaded.graph,
+        scripts: loaded.scripts,
+        store: ctx.store.clone(),
+        exec: ctx.exec.clone(),
+    };
+    let generated = super::autogen::generate(&ctx, global, &engine, &meta.down_revisions, &args.autogen).await?;
+    let loaded = Loaded {
+        graph: engine.graph,
+        scripts: engine.scripts,
+    };
+    let Some(rendered) = generated else {
+        println!(
+            "No changes detected: the desired schema matches the head; no revision written (--allow-empty writes one)"
+        );
+        return Ok(ExitCode::Ok);
+    };
+    let message = meta.message.clone();
+    let body = (rendered.upgrade.as_str(), rendered.downgrade.as_str());
+    let id = write_revision(&ctx, &loaded, meta, args.rev_id, !args.no_transaction, Some(body))?;
+    if let Some((upgrade, downgrade)) = &rendered.concurrent {
+        // Concurrent index builds cannot run in a transaction: they get a no-transaction revision of their own.
+        let meta = RevisionMeta {
+            id: RevisionId::default(),
+            down_revisions: vec![id],
+            branch_labels: Vec::new(),
+            depends_on: Vec::new(),
+            message: format!("{message} (concurrent indexes)"),
+        };
+        write_revision(&ctx, &loaded, meta, None, false, Some((upgrade, downgrade)))?;
+    }
+    Ok(ExitCode::Ok)
 }
 
 pub fn merge(global: &GlobalArgs, args: MergeArgs) -> Result<ExitCode, CliError> {
@@ -123,7 +158,8 @@ pub fn merge(global: &GlobalArgs, args: MergeArgs) -> Result<ExitCode, CliError>
         depends_on: Vec::new(),
         message: args.message,
     };
-    write_revision(&ctx, &loaded, meta, args.rev_id, true)
+    write_revision(&ctx, &loaded, meta, args.rev_id, true, None)?;
+    Ok(ExitCode::Ok)
 }
 
 fn write_revision(
@@ -132,7 +168,8 @@ fn write_revision(
     mut meta: RevisionMeta,
     rev_id: Option<String>,
     is_transactional: bool,
-) -> Result<ExitCode, CliError> {
+    body: Option<(&str, &str)>,
+) -> Result<RevisionId, CliError> {
     let id = RevisionId(rev_id.unwrap_or_else(script::new_revision_id));
     if loaded.scripts.contains_key(&id) {
         return Err(CliError::usage(format!("revision {id} already exists")));
@@ -158,11 +195,11 @@ fn write_revision(
         meta,
         create_date: now.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
         is_transactional,
-        upgrade_sql: String::new(),
-        downgrade_sql: String::new(),
+        upgrade_sql: body.map(|b| b.0.to_string()).unwrap_or_default(),
+        downgrade_sql: body.map(|b| b.1.to_string()).unwrap_or_default(),
     });
     let template = ctx.script_dir.join(TEMPLATE_FILE);
-    if template.exists() {
+    if template.exists() && body.is_none() {
         let body =
             std::fs::read_to_string(&template).map_err(io_error(format!("could not read {}", template.display())))?;
         if let Some(cut) = text.find("-- flotilla:upgrade") {
@@ -178,7 +215,7 @@ fn write_revision(
     std::fs::write(&path, &text).map_err(io_error(format!("could not write {}", path.display())))?;
     println!("Generating {} ... done", path.display());
     run_post_write(&ctx.post_write, &path, &ctx.project_dir)?;
-    Ok(ExitCode::Ok)
+    Ok(id)
 }
 
 /// Run each `post_write` hook on the new file, from the project directory.

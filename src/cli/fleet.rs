@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::args::{FleetCommand, FleetCurrentArgs, FleetStatusArgs, Format, GlobalArgs, RunArgs, SelectArgs};
+use super::args::{
+    FleetCommand, FleetCurrentArgs, FleetDriftArgs, FleetStatusArgs, Format, GlobalArgs, RunArgs, SelectArgs,
+};
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
 use super::output::print_json;
@@ -26,6 +28,7 @@ pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRout
         FleetCommand::Current(a) => current(global, a).await,
         FleetCommand::Status(a) => status(global, a),
         FleetCommand::Retry(a) => retry(global, a.select, a.run, route).await,
+        FleetCommand::Drift(a) => drift(global, a).await,
     }
 }
 
@@ -478,6 +481,24 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
     } else {
         ExitCode::Failed
     })
+}
+
+/// `fleet drift`: each selected tenant's schema against the schema at its own revisions (see `cli::autogen`).
+async fn drift(global: &GlobalArgs, args: FleetDriftArgs) -> Result<ExitCode, CliError> {
+    let ctx = Ctx::load(global)?;
+    let loaded = ctx.load_scripts()?;
+    let dev = super::autogen::dev_server(&ctx, global, args.dev_url.as_deref())?;
+    let selection = selection(&ctx, &args.select)?;
+    let setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
+    let chosen = select_tenants(&setup.tenants, &selection)?;
+    let concurrency = args.concurrency.unwrap_or(setup.file.defaults.concurrency);
+    let engine = Engine {
+        graph: loaded.graph,
+        scripts: loaded.scripts,
+        store: ctx.store.clone(),
+        exec: ctx.exec.clone(),
+    };
+    super::autogen::drift(&ctx, dev, engine, &setup.servers, &chosen, concurrency).await
 }
 
 fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliError> {

@@ -3,6 +3,7 @@
 
 mod args;
 mod authoring;
+mod autogen;
 mod context;
 mod error;
 mod fleet;
@@ -21,7 +22,8 @@ pub async fn run(cli: Cli, route: crate::observe::LogRoute) -> Result<ExitCode, 
     let global = &cli.global;
     match cli.command {
         Command::Init(a) => authoring::init(global, a),
-        Command::Revision(a) => authoring::revision(global, a),
+        Command::Revision(a) => authoring::revision(global, a).await,
+        Command::Check(a) => autogen::check(global, a).await,
         Command::Merge(a) => authoring::merge(global, a),
         Command::Heads(a) => inspect::heads(global, a),
         Command::Branches(a) => inspect::branches(global, a),

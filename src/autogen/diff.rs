@@ -1,0 +1,693 @@
+//! Comparing two catalogs into an ordered list of operations (pure: no IO).
+//!
+//! Operations come out in dependency order, in two halves. First everything that goes away, dependents first
+//! (comments, triggers, views, foreign keys, indexes, constraints, columns, tables, sequences, functions, types,
+//! extensions, schemas); then everything that appears, dependencies first (schemas, extensions, types,
+//! sequences, functions, tables, columns, column changes, constraints, foreign keys, indexes, views, triggers,
+//! comments). The downgrade is the same list reversed, each operation reversed, so it is ordered too.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::{Catalog, Column, QName, Table};
+use super::ops::{CommentTarget, Comparator, EnumUsage, Op};
+
+#[derive(Default)]
+struct Buckets {
+    drop_comments: Vec<Op>,
+    drop_triggers: Vec<Op>,
+    drop_view_indexes: Vec<Op>,
+    drop_views: Vec<Op>,
+    drop_fks: Vec<Op>,
+    drop_indexes: Vec<Op>,
+    drop_constraints: Vec<Op>,
+    drop_columns: Vec<Op>,
+    disown_sequences: Vec<Op>,
+    drop_tables: Vec<Op>,
+    drop_sequences: Vec<Op>,
+    drop_functions: Vec<Op>,
+    drop_types: Vec<Op>,
+    drop_extensions: Vec<Op>,
+    drop_schemas: Vec<Op>,
+    create_schemas: Vec<Op>,
+    create_extensions: Vec<Op>,
+    create_types: Vec<Op>,
+    create_sequences: Vec<Op>,
+    create_functions: Vec<Op>,
+    create_tables: Vec<Op>,
+    add_columns: Vec<Op>,
+    alter_columns: Vec<Op>,
+    own_sequences: Vec<Op>,
+    add_constraints: Vec<Op>,
+    add_fks: Vec<Op>,
+    create_indexes: Vec<Op>,
+    create_views: Vec<Op>,
+    create_view_indexes: Vec<Op>,
+    create_triggers: Vec<Op>,
+    set_comments: Vec<Op>,
+    custom: Vec<Op>,
+}
+
+impl Buckets {
+    fn into_ops(self) -> Vec<Op> {
+        [
+            self.drop_comments,
+            self.drop_triggers,
+            self.drop_view_indexes,
+            self.drop_views,
+            self.drop_fks,
+            self.drop_indexes,
+            self.drop_constraints,
+            self.drop_columns,
+            self.disown_sequences,
+            self.drop_tables,
+            self.drop_sequences,
+            self.drop_functions,
+            self.drop_types,
+            self.drop_extensions,
+            self.drop_schemas,
+            self.create_schemas,
+            self.create_extensions,
+            self.create_types,
+            self.create_sequences,
+            self.create_functions,
+            self.create_tables,
+            self.add_columns,
+            self.alter_columns,
+            self.own_sequences,
+            self.add_constraints,
+            self.add_fks,
+            self.create_indexes,
+            self.create_views,
+            self.create_view_indexes,
+            self.create_triggers,
+            self.set_comments,
+            self.custom,
+        ]
+        .concat()
+    }
+
+    fn comment(&mut self, kind: &str, name: String, from: Option<&String>, to: Option<&String>) {
+        if from == to {
+            return;
+        }
+        let op = Op::SetComment {
+            target: CommentTarget {
+                kind: kind.into(),
+                name,
+            },
+            from: from.cloned(),
+            to: to.cloned(),
+        };
+        if to.is_none() {
+            self.drop_comments.push(op);
+        } else {
+            self.set_comments.push(op);
+        }
+    }
+}
+
+/// The operations that turn `from` into `to`.
+pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Op> {
+    diff_with(from, to, &[])
+}
+
+/// As [`diff`], with the operations of user comparators appended.
+pub fn diff_with(from: &Catalog, to: &Catalog, comparators: &[Box<dyn Comparator>]) -> Vec<Op> {
+    let mut b = Buckets::default();
+    schemas(from, to, &mut b);
+    types(from, to, &mut b);
+    sequences(from, to, &mut b);
+    functions(from, to, &mut b);
+    tables(from, to, &mut b);
+    indexes(from, to, &mut b);
+    views(from, to, &mut b);
+    triggers(from, to, &mut b);
+    let keys: BTreeSet<&(String, String)> = from.comments.keys().chain(to.comments.keys()).collect();
+    for key in keys {
+        b.comment(&key.0, key.1.clone(), from.comments.get(key), to.comments.get(key));
+    }
+    for comparator in comparators {
+        b.custom.extend(comparator.compare(from, to));
+    }
+    b.into_ops()
+}
+
+fn schemas(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    for (name, comment) in &from.schemas {
+        match to.schemas.get(name) {
+            None => {
+                b.comment("SCHEMA", name.clone(), comment.as_ref(), None);
+                b.drop_schemas.push(Op::DropSchema { name: name.clone() });
+            }
+            Some(new) => b.comment("SCHEMA", name.clone(), comment.as_ref(), new.as_ref()),
+        }
+    }
+    for (name, comment) in &to.schemas {
+        if !from.schemas.contains_key(name) {
+            b.create_schemas.push(Op::CreateSchema { name: name.clone() });
+            b.comment("SCHEMA", name.clone(), None, comment.as_ref());
+        }
+    }
+    for (name, ext) in &from.extensions {
+        match to.extensions.get(name) {
+            Some(new) if new == ext => {}
+            other => {
+                b.drop_extensions.push(Op::DropExtension {
+                    name: name.clone(),
+                    schema: ext.schema.clone(),
+                });
+                if let Some(new) = other {
+                    b.create_extensions.push(Op::CreateExtension {
+                        name: name.clone(),
+                        schema: new.schema.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for (name, ext) in &to.extensions {
+        if !from.extensions.contains_key(name) {
+            b.create_extensions.push(Op::CreateExtension {
+                name: name.clone(),
+                schema: ext.schema.clone(),
+            });
+        }
+    }
+}
+
+/// Columns of `catalog` whose type is the enum `name`.
+fn enum_usages(catalog: &Catalog, name: &QName) -> Vec<EnumUsage> {
+    let type_text = name.to_string();
+    let mut out = Vec::new();
+    for (table_name, table) in &catalog.tables {
+        for column in &table.columns {
+            if column.data_type == type_text {
+                out.push(EnumUsage {
+                    table: table_name.clone(),
+                    column: column.name.clone(),
+                    default: column.default.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn types(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    for (name, values) in &from.enums {
+        match to.enums.get(name) {
+            None => b.drop_types.push(Op::DropEnum {
+                name: name.clone(),
+                values: values.clone(),
+            }),
+            Some(new) if new == values => {}
+            Some(new) => {
+                // Only additions keep the old labels in order; anything else recreates the type.
+                let kept: Vec<&String> = new.iter().filter(|v| values.contains(v)).collect();
+                // A label added with ADD VALUE cannot be used in the same transaction, for example by a new
+                // default; a recreated type can.
+                let is_used = new.iter().filter(|v| !values.contains(v)).any(|v| {
+                    let literal = format!("'{}'::{name}", v.replace('\'', "''"));
+                    to.tables
+                        .values()
+                        .flat_map(|t| &t.columns)
+                        .any(|c| c.default.as_deref().is_some_and(|d| d.contains(&literal)))
+                });
+                let is_additive =
+                    !is_used && kept.len() == values.len() && kept.iter().zip(values).all(|(a, b)| *a == b);
+                let usages: Vec<EnumUsage> = enum_usages(from, name)
+                    .into_iter()
+                    .filter(|u| {
+                        to.tables
+                            .get(&u.table)
+                            .and_then(|t| t.column(&u.column))
+                            .is_some_and(|c| c.data_type.starts_with(&name.to_string()))
+                    })
+                    .collect();
+                if is_additive {
+                    for (i, value) in new.iter().enumerate() {
+                        if !values.contains(value) {
+                            let before = new[i + 1..].iter().find(|v| values.contains(v)).cloned();
+                            b.create_types.push(Op::AddEnumValue {
+                                name: name.clone(),
+                                value: value.clone(),
+                                before,
+                                all_from: values.clone(),
+                                usages: usages.clone(),
+                            });
+                        }
+                    }
+                } else {
+                    b.create_types.push(Op::RecreateEnum {
+                        name: name.clone(),
+                        from: values.clone(),
+                        to: new.clone(),
+                        usages,
+                    });
+                }
+            }
+        }
+    }
+    for (name, values) in &to.enums {
+        if !from.enums.contains_key(name) {
+            b.create_types.push(Op::CreateEnum {
+                name: name.clone(),
+                values: values.clone(),
+            });
+        }
+    }
+}
+
+fn sequences(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    for (name, seq) in &from.sequences {
+        match to.sequences.get(name) {
+            None => {
+                if seq.owned_by.is_some() {
+                    b.disown_sequences.push(Op::SetSequenceOwner {
+                        name: name.clone(),
+                        from: seq.owned_by.clone(),
+                        to: None,
+                    });
+                }
+                let mut plain = seq.clone();
+                plain.owned_by = None;
+                b.drop_sequences.push(Op::DropSequence {
+                    name: name.clone(),
+                    sequence: plain,
+                });
+            }
+            Some(new) => {
+                let (mut a, mut c) = (seq.clone(), new.clone());
+                a.owned_by = None;
+                c.owned_by = None;
+                if a != c {
+                    b.create_sequences.push(Op::AlterSequence {
+                        name: name.clone(),
+                        from: a,
+                        to: c,
+                    });
+                }
+                if seq.owned_by != new.owned_by {
+                    let op = Op::SetSequenceOwner {
+                        name: name.clone(),
+                        from: seq.owned_by.clone(),
+                        to: new.owned_by.clone(),
+                    };
+                    if new.owned_by.is_none() {
+                        b.disown_sequences.push(op);
+                    } else {
+                        b.own_sequences.push(op);
+                    }
+                }
+            }
+        }
+    }
+    for (name, seq) in &to.sequences {
+        if !from.sequences.contains_key(name) {
+            let mut plain = seq.clone();
+            plain.owned_by = None;
+            b.create_sequences.push(Op::CreateSequence {
+                name: name.clone(),
+                sequence: plain,
+            });
+            if seq.owned_by.is_some() {
+                b.own_sequences.push(Op::SetSequenceOwner {
+                    name: name.clone(),
+                    from: None,
+                    to: seq.owned_by.clone(),
+                });
+            }
+        }
+    }
+}
+
+fn functions(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    for (key, f) in &from.functions {
+        match to.functions.get(key) {
+            None => b.drop_functions.push(Op::DropFunction { function: f.clone() }),
+            Some(new) if new.definition != f.definition => b.create_functions.push(Op::ReplaceFunction {
+                from: f.clone(),
+                to: new.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (key, f) in &to.functions {
+        if !from.functions.contains_key(key) {
+            b.create_functions.push(Op::CreateFunction { function: f.clone() });
+        }
+    }
+}
+
+fn constraint_ops(b: &mut Buckets, table: &QName, old: &Table, new: Option<&Table>) {
+    let is_new_table = false;
+    for (name, c) in &old.constraints {
+        let same = new.and_then(|t| t.constraints.get(name)) == Some(c);
+        // A dropped table takes its own non-FK constraints with it (the reverse recreates them inline).
+        if same || (new.is_none() && c.kind != 'f') {
+            continue;
+        }
+        let op = Op::DropConstraint {
+            table: table.clone(),
+            name: name.clone(),
+            constraint: c.clone(),
+            is_new_table,
+        };
+        if c.kind == 'f' {
+            b.drop_fks.push(op);
+        } else {
+            b.drop_constraints.push(op);
+        }
+    }
+    if let Some(new) = new {
+        for (name, c) in &new.constraints {
+            if old.constraints.get(name) == Some(c) {
+                continue;
+            }
+            let op = Op::AddConstraint {
+                table: table.clone(),
+                name: name.clone(),
+                constraint: c.clone(),
+                is_new_table,
+            };
+            if c.kind == 'f' {
+                b.add_fks.push(op);
+            } else {
+                b.add_constraints.push(op);
+            }
+        }
+    }
+}
+
+fn column_comment(b: &mut Buckets, table: &QName, column: &str, from: Option<&String>, to: Option<&String>) {
+    b.comment("COLUMN", format!("{table}.{column}"), from, to);
+}
+
+fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
+    let col = || old.name.clone();
+    if old.generated != new.generated || (old.generated.is_some() && old.data_type != new.data_type) {
+        column_comment(b, table, &old.name, old.comment.as_ref(), None);
+        b.drop_columns.push(Op::DropColumn {
+            table: table.clone(),
+            column: old.clone(),
+        });
+        b.add_columns.push(Op::AddColumn {
+            table: table.clone(),
+            column: new.clone(),
+        });
+        column_comment(b, table, &new.name, None, new.comment.as_ref());
+        return;
+    }
+    let is_type_change = old.data_type != new.data_type;
+    let is_default_change = old.default != new.default;
+    if is_type_change && is_default_change && old.default.is_some() {
+        // The old default may not cast to the new type: drop it first, set the new one after.
+        b.alter_columns.push(Op::AlterColumnDefault {
+            table: table.clone(),
+            column: col(),
+            from: old.default.clone(),
+            to: None,
+        });
+    }
+    if is_type_change {
+        b.alter_columns.push(Op::AlterColumnType {
+            table: table.clone(),
+            column: col(),
+            from: old.data_type.clone(),
+            to: new.data_type.clone(),
+        });
+    }
+    if is_default_change {
+        let from = if is_type_change { None } else { old.default.clone() };
+        if from.is_some() || new.default.is_some() {
+            b.alter_columns.push(Op::AlterColumnDefault {
+                table: table.clone(),
+                column: col(),
+                from,
+                to: new.default.clone(),
+            });
+        }
+    }
+    if old.identity.is_some() && new.identity.is_none() {
+        b.alter_columns.push(Op::AlterColumnIdentity {
+            table: table.clone(),
+            column: col(),
+            from: old.identity,
+            to: None,
+        });
+    }
+    if old.is_not_null != new.is_not_null {
+        b.alter_columns.push(Op::AlterColumnNull {
+            table: table.clone(),
+            column: col(),
+            is_not_null: new.is_not_null,
+        });
+    }
+    if new.identity.is_some() && old.identity != new.identity {
+        b.alter_columns.push(Op::AlterColumnIdentity {
+            table: table.clone(),
+            column: col(),
+            from: old.identity,
+            to: new.identity,
+        });
+    }
+    column_comment(b, table, &old.name, old.comment.as_ref(), new.comment.as_ref());
+}
+
+fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    for (name, table) in &from.tables {
+        let new = to.tables.get(name);
+        constraint_ops(b, name, table, new);
+        match new {
+            None => {
+                b.comment("TABLE", name.to_string(), table.comment.as_ref(), None);
+                for column in &table.columns {
+                    column_comment(b, name, &column.name, column.comment.as_ref(), None);
+                }
+                b.drop_tables.push(Op::DropTable {
+                    name: name.clone(),
+                    table: table.clone(),
+                });
+            }
+            Some(new) => {
+                b.comment("TABLE", name.to_string(), table.comment.as_ref(), new.comment.as_ref());
+                for column in &table.columns {
+                    match new.column(&column.name) {
+                        None => {
+                            column_comment(b, name, &column.name, column.comment.as_ref(), None);
+                            b.drop_columns.push(Op::DropColumn {
+                                table: name.clone(),
+                                column: column.clone(),
+                            });
+                        }
+                        Some(new_column) => column_ops(b, name, column, new_column),
+                    }
+                }
+                for column in &new.columns {
+                    if table.column(&column.name).is_none() {
+                        b.add_columns.push(Op::AddColumn {
+                            table: name.clone(),
+                            column: column.clone(),
+                        });
+                        column_comment(b, name, &column.name, None, column.comment.as_ref());
+                    }
+                }
+            }
+        }
+    }
+    for (name, table) in &to.tables {
+        if from.tables.contains_key(name) {
+            continue;
+        }
+        b.create_tables.push(Op::CreateTable {
+            name: name.clone(),
+            table: table.clone(),
+        });
+        for (cname, c) in &table.constraints {
+            if c.kind == 'f' {
+                b.add_fks.push(Op::AddConstraint {
+                    table: name.clone(),
+                    name: cname.clone(),
+                    constraint: c.clone(),
+                    is_new_table: true,
+                });
+            }
+        }
+        b.comment("TABLE", name.to_string(), None, table.comment.as_ref());
+        for column in &table.columns {
+            column_comment(b, name, &column.name, None, column.comment.as_ref());
+        }
+    }
+}
+
+fn indexes(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    // A materialized view that is recreated takes its indexes with it, so they are recreated too.
+    let recreated = |name: &QName| match (from.views.get(name), to.views.get(name)) {
+        (Some(a), Some(c)) => a.definition != c.definition || a.is_materialized != c.is_materialized,
+        _ => false,
+    };
+    for (name, index) in &from.indexes {
+        if to.indexes.get(name) != Some(index) || recreated(&index.table) {
+            let op = Op::DropIndex {
+                name: name.clone(),
+                index: index.clone(),
+                is_new_table: !to.tables.contains_key(&index.table),
+            };
+            if from.views.contains_key(&index.table) {
+                b.drop_view_indexes.push(op);
+            } else {
+                b.drop_indexes.push(op);
+            }
+        }
+    }
+    for (name, index) in &to.indexes {
+        if from.indexes.get(name) != Some(index) || recreated(&index.table) {
+            let op = Op::CreateIndex {
+                name: name.clone(),
+                index: index.clone(),
+                is_new_table: !from.tables.contains_key(&index.table),
+            };
+            if to.views.contains_key(&index.table) {
+                b.create_view_indexes.push(op);
+            } else {
+                b.create_indexes.push(op);
+            }
+        }
+    }
+}
+
+fn views(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    let same = |a: &super::model::View, c: &super::model::View| {
+        a.definition == c.definition && a.is_materialized == c.is_materialized
+    };
+    let mut dropped: Vec<_> = from
+        .views
+        .iter()
+        .filter(|(name, view)| !to.views.get(*name).is_some_and(|new| same(view, new)))
+        .collect();
+    // Views built on other views are dropped first and created last.
+    dropped.sort_by_key(|(_, v)| std::cmp::Reverse(v.order));
+    for (name, view) in dropped {
+        b.drop_views.push(Op::DropView {
+            name: name.clone(),
+            view: view.clone(),
+        });
+    }
+    let mut created: Vec<_> = to
+        .views
+        .iter()
+        .filter(|(name, view)| !from.views.get(*name).is_some_and(|old| same(old, view)))
+        .collect();
+    created.sort_by_key(|(_, v)| v.order);
+    for (name, view) in created {
+        b.create_views.push(Op::CreateView {
+            name: name.clone(),
+            view: view.clone(),
+        });
+    }
+}
+
+fn triggers(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    let all: BTreeMap<_, _> = from.triggers.iter().chain(to.triggers.iter()).collect();
+    for (key, _) in all {
+        let (old, new) = (from.triggers.get(key), to.triggers.get(key));
+        if old == new {
+            continue;
+        }
+        if let Some(t) = old {
+            b.drop_triggers.push(Op::DropTrigger {
+                table: key.0.clone(),
+                name: key.1.clone(),
+                trigger: t.clone(),
+            });
+        }
+        if let Some(t) = new {
+            b.create_triggers.push(Op::CreateTrigger {
+                table: key.0.clone(),
+                name: key.1.clone(),
+                trigger: t.clone(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autogen::model::{Column, Constraint};
+
+    fn table(fk: Option<&str>) -> Table {
+        let mut constraints = BTreeMap::new();
+        constraints.insert(
+            "pk".to_string(),
+            Constraint {
+                kind: 'p',
+                definition: "PRIMARY KEY (id)".into(),
+            },
+        );
+        if let Some(target) = fk {
+            constraints.insert(
+                "fk".to_string(),
+                Constraint {
+                    kind: 'f',
+                    definition: format!("FOREIGN KEY (id) REFERENCES {target}(id)"),
+                },
+            );
+        }
+        Table {
+            columns: vec![Column {
+                name: "id".into(),
+                data_type: "integer".into(),
+                is_not_null: true,
+                default: None,
+                identity: None,
+                generated: None,
+                comment: None,
+            }],
+            constraints,
+            comment: None,
+        }
+    }
+
+    fn two_tables() -> Catalog {
+        let mut c = Catalog::default();
+        // b sorts after a but a points at b: the foreign key must wait for both tables.
+        c.tables.insert(QName::new("public", "a"), table(Some("b")));
+        c.tables.insert(QName::new("public", "b"), table(None));
+        c
+    }
+
+    fn check(from: &Catalog, to: &Catalog, expected: &[&str]) {
+        let got: Vec<String> = diff(from, to)
+            .iter()
+            .map(|op| {
+                let (verb, object) = op.summary();
+                format!("{verb} {object}")
+            })
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn foreign_keys_come_after_their_tables_and_go_before_them() {
+        let empty = Catalog::default();
+        check(
+            &empty,
+            &two_tables(),
+            &["add table a", "add table b", "add constraint fk on a"],
+        );
+        check(
+            &two_tables(),
+            &empty,
+            &["drop constraint fk on a", "drop table a", "drop table b"],
+        );
+        check(&two_tables(), &two_tables(), &[]);
+    }
+
+    #[test]
+    fn the_downgrade_reverses_in_reverse_order() {
+        let ops = diff(&Catalog::default(), &two_tables());
+        let reversed: Vec<String> = ops.iter().rev().map(|op| op.reverse().summary().1).collect();
+        assert_eq!(reversed, ["constraint fk on a", "table b", "table a"]);
+    }
+}

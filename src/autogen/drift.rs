@@ -1,0 +1,158 @@
+//! Fleet drift: each tenant's live schema against the schema its own recorded revisions should give.
+//!
+//! Every distinct set of version rows is built once in a scratch database; tenants are then read under the
+//! fleet's concurrency limit and the servers' connection caps, and compared. Flotilla's own version and history
+//! tables are left out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt};
+
+use super::diff::diff;
+use super::introspect::{introspect, Scope};
+use super::model::Catalog;
+use super::ops::Op;
+use super::scratch::{build_at, store_tables, DevServer};
+use crate::fleet::{self, Engine, Place, Server, Tenant};
+use crate::revision::RevisionId;
+
+/// One way a tenant differs from its expected schema.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DriftDifference {
+    /// `extra` (only in the tenant), `missing` (only in the expected schema) or `changed`.
+    pub kind: &'static str,
+    pub object: String,
+}
+
+/// One tenant's result: its version rows and its differences, or why it could not be compared.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DriftReport {
+    pub tenant: String,
+    pub revisions: Vec<RevisionId>,
+    pub differences: Vec<DriftDifference>,
+    pub error: Option<String>,
+}
+
+impl DriftReport {
+    pub fn is_drifted(&self) -> bool {
+        !self.differences.is_empty()
+    }
+}
+
+/// What to compare tenants with.
+pub struct DriftTarget<'a> {
+    pub engine: &'a Engine,
+    pub dev: &'a DevServer,
+    pub concurrency: usize,
+}
+
+/// Describe the operations turning the expected schema into the live one as drift.
+pub fn differences(ops: &[Op]) -> Vec<DriftDifference> {
+    ops.iter()
+        .map(|op| {
+            let (verb, object) = op.summary();
+            DriftDifference {
+                kind: match verb {
+                    "add" => "extra",
+                    "drop" => "missing",
+                    _ => "changed",
+                },
+                object,
+            }
+        })
+        .collect()
+}
+
+/// Expected catalogs per version-row set: (whole database, home schema only).
+type Expected = BTreeMap<Vec<RevisionId>, Result<(Catalog, Catalog), String>>;
+
+/// Compare every tenant with the schema at its own revisions, in tenant order.
+pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<Server>]) -> Vec<DriftReport> {
+    let engine = target.engine;
+    let versions = fleet::read_versions(tenants, servers, &engine.store, target.concurrency).await;
+    let ignore = store_tables(engine);
+    let mut expected: Expected = BTreeMap::new();
+    for rows in versions.iter().flatten() {
+        if expected.contains_key(rows) {
+            continue;
+        }
+        let built = if let Some(unknown) = rows.iter().find(|r| !engine.scripts.contains_key(*r)) {
+            Err(format!("revision {unknown} is not in this migration set"))
+        } else {
+            let scopes = [Scope::database(ignore.clone()), Scope::schema("public", ignore.clone())];
+            build_at(target.dev, engine, rows, &scopes)
+                .await
+                .map_err(|e| error_chain(&e))
+                .map(|mut c| {
+                    let home = c.pop().unwrap_or_default();
+                    let whole = c.pop().unwrap_or_default();
+                    (whole, home)
+                })
+        };
+        expected.insert(rows.clone(), built);
+    }
+    let expected = &expected;
+    let ignore = &ignore;
+    stream::iter(tenants.iter().zip(versions).map(|(tenant, rows)| async move {
+        let server = &servers[tenant.server];
+        let mut report = DriftReport {
+            tenant: tenant.id.clone(),
+            revisions: Vec::new(),
+            differences: Vec::new(),
+            error: None,
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                report.error = Some(e);
+                return report;
+            }
+        };
+        report.revisions = rows.clone();
+        let (whole, home) = match expected.get(&rows) {
+            Some(Ok(pair)) => pair,
+            Some(Err(e)) => {
+                report.error = Some(e.clone());
+                return report;
+            }
+            None => {
+                report.error = Some("no expected schema was built".into());
+                return report;
+            }
+        };
+        let (conn, scope, want) = match &tenant.place {
+            Place::Schema(schema) => (server.pooled().await, Scope::schema(schema, ignore.clone()), home),
+            Place::Database(db) => (server.direct(db).await, Scope::database(ignore.clone()), whole),
+        };
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return report;
+            }
+        };
+        match introspect(conn.client(), &scope).await {
+            Ok(live) => {
+                conn.release();
+                report.differences = differences(&diff(want, &live));
+            }
+            Err(e) => report.error = Some(error_chain(&e)),
+        }
+        report
+    }))
+    .buffered(target.concurrency.max(1))
+    .collect()
+    .await
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

@@ -1,0 +1,471 @@
+//! Reading a [`Catalog`] from `pg_catalog` in one read-only snapshot.
+//!
+//! Runs with `search_path` set to the home schema only, so `format_type`, `pg_get_expr`, `pg_get_viewdef` and
+//! `pg_get_constraintdef` leave home-schema names unqualified; the definitions that always qualify
+//! (`pg_get_indexdef`, `pg_get_functiondef`, `pg_get_triggerdef`) have the home schema's prefix removed. That is
+//! what makes a schema tenant's schema compare equal to `public` of a scratch database. Objects that belong to
+//! an extension are left out (the extension stands for them).
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::{Client, Row};
+
+use super::error::AutogenError;
+use super::model::{Catalog, Column, Constraint, Extension, Function, Index, QName, Sequence, Table, Trigger, View};
+use crate::executor::{db_message, quote_ident};
+
+/// Which part of a database to read.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The home schema (unquoted): called `public` in the catalog.
+    pub home: String,
+    /// Read only the home schema (schema tenants); otherwise every user schema and the extensions.
+    pub is_home_only: bool,
+    /// Bare table names to leave out wherever they are (Flotilla's version and history tables), with their
+    /// sequences, indexes, constraints and triggers.
+    pub ignore_tables: Vec<String>,
+}
+
+impl Scope {
+    /// Every user schema of a database whose home schema is `public`.
+    pub fn database(ignore_tables: Vec<String>) -> Scope {
+        Scope {
+            home: "public".into(),
+            is_home_only: false,
+            ignore_tables,
+        }
+    }
+
+    /// One schema only, compared as if it were `public`.
+    pub fn schema(name: &str, ignore_tables: Vec<String>) -> Scope {
+        Scope {
+            home: name.into(),
+            is_home_only: true,
+            ignore_tables,
+        }
+    }
+}
+
+fn fail(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> AutogenError {
+    move |e| AutogenError::Introspect {
+        what,
+        message: db_message(&e),
+    }
+}
+
+/// The text with every `home.` qualification removed (only where a name starts, not inside another name).
+fn strip_home(text: &str, home_quoted: &str) -> String {
+    let pattern = format!("{home_quoted}.");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&pattern) {
+        let prev = if at > 0 {
+            rest[..at].chars().last()
+        } else {
+            out.chars().last()
+        };
+        let is_start = prev.is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '_' | '$' | '"' | '.')));
+        out.push_str(&rest[..at]);
+        if !is_start {
+            out.push_str(&pattern);
+        }
+        rest = &rest[at + pattern.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+struct Names {
+    home: String,
+    home_quoted: String,
+}
+
+impl Names {
+    fn schema(&self, raw: &str, quoted: &str) -> String {
+        if raw == self.home {
+            "public".into()
+        } else {
+            quoted.into()
+        }
+    }
+
+    fn qname(&self, row: &Row, raw: usize, quoted: usize, name: usize) -> QName {
+        QName::new(self.schema(row.get(raw), row.get(quoted)), row.get::<_, String>(name))
+    }
+
+    fn def(&self, text: &str) -> String {
+        strip_home(text, &self.home_quoted)
+    }
+}
+
+/// Read the catalog of `scope` through `client`. Runs in its own read-only transaction and leaves the session's
+/// settings as they were, so a pooled connection can be reused afterwards.
+pub async fn introspect(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL search_path = {}",
+            quote_ident(&scope.home)
+        ))
+        .await
+        .map_err(fail("begin"))?;
+    let result = read(client, scope).await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = client.batch_execute(end).await.map_err(fail("end"));
+    let catalog = result?;
+    ended?;
+    Ok(catalog)
+}
+
+const NOT_EXTENSION_MEMBER: &str = "NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.objid = {oid} \
+     AND dep.classid = '{class}'::regclass AND dep.deptype = 'e')";
+
+fn not_member(oid: &str, class: &str) -> String {
+    NOT_EXTENSION_MEMBER.replace("{oid}", oid).replace("{class}", class)
+}
+
+async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
+    let names = Names {
+        home: scope.home.clone(),
+        home_quoted: client
+            .query_one("SELECT quote_ident($1)", &[&scope.home])
+            .await
+            .map_err(fail("quote"))?
+            .get(0),
+    };
+    let mut catalog = Catalog::default();
+    let schemas: Vec<String> = if scope.is_home_only {
+        vec![scope.home.clone()]
+    } else {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT n.nspname::text, quote_ident(n.nspname), obj_description(n.oid, 'pg_namespace') \
+                     FROM pg_namespace n WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' \
+                     AND {} ORDER BY 1",
+                    not_member("n.oid", "pg_namespace")
+                ),
+                &[],
+            )
+            .await
+            .map_err(fail("schemas"))?;
+        for row in &rows {
+            let raw: String = row.get(0);
+            if raw != scope.home {
+                catalog.schemas.insert(row.get(1), row.get(2));
+            }
+        }
+        let extensions = client
+            .query(
+                "SELECT quote_ident(e.extname), n.nspname::text, quote_ident(n.nspname) FROM pg_extension e \
+                 JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'",
+                &[],
+            )
+            .await
+            .map_err(fail("extensions"))?;
+        for row in &extensions {
+            catalog.extensions.insert(
+                row.get(0),
+                Extension {
+                    schema: names.schema(row.get(1), row.get(2)),
+                },
+            );
+        }
+        rows.iter().map(|r| r.get(0)).collect()
+    };
+    let ignored: BTreeSet<&str> = scope.ignore_tables.iter().map(String::as_str).collect();
+    let is_ignored = |row: &Row, i: usize| ignored.contains(row.get::<_, String>(i).as_str());
+    let sch = &schemas;
+
+    // Tables.
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), c.relname::text, \
+                 obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1) AND NOT c.relispartition AND {}",
+                not_member("c.oid", "pg_class")
+            ),
+            &[sch],
+        )
+        .await
+        .map_err(fail("tables"))?;
+    for row in &rows {
+        if is_ignored(row, 3) {
+            continue;
+        }
+        catalog.tables.insert(
+            names.qname(row, 0, 1, 2),
+            Table {
+                columns: Vec::new(),
+                constraints: Default::default(),
+                comment: row.get(4),
+            },
+        );
+    }
+
+    // Columns.
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), quote_ident(a.attname), \
+             format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), \
+             a.attidentity::text, a.attgenerated::text, col_description(c.oid, a.attnum) \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND n.nspname = ANY($1) \
+             ORDER BY c.oid, a.attnum",
+            &[sch],
+        )
+        .await
+        .map_err(fail("columns"))?;
+    for row in &rows {
+        let Some(table) = catalog.tables.get_mut(&names.qname(row, 0, 1, 2)) else {
+            continue;
+        };
+        let expr: Option<String> = row.get(6);
+        let identity: String = row.get(7);
+        let generated: String = row.get(8);
+        let is_generated = !generated.is_empty();
+        table.columns.push(Column {
+            name: row.get(3),
+            data_type: names.def(row.get(4)),
+            is_not_null: row.get(5),
+            default: if is_generated { None } else { expr.clone() },
+            identity: identity.chars().next(),
+            generated: if is_generated { expr } else { None },
+            comment: row.get(9),
+        });
+    }
+
+    // Constraints (not NOT NULL, which the columns carry).
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), quote_ident(co.conname), \
+             co.contype::text, pg_get_constraintdef(co.oid) \
+             FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE co.contype IN ('p', 'u', 'c', 'x', 'f') AND n.nspname = ANY($1)",
+            &[sch],
+        )
+        .await
+        .map_err(fail("constraints"))?;
+    for row in &rows {
+        let Some(table) = catalog.tables.get_mut(&names.qname(row, 0, 1, 2)) else {
+            continue;
+        };
+        let kind: String = row.get(4);
+        table.constraints.insert(
+            row.get(3),
+            Constraint {
+                kind: kind.chars().next().unwrap_or('c'),
+                definition: names.def(row.get(5)),
+            },
+        );
+    }
+
+    // Indexes that do not back a primary key, unique or exclusion constraint.
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(ic.relname), quote_ident(t.relname), \
+             t.relname::text, pg_get_indexdef(i.indexrelid), obj_description(ic.oid, 'pg_class') \
+             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
+             JOIN pg_namespace n ON n.oid = ic.relnamespace \
+             WHERE n.nspname = ANY($1) AND t.relkind IN ('r', 'p', 'm') AND NOT EXISTS (SELECT 1 FROM pg_constraint co \
+             WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x'))",
+            &[sch],
+        )
+        .await
+        .map_err(fail("indexes"))?;
+    for row in &rows {
+        if is_ignored(row, 4) {
+            continue;
+        }
+        let name = names.qname(row, 0, 1, 2);
+        if let Some(comment) = row.get::<_, Option<String>>(6) {
+            catalog.comments.insert(("INDEX".into(), name.to_string()), comment);
+        }
+        catalog.indexes.insert(
+            name.clone(),
+            Index {
+                table: QName::new(name.schema.clone(), row.get::<_, String>(3)),
+                definition: names.def(row.get(5)),
+            },
+        );
+    }
+
+    // Enum types.
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(t.typname), \
+                 array_agg(e.enumlabel::text ORDER BY e.enumsortorder), obj_description(t.oid, 'pg_type') \
+                 FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 WHERE n.nspname = ANY($1) AND {} GROUP BY 1, 2, 3, t.oid",
+                not_member("t.oid", "pg_type")
+            ),
+            &[sch],
+        )
+        .await
+        .map_err(fail("enums"))?;
+    for row in &rows {
+        let name = names.qname(row, 0, 1, 2);
+        if let Some(comment) = row.get::<_, Option<String>>(4) {
+            catalog.comments.insert(("TYPE".into(), name.to_string()), comment);
+        }
+        catalog.enums.insert(name, row.get(3));
+    }
+
+    // Sequences, less identity columns' own.
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), format_type(s.seqtypid, NULL), \
+                 s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle, \
+                 own_n.nspname::text, quote_ident(own_n.nspname), quote_ident(own_c.relname), own_c.relname::text, \
+                 quote_ident(own_a.attname), obj_description(c.oid, 'pg_class') \
+                 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 LEFT JOIN pg_depend own ON own.classid = 'pg_class'::regclass AND own.objid = c.oid \
+                   AND own.refclassid = 'pg_class'::regclass AND own.deptype = 'a' AND own.refobjsubid > 0 \
+                 LEFT JOIN pg_class own_c ON own_c.oid = own.refobjid \
+                 LEFT JOIN pg_namespace own_n ON own_n.oid = own_c.relnamespace \
+                 LEFT JOIN pg_attribute own_a ON own_a.attrelid = own.refobjid AND own_a.attnum = own.refobjsubid \
+                 WHERE n.nspname = ANY($1) AND {} AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.objid = c.oid \
+                 AND i.classid = 'pg_class'::regclass AND i.deptype = 'i')",
+                not_member("c.oid", "pg_class")
+            ),
+            &[sch],
+        )
+        .await
+        .map_err(fail("sequences"))?;
+    for row in &rows {
+        let owned_by = match row.get::<_, Option<String>>(10) {
+            Some(_) => {
+                if is_ignored(row, 13) {
+                    continue;
+                }
+                Some((names.qname(row, 10, 11, 12), row.get::<_, String>(14)))
+            }
+            None => None,
+        };
+        let name = names.qname(row, 0, 1, 2);
+        if let Some(comment) = row.get::<_, Option<String>>(15) {
+            catalog.comments.insert(("SEQUENCE".into(), name.to_string()), comment);
+        }
+        catalog.sequences.insert(
+            name,
+            Sequence {
+                data_type: row.get(3),
+                start: row.get(4),
+                increment: row.get(5),
+                min: row.get(6),
+                max: row.get(7),
+                cache: row.get(8),
+                is_cycle: row.get(9),
+                owned_by,
+            },
+        );
+    }
+
+    // Views and materialized views.
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), c.relkind = 'm', \
+                 pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'), c.oid::int8 \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('v', 'm') AND n.nspname = ANY($1) AND {}",
+                not_member("c.oid", "pg_class")
+            ),
+            &[sch],
+        )
+        .await
+        .map_err(fail("views"))?;
+    for row in &rows {
+        let name = names.qname(row, 0, 1, 2);
+        let is_materialized: bool = row.get(3);
+        if let Some(comment) = row.get::<_, Option<String>>(5) {
+            let kind = if is_materialized { "MATERIALIZED VIEW" } else { "VIEW" };
+            catalog.comments.insert((kind.into(), name.to_string()), comment);
+        }
+        catalog.views.insert(
+            name,
+            View {
+                is_materialized,
+                definition: names.def(row.get(4)),
+                order: row.get(6),
+            },
+        );
+    }
+
+    // Functions and procedures (not aggregates or window functions).
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(p.proname), \
+                 pg_get_function_identity_arguments(p.oid), p.prokind = 'p', pg_get_functiondef(p.oid), \
+                 obj_description(p.oid, 'pg_proc') \
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND {}",
+                not_member("p.oid", "pg_proc")
+            ),
+            &[sch],
+        )
+        .await
+        .map_err(fail("functions"))?;
+    for row in &rows {
+        let name = names.qname(row, 0, 1, 2);
+        let identity_args: String = names.def(row.get(3));
+        let key = format!("{name}({identity_args})");
+        let is_procedure: bool = row.get(4);
+        if let Some(comment) = row.get::<_, Option<String>>(6) {
+            let kind = if is_procedure { "PROCEDURE" } else { "FUNCTION" };
+            catalog.comments.insert((kind.into(), key.clone()), comment);
+        }
+        catalog.functions.insert(
+            key,
+            Function {
+                name,
+                identity_args,
+                is_procedure,
+                definition: names.def(row.get::<_, String>(5).trim_end()),
+            },
+        );
+    }
+
+    // Triggers written by users (not the internal ones behind foreign keys).
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), quote_ident(tg.tgname), \
+             pg_get_triggerdef(tg.oid), c.relname::text \
+             FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE NOT tg.tgisinternal AND n.nspname = ANY($1)",
+            &[sch],
+        )
+        .await
+        .map_err(fail("triggers"))?;
+    for row in &rows {
+        if is_ignored(row, 5) {
+            continue;
+        }
+        catalog.triggers.insert(
+            (names.qname(row, 0, 1, 2), row.get(3)),
+            Trigger {
+                definition: names.def(row.get(4)),
+            },
+        );
+    }
+    Ok(catalog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_home;
+
+    #[test]
+    fn strips_only_whole_qualifiers() {
+        assert_eq!(
+            strip_home("CREATE INDEX i ON public.t USING btree (a)", "public"),
+            "CREATE INDEX i ON t USING btree (a)"
+        );
+        assert_eq!(strip_home("x.public.t mypublic.t", "public"), "x.public.t mypublic.t");
+        assert_eq!(strip_home("ON \"T a\".t", "\"T a\""), "ON t");
+    }
+}

@@ -1,0 +1,139 @@
+//! The introspected schema: plain values, compared by equality. Every name is already quoted the way
+//! PostgreSQL's `quote_ident` quotes it, and the introspected "home" schema (`public`, or a schema tenant's own
+//! schema) is always called `public`, so two catalogs compare whatever schema they were read from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A schema-qualified name; both parts quoted as needed. Displays without the schema when it is `public`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct QName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl QName {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> QName {
+        QName {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for QName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.schema == "public" {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{}.{}", self.schema, self.name)
+        }
+    }
+}
+
+/// Everything autogenerate compares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    /// Schemas other than `public`, with their comments.
+    pub schemas: BTreeMap<String, Option<String>>,
+    pub extensions: BTreeMap<String, Extension>,
+    /// Enum types and their labels in sort order.
+    pub enums: BTreeMap<QName, Vec<String>>,
+    pub sequences: BTreeMap<QName, Sequence>,
+    pub tables: BTreeMap<QName, Table>,
+    /// Indexes that do not back a constraint, by index name.
+    pub indexes: BTreeMap<QName, Index>,
+    pub views: BTreeMap<QName, View>,
+    /// Functions and procedures, by `name(identity arguments)`.
+    pub functions: BTreeMap<String, Function>,
+    /// Triggers by (table, trigger name).
+    pub triggers: BTreeMap<(QName, String), Trigger>,
+    /// Comments on types, indexes, views, functions and sequences, by their `COMMENT ON` (kind, target).
+    pub comments: BTreeMap<(String, String), String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    pub schema: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequence {
+    pub data_type: String,
+    pub start: i64,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cache: i64,
+    pub is_cycle: bool,
+    /// The column owning the sequence (`serial` columns and `OWNED BY`).
+    pub owned_by: Option<(QName, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Columns in their table order; compared by name (the order is not part of a difference).
+    pub columns: Vec<Column>,
+    /// Primary key, unique, check, exclusion and foreign-key constraints, by name.
+    pub constraints: BTreeMap<String, Constraint>,
+    pub comment: Option<String>,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// `format_type` text, for example `character varying(20)` or `integer[]`.
+    pub data_type: String,
+    pub is_not_null: bool,
+    /// The default expression (not for generated columns).
+    pub default: Option<String>,
+    /// `a` (ALWAYS) or `d` (BY DEFAULT) for identity columns.
+    pub identity: Option<char>,
+    /// The expression of a `GENERATED ALWAYS AS (...) STORED` column.
+    pub generated: Option<String>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constraint {
+    /// `p`, `u`, `c`, `x` or `f`.
+    pub kind: char,
+    /// `pg_get_constraintdef` text.
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index {
+    pub table: QName,
+    /// `pg_get_indexdef` text, home schema left out.
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub is_materialized: bool,
+    pub definition: String,
+    /// Creation order (the catalog oid order), so views built on views are created after them.
+    pub order: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    pub name: QName,
+    pub identity_args: String,
+    pub is_procedure: bool,
+    /// `pg_get_functiondef` text (a `CREATE OR REPLACE` statement).
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// `pg_get_triggerdef` text.
+    pub definition: String,
+}

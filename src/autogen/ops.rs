@@ -1,0 +1,514 @@
+//! The operations layer between the diff and the SQL, like Alembic's ops: each change is an [`Op`] value that
+//! knows its reverse, whether it loses data, and how to describe itself. Rendering lives in `render`.
+//!
+//! An operation always carries what its reverse needs (a dropped table carries its columns), so the downgrade
+//! is the upgrade's operations reversed, each one reversed.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::model::{Catalog, Column, Constraint, Function, Index, QName, Sequence, Table, Trigger, View};
+
+/// An operation kind a user adds: renders its own SQL and names its reverse. Produced by a [`Comparator`].
+pub trait CustomOp: fmt::Debug + Send + Sync {
+    /// A short kind name renderers can match on, for example `grant`.
+    fn kind(&self) -> &str;
+    /// The upgrade statements, without trailing semicolons.
+    fn upgrade_sql(&self) -> Vec<String>;
+    /// The operation that undoes this one.
+    fn reverse(&self) -> Op;
+    fn is_destructive(&self) -> bool {
+        false
+    }
+    fn summary(&self) -> String {
+        self.kind().to_string()
+    }
+}
+
+/// A user-supplied comparison that adds operations of its own to a diff (registered in `render::Registry`).
+pub trait Comparator: Send + Sync {
+    fn compare(&self, from: &Catalog, to: &Catalog) -> Vec<Op>;
+}
+
+/// The object a `COMMENT ON` names: `kind` is `TABLE`, `COLUMN`, `INDEX`, `VIEW`, `FUNCTION`, `TYPE`, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentTarget {
+    pub kind: String,
+    pub name: String,
+}
+
+/// One schema change. `table` fields name the table an operation works on.
+#[derive(Debug, Clone)]
+pub enum Op {
+    CreateSchema {
+        name: String,
+    },
+    DropSchema {
+        name: String,
+    },
+    CreateExtension {
+        name: String,
+        schema: String,
+    },
+    DropExtension {
+        name: String,
+        schema: String,
+    },
+    CreateEnum {
+        name: QName,
+        values: Vec<String>,
+    },
+    DropEnum {
+        name: QName,
+        values: Vec<String>,
+    },
+    /// `ALTER TYPE ... ADD VALUE`; `before` is the label it goes in front of (`None` = at the end).
+    AddEnumValue {
+        name: QName,
+        value: String,
+        before: Option<String>,
+        all_from: Vec<String>,
+        usages: Vec<EnumUsage>,
+    },
+    /// Replace an enum type by one with other labels: PostgreSQL cannot drop a label, so the type is renamed,
+    /// recreated, and every column using it is converted through text. Rows holding a removed label fail.
+    RecreateEnum {
+        name: QName,
+        from: Vec<String>,
+        to: Vec<String>,
+        usages: Vec<EnumUsage>,
+    },
+    CreateSequence {
+        name: QName,
+        sequence: Sequence,
+    },
+    DropSequence {
+        name: QName,
+        sequence: Sequence,
+    },
+    AlterSequence {
+        name: QName,
+        from: Sequence,
+        to: Sequence,
+    },
+    SetSequenceOwner {
+        name: QName,
+        from: Option<(QName, String)>,
+        to: Option<(QName, String)>,
+    },
+    /// A table with its columns and its primary key, unique, check and exclusion constraints (foreign keys,
+    /// comments and indexes are operations of their own).
+    CreateTable {
+        name: QName,
+        table: Table,
+    },
+    DropTable {
+        name: QName,
+        table: Table,
+    },
+    AddColumn {
+        table: QName,
+        column: Column,
+    },
+    DropColumn {
+        table: QName,
+        column: Column,
+    },
+    AlterColumnType {
+        table: QName,
+        column: String,
+        from: String,
+        to: String,
+    },
+    AlterColumnNull {
+        table: QName,
+        column: String,
+        is_not_null: bool,
+    },
+    AlterColumnDefault {
+        table: QName,
+        column: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    AlterColumnIdentity {
+        table: QName,
+        column: String,
+        from: Option<char>,
+        to: Option<char>,
+    },
+    AddConstraint {
+        table: QName,
+        name: String,
+        constraint: Constraint,
+        is_new_table: bool,
+    },
+    DropConstraint {
+        table: QName,
+        name: String,
+        constraint: Constraint,
+        is_new_table: bool,
+    },
+    CreateIndex {
+        name: QName,
+        index: Index,
+        is_new_table: bool,
+    },
+    DropIndex {
+        name: QName,
+        index: Index,
+        is_new_table: bool,
+    },
+    CreateView {
+        name: QName,
+        view: View,
+    },
+    DropView {
+        name: QName,
+        view: View,
+    },
+    CreateFunction {
+        function: Function,
+    },
+    DropFunction {
+        function: Function,
+    },
+    ReplaceFunction {
+        from: Function,
+        to: Function,
+    },
+    CreateTrigger {
+        table: QName,
+        name: String,
+        trigger: Trigger,
+    },
+    DropTrigger {
+        table: QName,
+        name: String,
+        trigger: Trigger,
+    },
+    SetComment {
+        target: CommentTarget,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    Custom(Arc<dyn CustomOp>),
+}
+
+/// A column whose type is an enum, with its default (dropped and set again around a recreation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnumUsage {
+    pub table: QName,
+    pub column: String,
+    pub default: Option<String>,
+}
+
+/// The widening type changes that cannot lose data.
+fn is_widening(from: &str, to: &str) -> bool {
+    let rank = |t: &str| match t {
+        "smallint" => Some(1),
+        "integer" => Some(2),
+        "bigint" => Some(3),
+        "numeric" => Some(4),
+        _ => None,
+    };
+    if let (Some(a), Some(b)) = (rank(from), rank(to)) {
+        return a < b;
+    }
+    let length = |t: &str, prefix: &str| -> Option<Option<u32>> {
+        let rest = t.strip_prefix(prefix)?;
+        if rest.is_empty() {
+            return Some(None);
+        }
+        rest.strip_prefix('(')?.strip_suffix(')')?.parse().ok().map(Some)
+    };
+    for prefix in ["character varying", "varchar", "bit varying"] {
+        if let (Some(a), Some(b)) = (length(from, prefix), length(to, prefix)) {
+            return match (a, b) {
+                (_, None) => true,
+                (Some(a), Some(b)) => a <= b,
+                (None, Some(_)) => false,
+            };
+        }
+    }
+    to == "text" && (from.starts_with("character varying") || from.starts_with("character("))
+}
+
+/// Whether changing `from` to `to` needs an explicit `USING` cast (the base type changes).
+pub fn needs_cast(from: &str, to: &str) -> bool {
+    let base = |t: &str| t.split('(').next().unwrap_or(t).trim().to_string();
+    let text_like = |t: &str| matches!(t, "text" | "character varying" | "character");
+    let (a, b) = (base(from), base(to));
+    a != b && !(text_like(&a) && text_like(&b)) && !is_widening(&a, &b)
+}
+
+impl Op {
+    /// The operation that undoes this one.
+    pub fn reverse(&self) -> Op {
+        match self.clone() {
+            Op::CreateSchema { name } => Op::DropSchema { name },
+            Op::DropSchema { name } => Op::CreateSchema { name },
+            Op::CreateExtension { name, schema } => Op::DropExtension { name, schema },
+            Op::DropExtension { name, schema } => Op::CreateExtension { name, schema },
+            Op::CreateEnum { name, values } => Op::DropEnum { name, values },
+            Op::DropEnum { name, values } => Op::CreateEnum { name, values },
+            Op::AddEnumValue {
+                name,
+                value,
+                all_from,
+                usages,
+                ..
+            } => {
+                let mut to_values = all_from.clone();
+                to_values.retain(|v| v != &value);
+                let mut from_values = all_from;
+                if !from_values.contains(&value) {
+                    from_values.push(value);
+                }
+                Op::RecreateEnum {
+                    name,
+                    from: from_values,
+                    to: to_values,
+                    usages,
+                }
+            }
+            Op::RecreateEnum { name, from, to, usages } => Op::RecreateEnum {
+                name,
+                from: to,
+                to: from,
+                usages,
+            },
+            Op::CreateSequence { name, sequence } => Op::DropSequence { name, sequence },
+            Op::DropSequence { name, sequence } => Op::CreateSequence { name, sequence },
+            Op::AlterSequence { name, from, to } => Op::AlterSequence {
+                name,
+                from: to,
+                to: from,
+            },
+            Op::SetSequenceOwner { name, from, to } => Op::SetSequenceOwner {
+                name,
+                from: to,
+                to: from,
+            },
+            Op::CreateTable { name, table } => Op::DropTable { name, table },
+            Op::DropTable { name, table } => Op::CreateTable { name, table },
+            Op::AddColumn { table, column } => Op::DropColumn { table, column },
+            Op::DropColumn { table, column } => Op::AddColumn { table, column },
+            Op::AlterColumnType {
+                table,
+                column,
+                from,
+                to,
+            } => Op::AlterColumnType {
+                table,
+                column,
+                from: to,
+                to: from,
+            },
+            Op::AlterColumnNull {
+                table,
+                column,
+                is_not_null,
+            } => Op::AlterColumnNull {
+                table,
+                column,
+                is_not_null: !is_not_null,
+            },
+            Op::AlterColumnDefault {
+                table,
+                column,
+                from,
+                to,
+            } => Op::AlterColumnDefault {
+                table,
+                column,
+                from: to,
+                to: from,
+            },
+            Op::AlterColumnIdentity {
+                table,
+                column,
+                from,
+                to,
+            } => Op::AlterColumnIdentity {
+                table,
+                column,
+                from: to,
+                to: from,
+            },
+            Op::AddConstraint {
+                table,
+                name,
+                constraint,
+                is_new_table,
+            } => Op::DropConstraint {
+                table,
+                name,
+                constraint,
+                is_new_table,
+            },
+            Op::DropConstraint {
+                table,
+                name,
+                constraint,
+                is_new_table,
+            } => Op::AddConstraint {
+                table,
+                name,
+                constraint,
+                is_new_table,
+            },
+            Op::CreateIndex {
+                name,
+                index,
+                is_new_table,
+            } => Op::DropIndex {
+                name,
+                index,
+                is_new_table,
+            },
+            Op::DropIndex {
+                name,
+                index,
+                is_new_table,
+            } => Op::CreateIndex {
+                name,
+                index,
+                is_new_table,
+            },
+            Op::CreateView { name, view } => Op::DropView { name, view },
+            Op::DropView { name, view } => Op::CreateView { name, view },
+            Op::CreateFunction { function } => Op::DropFunction { function },
+            Op::DropFunction { function } => Op::CreateFunction { function },
+            Op::ReplaceFunction { from, to } => Op::ReplaceFunction { from: to, to: from },
+            Op::CreateTrigger { table, name, trigger } => Op::DropTrigger { table, name, trigger },
+            Op::DropTrigger { table, name, trigger } => Op::CreateTrigger { table, name, trigger },
+            Op::SetComment { target, from, to } => Op::SetComment {
+                target,
+                from: to,
+                to: from,
+            },
+            Op::Custom(op) => op.reverse(),
+        }
+    }
+
+    /// Whether the upgrade can lose data: dropping a table, column, sequence, type, schema or extension, a
+    /// narrowing type change, or removing enum labels.
+    pub fn is_destructive(&self) -> bool {
+        match self {
+            Op::DropSchema { .. }
+            | Op::DropExtension { .. }
+            | Op::DropEnum { .. }
+            | Op::DropSequence { .. }
+            | Op::DropTable { .. } => true,
+            Op::DropColumn { column, .. } => column.generated.is_none(),
+            Op::AlterColumnType { from, to, .. } => !is_widening(from, to),
+            Op::RecreateEnum { from, to, .. } => from.iter().any(|v| !to.contains(v)),
+            Op::Custom(op) => op.is_destructive(),
+            _ => false,
+        }
+    }
+
+    /// (verb, object): `("add", "column t.c")`. The verb is `add`, `drop` or `change`; drift reports turn
+    /// them into `extra`, `missing` and `changed`.
+    pub fn summary(&self) -> (&'static str, String) {
+        match self {
+            Op::CreateSchema { name } => ("add", format!("schema {name}")),
+            Op::DropSchema { name } => ("drop", format!("schema {name}")),
+            Op::CreateExtension { name, .. } => ("add", format!("extension {name}")),
+            Op::DropExtension { name, .. } => ("drop", format!("extension {name}")),
+            Op::CreateEnum { name, .. } => ("add", format!("type {name}")),
+            Op::DropEnum { name, .. } => ("drop", format!("type {name}")),
+            Op::AddEnumValue { name, value, .. } => ("add", format!("label '{value}' of type {name}")),
+            Op::RecreateEnum { name, from, to, .. } => (
+                "change",
+                format!("labels of type {name} ({} to {})", from.join(", "), to.join(", ")),
+            ),
+            Op::CreateSequence { name, .. } => ("add", format!("sequence {name}")),
+            Op::DropSequence { name, .. } => ("drop", format!("sequence {name}")),
+            Op::AlterSequence { name, .. } => ("change", format!("sequence {name}")),
+            Op::SetSequenceOwner { name, .. } => ("change", format!("owner of sequence {name}")),
+            Op::CreateTable { name, .. } => ("add", format!("table {name}")),
+            Op::DropTable { name, .. } => ("drop", format!("table {name}")),
+            Op::AddColumn { table, column } => ("add", format!("column {table}.{}", column.name)),
+            Op::DropColumn { table, column } => ("drop", format!("column {table}.{}", column.name)),
+            Op::AlterColumnType {
+                table,
+                column,
+                from,
+                to,
+            } => ("change", format!("type of column {table}.{column} ({from} to {to})")),
+            Op::AlterColumnNull {
+                table,
+                column,
+                is_not_null,
+            } => (
+                "change",
+                format!(
+                    "nullability of column {table}.{column} (to {})",
+                    if *is_not_null { "NOT NULL" } else { "NULL" }
+                ),
+            ),
+            Op::AlterColumnDefault {
+                table,
+                column,
+                from,
+                to,
+            } => (
+                "change",
+                format!(
+                    "default of column {table}.{column} ({} to {})",
+                    from.as_deref().unwrap_or("none"),
+                    to.as_deref().unwrap_or("none")
+                ),
+            ),
+            Op::AlterColumnIdentity { table, column, .. } => ("change", format!("identity of column {table}.{column}")),
+            Op::AddConstraint { table, name, .. } => ("add", format!("constraint {name} on {table}")),
+            Op::DropConstraint { table, name, .. } => ("drop", format!("constraint {name} on {table}")),
+            Op::CreateIndex { name, index, .. } => ("add", format!("index {name} on {}", index.table)),
+            Op::DropIndex { name, index, .. } => ("drop", format!("index {name} on {}", index.table)),
+            Op::CreateView { name, view } => ("add", format!("{} {name}", view_word(view))),
+            Op::DropView { name, view } => ("drop", format!("{} {name}", view_word(view))),
+            Op::CreateFunction { function } => {
+                ("add", format!("function {}({})", function.name, function.identity_args))
+            }
+            Op::DropFunction { function } => (
+                "drop",
+                format!("function {}({})", function.name, function.identity_args),
+            ),
+            Op::ReplaceFunction { to, .. } => ("change", format!("function {}({})", to.name, to.identity_args)),
+            Op::CreateTrigger { table, name, .. } => ("add", format!("trigger {name} on {table}")),
+            Op::DropTrigger { table, name, .. } => ("drop", format!("trigger {name} on {table}")),
+            Op::SetComment { target, .. } => (
+                "change",
+                format!("comment on {} {}", target.kind.to_lowercase(), target.name),
+            ),
+            Op::Custom(op) => ("change", op.summary()),
+        }
+    }
+}
+
+fn view_word(view: &View) -> &'static str {
+    if view.is_materialized {
+        "materialized view"
+    } else {
+        "view"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening_and_casts() {
+        assert!(is_widening("integer", "bigint"));
+        assert!(!is_widening("bigint", "integer"));
+        assert!(is_widening("character varying(10)", "character varying(20)"));
+        assert!(!is_widening("character varying(20)", "character varying(10)"));
+        assert!(is_widening("character varying(20)", "text"));
+        assert!(!needs_cast("character varying(20)", "text"));
+        assert!(!needs_cast("integer", "bigint"));
+        assert!(needs_cast("text", "integer"));
+    }
+}
