@@ -147,7 +147,8 @@ fn db_names_are_valid_unique_and_parse_back() {
     // A long hint loses its front, since a test path ends with its most specific part.
     let long = "a_very_long_module_path::with_a_very_long_test_name_that_goes_on_and_on";
     let name = db_name(long);
-    assert_eq!(name.len(), 63, "{name}");
+    // The cut may land after a `_`, which is trimmed: the name then uses 62 of the 63 bytes.
+    assert!((62..=63).contains(&name.len()), "{name}");
     let hint = parse_db_name(&name).unwrap().hint;
     assert!(long.ends_with(&hint) && hint.ends_with("goes_on_and_on"), "{name}");
     let names: std::collections::HashSet<String> = (0..1000).map(|_| db_name("same")).collect();
