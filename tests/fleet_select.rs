@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::fleet_support::{Fleet, Revisions, REPO_HEAD};
+use crate::fleet_support::{Fleet, Revisions, REPO_HEAD, REPO_REVISIONS};
 
 /// The tenants whose version table is at the repository's head.
 async fn at_head(fleet: &Fleet) -> BTreeSet<String> {
@@ -70,7 +70,8 @@ async fn fleet_dry_run_prints_plans_and_changes_nothing() {
     let out = fleet.upgrade(&["--dry-run"]).assert_success();
     for id in ["db_01", "tenant_0001", "tenant_0003"] {
         assert!(
-            out.stdout.contains(&format!("{id} (at base): 8 step(s)")),
+            out.stdout
+                .contains(&format!("{id} (at base): {REPO_REVISIONS} step(s)")),
             "no plan for {id}\n{}",
             out.report()
         );
@@ -99,7 +100,7 @@ async fn fleet_dry_run_prints_plans_and_changes_nothing() {
         .collect();
     assert_eq!(planned, set(&["db_01", "tenant_0001", "tenant_0003"]));
     for t in plan["tenants"].as_array().unwrap() {
-        assert_eq!(t["steps"].as_array().unwrap().len(), 8, "{t}");
+        assert_eq!(t["steps"].as_array().unwrap().len(), REPO_REVISIONS, "{t}");
         assert_eq!(t["steps"][0]["revision"], "4c2d8e1f9a07", "{t}");
     }
 

@@ -15,7 +15,9 @@ use serde_json::Value;
 use crate::harness::{child_env, connect, tables, version_rows, Cmd, TempProject, TestDb, VERSION_TABLE};
 
 /// The head of the repository's `migrations/`.
-pub const REPO_HEAD: &str = "9d5b2c7f1e46";
+pub const REPO_HEAD: &str = crate::single_support::example::HEAD;
+/// How many revisions the repository's `migrations/` hold: the steps of an upgrade from base to head.
+pub const REPO_REVISIONS: usize = crate::single_support::example::UPGRADE_ORDER.len();
 
 /// The revisions of `tests/fixtures/fleet_slow/`, in order, and the tables each one leaves behind.
 pub const SLOW_REVISIONS: [&str; 3] = ["a1a1a1a1a1a1", "b2b2b2b2b2b2", "c3c3c3c3c3c3"];

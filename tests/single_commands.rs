@@ -252,14 +252,17 @@ fn heads_json_is_an_array_of_objects_with_revision_and_message() {
             .unwrap_or_else(|| panic!("not an array\n{}", out.report()));
         assert_eq!(heads.len(), 1, "{}", out.report());
         assert_eq!(heads[0]["revision"], example::HEAD);
-        assert_eq!(heads[0]["message"], "add user active flag");
+        assert_eq!(heads[0]["message"], "backfill order item count");
     }
     let out = fl_offline(&project, &["heads"]).assert_success();
     assert_eq!(out.stdout.trim(), format!("{} (head)", example::HEAD));
     let out = fl_offline(&project, &["heads", "--verbose"]).assert_success();
     assert_contains(
         &out.stdout,
-        &["Rev: 9d5b2c7f1e46 (head)", "Parent: 2f7a0e4d9c18"],
+        &[
+            &format!("Rev: {} (head)", example::HEAD),
+            &format!("Parent: {}", example::ACTIVE),
+        ],
         &out.report(),
     );
 }
@@ -311,9 +314,17 @@ fn history_ranges_and_indicate_current() {
     let project = example_project("");
     let out = fl_offline(&project, &["history"]).assert_success();
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 8, "{}", out.report());
-    assert_eq!(lines[0], "2f7a0e4d9c18 -> 9d5b2c7f1e46 (head), add user active flag");
-    assert_eq!(lines[7], "<base> -> 4c2d8e1f9a07, create users");
+    assert_eq!(lines.len(), example::UPGRADE_ORDER.len(), "{}", out.report());
+    assert_eq!(
+        lines[0],
+        format!(
+            "{} -> {} (head), backfill order item count",
+            example::ACTIVE,
+            example::HEAD
+        )
+    );
+    assert_eq!(lines[1], "2f7a0e4d9c18 -> 9d5b2c7f1e46, add user active flag");
+    assert_eq!(lines[lines.len() - 1], "<base> -> 4c2d8e1f9a07, create users");
     assert!(lines.contains(&"(e5f0a9c3b284, 8a4c7e0b3f61) -> c3e8d1a6b950 (mergepoint), merge orders and audit"));
 
     let ids = |args: &[&str]| -> Vec<String> {
@@ -327,7 +338,7 @@ fn history_ranges_and_indicate_current() {
     };
     assert_eq!(
         ids(&["history", "-r", "c3e8:head", "--format", "json"]),
-        strings(&[example::ACTIVE, example::INDEX, example::MERGE])
+        strings(&[example::BACKFILL, example::ACTIVE, example::INDEX, example::MERGE])
     );
     assert_eq!(
         ids(&["history", "-r", ":b71e", "--format", "json"]),
@@ -364,7 +375,13 @@ fn history_ranges_and_indicate_current() {
     // `current` in a range reads the database.
     assert_eq!(
         ids(&["--url", db.url(), "history", "-r", "current:head", "--format", "json"]),
-        strings(&[example::ACTIVE, example::INDEX, example::MERGE, example::ACTOR])
+        strings(&[
+            example::BACKFILL,
+            example::ACTIVE,
+            example::INDEX,
+            example::MERGE,
+            example::ACTOR
+        ])
     );
 }
 
@@ -377,14 +394,14 @@ fn current_text_json_and_verbose() {
 
     fl(&project, &db, &["upgrade", "heads"]).assert_success();
     let out = fl(&project, &db, &["current"]).assert_success();
-    assert_eq!(out.stdout.trim(), "9d5b2c7f1e46 (head)");
+    assert_eq!(out.stdout.trim(), format!("{} (head)", example::HEAD));
     let out = fl(&project, &db, &["current", "--verbose"]).assert_success();
     assert_contains(
         &out.stdout,
         &[
-            "Rev: 9d5b2c7f1e46 (head)",
-            "Message: add user active flag",
-            "up      applied  9d5b2c7f1e46",
+            &format!("Rev: {} (head)", example::HEAD),
+            "Message: backfill order item count",
+            &format!("up      applied  {}", example::HEAD),
         ],
         &out.report(),
     );
@@ -392,11 +409,16 @@ fn current_text_json_and_verbose() {
     let v = out.json();
     assert_eq!(
         v["current"],
-        json!([{"revision": example::HEAD, "message": "add user active flag", "is_head": true, "is_known": true}])
+        json!([{"revision": example::HEAD, "message": "backfill order item count", "is_head": true, "is_known": true}])
     );
     assert_eq!(v["blocked"], json!(null));
     // One row per revision, plus the `started` row of the no-transaction one.
-    assert_eq!(v["history"].as_array().unwrap().len(), 9, "{}", out.report());
+    assert_eq!(
+        v["history"].as_array().unwrap().len(),
+        example::UPGRADE_ORDER.len() + 1,
+        "{}",
+        out.report()
+    );
     assert_eq!(v["history"][0]["revision"], example::HEAD);
     assert_eq!(v["history"][0]["status"], "applied");
 
@@ -510,16 +532,7 @@ fn plan_json_lists_full_ids_in_order_without_a_database() {
     )
     .assert_success();
     let plan: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
-    let order = [
-        example::USERS,
-        example::PRODUCTS,
-        example::AUDIT,
-        example::ACTOR,
-        example::ORDERS,
-        example::MERGE,
-        example::INDEX,
-        example::ACTIVE,
-    ];
+    let order = example::UPGRADE_ORDER;
     let expected = json!({
         "direction": "upgrade",
         "steps": order.iter().map(|r| json!({"revision": r, "direction": "up"})).collect::<Vec<_>>(),
@@ -584,7 +597,7 @@ fn plan_json_lists_full_ids_in_order_without_a_database() {
     );
 
     let out = fl_offline(&project, &["plan", "upgrade", "head", "--current", ""]).assert_success();
-    assert_eq!(out.stdout.lines().count(), 8, "{}", out.report());
+    assert_eq!(out.stdout.lines().count(), order.len(), "{}", out.report());
     assert_contains(&out.stdout, &["Up 4c2d8e1f9a07, create users"], &out.report());
 
     let out = fl_offline(&project, &["plan", "upgrade", "head", "--current", "feedfacecafe"]).assert_code(2);
@@ -607,6 +620,7 @@ fn plan_reads_the_current_rows_from_the_database_without_changing_it() {
         json!({"direction": "upgrade", "steps": [
             {"revision": example::INDEX, "direction": "up"},
             {"revision": example::ACTIVE, "direction": "up"},
+            {"revision": example::BACKFILL, "direction": "up"},
         ]})
     );
     assert_eq!(rows(&db), [example::MERGE]);
@@ -639,14 +653,14 @@ fn global_options_go_before_or_after_the_subcommand() {
         .args(["heads", "--config"])
         .arg(&config)
         .assert_success();
-    assert_eq!(out.stdout.trim(), "9d5b2c7f1e46 (head)");
+    assert_eq!(out.stdout.trim(), format!("{} (head)", example::HEAD));
     let out = flotilla()
         .current_dir(elsewhere.path())
         .arg("--config")
         .arg(&config)
         .arg("heads")
         .assert_success();
-    assert_eq!(out.stdout.trim(), "9d5b2c7f1e46 (head)");
+    assert_eq!(out.stdout.trim(), format!("{} (head)", example::HEAD));
     let out = flotilla()
         .current_dir(elsewhere.path())
         .args(["heads", "--config", "missing.toml"])

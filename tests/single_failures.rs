@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{child_env, TempProject, TestDb};
 use crate::single_support::{
-    all_tables, applied_up, assert_contains, example_project, exists, file_containing, fixture_project, fl, fl_offline,
-    history, query, rows, state, user_tables,
+    all_tables, applied_up, assert_contains, example, example_project, exists, file_containing, fixture_project, fl,
+    fl_offline, history, query, rows, state, user_tables,
 };
 
 #[test]
@@ -215,8 +215,11 @@ fn malformed_script_is_refused_with_file_and_line() {
     let project = example_project("");
     project.revision(
         "zz_bad.sql",
-        "-- revision: 0badbadbad00\n-- down_revision: 9d5b2c7f1e46\n-- Note: oops\n-- colour: red\n\n\
-         -- flotilla:upgrade\nSELECT 1;\n",
+        &format!(
+            "-- revision: 0badbadbad00\n-- down_revision: {}\n-- Note: oops\n-- colour: red\n\n\
+             -- flotilla:upgrade\nSELECT 1;\n",
+            example::HEAD
+        ),
     );
     // Both problems are reported at once.
     assert_refused(

@@ -32,7 +32,7 @@ fn offline_upgrade_from_base_matches_the_online_upgrade() {
         &[
             "CREATE TABLE IF NOT EXISTS \"flotilla_version\"",
             "CREATE INDEX CONCURRENTLY",
-            "9d5b2c7f1e46",
+            example::HEAD,
         ],
         &sql,
     );
@@ -118,7 +118,7 @@ fn offline_needs_no_database_and_downgrade_needs_a_range() {
     let out = fl_offline(&project, &["stamp", "head", "--sql"]).assert_success();
     assert_contains(
         &out.stdout,
-        &["INSERT INTO \"flotilla_version\"", "9d5b2c7f1e46"],
+        &["INSERT INTO \"flotilla_version\"", example::HEAD],
         &out.report(),
     );
 }

@@ -17,7 +17,11 @@ pub mod example {
     pub const MERGE: &str = "c3e8d1a6b950";
     pub const INDEX: &str = "2f7a0e4d9c18";
     pub const ACTIVE: &str = "9d5b2c7f1e46";
-    pub const HEAD: &str = ACTIVE;
+    pub const BACKFILL: &str = "6e1f3b8a2d54";
+    pub const HEAD: &str = BACKFILL;
+
+    /// Every revision, in the order an upgrade from base applies them (and `plan upgrade head` lists them).
+    pub const UPGRADE_ORDER: &[&str] = &[USERS, PRODUCTS, AUDIT, ACTOR, ORDERS, MERGE, INDEX, ACTIVE, BACKFILL];
 
     /// Every table the example set creates, sorted.
     pub const TABLES: &[&str] = &["audit_log", "order_items", "orders", "products", "users"];
