@@ -590,13 +590,8 @@ impl<'a> Session<'a> {
                  WHERE NOT i.indisvalid AND c.oid = to_regclass({})",
                 quote_literal(&name)
             );
-            let sets = result_sets(
-                self.client
-                    .simple_query(&probe)
-                    .await
-                    .map_err(db("could not inspect indexes"))?,
-            );
-            if let Some(invalid) = sets[0].first().and_then(|r| r[0].clone()) {
+            let rows = self.first_rows(&probe, "could not inspect indexes").await?;
+            if let Some(invalid) = rows.first().and_then(|r| r[0].clone()) {
                 tracing::warn!(revision = %step.revision, index = %invalid, "dropping an invalid index left by an interrupted build");
                 let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {invalid}");
                 self.client
@@ -645,6 +640,12 @@ impl<'a> Session<'a> {
         Ok(Some(blocked))
     }
 
+    /// The rows of the first result of `sql`, as text.
+    async fn first_rows(&self, sql: &str, context: &str) -> Result<Vec<Vec<Option<String>>>, ExecError> {
+        let messages = self.client.simple_query(sql).await.map_err(db(context))?;
+        Ok(result_sets(messages).into_iter().next().unwrap_or_default())
+    }
+
     /// The newest `limit` history rows, newest first.
     pub async fn history(&self, limit: usize) -> Result<Vec<HistoryRow>, ExecError> {
         if !self.has_tables {
@@ -655,16 +656,9 @@ impl<'a> Session<'a> {
              FROM {} ORDER BY id DESC LIMIT {limit}",
             self.store.history_table()
         );
-        let sets = result_sets(
-            self.client
-                .simple_query(&sql)
-                .await
-                .map_err(db("could not read the history table"))?,
-        );
-        Ok(sets
-            .into_iter()
-            .next()
-            .unwrap_or_default()
+        Ok(self
+            .first_rows(&sql, "could not read the history table")
+            .await?
             .into_iter()
             .map(|r| HistoryRow {
                 revision: r[0].clone().unwrap_or_default(),
@@ -691,16 +685,9 @@ impl<'a> Session<'a> {
              WHERE direction = 'up' AND checksum IS NOT NULL",
             self.store.history_table()
         );
-        let sets = result_sets(
-            self.client
-                .simple_query(&sql)
-                .await
-                .map_err(db("could not read the history table"))?,
-        );
-        Ok(sets
-            .into_iter()
-            .next()
-            .unwrap_or_default()
+        Ok(self
+            .first_rows(&sql, "could not read the history table")
+            .await?
             .into_iter()
             .filter_map(|r| Some((RevisionId(r[0].clone()?), r[1].clone()?)))
             .collect())
