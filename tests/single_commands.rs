@@ -686,3 +686,19 @@ fn validate_ignores_a_script_edited_after_its_revision_was_downgraded() {
     fl(&project, &db, &["upgrade", example::ORDERS]).assert_success();
     fl(&project, &db, &["validate"]).assert_success();
 }
+
+#[test]
+fn validate_ignores_a_script_edited_after_its_revision_was_stamped_away() {
+    let project = example_project("");
+    let db = TestDb::new("validate_stamped_away");
+    fl(&project, &db, &["upgrade", example::ORDERS]).assert_success();
+    fl(&project, &db, &["stamp", example::PRODUCTS]).assert_success();
+    let orders = file_containing(&project.migrations_dir(), example::ORDERS);
+    let text = std::fs::read_to_string(&orders).unwrap();
+    std::fs::write(&orders, text.replace("DEFAULT 'pending'", "DEFAULT 'paid'")).unwrap();
+    let out = fl(&project, &db, &["validate"]).assert_success();
+    assert_contains(&out.stdout, &["OK"], &out.report());
+    // Stamped back to a row that includes the edited revision, the change counts again.
+    fl(&project, &db, &["stamp", example::ORDERS]).assert_success();
+    fl(&project, &db, &["validate"]).assert_code(1);
+}

@@ -152,9 +152,12 @@ fn offline(ctx: &Ctx, loaded: &Loaded, target: &str, direction: Direction) -> Re
 
 /// Revisions whose applied (up) checksum differs from the script's upgrade checksum today.
 async fn changed_scripts(loaded: &Loaded, session: &Session<'_>) -> Result<Vec<(RevisionId, String)>, CliError> {
-    let applied = session.applied_checksums().await?;
-    Ok(applied
+    let checksums = session.applied_checksums().await?;
+    // Only what the version rows say is applied now: a revision stamped away may change freely.
+    let applied = loaded.graph.applied(session.rows()).unwrap_or_default();
+    Ok(checksums
         .into_iter()
+        .filter(|(revision, _)| applied.contains(revision))
         .filter_map(|(revision, checksum)| {
             let script = loaded.scripts.get(&revision)?;
             (script.upgrade.checksum != checksum).then(|| (revision, script.path.display().to_string()))
