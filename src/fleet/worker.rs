@@ -219,6 +219,8 @@ struct AttemptError {
     failure: Failure,
     from: Option<Vec<RevisionId>>,
     to: Option<Vec<RevisionId>>,
+    /// Steps that committed before the failure.
+    n_steps: usize,
 }
 
 impl From<Failure> for AttemptError {
@@ -227,6 +229,7 @@ impl From<Failure> for AttemptError {
             failure,
             from: None,
             to: None,
+            n_steps: 0,
         }
     }
 }
@@ -252,6 +255,8 @@ pub(crate) async fn run_tenant(
     let started = Instant::now();
     let mut attempt = first_attempt;
     let mut from: Option<Vec<RevisionId>> = None;
+    // Steps committed by earlier attempts that failed part way, so the outcome counts the whole tenant.
+    let mut n_steps_before = 0;
     let outcome = loop {
         // A retry that was waiting out its backoff when the run was interrupted does not start again.
         if attempt > first_attempt && ctx.stop.load(Ordering::Relaxed) {
@@ -281,7 +286,7 @@ pub(crate) async fn run_tenant(
                     Attempt::Done { from: f, to, n_steps } => Outcome::Succeeded {
                         from: from.unwrap_or(f),
                         to,
-                        n_steps,
+                        n_steps: n_steps_before + n_steps,
                         attempts: attempt,
                         elapsed,
                     },
@@ -303,6 +308,7 @@ pub(crate) async fn run_tenant(
                 if from.is_none() {
                     from = err.from.clone();
                 }
+                n_steps_before += err.n_steps;
                 if err.failure.is_locked {
                     break Outcome::Locked { attempts: attempt };
                 }
@@ -484,6 +490,7 @@ async fn drive(
             failure: Failure::from_exec(&failure.error),
             from: Some(from.to_vec()),
             to: Some(failure.report.rows_after),
+            n_steps: failure.report.steps.len(),
         }),
     }
 }
