@@ -83,10 +83,20 @@ impl LedgerSink {
         if self.dirty.is_empty() {
             return;
         }
-        let updates: Vec<TenantUpdate> = std::mem::take(&mut self.dirty)
-            .iter()
-            .filter_map(|id| self.tenants.get(id).cloned())
-            .collect();
+        let mut updates = Vec::with_capacity(self.dirty.len());
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(update) = self.tenants.get(&id) else { continue };
+            // A tenant that reached its final state sends no more updates: forget it, so memory stays flat
+            // however large the fleet.
+            if matches!(
+                update.status,
+                TenantStatus::Succeeded | TenantStatus::Failed | TenantStatus::Skipped | TenantStatus::Interrupted
+            ) {
+                updates.extend(self.tenants.remove(&id));
+            } else {
+                updates.push(update.clone());
+            }
+        }
         if let Some(tx) = &self.tx {
             let _ = tx.send(Cmd::Record(updates));
         }
