@@ -24,7 +24,10 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(ExitCode::Usage.code());
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread: Flotilla's own work per tenant is small and IO-bound, and on the 2-core machines we measured,
+    // a multi-threaded runtime spent a third more CPU (mostly futex wake-ups between workers) that the database
+    // server needed (load-tests/FINDINGS.md). SQLite, progress and textfile writers have threads of their own.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
