@@ -132,14 +132,18 @@ fn selection(ctx: &Ctx, select: &SelectArgs) -> Result<Selection, CliError> {
     })
 }
 
-fn select_tenants(all: &[Tenant], selection: &Selection) -> Result<Vec<Tenant>, CliError> {
+/// The tenants `selection` chooses, taken out of `all` (a fleet of 10,000 tenants is not copied).
+fn select_tenants(all: &mut Vec<Tenant>, selection: &Selection) -> Result<Vec<Tenant>, CliError> {
     let unknown = selection.unknown_ids(all);
     if !unknown.is_empty() {
         return Err(usage(fleet::FleetError::UnknownTenants(
             unknown.iter().map(|s| s.to_string()).collect(),
         )));
     }
-    let chosen: Vec<Tenant> = all.iter().filter(|t| selection.matches(t)).cloned().collect();
+    let chosen: Vec<Tenant> = std::mem::take(all)
+        .into_iter()
+        .filter(|t| selection.matches(t))
+        .collect();
     if chosen.is_empty() && selection.only.as_ref().is_none_or(|o| !o.is_empty()) {
         return Err(usage(fleet::FleetError::NothingSelected));
     }
@@ -198,8 +202,8 @@ async fn migrate(
         .map(|t| fleet::parse_tag(t).map_err(|e| CliError::usage(format!("--canary-tag {e}"))))
         .transpose()?;
     let tenants_file = tenants_path(&ctx, &select);
-    let setup = setup(&ctx, &tenants_file).await?;
-    let mut chosen = select_tenants(&setup.tenants, &selection)?;
+    let mut setup = setup(&ctx, &tenants_file).await?;
+    let mut chosen = select_tenants(&mut setup.tenants, &selection)?;
     if chosen.is_empty() {
         println!("Nothing to do: no failed or interrupted tenant in the last run");
         return Ok(ExitCode::Ok);
@@ -293,7 +297,12 @@ async fn migrate(
         lock_requeue_for: ctx.exec.lock_wait,
         is_dry_run: run.dry_run,
     };
-    let tenants = request.tenants.clone();
+    // Only a dry run prints per-tenant plans after the run, so only it keeps a copy of the tenant list.
+    let tenants = if run.dry_run {
+        request.tenants.clone()
+    } else {
+        Vec::new()
+    };
     let engine = engine(&ctx, loaded);
     let outcome = fleet::run(request, engine.clone(), setup.servers.clone(), sinks).await;
     if run.dry_run {
@@ -402,8 +411,8 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     let selection = selection(&ctx, &args.select)?;
-    let setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
-    let chosen = select_tenants(&setup.tenants, &selection)?;
+    let mut setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
+    let chosen = select_tenants(&mut setup.tenants, &selection)?;
     let concurrency = args.concurrency.unwrap_or(setup.file.defaults.concurrency);
     let versions = fleet::read_versions(&chosen, &setup.servers, &ctx.store, concurrency).await;
     let mut heads = loaded.graph.heads();
@@ -489,8 +498,8 @@ async fn drift(global: &GlobalArgs, args: FleetDriftArgs) -> Result<ExitCode, Cl
     let loaded = ctx.load_scripts()?;
     let dev = super::autogen::dev_server(&ctx, global, args.dev_url.as_deref())?;
     let selection = selection(&ctx, &args.select)?;
-    let setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
-    let chosen = select_tenants(&setup.tenants, &selection)?;
+    let mut setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
+    let chosen = select_tenants(&mut setup.tenants, &selection)?;
     let concurrency = args.concurrency.unwrap_or(setup.file.defaults.concurrency);
     let engine = Engine {
         graph: loaded.graph,

@@ -84,14 +84,14 @@ impl Coordinator {
 
 /// Run the fleet to its end. Never returns an error: every tenant's fate is in the events and the outcome.
 pub async fn run(
-    req: FleetRequest,
+    mut req: FleetRequest,
     engine: Arc<Engine>,
     servers: Vec<Arc<Server>>,
     sinks: Vec<Box<dyn Sink>>,
 ) -> FleetOutcome {
     let n = req.tenants.len();
     let mut co = Coordinator {
-        tenants: req.tenants.iter().cloned().map(Arc::new).collect(),
+        tenants: std::mem::take(&mut req.tenants).into_iter().map(Arc::new).collect(),
         servers,
         states: vec![TenantState::Pending; n],
         sinks,
