@@ -12,23 +12,7 @@ use crate::harness::{cluster, connect};
 async fn fleet_terminated_backend_is_retried_and_succeeds() {
     let fleet = Fleet::new("fleet_terminate", 3, 0, Revisions::Fixture("fleet_slow"), 3);
     let events = fleet.project.path().join("events.ndjson");
-    let tenants = Fleet::path_arg(&fleet.tenants_file);
-    let ledger = Fleet::path_arg(&fleet.ledger);
-    let child = fleet.spawn(&[
-        "fleet",
-        "upgrade",
-        "head",
-        "--tenants",
-        &tenants,
-        "--ledger",
-        &ledger,
-        "--progress",
-        "none",
-        "--events",
-        &Fleet::path_arg(&events),
-        "--concurrency",
-        "3",
-    ]);
+    let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events), "--concurrency", "3"]);
 
     // Kill one backend while it is inside the sleeping revision.
     let admin = connect(cluster().url()).await.unwrap();
@@ -100,21 +84,7 @@ async fn fleet_connections_never_exceed_the_server_cap() {
     let fleet = Fleet::new("fleet_cap", 8, 4, Revisions::Fixture("fleet_slow"), CAP as usize);
     let mut databases: Vec<String> = fleet.dbs.iter().map(|d| d.name().to_string()).collect();
     databases.push(fleet.db.name().to_string());
-    let tenants = Fleet::path_arg(&fleet.tenants_file);
-    let ledger = Fleet::path_arg(&fleet.ledger);
-    let mut child = fleet.spawn(&[
-        "fleet",
-        "upgrade",
-        "head",
-        "--tenants",
-        &tenants,
-        "--ledger",
-        &ledger,
-        "--progress",
-        "none",
-        "--concurrency",
-        "16",
-    ]);
+    let mut child = fleet.spawn_upgrade(&["--concurrency", "16"]);
 
     let admin = connect(cluster().url()).await.unwrap();
     let mut samples = Vec::new();
@@ -150,23 +120,7 @@ async fn fleet_connections_never_exceed_the_server_cap() {
 async fn fleet_sigint_stops_cleanly_and_retry_finishes() {
     let fleet = Fleet::new("fleet_sigint", 12, 0, Revisions::Fixture("fleet_slow"), 3);
     let events = fleet.project.path().join("events.ndjson");
-    let tenants = Fleet::path_arg(&fleet.tenants_file);
-    let ledger = Fleet::path_arg(&fleet.ledger);
-    let child = fleet.spawn(&[
-        "fleet",
-        "upgrade",
-        "head",
-        "--tenants",
-        &tenants,
-        "--ledger",
-        &ledger,
-        "--progress",
-        "none",
-        "--events",
-        &Fleet::path_arg(&events),
-        "--concurrency",
-        "3",
-    ]);
+    let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events), "--concurrency", "3"]);
 
     wait_for("a tenant_succeeded event", Duration::from_secs(60), || {
         read_events_lenient(&events)

@@ -275,6 +275,24 @@ impl Fleet {
         command.spawn().expect("start flotilla")
     }
 
+    /// `fleet upgrade head --tenants FILE --ledger FILE --progress none` plus `extra`, as a child we control.
+    pub fn spawn_upgrade(&self, extra: &[&str]) -> Child {
+        let (tenants, ledger) = (Self::path_arg(&self.tenants_file), Self::path_arg(&self.ledger));
+        let mut args = vec![
+            "fleet",
+            "upgrade",
+            "head",
+            "--tenants",
+            &tenants,
+            "--ledger",
+            &ledger,
+            "--progress",
+            "none",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(&args)
+    }
+
     pub fn path_arg(path: &Path) -> String {
         path.display().to_string()
     }

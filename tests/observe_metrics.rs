@@ -63,17 +63,7 @@ async fn observe_metrics_served_during_the_run_and_textfile_agrees_with_ledger()
     let textfile = fleet.project.path().join("metrics/flotilla.prom");
     std::fs::create_dir_all(textfile.parent().unwrap()).unwrap();
     let events = fleet.project.path().join("events.ndjson");
-    let (tenants, ledger) = (Fleet::path_arg(&fleet.tenants_file), Fleet::path_arg(&fleet.ledger));
-    let mut child = fleet.spawn(&[
-        "fleet",
-        "upgrade",
-        "head",
-        "--tenants",
-        &tenants,
-        "--ledger",
-        &ledger,
-        "--progress",
-        "none",
+    let mut child = fleet.spawn_upgrade(&[
         "--concurrency",
         "3",
         "--metrics-addr",
