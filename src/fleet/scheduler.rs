@@ -140,7 +140,8 @@ pub async fn run(
     let mut first_locked: HashMap<usize, Instant> = HashMap::new();
     let mut tokens: HashMap<usize, tokio_postgres::CancelToken> = HashMap::new();
     let mut in_flight = 0usize;
-    let mut canaries_left = req.n_canaries.min(n);
+    let n_canaries = req.n_canaries.min(n);
+    let mut canaries_left = n_canaries;
     let mut is_stopping = false;
     let mut rate_wait_since: Option<Instant> = None;
     let mut sigint = signal(SignalKind::interrupt()).ok();
@@ -165,7 +166,6 @@ pub async fn run(
                 break;
             };
             // During the canary phase only canaries start.
-            let n_canaries = req.n_canaries.min(n);
             if canaries_left > 0 && index >= n_canaries {
                 break;
             }
@@ -211,7 +211,7 @@ pub async fn run(
                             }
                         }
                         Done::Finished { index } => {
-                            if index < req.n_canaries.min(n) {
+                            if index < n_canaries {
                                 canaries_left -= 1;
                                 if co.states[index] == TenantState::Failed {
                                     tracing::error!(tenant = %co.tenants[index].id, "canary failed: halting before the rest of the fleet");
