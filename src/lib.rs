@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod extend;
 pub mod fleet;
 pub mod graph;
 pub mod ledger;

@@ -133,6 +133,9 @@ fn offline_stamp_matches_an_online_stamp() {
     fl(&project, &online, &["stamp", example::ORDERS, example::AUDIT]).assert_success();
     assert_eq!(rows(&offline), rows(&online));
     assert_eq!(rows(&offline), [example::AUDIT, example::ORDERS]);
+    // Both record the stamp in the history (the offline script once left it out).
+    assert_eq!(history(&offline), history(&online));
+    assert_eq!(history(&offline).len(), 1);
 }
 
 #[test]

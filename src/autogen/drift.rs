@@ -70,7 +70,7 @@ type Expected = BTreeMap<Vec<RevisionId>, Result<(Catalog, Catalog), String>>;
 /// Compare every tenant with the schema at its own revisions, in tenant order.
 pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<Server>]) -> Vec<DriftReport> {
     let engine = target.engine;
-    let versions = fleet::read_versions(tenants, servers, &engine.store, target.concurrency).await;
+    let versions = fleet::read_versions(tenants, servers, engine.store.as_ref(), target.concurrency).await;
     let ignore = store_tables(engine);
     let mut expected: Expected = BTreeMap::new();
     for rows in versions.iter().flatten() {

@@ -135,7 +135,7 @@ async fn with_scratch<T>(
 
 /// The tables a catalog leaves out: the version and history tables.
 pub fn store_tables(engine: &Engine) -> Vec<String> {
-    vec![engine.store.table.clone(), engine.store.history_table.clone()]
+    engine.store.owned_tables()
 }
 
 /// Upgrade a scratch database to `targets` (each an id; none means base) and read it once per scope.
@@ -148,7 +148,7 @@ pub async fn build_at(
     with_scratch(server, "rev", async |client: &Client| {
         let mut exec = engine.exec.clone();
         exec.search_path = None;
-        let mut session = Session::open(client, &engine.store, &exec)
+        let mut session = Session::open(client, engine.store.as_ref(), &exec)
             .await
             .map_err(AutogenError::Exec)?;
         let stop = AtomicBool::new(false);

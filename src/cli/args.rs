@@ -39,6 +39,10 @@ pub struct GlobalArgs {
     /// Log line format (logs go to stderr; filter with RUST_LOG, e.g. RUST_LOG=flotilla=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The extension registry the names in flotilla.toml are looked up in: the built-in one, or what a program
+    /// embedding Flotilla passed to `cli::run_with`. Not a flag.
+    #[arg(skip)]
+    pub registry: crate::extend::Registry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio_postgres::Client;
 
@@ -10,10 +11,11 @@ use super::args::{Format, GlobalArgs};
 use super::error::CliError;
 use crate::config::{self, HookCommand, ProjectConfig, ProjectFile};
 use crate::error::ExitCode;
-use crate::executor::{ExecOptions, TransactionPer, VersionStore};
+use crate::executor::{ExecOptions, OfflineRenderer, StoreSettings, TransactionPer, VersionStore};
+use crate::extend::{UnknownName, DEFAULT_RENDERER, DEFAULT_SOURCE, DEFAULT_STORE};
 use crate::graph::RevisionGraph;
 use crate::revision::RevisionId;
-use crate::script::{self, Script};
+use crate::script::{self, RevisionSource, Script};
 
 /// Everything a command needs, resolved once.
 pub struct Ctx {
@@ -21,7 +23,9 @@ pub struct Ctx {
     pub project_dir: PathBuf,
     pub script_dir: PathBuf,
     pub file_template: String,
-    pub store: VersionStore,
+    pub store: Arc<dyn VersionStore>,
+    pub source: Arc<dyn RevisionSource>,
+    pub renderer: Arc<dyn OfflineRenderer>,
     pub exec: ExecOptions,
     pub post_write: Vec<HookCommand>,
     pub tenants_file: PathBuf,
@@ -91,15 +95,22 @@ impl Ctx {
                 .concat(),
             ..ExecOptions::default()
         };
+        let registry = &global.registry;
+        let settings = StoreSettings {
+            schema: project.version_table_schema.clone(),
+            table: project.version_table.clone(),
+            history_table: project.history_table.clone(),
+        };
+        let store = chosen(&project.version_store, DEFAULT_STORE, |n| registry.store(n, &settings))?;
+        let source = chosen(&project.revision_source, DEFAULT_SOURCE, |n| registry.source(n))?;
+        let renderer = chosen(&project.offline_renderer, DEFAULT_RENDERER, |n| registry.renderer(n))?;
         Ok(Ctx {
             project_dir,
             script_dir: project.script_location.clone(),
             file_template: project.file_template.clone(),
-            store: VersionStore {
-                schema: project.version_table_schema.clone(),
-                table: project.version_table.clone(),
-                history_table: project.history_table.clone(),
-            },
+            store,
+            source,
+            renderer,
             exec,
             post_write: project.hooks.post_write.clone(),
             tenants_file: project.tenants.clone(),
@@ -113,7 +124,7 @@ impl Ctx {
     /// Parse every revision file and build the graph; any problem stops the command before it touches a
     /// database.
     pub fn load_scripts(&self) -> Result<Loaded, CliError> {
-        let scripts = script::load_dir(&self.script_dir)?;
+        let scripts = self.source.load(&self.script_dir)?;
         let graph = RevisionGraph::new(scripts.iter().map(|s| s.meta.clone()).collect())?;
         let scripts = scripts.into_iter().map(|s| (s.meta.id.clone(), s)).collect();
         Ok(Loaded { scripts, graph })
@@ -147,6 +158,19 @@ impl Ctx {
             )
         })?;
         Ok(client)
+    }
+}
+
+/// The registry entry a flotilla.toml key names (the default when absent); an unknown name is a usage error
+/// pointing at the key.
+fn chosen<T>(
+    name: &Option<config::Located<String>>,
+    default: &str,
+    lookup: impl Fn(&str) -> Result<T, UnknownName>,
+) -> Result<T, CliError> {
+    match name {
+        None => lookup(default).map_err(|e| CliError::usage(e.to_string())),
+        Some(located) => lookup(&located.value).map_err(|e| CliError::usage(format!("{}: {e}", located.at))),
     }
 }
 

@@ -414,7 +414,7 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
     let mut setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
     let chosen = select_tenants(&mut setup.tenants, &selection)?;
     let concurrency = args.concurrency.unwrap_or(setup.file.defaults.concurrency);
-    let versions = fleet::read_versions(&chosen, &setup.servers, &ctx.store, concurrency).await;
+    let versions = fleet::read_versions(&chosen, &setup.servers, ctx.store.as_ref(), concurrency).await;
     let mut heads = loaded.graph.heads();
     heads.sort();
     let mut at: BTreeMap<String, usize> = BTreeMap::new();

@@ -136,7 +136,7 @@ pub fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode, CliError> {
 
 async fn current_rows(ctx: &Ctx) -> Result<Vec<RevisionId>, CliError> {
     let client = ctx.connect().await?;
-    let session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
     let rows = session.rows().to_vec();
     session.close().await?;
     Ok(rows)

@@ -19,6 +19,17 @@ use crate::error::ExitCode;
 
 /// Run one parsed command line to completion and return the exit code to use.
 pub async fn run(cli: Cli, route: crate::observe::LogRoute) -> Result<ExitCode, CliError> {
+    run_with(cli, route, crate::extend::Registry::standard()).await
+}
+
+/// [`run`] with extensions: `flotilla.toml`'s `revision_source`, `version_store` and `offline_renderer` are
+/// looked up in `registry`. A program that registers its own implementations calls this from its `main`.
+pub async fn run_with(
+    mut cli: Cli,
+    route: crate::observe::LogRoute,
+    registry: crate::extend::Registry,
+) -> Result<ExitCode, CliError> {
+    cli.global.registry = registry;
     let global = &cli.global;
     match cli.command {
         Command::Init(a) => authoring::init(global, a),

@@ -10,7 +10,7 @@ use super::context::{Ctx, Loaded};
 use super::error::CliError;
 use super::output::{print_json, tags};
 use crate::error::ExitCode;
-use crate::executor::{render_offline, ExecEvent, Session};
+use crate::executor::{ExecEvent, OfflineInput, Session};
 use crate::graph::{Direction, Plan};
 use crate::revision::RevisionId;
 
@@ -43,7 +43,7 @@ pub async fn migrate(global: &GlobalArgs, args: MigrateArgs, direction: Directio
         )));
     }
     let client = ctx.connect().await?;
-    let mut session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let mut session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
     let outcome = migrate_locked(&ctx, &loaded, &mut session, &args.target, direction).await;
     let closed = session.close().await;
     let code = outcome?;
@@ -143,10 +143,14 @@ fn offline(ctx: &Ctx, loaded: &Loaded, target: &str, direction: Direction) -> Re
     };
     let plan = plan_for(loaded, direction, &rows, to)?;
     let create_tables = direction == Direction::Up && rows.is_empty();
-    print!(
-        "{}",
-        render_offline(&plan, &loaded.scripts, &ctx.store, &ctx.exec, create_tables)?
-    );
+    let input = OfflineInput {
+        plan: &plan,
+        scripts: &loaded.scripts,
+        store: ctx.store.as_ref(),
+        opts: &ctx.exec,
+        create_tables,
+    };
+    print!("{}", ctx.renderer.render_plan(&input)?);
     Ok(ExitCode::Ok)
 }
 
@@ -169,7 +173,7 @@ pub async fn current(global: &GlobalArgs, args: CurrentArgs) -> Result<ExitCode,
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     let client = ctx.connect().await?;
-    let session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
     let rows = session.rows().to_vec();
     let blocked = session.blocked().cloned();
     let history = if args.verbose {
@@ -241,16 +245,11 @@ pub async fn stamp(global: &GlobalArgs, args: StampArgs) -> Result<ExitCode, Cli
     let targets: Vec<&str> = args.revisions.iter().map(String::as_str).collect();
     if args.sql {
         let rows = loaded.graph.stamp(&[], &targets, true)?;
-        println!("{}", ctx.store.create_sql());
-        println!("BEGIN;\nDELETE FROM {};", ctx.store.version_table());
-        for sql in ctx.store.rows_sql(&[], &rows) {
-            println!("{sql};");
-        }
-        println!("COMMIT;");
+        print!("{}", ctx.renderer.render_stamp(ctx.store.as_ref(), &rows));
         return Ok(ExitCode::Ok);
     }
     let client = ctx.connect().await?;
-    let mut session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let mut session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
     let outcome = match loaded.graph.stamp(session.rows(), &targets, args.purge) {
         Ok(rows) => session.stamp(&rows).await.map(|()| rows).map_err(CliError::from),
         Err(e) => Err(e.into()),
@@ -269,7 +268,7 @@ pub async fn validate(global: &GlobalArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     let client = ctx.connect().await?;
-    let session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
     let changed = changed_scripts(&loaded, &session).await;
     session.close().await?;
     let changed = changed?;
@@ -296,7 +295,7 @@ pub async fn validate(global: &GlobalArgs) -> Result<ExitCode, CliError> {
 pub async fn resolve(global: &GlobalArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let client = ctx.connect().await?;
-    let mut session = Session::open(&client, &ctx.store, &ctx.exec).await?;
+    let mut session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
     let outcome = session.resolve().await;
     let rows = session.rows().to_vec();
     session.close().await?;

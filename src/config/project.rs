@@ -37,6 +37,9 @@ const KEYS: &[&str] = &[
     "desired_schema",
     "dev_url",
     "hooks",
+    "revision_source",
+    "version_store",
+    "offline_renderer",
     "env",
 ];
 const ENV_KEYS: &[&str] = KEYS.split_at(KEYS.len() - 1).0;
@@ -110,6 +113,11 @@ pub struct ProjectConfig {
     pub desired_schema: PathBuf,
     pub dev_url: Option<Located<DbUrl>>,
     pub hooks: Hooks,
+    /// Names in the extension registry (`crate::extend`), checked against it by the CLI; `None`: the
+    /// built-in one.
+    pub revision_source: Option<Located<String>>,
+    pub version_store: Option<Located<String>>,
+    pub offline_renderer: Option<Located<String>>,
 }
 
 impl ProjectConfig {
@@ -139,6 +147,9 @@ struct Layer {
     post_write: Option<Vec<HookCommand>>,
     before_each: Option<Vec<PathBuf>>,
     after_each: Option<Vec<PathBuf>>,
+    revision_source: Option<Located<String>>,
+    version_store: Option<Located<String>>,
+    offline_renderer: Option<Located<String>>,
 }
 
 impl Layer {
@@ -164,6 +175,9 @@ impl Layer {
             post_write: s.post_write.or(b.post_write),
             before_each: s.before_each.or(b.before_each),
             after_each: s.after_each.or(b.after_each),
+            revision_source: s.revision_source.or(b.revision_source),
+            version_store: s.version_store.or(b.version_store),
+            offline_renderer: s.offline_renderer.or(b.offline_renderer),
         }
     }
 
@@ -190,6 +204,9 @@ impl Layer {
                 before_each: self.before_each.unwrap_or_default(),
                 after_each: self.after_each.unwrap_or_default(),
             },
+            revision_source: self.revision_source,
+            version_store: self.version_store,
+            offline_renderer: self.offline_renderer,
         }
     }
 }
@@ -311,6 +328,9 @@ fn read_layer(doc: &mut Doc<'_>, table: &DeTable<'_>) -> Layer {
             "ledger" => layer.ledger = path(doc, key, value),
             "desired_schema" => layer.desired_schema = path(doc, key, value),
             "hooks" => read_hooks(doc, value, &mut layer),
+            "revision_source" => layer.revision_source = located_string(doc, key, value),
+            "version_store" => layer.version_store = located_string(doc, key, value),
+            "offline_renderer" => layer.offline_renderer = located_string(doc, key, value),
             // Unknown keys were reported by `check_keys`; `env` is read by the caller.
             _ => {}
         }
@@ -373,6 +393,19 @@ fn read_post_write(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> Option<Ve
 
 fn string(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<String> {
     doc.string(key, value).map(Spanned::into_inner)
+}
+
+/// A non-empty string with where it was written, for a name checked later (against the extension registry).
+fn located_string(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Located<String>> {
+    let s = doc.string(key, value)?;
+    if s.get_ref().is_empty() {
+        doc.report(value.span(), ProblemKind::Empty { key: key.to_string() });
+        return None;
+    }
+    Some(Located {
+        at: doc.loc(value.span().start),
+        value: s.into_inner(),
+    })
 }
 
 fn path(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<PathBuf> {
@@ -556,14 +589,14 @@ lock_timeout = "1s"
             &[
                 "1:1: unknown key `script_locaton` in flotilla.toml (expected one of: script_location, \
                  file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
-                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, env)",
+                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, env)",
                 "2:16: invalid duration `5 parsecs` for `lock_timeout`: unknown unit `parsecs` (use ms, s, m or \
                  min, h, d)",
                 "3:19: `transaction_per` must be one of \"revision\", \"run\", found `statement`",
                 "5:13: `lock_wait` must be a duration such as \"5s\" or \"10min\", found boolean",
                 "6:1: unknown key `env` in [env.prod] (expected one of: script_location, file_template, \
                  version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
-                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks)",
+                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer)",
                 "7:19: environment variable `NOPE` is not set (write `$${` for a literal `${`)",
             ],
         );

@@ -12,7 +12,7 @@ mod sql;
 mod store;
 
 pub use error::{db_message, is_transient_pg, ExecError, ExecFailure};
-pub use offline::render_offline;
-pub use session::{direction_word, ExecEvent, ExecOptions, Report, Session, StepRecord, TransactionPer};
+pub use offline::{OfflineInput, OfflineRenderer, PsqlRenderer};
+pub use session::{direction_word, stamp_sql, ExecEvent, ExecOptions, Report, Session, StepRecord, TransactionPer};
 pub use sql::{quote_ident, quote_literal};
-pub use store::{Blocked, HistoryRow, VersionStore};
+pub use store::{Blocked, HistoryEntry, HistoryRow, StoreSettings, TableStore, VersionStore};

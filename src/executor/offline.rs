@@ -1,28 +1,74 @@
-//! Offline mode: a plan rendered as one SQL script for a DBA to review and pipe into `psql`, leaving the
-//! database exactly as the online run would (same DDL, same version rows, same history rows but timings).
+//! Offline mode: a plan rendered as one SQL script for a DBA to review and run, leaving the database exactly
+//! as the online run would (same DDL, same version rows, same history rows but timings).
+//!
+//! [`OfflineRenderer`] is the extension point; [`PsqlRenderer`] (registered as `psql`) is the built-in one.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::error::ExecError;
 use super::phased::{advance_sql, finish_sql};
-use super::session::{direction_word, ExecOptions, TransactionPer};
+use super::session::{direction_word, stamp_sql, ExecOptions, TransactionPer};
 use super::sql::{quote_ident, quote_literal};
-use super::store::VersionStore;
+use super::store::{HistoryEntry, VersionStore};
 use crate::backfill::{progress_create_sql, progress_table, render_offline_loop};
 use crate::graph::{Direction, Plan, Step};
 use crate::revision::RevisionId;
 use crate::script::Script;
 use crate::script::{Phase, Section};
 
-/// Render `plan` as SQL. `create_tables` adds the version and history DDL (when starting from base).
-pub fn render_offline(
-    plan: &Plan,
-    scripts: &BTreeMap<RevisionId, Script>,
-    store: &VersionStore,
-    opts: &ExecOptions,
-    create_tables: bool,
-) -> Result<String, ExecError> {
+/// What an offline renderer is given: the plan, its scripts, the store whose SQL records each step, and the
+/// session options (timeouts, hooks, transaction mode).
+#[derive(Debug, Clone, Copy)]
+pub struct OfflineInput<'a> {
+    pub plan: &'a Plan,
+    pub scripts: &'a BTreeMap<RevisionId, Script>,
+    pub store: &'a dyn VersionStore,
+    pub opts: &'a ExecOptions,
+    /// Add the store's DDL first (the plan starts from base).
+    pub create_tables: bool,
+}
+
+/// Turns a plan (or a stamp) into a script someone runs by hand. A renderer must refuse, not approximate,
+/// what it cannot express: the script has to leave the database as the online run would.
+pub trait OfflineRenderer: Send + Sync {
+    /// The script of an upgrade or downgrade.
+    fn render_plan(&self, input: &OfflineInput<'_>) -> Result<String, ExecError>;
+
+    /// The script of a stamp to `rows` (every version row replaced, no revision SQL run).
+    fn render_stamp(&self, store: &dyn VersionStore, rows: &[RevisionId]) -> String;
+}
+
+/// The built-in renderer: plain SQL for `psql -v ON_ERROR_STOP=1 -f FILE`, one `BEGIN`/`COMMIT` per revision
+/// (or one for the run), no-transaction revisions bracketed by `started`/`applied` history rows, and backfills
+/// as `DO` loops committing per batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PsqlRenderer;
+
+impl OfflineRenderer for PsqlRenderer {
+    fn render_plan(&self, input: &OfflineInput<'_>) -> Result<String, ExecError> {
+        render_plan(input)
+    }
+
+    fn render_stamp(&self, store: &dyn VersionStore, rows: &[RevisionId]) -> String {
+        let mut out = format!("-- Flotilla {} offline stamp.\n\n", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(out, "{}\n\nBEGIN;", store.create_sql());
+        for sql in stamp_sql(store, rows) {
+            let _ = writeln!(out, "{sql};");
+        }
+        out.push_str("COMMIT;\n");
+        out
+    }
+}
+
+fn render_plan(input: &OfflineInput<'_>) -> Result<String, ExecError> {
+    let OfflineInput {
+        plan,
+        scripts,
+        store,
+        opts,
+        create_tables,
+    } = *input;
     let mut out = String::new();
     let direction = match plan.direction {
         Direction::Up => "upgrade",
@@ -102,19 +148,8 @@ pub fn render_offline(
         let _ = writeln!(out, "{set} flotilla.direction = {};", quote_literal(word));
         let statuses: &[&str] = if in_tx { &[] } else { &["started"] };
         for status in statuses {
-            let _ = writeln!(
-                out,
-                "{};",
-                store.history_sql(
-                    step.revision.as_str(),
-                    word,
-                    status,
-                    Some(&section.checksum),
-                    false,
-                    "NULL",
-                    None
-                )
-            );
+            let entry = HistoryEntry::new(step.revision.as_str(), word, status, false).checksum(&section.checksum);
+            let _ = writeln!(out, "{};", store.history_sql(&entry));
         }
         let body = opts
             .before_each
@@ -131,19 +166,8 @@ pub fn render_offline(
         for sql in store.rows_sql(&step.delete_rows, &step.insert_rows) {
             let _ = writeln!(out, "{sql};");
         }
-        let _ = writeln!(
-            out,
-            "{};",
-            store.history_sql(
-                step.revision.as_str(),
-                word,
-                "applied",
-                Some(&section.checksum),
-                in_tx,
-                "NULL",
-                None
-            )
-        );
+        let entry = HistoryEntry::new(step.revision.as_str(), word, "applied", in_tx).checksum(&section.checksum);
+        let _ = writeln!(out, "{};", store.history_sql(&entry));
         if !in_tx || !per_run {
             out.push_str("COMMIT;\n");
         }
@@ -162,10 +186,10 @@ pub fn render_offline(
 /// the last phase with the version rows. Rerunning the file after a failure repeats the schema phases that
 /// had committed, so resume an interrupted offline backfill online (`flotilla upgrade`), which reads the
 /// same progress row.
-fn render_phased(out: &mut String, step: &Step, section: &Section, store: &VersionStore, opts: &ExecOptions) {
+fn render_phased(out: &mut String, step: &Step, section: &Section, store: &dyn VersionStore, opts: &ExecOptions) {
     let word = direction_word(step.direction);
     let revision = step.revision.as_str();
-    let table = progress_table(store.schema.as_deref());
+    let table = progress_table(store.schema());
     let _ = writeln!(
         out,
         "-- This revision holds a backfill: it commits per phase and per batch."
@@ -191,8 +215,8 @@ fn render_phased(out: &mut String, step: &Step, section: &Section, store: &Versi
                     for sql in store.rows_sql(&step.delete_rows, &step.insert_rows) {
                         let _ = writeln!(out, "{sql};");
                     }
-                    let history =
-                        store.history_sql(revision, word, "applied", Some(&section.checksum), true, "NULL", None);
+                    let entry = HistoryEntry::new(revision, word, "applied", true).checksum(&section.checksum);
+                    let history = store.history_sql(&entry);
                     let _ = writeln!(out, "{history};");
                     let _ = writeln!(out, "{};", finish_sql(&table, revision, word));
                 } else {

@@ -13,7 +13,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use super::error::ExecError;
 use super::session::{direction_word, step_error, ExecEvent, ExecOptions};
 use super::sql::quote_literal;
-use super::store::VersionStore;
+use super::store::{HistoryEntry, VersionStore};
 use crate::backfill::{progress_create_sql, progress_table, run_backfill, BackfillRun, BatchOutcome};
 use crate::graph::{Direction, Step};
 use crate::script::{Phase, Script, Section};
@@ -104,7 +104,7 @@ async fn read_resume(client: &Client, table: &str, revision: &str, direction: &s
 /// set between batches; the committed batches stay, and the next run resumes from the checkpoint.
 pub(crate) async fn run_phased(
     client: &Client,
-    store: &VersionStore,
+    store: &dyn VersionStore,
     opts: &ExecOptions,
     step: &Step,
     script: &Script,
@@ -114,7 +114,7 @@ pub(crate) async fn run_phased(
     let section = section(script, step.direction);
     let word = direction_word(step.direction);
     let revision = step.revision.as_str();
-    let table = progress_table(store.schema.as_deref());
+    let table = progress_table(store.schema());
     let mut resume = read_resume(client, &table, revision, word).await?;
     if let Some(recorded) = &resume.checksum {
         if *recorded != section.checksum {
@@ -148,15 +148,13 @@ pub(crate) async fn run_phased(
                 let bookkeeping = if is_last {
                     let mut sql = store.rows_sql(&step.delete_rows, &step.insert_rows);
                     let duration = started.elapsed().as_millis().to_string();
-                    sql.push(store.history_sql(
-                        revision,
-                        word,
-                        "applied",
-                        Some(&section.checksum),
-                        true,
-                        &duration,
-                        None,
-                    ));
+                    sql.push(
+                        store.history_sql(
+                            &HistoryEntry::new(revision, word, "applied", true)
+                                .checksum(&section.checksum)
+                                .duration_sql(&duration),
+                        ),
+                    );
                     sql.push(finish_sql(&table, revision, word));
                     sql
                 } else {

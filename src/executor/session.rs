@@ -11,7 +11,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use super::error::{db_message, ExecError, ExecFailure};
 use super::phased::run_phased;
 use super::sql::{quote_ident, quote_literal};
-use super::store::{Blocked, HistoryRow, VersionStore};
+use super::store::{Blocked, HistoryEntry, HistoryRow, VersionStore};
 use crate::backfill::RowThrottle;
 use crate::graph::{Direction, Plan, Step};
 use crate::revision::RevisionId;
@@ -108,7 +108,7 @@ pub struct Report {
 /// return it to a pool).
 pub struct Session<'a> {
     client: &'a Client,
-    store: &'a VersionStore,
+    store: &'a dyn VersionStore,
     opts: &'a ExecOptions,
     lock_key: (i32, String),
     has_tables: bool,
@@ -144,7 +144,11 @@ fn result_sets(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Vec<Option<String>>
 impl<'a> Session<'a> {
     /// Apply the session settings, take the store's migration lock (waiting up to `lock_wait`), and read the
     /// version rows.
-    pub async fn open(client: &'a Client, store: &'a VersionStore, opts: &'a ExecOptions) -> Result<Self, ExecError> {
+    pub async fn open(
+        client: &'a Client,
+        store: &'a dyn VersionStore,
+        opts: &'a ExecOptions,
+    ) -> Result<Self, ExecError> {
         let mut setup = Vec::new();
         if let Some(t) = opts.lock_timeout {
             setup.push(format!("SET lock_timeout = {}", millis(t)));
@@ -162,12 +166,10 @@ impl<'a> Session<'a> {
                 .map_err(db("could not apply session settings"))?;
         }
         let lock_key = store.lock_key_sql();
+        let [version_exists, history_exists] = store.exists_sql();
         let lock_sql = format!(
-            "SELECT pg_try_advisory_lock({}, {}), to_regclass({})::text, to_regclass({})::text",
-            lock_key.0,
-            lock_key.1,
-            store.regclass_literal(&store.table),
-            store.regclass_literal(&store.history_table),
+            "SELECT pg_try_advisory_lock({}, {}), {version_exists}, {history_exists}",
+            lock_key.0, lock_key.1,
         );
         let started = Instant::now();
         let mut pause = Duration::from_millis(20);
@@ -180,7 +182,7 @@ impl<'a> Session<'a> {
             );
             let row = &sets[0][0];
             if row[0].as_deref() == Some("t") {
-                break (row[1].is_some(), row[2].is_some());
+                break (row[1].as_deref() == Some("t"), row[2].as_deref() == Some("t"));
             }
             let waited = started.elapsed();
             if waited >= opts.lock_wait {
@@ -208,17 +210,10 @@ impl<'a> Session<'a> {
     async fn read_state(&mut self, has_version: bool, has_history: bool) -> Result<(), ExecError> {
         let mut sql = Vec::new();
         if has_version {
-            sql.push(format!(
-                "SELECT version_num FROM {} ORDER BY version_num",
-                self.store.version_table()
-            ));
+            sql.push(self.store.read_rows_sql());
         }
         if has_history {
-            sql.push(format!(
-                "SELECT revision, direction, status, applied_at::text, error, is_transactional::text \
-                 FROM {} ORDER BY id DESC LIMIT 1",
-                self.store.history_table()
-            ));
+            sql.push(self.store.last_entry_sql());
         }
         if sql.is_empty() {
             return Ok(());
@@ -446,15 +441,13 @@ impl<'a> Session<'a> {
         let mut bookkeeping = self.store.rows_sql(&step.delete_rows, &step.insert_rows);
         // transaction_timestamp() is when BEGIN ran, so this measures the revision's own work.
         let duration = "(extract(epoch from clock_timestamp() - transaction_timestamp()) * 1000)::bigint";
-        bookkeeping.push(self.store.history_sql(
-            step.revision.as_str(),
-            word,
-            "applied",
-            Some(&section.checksum),
-            true,
-            duration,
-            None,
-        ));
+        bookkeeping.push(
+            self.store.history_sql(
+                &HistoryEntry::new(step.revision.as_str(), word, "applied", true)
+                    .checksum(&section.checksum)
+                    .duration_sql(duration),
+            ),
+        );
         batch.push((bookkeeping.join(";\n"), None));
         if own_transaction {
             batch.push(("COMMIT".into(), None));
@@ -476,13 +469,7 @@ impl<'a> Session<'a> {
         let section = section(script, step.direction);
         let word = direction_word(step.direction);
         let started = self.store.history_sql(
-            step.revision.as_str(),
-            word,
-            "started",
-            Some(&section.checksum),
-            false,
-            "NULL",
-            None,
+            &HistoryEntry::new(step.revision.as_str(), word, "started", false).checksum(&section.checksum),
         );
         self.client
             .batch_execute(&started)
@@ -512,14 +499,11 @@ impl<'a> Session<'a> {
             }
         }
         if let Err(error) = outcome {
+            let message = error.to_string();
             let failed = self.store.history_sql(
-                step.revision.as_str(),
-                word,
-                "failed",
-                Some(&section.checksum),
-                false,
-                "NULL",
-                Some(&error.to_string()),
+                &HistoryEntry::new(step.revision.as_str(), word, "failed", false)
+                    .checksum(&section.checksum)
+                    .error(&message),
             );
             // Best effort: when the connection is gone the `started` row already blocks further runs.
             let _ = self.client.batch_execute(&failed).await;
@@ -528,15 +512,13 @@ impl<'a> Session<'a> {
         let mut finish = vec!["BEGIN".to_string()];
         finish.extend(self.store.rows_sql(&step.delete_rows, &step.insert_rows));
         let duration = format!("{}", clock.elapsed().as_millis());
-        finish.push(self.store.history_sql(
-            step.revision.as_str(),
-            word,
-            "applied",
-            Some(&section.checksum),
-            false,
-            &duration,
-            None,
-        ));
+        finish.push(
+            self.store.history_sql(
+                &HistoryEntry::new(step.revision.as_str(), word, "applied", false)
+                    .checksum(&section.checksum)
+                    .duration_sql(&duration),
+            ),
+        );
         finish.push("COMMIT".into());
         finish.push("RESET flotilla.revision; RESET flotilla.direction".into());
         self.client
@@ -549,20 +531,8 @@ impl<'a> Session<'a> {
     /// record it in the history. Also clears a pending no-transaction failure.
     pub async fn stamp(&mut self, rows: &[RevisionId]) -> Result<(), ExecError> {
         self.ensure_tables().await?;
-        let mut sql = vec![
-            "BEGIN".to_string(),
-            format!("DELETE FROM {}", self.store.version_table()),
-        ];
-        sql.extend(self.store.rows_sql(&[], rows));
-        let label = if rows.is_empty() {
-            "base".to_string()
-        } else {
-            rows.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
-        };
-        sql.push(
-            self.store
-                .history_sql(&label, "stamp", "applied", None, true, "NULL", None),
-        );
+        let mut sql = vec!["BEGIN".to_string()];
+        sql.extend(stamp_sql(self.store, rows));
         sql.push("COMMIT".into());
         if let Err(e) = self.client.batch_execute(&sql.join(";\n")).await {
             let _ = self.client.batch_execute("ROLLBACK").await;
@@ -602,15 +572,9 @@ impl<'a> Session<'a> {
         }
         let word = direction_word(step.direction);
         let note = "interrupted index build resumed automatically";
-        let sql = self.store.history_sql(
-            step.revision.as_str(),
-            word,
-            "resolved",
-            None,
-            false,
-            "NULL",
-            Some(note),
-        );
+        let sql = self
+            .store
+            .history_sql(&HistoryEntry::new(step.revision.as_str(), word, "resolved", false).error(note));
         self.client
             .batch_execute(&sql)
             .await
@@ -624,15 +588,12 @@ impl<'a> Session<'a> {
         let Some(blocked) = self.blocked.take() else {
             return Ok(None);
         };
-        let sql = self.store.history_sql(
+        let sql = self.store.history_sql(&HistoryEntry::new(
             blocked.revision.as_str(),
             &blocked.direction,
             "resolved",
-            None,
             false,
-            "NULL",
-            None,
-        );
+        ));
         self.client
             .batch_execute(&sql)
             .await
@@ -651,11 +612,7 @@ impl<'a> Session<'a> {
         if !self.has_tables {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT revision, direction, status, checksum, applied_at::text, duration_ms::text, tool_version \
-             FROM {} ORDER BY id DESC LIMIT {limit}",
-            self.store.history_table()
-        );
+        let sql = self.store.history_rows_sql(limit);
         Ok(self
             .first_rows(&sql, "could not read the history table")
             .await?
@@ -679,12 +636,7 @@ impl<'a> Session<'a> {
             return Ok(BTreeMap::new());
         }
         // A revision whose last applied step was a downgrade is not applied any more, so its script may change.
-        let sql = format!(
-            "SELECT revision, checksum FROM (SELECT DISTINCT ON (revision) revision, direction, checksum FROM {} \
-             WHERE direction IN ('up', 'down') AND status = 'applied' ORDER BY revision, id DESC) AS last \
-             WHERE direction = 'up' AND checksum IS NOT NULL",
-            self.store.history_table()
-        );
+        let sql = self.store.applied_checksums_sql();
         Ok(self
             .first_rows(&sql, "could not read the history table")
             .await?
@@ -766,6 +718,19 @@ pub fn direction_word(direction: Direction) -> &'static str {
         Direction::Up => "up",
         Direction::Down => "down",
     }
+}
+
+/// The statements of a stamp to `rows`: every version row replaced, and a history entry naming the new rows
+/// (`base` when none). Online and offline stamps share it.
+pub fn stamp_sql(store: &dyn VersionStore, rows: &[RevisionId]) -> Vec<String> {
+    let label = if rows.is_empty() {
+        "base".to_string()
+    } else {
+        rows.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+    };
+    let mut sql = store.replace_rows_sql(rows);
+    sql.push(store.history_sql(&HistoryEntry::new(&label, "stamp", "applied", true)));
+    sql
 }
 
 /// Apply a step's version-row effect to an in-memory copy of the rows.

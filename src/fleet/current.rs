@@ -6,7 +6,7 @@ use futures_util::stream::{self, StreamExt};
 
 use super::server::Server;
 use super::tenant::{Place, Tenant};
-use crate::executor::{db_message, quote_ident, VersionStore};
+use crate::executor::{db_message, VersionStore};
 use crate::revision::RevisionId;
 
 /// One tenant's version rows, or why they could not be read.
@@ -16,7 +16,7 @@ pub type Versions = Result<Vec<RevisionId>, String>;
 pub async fn read_versions(
     tenants: &[Tenant],
     servers: &[Arc<Server>],
-    store: &VersionStore,
+    store: &dyn VersionStore,
     concurrency: usize,
 ) -> Vec<Versions> {
     stream::iter(
@@ -29,23 +29,24 @@ pub async fn read_versions(
     .await
 }
 
-async fn read_one(tenant: &Tenant, server: &Server, store: &VersionStore) -> Versions {
+async fn read_one(tenant: &Tenant, server: &Server, store: &dyn VersionStore) -> Versions {
     let conn = match &tenant.place {
         Place::Schema(_) => server.pooled().await,
         Place::Database(db) => server.direct(db).await,
     }
     .map_err(|e| e.to_string())?;
     // Qualify with the tenant's schema instead of changing the pooled session's search_path.
-    let table = match (&tenant.place, &store.schema) {
-        (_, Some(schema)) => format!("{}.{}", quote_ident(schema), quote_ident(&store.table)),
-        (Place::Schema(schema), None) => format!("{}.{}", quote_ident(schema), quote_ident(&store.table)),
-        (Place::Database(_), None) => quote_ident(&store.table),
+    let placed;
+    let store = match &tenant.place {
+        Place::Schema(schema) => {
+            placed = store.in_schema(schema);
+            placed.as_ref()
+        }
+        Place::Database(_) => store,
     };
-    let sql = format!("SELECT version_num FROM {table} ORDER BY 1");
-    let exists = format!(
-        "SELECT to_regclass({}) IS NOT NULL",
-        crate::executor::quote_literal(&table)
-    );
+    let [exists, _] = store.exists_sql();
+    let exists = format!("SELECT {exists}");
+    let sql = store.read_rows_sql();
     let client = conn.client();
     let present = client.query_one(&exists, &[]).await.map_err(|e| db_message(&e))?;
     if !present.get::<_, bool>(0) {

@@ -47,7 +47,7 @@ impl Action {
 pub struct Engine {
     pub graph: RevisionGraph,
     pub scripts: BTreeMap<RevisionId, Script>,
-    pub store: VersionStore,
+    pub store: Arc<dyn VersionStore>,
     pub exec: ExecOptions,
 }
 
@@ -374,7 +374,7 @@ async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: u
     if server.statement_timeout.is_some() {
         opts.statement_timeout = server.statement_timeout;
     }
-    let mut session = Session::open(conn.client(), &engine.store, &opts)
+    let mut session = Session::open(conn.client(), engine.store.as_ref(), &opts)
         .await
         .map_err(|e| Failure::from_exec(&e))?;
     let from = session.rows().to_vec();

@@ -39,11 +39,24 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Script>, ScriptError> {
         }
     }
     paths.sort();
+    let files = paths.into_iter().map(|(_, path)| {
+        let text = read_text(&path);
+        (path, text)
+    });
+    parse_files(files, problems)
+}
 
+/// Parse named revision texts in the order given, adding to `problems` every problem of every file and one per
+/// revision id defined twice (at the later file, naming the earlier one). A text that could not be read
+/// comes as the line and kind of its problem.
+pub(crate) fn parse_files(
+    files: impl IntoIterator<Item = (PathBuf, Result<String, (usize, ProblemKind)>)>,
+    mut problems: Vec<Problem>,
+) -> Result<Vec<Script>, ScriptError> {
     let mut scripts = Vec::new();
     let mut first_seen: HashMap<RevisionId, (PathBuf, usize)> = HashMap::new();
-    for (_, path) in paths {
-        let text = match read_text(&path) {
+    for (path, text) in files {
+        let text = match text {
             Ok(text) => text,
             Err((line, kind)) => {
                 problems.push(Problem::new(&path, line, kind));

@@ -12,6 +12,7 @@ mod parse;
 mod phase;
 mod problem;
 mod render;
+mod source;
 mod split;
 
 pub use checksum::{checksum, normalise, CHECKSUM_VERSION};
@@ -23,4 +24,5 @@ pub use parse::{check_name, parse_script, HeaderLines, Script, Section};
 pub use phase::{BackfillStep, Phase};
 pub use problem::{NameError, NameKind, Problem, ProblemKind, ScriptError, HEADER_KEYS, MARKER_NAMES};
 pub use render::{format_create_date, new_revision_id, render_script, NewScript};
+pub use source::{Embedded, RevisionSource, SqlFiles};
 pub use split::{split_statements, Construct, SplitError, Statement};
