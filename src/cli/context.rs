@@ -11,7 +11,7 @@ use super::args::{Format, GlobalArgs};
 use super::error::CliError;
 use crate::config::{self, HookCommand, ProjectConfig, ProjectFile};
 use crate::error::ExitCode;
-use crate::executor::{ExecOptions, OfflineRenderer, StoreSettings, TransactionPer, VersionStore};
+use crate::executor::{ExecOptions, OfflineRenderer, StoreSettings, VersionStore};
 use crate::extend::{UnknownName, DEFAULT_RENDERER, DEFAULT_SOURCE, DEFAULT_STORE};
 use crate::graph::RevisionGraph;
 use crate::revision::RevisionId;
@@ -75,10 +75,7 @@ impl Ctx {
             statement_timeout: project.statement_timeout,
             lock_wait: project.lock_wait,
             search_path: None,
-            transaction_per: match project.transaction_per {
-                config::TransactionPer::Revision => TransactionPer::Revision,
-                config::TransactionPer::Run => TransactionPer::Run,
-            },
+            transaction_per: project.transaction_per,
             before_each: project
                 .hooks
                 .before_each

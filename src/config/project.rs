@@ -45,15 +45,8 @@ const KEYS: &[&str] = &[
 const ENV_KEYS: &[&str] = KEYS.split_at(KEYS.len() - 1).0;
 const HOOK_KEYS: &[&str] = &["post_write", "before_each", "after_each"];
 
-/// How revisions are grouped into transactions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TransactionPer {
-    /// One transaction per revision (Alembic's `transaction_per_migration = true`).
-    #[default]
-    Revision,
-    /// One transaction for the whole run.
-    Run,
-}
+/// How revisions are grouped into transactions: the executor's own setting, read from `transaction_per`.
+pub use crate::executor::TransactionPer;
 
 /// A `post_write` hook: a string runs through `sh -c`, an array runs directly. `{file}` is replaced by the path
 /// of the new revision file (shell-quoted for the string form).
