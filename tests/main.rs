@@ -25,3 +25,4 @@ mod single_failures;
 mod single_offline;
 mod single_support;
 mod single_upgrade;
+mod tls_tests;
