@@ -275,6 +275,89 @@ async fn backfill_offline_sql_runs_as_batched_loop_in_psql() {
     assert_eq!(one_i64(&db, "SELECT count(*) FROM flotilla_backfill_progress").await, 0);
 }
 
+/// A batch fails half way through the offline script; after the cause is fixed, the same script run again
+/// skips the committed schema phase (whose `ADD COLUMN` would fail if repeated), resumes the backfill at its
+/// checkpoint, and finishes: every row updated exactly once.
+#[tokio::test]
+async fn backfill_offline_script_rerun_resumes_after_a_failed_batch() {
+    let db = TestDb::new("backfill offline rerun");
+    db.execute(
+        "CREATE TABLE docs (id bigint PRIMARY KEY, body text NOT NULL, n int NOT NULL DEFAULT 0);
+         INSERT INTO docs (id, body) SELECT i, 'abc' FROM generate_series(1, 1000) i;
+         CREATE TABLE gate (divisor int NOT NULL);
+         INSERT INTO gate VALUES (0);",
+    );
+    let text = revision(
+        "ee02",
+        "ALTER TABLE docs ADD COLUMN len int;",
+        "table=docs key=id batch_size=100",
+        "UPDATE docs SET n = n + 1, len = CASE WHEN id > 600 THEN length(body) / (SELECT divisor FROM gate) \
+         ELSE length(body) END WHERE {{batch}}",
+        "ALTER TABLE docs ALTER COLUMN len SET NOT NULL;",
+        "ALTER TABLE docs DROP COLUMN len;",
+    );
+    let project = project(&[("ee02_offline.sql", &text)]);
+    let sql = project
+        .flotilla()
+        .args(["upgrade", "head", "--sql"])
+        .assert_success()
+        .stdout;
+    let out = db.psql().stdin(sql.clone()).output();
+    assert_ne!(
+        out.code(),
+        Some(0),
+        "the batch over id 601.. divides by zero\n{}",
+        out.report()
+    );
+    assert!(out.stderr.contains("division by zero"), "{}", out.report());
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM docs WHERE n = 1").await, 600);
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM flotilla_version").await, 0);
+    assert_eq!(
+        one_i64(&db, "SELECT phase::bigint FROM flotilla_backfill_progress").await,
+        1
+    );
+
+    db.execute("UPDATE gate SET divisor = 1");
+    db.psql().stdin(sql).assert_success();
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM docs WHERE n = 1 AND len = 3").await,
+        1000
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM flotilla_version WHERE version_num = 'ee02'").await,
+        1
+    );
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM flotilla_backfill_progress").await, 0);
+    let not_null = one_i64(
+        &db,
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'docs' AND column_name = 'len' \
+         AND is_nullable = 'NO'",
+    )
+    .await;
+    assert_eq!(not_null, 1, "the phase after the backfill ran");
+
+    // A progress row left by another version of the script stops the offline run before it changes anything.
+    db.execute(
+        "INSERT INTO flotilla_backfill_progress (revision, direction, phase, checksum) VALUES ('ee02', 'up', 1, 'v1:old')",
+    );
+    let out = db
+        .psql()
+        .stdin(
+            project
+                .flotilla()
+                .args(["upgrade", "head", "--sql"])
+                .assert_success()
+                .stdout,
+        )
+        .output();
+    assert_ne!(out.code(), Some(0));
+    assert!(
+        out.stderr.contains("different version of its script"),
+        "{}",
+        out.report()
+    );
+}
+
 #[tokio::test]
 async fn backfill_fleet_all_rows_done_under_fleet_rate() {
     let db = TestDb::new("backfill fleet");

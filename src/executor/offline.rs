@@ -183,20 +183,47 @@ fn render_plan(input: &OfflineInput<'_>) -> Result<String, ExecError> {
 
 /// A section with backfills, as the online run does it: each schema phase in its own transaction that also
 /// records the next phase in the progress table, each backfill as a `DO` loop committing once per batch, and
-/// the last phase with the version rows. Rerunning the file after a failure repeats the schema phases that
-/// had committed, so resume an interrupted offline backfill online (`flotilla upgrade`), which reads the
-/// same progress row.
+/// the last phase with the version rows.
+///
+/// Each phase is wrapped in psql's `\if`, asked of the progress table, so running the script again after a
+/// failure (or resuming online, which reads the same row) skips the phases that committed and resumes the
+/// backfill from its checkpoint. A progress row left by a different version of the script stops the run.
 fn render_phased(out: &mut String, step: &Step, section: &Section, store: &dyn VersionStore, opts: &ExecOptions) {
     let word = direction_word(step.direction);
     let revision = step.revision.as_str();
     let table = progress_table(store.schema());
     let _ = writeln!(
         out,
-        "-- This revision holds a backfill: it commits per phase and per batch."
+        "-- This revision holds a backfill: it commits per phase and per batch, and a rerun of this script\n\
+         -- resumes after the last committed phase and batch (psql's \\if reads the progress table)."
     );
     let _ = writeln!(out, "{};", progress_create_sql(&table));
+    let key = format!(
+        "revision = {} AND direction = {}",
+        quote_literal(revision),
+        quote_literal(word)
+    );
+    let changed = format!(
+        "revision {revision} ({word}) was started by a different version of its script; \
+         inspect {table} and the database before going on"
+    );
+    let _ = writeln!(
+        out,
+        "DO $flotilla_check$ BEGIN\n    \
+             IF EXISTS (SELECT 1 FROM {table} WHERE {key} AND checksum IS DISTINCT FROM {checksum}) THEN\n        \
+                 RAISE EXCEPTION '%', {message};\n    \
+             END IF;\n\
+         END $flotilla_check$;",
+        checksum = quote_literal(&section.checksum),
+        message = quote_literal(&changed),
+    );
     let n_phases = section.phases.len();
     for (index, phase) in section.phases.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "\nSELECT coalesce((SELECT phase FROM {table} WHERE {key}), 0) <= {index} AS flotilla_phase_due \\gset\n\
+             \\if :flotilla_phase_due"
+        );
         match phase {
             Phase::Sql(statements) => {
                 out.push_str("\nBEGIN;\n");
@@ -248,5 +275,6 @@ fn render_phased(out: &mut String, step: &Step, section: &Section, store: &dyn V
                 );
             }
         }
+        out.push_str("\\endif\n");
     }
 }
