@@ -1,7 +1,8 @@
 //! TLS against a live server: a second throwaway cluster (`scripts/pg-cluster` with `FLOTILLA_PG_TLS_DIR`) whose
-//! certificate is signed by a CA made for this run, and which rejects TCP connections without TLS. Every
-//! `sslmode` is tried through the real binary, single-database and fleet, and a revision records what
-//! `pg_stat_ssl` says about its own connection.
+//! certificate is signed by a CA made for this run, which rejects TCP connections without TLS, and whose role
+//! `flotilla_cert` logs in only with a client certificate. Every `sslmode` and client certificates are tried
+//! through the real binary, single-database and fleet, and a revision records what `pg_stat_ssl` says about its
+//! own connection.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +13,7 @@ use crate::harness::{cluster, psql, repo_dir, Cmd, TempProject};
 use crate::single_support::assert_contains;
 
 const PROBE: &str = "-- revision: t1\n-- down_revision:\n\n-- flotilla:upgrade\n\
-    CREATE TABLE tls_probe AS SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid();\n\n\
+    CREATE TABLE tls_probe AS SELECT ssl, version, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid();\n\n\
     -- flotilla:downgrade\nDROP TABLE tls_probe;\n";
 
 /// The TLS cluster, made afresh and destroyed when dropped (also when a check fails).
@@ -82,7 +83,8 @@ fn pg_cluster(action: &str, dir: &Path) {
         .output();
 }
 
-/// `ca.pem` signs `server.crt` (valid for `localhost` only); `other-ca.pem` is a CA that signed nothing here.
+/// `ca.pem` signs `server.crt` (valid for `localhost` only) and `client.crt` (for role `flotilla_cert`);
+/// `other-ca.pem` is a CA that signed nothing here.
 fn write_certificates(dir: &Path) {
     let ca = |name: &str| {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -100,6 +102,12 @@ fn write_certificates(dir: &Path) {
     std::fs::write(dir.join("other-ca.pem"), other.pem()).unwrap();
     std::fs::write(dir.join("server.crt"), server.pem()).unwrap();
     std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "flotilla_cert");
+    let client = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("client.crt"), client.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), key.serialize_pem()).unwrap();
 }
 
 #[test]
@@ -163,16 +171,50 @@ fn every_sslmode_against_a_server_that_requires_tls() {
         "0"
     );
 
-    // A fleet over verified TLS: pooled connections for schema tenants, direct ones for a database tenant.
-    server.psql("postgres", "CREATE DATABASE tls_fleet");
-    server.psql("postgres", "CREATE DATABASE tls_fleet_db");
-    server.psql("tls_fleet", "CREATE SCHEMA s1; CREATE SCHEMA s2");
+    // Certificate authentication: the role's connections need the client certificate.
+    server.psql("postgres", "CREATE ROLE flotilla_cert LOGIN");
+    for db in ["tls_cert", "tls_fleet", "tls_fleet_db"] {
+        server.psql("postgres", &format!("CREATE DATABASE {db} OWNER flotilla_cert"));
+    }
+    let (cert, key) = (server.ca("client.crt"), server.ca("client.key"));
+    let url = |params: &str| {
+        format!(
+            "postgres://flotilla_cert@localhost:{}/tls_cert?sslmode=verify-full&sslrootcert={ca}{params}",
+            server.port
+        )
+    };
+    let out = project.flotilla().args(["--url", &url(""), "upgrade", "head"]).output();
+    assert_eq!(out.code(), Some(1), "{}", out.report());
+    assert_contains(&out.stderr, &["could not connect", "certificate"], &out.report());
+    let with_cert = url(&format!("&sslcert={cert}&sslkey={key}"));
+    project
+        .flotilla()
+        .args(["--url", &with_cert, "upgrade", "head"])
+        .assert_success();
+    assert_eq!(
+        server.psql("tls_cert", "SELECT ssl::text || ' ' || client_dn FROM tls_probe"),
+        "true /CN=flotilla_cert"
+    );
+    let out = project
+        .flotilla()
+        .args(["--url", &url(&format!("&sslcert={cert}")), "current"])
+        .output();
+    assert_eq!(out.code(), Some(2), "{}", out.report());
+    assert_contains(&out.stderr, &["set both sslcert and sslkey"], &out.report());
+
+    // A fleet over verified TLS with the client certificate from the tenants file: pooled connections for
+    // schema tenants, direct ones for a database tenant.
+    server.psql(
+        "tls_fleet",
+        "CREATE SCHEMA s1 AUTHORIZATION flotilla_cert; CREATE SCHEMA s2 AUTHORIZATION flotilla_cert",
+    );
     let tenants = format!(
-        "[[servers]]\nname = \"tls\"\nurl = \"{}\"\nsslmode = \"verify-full\"\nca_file = \"{ca}\"\n\n\
+        "[[servers]]\nname = \"tls\"\nurl = \"postgres://flotilla_cert@localhost:{}/tls_fleet\"\n\
+         sslmode = \"verify-full\"\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n\n\
          [[tenants]]\nid = \"s1\"\nserver = \"tls\"\nschema = \"s1\"\n\n\
          [[tenants]]\nid = \"s2\"\nserver = \"tls\"\nschema = \"s2\"\n\n\
          [[tenants]]\nid = \"d1\"\nserver = \"tls\"\ndatabase = \"tls_fleet_db\"\n",
-        server.url("localhost", "tls_fleet", "")
+        server.port
     );
     let tenants_file = project.write("tenants.toml", &tenants);
     let out = project
@@ -188,6 +230,7 @@ fn every_sslmode_against_a_server_that_requires_tls() {
         ("tls_fleet", "s2.tls_probe"),
         ("tls_fleet_db", "tls_probe"),
     ] {
-        assert_eq!(server.psql(db, &format!("SELECT ssl FROM {table}")), "t", "{table}");
+        let probe = format!("SELECT ssl::text || ' ' || client_dn FROM {table}");
+        assert_eq!(server.psql(db, &probe), "true /CN=flotilla_cert", "{table}");
     }
 }

@@ -116,6 +116,16 @@ pub enum ProblemKind {
     CaFileEmpty { path: PathBuf },
     #[error("cannot build the TLS configuration: {reason}")]
     Tls { reason: String },
+    #[error("cannot read client {what} file `{}`: {err}", path.display())]
+    ClientFile {
+        what: &'static str,
+        path: PathBuf,
+        err: io::Error,
+    },
+    #[error("client {what} file `{}` holds no usable PEM {what}", path.display())]
+    ClientFileEmpty { what: &'static str, path: PathBuf },
+    #[error("a client certificate needs its key and a key its certificate: set both {cert} and {key}")]
+    ClientCertPair { cert: &'static str, key: &'static str },
 }
 
 fn list_or_none(items: &[impl AsRef<str>]) -> String {

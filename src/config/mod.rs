@@ -24,5 +24,5 @@ pub use tenants::{
     FleetDefaults, PasswordSource, Server, Source, SourceKind, TenantId, TenantSpec, TenantTarget, TenantsFile,
     DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, DEFAULT_RATE, DEFAULT_RETRIES,
 };
-pub use tls::{tls_mode, SslMode, TlsMode};
+pub use tls::{tls_mode, ClientCert, SslMode, TlsMode};
 pub use url::{resolve_db_url, DbUrl, Located, ResolvedUrl, APPLICATION_NAME, CONNECT_TIMEOUT};

@@ -16,7 +16,7 @@ use toml::Spanned;
 use super::doc::{entry, get, Doc, EnvLookup};
 use super::error::{ConfigError, Location, ProblemKind};
 use super::project::check_identifier;
-use super::tls::{tls_mode, SslMode, TlsMode, SSLMODE_CHOICES};
+use super::tls::{tls_mode, ClientCert, SslMode, TlsMode, SSLMODE_CHOICES};
 use super::url::DbUrl;
 
 const KEYS: &[&str] = &["defaults", "servers", "tenants", "sources"];
@@ -36,6 +36,8 @@ const SERVER_KEYS: &[&str] = &[
     "max_connections",
     "sslmode",
     "ca_file",
+    "cert_file",
+    "key_file",
     "lock_timeout",
     "statement_timeout",
 ];
@@ -125,6 +127,9 @@ pub struct Server {
     pub sslmode: SslMode,
     /// The `ca_file` key (relative to the tenants file), else the url's `sslrootcert`.
     pub ca_file: Option<PathBuf>,
+    /// The `cert_file` and `key_file` keys (relative to the tenants file), else the url's `sslcert` and `sslkey`:
+    /// a client certificate for `cert` authentication.
+    pub client_cert: Option<ClientCert>,
     /// Overrides `[defaults]` for tenants on this server.
     pub lock_timeout: Option<Duration>,
     /// Overrides `[defaults]` for tenants on this server.
@@ -187,9 +192,10 @@ impl Server {
         Ok(cfg)
     }
 
-    /// The TLS connector for this server's `sslmode` and `ca_file` (read now).
+    /// The TLS connector for this server's `sslmode`, `ca_file` and client certificate (read now).
     pub fn tls(&self) -> Result<TlsMode, ConfigError> {
-        tls_mode(self.sslmode, self.ca_file.as_deref()).map_err(|kind| ConfigError::one(self.at.clone(), kind))
+        tls_mode(self.sslmode, self.ca_file.as_deref(), self.client_cert.as_ref())
+            .map_err(|kind| ConfigError::one(self.at.clone(), kind))
     }
 }
 
@@ -518,16 +524,34 @@ fn read_server(
         mode
     });
     let ca_file = optional_string(doc, table, "ca_file").map(|p| doc.resolve_path(p.get_ref()));
+    let cert_key =
+        |doc: &mut Doc<'_>, key: &str| optional_string(doc, table, key).map(|p| doc.resolve_path(p.get_ref()));
+    let cert_file = cert_key(doc, "cert_file");
+    let key_file = cert_key(doc, "key_file");
     let lock_timeout = get(table, "lock_timeout").and_then(|v| doc.duration("lock_timeout", v));
     let statement_timeout = get(table, "statement_timeout").and_then(|v| doc.duration("statement_timeout", v));
 
     let name = name?;
     let url = url?;
+    let (url_cert, url_key) = url.client_files();
+    let from_url = |p: Option<&Path>| p.map(|p| doc.resolve_path(&p.to_string_lossy()));
+    let client_cert = match ClientCert::pair(
+        cert_file.or_else(|| from_url(url_cert)),
+        key_file.or_else(|| from_url(url_key)),
+        ("cert_file (or the url's sslcert)", "key_file (or sslkey)"),
+    ) {
+        Ok(client_cert) => client_cert,
+        Err(kind) => {
+            doc.report(span.clone(), kind);
+            None
+        }
+    };
     Some((
         Server {
             name: name.get_ref().clone(),
             sslmode: sslmode.or(url.sslmode()).unwrap_or_default(),
             ca_file: ca_file.or_else(|| url.ca_file().map(|p| doc.resolve_path(&p.to_string_lossy()))),
+            client_cert,
             url,
             password,
             max_connections,
@@ -814,7 +838,7 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
                 "3:1: unknown key `concurency` in [defaults] (expected one of: concurrency, rate, retries, \
                  lock_timeout, statement_timeout, tenant_timeout)",
                 "7:1: unknown key `port` in [[servers]] (expected one of: name, url, password_env, password_file, \
-                 max_connections, sslmode, ca_file, lock_timeout, statement_timeout)",
+                 max_connections, sslmode, ca_file, cert_file, key_file, lock_timeout, statement_timeout)",
             ],
         );
         check_err("servers = 3", &["1:11: `servers` must be an array, found integer"]);
@@ -974,6 +998,33 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         let err = file.servers[0].tls().unwrap_err().to_string();
         assert!(
             err.starts_with("/fleet/tenants.toml:1:1: cannot read CA file `/fleet/missing.pem`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn client_certificates_from_keys_or_url() {
+        let text = format!(
+            "{SERVER}cert_file = \"certs/c.pem\"\nkey_file = \"certs/c.key\"\n\
+             [[servers]]\nname = \"u\"\nurl = \"postgres://m@h/app?sslcert=/etc/c.pem&sslkey=/etc/c.key\"\n"
+        );
+        let file = parse(&text).expect("parse");
+        let pair = |cert: &str, key: &str| {
+            Some(ClientCert {
+                cert_file: PathBuf::from(cert),
+                key_file: PathBuf::from(key),
+            })
+        };
+        assert_eq!(
+            file.servers[0].client_cert,
+            pair("/fleet/certs/c.pem", "/fleet/certs/c.key")
+        );
+        assert_eq!(file.servers[1].client_cert, pair("/etc/c.pem", "/etc/c.key"));
+        let err = parse(&format!("{SERVER}cert_file = \"c.pem\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/fleet/tenants.toml:1:1: a client certificate needs its key and a key its certificate"),
             "{err}"
         );
     }

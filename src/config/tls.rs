@@ -4,17 +4,19 @@
 //! server (any certificate is accepted, as libpq does without a root certificate); `verify-ca` checks the
 //! certificate chain but not the host name; `verify-full` checks both. The roots are `ca_file`'s PEM
 //! certificates if given, else the Mozilla roots from `webpki-roots` (libpq's `~/.postgresql/root.crt` is not
-//! read). As in libpq, `require` with a `ca_file` behaves like `verify-ca`.
+//! read). As in libpq, `require` with a `ca_file` behaves like `verify-ca`. A [`ClientCert`] (libpq's `sslcert` and
+//! `sslkey`) is presented in every mode that uses TLS, for `cert` authentication; libpq's default
+//! `~/.postgresql/postgresql.crt` is not read.
 
 use std::fmt;
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -89,10 +91,36 @@ impl fmt::Debug for TlsMode {
     }
 }
 
-/// Builds the connector for `sslmode`, reading `ca_file` now.
+/// A client certificate (with its chain) and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl ClientCert {
+    /// Both files or neither; `names` are the two settings, for the error when only one is given.
+    pub fn pair(
+        cert_file: Option<PathBuf>,
+        key_file: Option<PathBuf>,
+        names: (&'static str, &'static str),
+    ) -> Result<Option<ClientCert>, ProblemKind> {
+        match (cert_file, key_file) {
+            (None, None) => Ok(None),
+            (Some(cert_file), Some(key_file)) => Ok(Some(ClientCert { cert_file, key_file })),
+            _ => Err(ProblemKind::ClientCertPair {
+                cert: names.0,
+                key: names.1,
+            }),
+        }
+    }
+}
+
+/// Builds the connector for `sslmode`, reading `ca_file` and the client certificate now.
 ///
-/// Errors: the CA file is unreadable or holds no certificate, or rustls rejects the configuration.
-pub fn tls_mode(sslmode: SslMode, ca_file: Option<&Path>) -> Result<TlsMode, ProblemKind> {
+/// Errors: a CA, certificate or key file is unreadable or holds nothing usable, or rustls rejects the
+/// configuration (for example a key that does not match the certificate).
+pub fn tls_mode(sslmode: SslMode, ca_file: Option<&Path>, client: Option<&ClientCert>) -> Result<TlsMode, ProblemKind> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let sslmode = match (sslmode, ca_file) {
         (SslMode::Require, Some(_)) => SslMode::VerifyCa,
@@ -101,28 +129,72 @@ pub fn tls_mode(sslmode: SslMode, ca_file: Option<&Path>) -> Result<TlsMode, Pro
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ProblemKind::Tls { reason: e.to_string() })?;
-    let config = match sslmode {
+    let builder = match sslmode {
         SslMode::Disable => return Ok(TlsMode::NoTls),
         SslMode::Prefer | SslMode::Require => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert { provider }))
-            .with_no_client_auth(),
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert { provider })),
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let roots = Arc::new(root_store(ca_file)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
                 .map_err(|e| ProblemKind::Tls { reason: e.to_string() })?;
             if sslmode == SslMode::VerifyFull {
-                builder.with_webpki_verifier(webpki).with_no_client_auth()
+                builder.with_webpki_verifier(webpki)
             } else {
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(IgnoreHostname(webpki)))
-                    .with_no_client_auth()
             }
         }
     };
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let (chain, key) = read_client_cert(client)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ProblemKind::Tls { reason: e.to_string() })?
+        }
+    };
     Ok(TlsMode::Rustls(MakeRustlsConnect::new(config)))
+}
+
+fn open_client_file(what: &'static str, path: &Path) -> Result<BufReader<std::fs::File>, ProblemKind> {
+    let file = std::fs::File::open(path).map_err(|err| ProblemKind::ClientFile {
+        what,
+        path: path.to_path_buf(),
+        err,
+    })?;
+    Ok(BufReader::new(file))
+}
+
+fn read_client_cert(
+    client: &ClientCert,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ProblemKind> {
+    fn read_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ProblemKind + 'a {
+        move |err| ProblemKind::ClientFile {
+            what,
+            path: path.to_path_buf(),
+            err,
+        }
+    }
+    let chain = rustls_pemfile::certs(&mut open_client_file("certificate", &client.cert_file)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_error("certificate", &client.cert_file))?;
+    if chain.is_empty() {
+        return Err(ProblemKind::ClientFileEmpty {
+            what: "certificate",
+            path: client.cert_file.clone(),
+        });
+    }
+    let key = rustls_pemfile::private_key(&mut open_client_file("key", &client.key_file)?)
+        .map_err(read_error("key", &client.key_file))?
+        .ok_or_else(|| ProblemKind::ClientFileEmpty {
+            what: "key",
+            path: client.key_file.clone(),
+        })?;
+    Ok((chain, key))
 }
 
 fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, ProblemKind> {
@@ -247,14 +319,14 @@ mod tests {
 
     #[test]
     fn builds_every_mode() {
-        assert!(matches!(tls_mode(SslMode::Disable, None), Ok(TlsMode::NoTls)));
+        assert!(matches!(tls_mode(SslMode::Disable, None, None), Ok(TlsMode::NoTls)));
         for mode in [
             SslMode::Prefer,
             SslMode::Require,
             SslMode::VerifyCa,
             SslMode::VerifyFull,
         ] {
-            assert!(matches!(tls_mode(mode, None), Ok(TlsMode::Rustls(_))), "{mode}");
+            assert!(matches!(tls_mode(mode, None, None), Ok(TlsMode::Rustls(_))), "{mode}");
         }
     }
 
@@ -262,13 +334,57 @@ mod tests {
     fn ca_file_problems() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("missing.pem");
-        let err = tls_mode(SslMode::VerifyFull, Some(&missing)).unwrap_err();
+        let err = tls_mode(SslMode::VerifyFull, Some(&missing), None).unwrap_err();
         assert!(matches!(err, ProblemKind::CaFile { .. }), "{err}");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").expect("write");
-        let err = tls_mode(SslMode::Require, Some(&empty)).unwrap_err();
+        let err = tls_mode(SslMode::Require, Some(&empty), None).unwrap_err();
         assert!(matches!(err, ProblemKind::CaFileEmpty { .. }), "{err}");
-        assert!(matches!(tls_mode(SslMode::Disable, Some(&empty)), Ok(TlsMode::NoTls)));
+        assert!(matches!(
+            tls_mode(SslMode::Disable, Some(&empty), None),
+            Ok(TlsMode::NoTls)
+        ));
+    }
+
+    #[test]
+    fn client_cert_problems() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").expect("write");
+        let client = |cert: &Path, key: &Path| ClientCert {
+            cert_file: cert.to_path_buf(),
+            key_file: key.to_path_buf(),
+        };
+        let missing = dir.path().join("missing.pem");
+        let err = tls_mode(SslMode::Require, None, Some(&client(&missing, &empty))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read client certificate file `{}`: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        let err = tls_mode(SslMode::Require, None, Some(&client(&empty, &empty))).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProblemKind::ClientFileEmpty {
+                    what: "certificate",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = ClientCert::pair(Some(empty.clone()), None, ("sslcert", "sslkey")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a client certificate needs its key and a key its certificate: set both sslcert and sslkey"
+        );
+        // Without TLS there is nothing to present the certificate on, so nothing is read.
+        assert!(matches!(
+            tls_mode(SslMode::Disable, None, Some(&client(&missing, &missing))),
+            Ok(TlsMode::NoTls)
+        ));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::doc::EnvLookup;
 use super::error::{ConfigError, Location, ProblemKind, UrlOrigin};
 use super::secret::{redact_url, skip_conninfo_value};
-use super::tls::{tls_mode, SslMode, TlsMode, SSLMODE_CHOICES};
+use super::tls::{tls_mode, ClientCert, SslMode, TlsMode, SSLMODE_CHOICES};
 
 /// The `application_name` Flotilla sets unless the url sets one.
 pub const APPLICATION_NAME: &str = "flotilla";
@@ -28,8 +28,8 @@ pub struct Located<T> {
 
 /// A parsed connection target: a `postgres://` url or a key=value conninfo string.
 ///
-/// `sslmode` (all five libpq values) and `sslrootcert` are taken out of the string before tokio-postgres, which
-/// knows only three modes, parses the rest. The password, if any, stays inside the `tokio_postgres::Config`, whose
+/// `sslmode` (all five libpq values), `sslrootcert`, `sslcert` and `sslkey` are taken out of the string before
+/// tokio-postgres, which knows only three modes and no certificate files, parses the rest. The password, if any, stays inside the `tokio_postgres::Config`, whose
 /// `Debug` masks it; `Display` and `Debug` of this type print the redacted url.
 #[derive(Clone)]
 pub struct DbUrl {
@@ -38,6 +38,8 @@ pub struct DbUrl {
     is_url: bool,
     sslmode: Option<SslMode>,
     ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 impl DbUrl {
@@ -58,16 +60,19 @@ impl DbUrl {
             take_conninfo_params(s)
         };
         let mut sslmode = None;
-        let mut ca_file = None;
+        let (mut ca_file, mut cert_file, mut key_file) = (None, None, None);
         for (key, value) in params {
-            if key == "sslmode" {
-                sslmode = Some(SslMode::parse(&value).ok_or_else(|| ProblemKind::BadChoice {
-                    key: "sslmode",
-                    value: value.clone(),
-                    expected: SSLMODE_CHOICES,
-                })?);
-            } else {
-                ca_file = Some(PathBuf::from(value));
+            match key.as_str() {
+                "sslmode" => {
+                    sslmode = Some(SslMode::parse(&value).ok_or_else(|| ProblemKind::BadChoice {
+                        key: "sslmode",
+                        value: value.clone(),
+                        expected: SSLMODE_CHOICES,
+                    })?)
+                }
+                "sslcert" => cert_file = Some(PathBuf::from(value)),
+                "sslkey" => key_file = Some(PathBuf::from(value)),
+                _ => ca_file = Some(PathBuf::from(value)),
             }
         }
         let config = tokio_postgres::Config::from_str(&rest).map_err(|e| bad(error_chain(&e)))?;
@@ -80,6 +85,8 @@ impl DbUrl {
             is_url,
             sslmode,
             ca_file,
+            cert_file,
+            key_file,
         })
     }
 
@@ -107,6 +114,11 @@ impl DbUrl {
         self.ca_file.as_deref()
     }
 
+    /// The `sslcert` and `sslkey` the url set, if any.
+    pub fn client_files(&self) -> (Option<&std::path::Path>, Option<&std::path::Path>) {
+        (self.cert_file.as_deref(), self.key_file.as_deref())
+    }
+
     /// The database the url names, if any.
     pub fn dbname(&self) -> Option<&str> {
         self.config.get_dbname()
@@ -126,12 +138,20 @@ impl DbUrl {
         cfg
     }
 
-    /// The TLS connector for this url's sslmode and root certificate file (read now).
+    /// The TLS connector for this url's sslmode, root certificate and client certificate files (read now).
     pub fn tls(&self) -> Result<TlsMode, ConfigError> {
-        tls_mode(self.sslmode.unwrap_or_default(), self.ca_file.as_deref()).map_err(|kind| ConfigError::Connection {
-            target: self.redacted.clone(),
-            kind,
-        })
+        ClientCert::pair(self.cert_file.clone(), self.key_file.clone(), ("sslcert", "sslkey"))
+            .and_then(|client| {
+                tls_mode(
+                    self.sslmode.unwrap_or_default(),
+                    self.ca_file.as_deref(),
+                    client.as_ref(),
+                )
+            })
+            .map_err(|kind| ConfigError::Connection {
+                target: self.redacted.clone(),
+                kind,
+            })
     }
 
     /// Sets what libpq would take from the environment when the url leaves it out.
@@ -151,6 +171,12 @@ impl DbUrl {
         }
         if self.ca_file.is_none() {
             self.ca_file = env("PGSSLROOTCERT").map(PathBuf::from);
+        }
+        if self.cert_file.is_none() {
+            self.cert_file = env("PGSSLCERT").map(PathBuf::from);
+        }
+        if self.key_file.is_none() {
+            self.key_file = env("PGSSLKEY").map(PathBuf::from);
         }
     }
 }
@@ -230,9 +256,9 @@ fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-const TAKEN_PARAMS: [&str; 2] = ["sslmode", "sslrootcert"];
+const TAKEN_PARAMS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
-/// Splits `sslmode` and `sslrootcert` out of a url's query string.
+/// Splits the [`TAKEN_PARAMS`] out of a url's query string.
 fn take_url_params(s: &str) -> (String, Vec<(String, String)>) {
     // The query starts at the first `?` after the credentials, which end at the first `@` (as in tokio-postgres).
     let after_creds = s.find('@').map_or(0, |i| i + 1);
@@ -255,7 +281,7 @@ fn take_url_params(s: &str) -> (String, Vec<(String, String)>) {
     (rest, taken)
 }
 
-/// Splits `sslmode` and `sslrootcert` out of a key=value conninfo string.
+/// Splits the [`TAKEN_PARAMS`] out of a key=value conninfo string.
 fn take_conninfo_params(s: &str) -> (String, Vec<(String, String)>) {
     let bytes = s.as_bytes();
     let mut rest = String::with_capacity(s.len());
