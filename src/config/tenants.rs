@@ -301,17 +301,18 @@ impl TenantsFile {
         let mut tenants = Vec::new();
         let mut tenant_at: BTreeMap<String, Location> = BTreeMap::new();
         for (table, span) in tables(&mut doc, root, "tenants") {
-            if let Some((tenant, id_span)) = read_tenant(&mut doc, table, span, &known) {
-                if let Some(first) = tenant_at.get(tenant.id.as_str()) {
-                    let kind = ProblemKind::DuplicateTenant {
-                        id: tenant.id.0.clone(),
-                        first: first.clone(),
-                    };
-                    doc.report(id_span, kind);
-                } else {
-                    tenant_at.insert(tenant.id.0.clone(), doc.loc(id_span.start));
-                    tenants.push(tenant);
-                }
+            let (id, tenant) = read_tenant(&mut doc, table, span, &known);
+            // A duplicate id is reported even when the entry has other problems too.
+            let Some(id) = id else { continue };
+            if let Some(first) = tenant_at.get(id.get_ref()) {
+                let kind = ProblemKind::DuplicateTenant {
+                    id: id.get_ref().clone(),
+                    first: first.clone(),
+                };
+                doc.report(id.span(), kind);
+            } else {
+                tenant_at.insert(id.get_ref().clone(), doc.loc(id.span().start));
+                tenants.extend(tenant);
             }
         }
 
@@ -611,7 +612,7 @@ fn read_tenant(
     table: &DeTable<'_>,
     span: std::ops::Range<usize>,
     known: &[String],
-) -> Option<(TenantSpec, std::ops::Range<usize>)> {
+) -> (Option<Spanned<String>>, Option<TenantSpec>) {
     let section = "[[tenants]]";
     doc.check_keys(table, section, TENANT_KEYS);
     let id = required(doc, table, &span, "id", section);
@@ -633,18 +634,17 @@ fn read_tenant(
         (None, Some((_, v))) => identifier(doc, "database", v).map(TenantTarget::Database),
     };
     let tags = read_tags(doc, table);
-    let id = id?;
-    let server = server.filter(|_| server_ok)?;
-    Some((
-        TenantSpec {
+    let spec = match (&id, server.filter(|_| server_ok), target) {
+        (Some(id), Some(server), Some(target)) => Some(TenantSpec {
             id: TenantId(id.get_ref().clone()),
             server: server.into_inner(),
-            target: target?,
+            target,
             tags,
             at: doc.loc(span.start),
-        },
-        id.span(),
-    ))
+        }),
+        _ => None,
+    };
+    (id, spec)
 }
 
 fn identifier(doc: &mut Doc<'_>, key: &'static str, value: &Spanned<DeValue<'_>>) -> Option<String> {
@@ -915,7 +915,7 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
                 "{SERVER}\
                  [[tenants]]\nid = \"acme\"\nserver = \"eu-1\"\nschema = \"s\"\n\
                  [[tenants]]\nid = \"acme\"\nserver = \"eu-1\"\ndatabase = \"d\"\n\
-                 [[tenants]]\nid = \"b\"\nserver = \"eu-2\"\nschema = \"s\"\n\
+                 [[tenants]]\nid = \"acme\"\nserver = \"eu-2\"\nschema = \"s\"\n\
                  [[tenants]]\nid = \"c\"\nserver = \"eu-1\"\nschema = \"s\"\ndatabase = \"d\"\n\
                  [[tenants]]\nid = \"d\"\nserver = \"eu-1\"\n\
                  [[tenants]]\nid = \"e\"\nserver = \"eu-1\"\nschema = \"\"\ntags = {{ a = [1] }}\n\
@@ -923,6 +923,8 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
             ),
             &[
                 "9:6: duplicate tenant id `acme` (first defined at /fleet/tenants.toml:5:6)",
+                // Reported although the entry has another problem too.
+                "13:6: duplicate tenant id `acme` (first defined at /fleet/tenants.toml:5:6)",
                 "14:10: unknown server `eu-2` (known: `eu-1`)",
                 "20:1: tenant `c` sets both `schema` and `database`; set exactly one",
                 "21:1: tenant `d` needs `schema` (schema-per-tenant) or `database` (database-per-tenant)",
