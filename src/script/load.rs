@@ -199,7 +199,7 @@ mod tests {
             ],
             &[],
             &[
-                ("1.sql", 2, "unknown header key `colour` (known keys: revision, down_revision, branch_labels, depends_on, message, create_date, transaction)"),
+                ("1.sql", 2, "unknown header key `colour` (known keys: revision, down_revision, branch_labels, depends_on, message, create_date, transaction; a comment in the header must not look like `-- word: ...`, write `-- word - ...`)"),
                 ("3.sql", 3, "revision file is not valid UTF-8"),
                 ("4.sql", 1, "SQL before the `-- flotilla:upgrade` marker; the header holds only `-- key: value` comment lines"),
                 ("4.sql", 1, "missing `-- revision: <id>` header"),

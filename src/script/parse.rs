@@ -421,7 +421,11 @@ fn parse_header(header: &str, problems: &mut Problems) -> Header {
             continue;
         };
         let Some(&known) = HEADER_KEYS.iter().find(|k| **k == key) else {
-            problems.push(line_no, ProblemKind::UnknownHeaderKey { key: key.to_string() });
+            let kind = ProblemKind::UnknownHeaderKey {
+                key: key.to_string(),
+                close: super::problem::close_header_key(key),
+            };
+            problems.push(line_no, kind);
             continue;
         };
         if let Some((_, first_line)) = fields.get(known) {
@@ -785,7 +789,27 @@ DROP TABLE orders;
                 &format!("invalid branch label `{value}`"),
             );
         }
-        check("-- revision2: x", "unknown header key `revision2`");
+        check(
+            "-- revision2: x",
+            "unknown header key `revision2` (did you mean `revision`?)",
+        );
+        check(
+            "-- down_revison: x",
+            "unknown header key `down_revison` (did you mean `down_revision`?)",
+        );
+        check(
+            "-- Revises: x",
+            "unknown header key `Revises` (did you mean `down_revision`?)",
+        );
+        check(
+            "-- Depends_On: x",
+            "unknown header key `Depends_On` (did you mean `depends_on`?)",
+        );
+        check("-- Note: x", "unknown header key `Note` (known keys: revision, ");
+        check(
+            "-- Note: x",
+            "a comment in the header must not look like `-- word: ...`, write `-- word - ...`)",
+        );
         check_problems("-- revision: a b\n-- flotilla:upgrade\n", &[(1, "contains whitespace")]);
         check_problems("-- revision: a,b\n-- flotilla:upgrade\n", &[(1, "contains a comma")]);
         check_problems("-- revision:\n-- flotilla:upgrade\n", &[(1, "it is empty")]);

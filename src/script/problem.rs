@@ -62,8 +62,12 @@ pub enum ProblemKind {
     ReadFile { error: Arc<std::io::Error> },
     #[error("revision file is not valid UTF-8")]
     NotUtf8,
-    #[error("unknown header key `{key}` (known keys: {})", HEADER_KEYS.join(", "))]
-    UnknownHeaderKey { key: String },
+    #[error("unknown header key `{key}` ({})", unknown_key_hint(*.close))]
+    UnknownHeaderKey {
+        key: String,
+        /// The known key the writer most likely meant, if one is close.
+        close: Option<&'static str>,
+    },
     #[error("duplicate header key `{key}` (first given on line {first_line})")]
     DuplicateHeaderKey { key: String, first_line: usize },
     #[error("missing `-- revision: <id>` header")]
@@ -116,6 +120,37 @@ pub enum ProblemKind {
 }
 
 /// Header keys a revision file may use, in the order [`super::render_script`] writes them.
+fn unknown_key_hint(close: Option<&str>) -> String {
+    match close {
+        Some(key) => format!("did you mean `{key}`?"),
+        None => format!(
+            "known keys: {}; a comment in the header must not look like `-- word: ...`, write `-- word - ...`",
+            HEADER_KEYS.join(", ")
+        ),
+    }
+}
+
+/// The known header key closest to `key`: the same letters in another case, a typo or two away, or Alembic's
+/// docstring words (`Revises`, `Revision ID`).
+pub(crate) fn close_header_key(key: &str) -> Option<&'static str> {
+    let key = key.to_lowercase().replace([' ', '-'], "_");
+    let alias = match key.as_str() {
+        "revises" | "parent" | "parents" | "down_revisions" => Some("down_revision"),
+        "revision_id" | "id" => Some("revision"),
+        "depends" | "dependencies" => Some("depends_on"),
+        "branch_label" | "labels" | "branch" => Some("branch_labels"),
+        _ => None,
+    };
+    alias.or_else(|| {
+        HEADER_KEYS
+            .iter()
+            .map(|known| (strsim::damerau_levenshtein(&key, known), *known))
+            .filter(|(distance, _)| *distance <= 2)
+            .min()
+            .map(|(_, known)| known)
+    })
+}
+
 pub const HEADER_KEYS: &[&str] = &[
     "revision",
     "down_revision",
