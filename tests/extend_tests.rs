@@ -126,8 +126,8 @@ impl OfflineRenderer for Capturing {
         Ok(sql)
     }
 
-    fn render_stamp(&self, store: &dyn VersionStore, rows: &[RevisionId]) -> String {
-        PsqlRenderer.render_stamp(store, rows)
+    fn render_stamp(&self, store: &dyn VersionStore, from: Option<&[RevisionId]>, rows: &[RevisionId]) -> String {
+        PsqlRenderer.render_stamp(store, from, rows)
     }
 }
 

@@ -138,6 +138,33 @@ fn offline_stamp_matches_an_online_stamp() {
     assert_eq!(history(&offline).len(), 1);
 }
 
+/// `stamp FROM:TO --sql` (Alembic's offline stamp from a known revision) touches only the rows that move, so
+/// the other branch's row stays, as an online stamp keeps it.
+#[test]
+fn offline_stamp_from_a_revision_keeps_the_other_branch() {
+    let project = example_project("");
+    let offline = TestDb::new("offline_stamp_from_a");
+    let online = TestDb::new("offline_stamp_from_b");
+    for db in [&offline, &online] {
+        fl(&project, db, &["stamp", example::ORDERS, example::AUDIT]).assert_success();
+    }
+    let range = format!("{}:{}", example::AUDIT, example::ACTOR);
+    let out = fl_offline(&project, &["stamp", &range, "--sql"]).assert_success();
+    assert!(!out.stdout.contains("CREATE TABLE"), "{}", out.stdout);
+    offline.psql().stdin(out.stdout).assert_success();
+    fl(&project, &online, &["stamp", example::ACTOR]).assert_success();
+    assert_eq!(rows(&offline), [example::ACTOR, example::ORDERS]);
+    assert_eq!(rows(&offline), rows(&online));
+    // Offline the history names the rows the script stamped; it cannot know the other branch's.
+    let stamped = history(&offline).pop().unwrap();
+    assert_eq!(stamped, (example::ACTOR.to_string(), "stamp".into(), "applied".into()));
+
+    let out = fl(&project, &online, &["stamp", &range]).assert_code(2);
+    assert_contains(&out.stderr, &["only for `stamp --sql`"], &out.report());
+    let out = fl_offline(&project, &["stamp", &range, &range, "--sql"]).assert_code(2);
+    assert_contains(&out.stderr, &["one starting revision"], &out.report());
+}
+
 #[test]
 fn offline_run_transaction_with_hooks_matches_online() {
     let config = "transaction_per = \"run\"\n[hooks]\nbefore_each = \"before.sql\"\nafter_each = \"after.sql\"\n";

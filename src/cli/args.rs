@@ -102,7 +102,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  flotilla show head\n  flotilla show 3f2a")]
     Show(ShowArgs),
     /// Set the version table to the given revisions without running any SQL.
-    #[command(after_help = "Examples:\n  flotilla stamp head\n  flotilla stamp base\n  flotilla stamp 3f2a --purge")]
+    #[command(
+        after_help = "Examples:\n  flotilla stamp head\n  flotilla stamp base\n  flotilla stamp 3f2a --purge\n  flotilla stamp 1d9b:8a4c --sql     # offline, from a known revision: only the rows that move"
+    )]
     Stamp(StampArgs),
     /// Report applied revisions whose script changed since they were applied (exit 1 when any did).
     Validate,

@@ -242,10 +242,37 @@ pub async fn current(global: &GlobalArgs, args: CurrentArgs) -> Result<ExitCode,
 pub async fn stamp(global: &GlobalArgs, args: StampArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
-    let targets: Vec<&str> = args.revisions.iter().map(String::as_str).collect();
+    let mut targets: Vec<&str> = Vec::new();
+    let mut from = None;
+    for revision in &args.revisions {
+        match revision.split_once(':') {
+            None => targets.push(revision),
+            Some(_) if !args.sql => {
+                return Err(CliError::usage(format!(
+                "`{revision}`: a FROM:TO range is only for `stamp --sql`; online the rows are read from the database"
+            )))
+            }
+            Some((start, to)) => {
+                if from.replace(start).is_some() {
+                    return Err(CliError::usage("stamp --sql takes one starting revision (one FROM:TO)"));
+                }
+                targets.push(to);
+            }
+        }
+    }
     if args.sql {
-        let rows = loaded.graph.stamp(&[], &targets, true)?;
-        print!("{}", ctx.renderer.render_stamp(ctx.store.as_ref(), &rows));
+        // As Alembic: from base unless a starting revision is given, whose rows then stay unless replaced.
+        let from_rows = match from {
+            None | Some("") | Some("base") => None,
+            Some(start) => Some(loaded.graph.resolve(start, &[])?),
+        };
+        let purge = args.purge || from_rows.is_none();
+        let rows = loaded
+            .graph
+            .stamp(from_rows.as_deref().unwrap_or_default(), &targets, purge)?;
+        // `--purge` replaces every row whatever the database holds.
+        let known = from_rows.as_deref().filter(|_| !args.purge);
+        print!("{}", ctx.renderer.render_stamp(ctx.store.as_ref(), known, &rows));
         return Ok(ExitCode::Ok);
     }
     let client = ctx.connect().await?;

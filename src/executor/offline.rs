@@ -35,8 +35,9 @@ pub trait OfflineRenderer: Send + Sync {
     /// The script of an upgrade or downgrade.
     fn render_plan(&self, input: &OfflineInput<'_>) -> Result<String, ExecError>;
 
-    /// The script of a stamp to `rows` (every version row replaced, no revision SQL run).
-    fn render_stamp(&self, store: &dyn VersionStore, rows: &[RevisionId]) -> String;
+    /// The script of a stamp to `rows`, no revision SQL run: from base (`from` is `None`: the store's DDL,
+    /// then every version row replaced), or from the rows `from` the database holds (only the difference).
+    fn render_stamp(&self, store: &dyn VersionStore, from: Option<&[RevisionId]>, rows: &[RevisionId]) -> String;
 }
 
 /// The built-in renderer: plain SQL for `psql -v ON_ERROR_STOP=1 -f FILE`, one `BEGIN`/`COMMIT` per revision
@@ -50,10 +51,13 @@ impl OfflineRenderer for PsqlRenderer {
         render_plan(input)
     }
 
-    fn render_stamp(&self, store: &dyn VersionStore, rows: &[RevisionId]) -> String {
+    fn render_stamp(&self, store: &dyn VersionStore, from: Option<&[RevisionId]>, rows: &[RevisionId]) -> String {
         let mut out = format!("-- Flotilla {} offline stamp.\n\n", env!("CARGO_PKG_VERSION"));
-        let _ = writeln!(out, "{}\n\nBEGIN;", store.create_sql());
-        for sql in stamp_sql(store, rows) {
+        if from.is_none() {
+            let _ = writeln!(out, "{}\n", store.create_sql());
+        }
+        out.push_str("BEGIN;\n");
+        for sql in stamp_sql(store, from, rows) {
             let _ = writeln!(out, "{sql};");
         }
         out.push_str("COMMIT;\n");

@@ -532,7 +532,7 @@ impl<'a> Session<'a> {
     pub async fn stamp(&mut self, rows: &[RevisionId]) -> Result<(), ExecError> {
         self.ensure_tables().await?;
         let mut sql = vec!["BEGIN".to_string()];
-        sql.extend(stamp_sql(self.store, rows));
+        sql.extend(stamp_sql(self.store, None, rows));
         sql.push("COMMIT".into());
         if let Err(e) = self.client.batch_execute(&sql.join(";\n")).await {
             let _ = self.client.batch_execute("ROLLBACK").await;
@@ -720,15 +720,23 @@ pub fn direction_word(direction: Direction) -> &'static str {
     }
 }
 
-/// The statements of a stamp to `rows`: every version row replaced, and a history entry naming the new rows
-/// (`base` when none). Online and offline stamps share it.
-pub fn stamp_sql(store: &dyn VersionStore, rows: &[RevisionId]) -> Vec<String> {
+/// The statements of a stamp to `rows` and a history entry naming them (`base` when none). Without `from`
+/// every version row is replaced; with the rows the database is known to hold (offline `FROM:TO`), only the
+/// difference is deleted and inserted, so rows of other branches stay. Online and offline stamps share it.
+pub fn stamp_sql(store: &dyn VersionStore, from: Option<&[RevisionId]>, rows: &[RevisionId]) -> Vec<String> {
     let label = if rows.is_empty() {
         "base".to_string()
     } else {
         rows.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
     };
-    let mut sql = store.replace_rows_sql(rows);
+    let mut sql = match from {
+        None => store.replace_rows_sql(rows),
+        Some(from) => {
+            let delete: Vec<RevisionId> = from.iter().filter(|r| !rows.contains(r)).cloned().collect();
+            let insert: Vec<RevisionId> = rows.iter().filter(|r| !from.contains(r)).cloned().collect();
+            store.rows_sql(&delete, &insert)
+        }
+    };
     sql.push(store.history_sql(&HistoryEntry::new(&label, "stamp", "applied", true)));
     sql
 }
