@@ -4,6 +4,19 @@
 //! prints the error chain once and exits with the code. The table is a contract (scripts rely on it) and is
 //! repeated in the README and in `flotilla --help`.
 
+/// An error and its causes on one line, `outer: cause: root cause`, for errors whose own text leaves the cause
+/// out (the driver's "error performing TLS handshake", a config parse error).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Process exit codes. Stable: never renumber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

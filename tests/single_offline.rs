@@ -161,8 +161,16 @@ fn offline_stamp_from_a_revision_keeps_the_other_branch() {
 
     let out = fl(&project, &online, &["stamp", &range]).assert_code(2);
     assert_contains(&out.stderr, &["only for `stamp --sql`"], &out.report());
-    let out = fl_offline(&project, &["stamp", &range, &range, "--sql"]).assert_code(2);
-    assert_contains(&out.stderr, &["one starting revision"], &out.report());
+    // One starting revision may be repeated (as in Alembic), two different ones may not; nor --purge offline.
+    let other = format!("{}:{}", example::ORDERS, example::MERGE);
+    let out = fl_offline(&project, &["stamp", &range, &other, "--sql"]).assert_code(2);
+    assert_contains(&out.stderr, &["one starting revision at a time"], &out.report());
+    fl_offline(&project, &["stamp", &range, &range, "--sql"]).assert_success();
+    let out = fl_offline(&project, &["stamp", &range, "--sql", "--purge"]).assert_code(2);
+    assert_contains(&out.stderr, &["--purge cannot be used with --sql"], &out.report());
+    // A starting revision with no rows (a label's base) is base: the script creates the tables.
+    let out = fl_offline(&project, &["stamp", &format!("audit@base:{}", example::AUDIT), "--sql"]).assert_success();
+    assert!(out.stdout.contains("CREATE TABLE IF NOT EXISTS"), "{}", out.stdout);
 }
 
 #[test]

@@ -14,6 +14,7 @@ use super::introspect::{introspect, Scope};
 use super::model::Catalog;
 use super::ops::Op;
 use super::scratch::{build_at, store_tables, DevServer};
+use crate::error::error_chain;
 use crate::fleet::{self, Engine, Place, Server, Tenant};
 use crate::revision::RevisionId;
 
@@ -144,15 +145,4 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
     .buffered(target.concurrency.max(1))
     .collect()
     .await
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }

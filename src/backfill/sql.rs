@@ -18,6 +18,15 @@ pub struct Bounds {
     pub upper: Vec<String>,
 }
 
+/// The condition selecting one revision's progress row in one direction.
+pub fn progress_key(revision: &str, direction: &str) -> String {
+    format!(
+        "revision = {} AND direction = {}",
+        quote_literal(revision),
+        quote_literal(direction)
+    )
+}
+
 /// DDL for the progress table. One row per revision and direction while its phases are under way: `phase` is
 /// the index of the next phase to run, `checkpoint` the last key a committed batch of that phase covered.
 pub fn progress_create_sql(table: &str) -> String {
@@ -100,10 +109,9 @@ pub fn checkpoint_sql(table: &str, revision: &str, direction: &str, upper: &[Str
     let list: Vec<String> = upper.iter().map(|v| quote_literal(v)).collect();
     format!(
         "UPDATE {table} SET checkpoint = ARRAY[{}]::text[], rows_done = rows_done + {n_rows}, updated_at = now() \
-         WHERE revision = {} AND direction = {}",
+         WHERE {}",
         list.join(", "),
-        quote_literal(revision),
-        quote_literal(direction)
+        progress_key(revision, direction)
     )
 }
 
@@ -149,11 +157,7 @@ pub fn render_offline_loop(
     while statement.contains(&format!("${tag}$")) {
         tag.push('_');
     }
-    let where_row = format!(
-        "revision = {} AND direction = {}",
-        quote_literal(revision),
-        quote_literal(direction)
-    );
+    let where_row = progress_key(revision, direction);
     format!(
         "DO ${tag}$\n\
          DECLARE\n    \

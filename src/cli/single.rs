@@ -137,10 +137,7 @@ fn offline(ctx: &Ctx, loaded: &Loaded, target: &str, direction: Direction) -> Re
             )))
         }
     };
-    let rows = match from {
-        None | Some("") | Some("base") => Vec::new(),
-        Some(from) => loaded.graph.resolve(from, &[])?,
-    };
+    let rows = offline_start(loaded, from)?;
     let plan = plan_for(loaded, direction, &rows, to)?;
     let create_tables = direction == Direction::Up && rows.is_empty();
     let input = OfflineInput {
@@ -152,6 +149,14 @@ fn offline(ctx: &Ctx, loaded: &Loaded, target: &str, direction: Direction) -> Re
     };
     print!("{}", ctx.renderer.render_plan(&input)?);
     Ok(ExitCode::Ok)
+}
+
+/// The version rows an offline script starts from: those of FROM in a `FROM:TO` range, none for base.
+fn offline_start(loaded: &Loaded, from: Option<&str>) -> Result<Vec<RevisionId>, CliError> {
+    Ok(match from {
+        None | Some("") | Some("base") => Vec::new(),
+        Some(from) => loaded.graph.resolve(from, &[])?,
+    })
 }
 
 /// Revisions whose applied (up) checksum differs from the script's upgrade checksum today.
@@ -243,7 +248,7 @@ pub async fn stamp(global: &GlobalArgs, args: StampArgs) -> Result<ExitCode, Cli
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     let mut targets: Vec<&str> = Vec::new();
-    let mut from = None;
+    let mut from: Option<&str> = None;
     for revision in &args.revisions {
         match revision.split_once(':') {
             None => targets.push(revision),
@@ -252,27 +257,32 @@ pub async fn stamp(global: &GlobalArgs, args: StampArgs) -> Result<ExitCode, Cli
                 "`{revision}`: a FROM:TO range is only for `stamp --sql`; online the rows are read from the database"
             )))
             }
+            // As Alembic: several ranges may repeat one starting revision, not name two.
+            Some((start, _)) if from.is_some_and(|f| f != start) => {
+                return Err(CliError::usage(
+                    "stamp --sql takes one starting revision at a time (FROM:TO ranges with different FROMs)",
+                ))
+            }
             Some((start, to)) => {
-                if from.replace(start).is_some() {
-                    return Err(CliError::usage("stamp --sql takes one starting revision (one FROM:TO)"));
+                from = Some(start);
+                if !targets.contains(&to) {
+                    targets.push(to);
                 }
-                targets.push(to);
             }
         }
     }
     if args.sql {
-        // As Alembic: from base unless a starting revision is given, whose rows then stay unless replaced.
-        let from_rows = match from {
-            None | Some("") | Some("base") => None,
-            Some(start) => Some(loaded.graph.resolve(start, &[])?),
-        };
-        let purge = args.purge || from_rows.is_none();
-        let rows = loaded
-            .graph
-            .stamp(from_rows.as_deref().unwrap_or_default(), &targets, purge)?;
-        // `--purge` replaces every row whatever the database holds.
-        let known = from_rows.as_deref().filter(|_| !args.purge);
-        print!("{}", ctx.renderer.render_stamp(ctx.store.as_ref(), known, &rows));
+        if args.purge {
+            return Err(CliError::usage(
+                "--purge cannot be used with --sql (as in Alembic): offline, give the starting revision as FROM:TO",
+            ));
+        }
+        // From base (the store's DDL, then every row replaced) unless the starting revision has rows; those
+        // not replaced stay.
+        let start = offline_start(&loaded, from)?;
+        let rows = loaded.graph.stamp(&start, &targets, start.is_empty())?;
+        let known = Some(start.as_slice()).filter(|s| !s.is_empty());
+        print!("{}", ctx.renderer.render_stamp(ctx.store.as_ref(), known, &rows)?);
         return Ok(ExitCode::Ok);
     }
     let client = ctx.connect().await?;

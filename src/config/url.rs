@@ -12,6 +12,7 @@ use super::doc::EnvLookup;
 use super::error::{ConfigError, Location, ProblemKind, UrlOrigin};
 use super::secret::{redact_url, skip_conninfo_value};
 use super::tls::{tls_mode, ClientCert, SslMode, TlsMode, SSLMODE_CHOICES};
+use crate::error::error_chain;
 
 /// The `application_name` Flotilla sets unless the url sets one.
 pub const APPLICATION_NAME: &str = "flotilla";
@@ -139,15 +140,16 @@ impl DbUrl {
     }
 
     /// The TLS connector for this url's sslmode, root certificate and client certificate files (read now).
+    /// Without TLS (`sslmode=disable`) the client certificate settings are not looked at.
     pub fn tls(&self) -> Result<TlsMode, ConfigError> {
-        ClientCert::pair(self.cert_file.clone(), self.key_file.clone(), ("sslcert", "sslkey"))
-            .and_then(|client| {
-                tls_mode(
-                    self.sslmode.unwrap_or_default(),
-                    self.ca_file.as_deref(),
-                    client.as_ref(),
-                )
-            })
+        let sslmode = self.sslmode.unwrap_or_default();
+        let client = if sslmode == SslMode::Disable {
+            Ok(None)
+        } else {
+            ClientCert::pair(self.cert_file.clone(), self.key_file.clone(), ("sslcert", "sslkey"))
+        };
+        client
+            .and_then(|client| tls_mode(sslmode, self.ca_file.as_deref(), client.as_ref()))
             .map_err(|kind| ConfigError::Connection {
                 target: self.redacted.clone(),
                 kind,
@@ -175,8 +177,11 @@ impl DbUrl {
         if self.cert_file.is_none() {
             self.cert_file = env("PGSSLCERT").map(PathBuf::from);
         }
-        if self.key_file.is_none() {
-            self.key_file = env("PGSSLKEY").map(PathBuf::from);
+        // As libpq: a certificate's key defaults to ~/.postgresql/postgresql.key; a key alone is not used.
+        if self.cert_file.is_some() && self.key_file.is_none() {
+            self.key_file = env("PGSSLKEY")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".postgresql/postgresql.key")));
         }
     }
 }
@@ -202,10 +207,11 @@ pub struct ResolvedUrl {
 
 /// Resolves the database for a single-database command, in order: the `--url` flag, the config file's `url`
 /// (already merged with the selected `[env.*]`), `DATABASE_URL`, then libpq's `PGHOST`, `PGPORT`, `PGUSER`,
-/// `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`.
+/// `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`.
 ///
-/// Whatever the source, a url that leaves out the password, user, sslmode or root certificate gets them from
-/// `PGPASSWORD`, `PGUSER` (else `USER`), `PGSSLMODE` and `PGSSLROOTCERT`, as libpq does. With only PG*
+/// Whatever the source, a url that leaves out the password, user, sslmode, root certificate or client
+/// certificate gets them from `PGPASSWORD`, `PGUSER` (else `USER`), `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT` and
+/// `PGSSLKEY` (else `~/.postgresql/postgresql.key` for a certificate's key), as libpq does. With only PG*
 /// variables, the host defaults to `localhost` (libpq would use its Unix socket).
 ///
 /// Errors: [`ConfigError::NoDatabaseUrl`] when nothing is set; [`ConfigError::Url`] naming the source.
@@ -239,17 +245,6 @@ pub fn resolve_db_url(
     };
     url.fill_defaults(env);
     Ok(ResolvedUrl { url, origin })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 fn quote(v: &str) -> String {
@@ -495,6 +490,42 @@ mod tests {
             &[],
             "--url: `sslmode` must be one of disable, prefer, require, verify-ca, verify-full, found `verify-none`",
         );
+    }
+
+    #[test]
+    fn client_certificate_from_url_or_environment() {
+        let files = |flag: &str, env: &[(&str, &str)]| {
+            let resolved = resolve_db_url(Some(flag), None, &env_of(env)).expect("resolve");
+            let (cert, key) = resolved.url.client_files();
+            let show = |p: Option<&std::path::Path>| p.map_or("-".to_string(), |p| p.display().to_string());
+            (
+                show(cert),
+                show(key),
+                resolved.url.tls().map(|_| ()).map_err(|e| e.to_string()),
+            )
+        };
+        let home = [("HOME", "/home/u")];
+        assert_eq!(
+            files(
+                "postgres://h/d?sslcert=/c.pem&sslkey=/c.key",
+                &[("PGSSLCERT", "/e.pem")]
+            )
+            .0,
+            "/c.pem"
+        );
+        // A certificate's key defaults to libpq's ~/.postgresql/postgresql.key; a key alone is not taken.
+        let (cert, key, _) = files("postgres://h/d", &[("PGSSLCERT", "/e.pem"), home[0]]);
+        assert_eq!(
+            (cert.as_str(), key.as_str()),
+            ("/e.pem", "/home/u/.postgresql/postgresql.key")
+        );
+        let (cert, key, tls) = files("postgres://h/d", &[("PGSSLKEY", "/e.key"), home[0]]);
+        assert_eq!((cert.as_str(), key.as_str()), ("-", "-"));
+        assert_eq!(tls, Ok(()));
+        // Without TLS the client certificate is not looked at; with TLS a half pair is refused.
+        assert_eq!(files("postgres://h/d?sslmode=disable&sslkey=/k", &[]).2, Ok(()));
+        let (_, _, tls) = files("postgres://h/d?sslmode=require&sslkey=/k", &[]);
+        assert!(tls.unwrap_err().contains("set both sslcert and sslkey"));
     }
 
     #[test]

@@ -66,18 +66,9 @@ fn location(path: &Option<PathBuf>, line: &Option<usize>) -> String {
 pub fn db_message(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => {
-            // The driver's own text names only the kind ("error performing TLS handshake", "error connecting to
-            // server"); the reason (a certificate not valid for the host, a refused connection) is in the chain.
-            let mut message = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            message
-        }
+        // The driver's own text names only the kind ("error performing TLS handshake", "error connecting to
+        // server"); the reason (a certificate not valid for the host, a refused connection) is in the chain.
+        None => crate::error::error_chain(err),
     }
 }
 

@@ -11,7 +11,7 @@ use super::phased::{advance_sql, finish_sql};
 use super::session::{direction_word, stamp_sql, ExecOptions, TransactionPer};
 use super::sql::{quote_ident, quote_literal};
 use super::store::{HistoryEntry, VersionStore};
-use crate::backfill::{progress_create_sql, progress_table, render_offline_loop};
+use crate::backfill::{progress_create_sql, progress_key, progress_table, render_offline_loop};
 use crate::graph::{Direction, Plan, Step};
 use crate::revision::RevisionId;
 use crate::script::Script;
@@ -37,7 +37,12 @@ pub trait OfflineRenderer: Send + Sync {
 
     /// The script of a stamp to `rows`, no revision SQL run: from base (`from` is `None`: the store's DDL,
     /// then every version row replaced), or from the rows `from` the database holds (only the difference).
-    fn render_stamp(&self, store: &dyn VersionStore, from: Option<&[RevisionId]>, rows: &[RevisionId]) -> String;
+    fn render_stamp(
+        &self,
+        store: &dyn VersionStore,
+        from: Option<&[RevisionId]>,
+        rows: &[RevisionId],
+    ) -> Result<String, ExecError>;
 }
 
 /// The built-in renderer: plain SQL for `psql -v ON_ERROR_STOP=1 -f FILE`, one `BEGIN`/`COMMIT` per revision
@@ -51,7 +56,12 @@ impl OfflineRenderer for PsqlRenderer {
         render_plan(input)
     }
 
-    fn render_stamp(&self, store: &dyn VersionStore, from: Option<&[RevisionId]>, rows: &[RevisionId]) -> String {
+    fn render_stamp(
+        &self,
+        store: &dyn VersionStore,
+        from: Option<&[RevisionId]>,
+        rows: &[RevisionId],
+    ) -> Result<String, ExecError> {
         let mut out = format!("-- Flotilla {} offline stamp.\n\n", env!("CARGO_PKG_VERSION"));
         if from.is_none() {
             let _ = writeln!(out, "{}\n", store.create_sql());
@@ -61,7 +71,7 @@ impl OfflineRenderer for PsqlRenderer {
             let _ = writeln!(out, "{sql};");
         }
         out.push_str("COMMIT;\n");
-        out
+        Ok(out)
     }
 }
 
@@ -202,11 +212,7 @@ fn render_phased(out: &mut String, step: &Step, section: &Section, store: &dyn V
          -- resumes after the last committed phase and batch (psql's \\if reads the progress table)."
     );
     let _ = writeln!(out, "{};", progress_create_sql(&table));
-    let key = format!(
-        "revision = {} AND direction = {}",
-        quote_literal(revision),
-        quote_literal(word)
-    );
+    let key = progress_key(revision, word);
     let changed = format!(
         "revision {revision} ({word}) was started by a different version of its script; \
          inspect {table} and the database before going on"

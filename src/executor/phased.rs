@@ -14,7 +14,7 @@ use super::error::ExecError;
 use super::session::{direction_word, step_error, ExecEvent, ExecOptions};
 use super::sql::quote_literal;
 use super::store::{HistoryEntry, VersionStore};
-use crate::backfill::{progress_create_sql, progress_table, run_backfill, BackfillRun, BatchOutcome};
+use crate::backfill::{progress_create_sql, progress_key, progress_table, run_backfill, BackfillRun, BatchOutcome};
 use crate::graph::{Direction, Step};
 use crate::script::{Phase, Script, Section};
 
@@ -55,11 +55,7 @@ pub(crate) fn advance_sql(table: &str, revision: &str, direction: &str, next: us
 }
 
 pub(crate) fn finish_sql(table: &str, revision: &str, direction: &str) -> String {
-    format!(
-        "DELETE FROM {table} WHERE revision = {} AND direction = {}",
-        quote_literal(revision),
-        quote_literal(direction)
-    )
+    format!("DELETE FROM {table} WHERE {}", progress_key(revision, direction))
 }
 
 fn section(script: &Script, direction: Direction) -> &Section {
@@ -70,11 +66,7 @@ fn section(script: &Script, direction: Direction) -> &Section {
 }
 
 async fn read_resume(client: &Client, table: &str, revision: &str, direction: &str) -> Result<Resume, ExecError> {
-    let key = format!(
-        "revision = {} AND direction = {}",
-        quote_literal(revision),
-        quote_literal(direction)
-    );
+    let key = progress_key(revision, direction);
     let sql = format!(
         "{};\nSELECT phase::text, rows_done::text, checksum FROM {table} WHERE {key};\n\
          SELECT c FROM {table}, unnest(checkpoint) WITH ORDINALITY AS u(c, i) WHERE {key} ORDER BY i",

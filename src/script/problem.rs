@@ -119,7 +119,6 @@ pub enum ProblemKind {
     },
 }
 
-/// Header keys a revision file may use, in the order [`super::render_script`] writes them.
 fn unknown_key_hint(close: Option<&str>) -> String {
     match close {
         Some(key) => format!("did you mean `{key}`?"),
@@ -130,13 +129,13 @@ fn unknown_key_hint(close: Option<&str>) -> String {
     }
 }
 
-/// The known header key closest to `key`: the same letters in another case, a typo or two away, or Alembic's
-/// docstring words (`Revises`, `Revision ID`).
+/// The known header key closest to `key`: the same letters in another case, a typo or two away, or a word
+/// other tools use for it (Alembic's `Revises`, `depends`, `labels`).
 pub(crate) fn close_header_key(key: &str) -> Option<&'static str> {
     let key = key.to_lowercase().replace([' ', '-'], "_");
     let alias = match key.as_str() {
         "revises" | "parent" | "parents" | "down_revisions" => Some("down_revision"),
-        "revision_id" | "id" => Some("revision"),
+        "id" => Some("revision"),
         "depends" | "dependencies" => Some("depends_on"),
         "branch_label" | "labels" | "branch" => Some("branch_labels"),
         _ => None,
@@ -151,6 +150,7 @@ pub(crate) fn close_header_key(key: &str) -> Option<&'static str> {
     })
 }
 
+/// Header keys a revision file may use, in the order [`super::render_script`] writes them.
 pub const HEADER_KEYS: &[&str] = &[
     "revision",
     "down_revision",
