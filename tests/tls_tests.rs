@@ -25,7 +25,8 @@ struct TlsServer {
 
 impl TlsServer {
     fn start() -> TlsServer {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("flotilla-tls-pg");
+        // Per process, so two test runs of this checkout never stop each other's server.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("flotilla-tls-pg-{}", std::process::id()));
         // A run that died before its drop left the cluster behind.
         pg_cluster("destroy", &dir);
         let certs = dir.join("certs");
@@ -155,6 +156,17 @@ fn every_sslmode_against_a_server_that_requires_tls() {
             "certificate",
         ),
         ("localhost", "?sslmode=verify-full".to_string(), "certificate"),
+        // verify-ca ignores only the name, never the chain; require with a root certificate is verify-ca.
+        (
+            "127.0.0.1",
+            format!("?sslmode=verify-ca&sslrootcert={other}"),
+            "certificate",
+        ),
+        (
+            "127.0.0.1",
+            format!("?sslmode=require&sslrootcert={other}"),
+            "certificate",
+        ),
     ];
     server.psql("postgres", "CREATE DATABASE tls_refused");
     for (host, params, why) in &bad {
@@ -198,9 +210,15 @@ fn every_sslmode_against_a_server_that_requires_tls() {
     let out = project
         .flotilla()
         .args(["--url", &url(&format!("&sslcert={cert}")), "current"])
+        .env("HOME", project.path())
         .output();
     assert_eq!(out.code(), Some(2), "{}", out.report());
-    assert_contains(&out.stderr, &["set both sslcert and sslkey"], &out.report());
+    // As libpq, the certificate's key defaults to ~/.postgresql/postgresql.key, which is not there.
+    assert_contains(
+        &out.stderr,
+        &["cannot read client key file", ".postgresql/postgresql.key"],
+        &out.report(),
+    );
 
     // A fleet over verified TLS with the client certificate from the tenants file: pooled connections for
     // schema tenants, direct ones for a database tenant.
