@@ -318,7 +318,7 @@ async fn backfill_offline_script_rerun_resumes_after_a_failed_batch() {
     );
 
     db.execute("UPDATE gate SET divisor = 1");
-    db.psql().stdin(sql).assert_success();
+    db.psql().stdin(sql.clone()).assert_success();
     assert_eq!(
         one_i64(&db, "SELECT count(*) FROM docs WHERE n = 1 AND len = 3").await,
         1000
@@ -336,9 +336,15 @@ async fn backfill_offline_script_rerun_resumes_after_a_failed_batch() {
     .await;
     assert_eq!(not_null, 1, "the phase after the backfill ran");
 
+    // Run once more, the script skips the applied revision.
+    let out = db.psql().stdin(sql.clone()).output();
+    assert_eq!(out.code(), Some(0), "{}", out.report());
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM docs WHERE n = 1").await, 1000);
+
     // A progress row left by another version of the script stops the offline run before it changes anything.
     db.execute(
-        "INSERT INTO flotilla_backfill_progress (revision, direction, phase, checksum) VALUES ('ee02', 'up', 1, 'v1:old')",
+        "DELETE FROM flotilla_version;
+         INSERT INTO flotilla_backfill_progress (revision, direction, phase, checksum) VALUES ('ee02', 'up', 1, 'v1:old')",
     );
     let out = db
         .psql()

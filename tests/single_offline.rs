@@ -55,6 +55,34 @@ fn offline_upgrade_from_base_matches_the_online_upgrade() {
     assert_eq!(out.stdout, sql);
 }
 
+/// A script that failed part way is run again as it is, after the cause is removed: the steps that committed
+/// are skipped (psql `\if` over the version rows) and the rest run; a third run changes nothing.
+#[test]
+fn offline_script_rerun_after_a_failure_finishes_the_rest() {
+    let project = example_project("");
+    let sql = fl_offline(&project, &["upgrade", "head", "--sql"])
+        .assert_success()
+        .stdout;
+    let offline = TestDb::new("offline_rerun_a");
+    // A table in the way of the orders revision stops the script there.
+    offline.execute("CREATE TABLE orders (x int)");
+    let out = offline.psql().stdin(sql.clone()).output();
+    assert_ne!(out.code(), Some(0), "{}", out.report());
+    // The audit branch grew from products, so its head replaced that row.
+    assert_eq!(rows(&offline), [example::ACTOR]);
+    offline.execute("DROP TABLE orders");
+    offline.psql().stdin(sql.clone()).assert_success();
+
+    let online = TestDb::new("offline_rerun_b");
+    fl(&project, &online, &["upgrade", "head"]).assert_success();
+    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    assert_eq!(rows(&offline), [example::HEAD]);
+    assert_eq!(history_facts(&offline), history_facts(&online));
+    offline.psql().stdin(sql).assert_success();
+    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    assert_eq!(history_facts(&offline), history_facts(&online));
+}
+
 #[test]
 fn offline_partial_upgrade_continues_an_online_database() {
     let project = example_project("");

@@ -124,6 +124,7 @@ fn render_plan(input: &OfflineInput<'_>) -> Result<String, ExecError> {
     if per_run {
         out.push_str("\nBEGIN;\n");
     }
+    let children = children_of(scripts);
     for step in &plan.steps {
         let script = scripts
             .get(&step.revision)
@@ -131,68 +132,129 @@ fn render_plan(input: &OfflineInput<'_>) -> Result<String, ExecError> {
         if per_run && !script.is_transactional {
             return Err(ExecError::NoTransactionInRunMode(step.revision.clone()));
         }
-        let word = direction_word(step.direction);
-        let section = match step.direction {
-            Direction::Up => &script.upgrade,
-            Direction::Down => &script.downgrade,
-        };
         let title = if script.meta.message.is_empty() {
             String::new()
         } else {
             format!(": {}", script.meta.message)
         };
         let _ = writeln!(out, "\n-- Running {direction} {}{title}", step.revision);
-        if section.has_backfill() {
-            if per_run {
-                return Err(ExecError::BackfillInRunMode(step.revision.clone()));
-            }
-            render_phased(&mut out, step, section, store, opts);
-            continue;
+        // One transaction for the run leaves nothing half done to skip on a rerun.
+        if !per_run {
+            let _ = writeln!(
+                out,
+                "SELECT {} AS flotilla_step_due \\gset\n\\if :flotilla_step_due",
+                step_due_sql(step, &children, store)
+            );
         }
-        let in_tx = script.is_transactional;
-        if in_tx && !per_run {
-            out.push_str("BEGIN;\n");
-        }
-        let set = if in_tx { "SET LOCAL" } else { "SET" };
-        let _ = writeln!(
-            out,
-            "{set} flotilla.revision = {};",
-            quote_literal(step.revision.as_str())
-        );
-        let _ = writeln!(out, "{set} flotilla.direction = {};", quote_literal(word));
-        let statuses: &[&str] = if in_tx { &[] } else { &["started"] };
-        for status in statuses {
-            let entry = HistoryEntry::new(step.revision.as_str(), word, status, false).checksum(&section.checksum);
-            let _ = writeln!(out, "{};", store.history_sql(&entry));
-        }
-        let body = opts
-            .before_each
-            .iter()
-            .chain(section.statements.iter().map(|s| &s.sql))
-            .chain(opts.after_each.iter());
-        for sql in body {
-            let _ = writeln!(out, "\n{sql};");
-        }
-        out.push('\n');
-        if !in_tx {
-            out.push_str("BEGIN;\n");
-        }
-        for sql in store.rows_sql(&step.delete_rows, &step.insert_rows) {
-            let _ = writeln!(out, "{sql};");
-        }
-        let entry = HistoryEntry::new(step.revision.as_str(), word, "applied", in_tx).checksum(&section.checksum);
-        let _ = writeln!(out, "{};", store.history_sql(&entry));
-        if !in_tx || !per_run {
-            out.push_str("COMMIT;\n");
-        }
-        if !in_tx {
-            out.push_str("RESET flotilla.revision;\nRESET flotilla.direction;\n");
+        render_step(&mut out, step, script, store, opts, per_run)?;
+        if !per_run {
+            out.push_str("\\endif\n");
         }
     }
     if per_run {
         out.push_str("\nCOMMIT;\n");
     }
     Ok(out)
+}
+
+/// Whether a step is still to run, asked of the version rows when the script runs, so a rerun of the file after
+/// a failure skips what committed: an upgrade step is done once its revision or a descendant of it is a row, a
+/// downgrade step while neither is.
+fn step_due_sql(step: &Step, children: &BTreeMap<&RevisionId, Vec<&RevisionId>>, store: &dyn VersionStore) -> String {
+    let mut family = vec![&step.revision];
+    let mut next = 0;
+    while let Some(id) = family.get(next).copied() {
+        next += 1;
+        for child in children.get(id).into_iter().flatten() {
+            if !family.contains(child) {
+                family.push(child);
+            }
+        }
+    }
+    let list: Vec<String> = family.iter().map(|id| quote_literal(id.as_str())).collect();
+    let present = format!(
+        "EXISTS (SELECT 1 FROM ({}) AS flotilla_rows (r) WHERE r IN ({}))",
+        store.read_rows_sql(),
+        list.join(", ")
+    );
+    match step.direction {
+        Direction::Up => format!("NOT {present}"),
+        Direction::Down => present,
+    }
+}
+
+/// Each revision's children (the revisions naming it as a down_revision).
+fn children_of(scripts: &BTreeMap<RevisionId, Script>) -> BTreeMap<&RevisionId, Vec<&RevisionId>> {
+    let mut children: BTreeMap<&RevisionId, Vec<&RevisionId>> = BTreeMap::new();
+    for script in scripts.values() {
+        for parent in &script.meta.down_revisions {
+            children.entry(parent).or_default().push(&script.meta.id);
+        }
+    }
+    children
+}
+
+/// One step's SQL: its transaction (unless the run has one), settings, statements and bookkeeping.
+fn render_step(
+    out: &mut String,
+    step: &Step,
+    script: &Script,
+    store: &dyn VersionStore,
+    opts: &ExecOptions,
+    per_run: bool,
+) -> Result<(), ExecError> {
+    let word = direction_word(step.direction);
+    let section = match step.direction {
+        Direction::Up => &script.upgrade,
+        Direction::Down => &script.downgrade,
+    };
+    if section.has_backfill() {
+        if per_run {
+            return Err(ExecError::BackfillInRunMode(step.revision.clone()));
+        }
+        render_phased(out, step, section, store, opts);
+        return Ok(());
+    }
+    let in_tx = script.is_transactional;
+    if in_tx && !per_run {
+        out.push_str("BEGIN;\n");
+    }
+    let set = if in_tx { "SET LOCAL" } else { "SET" };
+    let _ = writeln!(
+        out,
+        "{set} flotilla.revision = {};",
+        quote_literal(step.revision.as_str())
+    );
+    let _ = writeln!(out, "{set} flotilla.direction = {};", quote_literal(word));
+    let statuses: &[&str] = if in_tx { &[] } else { &["started"] };
+    for status in statuses {
+        let entry = HistoryEntry::new(step.revision.as_str(), word, status, false).checksum(&section.checksum);
+        let _ = writeln!(out, "{};", store.history_sql(&entry));
+    }
+    let body = opts
+        .before_each
+        .iter()
+        .chain(section.statements.iter().map(|s| &s.sql))
+        .chain(opts.after_each.iter());
+    for sql in body {
+        let _ = writeln!(out, "\n{sql};");
+    }
+    out.push('\n');
+    if !in_tx {
+        out.push_str("BEGIN;\n");
+    }
+    for sql in store.rows_sql(&step.delete_rows, &step.insert_rows) {
+        let _ = writeln!(out, "{sql};");
+    }
+    let entry = HistoryEntry::new(step.revision.as_str(), word, "applied", in_tx).checksum(&section.checksum);
+    let _ = writeln!(out, "{};", store.history_sql(&entry));
+    if !in_tx || !per_run {
+        out.push_str("COMMIT;\n");
+    }
+    if !in_tx {
+        out.push_str("RESET flotilla.revision;\nRESET flotilla.direction;\n");
+    }
+    Ok(())
 }
 
 /// A section with backfills, as the online run does it: each schema phase in its own transaction that also
