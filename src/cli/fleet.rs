@@ -74,7 +74,7 @@ async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
             id: spec.id.as_str().to_string(),
             server: index_of[&spec.server],
             place,
-            tags: spec.tags.clone(),
+            tags: Arc::new(spec.tags.clone()),
         });
     }
     for source in &file.sources {
