@@ -140,10 +140,12 @@ fn select_tenants(all: &mut Vec<Tenant>, selection: &Selection) -> Result<Vec<Te
             unknown.iter().map(|s| s.to_string()).collect(),
         )));
     }
-    let chosen: Vec<Tenant> = std::mem::take(all)
+    let mut chosen: Vec<Tenant> = std::mem::take(all)
         .into_iter()
         .filter(|t| selection.matches(t))
         .collect();
+    // The filter reuses the whole list's buffer, which grew by doubling; the run keeps this list to its end.
+    chosen.shrink_to_fit();
     if chosen.is_empty() && selection.only.as_ref().is_none_or(|o| !o.is_empty()) {
         return Err(usage(fleet::FleetError::NothingSelected));
     }
