@@ -257,9 +257,9 @@ async fn migrate(
         let new_tenants: Vec<NewTenant> = chosen
             .iter()
             .map(|t| NewTenant {
-                tenant_id: t.id.clone(),
-                server: setup.servers[t.server].name.clone(),
-                kind: fleet::place_kind(&t.place).to_string(),
+                tenant_id: &t.id,
+                server: &setup.servers[t.server].name,
+                kind: fleet::place_kind(&t.place),
             })
             .collect();
         let new_run = NewRun {
