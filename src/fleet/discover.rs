@@ -50,7 +50,8 @@ pub async fn discover(
         .await
         .map_err(|e| fail(db_message(&e)))?;
     conn.release();
-    let mut tenants = Vec::new();
+    // One row per message but the row description and the command tag: the list is built at its final size.
+    let mut tenants = Vec::with_capacity(messages.len());
     // Rows without extra columns share the source's tags (see `Tenant::tags`).
     let source_tags = Arc::new(tags.clone());
     for message in messages {
