@@ -66,32 +66,31 @@ async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
     }
     let _ = ctx;
     let mut tenants: Vec<Tenant> = Vec::new();
-    let mut origin: BTreeMap<String, String> = BTreeMap::new();
     for spec in &file.tenants {
         let place = spec.target.clone();
-        origin.insert(spec.id.as_str().to_string(), format!("{}", spec.at));
         tenants.push(Tenant {
             id: spec.id.as_str().to_string(),
             server: index_of[&spec.server],
             place,
-            tags: spec.tags.clone(),
+            tags: Arc::new(spec.tags.clone()),
         });
     }
     for source in &file.sources {
         let index = index_of[&source.server];
-        let found = fleet::discover(&servers[index], index, &source.kind, &source.tags)
+        let mut found = fleet::discover(&servers[index], index, &source.kind, &source.tags)
             .await
             .map_err(|e| CliError::new(ExitCode::Failed, e))?;
-        for tenant in found {
-            // A tenant listed by hand wins over discovery (it may carry tags or a different place).
-            if origin.contains_key(&tenant.id) {
-                continue;
-            }
-            origin.insert(tenant.id.clone(), format!("{}", source.at));
-            tenants.push(tenant);
+        if tenants.is_empty() {
+            tenants = found;
+        } else {
+            tenants.append(&mut found);
         }
     }
+    // A tenant listed by hand wins over discovery (it may carry tags or a different place), and an earlier source
+    // over a later one: the sort is stable, so the first of equal ids is the one listed or found first, and
+    // `dedup_by` keeps the first. Deduplicating after the sort keeps no second set of ids (issue 8).
     tenants.sort_by(|a, b| a.id.cmp(&b.id));
+    tenants.dedup_by(|later, first| later.id == first.id);
     Ok(FleetSetup { file, servers, tenants })
 }
 
@@ -140,10 +139,12 @@ fn select_tenants(all: &mut Vec<Tenant>, selection: &Selection) -> Result<Vec<Te
             unknown.iter().map(|s| s.to_string()).collect(),
         )));
     }
-    let chosen: Vec<Tenant> = std::mem::take(all)
+    let mut chosen: Vec<Tenant> = std::mem::take(all)
         .into_iter()
         .filter(|t| selection.matches(t))
         .collect();
+    // The filter reuses the whole list's buffer, which grew by doubling; the run keeps this list to its end.
+    chosen.shrink_to_fit();
     if chosen.is_empty() && selection.only.as_ref().is_none_or(|o| !o.is_empty()) {
         return Err(usage(fleet::FleetError::NothingSelected));
     }
@@ -255,9 +256,9 @@ async fn migrate(
         let new_tenants: Vec<NewTenant> = chosen
             .iter()
             .map(|t| NewTenant {
-                tenant_id: t.id.clone(),
-                server: setup.servers[t.server].name.clone(),
-                kind: fleet::place_kind(&t.place).to_string(),
+                tenant_id: &t.id,
+                server: &setup.servers[t.server].name,
+                kind: fleet::place_kind(&t.place),
             })
             .collect();
         let new_run = NewRun {

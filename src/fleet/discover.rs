@@ -1,6 +1,7 @@
 //! Tenant discovery: turn a `[[sources]]` entry into tenants by asking the server.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tokio_postgres::SimpleQueryMessage;
 
@@ -49,14 +50,17 @@ pub async fn discover(
         .await
         .map_err(|e| fail(db_message(&e)))?;
     conn.release();
-    let mut tenants = Vec::new();
+    // One row per message but the row description and the command tag: the list is built at its final size.
+    let mut tenants = Vec::with_capacity(messages.len());
+    // Rows without extra columns share the source's tags (see `Tenant::tags`).
+    let source_tags = Arc::new(tags.clone());
     for message in messages {
         let SimpleQueryMessage::Row(row) = message else {
             continue;
         };
         let mut id = None;
         let mut place = None;
-        let mut row_tags = tags.clone();
+        let mut extra_tags: Option<BTreeMap<String, String>> = None;
         for (i, column) in row.columns().iter().enumerate() {
             let Some(value) = row.get(i) else { continue };
             match column.name() {
@@ -64,7 +68,9 @@ pub async fn discover(
                 "schema" => place = Some(Place::Schema(value.to_string())),
                 "database" => place = Some(Place::Database(value.to_string())),
                 other => {
-                    row_tags.insert(other.to_string(), value.to_string());
+                    extra_tags
+                        .get_or_insert_with(|| tags.clone())
+                        .insert(other.to_string(), value.to_string());
                 }
             }
         }
@@ -73,7 +79,7 @@ pub async fn discover(
                 id,
                 server: server_index,
                 place,
-                tags: row_tags,
+                tags: extra_tags.map_or_else(|| source_tags.clone(), Arc::new),
             }),
             _ => {
                 return Err(fail(

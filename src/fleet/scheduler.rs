@@ -60,7 +60,8 @@ fn ids(rows: &[RevisionId]) -> Vec<String> {
 }
 
 struct Coordinator {
-    tenants: Vec<Arc<Tenant>>,
+    /// Kept as selected; a worker gets its own copy when it starts, so only tenants in flight cost an `Arc`.
+    tenants: Vec<Tenant>,
     servers: Vec<Arc<Server>>,
     states: Vec<TenantState>,
     sinks: Vec<Box<dyn Sink>>,
@@ -91,7 +92,7 @@ pub async fn run(
 ) -> FleetOutcome {
     let n = req.tenants.len();
     let mut co = Coordinator {
-        tenants: std::mem::take(&mut req.tenants).into_iter().map(Arc::new).collect(),
+        tenants: std::mem::take(&mut req.tenants),
         servers,
         states: vec![TenantState::Pending; n],
         sinks,
@@ -184,7 +185,7 @@ pub async fn run(
             ready.pop_front();
             in_flight += 1;
             co.states[index] = TenantState::Running;
-            let tenant = co.tenants[index].clone();
+            let tenant = Arc::new(co.tenants[index].clone());
             let server = co.servers[tenant.server].clone();
             tokio::spawn(run_tenant(ctx.clone(), server, tenant, index, attempt));
         }

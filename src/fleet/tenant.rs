@@ -1,6 +1,7 @@
 //! Tenants as the fleet runs them, and the selectors that choose which ones a command touches.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Where a tenant's data lives on its server: a schema in the server URL's database (sessions put it first on
 /// `search_path`) or a database of its own.
@@ -15,12 +16,15 @@ pub fn place_kind(place: &Place) -> &'static str {
 }
 
 /// One tenant of the fleet. `server` indexes the run's server list.
+///
+/// `tags` is shared: every tenant a source discovers without extra columns points at that source's one map, so
+/// a fleet of 10,000 tenants holds one copy of the tags instead of 10,000 (a cloned map costs over 500 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub id: String,
     pub server: usize,
     pub place: Place,
-    pub tags: BTreeMap<String, String>,
+    pub tags: Arc<BTreeMap<String, String>>,
 }
 
 /// Which tenants a fleet command touches. Empty lists select everything; every non-empty filter must match.
@@ -72,7 +76,7 @@ mod tests {
             id: id.into(),
             server: 0,
             place: Place::Schema(format!("tenant_{id}")),
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            tags: Arc::new(tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
         }
     }
 

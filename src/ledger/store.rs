@@ -11,7 +11,7 @@ pub trait Ledger: Send {
     /// Records a new run and all its tenants as pending, in one transaction, and returns the run's id.
     ///
     /// Errors: [`LedgerError::Sqlite`] when the write fails; nothing is recorded then.
-    fn begin_run(&mut self, run: &NewRun, tenants: &[NewTenant]) -> Result<RunId, LedgerError>;
+    fn begin_run(&mut self, run: &NewRun, tenants: &[NewTenant<'_>]) -> Result<RunId, LedgerError>;
 
     /// Stores each update as the tenant's whole new state, all in one transaction.
     ///

@@ -16,12 +16,12 @@ fn new_run(target: &str) -> NewRun {
     }
 }
 
-fn new_tenants(ids: &[&str]) -> Vec<NewTenant> {
+fn new_tenants<'a>(ids: &[&'a str]) -> Vec<NewTenant<'a>> {
     ids.iter()
         .map(|id| NewTenant {
-            tenant_id: id.to_string(),
-            server: "pg-1".to_string(),
-            kind: "schema".to_string(),
+            tenant_id: id,
+            server: "pg-1",
+            kind: "schema",
         })
         .collect()
 }
