@@ -2,7 +2,7 @@
 
 use crate::harness::{template, TestDb};
 use crate::single_support::{
-    assert_contains, example, example_project, fixture_project, fl, fl_offline, history, query, rows, snapshot,
+    assert_contains, example, example_project, exists, fixture_project, fl, fl_offline, history, query, rows, snapshot,
 };
 
 /// A template database with the example set applied online up to head.
@@ -196,9 +196,19 @@ fn offline_stamp_from_a_revision_keeps_the_other_branch() {
     fl_offline(&project, &["stamp", &range, &range, "--sql"]).assert_success();
     let out = fl_offline(&project, &["stamp", &range, "--sql", "--purge"]).assert_code(2);
     assert_contains(&out.stderr, &["--purge cannot be used with --sql"], &out.report());
-    // A starting revision with no rows (a label's base) is base: the script creates the tables.
+    // A starting revision with no rows (a label's base): the script creates the tables if missing and adds the
+    // branch's row beside the other branch's, as an online stamp does.
     let out = fl_offline(&project, &["stamp", &format!("audit@base:{}", example::AUDIT), "--sql"]).assert_success();
     assert!(out.stdout.contains("CREATE TABLE IF NOT EXISTS"), "{}", out.stdout);
+    let offline = TestDb::new("offline_stamp_from_c");
+    let online = TestDb::new("offline_stamp_from_d");
+    for db in [&offline, &online] {
+        fl(&project, db, &["stamp", example::ORDERS]).assert_success();
+    }
+    offline.psql().stdin(out.stdout).assert_success();
+    fl(&project, &online, &["stamp", example::AUDIT]).assert_success();
+    assert_eq!(rows(&offline), [example::AUDIT, example::ORDERS]);
+    assert_eq!(rows(&offline), rows(&online));
 }
 
 #[test]
@@ -227,4 +237,57 @@ fn offline_run_transaction_with_hooks_matches_online() {
     assert_eq!(trail(&offline), trail(&online));
     assert_eq!(trail(&online).len(), 6);
     assert_eq!(history(&offline), history(&online));
+}
+
+/// A step can remove the row of a revision it depends on (`bb1` depends on `aa2`, so its row replaces
+/// `aa2`'s): a rerun after a later failure must still see `aa1` and `aa2` as done.
+#[test]
+fn offline_rerun_knows_a_row_replaced_through_depends_on() {
+    let project = fixture_project("single_depends", "");
+    project.write(
+        "migrations/0009_late.sql",
+        "-- revision: bb9000000009\n-- down_revision: bb1000000001\n-- message: late\n\n\
+         -- flotilla:upgrade\nCREATE TABLE late (id int);\n\n-- flotilla:downgrade\nDROP TABLE late;\n",
+    );
+    let sql = fl_offline(&project, &["upgrade", "heads", "--sql"])
+        .assert_success()
+        .stdout;
+    let offline = TestDb::new("offline_rerun_deps_a");
+    offline.execute("CREATE TABLE late (x int)");
+    let out = offline.psql().stdin(sql.clone()).output();
+    assert_ne!(out.code(), Some(0), "{}", out.report());
+    assert_eq!(rows(&offline), ["bb1000000001"]);
+    offline.execute("DROP TABLE late");
+    let out = offline.psql().stdin(sql).output();
+    assert_eq!(out.code(), Some(0), "{}", out.report());
+
+    let online = TestDb::new("offline_rerun_deps_b");
+    fl(&project, &online, &["upgrade", "heads"]).assert_success();
+    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    assert_eq!(rows(&offline), rows(&online));
+    assert_eq!(history_facts(&offline), history_facts(&online));
+}
+
+/// A no-transaction revision cut off part way blocks the database offline as online: running the script again
+/// stops before any step and names `flotilla resolve`, instead of repeating the statements that ran.
+#[test]
+fn offline_rerun_stops_at_an_unresolved_no_transaction_revision() {
+    let project = fixture_project("single_notx_failing", "");
+    let sql = fl_offline(&project, &["upgrade", "head", "--sql"])
+        .assert_success()
+        .stdout;
+    let db = TestDb::new("offline_notx_blocked");
+    let out = db.psql().stdin(sql.clone()).output();
+    assert_ne!(out.code(), Some(0), "{}", out.report());
+    assert_eq!(rows(&db), ["n10000000001"]);
+    let before = history(&db);
+    assert_eq!(before.last().unwrap().2, "started");
+
+    let out = db.psql().stdin(sql.clone()).output();
+    assert_ne!(out.code(), Some(0), "{}", out.report());
+    assert_contains(&out.stderr, &["n20000000002", "flotilla resolve"], &out.report());
+    assert_eq!(history(&db), before, "nothing ran");
+    assert!(!exists(&db, "after_notx"));
+    // Online agrees that the database is blocked.
+    fl(&project, &db, &["upgrade", "head"]).assert_code(5);
 }

@@ -142,6 +142,7 @@ fn offline(ctx: &Ctx, loaded: &Loaded, target: &str, direction: Direction) -> Re
     let create_tables = direction == Direction::Up && rows.is_empty();
     let input = OfflineInput {
         plan: &plan,
+        graph: &loaded.graph,
         scripts: &loaded.scripts,
         store: ctx.store.as_ref(),
         opts: &ctx.exec,
@@ -277,11 +278,11 @@ pub async fn stamp(global: &GlobalArgs, args: StampArgs) -> Result<ExitCode, Cli
                 "--purge cannot be used with --sql (as in Alembic): offline, give the starting revision as FROM:TO",
             ));
         }
-        // From base (the store's DDL, then every row replaced) unless the starting revision has rows; those
-        // not replaced stay.
+        // With no FROM, from base: the store's DDL, then every row replaced. With a FROM (even one with no
+        // rows, such as `label@base`), only the rows that move: the other branches' rows stay.
         let start = offline_start(&loaded, from)?;
         let rows = loaded.graph.stamp(&start, &targets, start.is_empty())?;
-        let known = Some(start.as_slice()).filter(|s| !s.is_empty());
+        let known = from.map(|_| start.as_slice());
         print!("{}", ctx.renderer.render_stamp(ctx.store.as_ref(), known, &rows)?);
         return Ok(ExitCode::Ok);
     }

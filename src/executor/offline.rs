@@ -12,16 +12,18 @@ use super::session::{direction_word, stamp_sql, ExecOptions, TransactionPer};
 use super::sql::{quote_ident, quote_literal};
 use super::store::{HistoryEntry, VersionStore};
 use crate::backfill::{progress_create_sql, progress_key, progress_table, render_offline_loop};
-use crate::graph::{Direction, Plan, Step};
+use crate::graph::{Direction, Plan, RevisionGraph, Step};
 use crate::revision::RevisionId;
 use crate::script::Script;
-use crate::script::{Phase, Section};
+use crate::script::{Phase, Section, Statement};
 
 /// What an offline renderer is given: the plan, its scripts, the store whose SQL records each step, and the
 /// session options (timeouts, hooks, transaction mode).
 #[derive(Debug, Clone, Copy)]
 pub struct OfflineInput<'a> {
     pub plan: &'a Plan,
+    /// The graph the plan was made from (a rerun guard asks which revisions come after a step).
+    pub graph: &'a RevisionGraph,
     pub scripts: &'a BTreeMap<RevisionId, Script>,
     pub store: &'a dyn VersionStore,
     pub opts: &'a ExecOptions,
@@ -36,7 +38,8 @@ pub trait OfflineRenderer: Send + Sync {
     fn render_plan(&self, input: &OfflineInput<'_>) -> Result<String, ExecError>;
 
     /// The script of a stamp to `rows`, no revision SQL run: from base (`from` is `None`: the store's DDL,
-    /// then every version row replaced), or from the rows `from` the database holds (only the difference).
+    /// then every version row replaced), or from the rows `from` the database holds (only the difference; the
+    /// store's DDL too when `from` is empty, as a label's base).
     fn render_stamp(
         &self,
         store: &dyn VersionStore,
@@ -63,7 +66,7 @@ impl OfflineRenderer for PsqlRenderer {
         rows: &[RevisionId],
     ) -> Result<String, ExecError> {
         let mut out = format!("-- Flotilla {} offline stamp.\n\n", env!("CARGO_PKG_VERSION"));
-        if from.is_none() {
+        if from.is_none_or(|from| from.is_empty()) {
             let _ = writeln!(out, "{}\n", store.create_sql());
         }
         out.push_str("BEGIN;\n");
@@ -78,6 +81,7 @@ impl OfflineRenderer for PsqlRenderer {
 fn render_plan(input: &OfflineInput<'_>) -> Result<String, ExecError> {
     let OfflineInput {
         plan,
+        graph,
         scripts,
         store,
         opts,
@@ -107,6 +111,7 @@ fn render_plan(input: &OfflineInput<'_>) -> Result<String, ExecError> {
     if create_tables {
         let _ = writeln!(out, "\n{}", store.create_sql());
     }
+    let _ = writeln!(out, "\n{}", blocked_check_sql(store));
     if !opts.is_irreversible_allowed {
         let irreversible = plan
             .steps
@@ -124,7 +129,6 @@ fn render_plan(input: &OfflineInput<'_>) -> Result<String, ExecError> {
     if per_run {
         out.push_str("\nBEGIN;\n");
     }
-    let children = children_of(scripts);
     for step in &plan.steps {
         let script = scripts
             .get(&step.revision)
@@ -143,7 +147,7 @@ fn render_plan(input: &OfflineInput<'_>) -> Result<String, ExecError> {
             let _ = writeln!(
                 out,
                 "SELECT {} AS flotilla_step_due \\gset\n\\if :flotilla_step_due",
-                step_due_sql(step, &children, store)
+                step_due_sql(step, graph, store)
             );
         }
         render_step(&mut out, step, script, store, opts, per_run)?;
@@ -158,19 +162,12 @@ fn render_plan(input: &OfflineInput<'_>) -> Result<String, ExecError> {
 }
 
 /// Whether a step is still to run, asked of the version rows when the script runs, so a rerun of the file after
-/// a failure skips what committed: an upgrade step is done once its revision or a descendant of it is a row, a
-/// downgrade step while neither is.
-fn step_due_sql(step: &Step, children: &BTreeMap<&RevisionId, Vec<&RevisionId>>, store: &dyn VersionStore) -> String {
-    let mut family = vec![&step.revision];
-    let mut next = 0;
-    while let Some(id) = family.get(next).copied() {
-        next += 1;
-        for child in children.get(id).into_iter().flatten() {
-            if !family.contains(child) {
-                family.push(child);
-            }
-        }
-    }
+/// a failure skips what committed: an upgrade step is done once its revision or a descendant of it (through
+/// down_revision or depends_on, since a step may remove the row of a revision it depends on) is a row, and a
+/// downgrade step is due while one of them is.
+fn step_due_sql(step: &Step, graph: &RevisionGraph, store: &dyn VersionStore) -> String {
+    let mut family = vec![step.revision.clone()];
+    family.extend(graph.descendants_of(&step.revision, true).unwrap_or_default());
     let list: Vec<String> = family.iter().map(|id| quote_literal(id.as_str())).collect();
     let present = format!(
         "EXISTS (SELECT 1 FROM ({}) AS flotilla_rows (r) WHERE r IN ({}))",
@@ -183,15 +180,23 @@ fn step_due_sql(step: &Step, children: &BTreeMap<&RevisionId, Vec<&RevisionId>>,
     }
 }
 
-/// Each revision's children (the revisions naming it as a down_revision).
-fn children_of(scripts: &BTreeMap<RevisionId, Script>) -> BTreeMap<&RevisionId, Vec<&RevisionId>> {
-    let mut children: BTreeMap<&RevisionId, Vec<&RevisionId>> = BTreeMap::new();
-    for script in scripts.values() {
-        for parent in &script.meta.down_revisions {
-            children.entry(parent).or_default().push(&script.meta.id);
-        }
-    }
-    children
+/// A `DO` block that stops the script, as the online run refuses to start, when the newest history entry is a
+/// no-transaction revision that started or failed and was never resolved: its statements may be half applied,
+/// so running it again (or anything after it) must wait for `flotilla resolve`.
+fn blocked_check_sql(store: &dyn VersionStore) -> String {
+    format!(
+        "DO $flotilla_blocked$\n\
+         DECLARE e record;\n\
+         BEGIN\n    \
+             SELECT * INTO e FROM ({}) AS last (revision, direction, status, applied_at, error, is_transactional);\n    \
+             IF e.status IN ('started', 'failed') AND e.is_transactional = 'false' THEN\n        \
+                 RAISE EXCEPTION 'revision % (no-transaction, %) % part way at %: inspect the database, then run \
+                 `flotilla resolve` (or `flotilla stamp REV` to record where it really is)', \
+                 e.revision, e.direction, e.status, e.applied_at;\n    \
+             END IF;\n\
+         END $flotilla_blocked$;",
+        store.last_entry_sql()
+    )
 }
 
 /// One step's SQL: its transaction (unless the run has one), settings, statements and bookkeeping.
@@ -219,27 +224,19 @@ fn render_step(
     if in_tx && !per_run {
         out.push_str("BEGIN;\n");
     }
-    let set = if in_tx { "SET LOCAL" } else { "SET" };
-    let _ = writeln!(
+    let started = (!in_tx).then(|| {
+        let entry = HistoryEntry::new(step.revision.as_str(), word, "started", false).checksum(&section.checksum);
+        store.history_sql(&entry)
+    });
+    write_body(
         out,
-        "{set} flotilla.revision = {};",
-        quote_literal(step.revision.as_str())
+        in_tx,
+        step.revision.as_str(),
+        word,
+        started,
+        &section.statements,
+        opts,
     );
-    let _ = writeln!(out, "{set} flotilla.direction = {};", quote_literal(word));
-    let statuses: &[&str] = if in_tx { &[] } else { &["started"] };
-    for status in statuses {
-        let entry = HistoryEntry::new(step.revision.as_str(), word, status, false).checksum(&section.checksum);
-        let _ = writeln!(out, "{};", store.history_sql(&entry));
-    }
-    let body = opts
-        .before_each
-        .iter()
-        .chain(section.statements.iter().map(|s| &s.sql))
-        .chain(opts.after_each.iter());
-    for sql in body {
-        let _ = writeln!(out, "\n{sql};");
-    }
-    out.push('\n');
     if !in_tx {
         out.push_str("BEGIN;\n");
     }
@@ -255,6 +252,34 @@ fn render_step(
         out.push_str("RESET flotilla.revision;\nRESET flotilla.direction;\n");
     }
     Ok(())
+}
+
+/// The settings naming the revision (`SET LOCAL` inside a transaction), an optional bookkeeping statement, and
+/// the statements between the `before_each` and `after_each` hooks.
+fn write_body(
+    out: &mut String,
+    in_tx: bool,
+    revision: &str,
+    word: &str,
+    bookkeeping: Option<String>,
+    statements: &[Statement],
+    opts: &ExecOptions,
+) {
+    let set = if in_tx { "SET LOCAL" } else { "SET" };
+    let _ = writeln!(out, "{set} flotilla.revision = {};", quote_literal(revision));
+    let _ = writeln!(out, "{set} flotilla.direction = {};", quote_literal(word));
+    if let Some(sql) = bookkeeping {
+        let _ = writeln!(out, "{sql};");
+    }
+    let body = opts
+        .before_each
+        .iter()
+        .chain(statements.iter().map(|s| &s.sql))
+        .chain(opts.after_each.iter());
+    for sql in body {
+        let _ = writeln!(out, "\n{sql};");
+    }
+    out.push('\n');
 }
 
 /// A section with backfills, as the online run does it: each schema phase in its own transaction that also
@@ -299,17 +324,7 @@ fn render_phased(out: &mut String, step: &Step, section: &Section, store: &dyn V
         match phase {
             Phase::Sql(statements) => {
                 out.push_str("\nBEGIN;\n");
-                let _ = writeln!(out, "SET LOCAL flotilla.revision = {};", quote_literal(revision));
-                let _ = writeln!(out, "SET LOCAL flotilla.direction = {};", quote_literal(word));
-                let body = opts
-                    .before_each
-                    .iter()
-                    .chain(statements.iter().map(|s| &s.sql))
-                    .chain(opts.after_each.iter());
-                for sql in body {
-                    let _ = writeln!(out, "\n{sql};");
-                }
-                out.push('\n');
+                write_body(out, true, revision, word, None, statements, opts);
                 if index + 1 == n_phases {
                     for sql in store.rows_sql(&step.delete_rows, &step.insert_rows) {
                         let _ = writeln!(out, "{sql};");

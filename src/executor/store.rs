@@ -27,7 +27,8 @@ pub trait VersionStore: fmt::Debug + Send + Sync {
     /// DDL creating whatever is missing; safe to run when everything exists.
     fn create_sql(&self) -> String;
 
-    /// A query whose rows' first column is each current revision id.
+    /// A query whose rows' first column is each current revision id: one `SELECT` without a trailing `;`, since
+    /// offline scripts use it as a subquery.
     fn read_rows_sql(&self) -> String;
 
     /// Statements moving the version rows of one step: remove `delete`, add `insert`.
@@ -40,7 +41,8 @@ pub trait VersionStore: fmt::Debug + Send + Sync {
     fn history_sql(&self, entry: &HistoryEntry<'_>) -> String;
 
     /// A query for the newest history entry: revision, direction, status, applied_at (text), error,
-    /// is_transactional (`'true'`/`'false'`).
+    /// is_transactional (`'true'`/`'false'`); one `SELECT` without a trailing `;` (offline scripts use it as a
+    /// subquery).
     fn last_entry_sql(&self) -> String;
 
     /// A query for the newest `limit` history entries, newest first: revision, direction, status, checksum,
