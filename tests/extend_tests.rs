@@ -8,7 +8,8 @@ use clap::Parser;
 use flotilla::cli::{run_with, Cli};
 use flotilla::error::ExitCode;
 use flotilla::executor::{
-    ExecError, HistoryEntry, OfflineInput, OfflineRenderer, PsqlRenderer, StoreSettings, TableStore, VersionStore,
+    quote_literal, ExecError, HistoryEntry, OfflineInput, OfflineRenderer, PsqlRenderer, StoreSettings, TableStore,
+    VersionStore,
 };
 use flotilla::extend::Registry;
 use flotilla::observe::LogRoute;
@@ -37,7 +38,7 @@ impl HeadsStore {
 }
 
 fn literal(id: &RevisionId) -> String {
-    format!("'{}'", id.as_str().replace('\'', "''"))
+    quote_literal(id.as_str())
 }
 
 impl VersionStore for HeadsStore {
@@ -205,6 +206,17 @@ async fn registered_source_store_and_renderer_drive_the_real_commands() {
         run(&project, &registry, &["--url", db.url(), "validate"]).await,
         ExitCode::Ok
     );
+    // ... and it reads the checksums back: a changed script under the same id is reported.
+    let mut changed = registry.clone();
+    let plans_changed = PLANS.replace("account_id bigint", "account_id integer");
+    changed.add_source(
+        "embedded",
+        Embedded::new([("e1a.sql", ACCOUNTS), ("e2b.sql", plans_changed.as_str())]),
+    );
+    assert_eq!(
+        run(&project, &changed, &["--url", db.url(), "validate"]).await,
+        ExitCode::Failed
+    );
     assert_eq!(
         run(&project, &registry, &["--url", db.url(), "downgrade", "e1a"]).await,
         ExitCode::Ok
@@ -238,6 +250,23 @@ async fn registered_source_store_and_renderer_drive_the_real_commands() {
         tables(&offline),
         ["accounts", "migration_heads", "migration_log", "plans"]
     );
+
+    // `revision` and `merge` would write files the embedded source never reads: refused, nothing written.
+    for args in [&["revision", "-m", "more"][..], &["merge", "-m", "m", "heads"]] {
+        let config = project.config_path();
+        let mut argv = vec!["flotilla", "--config", config.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let error = run_with(Cli::try_parse_from(argv).unwrap(), LogRoute::new(), registry.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code, ExitCode::Usage);
+        assert!(
+            format!("{:#}", error.error).contains("revision_source = \"embedded\""),
+            "{:#}",
+            error.error
+        );
+    }
+    assert_eq!(std::fs::read_dir(project.path().join("migrations")).unwrap().count(), 0);
 }
 
 #[test]

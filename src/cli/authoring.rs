@@ -87,6 +87,7 @@ fn parents(loaded: &Loaded, head: Option<&str>, splice: bool) -> Result<Vec<Revi
 
 pub async fn revision(global: &GlobalArgs, args: RevisionArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
+    ctx.check_writable_source("revision")?;
     let loaded = ctx.load_scripts()?;
     let down_revisions = parents(&loaded, args.head.as_deref(), args.splice)?;
     for dep in &args.depends_on {
@@ -139,6 +140,7 @@ pub async fn revision(global: &GlobalArgs, args: RevisionArgs) -> Result<ExitCod
 
 pub fn merge(global: &GlobalArgs, args: MergeArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
+    ctx.check_writable_source("merge")?;
     let loaded = ctx.load_scripts()?;
     let mut down_revisions: Vec<RevisionId> = Vec::new();
     for spec in &args.revisions {

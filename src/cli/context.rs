@@ -118,6 +118,25 @@ impl Ctx {
         })
     }
 
+    /// Refuse a command that writes a revision file (`revision`, `merge`) when the configured source would not
+    /// read it.
+    pub fn check_writable_source(&self, command: &str) -> Result<(), CliError> {
+        if self.source.reads_new_files() {
+            return Ok(());
+        }
+        let name = self
+            .project
+            .revision_source
+            .as_ref()
+            .map(|n| n.value.as_str())
+            .unwrap_or_default();
+        Err(CliError::usage(format!(
+            "`{command}` writes a revision file into {}, which revision_source = \"{name}\" does not read; \
+             add the revision where that source keeps its revisions",
+            self.script_dir.display()
+        )))
+    }
+
     /// Parse every revision file and build the graph; any problem stops the command before it touches a
     /// database.
     pub fn load_scripts(&self) -> Result<Loaded, CliError> {

@@ -14,6 +14,12 @@ use super::problem::ScriptError;
 /// (each naming its file and line), never a partial set: nothing may run from a location with a problem.
 pub trait RevisionSource: Send + Sync {
     fn load(&self, location: &Path) -> Result<Vec<Script>, ScriptError>;
+
+    /// Whether a revision file written into the script location (by `revision` and `merge`) becomes one of
+    /// this source's revisions; when not, those commands refuse instead of writing a file nothing reads.
+    fn reads_new_files(&self) -> bool {
+        false
+    }
 }
 
 /// Revision files (`*.sql`) directly inside the script location, in file-name order; see
@@ -24,6 +30,10 @@ pub struct SqlFiles;
 impl RevisionSource for SqlFiles {
     fn load(&self, location: &Path) -> Result<Vec<Script>, ScriptError> {
         load_dir(location)
+    }
+
+    fn reads_new_files(&self) -> bool {
+        true
     }
 }
 
