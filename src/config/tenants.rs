@@ -536,6 +536,7 @@ fn read_server(
     let url = url?;
     let (url_cert, url_key) = url.client_files();
     let from_url = |p: Option<&Path>| p.map(|p| doc.resolve_path(&p.to_string_lossy()));
+    let ca_file = ca_file.or_else(|| from_url(url.ca_file()));
     let client_cert = match ClientCert::pair(
         cert_file.or_else(|| from_url(url_cert)),
         key_file.or_else(|| from_url(url_key)),
@@ -551,7 +552,7 @@ fn read_server(
         Server {
             name: name.get_ref().clone(),
             sslmode: sslmode.or(url.sslmode()).unwrap_or_default(),
-            ca_file: ca_file.or_else(|| url.ca_file().map(|p| doc.resolve_path(&p.to_string_lossy()))),
+            ca_file,
             client_cert,
             url,
             password,

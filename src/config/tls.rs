@@ -161,27 +161,24 @@ pub fn tls_mode(sslmode: SslMode, ca_file: Option<&Path>, client: Option<&Client
 }
 
 fn open_client_file(what: &'static str, path: &Path) -> Result<BufReader<std::fs::File>, ProblemKind> {
-    let file = std::fs::File::open(path).map_err(|err| ProblemKind::ClientFile {
+    let file = std::fs::File::open(path).map_err(client_file_error(what, path))?;
+    Ok(BufReader::new(file))
+}
+
+fn client_file_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ProblemKind + 'a {
+    move |err| ProblemKind::ClientFile {
         what,
         path: path.to_path_buf(),
         err,
-    })?;
-    Ok(BufReader::new(file))
+    }
 }
 
 fn read_client_cert(
     client: &ClientCert,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ProblemKind> {
-    fn read_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ProblemKind + 'a {
-        move |err| ProblemKind::ClientFile {
-            what,
-            path: path.to_path_buf(),
-            err,
-        }
-    }
     let chain = rustls_pemfile::certs(&mut open_client_file("certificate", &client.cert_file)?)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(read_error("certificate", &client.cert_file))?;
+        .map_err(client_file_error("certificate", &client.cert_file))?;
     if chain.is_empty() {
         return Err(ProblemKind::ClientFileEmpty {
             what: "certificate",
@@ -189,7 +186,7 @@ fn read_client_cert(
         });
     }
     let key = rustls_pemfile::private_key(&mut open_client_file("key", &client.key_file)?)
-        .map_err(read_error("key", &client.key_file))?
+        .map_err(client_file_error("key", &client.key_file))?
         .ok_or_else(|| ProblemKind::ClientFileEmpty {
             what: "key",
             path: client.key_file.clone(),
