@@ -213,6 +213,7 @@ cases! {
     column_type_from_domain: "CREATE DOMAIN d AS int CHECK (VALUE > 0); CREATE TABLE t (id int, x d);" => "CREATE TABLE t (id int, x int);";
     domain_over_enum: "" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN known_mood AS mood NOT NULL; CREATE TABLE p (m known_mood);";
     domain_in_other_schema: "CREATE SCHEMA s;" => "CREATE SCHEMA s; CREATE DOMAIN s.code AS varchar(10); CREATE TABLE t (c s.code); COMMENT ON DOMAIN s.code IS 'short code';";
+    recreated_domain_keeps_its_comment: "CREATE DOMAIN d AS int; COMMENT ON DOMAIN d IS 'kept'; CREATE TABLE t (x d);" => "CREATE DOMAIN d AS text; COMMENT ON DOMAIN d IS 'kept'; CREATE TABLE t (x d);";
     function_using_domain: "" => "CREATE DOMAIN d AS int; CREATE FUNCTION twice(x d) RETURNS d LANGUAGE sql AS $$ SELECT (x * 2)::d $$;";
 }
 
@@ -229,6 +230,7 @@ cases! {
     composite_alter_attribute_type: "CREATE TYPE pair AS (a int, b varchar(5));" => "CREATE TYPE pair AS (a bigint, b varchar(50));";
     composite_retype_attribute_used_by_column: "CREATE TYPE pair AS (a int, b text); CREATE TABLE t (p pair);" => "CREATE TYPE pair AS (a bigint, b text); CREATE TABLE t (p pair);";
     composite_reorder_attributes: "CREATE TYPE pair AS (a int, b text); CREATE TABLE t (p pair);" => "CREATE TYPE pair AS (b text, a int, c int); CREATE TABLE t (p pair);";
+    recreated_composite_changes_its_comment: "CREATE TYPE pair AS (a int, b text); COMMENT ON TYPE pair IS 'old';" => "CREATE TYPE pair AS (b text, a int); COMMENT ON TYPE pair IS 'new';";
     composite_of_composite_and_domain: "" => "CREATE DOMAIN pos AS int CHECK (VALUE > 0); CREATE TYPE inner_t AS (n pos); CREATE TYPE outer_t AS (i inner_t, label text); CREATE TABLE t (o outer_t);";
     column_type_from_composite: "CREATE TYPE pair AS (a int, b text); CREATE TABLE t (id int, p pair);" => "CREATE TABLE t (id int, p text);";
 }

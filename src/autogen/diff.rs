@@ -52,6 +52,8 @@ struct Buckets {
     create_policies: Vec<Op>,
     set_comments: Vec<Op>,
     custom: Vec<Op>,
+    /// Comments of recreated types, already handled: dropped from the old type and set on the new one.
+    recreated_comments: BTreeSet<(String, String)>,
 }
 
 impl Buckets {
@@ -98,6 +100,14 @@ impl Buckets {
         .concat()
     }
 
+    /// A recreated type loses its comment: drop it before and set it after, so the downgrade restores it too.
+    fn recreated(&mut self, from: &Catalog, to: &Catalog, kind: &str, name: &QName) {
+        let key = (kind.to_string(), name.to_string());
+        self.comment(kind, key.1.clone(), from.comments.get(&key), None);
+        self.comment(kind, key.1.clone(), None, to.comments.get(&key));
+        self.recreated_comments.insert(key);
+    }
+
     fn comment(&mut self, kind: &str, name: String, from: Option<&String>, to: Option<&String>) {
         if from == to {
             return;
@@ -137,6 +147,9 @@ pub fn diff_with(from: &Catalog, to: &Catalog, comparators: &[Box<dyn Comparator
     policies(from, to, &mut b);
     let keys: BTreeSet<&(String, String)> = from.comments.keys().chain(to.comments.keys()).collect();
     for key in keys {
+        if b.recreated_comments.contains(key) {
+            continue;
+        }
         b.comment(&key.0, key.1.clone(), from.comments.get(key), to.comments.get(key));
     }
     for comparator in comparators {
@@ -309,6 +322,7 @@ fn domain_ops(from: &Catalog, to: &Catalog, b: &mut Buckets, name: &QName, old: 
             to: new.clone(),
             usages: kept_usages(from, to, name),
         });
+        b.recreated(from, to, "DOMAIN", name);
         return;
     }
     // Changes go after functions and sequences (a default or check may call them), drops before them.
@@ -372,6 +386,7 @@ fn composite_ops(from: &Catalog, to: &Catalog, b: &mut Buckets, name: &QName, ol
             to: new.clone(),
             usages: kept_usages(from, to, name),
         });
+        b.recreated(from, to, "TYPE", name);
         return;
     }
     for attribute in old.attributes[k..].iter().rev() {
@@ -955,6 +970,70 @@ mod tests {
             &["drop constraint fk on a", "drop table a", "drop table b"],
         );
         check(&two_tables(), &two_tables(), &[]);
+    }
+
+    fn domain_column(data_type: &str) -> Catalog {
+        let mut c = Catalog::default();
+        let mut t = table(None);
+        t.columns[0].data_type = data_type.into();
+        c.tables.insert(QName::new("public", "t"), t);
+        c
+    }
+
+    #[test]
+    fn a_domain_a_kept_column_stops_using_is_dropped_after_the_column_changes() {
+        let mut with_domain = domain_column("d");
+        with_domain.domains.insert(
+            QName::new("public", "d"),
+            crate::autogen::model::Domain {
+                base_type: "integer".into(),
+                default: None,
+                is_not_null: false,
+                checks: BTreeMap::new(),
+                order: 1,
+            },
+        );
+        check(
+            &with_domain,
+            &domain_column("integer"),
+            &["change type of column t.id (d to integer)", "drop domain d"],
+        );
+        check(
+            &domain_column("integer"),
+            &with_domain,
+            &["add domain d", "change type of column t.id (integer to d)"],
+        );
+    }
+
+    #[test]
+    fn composite_attributes_change_in_place_only_when_the_kept_ones_lead() {
+        let composite = |attributes: &[(&str, &str)]| {
+            let mut c = Catalog::default();
+            c.composites.insert(
+                QName::new("public", "pair"),
+                crate::autogen::model::Composite {
+                    attributes: attributes.iter().map(|(a, t)| (a.to_string(), t.to_string())).collect(),
+                    order: 1,
+                },
+            );
+            c
+        };
+        let abc = composite(&[("a", "integer"), ("b", "text"), ("c", "date")]);
+        check(
+            &abc,
+            &composite(&[("a", "bigint"), ("d", "text")]),
+            &[
+                "drop attribute c of type pair",
+                "drop attribute b of type pair",
+                "change type of attribute a of type pair (integer to bigint)",
+                "add attribute d of type pair",
+            ],
+        );
+        check(
+            &abc,
+            &composite(&[("b", "text"), ("a", "integer")]),
+            &["change attributes of type pair"],
+        );
     }
 
     #[test]
