@@ -258,5 +258,10 @@ cases! {
     policy_command_change: P_UPDATE => "CREATE TABLE t (id bigint PRIMARY KEY, name text); CREATE POLICY p ON t FOR DELETE TO pg_monitor USING (id > 0);";
     policy_removes_with_check: "CREATE TABLE t (id bigint PRIMARY KEY, name text); CREATE POLICY p ON t USING (id > 0) WITH CHECK (id > 1);" => "CREATE TABLE t (id bigint PRIMARY KEY, name text); CREATE POLICY p ON t USING (id > 0);";
     policy_permissive_to_restrictive: "CREATE TABLE t (id bigint PRIMARY KEY, name text); CREATE POLICY p ON t USING (id > 0);" => "CREATE TABLE t (id bigint PRIMARY KEY, name text); CREATE POLICY p ON t AS RESTRICTIVE USING (id > 0);";
+    policy_changes_with_a_dropped_column: "CREATE TABLE t (id int, owner text); CREATE POLICY p ON t USING (owner = current_user);" => "CREATE TABLE t (id int); CREATE POLICY p ON t USING (id > 0);";
+    policy_kept_over_a_column_type_change: "CREATE TABLE t (id int, n int); CREATE POLICY p ON t USING (n > 0);" => "CREATE TABLE t (id int, n bigint); CREATE POLICY p ON t USING (n > 0);";
+    policy_on_a_recreated_domain_column: "CREATE DOMAIN d AS int; CREATE TABLE t (x d); CREATE POLICY p ON t USING (x > 0);" => "CREATE DOMAIN d AS bigint; CREATE TABLE t (x d); CREATE POLICY p ON t USING (x > 0);";
+    policy_stops_calling_a_dropped_function: P_FN => "CREATE TABLE t (id bigint PRIMARY KEY, name text); ALTER TABLE t ENABLE ROW LEVEL SECURITY; \
+        CREATE POLICY see ON t AS RESTRICTIVE FOR SELECT TO pg_monitor, pg_read_all_stats USING (name <> 'hidden');";
     policy_on_table_in_other_schema: "CREATE SCHEMA s; CREATE TABLE s.t (id int);" => "CREATE SCHEMA s; CREATE TABLE s.t (id int); ALTER TABLE s.t ENABLE ROW LEVEL SECURITY; CREATE POLICY \"Own rows\" ON s.t TO CURRENT_USER USING (id = 1);";
 }

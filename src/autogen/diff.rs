@@ -861,16 +861,52 @@ fn is_alterable(a: &Policy, b: &Policy) -> bool {
         && expr(&a.with_check, &b.with_check)
 }
 
+/// Whether a column of `table` is dropped or changes type (also through its enum, domain or composite type
+/// being recreated): PostgreSQL refuses both while a policy depends on the column, so the table's policies
+/// are dropped before and created after.
+fn has_unstable_columns(from: &Catalog, to: &Catalog, table: &QName) -> bool {
+    let (Some(old), Some(new)) = (from.tables.get(table), to.tables.get(table)) else {
+        return false;
+    };
+    let is_type_changing = |data_type: &str| {
+        from.enums
+            .iter()
+            .any(|(n, v)| n.to_string() == data_type && to.enums.get(n) != Some(v))
+            || from.composites.iter().any(|(n, c)| {
+                n.to_string() == data_type && to.composites.get(n).is_none_or(|d| d.attributes != c.attributes)
+            })
+            || from.domains.iter().any(|(n, d)| {
+                n.to_string() == data_type && to.domains.get(n).is_none_or(|e| e.base_type != d.base_type)
+            })
+    };
+    old.columns.iter().any(|c| match new.column(&c.name) {
+        None => true,
+        Some(n) => n.data_type != c.data_type || n.generated != c.generated || is_type_changing(&c.data_type),
+    })
+}
+
+/// Whether a policy expression calls a function this diff drops (ALTER POLICY would come too late).
+fn calls_dropped_function(from: &Catalog, to: &Catalog, policy: &Policy) -> bool {
+    from.functions.iter().any(|(key, f)| {
+        let call = format!("{}(", f.name);
+        !to.functions.contains_key(key)
+            && [&policy.using, &policy.with_check]
+                .iter()
+                .any(|e| e.as_deref().is_some_and(|e| e.contains(&call)))
+    })
+}
+
 fn policies(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     let all: BTreeSet<_> = from.policies.keys().chain(to.policies.keys()).collect();
     for key in all {
         let (old, new) = (from.policies.get(key), to.policies.get(key));
-        if old == new {
+        let is_unstable = has_unstable_columns(from, to, &key.0);
+        if old == new && !is_unstable {
             continue;
         }
         let (table, name) = (key.0.clone(), key.1.clone());
         if let (Some(a), Some(c)) = (old, new) {
-            if is_alterable(a, c) {
+            if !is_unstable && is_alterable(a, c) && !calls_dropped_function(from, to, a) {
                 b.create_policies.push(Op::AlterPolicy {
                     table,
                     name,
