@@ -196,6 +196,10 @@ cases! {
 // Domains.
 const D: &str = "CREATE DOMAIN pos AS int DEFAULT 1 NOT NULL CONSTRAINT pos_check CHECK (VALUE > 0);";
 const D_USED: &str = "CREATE DOMAIN email AS text CONSTRAINT email_at CHECK (VALUE LIKE '%@%'); CREATE TABLE u (id int PRIMARY KEY, e email NOT NULL);";
+const D_FN: &str = "CREATE FUNCTION is_even(n int) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT n % 2 = 0 $$; \
+    CREATE SEQUENCE evens INCREMENT BY 2; \
+    CREATE DOMAIN even AS int DEFAULT nextval('evens') CONSTRAINT even_check CHECK (is_even(VALUE)) CONSTRAINT even_pos CHECK (VALUE >= 0); \
+    CREATE TABLE t (n even);";
 const D_COL: &str = "CREATE DOMAIN d AS int; CREATE TABLE t (id int, x d);";
 
 cases! {
@@ -214,6 +218,8 @@ cases! {
     domain_over_enum: "" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN known_mood AS mood NOT NULL; CREATE TABLE p (m known_mood);";
     domain_in_other_schema: "CREATE SCHEMA s;" => "CREATE SCHEMA s; CREATE DOMAIN s.code AS varchar(10); CREATE TABLE t (c s.code); COMMENT ON DOMAIN s.code IS 'short code';";
     recreated_domain_keeps_its_comment: "CREATE DOMAIN d AS int; COMMENT ON DOMAIN d IS 'kept'; CREATE TABLE t (x d);" => "CREATE DOMAIN d AS text; COMMENT ON DOMAIN d IS 'kept'; CREATE TABLE t (x d);";
+    domain_check_calling_a_new_function: "" => D_FN;
+    domain_check_calling_a_dropped_function: D_FN => "";
     function_using_domain: "" => "CREATE DOMAIN d AS int; CREATE FUNCTION twice(x d) RETURNS d LANGUAGE sql AS $$ SELECT (x * 2)::d $$;";
 }
 

@@ -255,7 +255,7 @@ fn dropped_domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets)
         if !to.domains.contains_key(name) {
             let op = Op::DropDomain {
                 name: name.clone(),
-                domain: domain.clone(),
+                domain: split_domain(from, b, name, domain, false),
             };
             dropped.push((domain.order, name, op));
         }
@@ -280,6 +280,53 @@ fn dropped_domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets)
     }
 }
 
+/// Whether an expression names a function or sequence of `catalog` (which the revision may create after types).
+fn refers_to_routines(catalog: &Catalog, expr: &str) -> bool {
+    catalog
+        .functions
+        .values()
+        .any(|f| expr.contains(&format!("{}(", f.name)))
+        || catalog.sequences.keys().any(|s| expr.contains(&format!("'{s}'")))
+}
+
+/// The domain without the default and CHECK constraints that call functions or sequences of `catalog`: those
+/// become operations of their own, after functions and sequences are created (`is_created`) or before they are
+/// dropped.
+fn split_domain(catalog: &Catalog, b: &mut Buckets, name: &QName, domain: &Domain, is_created: bool) -> Domain {
+    let mut plain = domain.clone();
+    let mut ops = Vec::new();
+    if domain
+        .default
+        .as_deref()
+        .is_some_and(|d| refers_to_routines(catalog, d))
+    {
+        plain.default = None;
+        ops.push(Op::AlterDomainDefault {
+            name: name.clone(),
+            from: None,
+            to: domain.default.clone(),
+        });
+    }
+    for (constraint, definition) in &domain.checks {
+        if refers_to_routines(catalog, definition) {
+            plain.checks.remove(constraint);
+            ops.push(Op::AddDomainConstraint {
+                name: name.clone(),
+                constraint: constraint.clone(),
+                definition: definition.clone(),
+            });
+        }
+    }
+    for op in ops {
+        if is_created {
+            b.add_constraints.push(op);
+        } else {
+            b.drop_constraints.push(op.reverse());
+        }
+    }
+    plain
+}
+
 fn domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     let mut created: Vec<(i64, Op)> = Vec::new();
     for (name, domain) in &to.domains {
@@ -288,7 +335,7 @@ fn domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                 domain.order,
                 Op::CreateDomain {
                     name: name.clone(),
-                    domain: domain.clone(),
+                    domain: split_domain(to, b, name, domain, true),
                 },
             )),
             Some(old) => domain_ops(from, to, b, name, old, domain),
