@@ -237,6 +237,8 @@ cases! {
     composite_retype_attribute_used_by_column: "CREATE TYPE pair AS (a int, b text); CREATE TABLE t (p pair);" => "CREATE TYPE pair AS (a bigint, b text); CREATE TABLE t (p pair);";
     composite_reorder_attributes: "CREATE TYPE pair AS (a int, b text); CREATE TABLE t (p pair);" => "CREATE TYPE pair AS (b text, a int, c int); CREATE TABLE t (p pair);";
     recreated_composite_changes_its_comment: "CREATE TYPE pair AS (a int, b text); COMMENT ON TYPE pair IS 'old';" => "CREATE TYPE pair AS (b text, a int); COMMENT ON TYPE pair IS 'new';";
+    composite_gains_attribute_of_new_domain: "CREATE TYPE pair AS (a int);" => "CREATE DOMAIN pos AS int CHECK (VALUE > 0); CREATE TYPE pair AS (a int, p pos);";
+    composite_loses_attribute_of_dropped_domain: "CREATE DOMAIN pos AS int CHECK (VALUE > 0); CREATE TYPE pair AS (a int, p pos);" => "CREATE TYPE pair AS (a int);";
     composite_of_composite_and_domain: "" => "CREATE DOMAIN pos AS int CHECK (VALUE > 0); CREATE TYPE inner_t AS (n pos); CREATE TYPE outer_t AS (i inner_t, label text); CREATE TABLE t (o outer_t);";
     column_type_from_composite: "CREATE TYPE pair AS (a int, b text); CREATE TABLE t (id int, p pair);" => "CREATE TABLE t (id int, p text);";
 }

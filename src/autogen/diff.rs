@@ -241,12 +241,16 @@ fn kept_usages(from: &Catalog, to: &Catalog, name: &QName) -> Vec<EnumUsage> {
         .collect()
 }
 
-/// Whether a column of `from` of type `name` survives in `to` (with another type): the type can only be
-/// dropped after the column's type changed.
+/// Whether a column of `from` of type `name` survives in `to` (with another type), or a kept composite type
+/// has an attribute of that type: the type can only be dropped after the column or attribute changed.
 fn is_used_by_kept_column(from: &Catalog, to: &Catalog, name: &QName) -> bool {
+    let type_text = name.to_string();
     enum_usages(from, name)
         .iter()
         .any(|u| to.tables.get(&u.table).is_some_and(|t| t.column(&u.column).is_some()))
+        || from.composites.iter().any(|(composite, c)| {
+            to.composites.contains_key(composite) && c.attributes.iter().any(|(_, t)| *t == type_text)
+        })
 }
 
 fn dropped_domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
@@ -269,10 +273,13 @@ fn dropped_domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets)
             dropped.push((composite.order, name, op));
         }
     }
-    // Types built on other types are dropped first.
+    // Types built on other types are dropped first; once one waits for columns, the older ones (which it may be
+    // built on) wait too.
     dropped.sort_by_key(|(order, _, _)| std::cmp::Reverse(*order));
+    let mut is_late = false;
     for (_, name, op) in dropped {
-        if is_used_by_kept_column(from, to, name) {
+        is_late = is_late || is_used_by_kept_column(from, to, name);
+        if is_late {
             b.drop_types_late.push(op);
         } else {
             b.drop_types.push(op);
@@ -328,33 +335,38 @@ fn split_domain(catalog: &Catalog, b: &mut Buckets, name: &QName, domain: &Domai
 }
 
 fn domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    // New types first, so a changed domain or composite type may use them.
     let mut created: Vec<(i64, Op)> = Vec::new();
     for (name, domain) in &to.domains {
-        match from.domains.get(name) {
-            None => created.push((
-                domain.order,
-                Op::CreateDomain {
-                    name: name.clone(),
-                    domain: split_domain(to, b, name, domain, true),
-                },
-            )),
-            Some(old) => domain_ops(from, to, b, name, old, domain),
+        if !from.domains.contains_key(name) {
+            let op = Op::CreateDomain {
+                name: name.clone(),
+                domain: split_domain(to, b, name, domain, true),
+            };
+            created.push((domain.order, op));
         }
     }
     for (name, composite) in &to.composites {
-        match from.composites.get(name) {
-            None => created.push((
-                composite.order,
-                Op::CreateComposite {
-                    name: name.clone(),
-                    composite: composite.clone(),
-                },
-            )),
-            Some(old) => composite_ops(from, to, b, name, old, composite),
+        if !from.composites.contains_key(name) {
+            let op = Op::CreateComposite {
+                name: name.clone(),
+                composite: composite.clone(),
+            };
+            created.push((composite.order, op));
         }
     }
     created.sort_by_key(|(order, _)| *order);
     b.create_types.extend(created.into_iter().map(|(_, op)| op));
+    for (name, domain) in &to.domains {
+        if let Some(old) = from.domains.get(name) {
+            domain_ops(from, to, b, name, old, domain);
+        }
+    }
+    for (name, composite) in &to.composites {
+        if let Some(old) = from.composites.get(name) {
+            composite_ops(from, to, b, name, old, composite);
+        }
+    }
 }
 
 fn domain_ops(from: &Catalog, to: &Catalog, b: &mut Buckets, name: &QName, old: &Domain, new: &Domain) {
