@@ -383,6 +383,10 @@ CREATE INDEX note_account_idx ON note (account_id);
 CREATE VIEW recent AS SELECT id, email FROM account WHERE created_at > now() - interval '1 day';
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.created_at = now(); RETURN NEW; END $$;
 CREATE TRIGGER account_touch BEFORE UPDATE ON account FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE DOMAIN pos AS int DEFAULT 1 NOT NULL CONSTRAINT pos_check CHECK (VALUE > 0);
+CREATE TYPE pair AS (a int, b text);
+ALTER TABLE note ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY own ON note AS RESTRICTIVE FOR UPDATE TO pg_monitor USING (account_id > 0) WITH CHECK (account_id < 1000);
 ";
 
 #[tokio::test]
@@ -407,6 +411,12 @@ async fn catalog_snapshots_compare_schemas_structurally() {
         "view recent",
         "trigger account.account_touch CREATE TRIGGER account_touch BEFORE UPDATE ON account \
          FOR EACH ROW EXECUTE FUNCTION touch()",
+        "table note row level security forced",
+        "type pos domain integer default 1 not null",
+        "domain constraint pos.pos_check CHECK ((VALUE > 0))",
+        "type pair composite",
+        "column pair.b text",
+        "policy note.own restrictive for w to pg_monitor using (account_id > 0) with check (account_id < 1000)",
     ] {
         assert!(a.lines().any(|l| l == line), "{line:?} missing from:\n{a}");
     }

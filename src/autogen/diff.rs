@@ -1,20 +1,24 @@
 //! Comparing two catalogs into an ordered list of operations (pure: no IO).
 //!
 //! Operations come out in dependency order, in two halves. First everything that goes away, dependents first
-//! (comments, triggers, views, foreign keys, indexes, constraints, columns, tables, sequences, functions, types,
-//! extensions, schemas); then everything that appears, dependencies first (schemas, extensions, types,
-//! sequences, functions, tables, columns, column changes, constraints, foreign keys, indexes, views, triggers,
-//! comments). The downgrade is the same list reversed, each operation reversed, so it is ordered too.
+//! (comments, triggers, policies, row-level security, views, foreign keys, indexes, constraints, columns,
+//! tables, sequences, functions, types and domains, extensions, schemas); then everything that appears,
+//! dependencies first (schemas, extensions, types and domains, sequences, functions, tables, columns, column
+//! changes, the types and domains columns stopped using, constraints, foreign keys, indexes, views, triggers,
+//! row-level security, policies, comments). The downgrade is the same list reversed, each operation reversed,
+//! so it is ordered too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Catalog, Column, QName, Table};
+use super::model::{Catalog, Column, Composite, Domain, Policy, QName, Table};
 use super::ops::{CommentTarget, Comparator, EnumUsage, Op};
 
 #[derive(Default)]
 struct Buckets {
     drop_comments: Vec<Op>,
     drop_triggers: Vec<Op>,
+    drop_policies: Vec<Op>,
+    disable_rls: Vec<Op>,
     drop_view_indexes: Vec<Op>,
     drop_views: Vec<Op>,
     drop_fks: Vec<Op>,
@@ -36,6 +40,7 @@ struct Buckets {
     create_tables: Vec<Op>,
     add_columns: Vec<Op>,
     alter_columns: Vec<Op>,
+    drop_types_late: Vec<Op>,
     own_sequences: Vec<Op>,
     add_constraints: Vec<Op>,
     add_fks: Vec<Op>,
@@ -43,8 +48,12 @@ struct Buckets {
     create_views: Vec<Op>,
     create_view_indexes: Vec<Op>,
     create_triggers: Vec<Op>,
+    enable_rls: Vec<Op>,
+    create_policies: Vec<Op>,
     set_comments: Vec<Op>,
     custom: Vec<Op>,
+    /// Comments of recreated types, already handled: dropped from the old type and set on the new one.
+    recreated_comments: BTreeSet<(String, String)>,
 }
 
 impl Buckets {
@@ -52,6 +61,8 @@ impl Buckets {
         [
             self.drop_comments,
             self.drop_triggers,
+            self.drop_policies,
+            self.disable_rls,
             self.drop_view_indexes,
             self.drop_views,
             self.drop_fks,
@@ -73,6 +84,7 @@ impl Buckets {
             self.create_tables,
             self.add_columns,
             self.alter_columns,
+            self.drop_types_late,
             self.own_sequences,
             self.add_constraints,
             self.add_fks,
@@ -80,10 +92,20 @@ impl Buckets {
             self.create_views,
             self.create_view_indexes,
             self.create_triggers,
+            self.enable_rls,
+            self.create_policies,
             self.set_comments,
             self.custom,
         ]
         .concat()
+    }
+
+    /// A recreated type loses its comment: drop it before and set it after, so the downgrade restores it too.
+    fn recreated(&mut self, from: &Catalog, to: &Catalog, kind: &str, name: &QName) {
+        let key = (kind.to_string(), name.to_string());
+        self.comment(kind, key.1.clone(), from.comments.get(&key), None);
+        self.comment(kind, key.1.clone(), None, to.comments.get(&key));
+        self.recreated_comments.insert(key);
     }
 
     fn comment(&mut self, kind: &str, name: String, from: Option<&String>, to: Option<&String>) {
@@ -122,8 +144,12 @@ pub fn diff_with(from: &Catalog, to: &Catalog, comparators: &[Box<dyn Comparator
     indexes(from, to, &mut b);
     views(from, to, &mut b);
     triggers(from, to, &mut b);
+    policies(from, to, &mut b);
     let keys: BTreeSet<&(String, String)> = from.comments.keys().chain(to.comments.keys()).collect();
     for key in keys {
+        if b.recreated_comments.contains(key) {
+            continue;
+        }
         b.comment(&key.0, key.1.clone(), from.comments.get(key), to.comments.get(key));
     }
     for comparator in comparators {
@@ -194,6 +220,257 @@ fn enum_usages(catalog: &Catalog, name: &QName) -> Vec<EnumUsage> {
 }
 
 fn types(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    // Domains and composite types may be built on enums: they go first and come last.
+    dropped_domains_and_composites(from, to, b);
+    enums(from, to, b);
+    domains_and_composites(from, to, b);
+}
+
+/// Columns of `from` whose type is `name` and that still have that type in `to` (the ones a recreated type
+/// must convert).
+fn kept_usages(from: &Catalog, to: &Catalog, name: &QName) -> Vec<EnumUsage> {
+    let type_text = name.to_string();
+    enum_usages(from, name)
+        .into_iter()
+        .filter(|u| {
+            to.tables
+                .get(&u.table)
+                .and_then(|t| t.column(&u.column))
+                .is_some_and(|c| c.data_type == type_text)
+        })
+        .collect()
+}
+
+/// Whether a column of `from` of type `name` survives in `to` (with another type), or a kept composite type
+/// has an attribute of that type: the type can only be dropped after the column or attribute changed.
+fn is_used_by_kept_column(from: &Catalog, to: &Catalog, name: &QName) -> bool {
+    let type_text = name.to_string();
+    enum_usages(from, name)
+        .iter()
+        .any(|u| to.tables.get(&u.table).is_some_and(|t| t.column(&u.column).is_some()))
+        || from.composites.iter().any(|(composite, c)| {
+            to.composites.contains_key(composite) && c.attributes.iter().any(|(_, t)| *t == type_text)
+        })
+}
+
+fn dropped_domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    let mut dropped: Vec<(i64, &QName, Op)> = Vec::new();
+    for (name, domain) in &from.domains {
+        if !to.domains.contains_key(name) {
+            let op = Op::DropDomain {
+                name: name.clone(),
+                domain: split_domain(from, b, name, domain, false),
+            };
+            dropped.push((domain.order, name, op));
+        }
+    }
+    for (name, composite) in &from.composites {
+        if !to.composites.contains_key(name) {
+            let op = Op::DropComposite {
+                name: name.clone(),
+                composite: composite.clone(),
+            };
+            dropped.push((composite.order, name, op));
+        }
+    }
+    // Types built on other types are dropped first; once one waits for columns, the older ones (which it may be
+    // built on) wait too.
+    dropped.sort_by_key(|(order, _, _)| std::cmp::Reverse(*order));
+    let mut is_late = false;
+    for (_, name, op) in dropped {
+        is_late = is_late || is_used_by_kept_column(from, to, name);
+        if is_late {
+            b.drop_types_late.push(op);
+        } else {
+            b.drop_types.push(op);
+        }
+    }
+}
+
+/// Whether an expression names a function or sequence of `catalog` (which the revision may create after types).
+fn refers_to_routines(catalog: &Catalog, expr: &str) -> bool {
+    catalog
+        .functions
+        .values()
+        .any(|f| expr.contains(&format!("{}(", f.name)))
+        || catalog.sequences.keys().any(|s| expr.contains(&format!("'{s}'")))
+}
+
+/// The domain without the default and CHECK constraints that call functions or sequences of `catalog`: those
+/// become operations of their own, after functions and sequences are created (`is_created`) or before they are
+/// dropped.
+fn split_domain(catalog: &Catalog, b: &mut Buckets, name: &QName, domain: &Domain, is_created: bool) -> Domain {
+    let mut plain = domain.clone();
+    let mut ops = Vec::new();
+    if domain
+        .default
+        .as_deref()
+        .is_some_and(|d| refers_to_routines(catalog, d))
+    {
+        plain.default = None;
+        ops.push(Op::AlterDomainDefault {
+            name: name.clone(),
+            from: None,
+            to: domain.default.clone(),
+        });
+    }
+    for (constraint, definition) in &domain.checks {
+        if refers_to_routines(catalog, definition) {
+            plain.checks.remove(constraint);
+            ops.push(Op::AddDomainConstraint {
+                name: name.clone(),
+                constraint: constraint.clone(),
+                definition: definition.clone(),
+            });
+        }
+    }
+    for op in ops {
+        if is_created {
+            b.add_constraints.push(op);
+        } else {
+            b.drop_constraints.push(op.reverse());
+        }
+    }
+    plain
+}
+
+fn domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    // New types first, so a changed domain or composite type may use them.
+    let mut created: Vec<(i64, Op)> = Vec::new();
+    for (name, domain) in &to.domains {
+        if !from.domains.contains_key(name) {
+            let op = Op::CreateDomain {
+                name: name.clone(),
+                domain: split_domain(to, b, name, domain, true),
+            };
+            created.push((domain.order, op));
+        }
+    }
+    for (name, composite) in &to.composites {
+        if !from.composites.contains_key(name) {
+            let op = Op::CreateComposite {
+                name: name.clone(),
+                composite: composite.clone(),
+            };
+            created.push((composite.order, op));
+        }
+    }
+    created.sort_by_key(|(order, _)| *order);
+    b.create_types.extend(created.into_iter().map(|(_, op)| op));
+    for (name, domain) in &to.domains {
+        if let Some(old) = from.domains.get(name) {
+            domain_ops(from, to, b, name, old, domain);
+        }
+    }
+    for (name, composite) in &to.composites {
+        if let Some(old) = from.composites.get(name) {
+            composite_ops(from, to, b, name, old, composite);
+        }
+    }
+}
+
+fn domain_ops(from: &Catalog, to: &Catalog, b: &mut Buckets, name: &QName, old: &Domain, new: &Domain) {
+    if old.same(new) {
+        return;
+    }
+    if old.base_type != new.base_type {
+        // PostgreSQL has no ALTER DOMAIN ... TYPE.
+        b.create_types.push(Op::RecreateDomain {
+            name: name.clone(),
+            from: old.clone(),
+            to: new.clone(),
+            usages: kept_usages(from, to, name),
+        });
+        b.recreated(from, to, "DOMAIN", name);
+        return;
+    }
+    // Changes go after functions and sequences (a default or check may call them), drops before them.
+    if old.default != new.default {
+        b.add_constraints.push(Op::AlterDomainDefault {
+            name: name.clone(),
+            from: old.default.clone(),
+            to: new.default.clone(),
+        });
+    }
+    if old.is_not_null != new.is_not_null {
+        b.add_constraints.push(Op::AlterDomainNull {
+            name: name.clone(),
+            is_not_null: new.is_not_null,
+        });
+    }
+    for (constraint, definition) in &old.checks {
+        if new.checks.get(constraint) != Some(definition) {
+            b.drop_constraints.push(Op::DropDomainConstraint {
+                name: name.clone(),
+                constraint: constraint.clone(),
+                definition: definition.clone(),
+            });
+        }
+    }
+    for (constraint, definition) in &new.checks {
+        if old.checks.get(constraint) != Some(definition) {
+            b.add_constraints.push(Op::AddDomainConstraint {
+                name: name.clone(),
+                constraint: constraint.clone(),
+                definition: definition.clone(),
+            });
+        }
+    }
+}
+
+fn composite_ops(from: &Catalog, to: &Catalog, b: &mut Buckets, name: &QName, old: &Composite, new: &Composite) {
+    if old.attributes == new.attributes {
+        return;
+    }
+    let names = |c: &Composite| c.attributes.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>();
+    let (old_names, new_names) = (names(old), names(new));
+    let common: Vec<&String> = old_names.iter().filter(|a| new_names.contains(a)).collect();
+    let k = common.len();
+    // ADD ATTRIBUTE appends, so the attributes both sides keep must lead both lists in the same order; then the
+    // reverse (dropping the added ones, adding back the dropped ones) restores the old order too.
+    let is_prefix = old_names[..k].iter().zip(&common).all(|(a, c)| a == *c)
+        && new_names[..k].iter().zip(&common).all(|(a, c)| a == *c);
+    let retyped: Vec<(&String, &String, &String)> = old.attributes[..k.min(old.attributes.len())]
+        .iter()
+        .zip(&new.attributes)
+        .filter(|((_, t), (_, u))| t != u)
+        .map(|((a, t), (_, u))| (a, t, u))
+        .collect();
+    // PostgreSQL refuses ALTER ATTRIBUTE ... TYPE on a type a column uses.
+    let is_used = !enum_usages(from, name).is_empty() || !enum_usages(to, name).is_empty();
+    if !is_prefix || (!retyped.is_empty() && is_used) {
+        b.create_types.push(Op::RecreateComposite {
+            name: name.clone(),
+            from: old.clone(),
+            to: new.clone(),
+            usages: kept_usages(from, to, name),
+        });
+        b.recreated(from, to, "TYPE", name);
+        return;
+    }
+    for attribute in old.attributes[k..].iter().rev() {
+        b.create_types.push(Op::DropAttribute {
+            name: name.clone(),
+            attribute: attribute.clone(),
+        });
+    }
+    for (attribute, t, u) in retyped {
+        b.create_types.push(Op::AlterAttributeType {
+            name: name.clone(),
+            attribute: attribute.clone(),
+            from: t.clone(),
+            to: u.clone(),
+        });
+    }
+    for attribute in &new.attributes[k..] {
+        b.create_types.push(Op::AddAttribute {
+            name: name.clone(),
+            attribute: attribute.clone(),
+        });
+    }
+}
+
+fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     for (name, values) in &from.enums {
         match to.enums.get(name) {
             None => b.drop_types.push(Op::DropEnum {
@@ -471,6 +748,28 @@ fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
             }
             Some(new) => {
                 b.comment("TABLE", name.to_string(), table.comment.as_ref(), new.comment.as_ref());
+                if table.is_rls_enabled != new.is_rls_enabled {
+                    let op = Op::SetRowSecurity {
+                        table: name.clone(),
+                        is_enabled: new.is_rls_enabled,
+                    };
+                    if new.is_rls_enabled {
+                        b.enable_rls.push(op);
+                    } else {
+                        b.disable_rls.push(op);
+                    }
+                }
+                if table.is_rls_forced != new.is_rls_forced {
+                    let op = Op::SetForceRowSecurity {
+                        table: name.clone(),
+                        is_forced: new.is_rls_forced,
+                    };
+                    if new.is_rls_forced {
+                        b.enable_rls.push(op);
+                    } else {
+                        b.disable_rls.push(op);
+                    }
+                }
                 for column in &table.columns {
                     match new.column(&column.name) {
                         None => {
@@ -611,6 +910,88 @@ fn triggers(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     }
 }
 
+/// Whether ALTER POLICY can turn `a` into `b` (and back): it changes roles and expressions, but cannot change
+/// the command or `PERMISSIVE`/`RESTRICTIVE`, or remove an expression.
+fn is_alterable(a: &Policy, b: &Policy) -> bool {
+    let expr = |x: &Option<String>, y: &Option<String>| x == y || (x.is_some() && y.is_some());
+    a.command == b.command
+        && a.is_permissive == b.is_permissive
+        && expr(&a.using, &b.using)
+        && expr(&a.with_check, &b.with_check)
+}
+
+/// Whether a column of `table` is dropped or changes type (also through its enum, domain or composite type
+/// being recreated): PostgreSQL refuses both while a policy depends on the column, so the table's policies
+/// are dropped before and created after.
+fn has_unstable_columns(from: &Catalog, to: &Catalog, table: &QName) -> bool {
+    let (Some(old), Some(new)) = (from.tables.get(table), to.tables.get(table)) else {
+        return false;
+    };
+    let is_type_changing = |data_type: &str| {
+        from.enums
+            .iter()
+            .any(|(n, v)| n.to_string() == data_type && to.enums.get(n) != Some(v))
+            || from.composites.iter().any(|(n, c)| {
+                n.to_string() == data_type && to.composites.get(n).is_none_or(|d| d.attributes != c.attributes)
+            })
+            || from.domains.iter().any(|(n, d)| {
+                n.to_string() == data_type && to.domains.get(n).is_none_or(|e| e.base_type != d.base_type)
+            })
+    };
+    old.columns.iter().any(|c| match new.column(&c.name) {
+        None => true,
+        Some(n) => n.data_type != c.data_type || n.generated != c.generated || is_type_changing(&c.data_type),
+    })
+}
+
+/// Whether a policy expression calls a function this diff drops (ALTER POLICY would come too late).
+fn calls_dropped_function(from: &Catalog, to: &Catalog, policy: &Policy) -> bool {
+    from.functions.iter().any(|(key, f)| {
+        let call = format!("{}(", f.name);
+        !to.functions.contains_key(key)
+            && [&policy.using, &policy.with_check]
+                .iter()
+                .any(|e| e.as_deref().is_some_and(|e| e.contains(&call)))
+    })
+}
+
+fn policies(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    let all: BTreeSet<_> = from.policies.keys().chain(to.policies.keys()).collect();
+    for key in all {
+        let (old, new) = (from.policies.get(key), to.policies.get(key));
+        let is_unstable = has_unstable_columns(from, to, &key.0);
+        if old == new && !is_unstable {
+            continue;
+        }
+        let (table, name) = (key.0.clone(), key.1.clone());
+        if let (Some(a), Some(c)) = (old, new) {
+            if !is_unstable && is_alterable(a, c) && !calls_dropped_function(from, to, a) {
+                b.create_policies.push(Op::AlterPolicy {
+                    table,
+                    name,
+                    from: a.clone(),
+                    to: c.clone(),
+                });
+                continue;
+            }
+        }
+        if let Some(p) = old {
+            b.drop_policies.push(Op::DropPolicy {
+                table: table.clone(),
+                name: name.clone(),
+                policy: p.clone(),
+            });
+        }
+        if let Some(p) = new {
+            b.create_policies.push(Op::CreatePolicy {
+                table,
+                name,
+                policy: p.clone(),
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,6 +1027,8 @@ mod tests {
             }],
             constraints,
             comment: None,
+            is_rls_enabled: false,
+            is_rls_forced: false,
         }
     }
 
@@ -682,6 +1065,70 @@ mod tests {
             &["drop constraint fk on a", "drop table a", "drop table b"],
         );
         check(&two_tables(), &two_tables(), &[]);
+    }
+
+    fn domain_column(data_type: &str) -> Catalog {
+        let mut c = Catalog::default();
+        let mut t = table(None);
+        t.columns[0].data_type = data_type.into();
+        c.tables.insert(QName::new("public", "t"), t);
+        c
+    }
+
+    #[test]
+    fn a_domain_a_kept_column_stops_using_is_dropped_after_the_column_changes() {
+        let mut with_domain = domain_column("d");
+        with_domain.domains.insert(
+            QName::new("public", "d"),
+            crate::autogen::model::Domain {
+                base_type: "integer".into(),
+                default: None,
+                is_not_null: false,
+                checks: BTreeMap::new(),
+                order: 1,
+            },
+        );
+        check(
+            &with_domain,
+            &domain_column("integer"),
+            &["change type of column t.id (d to integer)", "drop domain d"],
+        );
+        check(
+            &domain_column("integer"),
+            &with_domain,
+            &["add domain d", "change type of column t.id (integer to d)"],
+        );
+    }
+
+    #[test]
+    fn composite_attributes_change_in_place_only_when_the_kept_ones_lead() {
+        let composite = |attributes: &[(&str, &str)]| {
+            let mut c = Catalog::default();
+            c.composites.insert(
+                QName::new("public", "pair"),
+                crate::autogen::model::Composite {
+                    attributes: attributes.iter().map(|(a, t)| (a.to_string(), t.to_string())).collect(),
+                    order: 1,
+                },
+            );
+            c
+        };
+        let abc = composite(&[("a", "integer"), ("b", "text"), ("c", "date")]);
+        check(
+            &abc,
+            &composite(&[("a", "bigint"), ("d", "text")]),
+            &[
+                "drop attribute c of type pair",
+                "drop attribute b of type pair",
+                "change type of attribute a of type pair (integer to bigint)",
+                "add attribute d of type pair",
+            ],
+        );
+        check(
+            &abc,
+            &composite(&[("b", "text"), ("a", "integer")]),
+            &["change attributes of type pair"],
+        );
     }
 
     #[test]

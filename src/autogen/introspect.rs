@@ -11,7 +11,10 @@ use std::collections::BTreeSet;
 use tokio_postgres::{Client, Row};
 
 use super::error::AutogenError;
-use super::model::{Catalog, Column, Constraint, Extension, Function, Index, QName, Sequence, Table, Trigger, View};
+use super::model::{
+    Catalog, Column, Composite, Constraint, Domain, Extension, Function, Index, Policy, QName, Sequence, Table,
+    Trigger, View,
+};
 use crate::executor::{db_message, quote_ident};
 
 /// Which part of a database to read.
@@ -181,7 +184,8 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         .query(
             &format!(
                 "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), c.relname::text, \
-                 obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 obj_description(c.oid, 'pg_class'), c.relrowsecurity, c.relforcerowsecurity \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1) AND NOT c.relispartition AND {}",
                 not_member("c.oid", "pg_class")
             ),
@@ -199,6 +203,8 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
                 columns: Vec::new(),
                 constraints: Default::default(),
                 comment: row.get(4),
+                is_rls_enabled: row.get(5),
+                is_rls_forced: row.get(6),
             },
         );
     }
@@ -449,6 +455,115 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             (names.qname(row, 0, 1, 2), row.get(3)),
             Trigger {
                 definition: names.def(row.get(4)),
+            },
+        );
+    }
+
+    // Domains, with their CHECK constraints (NOT NULL is `typnotnull`).
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(t.typname), \
+                 format_type(t.typbasetype, t.typtypmod), pg_get_expr(t.typdefaultbin, 0), t.typnotnull, \
+                 obj_description(t.oid, 'pg_type'), t.oid::int8, \
+                 ARRAY(SELECT quote_ident(co.conname) FROM pg_constraint co WHERE co.contypid = t.oid \
+                   AND co.contype = 'c' ORDER BY co.conname), \
+                 ARRAY(SELECT pg_get_constraintdef(co.oid) FROM pg_constraint co WHERE co.contypid = t.oid \
+                   AND co.contype = 'c' ORDER BY co.conname) \
+                 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 WHERE t.typtype = 'd' AND n.nspname = ANY($1) AND {}",
+                not_member("t.oid", "pg_type")
+            ),
+            &[sch],
+        )
+        .await
+        .map_err(fail("domains"))?;
+    for row in &rows {
+        let name = names.qname(row, 0, 1, 2);
+        if let Some(comment) = row.get::<_, Option<String>>(6) {
+            catalog.comments.insert(("DOMAIN".into(), name.to_string()), comment);
+        }
+        let check_names: Vec<String> = row.get(8);
+        let check_defs: Vec<String> = row.get(9);
+        catalog.domains.insert(
+            name,
+            Domain {
+                base_type: names.def(row.get(3)),
+                default: row.get::<_, Option<String>>(4).map(|d| names.def(&d)),
+                is_not_null: row.get(5),
+                checks: check_names
+                    .into_iter()
+                    .zip(check_defs.iter().map(|d| names.def(d)))
+                    .collect(),
+                order: row.get(7),
+            },
+        );
+    }
+
+    // Composite types (stand-alone ones: a table's row type has a relation of another kind).
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(t.typname), \
+                 obj_description(t.oid, 'pg_type'), t.oid::int8, \
+                 ARRAY(SELECT quote_ident(a.attname) FROM pg_attribute a WHERE a.attrelid = c.oid \
+                   AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum), \
+                 ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = c.oid \
+                   AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) \
+                 FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 WHERE t.typtype = 'c' AND c.relkind = 'c' AND n.nspname = ANY($1) AND {}",
+                not_member("t.oid", "pg_type")
+            ),
+            &[sch],
+        )
+        .await
+        .map_err(fail("composite types"))?;
+    for row in &rows {
+        let name = names.qname(row, 0, 1, 2);
+        if let Some(comment) = row.get::<_, Option<String>>(3) {
+            catalog.comments.insert(("TYPE".into(), name.to_string()), comment);
+        }
+        let attr_names: Vec<String> = row.get(5);
+        let attr_types: Vec<String> = row.get(6);
+        catalog.composites.insert(
+            name,
+            Composite {
+                attributes: attr_names
+                    .into_iter()
+                    .zip(attr_types.iter().map(|t| names.def(t)))
+                    .collect(),
+                order: row.get(4),
+            },
+        );
+    }
+
+    // Row-level security policies.
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), quote_ident(p.polname), \
+             p.polpermissive, CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' \
+             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END, \
+             ARRAY(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END \
+               FROM unnest(p.polroles) r ORDER BY 1), \
+             pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid), c.relname::text \
+             FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = ANY($1)",
+            &[sch],
+        )
+        .await
+        .map_err(fail("policies"))?;
+    for row in &rows {
+        if is_ignored(row, 9) {
+            continue;
+        }
+        catalog.policies.insert(
+            (names.qname(row, 0, 1, 2), row.get(3)),
+            Policy {
+                is_permissive: row.get(4),
+                command: row.get(5),
+                roles: row.get(6),
+                using: row.get::<_, Option<String>>(7).map(|e| names.def(&e)),
+                with_check: row.get::<_, Option<String>>(8).map(|e| names.def(&e)),
             },
         );
     }

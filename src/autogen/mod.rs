@@ -18,7 +18,10 @@ pub use diff::{diff, diff_with};
 pub use drift::{differences, drift, DriftDifference, DriftReport, DriftTarget};
 pub use error::AutogenError;
 pub use introspect::{introspect, Scope};
-pub use model::{Catalog, Column, Constraint, Extension, Function, Index, QName, Sequence, Table, Trigger, View};
+pub use model::{
+    Catalog, Column, Composite, Constraint, Domain, Extension, Function, Index, Policy, QName, Sequence, Table,
+    Trigger, View,
+};
 pub use ops::{CommentTarget, Comparator, CustomOp, Op};
 pub use render::{
     concurrently, render, upgrade_text, DefaultRenderer, OnlineRenderer, Registry, RenderContext, RenderOptions,

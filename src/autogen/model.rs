@@ -48,8 +48,13 @@ pub struct Catalog {
     pub functions: BTreeMap<String, Function>,
     /// Triggers by (table, trigger name).
     pub triggers: BTreeMap<(QName, String), Trigger>,
-    /// Comments on types, indexes, views, functions and sequences, by their `COMMENT ON` (kind, target).
+    /// Comments on types, domains, indexes, views, functions and sequences, by their `COMMENT ON` (kind, target).
     pub comments: BTreeMap<(String, String), String>,
+    pub domains: BTreeMap<QName, Domain>,
+    /// Composite types (`CREATE TYPE name AS (...)`), not the row types of tables.
+    pub composites: BTreeMap<QName, Composite>,
+    /// Row-level security policies by (table, policy name).
+    pub policies: BTreeMap<(QName, String), Policy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +82,10 @@ pub struct Table {
     /// Primary key, unique, check, exclusion and foreign-key constraints, by name.
     pub constraints: BTreeMap<String, Constraint>,
     pub comment: Option<String>,
+    /// `ENABLE ROW LEVEL SECURITY`.
+    pub is_rls_enabled: bool,
+    /// `FORCE ROW LEVEL SECURITY` (policies apply to the table's owner too).
+    pub is_rls_forced: bool,
 }
 
 impl Table {
@@ -136,4 +145,48 @@ pub struct Function {
 pub struct Trigger {
     /// `pg_get_triggerdef` text.
     pub definition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    /// `format_type` text of the base type, for example `numeric(10,2)`.
+    pub base_type: String,
+    pub default: Option<String>,
+    pub is_not_null: bool,
+    /// CHECK constraints by name: `pg_get_constraintdef` text, for example `CHECK ((VALUE > 0))`.
+    pub checks: BTreeMap<String, String>,
+    /// Creation order (the catalog oid order), so a domain over another type is created after it.
+    pub order: i64,
+}
+
+impl Domain {
+    /// Equal but for the creation order.
+    pub fn same(&self, other: &Domain) -> bool {
+        Domain {
+            order: other.order,
+            ..self.clone()
+        } == *other
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composite {
+    /// (name, `format_type` text) in attribute order; the order is part of the type.
+    pub attributes: Vec<(String, String)>,
+    /// Creation order (the catalog oid order), so a type built on another type is created after it.
+    pub order: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// `AS PERMISSIVE` (otherwise `AS RESTRICTIVE`).
+    pub is_permissive: bool,
+    /// `ALL`, `SELECT`, `INSERT`, `UPDATE` or `DELETE`.
+    pub command: String,
+    /// Role names quoted as needed, sorted; `PUBLIC` for everyone.
+    pub roles: Vec<String>,
+    /// The `USING` expression.
+    pub using: Option<String>,
+    /// The `WITH CHECK` expression.
+    pub with_check: Option<String>,
 }

@@ -7,7 +7,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::model::{Catalog, Column, Constraint, Function, Index, QName, Sequence, Table, Trigger, View};
+use super::model::{
+    Catalog, Column, Composite, Constraint, Domain, Function, Index, Policy, QName, Sequence, Table, Trigger, View,
+};
 
 /// An operation kind a user adds: renders its own SQL and names its reverse. Produced by a [`Comparator`].
 pub trait CustomOp: fmt::Debug + Send + Sync {
@@ -76,6 +78,77 @@ pub enum Op {
         name: QName,
         from: Vec<String>,
         to: Vec<String>,
+        usages: Vec<EnumUsage>,
+    },
+    /// `CREATE DOMAIN` with its default, `NOT NULL` and CHECK constraints.
+    CreateDomain {
+        name: QName,
+        domain: Domain,
+    },
+    DropDomain {
+        name: QName,
+        domain: Domain,
+    },
+    /// Replace a domain by one over another base type: PostgreSQL cannot change a domain's base type, so the
+    /// domain is renamed, recreated, every column using it converted through the new base type, and the old
+    /// one dropped.
+    RecreateDomain {
+        name: QName,
+        from: Domain,
+        to: Domain,
+        usages: Vec<EnumUsage>,
+    },
+    AlterDomainDefault {
+        name: QName,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    AlterDomainNull {
+        name: QName,
+        is_not_null: bool,
+    },
+    /// `ALTER DOMAIN ... ADD CONSTRAINT name CHECK (...)`; `definition` is the `CHECK (...)` text.
+    AddDomainConstraint {
+        name: QName,
+        constraint: String,
+        definition: String,
+    },
+    DropDomainConstraint {
+        name: QName,
+        constraint: String,
+        definition: String,
+    },
+    CreateComposite {
+        name: QName,
+        composite: Composite,
+    },
+    DropComposite {
+        name: QName,
+        composite: Composite,
+    },
+    /// `ALTER TYPE ... ADD ATTRIBUTE` (at the end): (name, type).
+    AddAttribute {
+        name: QName,
+        attribute: (String, String),
+    },
+    DropAttribute {
+        name: QName,
+        attribute: (String, String),
+    },
+    /// `ALTER TYPE ... ALTER ATTRIBUTE ... TYPE`: only for a type no column uses (PostgreSQL refuses otherwise).
+    AlterAttributeType {
+        name: QName,
+        attribute: String,
+        from: String,
+        to: String,
+    },
+    /// Replace a composite type whose attributes cannot be changed in place (reordered, or a retyped attribute
+    /// of a type columns use): the type is renamed, recreated, every column using it converted attribute by
+    /// attribute, and the old one dropped.
+    RecreateComposite {
+        name: QName,
+        from: Composite,
+        to: Composite,
         usages: Vec<EnumUsage>,
     },
     CreateSequence {
@@ -187,6 +260,34 @@ pub enum Op {
         name: String,
         trigger: Trigger,
     },
+    /// `ENABLE` or `DISABLE ROW LEVEL SECURITY`.
+    SetRowSecurity {
+        table: QName,
+        is_enabled: bool,
+    },
+    /// `FORCE` or `NO FORCE ROW LEVEL SECURITY`.
+    SetForceRowSecurity {
+        table: QName,
+        is_forced: bool,
+    },
+    CreatePolicy {
+        table: QName,
+        name: String,
+        policy: Policy,
+    },
+    DropPolicy {
+        table: QName,
+        name: String,
+        policy: Policy,
+    },
+    /// `ALTER POLICY`: the command and `PERMISSIVE`/`RESTRICTIVE` are the same, and an expression that changes
+    /// is present on both sides (ALTER POLICY cannot remove one).
+    AlterPolicy {
+        table: QName,
+        name: String,
+        from: Policy,
+        to: Policy,
+    },
     SetComment {
         target: CommentTarget,
         from: Option<String>,
@@ -195,7 +296,7 @@ pub enum Op {
     Custom(Arc<dyn CustomOp>),
 }
 
-/// A column whose type is an enum, with its default (dropped and set again around a recreation).
+/// A column whose type is an enum, a domain or a composite type, with its default (dropped and set again around a recreation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnumUsage {
     pub table: QName,
@@ -273,6 +374,62 @@ impl Op {
                 }
             }
             Op::RecreateEnum { name, from, to, usages } => Op::RecreateEnum {
+                name,
+                from: to,
+                to: from,
+                usages,
+            },
+            Op::CreateDomain { name, domain } => Op::DropDomain { name, domain },
+            Op::DropDomain { name, domain } => Op::CreateDomain { name, domain },
+            Op::RecreateDomain { name, from, to, usages } => Op::RecreateDomain {
+                name,
+                from: to,
+                to: from,
+                usages,
+            },
+            Op::AlterDomainDefault { name, from, to } => Op::AlterDomainDefault {
+                name,
+                from: to,
+                to: from,
+            },
+            Op::AlterDomainNull { name, is_not_null } => Op::AlterDomainNull {
+                name,
+                is_not_null: !is_not_null,
+            },
+            Op::AddDomainConstraint {
+                name,
+                constraint,
+                definition,
+            } => Op::DropDomainConstraint {
+                name,
+                constraint,
+                definition,
+            },
+            Op::DropDomainConstraint {
+                name,
+                constraint,
+                definition,
+            } => Op::AddDomainConstraint {
+                name,
+                constraint,
+                definition,
+            },
+            Op::CreateComposite { name, composite } => Op::DropComposite { name, composite },
+            Op::DropComposite { name, composite } => Op::CreateComposite { name, composite },
+            Op::AddAttribute { name, attribute } => Op::DropAttribute { name, attribute },
+            Op::DropAttribute { name, attribute } => Op::AddAttribute { name, attribute },
+            Op::AlterAttributeType {
+                name,
+                attribute,
+                from,
+                to,
+            } => Op::AlterAttributeType {
+                name,
+                attribute,
+                from: to,
+                to: from,
+            },
+            Op::RecreateComposite { name, from, to, usages } => Op::RecreateComposite {
                 name,
                 from: to,
                 to: from,
@@ -383,6 +540,22 @@ impl Op {
             Op::ReplaceFunction { from, to } => Op::ReplaceFunction { from: to, to: from },
             Op::CreateTrigger { table, name, trigger } => Op::DropTrigger { table, name, trigger },
             Op::DropTrigger { table, name, trigger } => Op::CreateTrigger { table, name, trigger },
+            Op::SetRowSecurity { table, is_enabled } => Op::SetRowSecurity {
+                table,
+                is_enabled: !is_enabled,
+            },
+            Op::SetForceRowSecurity { table, is_forced } => Op::SetForceRowSecurity {
+                table,
+                is_forced: !is_forced,
+            },
+            Op::CreatePolicy { table, name, policy } => Op::DropPolicy { table, name, policy },
+            Op::DropPolicy { table, name, policy } => Op::CreatePolicy { table, name, policy },
+            Op::AlterPolicy { table, name, from, to } => Op::AlterPolicy {
+                table,
+                name,
+                from: to,
+                to: from,
+            },
             Op::SetComment { target, from, to } => Op::SetComment {
                 target,
                 from: to,
@@ -392,15 +565,25 @@ impl Op {
         }
     }
 
-    /// Whether the upgrade can lose data: dropping a table, column, sequence, type, schema or extension, a
-    /// narrowing type change, or removing enum labels.
+    /// Whether the upgrade can lose data: dropping a table, column, sequence, type, domain, composite attribute,
+    /// schema or extension, a narrowing type change (also of a domain's base type or of a composite attribute
+    /// columns hold), or removing enum labels.
     pub fn is_destructive(&self) -> bool {
         match self {
             Op::DropSchema { .. }
             | Op::DropExtension { .. }
             | Op::DropEnum { .. }
+            | Op::DropDomain { .. }
+            | Op::DropComposite { .. }
+            | Op::DropAttribute { .. }
             | Op::DropSequence { .. }
             | Op::DropTable { .. } => true,
+            Op::RecreateDomain { from, to, .. } => !is_widening(&from.base_type, &to.base_type),
+            Op::RecreateComposite { from, to, .. } => from.attributes.iter().any(|(a, t)| {
+                !to.attributes
+                    .iter()
+                    .any(|(b, u)| a == b && (t == u || is_widening(t, u)))
+            }),
             Op::DropColumn { column, .. } => column.generated.is_none(),
             Op::AlterColumnType { from, to, .. } => !is_widening(from, to),
             Op::RecreateEnum { from, to, .. } => from.iter().any(|v| !to.contains(v)),
@@ -424,6 +607,47 @@ impl Op {
                 "change",
                 format!("labels of type {name} ({} to {})", from.join(", "), to.join(", ")),
             ),
+            Op::CreateDomain { name, .. } => ("add", format!("domain {name}")),
+            Op::DropDomain { name, .. } => ("drop", format!("domain {name}")),
+            Op::RecreateDomain { name, from, to, .. } => (
+                "change",
+                format!("base type of domain {name} ({} to {})", from.base_type, to.base_type),
+            ),
+            Op::AlterDomainDefault { name, from, to } => (
+                "change",
+                format!(
+                    "default of domain {name} ({} to {})",
+                    from.as_deref().unwrap_or("none"),
+                    to.as_deref().unwrap_or("none")
+                ),
+            ),
+            Op::AlterDomainNull { name, is_not_null } => (
+                "change",
+                format!(
+                    "nullability of domain {name} (to {})",
+                    if *is_not_null { "NOT NULL" } else { "NULL" }
+                ),
+            ),
+            Op::AddDomainConstraint { name, constraint, .. } => {
+                ("add", format!("constraint {constraint} on domain {name}"))
+            }
+            Op::DropDomainConstraint { name, constraint, .. } => {
+                ("drop", format!("constraint {constraint} on domain {name}"))
+            }
+            Op::CreateComposite { name, .. } => ("add", format!("type {name}")),
+            Op::DropComposite { name, .. } => ("drop", format!("type {name}")),
+            Op::AddAttribute { name, attribute } => ("add", format!("attribute {} of type {name}", attribute.0)),
+            Op::DropAttribute { name, attribute } => ("drop", format!("attribute {} of type {name}", attribute.0)),
+            Op::AlterAttributeType {
+                name,
+                attribute,
+                from,
+                to,
+            } => (
+                "change",
+                format!("type of attribute {attribute} of type {name} ({from} to {to})"),
+            ),
+            Op::RecreateComposite { name, .. } => ("change", format!("attributes of type {name}")),
             Op::CreateSequence { name, .. } => ("add", format!("sequence {name}")),
             Op::DropSequence { name, .. } => ("drop", format!("sequence {name}")),
             Op::AlterSequence { name, .. } => ("change", format!("sequence {name}")),
@@ -479,6 +703,23 @@ impl Op {
             Op::ReplaceFunction { to, .. } => ("change", format!("function {}({})", to.name, to.identity_args)),
             Op::CreateTrigger { table, name, .. } => ("add", format!("trigger {name} on {table}")),
             Op::DropTrigger { table, name, .. } => ("drop", format!("trigger {name} on {table}")),
+            Op::SetRowSecurity { table, is_enabled } => (
+                "change",
+                format!(
+                    "row level security on {table} (to {})",
+                    if *is_enabled { "enabled" } else { "disabled" }
+                ),
+            ),
+            Op::SetForceRowSecurity { table, is_forced } => (
+                "change",
+                format!(
+                    "forced row level security on {table} (to {})",
+                    if *is_forced { "forced" } else { "not forced" }
+                ),
+            ),
+            Op::CreatePolicy { table, name, .. } => ("add", format!("policy {name} on {table}")),
+            Op::DropPolicy { table, name, .. } => ("drop", format!("policy {name} on {table}")),
+            Op::AlterPolicy { table, name, .. } => ("change", format!("policy {name} on {table}")),
             Op::SetComment { target, .. } => (
                 "change",
                 format!("comment on {} {}", target.kind.to_lowercase(), target.name),

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::model::{Column, Sequence};
+use super::model::{Column, Composite, Domain, Policy, QName, Sequence};
 use super::ops::{needs_cast, Comparator, Op};
 use crate::executor::quote_literal;
 
@@ -106,6 +106,41 @@ fn column_def(c: &Column) -> String {
     out
 }
 
+fn domain_def(name: &QName, d: &Domain) -> String {
+    let mut out = format!("CREATE DOMAIN {name} AS {}", d.base_type);
+    if let Some(default) = &d.default {
+        out.push_str(&format!(" DEFAULT {default}"));
+    }
+    if d.is_not_null {
+        out.push_str(" NOT NULL");
+    }
+    for (constraint, definition) in &d.checks {
+        out.push_str(&format!(" CONSTRAINT {constraint} {definition}"));
+    }
+    out
+}
+
+fn composite_def(name: &QName, c: &Composite) -> String {
+    let attributes: Vec<String> = c.attributes.iter().map(|(a, t)| format!("{a} {t}")).collect();
+    format!("CREATE TYPE {name} AS ({})", attributes.join(", "))
+}
+
+fn policy_def(table: &QName, name: &str, p: &Policy) -> String {
+    let mut out = format!(
+        "CREATE POLICY {name} ON {table} AS {} FOR {} TO {}",
+        if p.is_permissive { "PERMISSIVE" } else { "RESTRICTIVE" },
+        p.command,
+        p.roles.join(", ")
+    );
+    if let Some(using) = &p.using {
+        out.push_str(&format!(" USING ({using})"));
+    }
+    if let Some(check) = &p.with_check {
+        out.push_str(&format!(" WITH CHECK ({check})"));
+    }
+    out
+}
+
 fn sequence_options(s: &Sequence) -> String {
     format!(
         "AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}",
@@ -183,6 +218,102 @@ impl Renderer for DefaultRenderer {
                 out.push(format!("DROP TYPE {old}"));
                 out
             }
+            Op::CreateDomain { name, domain } => vec![domain_def(name, domain)],
+            Op::DropDomain { name, .. } => vec![format!("DROP DOMAIN {name}")],
+            Op::RecreateDomain { name, from, to, usages } => {
+                let old = QName::new(name.schema.clone(), "flotilla_old_domain");
+                let mut out = Vec::new();
+                if needs_cast(&from.base_type, &to.base_type) {
+                    out.push(format!(
+                        "-- flotilla: {} to {} needs a cast: check the USING expressions",
+                        from.base_type, to.base_type
+                    ));
+                }
+                out.push(format!("ALTER DOMAIN {name} RENAME TO flotilla_old_domain"));
+                out.push(domain_def(name, to));
+                for u in usages {
+                    if u.default.is_some() {
+                        out.push(alter(&u.table, &u.column, "DROP DEFAULT".into()));
+                    }
+                    out.push(alter(
+                        &u.table,
+                        &u.column,
+                        format!("TYPE {name} USING {}::{}::{name}", u.column, to.base_type),
+                    ));
+                    if let Some(d) = &u.default {
+                        out.push(alter(&u.table, &u.column, format!("SET DEFAULT {d}")));
+                    }
+                }
+                out.push(format!("DROP DOMAIN {old}"));
+                out
+            }
+            Op::AlterDomainDefault { name, to, .. } => vec![match to {
+                Some(d) => format!("ALTER DOMAIN {name} SET DEFAULT {d}"),
+                None => format!("ALTER DOMAIN {name} DROP DEFAULT"),
+            }],
+            Op::AlterDomainNull { name, is_not_null } => vec![format!(
+                "ALTER DOMAIN {name} {}",
+                if *is_not_null { "SET NOT NULL" } else { "DROP NOT NULL" }
+            )],
+            Op::AddDomainConstraint {
+                name,
+                constraint,
+                definition,
+            } => vec![format!("ALTER DOMAIN {name} ADD CONSTRAINT {constraint} {definition}")],
+            Op::DropDomainConstraint { name, constraint, .. } => {
+                vec![format!("ALTER DOMAIN {name} DROP CONSTRAINT {constraint}")]
+            }
+            Op::CreateComposite { name, composite } => vec![composite_def(name, composite)],
+            Op::DropComposite { name, .. } => vec![format!("DROP TYPE {name}")],
+            Op::AddAttribute {
+                name,
+                attribute: (a, t),
+            } => vec![format!("ALTER TYPE {name} ADD ATTRIBUTE {a} {t}")],
+            Op::DropAttribute { name, attribute } => {
+                vec![format!("ALTER TYPE {name} DROP ATTRIBUTE {}", attribute.0)]
+            }
+            Op::AlterAttributeType {
+                name, attribute, to, ..
+            } => vec![format!("ALTER TYPE {name} ALTER ATTRIBUTE {attribute} TYPE {to}")],
+            Op::RecreateComposite { name, from, to, usages } => {
+                let old = QName::new(name.schema.clone(), "flotilla_old_type");
+                let mut out = Vec::new();
+                if !usages.is_empty() {
+                    out.push(
+                        "-- flotilla: columns are converted attribute by attribute (a removed attribute is lost, \
+                         a new one is NULL): check the USING expressions"
+                            .to_string(),
+                    );
+                }
+                out.push(format!("ALTER TYPE {name} RENAME TO flotilla_old_type"));
+                out.push(composite_def(name, to));
+                for u in usages {
+                    let fields: Vec<String> = to
+                        .attributes
+                        .iter()
+                        .map(|(a, t)| {
+                            if from.attributes.iter().any(|(b, _)| b == a) {
+                                format!("({}).{a}::{t}", u.column)
+                            } else {
+                                format!("NULL::{t}")
+                            }
+                        })
+                        .collect();
+                    if u.default.is_some() {
+                        out.push(alter(&u.table, &u.column, "DROP DEFAULT".into()));
+                    }
+                    out.push(alter(
+                        &u.table,
+                        &u.column,
+                        format!("TYPE {name} USING ROW({})::{name}", fields.join(", ")),
+                    ));
+                    if let Some(d) = &u.default {
+                        out.push(alter(&u.table, &u.column, format!("SET DEFAULT {d}")));
+                    }
+                }
+                out.push(format!("DROP TYPE {old}"));
+                out
+            }
             Op::CreateSequence { name, sequence } => {
                 vec![format!("CREATE SEQUENCE {name} {}", sequence_options(sequence))]
             }
@@ -199,7 +330,14 @@ impl Renderer for DefaultRenderer {
                         items.push(format!("CONSTRAINT {cname} {}", c.definition));
                     }
                 }
-                vec![format!("CREATE TABLE {name} (\n    {}\n)", items.join(",\n    "))]
+                let mut out = vec![format!("CREATE TABLE {name} (\n    {}\n)", items.join(",\n    "))];
+                if table.is_rls_enabled {
+                    out.push(format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY"));
+                }
+                if table.is_rls_forced {
+                    out.push(format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY"));
+                }
+                out
             }
             Op::DropTable { name, .. } => vec![format!("DROP TABLE {name}")],
             Op::AddColumn { table, column } => vec![format!("ALTER TABLE {table} ADD COLUMN {}", column_def(column))],
@@ -283,6 +421,31 @@ impl Renderer for DefaultRenderer {
             )],
             Op::CreateTrigger { trigger, .. } => vec![trigger.definition.clone()],
             Op::DropTrigger { table, name, .. } => vec![format!("DROP TRIGGER {name} ON {table}")],
+            Op::SetRowSecurity { table, is_enabled } => vec![format!(
+                "ALTER TABLE {table} {} ROW LEVEL SECURITY",
+                if *is_enabled { "ENABLE" } else { "DISABLE" }
+            )],
+            Op::SetForceRowSecurity { table, is_forced } => vec![format!(
+                "ALTER TABLE {table} {} ROW LEVEL SECURITY",
+                if *is_forced { "FORCE" } else { "NO FORCE" }
+            )],
+            Op::CreatePolicy { table, name, policy } => vec![policy_def(table, name, policy)],
+            Op::DropPolicy { table, name, .. } => vec![format!("DROP POLICY {name} ON {table}")],
+            Op::AlterPolicy { table, name, from, to } => {
+                let mut out = format!("ALTER POLICY {name} ON {table}");
+                if from.roles != to.roles {
+                    out.push_str(&format!(" TO {}", to.roles.join(", ")));
+                }
+                match (&from.using, &to.using) {
+                    (a, Some(u)) if a.as_ref() != Some(u) => out.push_str(&format!(" USING ({u})")),
+                    _ => {}
+                }
+                match (&from.with_check, &to.with_check) {
+                    (a, Some(c)) if a.as_ref() != Some(c) => out.push_str(&format!(" WITH CHECK ({c})")),
+                    _ => {}
+                }
+                vec![out]
+            }
             Op::SetComment { target, to, .. } => vec![format!(
                 "COMMENT ON {} {} IS {}",
                 target.kind,

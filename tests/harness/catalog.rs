@@ -66,9 +66,11 @@ pub async fn schemas(client: &Client) -> Vec<String> {
 const SNAPSHOT_QUERIES: &[(&str, &str)] = &[
     (
         "relation",
-        "SELECT format('%s %s', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' \
+        "SELECT format('%s %s%s%s', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' \
          WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' \
-         WHEN 'f' THEN 'foreign table' END, c.relname) \
+         WHEN 'f' THEN 'foreign table' END, c.relname, \
+         CASE WHEN c.relrowsecurity THEN ' row level security' ELSE '' END, \
+         CASE WHEN c.relforcerowsecurity THEN ' forced' ELSE '' END) \
          FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1::text) AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
          ORDER BY c.relname",
     ),
@@ -85,7 +87,7 @@ const SNAPSHOT_QUERIES: &[(&str, &str)] = &[
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_type t ON t.oid = a.atttypid \
          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          LEFT JOIN pg_collation co ON co.oid = a.attcollation \
-         WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1::text) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+         WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1::text) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c') \
          AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum",
     ),
     (
@@ -134,15 +136,34 @@ const SNAPSHOT_QUERIES: &[(&str, &str)] = &[
          WHEN 'e' THEN 'enum (' || (SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder) \
          FROM pg_enum e WHERE e.enumtypid = t.oid) || ')' \
          WHEN 'd' THEN 'domain ' || format_type(t.typbasetype, t.typtypmod) \
+         || coalesce(' default ' || pg_get_expr(t.typdefaultbin, 0), '') \
+         || CASE WHEN t.typnotnull THEN ' not null' ELSE '' END \
          WHEN 'c' THEN 'composite' ELSE t.typtype::text END) \
          FROM pg_type t LEFT JOIN pg_class c ON c.oid = t.typrelid \
          WHERE t.typnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1::text) AND t.typtype IN ('e', 'd', 'c') \
          AND (c.relkind IS NULL OR c.relkind = 'c') ORDER BY t.typname",
     ),
+    (
+        "domain constraint",
+        "SELECT format('domain constraint %s.%s %s', t.typname, k.conname, pg_get_constraintdef(k.oid)) \
+         FROM pg_constraint k JOIN pg_type t ON t.oid = k.contypid \
+         WHERE t.typnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1::text) ORDER BY t.typname, k.conname",
+    ),
+    (
+        "policy",
+        "SELECT format('policy %s.%s %s for %s to %s using %s with check %s', c.relname, p.polname, \
+         CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END, p.polcmd, \
+         (SELECT string_agg(r.name, ',' ORDER BY r.name) FROM (SELECT CASE WHEN x = 0 THEN 'public' \
+         ELSE pg_get_userbyid(x)::text END AS name FROM unnest(p.polroles) x) r), \
+         coalesce(pg_get_expr(p.polqual, p.polrelid), '-'), coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '-')) \
+         FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid \
+         WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1::text) ORDER BY c.relname, p.polname",
+    ),
 ];
 
-/// A normalised text dump of `schema`: relations, columns (type, nullability, default, identity), constraints,
-/// indexes, sequences, views, triggers, functions and enum/domain/composite types, one fact per line.
+/// A normalised text dump of `schema`: relations (with row-level security flags), columns (type, nullability,
+/// default, identity; also composite types' attributes), constraints, indexes, sequences, views, triggers,
+/// functions, enum/domain/composite types, domain constraints and policies, one fact per line.
 ///
 /// Names are rendered relative to `schema` (it is the search path while dumping, and the qualification that
 /// index, trigger and function definitions always carry is removed), so snapshots of two tenant schemas built by the same
