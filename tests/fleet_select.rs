@@ -82,7 +82,12 @@ async fn fleet_dry_run_prints_plans_and_changes_nothing() {
         "{}",
         out.report()
     );
-    assert!(out.stdout.contains("Dry run: nothing was changed"), "{}", out.report());
+    assert!(
+        out.stdout
+            .contains("Dry run: 3 tenant(s) would change, 1 already at the target; nothing was changed"),
+        "{}",
+        out.report()
+    );
     assert!(out.stderr.contains("run dry-run: upgrade to head"), "{}", out.report());
     assert!(!out.stdout.contains("run dry-run:"), "{}", out.report());
 
@@ -92,6 +97,8 @@ async fn fleet_dry_run_prints_plans_and_changes_nothing() {
         .assert_success()
         .json();
     assert_eq!(plan["dry_run"], true, "{plan:#}");
+    assert_eq!(plan["n_would_change"], 3, "{plan:#}");
+    assert_eq!(plan["n_at_target"], 1, "{plan:#}");
     let planned: BTreeSet<String> = plan["tenants"]
         .as_array()
         .unwrap()

@@ -321,9 +321,13 @@ fn hostname() -> String {
 fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, engine: &Engine) {
     let mut planned = outcome.planned.clone();
     planned.sort_by_key(|(i, _, _)| *i);
+    // A dry run's tenants end as skipped: those with a plan, and those already at the target.
+    let n_at_target = outcome.n_skipped.saturating_sub(planned.len());
     match ctx.format {
         Format::Json => print_json(&json!({
             "dry_run": true,
+            "n_would_change": planned.len(),
+            "n_at_target": n_at_target,
             "tenants": planned.iter().map(|(i, from, steps)| json!({
                 "id": tenants[*i].id,
                 "from": from,
@@ -347,7 +351,10 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
                     println!("    {:?} {}, {message}", step.direction, step.revision);
                 }
             }
-            println!("Dry run: nothing was changed");
+            println!(
+                "Dry run: {} tenant(s) would change, {n_at_target} already at the target; nothing was changed",
+                planned.len()
+            );
         }
     }
 }
