@@ -313,12 +313,14 @@ impl Sink for MetricsSink {
                 rows_done,
                 ..
             } => {
+                // A backfill reports its rows once before its first batch: rows an earlier run committed (it resumes
+                // from their checkpoint), which this run did not do, so that report is the baseline, not counted.
                 let last = self
                     .backfill
                     .entry(tenant.as_str().into())
-                    .or_insert_with(|| (revision.clone(), 0));
+                    .or_insert_with(|| (revision.clone(), *rows_done));
                 if last.0 != *revision {
-                    *last = (revision.clone(), 0);
+                    *last = (revision.clone(), *rows_done);
                 }
                 // A retried batch can report fewer rows than before; only growth counts, so nothing is counted twice.
                 if *rows_done > last.1 {
@@ -455,7 +457,8 @@ mod tests {
         check(&text, "flotilla_tenant_retries_total{reason=\"connection\"}", 1.0);
         check(&text, "flotilla_errors_total{sqlstate=\"08006\"}", 1.0);
         check(&text, "flotilla_errors_total{sqlstate=\"23505\"}", 1.0);
-        check(&text, "flotilla_backfill_rows_total", 400.0);
+        // The sample's first report (100 rows) is the backfill's baseline: 400 - 100 were done in this run.
+        check(&text, "flotilla_backfill_rows_total", 300.0);
         check(&text, "flotilla_connections_open{server=\"db1\"}", 0.0);
         check(&text, "flotilla_rate_limit_wait_seconds_total", 0.25);
         check(&text, "flotilla_run_start_timestamp_seconds", 1_700_000_000.0);
@@ -499,14 +502,32 @@ mod tests {
             rows_estimated: None,
         };
         for e in [
+            progress("r1", 0),
             progress("r1", 100),
             progress("r1", 50),
             progress("r1", 150),
+            progress("r2", 0),
             progress("r2", 30),
         ] {
             sink.event(&e);
         }
         check(&metrics.render(), "flotilla_backfill_rows_total", 180.0);
+    }
+
+    #[test]
+    fn a_resumed_backfill_counts_only_the_rows_this_run_did() {
+        let metrics = Metrics::new();
+        let mut sink = MetricsSink::new(metrics.clone());
+        // The first report (before any batch) carries the 500 rows an earlier run committed.
+        for rows_done in [500, 600, 700] {
+            sink.event(&FleetEvent::BackfillProgress {
+                tenant: "x".into(),
+                revision: "r1".into(),
+                rows_done,
+                rows_estimated: Some(700),
+            });
+        }
+        check(&metrics.render(), "flotilla_backfill_rows_total", 200.0);
     }
 
     #[test]
