@@ -1,13 +1,13 @@
 //! Every single-database command through the real binary: init, revision, merge, heads, branches, show,
-//! history, current, stamp, validate, resolve and plan, with their text and JSON output, and global options
+//! history, current, stamp, validate, resolve, plan, edit and ensure-version, with their text and JSON output, and global options
 //! on either side of the subcommand.
 
 use serde_json::json;
 
 use crate::harness::{flotilla, TempProject, TestDb};
 use crate::single_support::{
-    applied_up, assert_contains, example, example_project, file_containing, fl, fl_offline, history, rows, strings,
-    user_tables,
+    all_tables, applied_up, assert_contains, example, example_project, file_containing, fl, fl_offline, history, rows,
+    strings, user_tables,
 };
 
 #[test]
@@ -701,4 +701,75 @@ fn validate_ignores_a_script_edited_after_its_revision_was_stamped_away() {
     // Stamped back to a row that includes the edited revision, the change counts again.
     fl(&project, &db, &["stamp", example::ORDERS]).assert_success();
     fl(&project, &db, &["validate"]).assert_code(1);
+}
+
+/// Alembic's `ensure_version`: the tables and nothing else, twice without harm; `--sql` prints the same DDL.
+#[test]
+fn ensure_version_creates_only_the_version_tables() {
+    let project = example_project("");
+    let db = TestDb::new("ensure_version");
+    let out = fl(&project, &db, &["ensure-version"]).assert_success();
+    assert_contains(&out.stdout, &["current: base"], &out.report());
+    assert_eq!(all_tables(&db, "public"), ["flotilla_history", "flotilla_version"]);
+    assert!(rows(&db).is_empty());
+    fl(&project, &db, &["upgrade", example::USERS]).assert_success();
+    let out = fl(&project, &db, &["ensure-version", "--format", "json"]).assert_success();
+    assert_eq!(out.json(), json!({ "current": [example::USERS] }), "{}", out.report());
+
+    let sql = fl_offline(&project, &["ensure-version", "--sql"])
+        .assert_success()
+        .stdout;
+    let offline = TestDb::new("ensure_version_sql");
+    offline.psql().stdin(sql.clone()).assert_success();
+    offline.psql().stdin(sql).assert_success();
+    assert_eq!(all_tables(&offline, "public"), ["flotilla_history", "flotilla_version"]);
+}
+
+/// Alembic's `edit`: the one file REV names, opened with `$VISUAL`/`$EDITOR` (which may hold arguments).
+#[test]
+fn edit_opens_the_one_revision_file_in_the_editor() {
+    let project = example_project("");
+    let editor = |cmd: &mut crate::harness::Cmd, visual: Option<&str>, editor: Option<&str>| {
+        cmd.env_remove("VISUAL").env_remove("EDITOR");
+        if let Some(v) = visual {
+            cmd.env("VISUAL", v);
+        }
+        if let Some(e) = editor {
+            cmd.env("EDITOR", e);
+        }
+    };
+    let path = file_containing(&project.migrations_dir(), example::USERS);
+    let before = std::fs::read_to_string(&path).unwrap();
+    let mut cmd = fl_offline(&project, &["edit", &example::USERS[..6]]);
+    editor(&mut cmd, None, Some("sed -i -e '$a -- edited'"));
+    cmd.assert_success();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{before}-- edited\n"));
+    // VISUAL wins over EDITOR.
+    let mut cmd = fl_offline(&project, &["edit", example::USERS]);
+    editor(&mut cmd, Some("true"), Some("false"));
+    cmd.assert_success();
+
+    let mut cmd = fl_offline(&project, &["edit", "head"]);
+    editor(&mut cmd, None, Some("false"));
+    let out = cmd.assert_code(1);
+    assert_contains(&out.stderr, &["editor `false` failed"], &out.report());
+    let mut cmd = fl_offline(&project, &["edit", "head"]);
+    editor(&mut cmd, None, None);
+    let out = cmd.assert_code(2);
+    assert_contains(&out.stderr, &["set VISUAL or EDITOR"], &out.report());
+    // Several revisions, or none by that name: usage errors, the editor never starts.
+    let two_heads = example_project("");
+    two_heads.write(
+        "migrations/0099_root.sql",
+        "-- revision: cc9000000001\n-- down_revision:\n\n-- flotilla:upgrade\nSELECT 1;\n",
+    );
+    let mut cmd = fl_offline(&two_heads, &["edit", "heads"]);
+    editor(&mut cmd, None, Some("touch edited-marker;"));
+    let out = cmd.assert_code(2);
+    assert_contains(&out.stderr, &["names 2 revisions"], &out.report());
+    let mut cmd = fl_offline(&project, &["edit", "nope"]);
+    editor(&mut cmd, None, Some("touch edited-marker;"));
+    cmd.assert_code(2);
+    assert!(!two_heads.path().join("edited-marker").exists());
+    assert!(!project.path().join("edited-marker").exists());
 }

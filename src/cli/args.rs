@@ -101,6 +101,14 @@ pub enum Command {
     /// Show one revision.
     #[command(after_help = "Examples:\n  flotilla show head\n  flotilla show 3f2a")]
     Show(ShowArgs),
+    /// Open a revision file in $VISUAL or $EDITOR.
+    #[command(
+        after_help = "Examples:\n  flotilla edit head\n  flotilla edit 3f2a\n  EDITOR=nano flotilla edit billing@head"
+    )]
+    Edit(ShowArgs),
+    /// Create the version and history tables if they are missing, nothing else (or print their DDL with --sql).
+    #[command(after_help = "Examples:\n  flotilla ensure-version\n  flotilla ensure-version --sql")]
+    EnsureVersion(EnsureVersionArgs),
     /// Set the version table to the given revisions without running any SQL.
     #[command(
         after_help = "Examples:\n  flotilla stamp head\n  flotilla stamp base\n  flotilla stamp 3f2a --purge\n  flotilla stamp 1d9b:8a4c --sql     # offline, from a known revision: only the rows that move"
@@ -427,6 +435,13 @@ pub struct HistoryArgs {
 pub struct VerboseArgs {
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnsureVersionArgs {
+    /// Print the DDL instead of running it.
+    #[arg(long)]
+    pub sql: bool,
 }
 
 #[derive(Debug, Args)]

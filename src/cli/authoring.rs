@@ -227,14 +227,9 @@ fn run_post_write(hooks: &[HookCommand], file: &Path, cwd: &Path) -> Result<(), 
         let Some((program, args)) = argv.split_first() else {
             continue;
         };
-        let dir = if cwd.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            cwd
-        };
         let status = std::process::Command::new(program)
             .args(args)
-            .current_dir(dir)
+            .current_dir(cwd)
             .status()
             .with_context(|| format!("post_write hook `{program}` could not start"))
             .map_err(|e| CliError::new(ExitCode::Failed, e))?;

@@ -68,8 +68,8 @@ impl Ctx {
             .path
             .as_ref()
             .and_then(|p| p.parent())
-            .map(PathBuf::from)
-            .unwrap_or_default();
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), PathBuf::from);
         let exec = ExecOptions {
             lock_timeout: Some(project.lock_timeout).filter(|d| !d.is_zero()),
             statement_timeout: project.statement_timeout,

@@ -10,6 +10,7 @@ use super::output::{print_json, revision_json, revision_line, tags};
 use crate::error::ExitCode;
 use crate::executor::Session;
 use crate::revision::RevisionId;
+use anyhow::Context as _;
 
 fn script<'a>(loaded: &'a Loaded, id: &RevisionId) -> &'a crate::script::Script {
     // The graph is built from exactly these scripts, so every id it returns has one.
@@ -130,6 +131,48 @@ pub fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode, CliError> {
                 );
             }
         }
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Alembic's `edit`: the one revision REV names, opened in `$VISUAL`, else `$EDITOR`, from the project directory.
+pub fn edit(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode, CliError> {
+    let ctx = Ctx::load(global)?;
+    let loaded = ctx.load_scripts()?;
+    let ids = loaded.graph.resolve(&args.revision, &[])?;
+    let [id] = ids.as_slice() else {
+        return Err(CliError::usage(format!(
+            "`{}` names {} revisions; edit takes one",
+            args.revision,
+            ids.len()
+        )));
+    };
+    let path = &script(&loaded, id).path;
+    if !path.is_file() {
+        return Err(CliError::usage(format!(
+            "revision {id} has no file to edit ({} does not exist; revision_source does not read files)",
+            path.display()
+        )));
+    }
+    let editor = ["VISUAL", "EDITOR"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
+        .ok_or_else(|| CliError::usage("set VISUAL or EDITOR to the editor to open revision files with"))?;
+    // As git does: the variable may hold arguments (`code --wait`), so a shell splits it.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("flotilla-edit")
+        .arg(path)
+        .current_dir(&ctx.project_dir)
+        .status()
+        .with_context(|| format!("could not start the editor `{editor}`"))
+        .map_err(|e| CliError::new(ExitCode::Failed, e))?;
+    if !status.success() {
+        return Err(CliError::new(
+            ExitCode::Failed,
+            anyhow::anyhow!("the editor `{editor}` failed ({status}) on {}", path.display()),
+        ));
     }
     Ok(ExitCode::Ok)
 }

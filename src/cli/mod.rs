@@ -39,6 +39,8 @@ pub async fn run_with(
         Command::Heads(a) => inspect::heads(global, a),
         Command::Branches(a) => inspect::branches(global, a),
         Command::Show(a) => inspect::show(global, a),
+        Command::Edit(a) => inspect::edit(global, a),
+        Command::EnsureVersion(a) => single::ensure_version(global, a).await,
         Command::History(a) => inspect::history(global, a).await,
         Command::Plan(a) => inspect::plan(global, a).await,
         Command::Upgrade(a) => single::migrate(global, a, crate::graph::Direction::Up).await,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::args::{CurrentArgs, Format, GlobalArgs, MigrateArgs, StampArgs};
+use super::args::{CurrentArgs, EnsureVersionArgs, Format, GlobalArgs, MigrateArgs, StampArgs};
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
 use super::output::{print_json, tags};
@@ -297,6 +297,27 @@ pub async fn stamp(global: &GlobalArgs, args: StampArgs) -> Result<ExitCode, Cli
     closed?;
     match ctx.format {
         Format::Text => println!("Stamped: now at {}", rows_text(&rows)),
+        Format::Json => print_json(&json!({ "current": rows })),
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Alembic's `ensure_version`: the store's tables, created if missing under the migration lock, and nothing else.
+pub async fn ensure_version(global: &GlobalArgs, args: EnsureVersionArgs) -> Result<ExitCode, CliError> {
+    let ctx = Ctx::load(global)?;
+    if args.sql {
+        println!("{}", ctx.store.create_sql());
+        return Ok(ExitCode::Ok);
+    }
+    let client = ctx.connect().await?;
+    let mut session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
+    let outcome = session.ensure_tables().await;
+    let rows = session.rows().to_vec();
+    let closed = session.close().await;
+    outcome?;
+    closed?;
+    match ctx.format {
+        Format::Text => println!("The version tables exist; current: {}", rows_text(&rows)),
         Format::Json => print_json(&json!({ "current": rows })),
     }
     Ok(ExitCode::Ok)

@@ -262,7 +262,8 @@ impl<'a> Session<'a> {
         self.blocked.as_ref()
     }
 
-    async fn ensure_tables(&mut self) -> Result<(), ExecError> {
+    /// Create the store's tables unless they exist (`ensure-version`; every write does it first).
+    pub async fn ensure_tables(&mut self) -> Result<(), ExecError> {
         if !self.has_tables {
             self.client
                 .batch_execute(&self.store.create_sql())
