@@ -1,6 +1,6 @@
 //! Every single-database command through the real binary: init, revision, merge, heads, branches, show,
-//! history, current, stamp, validate, resolve, plan, edit and ensure-version, with their text and JSON output, and global options
-//! on either side of the subcommand.
+//! history, current, stamp, validate, resolve, plan, edit and ensure-version, with their text and JSON output,
+//! and global options on either side of the subcommand.
 
 use serde_json::json;
 
