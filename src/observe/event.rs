@@ -37,6 +37,11 @@ impl TenantState {
             TenantState::Interrupted => "interrupted",
         }
     }
+
+    /// Succeeded, failed, skipped or interrupted: the tenant is done in this run.
+    pub fn is_final(self) -> bool {
+        !matches!(self, TenantState::Pending | TenantState::Running)
+    }
 }
 
 /// One thing that happened in a fleet run. Serialised (NDJSON) as an object with an `event` field naming the
