@@ -136,7 +136,7 @@ pub async fn run(
         .map(RateLimiter::direct);
 
     // Ready tenants (index, attempt) in order, and tenants put back until a moment (locked by another runner).
-    let mut ready: VecDeque<(usize, u32)> = (0..n).map(|i| (i, 1)).collect();
+    let mut ready = ReadyQueue::new(n);
     let mut delayed: BinaryHeap<Reverse<(Instant, usize, u32)>> = BinaryHeap::new();
     let mut first_locked: HashMap<usize, Instant> = HashMap::new();
     let mut tokens: HashMap<usize, tokio_postgres::CancelToken> = HashMap::new();
@@ -162,7 +162,7 @@ pub async fn run(
                 let Reverse((_, index, attempt)) = delayed.pop().expect("peeked");
                 ready.push_front((index, attempt));
             }
-            let Some(&(index, attempt)) = ready.front() else {
+            let Some((index, attempt)) = ready.front() else {
                 wake_at = delayed.peek().map(|Reverse((at, _, _))| *at);
                 break;
             };
@@ -529,5 +529,70 @@ async fn on_signal(
     for (index, token) in tokens {
         let server = &co.servers[co.tenants[*index].server];
         server.cancel(token).await;
+    }
+}
+
+/// Tenants ready to start, in order: those put back after waiting first, then the next tenant never started.
+/// A cursor stands for the never-started ones, so the queue costs nothing per tenant.
+struct ReadyQueue {
+    next: usize,
+    n: usize,
+    requeued: VecDeque<(usize, u32)>,
+}
+
+impl ReadyQueue {
+    fn new(n: usize) -> Self {
+        ReadyQueue {
+            next: 0,
+            n,
+            requeued: VecDeque::new(),
+        }
+    }
+
+    /// The next tenant (index, attempt) without taking it.
+    fn front(&self) -> Option<(usize, u32)> {
+        self.requeued
+            .front()
+            .copied()
+            .or_else(|| (self.next < self.n).then_some((self.next, 1)))
+    }
+
+    fn pop_front(&mut self) {
+        if self.requeued.pop_front().is_none() && self.next < self.n {
+            self.next += 1;
+        }
+    }
+
+    fn push_front(&mut self, tenant: (usize, u32)) {
+        self.requeued.push_front(tenant);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.requeued.is_empty() && self.next >= self.n
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::ReadyQueue;
+
+    #[test]
+    fn ready_queue_serves_requeued_tenants_before_new_ones() {
+        let mut ready = ReadyQueue::new(3);
+        assert_eq!(ready.front(), Some((0, 1)));
+        ready.pop_front();
+        ready.push_front((0, 2));
+        assert_eq!(ready.front(), Some((0, 2)));
+        ready.pop_front();
+        let mut order = Vec::new();
+        while let Some(next) = ready.front() {
+            order.push(next);
+            ready.pop_front();
+        }
+        assert_eq!(order, [(1, 1), (2, 1)]);
+        assert!(ready.is_empty());
+        ready.push_front((2, 2));
+        assert!(!ready.is_empty());
     }
 }
