@@ -145,10 +145,8 @@ fn lookup<'a, T>(map: &'a BTreeMap<String, T>, kind: Kind, name: &str) -> Result
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::script::{Embedded, Script, ScriptError};
+    use crate::script::{Embedded, Locations, Script, ScriptError};
 
     #[test]
     fn standard_names() {
@@ -177,7 +175,7 @@ mod tests {
     fn added_entries_are_found_and_replace_by_name() {
         struct Nothing;
         impl RevisionSource for Nothing {
-            fn load(&self, _: &Path) -> Result<Vec<Script>, ScriptError> {
+            fn load(&self, _: &Locations) -> Result<Vec<Script>, ScriptError> {
                 Ok(Vec::new())
             }
         }
@@ -192,12 +190,12 @@ mod tests {
             )
             .add_source("sql", Nothing);
         assert_eq!(registry.names(Kind::RevisionSource), ["embedded", "sql"]);
-        let loaded = registry.source("embedded").unwrap().load(Path::new(".")).unwrap();
+        let loaded = registry.source("embedded").unwrap().load(&Locations::one(".")).unwrap();
         assert_eq!(loaded[0].meta.id.as_str(), "a");
         assert!(registry
             .source("sql")
             .unwrap()
-            .load(Path::new("/nonexistent"))
+            .load(&Locations::one("/nonexistent"))
             .unwrap()
             .is_empty());
     }

@@ -773,3 +773,106 @@ fn edit_opens_the_one_revision_file_in_the_editor() {
     assert!(!two_heads.path().join("edited-marker").exists());
     assert!(!project.path().join("edited-marker").exists());
 }
+
+/// Alembic's `version_locations`: revisions read from several directories (and below them when recursive); a
+/// new revision goes beside its parent, a new root where `--version-path` says.
+#[test]
+fn version_locations_spread_revisions_over_directories() {
+    let project = TempProject::new("version_locations = [\"migrations\", \"billing\"]\n");
+    std::fs::create_dir_all(project.path().join("billing")).unwrap();
+    std::fs::create_dir_all(project.path().join("elsewhere")).unwrap();
+    let fl_here = |args: &[&str]| fl_offline(&project, args);
+    let in_dir = |dir: &str, id: &str| {
+        std::fs::read_dir(project.path().join(dir))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains(id))
+    };
+
+    let out = fl_here(&["revision", "-m", "root", "--rev-id", "aa0000000001"]).assert_code(2);
+    assert_contains(&out.stderr, &["--version-path", "migrations", "billing"], &out.report());
+    let out = fl_here(&["revision", "-m", "x", "--version-path", "elsewhere"]).assert_code(2);
+    assert_contains(&out.stderr, &["not one of version_locations"], &out.report());
+    fl_here(&[
+        "revision",
+        "-m",
+        "root",
+        "--rev-id",
+        "aa0000000001",
+        "--version-path",
+        "migrations",
+    ])
+    .assert_success();
+    fl_here(&[
+        "revision",
+        "-m",
+        "billing root",
+        "--rev-id",
+        "bb0000000001",
+        "--head",
+        "base",
+        "--branch-label",
+        "billing",
+        "--version-path",
+        "billing",
+    ])
+    .assert_success();
+    // Beside its parent, without --version-path.
+    fl_here(&[
+        "revision",
+        "-m",
+        "invoices",
+        "--rev-id",
+        "bb0000000002",
+        "--head",
+        "billing@head",
+    ])
+    .assert_success();
+    assert!(in_dir("migrations", "aa0000000001"));
+    assert!(in_dir("billing", "bb0000000001") && in_dir("billing", "bb0000000002"));
+    assert!(std::fs::read_dir(project.path().join("elsewhere"))
+        .unwrap()
+        .next()
+        .is_none());
+
+    let out = fl_here(&["heads", "--format", "json"]).assert_success();
+    let mut heads: Vec<String> = out
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["revision"].as_str().unwrap().to_string())
+        .collect();
+    heads.sort();
+    assert_eq!(heads, ["aa0000000001", "bb0000000002"], "{}", out.report());
+    let db = TestDb::new("version_locations");
+    fl(&project, &db, &["upgrade", "heads"]).assert_success();
+    assert_eq!(rows(&db), ["aa0000000001", "bb0000000002"]);
+
+    // A merge goes beside its first parent.
+    fl_here(&[
+        "merge",
+        "-m",
+        "join",
+        "--rev-id",
+        "cc0000000001",
+        "aa0000000001",
+        "bb0000000002",
+    ])
+    .assert_success();
+    assert!(in_dir("migrations", "cc0000000001"));
+
+    // Recursive: a revision in a subdirectory is read only when the project says so.
+    project.write(
+        "billing/archive/0009_late.sql",
+        "-- revision: dd0000000001\n-- down_revision: cc0000000001\n\n-- flotilla:upgrade\nSELECT 1;\n",
+    );
+    let out = fl_here(&["heads"]).assert_success();
+    assert_contains(&out.stdout, &["cc0000000001"], &out.report());
+    std::fs::write(
+        project.config_path(),
+        "version_locations = [\"migrations\", \"billing\"]\nrecursive_version_locations = true\n",
+    )
+    .unwrap();
+    let out = fl_here(&["heads"]).assert_success();
+    assert_contains(&out.stdout, &["dd0000000001"], &out.report());
+}

@@ -336,6 +336,10 @@ pub struct RevisionArgs {
     /// Mark the revision no-transaction (for CREATE INDEX CONCURRENTLY and the like).
     #[arg(long)]
     pub no_transaction: bool,
+    /// The directory of the new file, one of `version_locations` (default: its parent's directory, or the only
+    /// location).
+    #[arg(long)]
+    pub version_path: Option<PathBuf>,
     #[command(flatten)]
     pub autogen: AutogenArgs,
 }

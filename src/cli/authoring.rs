@@ -1,6 +1,6 @@
 //! Commands that write files: init, revision, merge. They never open a database.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
@@ -100,8 +100,9 @@ pub async fn revision(global: &GlobalArgs, args: RevisionArgs) -> Result<ExitCod
         depends_on: args.depends_on,
         message: args.message,
     };
+    let dir = revision_dir(&ctx, &loaded, &meta.down_revisions, args.version_path.as_deref())?;
     if !args.autogen.autogenerate {
-        write_revision(&ctx, &loaded, meta, args.rev_id, !args.no_transaction, None)?;
+        write_revision(&ctx, &loaded, &dir, meta, args.rev_id, !args.no_transaction, None)?;
         return Ok(ExitCode::Ok);
     }
     let engine = crate::fleet::Engine {
@@ -123,7 +124,7 @@ pub async fn revision(global: &GlobalArgs, args: RevisionArgs) -> Result<ExitCod
     };
     let message = meta.message.clone();
     let body = (rendered.upgrade.as_str(), rendered.downgrade.as_str());
-    let id = write_revision(&ctx, &loaded, meta, args.rev_id, !args.no_transaction, Some(body))?;
+    let id = write_revision(&ctx, &loaded, &dir, meta, args.rev_id, !args.no_transaction, Some(body))?;
     if let Some((upgrade, downgrade)) = &rendered.concurrent {
         // Concurrent index builds cannot run in a transaction: they get a no-transaction revision of their own.
         let meta = RevisionMeta {
@@ -133,7 +134,7 @@ pub async fn revision(global: &GlobalArgs, args: RevisionArgs) -> Result<ExitCod
             depends_on: Vec::new(),
             message: format!("{message} (concurrent indexes)"),
         };
-        write_revision(&ctx, &loaded, meta, None, false, Some((upgrade, downgrade)))?;
+        write_revision(&ctx, &loaded, &dir, meta, None, false, Some((upgrade, downgrade)))?;
     }
     Ok(ExitCode::Ok)
 }
@@ -160,13 +161,65 @@ pub fn merge(global: &GlobalArgs, args: MergeArgs) -> Result<ExitCode, CliError>
         depends_on: Vec::new(),
         message: args.message,
     };
-    write_revision(&ctx, &loaded, meta, args.rev_id, true, None)?;
+    let dir = revision_dir(&ctx, &loaded, &meta.down_revisions, None)?;
+    write_revision(&ctx, &loaded, &dir, meta, args.rev_id, true, None)?;
     Ok(ExitCode::Ok)
+}
+
+/// The directory a new revision's file goes to: `--version-path` (one of `version_locations`, or below one when
+/// they are searched recursively), else the only location, else the directory of its first parent's file, as
+/// Alembic does.
+fn revision_dir(
+    ctx: &Ctx,
+    loaded: &Loaded,
+    parents: &[RevisionId],
+    version_path: Option<&Path>,
+) -> Result<PathBuf, CliError> {
+    let locations = &ctx.locations;
+    let listed = || {
+        locations
+            .dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(wanted) = version_path {
+        let canonical = std::fs::canonicalize(wanted)
+            .map_err(|e| CliError::usage(format!("--version-path {}: {e}", wanted.display())))?;
+        let is_listed = locations
+            .dirs
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .any(|d| d == canonical || (locations.recursive && canonical.starts_with(&d)));
+        if !is_listed {
+            return Err(CliError::usage(format!(
+                "--version-path {} is not one of version_locations ({})",
+                wanted.display(),
+                listed()
+            )));
+        }
+        return Ok(wanted.to_path_buf());
+    }
+    if let [only] = locations.dirs.as_slice() {
+        return Ok(only.clone());
+    }
+    match parents.first().and_then(|p| loaded.scripts.get(p)) {
+        Some(parent) => Ok(parent
+            .path
+            .parent()
+            .map_or_else(|| locations.first().to_path_buf(), Path::to_path_buf)),
+        None => Err(CliError::usage(format!(
+            "a new root revision with several version_locations: choose its directory with --version-path (one of {})",
+            listed()
+        ))),
+    }
 }
 
 fn write_revision(
     ctx: &Ctx,
     loaded: &Loaded,
+    dir: &Path,
     mut meta: RevisionMeta,
     rev_id: Option<String>,
     is_transactional: bool,
@@ -192,7 +245,7 @@ fn write_revision(
         },
     )
     .map_err(|e| CliError::usage(format!("file_template: {e}")))?;
-    let path = ctx.script_dir.join(&name);
+    let path = dir.join(&name);
     let mut text = script::render_script(&NewScript {
         meta,
         create_date: now.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),

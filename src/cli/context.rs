@@ -22,6 +22,8 @@ pub struct Ctx {
     pub project: ProjectConfig,
     pub project_dir: PathBuf,
     pub script_dir: PathBuf,
+    /// Where revision files are read from (and new ones written to).
+    pub locations: script::Locations,
     pub file_template: String,
     pub store: Arc<dyn VersionStore>,
     pub source: Arc<dyn RevisionSource>,
@@ -104,6 +106,10 @@ impl Ctx {
         Ok(Ctx {
             project_dir,
             script_dir: project.script_location.clone(),
+            locations: script::Locations {
+                dirs: project.version_locations.clone(),
+                recursive: project.recursive_version_locations,
+            },
             file_template: project.file_template.clone(),
             store,
             source,
@@ -140,7 +146,7 @@ impl Ctx {
     /// Parse every revision file and build the graph; any problem stops the command before it touches a
     /// database.
     pub fn load_scripts(&self) -> Result<Loaded, CliError> {
-        let scripts = self.source.load(&self.script_dir)?;
+        let scripts = self.source.load(&self.locations)?;
         let graph = RevisionGraph::new(scripts.iter().map(|s| s.meta.clone()).collect())?;
         let scripts = scripts.into_iter().map(|s| (s.meta.id.clone(), s)).collect();
         Ok(Loaded { scripts, graph })

@@ -184,6 +184,16 @@ impl<'a> Doc<'a> {
         }
     }
 
+    pub fn boolean(&mut self, key: &str, value: &Spanned<DeValue<'_>>) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.wrong_type(key, value.span(), "true or false", other);
+                None
+            }
+        }
+    }
+
     /// A string, or an array of strings (each interpolated).
     pub fn strings(&mut self, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Vec<Spanned<String>>> {
         match value.get_ref() {

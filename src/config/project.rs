@@ -23,6 +23,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "flotilla.toml";
 
 const KEYS: &[&str] = &[
     "script_location",
+    "version_locations",
+    "recursive_version_locations",
     "file_template",
     "version_table",
     "version_table_schema",
@@ -88,6 +90,10 @@ pub struct ProjectConfig {
     /// The file these settings came from; `None` for [`ProjectConfig::defaults`].
     pub path: Option<PathBuf>,
     pub script_location: PathBuf,
+    /// Directories holding revision files (Alembic's `version_locations`); default: the script location.
+    pub version_locations: Vec<PathBuf>,
+    /// Search the directories below `version_locations` too.
+    pub recursive_version_locations: bool,
     pub file_template: String,
     pub version_table: String,
     /// `None`: the session's default schema (the first existing schema on its `search_path`).
@@ -124,6 +130,8 @@ impl ProjectConfig {
 #[derive(Debug, Clone, Default)]
 struct Layer {
     script_location: Option<PathBuf>,
+    version_locations: Option<Vec<PathBuf>>,
+    recursive_version_locations: Option<bool>,
     file_template: Option<String>,
     version_table: Option<String>,
     version_table_schema: Option<String>,
@@ -152,6 +160,8 @@ impl Layer {
         let b = base.clone();
         Layer {
             script_location: s.script_location.or(b.script_location),
+            version_locations: s.version_locations.or(b.version_locations),
+            recursive_version_locations: s.recursive_version_locations.or(b.recursive_version_locations),
             file_template: s.file_template.or(b.file_template),
             version_table: s.version_table.or(b.version_table),
             version_table_schema: s.version_table_schema.or(b.version_table_schema),
@@ -176,9 +186,12 @@ impl Layer {
 
     fn resolve(self, path: Option<&Path>, dir: &Path) -> ProjectConfig {
         let default_path = |p: &str| dir.join(p);
+        let script_location = self.script_location.unwrap_or_else(|| default_path("migrations"));
         ProjectConfig {
             path: path.map(Path::to_path_buf),
-            script_location: self.script_location.unwrap_or_else(|| default_path("migrations")),
+            version_locations: self.version_locations.unwrap_or_else(|| vec![script_location.clone()]),
+            recursive_version_locations: self.recursive_version_locations.unwrap_or(false),
+            script_location,
             file_template: self.file_template.unwrap_or_else(|| DEFAULT_FILE_TEMPLATE.to_string()),
             version_table: self.version_table.unwrap_or_else(|| "flotilla_version".to_string()),
             version_table_schema: self.version_table_schema,
@@ -291,6 +304,8 @@ fn read_layer(doc: &mut Doc<'_>, table: &DeTable<'_>) -> Layer {
         let key = key.get_ref().as_ref();
         match key {
             "script_location" => layer.script_location = path(doc, key, value),
+            "version_locations" => layer.version_locations = paths(doc, key, value),
+            "recursive_version_locations" => layer.recursive_version_locations = doc.boolean(key, value),
             "file_template" => layer.file_template = string(doc, key, value),
             "version_table" => layer.version_table = identifier(doc, "version_table", value),
             "version_table_schema" => layer.version_table_schema = identifier(doc, "version_table_schema", value),
@@ -410,6 +425,16 @@ fn path(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Pa
     Some(doc.resolve_path(s.get_ref()))
 }
 
+/// A non-empty array of paths (or one path), each relative to the config file.
+fn paths(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Vec<PathBuf>> {
+    let items = doc.strings(key, value)?;
+    if items.is_empty() || items.iter().any(|s| s.get_ref().is_empty()) {
+        doc.report(value.span(), ProblemKind::Empty { key: key.to_string() });
+        return None;
+    }
+    Some(items.iter().map(|s| doc.resolve_path(s.get_ref())).collect())
+}
+
 fn identifier(doc: &mut Doc<'_>, key: &'static str, value: &Spanned<DeValue<'_>>) -> Option<String> {
     let s = doc.string(key, value)?.into_inner();
     match check_identifier(&s) {
@@ -483,6 +508,8 @@ mod tests {
     fn defaults() {
         let cfg = parse("").expect("parse").resolve(None).expect("resolve");
         assert_eq!(cfg.script_location, Path::new("/p/migrations"));
+        assert_eq!(cfg.version_locations, [Path::new("/p/migrations")]);
+        assert!(!cfg.recursive_version_locations);
         assert_eq!(cfg.file_template, DEFAULT_FILE_TEMPLATE);
         assert_eq!(cfg.version_table, "flotilla_version");
         assert_eq!(cfg.version_table_schema, None);
@@ -506,6 +533,8 @@ mod tests {
     fn every_key_and_env_overrides() {
         let text = r#"
 script_location = "db/revisions"
+version_locations = ["db/revisions", "/shared/billing"]
+recursive_version_locations = true
 file_template = "%(rev)s_%(slug)s"
 version_table = "ver"
 version_table_schema = "meta"
@@ -535,6 +564,11 @@ lock_timeout = "1s"
         assert_eq!(file.env_names(), ["ci", "prod"]);
         let cfg = file.resolve(None).expect("resolve");
         assert_eq!(cfg.script_location, Path::new("/p/db/revisions"));
+        assert_eq!(
+            cfg.version_locations,
+            [Path::new("/p/db/revisions"), Path::new("/shared/billing")]
+        );
+        assert!(cfg.recursive_version_locations);
         assert_eq!(cfg.file_template, "%(rev)s_%(slug)s");
         assert_eq!(cfg.version_table_schema.as_deref(), Some("meta"));
         assert_eq!(cfg.transaction_per, TransactionPer::Run);
@@ -545,7 +579,7 @@ lock_timeout = "1s"
         assert_eq!(cfg.ledger, Path::new("/p/state/ledger.db"));
         let url = cfg.url.as_ref().expect("url");
         assert_eq!(url.value.redacted(), "postgres://app@localhost/app");
-        assert_eq!((url.at.line, url.at.column), (11, 7));
+        assert_eq!((url.at.line, url.at.column), (13, 7));
         assert_eq!(
             cfg.hooks.post_write[0].argv(Path::new("/p/it's.sql")),
             ["sh", "-c", r"black '/p/it'\''s.sql'"]
@@ -575,20 +609,31 @@ lock_timeout = "1s"
     }
 
     #[test]
+    fn version_locations_problems() {
+        check_err(
+            "version_locations = []\nrecursive_version_locations = \"yes\"\n",
+            &[
+                "1:21: `version_locations` must not be empty",
+                "2:31: `recursive_version_locations` must be true or false, found string",
+            ],
+        );
+    }
+
+    #[test]
     fn problems_are_collected_with_positions() {
         check_err(
             "script_locaton = \"m\"\nlock_timeout = \"5 parsecs\"\ntransaction_per = \"statement\"\n\
              [env.prod]\nlock_wait = true\nenv = {}\nurl = \"postgres://${NOPE}@h/d\"\n",
             &[
                 "1:1: unknown key `script_locaton` in flotilla.toml (expected one of: script_location, \
-                 file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
+                 version_locations, recursive_version_locations, file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
                  statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, env)",
                 "2:16: invalid duration `5 parsecs` for `lock_timeout`: unknown unit `parsecs` (use ms, s, m or \
                  min, h, d)",
                 "3:19: `transaction_per` must be one of \"revision\", \"run\", found `statement`",
                 "5:13: `lock_wait` must be a duration such as \"5s\" or \"10min\", found boolean",
-                "6:1: unknown key `env` in [env.prod] (expected one of: script_location, file_template, \
-                 version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
+                "6:1: unknown key `env` in [env.prod] (expected one of: script_location, version_locations, \
+                 recursive_version_locations, file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
                  statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer)",
                 "7:19: environment variable `NOPE` is not set (write `$${` for a literal `${`)",
             ],

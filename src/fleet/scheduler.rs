@@ -572,7 +572,6 @@ impl ReadyQueue {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::ReadyQueue;

@@ -11,6 +11,7 @@ use crate::revision::RevisionId;
 
 use super::parse::{parse_script, Script};
 use super::problem::{Problem, ProblemKind, ScriptError};
+use super::source::Locations;
 
 /// Load and parse every revision file (`*.sql`) directly inside `dir`, collecting all problems.
 ///
@@ -19,8 +20,28 @@ use super::problem::{Problem, ProblemKind, ScriptError};
 /// id defined in more than one file (at the later file, naming the earlier one), and a problem at line 0
 /// when `dir` or a file cannot be read or a file is not UTF-8.
 pub fn load_dir(dir: &Path) -> Result<Vec<Script>, ScriptError> {
+    load_locations(&Locations::one(dir))
+}
+
+/// [`load_dir`] over several directories (Alembic's `version_locations`), one after the other, and below them
+/// too when `recursive` (each directory's files in file-name order, then its subdirectories in name order,
+/// hidden ones skipped). A revision id defined in two directories is a problem like one defined twice in one.
+pub fn load_locations(locations: &Locations) -> Result<Vec<Script>, ScriptError> {
     let mut problems = Vec::new();
     let mut paths = Vec::new();
+    for dir in &locations.dirs {
+        collect_files(dir, locations.recursive, &mut paths, &mut problems);
+    }
+    let files = paths.into_iter().map(|path| {
+        let text = read_text(&path);
+        (path, text)
+    });
+    parse_files(files, problems)
+}
+
+fn collect_files(dir: &Path, recursive: bool, paths: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
+    let mut files = Vec::new();
+    let mut subdirs = Vec::new();
     match fs::read_dir(dir) {
         Err(error) => problems.push(Problem::new(dir, 0, read_dir_error(error))),
         Ok(entries) => {
@@ -30,20 +51,25 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Script>, ScriptError> {
                     Ok(entry) => {
                         let name = entry.file_name().to_string_lossy().into_owned();
                         let path = entry.path();
-                        if !name.starts_with('.') && name.ends_with(".sql") && path.is_file() {
-                            paths.push((name, path));
+                        if name.starts_with('.') {
+                            continue;
+                        }
+                        if name.ends_with(".sql") && path.is_file() {
+                            files.push((name, path));
+                        } else if recursive && path.is_dir() {
+                            subdirs.push((name, path));
                         }
                     }
                 }
             }
         }
     }
-    paths.sort();
-    let files = paths.into_iter().map(|(_, path)| {
-        let text = read_text(&path);
-        (path, text)
-    });
-    parse_files(files, problems)
+    files.sort();
+    subdirs.sort();
+    paths.extend(files.into_iter().map(|(_, path)| path));
+    for (_, subdir) in subdirs {
+        collect_files(&subdir, recursive, paths, problems);
+    }
 }
 
 /// Parse named revision texts in the order given, adding to `problems` every problem of every file and one per
@@ -206,6 +232,55 @@ mod tests {
                 ("4.sql", 1, "missing `-- flotilla:upgrade` section marker"),
             ],
         );
+    }
+
+    #[test]
+    fn several_locations_and_recursive_search() {
+        let root = tempfile::tempdir().unwrap();
+        let (one, two) = (root.path().join("one"), root.path().join("two"));
+        for (dir, files) in [
+            (
+                &one,
+                vec![
+                    ("1_a.sql", revision("aaa", "")),
+                    ("sub/2_c.sql", revision("ccc", "bbb")),
+                ],
+            ),
+            (
+                &two,
+                vec![
+                    ("1_b.sql", revision("bbb", "aaa")),
+                    (".hidden/x.sql", revision("zzz", "")),
+                ],
+            ),
+        ] {
+            for (name, text) in files {
+                let path = dir.join(name);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(path, text).unwrap();
+            }
+        }
+        let ids = |recursive| {
+            let locations = Locations {
+                dirs: vec![one.clone(), two.clone()],
+                recursive,
+            };
+            let scripts = load_locations(&locations).unwrap_or_else(|e| panic!("{e}"));
+            scripts.iter().map(|s| s.meta.id.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(false), ["aaa", "bbb"]);
+        assert_eq!(ids(true), ["aaa", "ccc", "bbb"]);
+
+        // One id in two locations is a duplicate naming both files.
+        fs::write(two.join("3_a.sql"), revision("aaa", "")).unwrap();
+        let error = load_locations(&Locations {
+            dirs: vec![one.clone(), two.clone()],
+            recursive: false,
+        })
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("3_a.sql:1: duplicate revision id `aaa`"), "{text}");
+        assert!(text.contains("one/1_a.sql:1"), "{text}");
     }
 
     #[test]

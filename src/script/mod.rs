@@ -19,10 +19,10 @@ pub use checksum::{checksum, normalise, CHECKSUM_VERSION};
 pub use file_name::{
     render_file_name, slugify, FileNameParts, FileTemplateError, DEFAULT_FILE_TEMPLATE, TRUNCATE_SLUG_LENGTH,
 };
-pub use load::load_dir;
+pub use load::{load_dir, load_locations};
 pub use parse::{check_name, parse_script, HeaderLines, Script, Section};
 pub use phase::{BackfillStep, Phase};
 pub use problem::{NameError, NameKind, Problem, ProblemKind, ScriptError, HEADER_KEYS, MARKER_NAMES};
 pub use render::{format_create_date, new_revision_id, render_script, NewScript};
-pub use source::{Embedded, RevisionSource, SqlFiles};
+pub use source::{Embedded, Locations, RevisionSource, SqlFiles};
 pub use split::{split_statements, Construct, SplitError, Statement};

@@ -4,16 +4,39 @@
 //! [`Embedded`] (revision texts compiled into a program, for tools that ship their migrations inside the
 //! binary).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::load::{load_dir, parse_files};
+use super::load::{load_locations, parse_files};
 use super::parse::Script;
 use super::problem::ScriptError;
+
+/// Where a project's revisions live: flotilla.toml's `version_locations` (default: the script location), and
+/// the directories below them too when `recursive_version_locations` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locations {
+    pub dirs: Vec<PathBuf>,
+    pub recursive: bool,
+}
+
+impl Locations {
+    /// One directory, not searched below.
+    pub fn one(dir: impl Into<PathBuf>) -> Self {
+        Locations {
+            dirs: vec![dir.into()],
+            recursive: false,
+        }
+    }
+
+    /// The first directory: where a source without directories of its own places its revisions' names.
+    pub fn first(&self) -> &Path {
+        self.dirs.first().map(PathBuf::as_path).unwrap_or(Path::new("."))
+    }
+}
 
 /// A kind of revision source. `load` returns every revision of the location, or every problem found in it
 /// (each naming its file and line), never a partial set: nothing may run from a location with a problem.
 pub trait RevisionSource: Send + Sync {
-    fn load(&self, location: &Path) -> Result<Vec<Script>, ScriptError>;
+    fn load(&self, locations: &Locations) -> Result<Vec<Script>, ScriptError>;
 
     /// Whether a revision file written into the script location (by `revision` and `merge`) becomes one of
     /// this source's revisions; when not, those commands refuse instead of writing a file nothing reads.
@@ -28,8 +51,8 @@ pub trait RevisionSource: Send + Sync {
 pub struct SqlFiles;
 
 impl RevisionSource for SqlFiles {
-    fn load(&self, location: &Path) -> Result<Vec<Script>, ScriptError> {
-        load_dir(location)
+    fn load(&self, locations: &Locations) -> Result<Vec<Script>, ScriptError> {
+        load_locations(locations)
     }
 
     fn reads_new_files(&self) -> bool {
@@ -54,7 +77,8 @@ impl Embedded {
 }
 
 impl RevisionSource for Embedded {
-    fn load(&self, location: &Path) -> Result<Vec<Script>, ScriptError> {
+    fn load(&self, locations: &Locations) -> Result<Vec<Script>, ScriptError> {
+        let location = locations.first();
         let files = self
             .files
             .iter()
@@ -72,7 +96,7 @@ mod tests {
     #[test]
     fn embedded_revisions_parse_like_files() {
         let source = Embedded::new([("a.sql", A)]);
-        let scripts = source.load(Path::new("mig")).unwrap();
+        let scripts = source.load(&Locations::one("mig")).unwrap();
         assert_eq!(scripts[0].meta.id.as_str(), "a1");
         assert_eq!(scripts[0].path, Path::new("mig/a.sql"));
         assert_eq!(scripts[0].upgrade.statements[0].sql, "CREATE TABLE t (id int)");
@@ -81,7 +105,7 @@ mod tests {
     #[test]
     fn embedded_problems_name_the_file_and_line() {
         let source = Embedded::new([("a.sql", A), ("b.sql", A)]);
-        let error = source.load(Path::new("mig")).unwrap_err();
+        let error = source.load(&Locations::one("mig")).unwrap_err();
         assert_eq!(error.problems.len(), 1);
         let text = error.to_string();
         assert!(text.contains("mig/b.sql:1"), "{text}");
