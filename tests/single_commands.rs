@@ -876,3 +876,29 @@ fn version_locations_spread_revisions_over_directories() {
     let out = fl_here(&["heads"]).assert_success();
     assert_contains(&out.stdout, &["dd0000000001"], &out.report());
 }
+
+/// `completions SHELL` prints a script the shell accepts, covering subcommands down to the fleet's.
+#[test]
+fn completions_print_a_script_the_shell_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = flotilla()
+        .current_dir(dir.path())
+        .args(["completions", "bash"])
+        .assert_success();
+    assert_contains(
+        &out.stdout,
+        &["ensure-version", "retry", "--version-path"],
+        &out.report(),
+    );
+    let script = dir.path().join("flotilla.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    crate::harness::Cmd::new("bash").arg("-n").arg(&script).assert_success();
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = flotilla()
+            .current_dir(dir.path())
+            .args(["completions", shell])
+            .assert_success();
+        assert!(out.stdout.contains("flotilla"), "{shell}: {}", out.report());
+    }
+    flotilla().args(["completions", "tcsh"]).assert_code(2);
+}

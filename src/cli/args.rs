@@ -131,6 +131,14 @@ pub enum Command {
     /// Run commands across every tenant of a fleet (see `flotilla fleet --help`).
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  flotilla completions bash > /etc/bash_completion.d/flotilla\n  flotilla completions zsh > \"${fpath[1]}/_flotilla\"\n  flotilla completions fish > ~/.config/fish/completions/flotilla.fish"
+    )]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
