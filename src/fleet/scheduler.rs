@@ -18,7 +18,8 @@ use super::tenant::Tenant;
 use super::worker::{run_tenant, Action, Engine, Outcome, TenantLimits, WorkerCtx, WorkerMsg};
 use crate::error::ExitCode;
 use crate::graph::Step;
-use crate::observe::{FleetEvent, Sink, TenantState};
+use crate::ledger::TenantStatus;
+use crate::observe::{FleetEvent, Sink};
 use crate::revision::RevisionId;
 
 /// One fleet run, resolved: the selected tenants in dispatch order and every limit.
@@ -63,7 +64,7 @@ struct Coordinator {
     /// Kept as selected; a worker gets its own copy when it starts, so only tenants in flight cost an `Arc`.
     tenants: Vec<Tenant>,
     servers: Vec<Arc<Server>>,
-    states: Vec<TenantState>,
+    states: Vec<TenantStatus>,
     sinks: Vec<Box<dyn Sink>>,
     n_finished: usize,
     n_failed: usize,
@@ -77,7 +78,7 @@ impl Coordinator {
         }
     }
 
-    fn finish_tenant(&mut self, index: usize, state: TenantState) {
+    fn finish_tenant(&mut self, index: usize, state: TenantStatus) {
         self.states[index] = state;
         self.n_finished += 1;
     }
@@ -94,7 +95,7 @@ pub async fn run(
     let mut co = Coordinator {
         tenants: std::mem::take(&mut req.tenants),
         servers,
-        states: vec![TenantState::Pending; n],
+        states: vec![TenantStatus::Pending; n],
         sinks,
         n_finished: 0,
         n_failed: 0,
@@ -184,7 +185,7 @@ pub async fn run(
             }
             ready.pop_front();
             in_flight += 1;
-            co.states[index] = TenantState::Running;
+            co.states[index] = TenantStatus::Running;
             let tenant = Arc::new(co.tenants[index].clone());
             let server = co.servers[tenant.server].clone();
             tokio::spawn(run_tenant(ctx.clone(), server, tenant, index, attempt));
@@ -214,7 +215,7 @@ pub async fn run(
                         Done::Finished { index } => {
                             if index < n_canaries {
                                 canaries_left -= 1;
-                                if co.states[index] == TenantState::Failed {
+                                if co.states[index] == TenantStatus::Failed {
                                     tracing::error!(tenant = %co.tenants[index].id, "canary failed: halting before the rest of the fleet");
                                     co.outcome.is_halted = true;
                                 }
@@ -245,8 +246,8 @@ pub async fn run(
 
     // Tenants that never started (stopped, halted) are interrupted: retry picks them up.
     for index in 0..n {
-        if co.states[index] == TenantState::Pending {
-            co.states[index] = TenantState::Interrupted;
+        if co.states[index] == TenantStatus::Pending {
+            co.states[index] = TenantStatus::Interrupted;
             co.outcome.n_interrupted += 1;
             let tenant = co.tenants[index].id.clone();
             co.emit(FleetEvent::TenantInterrupted {
@@ -301,7 +302,7 @@ fn exceeds_threshold(co: &Coordinator, req: &FleetRequest, n: usize) -> bool {
 }
 
 fn fail_locked(co: &mut Coordinator, index: usize, attempts: u32, error: String) {
-    co.finish_tenant(index, TenantState::Failed);
+    co.finish_tenant(index, TenantStatus::Failed);
     co.n_failed += 1;
     co.outcome.n_failed += 1;
     co.outcome.failed.push((index, error.clone()));
@@ -414,7 +415,7 @@ fn handle(
             let tenant = name(co, index);
             match outcome {
                 Outcome::Locked { attempts } => {
-                    co.states[index] = TenantState::Pending;
+                    co.states[index] = TenantStatus::Pending;
                     co.emit(FleetEvent::TenantRetrying {
                         tenant,
                         attempt: attempts,
@@ -432,7 +433,7 @@ fn handle(
                     attempts,
                     elapsed,
                 } => {
-                    co.finish_tenant(index, TenantState::Succeeded);
+                    co.finish_tenant(index, TenantStatus::Succeeded);
                     co.outcome.n_succeeded += 1;
                     co.emit(FleetEvent::TenantSucceeded {
                         tenant,
@@ -444,12 +445,12 @@ fn handle(
                     });
                 }
                 Outcome::Skipped { at, .. } => {
-                    co.finish_tenant(index, TenantState::Skipped);
+                    co.finish_tenant(index, TenantStatus::Skipped);
                     co.outcome.n_skipped += 1;
                     co.emit(FleetEvent::TenantSkipped { tenant, at: ids(&at) });
                 }
                 Outcome::Planned { from, steps } => {
-                    co.finish_tenant(index, TenantState::Skipped);
+                    co.finish_tenant(index, TenantStatus::Skipped);
                     co.outcome.n_skipped += 1;
                     co.outcome.planned.push((index, from.clone(), steps));
                     co.emit(FleetEvent::TenantSkipped { tenant, at: ids(&from) });
@@ -461,7 +462,7 @@ fn handle(
                     attempts,
                     elapsed,
                 } => {
-                    co.finish_tenant(index, TenantState::Failed);
+                    co.finish_tenant(index, TenantStatus::Failed);
                     co.n_failed += 1;
                     co.outcome.n_failed += 1;
                     co.outcome.failed.push((index, failure.message.clone()));
@@ -477,7 +478,7 @@ fn handle(
                     });
                 }
                 Outcome::Interrupted { from, to, .. } => {
-                    co.finish_tenant(index, TenantState::Interrupted);
+                    co.finish_tenant(index, TenantStatus::Interrupted);
                     co.outcome.n_interrupted += 1;
                     co.emit(FleetEvent::TenantInterrupted {
                         tenant,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where one tenant of a run stands. Stored and printed in lowercase (`succeeded`, `failed`, ...); these
 /// strings are part of the `fleet status --json` contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
     /// Selected for the run, not started yet.
@@ -46,6 +46,11 @@ impl TenantStatus {
     /// Pending or running: work the run had not finished.
     pub fn is_unfinished(self) -> bool {
         matches!(self, TenantStatus::Pending | TenantStatus::Running)
+    }
+
+    /// Succeeded, failed, skipped or interrupted: the tenant is done in this run.
+    pub fn is_final(self) -> bool {
+        !self.is_unfinished()
     }
 
     /// What to show for a tenant of a run whose process is gone: unfinished work becomes interrupted.

@@ -5,45 +5,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-/// A tenant's state in a run (also the `state` label of `flotilla_tenants`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TenantState {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Skipped,
-    Interrupted,
-}
-
-impl TenantState {
-    pub const ALL: [TenantState; 6] = [
-        TenantState::Pending,
-        TenantState::Running,
-        TenantState::Succeeded,
-        TenantState::Failed,
-        TenantState::Skipped,
-        TenantState::Interrupted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TenantState::Pending => "pending",
-            TenantState::Running => "running",
-            TenantState::Succeeded => "succeeded",
-            TenantState::Failed => "failed",
-            TenantState::Skipped => "skipped",
-            TenantState::Interrupted => "interrupted",
-        }
-    }
-
-    /// Succeeded, failed, skipped or interrupted: the tenant is done in this run.
-    pub fn is_final(self) -> bool {
-        !matches!(self, TenantState::Pending | TenantState::Running)
-    }
-}
-
 /// One thing that happened in a fleet run. Serialised (NDJSON) as an object with an `event` field naming the
 /// variant in snake_case and, for tenant events, a `tenant` field.
 #[derive(Debug, Clone, Serialize)]

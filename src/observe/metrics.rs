@@ -14,8 +14,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use super::event::{FleetEvent, Sink, TenantState};
+use super::event::{FleetEvent, Sink};
 use super::tally::StateBook;
+use crate::ledger::TenantStatus;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -33,7 +34,7 @@ pub const NO_SQLSTATE: &str = "none";
 pub struct Metrics {
     registry: Registry,
     names: Arc<Vec<String>>,
-    /// `flotilla_tenants` children, indexed like [`TenantState::ALL`].
+    /// `flotilla_tenants` children, indexed like [`TenantStatus::ALL`].
     tenants: [IntGauge; 6],
     tenant_duration: Histogram,
     revisions_applied: IntCounterVec,
@@ -62,8 +63,8 @@ impl Default for Metrics {
     }
 }
 
-fn state_index(state: TenantState) -> usize {
-    TenantState::ALL.iter().position(|s| *s == state).unwrap_or(0)
+fn state_index(state: TenantStatus) -> usize {
+    TenantStatus::ALL.iter().position(|s| *s == state).unwrap_or(0)
 }
 
 /// Registers a collector and records its name. The names are fixed and the registry is fresh, so a failure
@@ -96,7 +97,7 @@ impl Metrics {
             )
             .unwrap(),
         );
-        let tenants = TenantState::ALL.map(|s| tenants_vec.with_label_values(&[s.as_str()]));
+        let tenants = TenantStatus::ALL.map(|s| tenants_vec.with_label_values(&[s.as_str()]));
         let tenant_duration = register(
             r,
             n,
@@ -266,7 +267,7 @@ impl MetricsSink {
 
     fn set_states(&self) {
         let counts = self.book.counts();
-        for (gauge, state) in self.metrics.tenants.iter().zip(TenantState::ALL) {
+        for (gauge, state) in self.metrics.tenants.iter().zip(TenantStatus::ALL) {
             gauge.set(counts.get(state) as i64);
         }
     }
@@ -405,7 +406,7 @@ mod tests {
             ]
         );
         let text = metrics.render();
-        for state in TenantState::ALL {
+        for state in TenantStatus::ALL {
             check(&text, &format!("flotilla_tenants{{state=\"{}\"}}", state.as_str()), 0.0);
         }
     }
@@ -417,7 +418,7 @@ mod tests {
         for event in sample_run() {
             sink.event(&event);
             let text = metrics.render();
-            let sum: f64 = TenantState::ALL
+            let sum: f64 = TenantStatus::ALL
                 .iter()
                 .map(|s| sample(&text, &format!("flotilla_tenants{{state=\"{}\"}}", s.as_str())).unwrap())
                 .sum();

@@ -18,7 +18,7 @@ mod testing;
 mod textfile;
 
 pub use error::ObserveError;
-pub use event::{FleetEvent, Sink, TenantState};
+pub use event::{FleetEvent, Sink};
 pub use fanout::Fanout;
 pub use logging::{init_logging, log_filter, LogFormat, LogRoute, RoutedLine, DEFAULT_LOG_FILTER};
 pub use metrics::{Metrics, MetricsSink, METRICS_CONTENT_TYPE, NO_SQLSTATE, TENANT_DURATION_BUCKETS};

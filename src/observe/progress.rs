@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use super::event::{FleetEvent, Sink, TenantState};
+use super::event::{FleetEvent, Sink};
 use super::logging::LogRoute;
 use super::summary::{format_hms, rate, render_summary, summary_json, SummaryCollector, SummaryData};
 use super::tally::StateCounts;
+use crate::ledger::TenantStatus;
 
 /// How progress is shown while a run is in progress. The summary is printed in every mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -481,7 +482,7 @@ impl BarDisplay {
                     counts.succeeded,
                     counts.failed,
                     counts.skipped,
-                    counts.get(TenantState::Running)
+                    counts.get(TenantStatus::Running)
                 ));
             }
         }

@@ -1,4 +1,4 @@
-//! The state of every tenant in the current run, kept from events, with counts per [`TenantState`].
+//! The state of every tenant in the current run, kept from events, with counts per [`TenantStatus`].
 //!
 //! Progress, the summary and the `flotilla_tenants` gauge all count through a [`StateBook`], so they agree on
 //! what "running" or "done" means. It owns no display or metric; callers read the counts after each event.
@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use super::event::{FleetEvent, TenantState};
+use super::event::FleetEvent;
+use crate::ledger::TenantStatus;
 
-/// Tenants per state. Indexed by [`TenantState`]; the six counts always add up to `n_tenants`.
+/// Tenants per state. Indexed by [`TenantStatus`]; the six counts always add up to `n_tenants`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StateCounts {
     pub n_tenants: usize,
@@ -21,25 +22,25 @@ pub struct StateCounts {
 }
 
 impl StateCounts {
-    pub fn get(&self, state: TenantState) -> usize {
+    pub fn get(&self, state: TenantStatus) -> usize {
         match state {
-            TenantState::Pending => self.pending,
-            TenantState::Running => self.running,
-            TenantState::Succeeded => self.succeeded,
-            TenantState::Failed => self.failed,
-            TenantState::Skipped => self.skipped,
-            TenantState::Interrupted => self.interrupted,
+            TenantStatus::Pending => self.pending,
+            TenantStatus::Running => self.running,
+            TenantStatus::Succeeded => self.succeeded,
+            TenantStatus::Failed => self.failed,
+            TenantStatus::Skipped => self.skipped,
+            TenantStatus::Interrupted => self.interrupted,
         }
     }
 
-    fn slot(&mut self, state: TenantState) -> &mut usize {
+    fn slot(&mut self, state: TenantStatus) -> &mut usize {
         match state {
-            TenantState::Pending => &mut self.pending,
-            TenantState::Running => &mut self.running,
-            TenantState::Succeeded => &mut self.succeeded,
-            TenantState::Failed => &mut self.failed,
-            TenantState::Skipped => &mut self.skipped,
-            TenantState::Interrupted => &mut self.interrupted,
+            TenantStatus::Pending => &mut self.pending,
+            TenantStatus::Running => &mut self.running,
+            TenantStatus::Succeeded => &mut self.succeeded,
+            TenantStatus::Failed => &mut self.failed,
+            TenantStatus::Skipped => &mut self.skipped,
+            TenantStatus::Interrupted => &mut self.interrupted,
         }
     }
 
@@ -52,8 +53,8 @@ impl StateCounts {
 /// A state change the last event caused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
-    pub from: TenantState,
-    pub to: TenantState,
+    pub from: TenantStatus,
+    pub to: TenantStatus,
 }
 
 /// Every tenant's state in the current run. `run_started` resets it.
@@ -64,8 +65,8 @@ pub struct Transition {
 /// 10^11 of 10,000 tenants.
 #[derive(Debug, Default)]
 pub struct StateBook {
-    live: HashMap<Box<str>, TenantState>,
-    finished: HashMap<u64, TenantState>,
+    live: HashMap<Box<str>, TenantStatus>,
+    finished: HashMap<u64, TenantStatus>,
     counts: StateCounts,
 }
 
@@ -84,7 +85,7 @@ impl StateBook {
         self.counts
     }
 
-    pub fn state(&self, tenant: &str) -> Option<TenantState> {
+    pub fn state(&self, tenant: &str) -> Option<TenantStatus> {
         self.live
             .get(tenant)
             .or_else(|| self.finished.get(&id_hash(tenant)))
@@ -107,7 +108,7 @@ impl StateBook {
                 };
                 return None;
             }
-            FleetEvent::TenantStarted { tenant, .. } => (tenant, TenantState::Running),
+            FleetEvent::TenantStarted { tenant, .. } => (tenant, TenantStatus::Running),
             FleetEvent::TenantPlanned { tenant, .. }
             | FleetEvent::RevisionStarted { tenant, .. }
             | FleetEvent::RevisionApplied { tenant, .. }
@@ -117,12 +118,12 @@ impl StateBook {
                 if self.state(tenant).is_some() {
                     return None;
                 }
-                (tenant, TenantState::Running)
+                (tenant, TenantStatus::Running)
             }
-            FleetEvent::TenantSucceeded { tenant, .. } => (tenant, TenantState::Succeeded),
-            FleetEvent::TenantFailed { tenant, .. } => (tenant, TenantState::Failed),
-            FleetEvent::TenantSkipped { tenant, .. } => (tenant, TenantState::Skipped),
-            FleetEvent::TenantInterrupted { tenant, .. } => (tenant, TenantState::Interrupted),
+            FleetEvent::TenantSucceeded { tenant, .. } => (tenant, TenantStatus::Succeeded),
+            FleetEvent::TenantFailed { tenant, .. } => (tenant, TenantStatus::Failed),
+            FleetEvent::TenantSkipped { tenant, .. } => (tenant, TenantStatus::Skipped),
+            FleetEvent::TenantInterrupted { tenant, .. } => (tenant, TenantStatus::Interrupted),
             FleetEvent::RateLimited { .. } | FleetEvent::Connections { .. } | FleetEvent::RunFinished { .. } => {
                 return None
             }
@@ -136,7 +137,7 @@ impl StateBook {
                         self.counts.n_tenants += 1;
                         self.counts.pending += 1;
                     }
-                    TenantState::Pending
+                    TenantStatus::Pending
                 }
             },
         };
@@ -165,7 +166,7 @@ mod tests {
         for event in sample_run() {
             book.apply(&event);
             let c = book.counts();
-            let sum: usize = TenantState::ALL.iter().map(|s| c.get(*s)).sum();
+            let sum: usize = TenantStatus::ALL.iter().map(|s| c.get(*s)).sum();
             assert_eq!(sum, c.n_tenants, "after {event:?}");
         }
         let c = book.counts();
@@ -201,7 +202,7 @@ mod tests {
             rows_estimated: None,
         });
         assert_eq!(t, None);
-        assert_eq!(book.state("x"), Some(TenantState::Interrupted));
+        assert_eq!(book.state("x"), Some(TenantStatus::Interrupted));
     }
 
     #[test]
@@ -222,7 +223,7 @@ mod tests {
             duration: std::time::Duration::ZERO,
         });
         assert!(book.live.is_empty());
-        assert_eq!(book.state("x"), Some(TenantState::Succeeded));
+        assert_eq!(book.state("x"), Some(TenantStatus::Succeeded));
         assert_eq!(book.state("y"), None);
     }
 }
