@@ -282,6 +282,9 @@ cases! {
     enum_dropped_after_a_kept_domain_stops_using_it: "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN d AS mood; CREATE TABLE t (x d);" => "CREATE DOMAIN d AS text; CREATE TABLE t (x d);";
     enum_dropped_after_a_kept_array_column_stops_using_it: "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE p (id int, m mood[]);" => "CREATE TABLE p (id int, m text[]);";
     enum_under_a_dropped_domain_dropped_after_a_kept_column: "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN known_mood AS mood NOT NULL; CREATE TABLE p (id int, m known_mood);" => "CREATE TABLE p (id int, m text);";
+    recreated_enum_keeps_its_comment: "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);" => "CREATE TYPE mood AS ENUM ('happy', 'sad'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);";
+    recreated_enum_changes_its_comment: "CREATE TYPE mood AS ENUM ('sad', 'ok'); COMMENT ON TYPE mood IS 'old';" => "CREATE TYPE mood AS ENUM ('ok', 'sad'); COMMENT ON TYPE mood IS 'new';";
     enum_in_a_dropped_schema_dropped_after_a_kept_column: "CREATE SCHEMA s; CREATE TYPE s.mood AS ENUM ('sad', 'ok'); CREATE TABLE p (id int, m s.mood);" => "CREATE TABLE p (id int, m text);";
     domain_in_a_dropped_schema_dropped_after_a_kept_column: "CREATE SCHEMA s; CREATE DOMAIN s.d AS int; CREATE TABLE t (x s.d);" => "CREATE TABLE t (x int);";
+    added_enum_label_keeps_the_comment_on_downgrade: "CREATE TYPE mood AS ENUM ('sad'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);";
 }

@@ -531,6 +531,8 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                     })
                     .collect();
                 if is_additive {
+                    // The downgrade recreates the type.
+                    b.recreated(from, to, "TYPE", name);
                     for (i, value) in new.iter().enumerate() {
                         if !values.contains(value) {
                             let before = new[i + 1..].iter().find(|v| values.contains(v)).cloned();
@@ -550,6 +552,7 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                         to: new.clone(),
                         usages,
                     });
+                    b.recreated(from, to, "TYPE", name);
                 }
             }
         }
