@@ -284,6 +284,8 @@ cases! {
     enum_under_a_dropped_domain_dropped_after_a_kept_column: "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN known_mood AS mood NOT NULL; CREATE TABLE p (id int, m known_mood);" => "CREATE TABLE p (id int, m text);";
     recreated_enum_keeps_its_comment: "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);" => "CREATE TYPE mood AS ENUM ('happy', 'sad'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);";
     recreated_enum_changes_its_comment: "CREATE TYPE mood AS ENUM ('sad', 'ok'); COMMENT ON TYPE mood IS 'old';" => "CREATE TYPE mood AS ENUM ('ok', 'sad'); COMMENT ON TYPE mood IS 'new';";
+    recreated_enum_with_a_column_retyped_away: "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE TABLE p (a mood, b mood);" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE p (a mood, b text);";
+    recreated_enum_with_an_array_column: "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE TABLE p (a mood[] DEFAULT '{ok}');" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE p (a mood[] DEFAULT '{ok}');";
     enum_in_a_dropped_schema_dropped_after_a_kept_column: "CREATE SCHEMA s; CREATE TYPE s.mood AS ENUM ('sad', 'ok'); CREATE TABLE p (id int, m s.mood);" => "CREATE TABLE p (id int, m text);";
     domain_in_a_dropped_schema_dropped_after_a_kept_column: "CREATE SCHEMA s; CREATE DOMAIN s.d AS int; CREATE TABLE t (x s.d);" => "CREATE TABLE t (x int);";
     added_enum_label_keeps_the_comment_on_downgrade: "CREATE TYPE mood AS ENUM ('sad'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);";

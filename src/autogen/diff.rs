@@ -203,22 +203,29 @@ fn schemas(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     }
 }
 
-/// Columns of `catalog` whose type is the enum `name`.
-fn enum_usages(catalog: &Catalog, name: &QName) -> Vec<EnumUsage> {
+/// Columns of `catalog` whose type is `name` (and arrays of it, with `with_arrays`).
+fn type_usages(catalog: &Catalog, name: &QName, with_arrays: bool) -> Vec<EnumUsage> {
     let type_text = name.to_string();
     let mut out = Vec::new();
     for (table_name, table) in &catalog.tables {
         for column in &table.columns {
-            if column.data_type == type_text {
+            let is_array = column.data_type.strip_suffix("[]") == Some(type_text.as_str());
+            if column.data_type == type_text || (with_arrays && is_array) {
                 out.push(EnumUsage {
                     table: table_name.clone(),
                     column: column.name.clone(),
                     default: column.default.clone(),
+                    is_array,
                 });
             }
         }
     }
     out
+}
+
+/// Columns of `catalog` whose type is `name`.
+fn enum_usages(catalog: &Catalog, name: &QName) -> Vec<EnumUsage> {
+    type_usages(catalog, name, false)
 }
 
 fn types(from: &Catalog, to: &Catalog, b: &mut Buckets) {
@@ -521,14 +528,11 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                 });
                 let is_additive =
                     !is_used && kept.len() == values.len() && kept.iter().zip(values).all(|(a, b)| *a == b);
-                let usages: Vec<EnumUsage> = enum_usages(from, name)
+                // Every kept column of the type or an array of it is converted, also one that changes type
+                // later in the revision (through the new type), so the old type can be dropped.
+                let usages: Vec<EnumUsage> = type_usages(from, name, true)
                     .into_iter()
-                    .filter(|u| {
-                        to.tables
-                            .get(&u.table)
-                            .and_then(|t| t.column(&u.column))
-                            .is_some_and(|c| c.data_type.starts_with(&name.to_string()))
-                    })
+                    .filter(|u| to.tables.get(&u.table).is_some_and(|t| t.column(&u.column).is_some()))
                     .collect();
                 if is_additive {
                     // The downgrade recreates the type.
@@ -972,7 +976,11 @@ fn has_unstable_columns(from: &Catalog, to: &Catalog, table: &QName) -> bool {
     };
     old.columns.iter().any(|c| match new.column(&c.name) {
         None => true,
-        Some(n) => n.data_type != c.data_type || n.generated != c.generated || is_type_changing(&c.data_type),
+        Some(n) => {
+            n.data_type != c.data_type
+                || n.generated != c.generated
+                || is_type_changing(c.data_type.strip_suffix("[]").unwrap_or(&c.data_type))
+        }
     })
 }
 
