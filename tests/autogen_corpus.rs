@@ -273,3 +273,20 @@ cases! {
         CREATE POLICY see ON t AS RESTRICTIVE FOR SELECT TO pg_monitor, pg_read_all_stats USING (name <> 'hidden');";
     policy_on_table_in_other_schema: "CREATE SCHEMA s; CREATE TABLE s.t (id int);" => "CREATE SCHEMA s; CREATE TABLE s.t (id int); ALTER TABLE s.t ENABLE ROW LEVEL SECURITY; CREATE POLICY \"Own rows\" ON s.t TO CURRENT_USER USING (id = 1);";
 }
+
+// Enum types a kept column, attribute or domain stops using, and recreated enum types.
+
+cases! {
+    enum_dropped_after_a_kept_column_stops_using_it: "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE p (id int, m mood DEFAULT 'ok');" => "CREATE TABLE p (id int, m text DEFAULT 'ok');";
+    enum_dropped_after_a_kept_attribute_stops_using_it: "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TYPE pair AS (a int, m mood);" => "CREATE TYPE pair AS (a int, m text);";
+    enum_dropped_after_a_kept_domain_stops_using_it: "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN d AS mood; CREATE TABLE t (x d);" => "CREATE DOMAIN d AS text; CREATE TABLE t (x d);";
+    enum_dropped_after_a_kept_array_column_stops_using_it: "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE p (id int, m mood[]);" => "CREATE TABLE p (id int, m text[]);";
+    enum_under_a_dropped_domain_dropped_after_a_kept_column: "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN known_mood AS mood NOT NULL; CREATE TABLE p (id int, m known_mood);" => "CREATE TABLE p (id int, m text);";
+    recreated_enum_keeps_its_comment: "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);" => "CREATE TYPE mood AS ENUM ('happy', 'sad'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);";
+    recreated_enum_changes_its_comment: "CREATE TYPE mood AS ENUM ('sad', 'ok'); COMMENT ON TYPE mood IS 'old';" => "CREATE TYPE mood AS ENUM ('ok', 'sad'); COMMENT ON TYPE mood IS 'new';";
+    recreated_enum_with_a_column_retyped_away: "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE TABLE p (a mood, b mood);" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE p (a mood, b text);";
+    recreated_enum_with_an_array_column: "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE TABLE p (a mood[] DEFAULT '{ok}');" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE p (a mood[] DEFAULT '{ok}');";
+    enum_in_a_dropped_schema_dropped_after_a_kept_column: "CREATE SCHEMA s; CREATE TYPE s.mood AS ENUM ('sad', 'ok'); CREATE TABLE p (id int, m s.mood);" => "CREATE TABLE p (id int, m text);";
+    domain_in_a_dropped_schema_dropped_after_a_kept_column: "CREATE SCHEMA s; CREATE DOMAIN s.d AS int; CREATE TABLE t (x s.d);" => "CREATE TABLE t (x int);";
+    added_enum_label_keeps_the_comment_on_downgrade: "CREATE TYPE mood AS ENUM ('sad'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);" => "CREATE TYPE mood AS ENUM ('sad', 'ok'); COMMENT ON TYPE mood IS 'feelings'; CREATE TABLE p (m mood);";
+}

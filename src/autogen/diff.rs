@@ -4,9 +4,9 @@
 //! (comments, triggers, policies, row-level security, views, foreign keys, indexes, constraints, columns,
 //! tables, sequences, functions, types and domains, extensions, schemas); then everything that appears,
 //! dependencies first (schemas, extensions, types and domains, sequences, functions, tables, columns, column
-//! changes, the types and domains columns stopped using, constraints, foreign keys, indexes, views, triggers,
-//! row-level security, policies, comments). The downgrade is the same list reversed, each operation reversed,
-//! so it is ordered too.
+//! changes, the types kept columns, attributes or domains stopped using and the schemas holding them,
+//! constraints, foreign keys, indexes, views, triggers, row-level security, policies, comments). The downgrade
+//! is the same list reversed, each operation reversed, so it is ordered too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +41,7 @@ struct Buckets {
     add_columns: Vec<Op>,
     alter_columns: Vec<Op>,
     drop_types_late: Vec<Op>,
+    drop_schemas_late: Vec<Op>,
     own_sequences: Vec<Op>,
     add_constraints: Vec<Op>,
     add_fks: Vec<Op>,
@@ -85,6 +86,7 @@ impl Buckets {
             self.add_columns,
             self.alter_columns,
             self.drop_types_late,
+            self.drop_schemas_late,
             self.own_sequences,
             self.add_constraints,
             self.add_fks,
@@ -201,17 +203,19 @@ fn schemas(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     }
 }
 
-/// Columns of `catalog` whose type is the enum `name`.
-fn enum_usages(catalog: &Catalog, name: &QName) -> Vec<EnumUsage> {
+/// Columns of `catalog` whose type is `name` (and arrays of it, with `with_arrays`).
+fn type_usages(catalog: &Catalog, name: &QName, with_arrays: bool) -> Vec<EnumUsage> {
     let type_text = name.to_string();
     let mut out = Vec::new();
     for (table_name, table) in &catalog.tables {
         for column in &table.columns {
-            if column.data_type == type_text {
+            let is_array = column.data_type.strip_suffix("[]") == Some(type_text.as_str());
+            if column.data_type == type_text || (with_arrays && is_array) {
                 out.push(EnumUsage {
                     table: table_name.clone(),
                     column: column.name.clone(),
                     default: column.default.clone(),
+                    is_array,
                 });
             }
         }
@@ -219,9 +223,14 @@ fn enum_usages(catalog: &Catalog, name: &QName) -> Vec<EnumUsage> {
     out
 }
 
+/// Columns of `catalog` whose type is `name`.
+fn enum_usages(catalog: &Catalog, name: &QName) -> Vec<EnumUsage> {
+    type_usages(catalog, name, false)
+}
+
 fn types(from: &Catalog, to: &Catalog, b: &mut Buckets) {
-    // Domains and composite types may be built on enums: they go first and come last.
-    dropped_domains_and_composites(from, to, b);
+    // Domains and composite types may be built on enums: they are dropped first and created last.
+    dropped_types(from, to, b);
     enums(from, to, b);
     domains_and_composites(from, to, b);
 }
@@ -241,19 +250,30 @@ fn kept_usages(from: &Catalog, to: &Catalog, name: &QName) -> Vec<EnumUsage> {
         .collect()
 }
 
-/// Whether a column of `from` of type `name` survives in `to` (with another type), or a kept composite type
-/// has an attribute of that type: the type can only be dropped after the column or attribute changed.
+/// Whether a column of `from` of type `name` or an array of it survives in `to` (with another type), or a kept
+/// composite type has an attribute of that type, or a kept domain is over it: the type can only be dropped after
+/// the column, attribute or domain changed.
 fn is_used_by_kept_column(from: &Catalog, to: &Catalog, name: &QName) -> bool {
     let type_text = name.to_string();
-    enum_usages(from, name)
+    let uses = |t: &str| t == type_text || t.strip_suffix("[]") == Some(type_text.as_str());
+    from.tables.iter().any(|(table_name, table)| {
+        let kept = to.tables.get(table_name);
+        table
+            .columns
+            .iter()
+            .any(|c| uses(&c.data_type) && kept.is_some_and(|t| t.column(&c.name).is_some()))
+    }) || from
+        .composites
         .iter()
-        .any(|u| to.tables.get(&u.table).is_some_and(|t| t.column(&u.column).is_some()))
-        || from.composites.iter().any(|(composite, c)| {
-            to.composites.contains_key(composite) && c.attributes.iter().any(|(_, t)| *t == type_text)
-        })
+        .any(|(composite, c)| to.composites.contains_key(composite) && c.attributes.iter().any(|(_, t)| uses(t)))
+        || from
+            .domains
+            .iter()
+            .any(|(domain, d)| to.domains.contains_key(domain) && uses(&d.base_type))
 }
 
-fn dropped_domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+/// Drops enums, domains and composite types, late (after column changes) when something kept still uses them.
+fn dropped_types(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     let mut dropped: Vec<(i64, &QName, Op)> = Vec::new();
     for (name, domain) in &from.domains {
         if !to.domains.contains_key(name) {
@@ -273,18 +293,35 @@ fn dropped_domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets)
             dropped.push((composite.order, name, op));
         }
     }
-    // Types built on other types are dropped first; once one waits for columns, the older ones (which it may be
-    // built on) wait too.
+    for (name, e) in &from.enums {
+        if !to.enums.contains_key(name) {
+            let op = Op::DropEnum {
+                name: name.clone(),
+                values: e.labels.clone(),
+            };
+            dropped.push((e.order, name, op));
+        }
+    }
+    // Types built on other types are dropped first (enums, built on nothing, last among equals); once one waits
+    // for columns, the older ones (which it may be built on) wait too.
     dropped.sort_by_key(|(order, _, _)| std::cmp::Reverse(*order));
     let mut is_late = false;
+    let mut late_schemas = BTreeSet::new();
     for (_, name, op) in dropped {
         is_late = is_late || is_used_by_kept_column(from, to, name);
         if is_late {
+            late_schemas.insert(name.schema.clone());
             b.drop_types_late.push(op);
         } else {
             b.drop_types.push(op);
         }
     }
+    // A dropped schema holding a type dropped late goes after it.
+    let (late, early) = std::mem::take(&mut b.drop_schemas)
+        .into_iter()
+        .partition(|op| matches!(op, Op::DropSchema { name } if late_schemas.contains(name)));
+    b.drop_schemas = early;
+    b.drop_schemas_late = late;
 }
 
 /// Whether an expression names a function or sequence of `catalog` (which the revision may create after types).
@@ -471,12 +508,11 @@ fn composite_ops(from: &Catalog, to: &Catalog, b: &mut Buckets, name: &QName, ol
 }
 
 fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
-    for (name, values) in &from.enums {
-        match to.enums.get(name) {
-            None => b.drop_types.push(Op::DropEnum {
-                name: name.clone(),
-                values: values.clone(),
-            }),
+    for (name, old) in &from.enums {
+        let values = &old.labels;
+        match to.enums.get(name).map(|e| &e.labels) {
+            // Dropped enums are handled with domains and composite types, which may be built on them.
+            None => {}
             Some(new) if new == values => {}
             Some(new) => {
                 // Only additions keep the old labels in order; anything else recreates the type.
@@ -492,16 +528,15 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                 });
                 let is_additive =
                     !is_used && kept.len() == values.len() && kept.iter().zip(values).all(|(a, b)| *a == b);
-                let usages: Vec<EnumUsage> = enum_usages(from, name)
+                // Every kept column of the type or an array of it is converted, also one that changes type
+                // later in the revision (through the new type), so the old type can be dropped.
+                let usages: Vec<EnumUsage> = type_usages(from, name, true)
                     .into_iter()
-                    .filter(|u| {
-                        to.tables
-                            .get(&u.table)
-                            .and_then(|t| t.column(&u.column))
-                            .is_some_and(|c| c.data_type.starts_with(&name.to_string()))
-                    })
+                    .filter(|u| to.tables.get(&u.table).is_some_and(|t| t.column(&u.column).is_some()))
                     .collect();
                 if is_additive {
+                    // The downgrade recreates the type.
+                    b.recreated(from, to, "TYPE", name);
                     for (i, value) in new.iter().enumerate() {
                         if !values.contains(value) {
                             let before = new[i + 1..].iter().find(|v| values.contains(v)).cloned();
@@ -521,15 +556,16 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                         to: new.clone(),
                         usages,
                     });
+                    b.recreated(from, to, "TYPE", name);
                 }
             }
         }
     }
-    for (name, values) in &to.enums {
+    for (name, new) in &to.enums {
         if !from.enums.contains_key(name) {
             b.create_types.push(Op::CreateEnum {
                 name: name.clone(),
-                values: values.clone(),
+                values: new.labels.clone(),
             });
         }
     }
@@ -930,7 +966,7 @@ fn has_unstable_columns(from: &Catalog, to: &Catalog, table: &QName) -> bool {
     let is_type_changing = |data_type: &str| {
         from.enums
             .iter()
-            .any(|(n, v)| n.to_string() == data_type && to.enums.get(n) != Some(v))
+            .any(|(n, e)| n.to_string() == data_type && to.enums.get(n).is_none_or(|f| f.labels != e.labels))
             || from.composites.iter().any(|(n, c)| {
                 n.to_string() == data_type && to.composites.get(n).is_none_or(|d| d.attributes != c.attributes)
             })
@@ -940,7 +976,11 @@ fn has_unstable_columns(from: &Catalog, to: &Catalog, table: &QName) -> bool {
     };
     old.columns.iter().any(|c| match new.column(&c.name) {
         None => true,
-        Some(n) => n.data_type != c.data_type || n.generated != c.generated || is_type_changing(&c.data_type),
+        Some(n) => {
+            n.data_type != c.data_type
+                || n.generated != c.generated
+                || is_type_changing(c.data_type.strip_suffix("[]").unwrap_or(&c.data_type))
+        }
     })
 }
 
@@ -1097,6 +1137,42 @@ mod tests {
             &domain_column("integer"),
             &with_domain,
             &["add domain d", "change type of column t.id (integer to d)"],
+        );
+    }
+
+    #[test]
+    fn an_enum_a_kept_column_stops_using_is_dropped_after_the_column_and_the_domains_over_it() {
+        let mood = crate::autogen::model::Enum {
+            labels: vec!["sad".into()],
+            order: 1,
+        };
+        let mut with_enum = domain_column("mood[]");
+        with_enum.enums.insert(QName::new("public", "mood"), mood.clone());
+        check(
+            &with_enum,
+            &domain_column("text[]"),
+            &["change type of column t.id (mood[] to text[])", "drop type mood"],
+        );
+        let mut with_domain = domain_column("known_mood");
+        with_domain.enums.insert(QName::new("public", "mood"), mood);
+        with_domain.domains.insert(
+            QName::new("public", "known_mood"),
+            crate::autogen::model::Domain {
+                base_type: "mood".into(),
+                default: None,
+                is_not_null: false,
+                checks: BTreeMap::new(),
+                order: 2,
+            },
+        );
+        check(
+            &with_domain,
+            &domain_column("text"),
+            &[
+                "change type of column t.id (known_mood to text)",
+                "drop domain known_mood",
+                "drop type mood",
+            ],
         );
     }
 

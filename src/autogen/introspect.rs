@@ -12,7 +12,7 @@ use tokio_postgres::{Client, Row};
 
 use super::error::AutogenError;
 use super::model::{
-    Catalog, Column, Composite, Constraint, Domain, Extension, Function, Index, Policy, QName, Sequence, Table,
+    Catalog, Column, Composite, Constraint, Domain, Enum, Extension, Function, Index, Policy, QName, Sequence, Table,
     Trigger, View,
 };
 use crate::executor::{db_message, quote_ident};
@@ -302,7 +302,8 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         .query(
             &format!(
                 "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(t.typname), \
-                 array_agg(e.enumlabel::text ORDER BY e.enumsortorder), obj_description(t.oid, 'pg_type') \
+                 array_agg(e.enumlabel::text ORDER BY e.enumsortorder), obj_description(t.oid, 'pg_type'), \
+                 t.oid::int8 \
                  FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace \
                  WHERE n.nspname = ANY($1) AND {} GROUP BY 1, 2, 3, t.oid",
                 not_member("t.oid", "pg_type")
@@ -316,7 +317,13 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         if let Some(comment) = row.get::<_, Option<String>>(4) {
             catalog.comments.insert(("TYPE".into(), name.to_string()), comment);
         }
-        catalog.enums.insert(name, row.get(3));
+        catalog.enums.insert(
+            name,
+            Enum {
+                labels: row.get(3),
+                order: row.get(5),
+            },
+        );
     }
 
     // Sequences, less identity columns' own.

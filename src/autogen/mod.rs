@@ -19,7 +19,7 @@ pub use drift::{differences, drift, DriftDifference, DriftReport, DriftTarget};
 pub use error::AutogenError;
 pub use introspect::{introspect, Scope};
 pub use model::{
-    Catalog, Column, Composite, Constraint, Domain, Extension, Function, Index, Policy, QName, Sequence, Table,
+    Catalog, Column, Composite, Constraint, Domain, Enum, Extension, Function, Index, Policy, QName, Sequence, Table,
     Trigger, View,
 };
 pub use ops::{CommentTarget, Comparator, CustomOp, Op};

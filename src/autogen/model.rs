@@ -37,8 +37,7 @@ pub struct Catalog {
     /// Schemas other than `public`, with their comments.
     pub schemas: BTreeMap<String, Option<String>>,
     pub extensions: BTreeMap<String, Extension>,
-    /// Enum types and their labels in sort order.
-    pub enums: BTreeMap<QName, Vec<String>>,
+    pub enums: BTreeMap<QName, Enum>,
     pub sequences: BTreeMap<QName, Sequence>,
     pub tables: BTreeMap<QName, Table>,
     /// Indexes that do not back a constraint, by index name.
@@ -145,6 +144,14 @@ pub struct Function {
 pub struct Trigger {
     /// `pg_get_triggerdef` text.
     pub definition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enum {
+    /// The labels in sort order.
+    pub labels: Vec<String>,
+    /// Creation order (the catalog oid order), so a domain or composite type built on it is dropped before it.
+    pub order: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

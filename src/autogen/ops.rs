@@ -302,6 +302,8 @@ pub struct EnumUsage {
     pub table: QName,
     pub column: String,
     pub default: Option<String>,
+    /// The column holds an array of the type (only enum recreations convert those).
+    pub is_array: bool,
 }
 
 /// The widening type changes that cannot lose data.

@@ -206,10 +206,11 @@ impl Renderer for DefaultRenderer {
                     if u.default.is_some() {
                         out.push(alter(&u.table, &u.column, "DROP DEFAULT".into()));
                     }
+                    let array = if u.is_array { "[]" } else { "" };
                     out.push(alter(
                         &u.table,
                         &u.column,
-                        format!("TYPE {name} USING {}::text::{name}", u.column),
+                        format!("TYPE {name}{array} USING {}::text{array}::{name}{array}", u.column),
                     ));
                     if let Some(d) = &u.default {
                         out.push(alter(&u.table, &u.column, format!("SET DEFAULT {d}")));
