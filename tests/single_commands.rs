@@ -902,3 +902,41 @@ fn completions_print_a_script_the_shell_accepts() {
     }
     flotilla().args(["completions", "tcsh"]).assert_code(2);
 }
+
+/// `post_write` hooks run on a new revision file, from the project directory, whatever the current directory:
+/// a shell string and an argv array, with `{file}` replaced; a failing hook fails the command.
+#[test]
+fn post_write_hooks_run_on_the_new_file() {
+    let project = TempProject::new(
+        "[hooks]\npost_write = [\"sed -i -e '$a -- formatted' {file}\", [\"touch\", \"{file}.touched\"], \
+         \"pwd > hook-dir.txt\"]\n",
+    );
+    // Run from the project's parent with a relative --config, so paths seen from there differ from the hook's.
+    let config = project.config_path();
+    let parent = project.path().parent().unwrap();
+    let relative = config.strip_prefix(parent).unwrap();
+    flotilla()
+        .current_dir(parent)
+        .args(["--config", relative.to_str().unwrap()])
+        .args(["revision", "-m", "hooked", "--rev-id", "ab0000000001"])
+        .assert_success();
+    let file = std::fs::read_dir(project.migrations_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_ab0000000001_hooked.sql"))
+        .expect("the new revision file");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.ends_with("-- formatted\n"), "{text}");
+    assert!(std::path::PathBuf::from(format!("{}.touched", file.display())).exists());
+    let hook_dir = std::fs::read_to_string(project.path().join("hook-dir.txt")).unwrap();
+    assert_eq!(
+        std::fs::canonicalize(hook_dir.trim()).unwrap(),
+        std::fs::canonicalize(project.path()).unwrap()
+    );
+    // The formatted file still loads.
+    fl_offline(&project, &["heads"]).assert_success();
+
+    std::fs::write(&config, "[hooks]\npost_write = [\"false\"]\n").unwrap();
+    let out = fl_offline(&project, &["revision", "-m", "unhooked"]).assert_code(1);
+    assert_contains(&out.stderr, &["post_write hook `sh -c false` failed"], &out.report());
+}

@@ -269,7 +269,9 @@ fn write_revision(
     }
     std::fs::write(&path, &text).map_err(io_error(format!("could not write {}", path.display())))?;
     println!("Generating {} ... done", path.display());
-    run_post_write(&ctx.post_write, &path, &ctx.project_dir)?;
+    // The hooks run in the project directory, so they get the file's path from anywhere.
+    let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+    run_post_write(&ctx.post_write, &absolute, &ctx.project_dir)?;
     Ok(id)
 }
 

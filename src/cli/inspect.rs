@@ -135,7 +135,7 @@ pub fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::Ok)
 }
 
-/// Alembic's `edit`: the one revision REV names, opened in `$VISUAL`, else `$EDITOR`, from the project directory.
+/// Alembic's `edit`: the one revision REV names, opened in `$VISUAL`, else `$EDITOR`.
 pub fn edit(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
@@ -164,7 +164,6 @@ pub fn edit(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode, CliError> {
         .arg(format!("{editor} \"$1\""))
         .arg("flotilla-edit")
         .arg(path)
-        .current_dir(&ctx.project_dir)
         .status()
         .with_context(|| format!("could not start the editor `{editor}`"))
         .map_err(|e| CliError::new(ExitCode::Failed, e))?;
