@@ -167,6 +167,33 @@ async fn fleet_failure_threshold_halts_before_the_rest_start() {
     }
 }
 
+/// A canary whose migration lock another run holds past `lock_wait` fails, and the run halts at once (it used to
+/// wait for the canary forever).
+#[tokio::test]
+async fn fleet_canary_locked_past_lock_wait_halts_the_run() {
+    let fleet = Fleet::new("fleet_canary_locked", 3, 0, Revisions::Repo, 4);
+    fleet.project.write("flotilla.toml", "lock_wait = \"1s\"\n");
+    let holder = fleet.db.client().await;
+    // The key Flotilla takes for tenant_0001's version table ("flot", then the qualified table name).
+    holder
+        .batch_execute("SELECT pg_advisory_lock(1718382452, hashtext('tenant_0001.flotilla_version'))")
+        .await
+        .unwrap();
+
+    let out = fleet
+        .upgrade(&["--canary", "1"])
+        .timeout(std::time::Duration::from_secs(60))
+        .output();
+    assert_eq!(out.code(), Some(3), "{}", out.report());
+    let status = fleet.status(None);
+    let got = statuses(&status);
+    assert_eq!(got["tenant_0001"], "failed", "{status:#}");
+    for id in ["tenant_0002", "tenant_0003"] {
+        assert_eq!(got[id], "interrupted", "{id}: {status:#}");
+    }
+    drop(holder);
+}
+
 #[tokio::test]
 async fn fleet_failed_canary_halts_before_any_other_tenant() {
     let fleet = Fleet::new("fleet_canary", 8, 0, Revisions::Repo, 4);

@@ -207,24 +207,13 @@ pub async fn run(
                                     req.lock_requeue_for
                                 );
                                 fail_locked(&mut co, index, attempts, failure);
+                                after_finish(&mut co, &req, index, &mut canaries_left);
                             } else {
                                 let delay = Duration::from_millis(200 * u64::from(attempts.min(10)));
                                 delayed.push(Reverse((Instant::now() + delay, index, attempts + 1)));
                             }
                         }
-                        Done::Finished { index } => {
-                            if index < n_canaries {
-                                canaries_left -= 1;
-                                if co.states[index] == TenantStatus::Failed {
-                                    tracing::error!(tenant = %co.tenants[index].id, "canary failed: halting before the rest of the fleet");
-                                    co.outcome.is_halted = true;
-                                }
-                            }
-                            if exceeds_threshold(&co, &req, n) && !co.outcome.is_halted {
-                                tracing::error!(failed = co.n_failed, "failure threshold exceeded: no new tenants start");
-                                co.outcome.is_halted = true;
-                            }
-                        }
+                        Done::Finished { index } => after_finish(&mut co, &req, index, &mut canaries_left),
                     }
                 }
             }
@@ -286,6 +275,23 @@ pub async fn run(
         sink.finish();
     }
     co.outcome
+}
+
+/// After a tenant reached its final state: count a finished canary (a failed one halts the run), and halt when
+/// the failure threshold is passed.
+fn after_finish(co: &mut Coordinator, req: &FleetRequest, index: usize, canaries_left: &mut usize) {
+    let n = co.tenants.len();
+    if index < req.n_canaries.min(n) {
+        *canaries_left -= 1;
+        if co.states[index] == TenantStatus::Failed {
+            tracing::error!(tenant = %co.tenants[index].id, "canary failed: halting before the rest of the fleet");
+            co.outcome.is_halted = true;
+        }
+    }
+    if exceeds_threshold(co, req, n) && !co.outcome.is_halted {
+        tracing::error!(failed = co.n_failed, "failure threshold exceeded: no new tenants start");
+        co.outcome.is_halted = true;
+    }
 }
 
 fn exceeds_threshold(co: &Coordinator, req: &FleetRequest, n: usize) -> bool {
