@@ -875,6 +875,21 @@ fn version_locations_spread_revisions_over_directories() {
     .unwrap();
     let out = fl_here(&["heads"]).assert_success();
     assert_contains(&out.stdout, &["dd0000000001"], &out.report());
+    // Below a location is allowed then, but not a hidden directory the loader skips.
+    std::fs::create_dir_all(project.path().join("billing/.drafts")).unwrap();
+    let out = fl_here(&["revision", "-m", "d", "--version-path", "billing/.drafts"]).assert_code(2);
+    assert_contains(&out.stderr, &["not one of version_locations"], &out.report());
+    fl_here(&[
+        "revision",
+        "-m",
+        "e",
+        "--rev-id",
+        "ee0000000001",
+        "--version-path",
+        "billing/archive",
+    ])
+    .assert_success();
+    assert!(in_dir("billing/archive", "ee0000000001"));
 }
 
 /// `completions SHELL` prints a script the shell accepts, covering subcommands down to the fleet's.

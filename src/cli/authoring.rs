@@ -187,11 +187,19 @@ fn revision_dir(
     if let Some(wanted) = version_path {
         let canonical = std::fs::canonicalize(wanted)
             .map_err(|e| CliError::usage(format!("--version-path {}: {e}", wanted.display())))?;
+        // The location itself, or (searched recursively) a directory below it that the loader reads: not hidden.
+        let is_read = |d: PathBuf| match canonical.strip_prefix(&d) {
+            Ok(below) => {
+                below.as_os_str().is_empty()
+                    || (locations.recursive && !below.iter().any(|c| c.to_string_lossy().starts_with('.')))
+            }
+            Err(_) => false,
+        };
         let is_listed = locations
             .dirs
             .iter()
             .filter_map(|d| std::fs::canonicalize(d).ok())
-            .any(|d| d == canonical || (locations.recursive && canonical.starts_with(&d)));
+            .any(is_read);
         if !is_listed {
             return Err(CliError::usage(format!(
                 "--version-path {} is not one of version_locations ({})",

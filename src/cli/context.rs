@@ -137,9 +137,8 @@ impl Ctx {
             .map(|n| n.value.as_str())
             .unwrap_or_default();
         Err(CliError::usage(format!(
-            "`{command}` writes a revision file into {}, which revision_source = \"{name}\" does not read; \
-             add the revision where that source keeps its revisions",
-            self.script_dir.display()
+            "`{command}` writes a revision file, which revision_source = \"{name}\" does not read; \
+             add the revision where that source keeps its revisions"
         )))
     }
 

@@ -321,13 +321,17 @@ fn hostname() -> String {
 fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, engine: &Engine) {
     let mut planned = outcome.planned.clone();
     planned.sort_by_key(|(i, _, _)| *i);
-    // A dry run's tenants end as skipped: those with a plan, and those already at the target.
+    // A dry run's tenants end as skipped (those with a plan, and those already at the target), or failed (no
+    // connection, no plan) or interrupted (a halt or a signal came first).
     let n_at_target = outcome.n_skipped.saturating_sub(planned.len());
+    let (n_failed, n_interrupted) = (outcome.n_failed, outcome.n_interrupted);
     match ctx.format {
         Format::Json => print_json(&json!({
             "dry_run": true,
             "n_would_change": planned.len(),
             "n_at_target": n_at_target,
+            "n_failed": n_failed,
+            "n_interrupted": n_interrupted,
             "tenants": planned.iter().map(|(i, from, steps)| json!({
                 "id": tenants[*i].id,
                 "from": from,
@@ -351,10 +355,16 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
                     println!("    {:?} {}, {message}", step.direction, step.revision);
                 }
             }
-            println!(
-                "Dry run: {} tenant(s) would change, {n_at_target} already at the target; nothing was changed",
+            let mut counts = format!(
+                "{} tenant(s) would change, {n_at_target} already at the target",
                 planned.len()
             );
+            if n_failed + n_interrupted > 0 {
+                counts.push_str(&format!(
+                    ", {n_failed} failed, {n_interrupted} not planned (interrupted)"
+                ));
+            }
+            println!("Dry run: {counts}; nothing was changed");
         }
     }
 }

@@ -156,21 +156,29 @@ pub fn edit(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode, CliError> {
     }
     let editor = ["VISUAL", "EDITOR"]
         .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
+        .find_map(|var| std::env::var_os(var).filter(|v| !v.is_empty()))
         .ok_or_else(|| CliError::usage("set VISUAL or EDITOR to the editor to open revision files with"))?;
     // As git does: the variable may hold arguments (`code --wait`), so a shell splits it.
     let status = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("{editor} \"$1\""))
+        .arg({
+            let mut script = editor.clone();
+            script.push(" \"$1\"");
+            script
+        })
         .arg("flotilla-edit")
         .arg(path)
         .status()
-        .with_context(|| format!("could not start the editor `{editor}`"))
+        .with_context(|| format!("could not start the editor `{}`", editor.to_string_lossy()))
         .map_err(|e| CliError::new(ExitCode::Failed, e))?;
     if !status.success() {
         return Err(CliError::new(
             ExitCode::Failed,
-            anyhow::anyhow!("the editor `{editor}` failed ({status}) on {}", path.display()),
+            anyhow::anyhow!(
+                "the editor `{}` failed ({status}) on {}",
+                editor.to_string_lossy(),
+                path.display()
+            ),
         ));
     }
     Ok(ExitCode::Ok)

@@ -50,10 +50,13 @@ pub async fn run_with(
         Command::Validate => single::validate(global).await,
         Command::Resolve => single::resolve(global).await,
         Command::Fleet(c) => fleet::dispatch(global, c, route).await,
-        Command::Completions { shell } => {
-            use clap::CommandFactory as _;
-            clap_complete::generate(shell, &mut Cli::command(), "flotilla", &mut std::io::stdout());
-            Ok(ExitCode::Ok)
-        }
+        Command::Completions { shell } => completions(shell),
     }
+}
+
+/// `completions SHELL`: the completion script clap derives from the command tree.
+fn completions(shell: clap_complete::Shell) -> Result<ExitCode, CliError> {
+    use clap::CommandFactory as _;
+    clap_complete::generate(shell, &mut Cli::command(), "flotilla", &mut std::io::stdout());
+    Ok(ExitCode::Ok)
 }

@@ -2,7 +2,7 @@
 //!
 //! Graph checks (unknown parents, cycles, label clashes) are left to `graph`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,14 +24,18 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Script>, ScriptError> {
 }
 
 /// [`load_dir`] over several directories (Alembic's `version_locations`), one after the other, and below them
-/// too when `recursive` (each directory's files in file-name order, then its subdirectories in name order,
-/// hidden ones skipped). A revision id defined in two directories is a problem like one defined twice in one.
+/// too when `recursive` (each directory's files in file-name order, then its subdirectories in name order;
+/// hidden ones and symbolic links to directories skipped, as Alembic's walk does). A file reached twice (through
+/// overlapping locations or a link) is read once; a revision id defined in two files is a problem like one
+/// defined twice in one directory.
 pub fn load_locations(locations: &Locations) -> Result<Vec<Script>, ScriptError> {
     let mut problems = Vec::new();
     let mut paths = Vec::new();
     for dir in &locations.dirs {
         collect_files(dir, locations.recursive, &mut paths, &mut problems);
     }
+    let mut seen = HashSet::new();
+    paths.retain(|path| seen.insert(fs::canonicalize(path).unwrap_or_else(|_| path.clone())));
     let files = paths.into_iter().map(|path| {
         let text = read_text(&path);
         (path, text)
@@ -54,9 +58,11 @@ fn collect_files(dir: &Path, recursive: bool, paths: &mut Vec<PathBuf>, problems
                         if name.starts_with('.') {
                             continue;
                         }
+                        // `file_type` does not follow links: a linked directory could loop back on itself.
+                        let is_real_dir = entry.file_type().is_ok_and(|t| t.is_dir());
                         if name.ends_with(".sql") && path.is_file() {
                             files.push((name, path));
-                        } else if recursive && path.is_dir() {
+                        } else if recursive && is_real_dir {
                             subdirs.push((name, path));
                         }
                     }
@@ -270,6 +276,16 @@ mod tests {
         };
         assert_eq!(ids(false), ["aaa", "bbb"]);
         assert_eq!(ids(true), ["aaa", "ccc", "bbb"]);
+
+        // Overlapping locations and a link back up read each file once, and do not loop.
+        std::os::unix::fs::symlink(&one, one.join("sub/loop")).unwrap();
+        let overlapping = Locations {
+            dirs: vec![one.clone(), one.join("sub"), two.clone(), one.clone()],
+            recursive: true,
+        };
+        let scripts = load_locations(&overlapping).unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<_> = scripts.iter().map(|s| s.meta.id.to_string()).collect();
+        assert_eq!(ids, ["aaa", "ccc", "bbb"]);
 
         // One id in two locations is a duplicate naming both files.
         fs::write(two.join("3_a.sql"), revision("aaa", "")).unwrap();
