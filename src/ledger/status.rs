@@ -108,15 +108,24 @@ impl StatusCounts {
     }
 
     pub fn add(&mut self, status: TenantStatus, n: usize) {
-        let slot = match status {
+        *self.slot(status) += n;
+    }
+
+    /// One tenant moves from `from` to `to` (whose count must be positive).
+    pub fn move_one(&mut self, from: TenantStatus, to: TenantStatus) {
+        *self.slot(from) -= 1;
+        *self.slot(to) += 1;
+    }
+
+    fn slot(&mut self, status: TenantStatus) -> &mut usize {
+        match status {
             TenantStatus::Pending => &mut self.pending,
             TenantStatus::Running => &mut self.running,
             TenantStatus::Succeeded => &mut self.succeeded,
             TenantStatus::Failed => &mut self.failed,
             TenantStatus::Skipped => &mut self.skipped,
             TenantStatus::Interrupted => &mut self.interrupted,
-        };
-        *slot += n;
+        }
     }
 
     pub fn total(&self) -> usize {

@@ -573,6 +573,7 @@ impl InsertBeforeMore for MultiProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::StatusCounts;
     use crate::observe::testing::sample_run;
 
     /// A writer the test can read back after the sink is done with it.
@@ -603,12 +604,14 @@ mod tests {
         let pending = n - succeeded - failed - skipped - running;
         StateCounts {
             n_tenants: n,
-            pending,
-            running,
-            succeeded,
-            failed,
-            skipped,
-            interrupted: 0,
+            by_status: StatusCounts {
+                pending,
+                running,
+                succeeded,
+                failed,
+                skipped,
+                interrupted: 0,
+            },
         }
     }
 
@@ -630,8 +633,8 @@ mod tests {
             "[01:02:05] 4/4 done: 3 succeeded, 1 failed, 0 skipped, 0 running; 0.0 tenants/s; eta 00:00:00",
         );
         let mut c = counts(5, 1, 0, 0, 0);
-        c.interrupted = 2;
-        c.pending -= 2;
+        c.by_status.interrupted = 2;
+        c.by_status.pending -= 2;
         check_line(
             1,
             c,

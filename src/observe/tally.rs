@@ -7,43 +7,26 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use super::event::FleetEvent;
-use crate::ledger::TenantStatus;
+use crate::ledger::{StatusCounts, TenantStatus};
 
-/// Tenants per state. Indexed by [`TenantStatus`]; the six counts always add up to `n_tenants`.
+/// Tenants per state, the ledger's [`StatusCounts`] (read through `Deref`) with the run's size; the six counts
+/// always add up to `n_tenants`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StateCounts {
     pub n_tenants: usize,
-    pub pending: usize,
-    pub running: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    pub skipped: usize,
-    pub interrupted: usize,
+    #[serde(flatten)]
+    pub by_status: StatusCounts,
+}
+
+impl std::ops::Deref for StateCounts {
+    type Target = StatusCounts;
+
+    fn deref(&self) -> &StatusCounts {
+        &self.by_status
+    }
 }
 
 impl StateCounts {
-    pub fn get(&self, state: TenantStatus) -> usize {
-        match state {
-            TenantStatus::Pending => self.pending,
-            TenantStatus::Running => self.running,
-            TenantStatus::Succeeded => self.succeeded,
-            TenantStatus::Failed => self.failed,
-            TenantStatus::Skipped => self.skipped,
-            TenantStatus::Interrupted => self.interrupted,
-        }
-    }
-
-    fn slot(&mut self, state: TenantStatus) -> &mut usize {
-        match state {
-            TenantStatus::Pending => &mut self.pending,
-            TenantStatus::Running => &mut self.running,
-            TenantStatus::Succeeded => &mut self.succeeded,
-            TenantStatus::Failed => &mut self.failed,
-            TenantStatus::Skipped => &mut self.skipped,
-            TenantStatus::Interrupted => &mut self.interrupted,
-        }
-    }
-
     /// Tenants in a final state (succeeded, failed, skipped or interrupted).
     pub fn done(&self) -> usize {
         self.succeeded + self.failed + self.skipped + self.interrupted
@@ -103,8 +86,10 @@ impl StateBook {
                 self.finished.clear();
                 self.counts = StateCounts {
                     n_tenants: *n_tenants,
-                    pending: *n_tenants,
-                    ..StateCounts::default()
+                    by_status: StatusCounts {
+                        pending: *n_tenants,
+                        ..StatusCounts::default()
+                    },
                 };
                 return None;
             }
@@ -135,7 +120,7 @@ impl StateBook {
                 None => {
                     if self.counts.pending == 0 {
                         self.counts.n_tenants += 1;
-                        self.counts.pending += 1;
+                        self.counts.by_status.add(TenantStatus::Pending, 1);
                     }
                     TenantStatus::Pending
                 }
@@ -149,8 +134,7 @@ impl StateBook {
         if from == to {
             return None;
         }
-        *self.counts.slot(from) -= 1;
-        *self.counts.slot(to) += 1;
+        self.counts.by_status.move_one(from, to);
         Some(Transition { from, to })
     }
 }
