@@ -1,6 +1,6 @@
 //! Offline SQL (`--sql`): piped into psql, it leaves a database exactly as the online run would.
 
-use crate::harness::{template, TestDb};
+use crate::harness::{template, TempProject, TestDb};
 use crate::single_support::{
     assert_contains, example, example_project, exists, fixture_project, fl, fl_offline, history, query, rows, snapshot,
 };
@@ -55,32 +55,43 @@ fn offline_upgrade_from_base_matches_the_online_upgrade() {
     assert_eq!(out.stdout, sql);
 }
 
+/// Runs the offline script of `upgrade TARGET --sql` on a fresh database where a table named `blocker`, which
+/// the script creates, already exists: the script stops there, at the version rows `stopped_at`. Then the table
+/// is dropped and the same file runs again to the end; the database must equal one upgraded online. Returns the
+/// script and the database.
+fn rerun_after_a_failure(project: &TempProject, target: &str, blocker: &str, stopped_at: &[&str]) -> (String, TestDb) {
+    let sql = fl_offline(project, &["upgrade", target, "--sql"])
+        .assert_success()
+        .stdout;
+    let offline = TestDb::new("offline_rerun_a");
+    offline.execute(&format!("CREATE TABLE {blocker} (x int)"));
+    let out = offline.psql().stdin(sql.clone()).output();
+    assert_ne!(out.code(), Some(0), "{}", out.report());
+    assert_eq!(rows(&offline), stopped_at);
+    offline.execute(&format!("DROP TABLE {blocker}"));
+    offline.psql().stdin(sql.clone()).assert_success();
+
+    let online = TestDb::new("offline_rerun_b");
+    fl(project, &online, &["upgrade", target]).assert_success();
+    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    assert_eq!(rows(&offline), rows(&online));
+    assert_eq!(history_facts(&offline), history_facts(&online));
+    (sql, offline)
+}
+
 /// A script that failed part way is run again as it is, after the cause is removed: the steps that committed
 /// are skipped (psql `\if` over the version rows) and the rest run; a third run changes nothing.
 #[test]
 fn offline_script_rerun_after_a_failure_finishes_the_rest() {
     let project = example_project("");
-    let sql = fl_offline(&project, &["upgrade", "head", "--sql"])
-        .assert_success()
-        .stdout;
-    let offline = TestDb::new("offline_rerun_a");
-    // A table in the way of the orders revision stops the script there.
-    offline.execute("CREATE TABLE orders (x int)");
-    let out = offline.psql().stdin(sql.clone()).output();
-    assert_ne!(out.code(), Some(0), "{}", out.report());
-    // The audit branch grew from products, so its head replaced that row.
-    assert_eq!(rows(&offline), [example::ACTOR]);
-    offline.execute("DROP TABLE orders");
-    offline.psql().stdin(sql.clone()).assert_success();
-
-    let online = TestDb::new("offline_rerun_b");
-    fl(&project, &online, &["upgrade", "head"]).assert_success();
-    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
+    // A table in the way of the orders revision stops the script there. The audit branch grew from products,
+    // so its head replaced that row.
+    let (sql, offline) = rerun_after_a_failure(&project, "head", "orders", &[example::ACTOR]);
     assert_eq!(rows(&offline), [example::HEAD]);
-    assert_eq!(history_facts(&offline), history_facts(&online));
+    let (snapshot_before, history_before) = (snapshot(&offline, "public"), history_facts(&offline));
     offline.psql().stdin(sql).assert_success();
-    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
-    assert_eq!(history_facts(&offline), history_facts(&online));
+    assert_eq!(snapshot(&offline, "public"), snapshot_before);
+    assert_eq!(history_facts(&offline), history_before);
 }
 
 #[test]
@@ -249,23 +260,7 @@ fn offline_rerun_knows_a_row_replaced_through_depends_on() {
         "-- revision: bb9000000009\n-- down_revision: bb1000000001\n-- message: late\n\n\
          -- flotilla:upgrade\nCREATE TABLE late (id int);\n\n-- flotilla:downgrade\nDROP TABLE late;\n",
     );
-    let sql = fl_offline(&project, &["upgrade", "heads", "--sql"])
-        .assert_success()
-        .stdout;
-    let offline = TestDb::new("offline_rerun_deps_a");
-    offline.execute("CREATE TABLE late (x int)");
-    let out = offline.psql().stdin(sql.clone()).output();
-    assert_ne!(out.code(), Some(0), "{}", out.report());
-    assert_eq!(rows(&offline), ["bb1000000001"]);
-    offline.execute("DROP TABLE late");
-    let out = offline.psql().stdin(sql).output();
-    assert_eq!(out.code(), Some(0), "{}", out.report());
-
-    let online = TestDb::new("offline_rerun_deps_b");
-    fl(&project, &online, &["upgrade", "heads"]).assert_success();
-    assert_eq!(snapshot(&offline, "public"), snapshot(&online, "public"));
-    assert_eq!(rows(&offline), rows(&online));
-    assert_eq!(history_facts(&offline), history_facts(&online));
+    rerun_after_a_failure(&project, "heads", "late", &["bb1000000001"]);
 }
 
 /// A no-transaction revision cut off part way blocks the database offline as online: running the script again
