@@ -207,13 +207,13 @@ pub async fn run(
                                     req.lock_requeue_for
                                 );
                                 fail_locked(&mut co, index, attempts, failure);
-                                after_finish(&mut co, &req, index, &mut canaries_left);
+                                after_finish(&mut co, &req, index, n_canaries, &mut canaries_left);
                             } else {
                                 let delay = Duration::from_millis(200 * u64::from(attempts.min(10)));
                                 delayed.push(Reverse((Instant::now() + delay, index, attempts + 1)));
                             }
                         }
-                        Done::Finished { index } => after_finish(&mut co, &req, index, &mut canaries_left),
+                        Done::Finished { index } => after_finish(&mut co, &req, index, n_canaries, &mut canaries_left),
                     }
                 }
             }
@@ -277,11 +277,11 @@ pub async fn run(
     co.outcome
 }
 
-/// After a tenant reached its final state: count a finished canary (a failed one halts the run), and halt when
-/// the failure threshold is passed.
-fn after_finish(co: &mut Coordinator, req: &FleetRequest, index: usize, canaries_left: &mut usize) {
+/// After a tenant reached its final state: count a finished canary (one of the first `n_canaries`; a failed one
+/// halts the run), and halt when the failure threshold is passed.
+fn after_finish(co: &mut Coordinator, req: &FleetRequest, index: usize, n_canaries: usize, canaries_left: &mut usize) {
     let n = co.tenants.len();
-    if index < req.n_canaries.min(n) {
+    if index < n_canaries {
         *canaries_left -= 1;
         if co.states[index] == TenantStatus::Failed {
             tracing::error!(tenant = %co.tenants[index].id, "canary failed: halting before the rest of the fleet");
