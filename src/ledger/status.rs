@@ -132,6 +132,15 @@ impl StatusCounts {
         TenantStatus::ALL.iter().map(|s| self.get(*s)).sum()
     }
 
+    /// Tenants in a final state (succeeded, failed, skipped or interrupted).
+    pub fn done(&self) -> usize {
+        TenantStatus::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .map(|s| self.get(*s))
+            .sum()
+    }
+
     /// The counts as shown for a run whose process is gone: pending and running move to interrupted.
     pub fn settled(&self, is_run_abandoned: bool) -> StatusCounts {
         let mut out = StatusCounts::default();

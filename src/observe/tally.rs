@@ -26,13 +26,6 @@ impl std::ops::Deref for StateCounts {
     }
 }
 
-impl StateCounts {
-    /// Tenants in a final state (succeeded, failed, skipped or interrupted).
-    pub fn done(&self) -> usize {
-        self.succeeded + self.failed + self.skipped + self.interrupted
-    }
-}
-
 /// A state change the last event caused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
