@@ -8,13 +8,17 @@ use super::store::Blocked;
 use crate::graph::Direction;
 use crate::revision::RevisionId;
 
+/// What to do about a database blocked by a no-transaction revision left part way (online error and offline
+/// script alike).
+pub(crate) const RESOLVE_HINT: &str =
+    "inspect the database, then run `flotilla resolve` (or `flotilla stamp REV` to record where it really is)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("another run holds the migration lock on this database; gave up after waiting {waited:?} (lock_wait)")]
     Locked { waited: Duration },
     #[error(
-        "revision {} (no-transaction, {}) {} part way at {}{}: inspect the database, then run `flotilla resolve` \
-         (or `flotilla stamp REV` to record where it really is)",
+        "revision {} (no-transaction, {}) {} part way at {}{}: {RESOLVE_HINT}",
         .0.revision, .0.direction, .0.status, .0.at,
         .0.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
     )]

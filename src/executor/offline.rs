@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::error::ExecError;
+use super::error::{ExecError, RESOLVE_HINT};
 use super::phased::{advance_sql, finish_sql};
 use super::session::{direction_word, stamp_sql, ExecOptions, TransactionPer};
 use super::sql::{quote_ident, quote_literal};
@@ -190,12 +190,12 @@ fn blocked_check_sql(store: &dyn VersionStore) -> String {
          BEGIN\n    \
              SELECT * INTO e FROM ({}) AS last (revision, direction, status, applied_at, error, is_transactional);\n    \
              IF e.status IN ('started', 'failed') AND e.is_transactional = 'false' THEN\n        \
-                 RAISE EXCEPTION 'revision % (no-transaction, %) % part way at %: inspect the database, then run \
-                 `flotilla resolve` (or `flotilla stamp REV` to record where it really is)', \
+                 RAISE EXCEPTION 'revision % (no-transaction, %) % part way at %: {hint}', \
                  e.revision, e.direction, e.status, e.applied_at;\n    \
              END IF;\n\
          END $flotilla_blocked$;",
-        store.last_entry_sql()
+        store.last_entry_sql(),
+        hint = RESOLVE_HINT.replace('\'', "''"),
     )
 }
 
