@@ -74,14 +74,18 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
     let versions = fleet::read_versions(tenants, servers, engine.store.as_ref(), target.concurrency).await;
     let ignore = store_tables(engine);
     let mut expected: Expected = BTreeMap::new();
-    for rows in versions.iter().flatten() {
+    for rows in versions.iter().filter_map(fleet::Versions::rows) {
         if expected.contains_key(rows) {
             continue;
         }
         let built = if let Some(unknown) = rows.iter().find(|r| !engine.scripts.contains_key(*r)) {
             Err(format!("revision {unknown} is not in this migration set"))
         } else {
-            let scopes = [Scope::database(ignore.clone()), Scope::schema("public", ignore.clone())];
+            let shared = &engine.exec.shared_schemas;
+            let scopes = [
+                Scope::database(ignore.clone()).with_shared(shared),
+                Scope::schema("public", ignore.clone()).with_shared(shared),
+            ];
             build_at(target.dev, engine, rows, &scopes)
                 .await
                 .map_err(|e| error_chain(&e))
@@ -103,7 +107,7 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
             differences: Vec::new(),
             error: None,
         };
-        let rows = match rows {
+        let rows = match rows.into_result() {
             Ok(rows) => rows,
             Err(e) => {
                 report.error = Some(e);
@@ -123,8 +127,16 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
             }
         };
         let (conn, scope, want) = match &tenant.place {
-            Place::Schema(schema) => (server.pooled().await, Scope::schema(schema, ignore.clone()), home),
-            Place::Database(db) => (server.direct(db).await, Scope::database(ignore.clone()), whole),
+            Place::Schema(schema) => (
+                server.pooled().await,
+                Scope::schema(schema, ignore.clone()).with_shared(&engine.exec.shared_schemas),
+                home,
+            ),
+            Place::Database(db) => (
+                server.direct(db).await,
+                Scope::database(ignore.clone()).with_shared(&engine.exec.shared_schemas),
+                whole,
+            ),
         };
         let conn = match conn {
             Ok(conn) => conn,
@@ -135,7 +147,7 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
         };
         match introspect(conn.client(), &scope).await {
             Ok(live) => {
-                conn.release();
+                conn.release().await;
                 report.differences = differences(&diff(want, &live));
             }
             Err(e) => report.error = Some(error_chain(&e)),

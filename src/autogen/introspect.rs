@@ -1,6 +1,6 @@
 //! Reading a [`Catalog`] from `pg_catalog` in one read-only snapshot.
 //!
-//! Runs with `search_path` set to the home schema only, so `format_type`, `pg_get_expr`, `pg_get_viewdef` and
+//! Runs with `search_path` set to the home schema (then the shared schemas), so `format_type`, `pg_get_expr`, `pg_get_viewdef` and
 //! `pg_get_constraintdef` leave home-schema names unqualified; the definitions that always qualify
 //! (`pg_get_indexdef`, `pg_get_functiondef`, `pg_get_triggerdef`) have the home schema's prefix removed. That is
 //! what makes a schema tenant's schema compare equal to `public` of a scratch database. Objects that belong to
@@ -15,7 +15,7 @@ use super::model::{
     Catalog, Column, Composite, Constraint, Domain, Enum, Extension, Function, Index, Policy, QName, Sequence, Table,
     Trigger, View,
 };
-use crate::executor::{db_message, quote_ident};
+use crate::executor::{db_message, search_path};
 
 /// Which part of a database to read.
 #[derive(Debug, Clone)]
@@ -27,6 +27,9 @@ pub struct Scope {
     /// Bare table names to leave out wherever they are (Flotilla's version and history tables), with their
     /// sequences, indexes, constraints and triggers.
     pub ignore_tables: Vec<String>,
+    /// Schemas on `search_path` after the home schema (`shared_schemas`), so that types and operator classes of
+    /// extensions living there print unqualified on both sides of a comparison, as the revisions wrote them.
+    pub shared_schemas: Vec<String>,
 }
 
 impl Scope {
@@ -36,6 +39,7 @@ impl Scope {
             home: "public".into(),
             is_home_only: false,
             ignore_tables,
+            shared_schemas: Vec::new(),
         }
     }
 
@@ -45,7 +49,14 @@ impl Scope {
             home: name.into(),
             is_home_only: true,
             ignore_tables,
+            shared_schemas: Vec::new(),
         }
+    }
+
+    /// The same scope with `shared` on `search_path` after the home schema.
+    pub fn with_shared(mut self, shared: &[String]) -> Scope {
+        self.shared_schemas = shared.to_vec();
+        self
     }
 }
 
@@ -107,7 +118,7 @@ pub async fn introspect(client: &Client, scope: &Scope) -> Result<Catalog, Autog
     client
         .batch_execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL search_path = {}",
-            quote_ident(&scope.home)
+            search_path(&scope.home, &scope.shared_schemas)
         ))
         .await
         .map_err(fail("begin"))?;

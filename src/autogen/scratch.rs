@@ -147,7 +147,7 @@ pub async fn build_at(
 ) -> Result<Vec<Catalog>, AutogenError> {
     with_scratch(server, "rev", async |client: &Client| {
         let mut exec = engine.exec.clone();
-        exec.search_path = None;
+        exec.schema = None;
         let mut session = Session::open(client, engine.store.as_ref(), &exec)
             .await
             .map_err(AutogenError::Exec)?;

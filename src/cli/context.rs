@@ -76,8 +76,9 @@ impl Ctx {
             lock_timeout: Some(project.lock_timeout).filter(|d| !d.is_zero()),
             statement_timeout: project.statement_timeout,
             lock_wait: project.lock_wait,
-            search_path: None,
             transaction_per: project.transaction_per,
+            shared_schemas: project.shared_schemas.clone(),
+            reset_session: project.reset_session,
             before_each: project
                 .hooks
                 .before_each

@@ -55,7 +55,7 @@ pub fn exec_code(e: &ExecError) -> ExitCode {
         | ExecError::BackfillInRunMode(_)
         | ExecError::IrreversibleBackfill { .. }
         | ExecError::BackfillScriptChanged { .. } => ExitCode::Usage,
-        ExecError::Step { .. } | ExecError::Db { .. } => ExitCode::Failed,
+        ExecError::Step { .. } | ExecError::Db { .. } | ExecError::SchemaMissing { .. } => ExitCode::Failed,
         ExecError::Interrupted => ExitCode::Interrupted,
     }
 }

@@ -437,10 +437,12 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
     heads.sort();
     let mut at: BTreeMap<String, usize> = BTreeMap::new();
     let (mut behind, mut ahead, mut unreachable, mut current) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut missing = Vec::new();
     for (tenant, result) in chosen.iter().zip(&versions) {
         match result {
-            Err(e) => unreachable.push(json!({"id": tenant.id, "error": e})),
-            Ok(rows) => {
+            fleet::Versions::Unreachable(e) => unreachable.push(json!({"id": tenant.id, "error": e})),
+            fleet::Versions::Missing(e) => missing.push(json!({"id": tenant.id, "error": e})),
+            fleet::Versions::At(rows) => {
                 let key = if rows.is_empty() {
                     "base".to_string()
                 } else {
@@ -465,6 +467,7 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
             "behind": behind,
             "ahead": ahead,
             "unreachable": unreachable,
+            "missing": missing,
             "tenants": if args.verbose { json!(current) } else { json!(null) },
         })),
         Format::Text => {
@@ -491,9 +494,12 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
             };
             show("behind", &behind);
             show("ahead (revisions this migration set does not know)", &ahead);
-            if !unreachable.is_empty() {
-                println!("unreachable: {}", unreachable.len());
-                for item in &unreachable {
+            for (title, list) in [("missing", &missing), ("unreachable", &unreachable)] {
+                if list.is_empty() {
+                    continue;
+                }
+                println!("{title}: {}", list.len());
+                for item in list {
                     println!(
                         "    {}: {}",
                         item["id"].as_str().unwrap_or_default(),
@@ -503,7 +509,7 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
             }
         }
     }
-    Ok(if unreachable.is_empty() {
+    Ok(if unreachable.is_empty() && missing.is_empty() {
         ExitCode::Ok
     } else {
         ExitCode::Failed

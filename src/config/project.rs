@@ -42,13 +42,36 @@ const KEYS: &[&str] = &[
     "revision_source",
     "version_store",
     "offline_renderer",
+    "shared_schemas",
+    "reset_session",
+    "shared",
     "env",
 ];
 const ENV_KEYS: &[&str] = KEYS.split_at(KEYS.len() - 1).0;
 const HOOK_KEYS: &[&str] = &["post_write", "before_each", "after_each"];
+const SHARED_KEYS: &[&str] = &[
+    "version_locations",
+    "version_table",
+    "version_table_schema",
+    "history_table",
+];
+
+/// The shared revision set (`[shared]`): revisions that belong to a database rather than to a tenant (extensions,
+/// shared lookup tables), applied once per database before its tenants, with a version table of their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedConfig {
+    pub version_locations: Vec<PathBuf>,
+    pub version_table: String,
+    /// Always set (default `public`), so every tenant of a database sees the same shared version table.
+    pub version_table_schema: String,
+    pub history_table: String,
+}
 
 /// How revisions are grouped into transactions: the executor's own setting, read from `transaction_per`.
 pub use crate::executor::TransactionPer;
+
+/// When sessions are reset, read from `reset_session`.
+pub use crate::executor::ResetSession;
 
 /// A `post_write` hook: a string runs through `sh -c`, an array runs directly. `{file}` is replaced by the path
 /// of the new revision file (shell-quoted for the string form).
@@ -117,6 +140,12 @@ pub struct ProjectConfig {
     pub revision_source: Option<Located<String>>,
     pub version_store: Option<Located<String>>,
     pub offline_renderer: Option<Located<String>>,
+    /// Schemas a schema tenant's `search_path` lists after the tenant's own (default: none).
+    pub shared_schemas: Vec<String>,
+    /// Whether sessions are also reset before each revision (always before another tenant).
+    pub reset_session: ResetSession,
+    /// The shared revision set, when `[shared]` is present.
+    pub shared: Option<SharedConfig>,
 }
 
 impl ProjectConfig {
@@ -151,6 +180,9 @@ struct Layer {
     revision_source: Option<Located<String>>,
     version_store: Option<Located<String>>,
     offline_renderer: Option<Located<String>>,
+    shared_schemas: Option<Vec<String>>,
+    reset_session: Option<ResetSession>,
+    shared: Option<SharedConfig>,
 }
 
 impl Layer {
@@ -181,6 +213,9 @@ impl Layer {
             revision_source: s.revision_source.or(b.revision_source),
             version_store: s.version_store.or(b.version_store),
             offline_renderer: s.offline_renderer.or(b.offline_renderer),
+            shared_schemas: s.shared_schemas.or(b.shared_schemas),
+            reset_session: s.reset_session.or(b.reset_session),
+            shared: s.shared.or(b.shared),
         }
     }
 
@@ -213,6 +248,9 @@ impl Layer {
             revision_source: self.revision_source,
             version_store: self.version_store,
             offline_renderer: self.offline_renderer,
+            shared_schemas: self.shared_schemas.unwrap_or_default(),
+            reset_session: self.reset_session.unwrap_or_default(),
+            shared: self.shared,
         }
     }
 }
@@ -336,14 +374,63 @@ fn read_layer(doc: &mut Doc<'_>, table: &DeTable<'_>) -> Layer {
             "ledger" => layer.ledger = path(doc, key, value),
             "desired_schema" => layer.desired_schema = path(doc, key, value),
             "hooks" => read_hooks(doc, value, &mut layer),
+            "shared" => layer.shared = read_shared(doc, value),
             "revision_source" => layer.revision_source = located_string(doc, key, value),
             "version_store" => layer.version_store = located_string(doc, key, value),
             "offline_renderer" => layer.offline_renderer = located_string(doc, key, value),
+            "shared_schemas" => layer.shared_schemas = identifiers(doc, "shared_schemas", value),
+            "reset_session" => {
+                layer.reset_session = string(doc, key, value).and_then(|s| match ResetSession::parse(&s) {
+                    Some(reset) => Some(reset),
+                    None => {
+                        doc.report(
+                            value.span(),
+                            ProblemKind::BadChoice {
+                                key: "reset_session",
+                                value: s,
+                                expected: "\"tenant\", \"revision\"",
+                            },
+                        );
+                        None
+                    }
+                })
+            }
             // Unknown keys were reported by `check_keys`; `env` is read by the caller.
             _ => {}
         }
     }
     layer
+}
+
+fn read_shared(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> Option<SharedConfig> {
+    let table = doc.table("shared", value)?;
+    doc.check_keys(table, "[shared]", SHARED_KEYS);
+    let version_locations = match get(table, "version_locations") {
+        Some(value) => paths(doc, "version_locations", value),
+        None => {
+            doc.report(
+                value.span(),
+                ProblemKind::MissingKey {
+                    key: "version_locations",
+                    section: "[shared]".into(),
+                },
+            );
+            None
+        }
+    };
+    let mut name = |key: &'static str, default: &str| match get(table, key) {
+        Some(value) => identifier(doc, key, value),
+        None => Some(default.to_string()),
+    };
+    let version_table = name("version_table", "flotilla_shared_version");
+    let version_table_schema = name("version_table_schema", "public");
+    let history_table = name("history_table", "flotilla_shared_history");
+    Some(SharedConfig {
+        version_locations: version_locations?,
+        version_table: version_table?,
+        version_table_schema: version_table_schema?,
+        history_table: history_table?,
+    })
 }
 
 fn read_hooks(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>, layer: &mut Layer) {
@@ -444,6 +531,19 @@ fn identifier(doc: &mut Doc<'_>, key: &'static str, value: &Spanned<DeValue<'_>>
             None
         }
     }
+}
+
+/// A list of identifiers, each checked as [`identifier`] does.
+fn identifiers(doc: &mut Doc<'_>, key: &'static str, value: &Spanned<DeValue<'_>>) -> Option<Vec<String>> {
+    let items = doc.strings(key, value)?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match check_identifier(item.get_ref()) {
+            Ok(()) => out.push(item.into_inner()),
+            Err(reason) => doc.report(item.span(), ProblemKind::BadIdentifier { key, reason }),
+        }
+    }
+    Some(out)
 }
 
 /// Checks a PostgreSQL identifier that Flotilla will always quote: non-empty, no NUL, at most 63 bytes (longer
@@ -627,15 +727,33 @@ lock_timeout = "1s"
             &[
                 "1:1: unknown key `script_locaton` in flotilla.toml (expected one of: script_location, \
                  version_locations, recursive_version_locations, file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
-                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, env)",
+                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, env)",
                 "2:16: invalid duration `5 parsecs` for `lock_timeout`: unknown unit `parsecs` (use ms, s, m or \
                  min, h, d)",
                 "3:19: `transaction_per` must be one of \"revision\", \"run\", found `statement`",
                 "5:13: `lock_wait` must be a duration such as \"5s\" or \"10min\", found boolean",
                 "6:1: unknown key `env` in [env.prod] (expected one of: script_location, version_locations, \
                  recursive_version_locations, file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
-                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer)",
+                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session)",
                 "7:19: environment variable `NOPE` is not set (write `$${` for a literal `${`)",
+            ],
+        );
+    }
+
+    #[test]
+    fn session_keys() {
+        let cfg = parse("").expect("parse").resolve(None).expect("resolve");
+        assert!(cfg.shared_schemas.is_empty());
+        assert_eq!(cfg.reset_session, ResetSession::Tenant);
+        let text = "shared_schemas = [\"public\", \"extensions\"]\nreset_session = \"revision\"\n";
+        let cfg = parse(text).expect("parse").resolve(None).expect("resolve");
+        assert_eq!(cfg.shared_schemas, ["public", "extensions"]);
+        assert_eq!(cfg.reset_session, ResetSession::Revision);
+        check_err(
+            "shared_schemas = [\"\"]\nreset_session = \"statement\"",
+            &[
+                "1:19: `shared_schemas` is not a valid PostgreSQL identifier: it is empty",
+                "2:17: `reset_session` must be one of \"tenant\", \"revision\", found `statement`",
             ],
         );
     }

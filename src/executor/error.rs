@@ -52,6 +52,11 @@ pub enum ExecError {
         .path.display()
     )]
     BackfillScriptChanged { revision: RevisionId, path: PathBuf },
+    #[error(
+        "schema \"{schema}\" does not exist; nothing was changed (create the schema, or remove the tenant from \
+         the tenants file)"
+    )]
+    SchemaMissing { schema: String },
     #[error("interrupted before the next revision")]
     Interrupted,
     #[error("revision {0} is in the plan but has no script")]
@@ -125,6 +130,7 @@ impl ExecError {
             | ExecError::BackfillInRunMode(_)
             | ExecError::IrreversibleBackfill { .. }
             | ExecError::BackfillScriptChanged { .. } => "plan",
+            ExecError::SchemaMissing { .. } => "schema_missing",
             ExecError::Interrupted => "interrupted",
         }
     }

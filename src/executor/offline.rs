@@ -9,7 +9,7 @@ use std::fmt::Write;
 use super::error::{ExecError, RESOLVE_HINT};
 use super::phased::{advance_sql, finish_sql};
 use super::session::{direction_word, stamp_sql, ExecOptions, TransactionPer};
-use super::sql::{quote_ident, quote_literal};
+use super::sql::quote_literal;
 use super::store::{HistoryEntry, VersionStore};
 use crate::backfill::{progress_create_sql, progress_key, progress_table, render_offline_loop};
 use crate::graph::{Direction, Plan, RevisionGraph, Step};
@@ -105,8 +105,12 @@ fn render_plan(input: &OfflineInput<'_>) -> Result<String, ExecError> {
     if let Some(t) = opts.statement_timeout {
         let _ = writeln!(out, "SET statement_timeout = '{}ms';", t.as_millis());
     }
-    if let Some(schema) = &opts.search_path {
-        let _ = writeln!(out, "SET search_path = {}, public;", quote_ident(schema));
+    if let Some(schema) = &opts.schema {
+        let _ = writeln!(
+            out,
+            "SET search_path = {};",
+            super::session::search_path(schema, &opts.shared_schemas)
+        );
     }
     if create_tables {
         let _ = writeln!(out, "\n{}", store.create_sql());

@@ -28,6 +28,47 @@ pub enum TransactionPer {
     Run,
 }
 
+/// When a session is reset to a clean state between pieces of work on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetSession {
+    /// Before a connection serves another tenant (always done); session settings a revision makes persist into
+    /// that tenant's later revisions of the same run, as in Alembic.
+    #[default]
+    Tenant,
+    /// Also before each revision, so every revision starts from the same clean session. Session advisory locks
+    /// a revision takes are still released only when the tenant's work ends (the migration lock is one too).
+    Revision,
+}
+
+impl ResetSession {
+    pub fn parse(s: &str) -> Option<ResetSession> {
+        match s {
+            "tenant" => Some(ResetSession::Tenant),
+            "revision" => Some(ResetSession::Revision),
+            _ => None,
+        }
+    }
+}
+
+/// SQL that returns a session to the state of a new connection, as `DISCARD ALL` does, except that statements
+/// prepared through the protocol (the driver's own, which it caches) survive: only those a revision made with
+/// SQL `PREPARE` are deallocated. `DISCARD ALL` would also invalidate the driver's cached statements, and it
+/// cannot share a round trip with other statements. With `is_keeping_advisory_locks` session advisory locks stay
+/// (between the revisions of one tenant, whose migration lock is one).
+pub fn session_reset_sql(is_keeping_advisory_locks: bool) -> String {
+    let mut sql = String::from(
+        "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; DISCARD PLANS; DISCARD TEMP; \
+         DISCARD SEQUENCES; \
+         DO $flotilla$DECLARE n text; BEGIN FOR n IN SELECT name FROM pg_catalog.pg_prepared_statements \
+         WHERE from_sql LOOP EXECUTE pg_catalog.format('DEALLOCATE %I', n); END LOOP; END$flotilla$",
+    );
+    if !is_keeping_advisory_locks {
+        sql.push_str("; SELECT pg_catalog.pg_advisory_unlock_all()");
+    }
+    sql
+}
+
 /// Everything the executor needs to know about how to run, resolved by the CLI or the fleet beforehand.
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
@@ -35,8 +76,16 @@ pub struct ExecOptions {
     pub statement_timeout: Option<Duration>,
     /// How long to wait for another run's migration lock before giving up with [`ExecError::Locked`].
     pub lock_wait: Duration,
-    /// A schema tenant's schema: put first on `search_path` so unqualified names land there.
-    pub search_path: Option<String>,
+    /// A schema tenant's schema. The session's `search_path` is this schema followed by `shared_schemas`, so
+    /// a revision's unqualified names land there, and every bookkeeping statement (version rows, history,
+    /// backfill checkpoints, the lock key) names it explicitly, so nothing a revision does to `search_path` can
+    /// redirect them. A schema that does not exist fails the session with [`ExecError::SchemaMissing`] before
+    /// anything is written.
+    pub schema: Option<String>,
+    /// Schemas searched after a schema tenant's own (extensions living in `public`, say).
+    pub shared_schemas: Vec<String>,
+    /// Whether the session is also reset before each revision.
+    pub reset_session: ResetSession,
     pub transaction_per: TransactionPer,
     /// SQL run inside every revision's transaction, before and after its own statements.
     pub before_each: Vec<String>,
@@ -55,7 +104,9 @@ impl Default for ExecOptions {
             lock_timeout: Some(Duration::from_secs(5)),
             statement_timeout: None,
             lock_wait: Duration::from_secs(30),
-            search_path: None,
+            schema: None,
+            shared_schemas: Vec::new(),
+            reset_session: ResetSession::Tenant,
             transaction_per: TransactionPer::Revision,
             before_each: Vec::new(),
             after_each: Vec::new(),
@@ -108,12 +159,56 @@ pub struct Report {
 /// return it to a pool).
 pub struct Session<'a> {
     client: &'a Client,
-    store: &'a dyn VersionStore,
+    store: StoreRef<'a>,
     opts: &'a ExecOptions,
     lock_key: (i32, String),
     has_tables: bool,
     rows: Vec<RevisionId>,
     blocked: Option<Blocked>,
+}
+
+/// The store as given, or placed in a schema tenant's schema.
+enum StoreRef<'a> {
+    Given(&'a dyn VersionStore),
+    Placed(Arc<dyn VersionStore>),
+}
+
+impl<'a> std::ops::Deref for StoreRef<'a> {
+    type Target = dyn VersionStore + 'a;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            StoreRef::Given(store) => *store,
+            StoreRef::Placed(store) => store.as_ref(),
+        }
+    }
+}
+
+/// The statements applying `opts`' session settings (after a connect or a reset).
+fn settings_sql(opts: &ExecOptions) -> Vec<String> {
+    let mut setup = Vec::new();
+    if let Some(t) = opts.lock_timeout {
+        setup.push(format!("SET lock_timeout = {}", millis(t)));
+    }
+    if let Some(t) = opts.statement_timeout {
+        setup.push(format!("SET statement_timeout = {}", millis(t)));
+    }
+    if let Some(schema) = &opts.schema {
+        setup.push(format!(
+            "SET search_path = {}",
+            search_path(schema, &opts.shared_schemas)
+        ));
+    }
+    setup
+}
+
+/// A schema tenant's `search_path`: its own schema, then the shared ones.
+pub fn search_path(schema: &str, shared_schemas: &[String]) -> String {
+    std::iter::once(schema)
+        .chain(shared_schemas.iter().map(String::as_str).filter(|s| *s != schema))
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ExecError {
@@ -149,28 +244,30 @@ impl<'a> Session<'a> {
         store: &'a dyn VersionStore,
         opts: &'a ExecOptions,
     ) -> Result<Self, ExecError> {
-        let mut setup = Vec::new();
-        if let Some(t) = opts.lock_timeout {
-            setup.push(format!("SET lock_timeout = {}", millis(t)));
-        }
-        if let Some(t) = opts.statement_timeout {
-            setup.push(format!("SET statement_timeout = {}", millis(t)));
-        }
-        if let Some(schema) = &opts.search_path {
-            setup.push(format!("SET search_path = {}, public", quote_ident(schema)));
-        }
+        let setup = settings_sql(opts);
         if !setup.is_empty() {
             client
                 .batch_execute(&setup.join(";\n"))
                 .await
                 .map_err(db("could not apply session settings"))?;
         }
+        let store = match &opts.schema {
+            Some(schema) => StoreRef::Placed(store.in_schema(schema)),
+            None => StoreRef::Given(store),
+        };
         let lock_key = store.lock_key_sql();
         let [version_exists, history_exists] = store.exists_sql();
-        let lock_sql = format!(
-            "SELECT pg_try_advisory_lock({}, {}), {version_exists}, {history_exists}",
-            lock_key.0, lock_key.1,
-        );
+        let try_lock = format!("pg_try_advisory_lock({}, {})", lock_key.0, lock_key.1);
+        // A schema tenant whose schema is missing gets no lock (NULL) and nothing else: to_regclass answers NULL
+        // for a missing schema, which must not read as "at base".
+        let lock_sql = match &opts.schema {
+            Some(schema) => format!(
+                "SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {}) THEN {try_lock} END, \
+                 {version_exists}, {history_exists}",
+                quote_literal(schema)
+            ),
+            None => format!("SELECT {try_lock}, {version_exists}, {history_exists}"),
+        };
         let started = Instant::now();
         let mut pause = Duration::from_millis(20);
         let (has_version, has_history) = loop {
@@ -181,6 +278,9 @@ impl<'a> Session<'a> {
                     .map_err(db("could not take the migration lock"))?,
             );
             let row = &sets[0][0];
+            if let (None, Some(schema)) = (&row[0], &opts.schema) {
+                return Err(ExecError::SchemaMissing { schema: schema.clone() });
+            }
             if row[0].as_deref() == Some("t") {
                 break (row[1].as_deref() == Some("t"), row[2].as_deref() == Some("t"));
             }
@@ -354,7 +454,7 @@ impl<'a> Session<'a> {
                 return fail(&report, e);
             }
         }
-        for (step, script) in resolved {
+        for (i, (step, script)) in resolved.into_iter().enumerate() {
             if stop.load(Ordering::Relaxed) {
                 if per_run {
                     let _ = self.client.batch_execute("ROLLBACK").await;
@@ -369,8 +469,15 @@ impl<'a> Session<'a> {
                 direction: step.direction,
             });
             let started = Instant::now();
-            let outcome = if section(script, step.direction).has_backfill() {
-                run_phased(self.client, self.store, self.opts, step, script, on_event, stop).await
+            let reset = if i > 0 && self.opts.reset_session == ResetSession::Revision {
+                self.reset().await
+            } else {
+                Ok(())
+            };
+            let outcome = if let Err(e) = reset {
+                Err(e)
+            } else if section(script, step.direction).has_backfill() {
+                run_phased(self.client, &*self.store, self.opts, step, script, on_event, stop).await
             } else if script.is_transactional {
                 self.run_transactional(step, script, !per_run).await
             } else {
@@ -414,6 +521,17 @@ impl<'a> Session<'a> {
             }
         }
         Ok(report)
+    }
+
+    /// Return the session to a clean state between two revisions (`reset_session = "revision"`), keeping the
+    /// migration lock, and apply the settings again.
+    async fn reset(&self) -> Result<(), ExecError> {
+        let mut sql = vec![session_reset_sql(true)];
+        sql.extend(settings_sql(self.opts));
+        self.client
+            .batch_execute(&sql.join(";\n"))
+            .await
+            .map_err(db("could not reset the session"))
     }
 
     /// The revision's statements, the version rows and the history row, between BEGIN and COMMIT (when
@@ -533,7 +651,7 @@ impl<'a> Session<'a> {
     pub async fn stamp(&mut self, rows: &[RevisionId]) -> Result<(), ExecError> {
         self.ensure_tables().await?;
         let mut sql = vec!["BEGIN".to_string()];
-        sql.extend(stamp_sql(self.store, None, rows));
+        sql.extend(stamp_sql(&*self.store, None, rows));
         sql.push("COMMIT".into());
         if let Err(e) = self.client.batch_execute(&sql.join(";\n")).await {
             let _ = self.client.batch_execute("ROLLBACK").await;
@@ -654,7 +772,7 @@ impl<'a> Session<'a> {
         if self.opts.statement_timeout.is_some() {
             sql.push_str("; RESET statement_timeout");
         }
-        if self.opts.search_path.is_some() {
+        if self.opts.schema.is_some() {
             sql.push_str("; RESET search_path");
         }
         self.client

@@ -49,7 +49,7 @@ pub async fn discover(
         .simple_query(&sql)
         .await
         .map_err(|e| fail(db_message(&e)))?;
-    conn.release();
+    conn.release().await;
     // One row per message but the row description and the command tag: the list is built at its final size.
     let mut tenants = Vec::with_capacity(messages.len());
     // Rows without extra columns share the source's tags (see `Tenant::tags`).

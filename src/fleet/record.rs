@@ -117,11 +117,13 @@ impl Sink for LedgerSink {
             FleetEvent::TenantRetrying {
                 tenant,
                 error,
+                reason,
                 sqlstate,
                 attempt,
                 ..
             } => self.update(tenant, |u| {
                 u.error = Some(error.clone());
+                u.error_kind = Some(reason.clone());
                 u.sqlstate = sqlstate.clone();
                 u.attempts = *attempt;
             }),
@@ -139,6 +141,7 @@ impl Sink for LedgerSink {
                 u.attempts = *attempts;
                 u.duration_ms = Some(duration.as_millis() as u64);
                 u.error = None;
+                u.error_kind = None;
                 u.sqlstate = None;
                 u.failed_revision = None;
             }),
@@ -147,6 +150,7 @@ impl Sink for LedgerSink {
                 u.from_revision = joined(at);
                 u.to_revision = joined(at);
                 u.error = None;
+                u.error_kind = None;
                 u.sqlstate = None;
             }),
             FleetEvent::TenantFailed {
@@ -155,11 +159,13 @@ impl Sink for LedgerSink {
                 to,
                 failed_revision,
                 error,
+                error_kind,
                 sqlstate,
                 attempts,
                 duration,
             } => self.update(tenant, |u| {
                 u.status = TenantStatus::Failed;
+                u.error_kind = Some(error_kind.clone());
                 u.from_revision = joined(from);
                 u.to_revision = joined(to);
                 u.failed_revision = failed_revision.clone();

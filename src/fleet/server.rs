@@ -18,6 +18,7 @@ use tokio_postgres::Client;
 
 use super::error::FleetError;
 use crate::config::TlsMode;
+use crate::executor::session_reset_sql;
 
 /// A server as the fleet uses it. The `pg_config` names the server URL's database (where schema tenants live).
 pub struct Server {
@@ -64,10 +65,19 @@ impl Conn {
         }
     }
 
-    /// The session ended cleanly: a pooled connection goes back to the pool.
-    pub fn release(mut self) {
+    /// The session ended cleanly: a pooled connection is reset to the state of a new connection (settings,
+    /// role, temporary tables, SQL-prepared statements, cursors, listeners, session advisory locks) and goes back
+    /// to the pool, so nothing of one tenant's session reaches the next. A connection whose reset fails is
+    /// closed instead.
+    pub async fn release(mut self) {
         if let Some(Inner::Pooled(object)) = self.inner.take() {
-            drop(object);
+            match object.batch_execute(&session_reset_sql(false)).await {
+                Ok(()) => drop(object),
+                Err(e) => {
+                    tracing::warn!(error = %crate::executor::db_message(&e), "closing a connection whose session reset failed");
+                    drop(deadpool_postgres::Object::take(object));
+                }
+            }
         }
     }
 }

@@ -362,7 +362,7 @@ async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: u
     });
     let engine = &ctx.engine;
     let mut opts = engine.exec.clone();
-    opts.search_path = match &tenant.place {
+    opts.schema = match &tenant.place {
         Place::Schema(schema) => Some(schema.clone()),
         Place::Database(_) => None,
     };
@@ -382,7 +382,7 @@ async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: u
     match result {
         Ok(attempt) => match session.close().await {
             Ok(()) => {
-                conn.release();
+                conn.release().await;
                 Ok(attempt)
             }
             // The work committed; only the unlock failed, and dropping the connection releases the lock.

@@ -23,6 +23,7 @@ pub fn status_json(run: &RunRecord, tenants: &[TenantRecord], state: RunState) -
                 "failed_revision": t.failed_revision,
                 "attempts": t.attempts,
                 "error": t.error,
+                "error_kind": t.error_kind,
                 "sqlstate": t.sqlstate,
                 "duration_ms": t.duration_ms,
                 "server": t.server,

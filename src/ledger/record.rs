@@ -43,6 +43,8 @@ pub struct TenantUpdate {
     pub attempts: u32,
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
+    /// A short fixed word for what failed (`sql_error`, `schema_missing`, `connection`, ...).
+    pub error_kind: Option<String>,
     pub sqlstate: Option<String>,
 }
 
@@ -58,6 +60,7 @@ impl TenantUpdate {
             attempts: 0,
             duration_ms: None,
             error: None,
+            error_kind: None,
             sqlstate: None,
         }
     }
@@ -169,6 +172,7 @@ pub struct TenantRecord {
     pub attempts: u32,
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
+    pub error_kind: Option<String>,
     pub sqlstate: Option<String>,
     /// RFC 3339, UTC, milliseconds: when the row last changed.
     pub updated_at: String,
@@ -239,6 +243,7 @@ mod tests {
             attempts: 1,
             duration_ms: None,
             error: None,
+            error_kind: None,
             sqlstate: None,
             updated_at: String::new(),
         };

@@ -1,7 +1,7 @@
 //! The ledger's own schema, versioned with `PRAGMA user_version` and migrated forward on open.
 
 /// The schema version this code writes. Opening a ledger with a higher version is an error.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `MIGRATIONS[i]` takes a ledger from version `i` to `i + 1`. Append only; never edit a shipped entry.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -39,6 +39,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX flotilla_run_tenants_status ON flotilla_run_tenants (run_seq, status);
     ",
+    // 1 -> 2: what kind of failure a failed tenant had.
+    "ALTER TABLE flotilla_run_tenants ADD COLUMN error_kind TEXT;",
 ];
 
 #[cfg(test)]

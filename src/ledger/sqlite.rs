@@ -183,7 +183,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RunRecord)> {
 }
 
 const TENANT_COLUMNS: &str = "tenant_id, server, kind, status, from_revision, to_revision, failed_revision, \
-                              attempts, duration_ms, error, sqlstate, updated_at";
+                              attempts, duration_ms, error, sqlstate, updated_at, error_kind";
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
     Ok(TenantRecord {
@@ -199,6 +199,7 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
         error: row.get(9)?,
         sqlstate: row.get(10)?,
         updated_at: row.get(11)?,
+        error_kind: row.get(12)?,
     })
 }
 
@@ -284,7 +285,7 @@ impl Ledger for SqliteLedger {
                 .prepare_cached(
                     "UPDATE flotilla_run_tenants
                      SET status = ?3, from_revision = ?4, to_revision = ?5, failed_revision = ?6, attempts = ?7,
-                         duration_ms = ?8, error = ?9, sqlstate = ?10, updated_at = ?11
+                         duration_ms = ?8, error = ?9, sqlstate = ?10, updated_at = ?11, error_kind = ?12
                      WHERE run_seq = ?1 AND tenant_id = ?2",
                 )
                 .map_err(err("record tenant updates"))?;
@@ -302,6 +303,7 @@ impl Ledger for SqliteLedger {
                         u.error,
                         u.sqlstate,
                         updated_at,
+                        u.error_kind,
                     ])
                     .map_err(err("record tenant updates"))?;
                 if n == 0 {

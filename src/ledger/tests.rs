@@ -96,6 +96,7 @@ fn lifecycle_from_begin_to_finish() {
         attempts: 3,
         duration_ms: Some(80),
         error: Some("relation \"users\" already exists".to_string()),
+        error_kind: Some("sql_error".to_string()),
         sqlstate: Some("42P07".to_string()),
         ..TenantUpdate::new("t2", Failed)
     };
@@ -127,6 +128,7 @@ fn lifecycle_from_begin_to_finish() {
     assert_eq!(t2.duration_ms, Some(80));
     assert_eq!(t2.error.as_deref(), Some("relation \"users\" already exists"));
     assert_eq!(t2.sqlstate.as_deref(), Some("42P07"));
+    assert_eq!(t2.error_kind.as_deref(), Some("sql_error"));
     assert_eq!(tenants[0].duration_ms, Some(1234));
     assert_eq!(ledger.retry_set(&run).unwrap(), vec!["t2"]);
 }

@@ -77,6 +77,8 @@ pub enum FleetEvent {
         to: Vec<String>,
         failed_revision: Option<String>,
         error: String,
+        /// What kind of failure (`sql_error`, `schema_missing`, `connection`, `locked`, ...): a short fixed word.
+        error_kind: String,
         sqlstate: Option<String>,
         attempts: u32,
         #[serde(with = "millis", rename = "duration_ms")]

@@ -335,6 +335,7 @@ mod tests {
             to: vec![],
             failed_revision: Some("r2".into()),
             error: error.into(),
+            error_kind: "sql_error".into(),
             sqlstate: sqlstate.map(str::to_string),
             attempts: 1,
             duration: Duration::from_millis(ms),

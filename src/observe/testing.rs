@@ -141,6 +141,7 @@ pub fn sample_run() -> Vec<FleetEvent> {
             to: vec![s("r1")],
             failed_revision: Some(s("r2")),
             error: s("duplicate key value violates unique constraint \"users_pkey\""),
+            error_kind: s("sql_error"),
             sqlstate: Some(s("23505")),
             attempts: 1,
             duration: ms(800),
