@@ -15,6 +15,7 @@ mod fleet_faults;
 mod fleet_isolation;
 mod fleet_run;
 mod fleet_select;
+mod fleet_shared;
 mod fleet_support;
 mod harness_tests;
 mod observe_json;

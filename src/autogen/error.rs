@@ -27,6 +27,8 @@ pub enum AutogenError {
     Apply(#[source] crate::executor::ExecFailure),
     #[error("applying the revisions to a scratch database failed")]
     Exec(#[source] crate::executor::ExecError),
+    #[error("applying the shared revisions to a scratch database failed: {0}")]
+    Shared(String),
     #[error("planning the revisions up to {target} failed")]
     Plan {
         target: String,

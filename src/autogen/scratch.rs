@@ -148,10 +148,17 @@ pub async fn build_at(
     with_scratch(server, "rev", async |client: &Client| {
         let mut exec = engine.exec.clone();
         exec.schema = None;
+        let stop = AtomicBool::new(false);
+        // What belongs to the database (extensions, shared tables) comes first, as a fleet run does it.
+        if let Some(shared) = &engine.shared {
+            shared
+                .upgrade(client, &exec, &stop)
+                .await
+                .map_err(|e| AutogenError::Shared(e.to_string()))?;
+        }
         let mut session = Session::open(client, engine.store.as_ref(), &exec)
             .await
             .map_err(AutogenError::Exec)?;
-        let stop = AtomicBool::new(false);
         let mut result = Ok(());
         for target in targets {
             let plan = match engine.graph.plan_upgrade(session.rows(), target.as_str()) {

@@ -39,6 +39,10 @@ pub struct GlobalArgs {
     /// Log line format (logs go to stderr; filter with RUST_LOG, e.g. RUST_LOG=flotilla=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Act on the shared revision set (`[shared]` in flotilla.toml: what belongs to a database rather than to a
+    /// tenant) instead of the tenant revisions. Single-database commands only; fleet runs apply it by themselves.
+    #[arg(long, global = true)]
+    pub shared: bool,
     /// The extension registry the names in flotilla.toml are looked up in: the built-in one, or what a program
     /// embedding Flotilla passed to `cli::run_with`. Not a flag.
     #[arg(skip)]

@@ -110,11 +110,13 @@ pub async fn revision(global: &GlobalArgs, args: RevisionArgs) -> Result<ExitCod
         scripts: loaded.scripts,
         store: ctx.store.clone(),
         exec: ctx.exec.clone(),
+        shared: loaded.shared.clone(),
     };
     let generated = super::autogen::generate(&ctx, global, &engine, &meta.down_revisions, &args.autogen).await?;
     let loaded = Loaded {
         graph: engine.graph,
         scripts: engine.scripts,
+        shared: engine.shared,
     };
     let Some(rendered) = generated else {
         println!(

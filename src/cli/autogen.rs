@@ -125,6 +125,7 @@ pub async fn check(global: &GlobalArgs, args: CheckArgs) -> Result<ExitCode, Cli
         scripts: loaded.scripts,
         store: ctx.store.clone(),
         exec: ctx.exec.clone(),
+        shared: loaded.shared.clone(),
     };
     let (head, desired) = head_and_desired(&ctx, global, &engine, &heads, &args.source).await?;
     let ops = autogen::diff(&head, &desired);

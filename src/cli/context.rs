@@ -13,6 +13,7 @@ use crate::config::{self, HookCommand, ProjectConfig, ProjectFile};
 use crate::error::ExitCode;
 use crate::executor::{ExecOptions, OfflineRenderer, StoreSettings, VersionStore};
 use crate::extend::{UnknownName, DEFAULT_RENDERER, DEFAULT_SOURCE, DEFAULT_STORE};
+use crate::fleet;
 use crate::graph::RevisionGraph;
 use crate::revision::RevisionId;
 use crate::script::{self, RevisionSource, Script};
@@ -34,12 +35,23 @@ pub struct Ctx {
     pub ledger_file: PathBuf,
     url_flag: Option<String>,
     pub format: Format,
+    /// The shared revision set (`[shared]`), unless this command acts on it itself (`--shared`).
+    pub shared: Option<SharedSet>,
+}
+
+/// Where the shared revision set lives and how a database records it.
+#[derive(Clone)]
+pub struct SharedSet {
+    pub locations: script::Locations,
+    pub store: Arc<dyn VersionStore>,
 }
 
 /// The parsed revision files and their graph.
 pub struct Loaded {
     pub scripts: BTreeMap<RevisionId, Script>,
     pub graph: RevisionGraph,
+    /// The shared revision set, when configured and this command acts on the tenant revisions.
+    pub shared: Option<Arc<fleet::SharedEngine>>,
 }
 
 /// Read a before_each/after_each SQL file into its statements.
@@ -101,16 +113,43 @@ impl Ctx {
             table: project.version_table.clone(),
             history_table: project.history_table.clone(),
         };
-        let store = chosen(&project.version_store, DEFAULT_STORE, |n| registry.store(n, &settings))?;
+        let mut locations = script::Locations {
+            dirs: project.version_locations.clone(),
+            recursive: project.recursive_version_locations,
+        };
+        let mut store = chosen(&project.version_store, DEFAULT_STORE, |n| registry.store(n, &settings))?;
+        let mut shared = match &project.shared {
+            Some(cfg) => {
+                let settings = StoreSettings {
+                    schema: Some(cfg.version_table_schema.clone()),
+                    table: cfg.version_table.clone(),
+                    history_table: cfg.history_table.clone(),
+                };
+                Some(SharedSet {
+                    locations: script::Locations {
+                        dirs: cfg.version_locations.clone(),
+                        recursive: project.recursive_version_locations,
+                    },
+                    store: chosen(&project.version_store, DEFAULT_STORE, |n| registry.store(n, &settings))?,
+                })
+            }
+            None => None,
+        };
+        if global.shared {
+            let Some(set) = shared.take() else {
+                return Err(CliError::usage(
+                    "--shared needs a [shared] table in flotilla.toml (its version_locations hold the shared revisions)",
+                ));
+            };
+            locations = set.locations;
+            store = set.store;
+        }
         let source = chosen(&project.revision_source, DEFAULT_SOURCE, |n| registry.source(n))?;
         let renderer = chosen(&project.offline_renderer, DEFAULT_RENDERER, |n| registry.renderer(n))?;
         Ok(Ctx {
             project_dir,
             script_dir: project.script_location.clone(),
-            locations: script::Locations {
-                dirs: project.version_locations.clone(),
-                recursive: project.recursive_version_locations,
-            },
+            locations,
             file_template: project.file_template.clone(),
             store,
             source,
@@ -121,6 +160,7 @@ impl Ctx {
             ledger_file: project.ledger.clone(),
             url_flag: global.url.clone(),
             format: global.format,
+            shared,
             project,
         })
     }
@@ -146,10 +186,50 @@ impl Ctx {
     /// Parse every revision file and build the graph; any problem stops the command before it touches a
     /// database.
     pub fn load_scripts(&self) -> Result<Loaded, CliError> {
-        let scripts = self.source.load(&self.locations)?;
+        let shared = match &self.shared {
+            Some(set) => {
+                let scripts = self.source.load(&set.locations)?;
+                let graph = RevisionGraph::new(scripts.iter().map(|s| s.meta.clone()).collect())?;
+                let scripts: BTreeMap<RevisionId, Script> =
+                    scripts.into_iter().map(|s| (s.meta.id.clone(), s)).collect();
+                Some((graph, scripts, set.store.clone()))
+            }
+            None => None,
+        };
+        let mut scripts = self.source.load(&self.locations)?;
+        // A tenant revision may depend on a shared revision by id: that is a requirement checked against the
+        // database's shared version rows at run time, not an edge of the tenant graph.
+        let mut requires = BTreeMap::new();
+        if let Some((_, shared_scripts, _)) = &shared {
+            for script in &mut scripts {
+                if let Some(other) = shared_scripts.get(&script.meta.id) {
+                    return Err(CliError::usage(format!(
+                        "revision id {} is used by both {} (tenant) and {} (shared)",
+                        script.meta.id,
+                        script.path.display(),
+                        other.path.display()
+                    )));
+                }
+                let (on_shared, own): (Vec<String>, Vec<String>) = std::mem::take(&mut script.meta.depends_on)
+                    .into_iter()
+                    .partition(|d| shared_scripts.contains_key(&RevisionId(d.clone())));
+                script.meta.depends_on = own;
+                if !on_shared.is_empty() {
+                    requires.insert(script.meta.id.clone(), on_shared.into_iter().map(RevisionId).collect());
+                }
+            }
+        }
         let graph = RevisionGraph::new(scripts.iter().map(|s| s.meta.clone()).collect())?;
         let scripts = scripts.into_iter().map(|s| (s.meta.id.clone(), s)).collect();
-        Ok(Loaded { scripts, graph })
+        let shared = shared.map(|(graph, scripts, store)| {
+            Arc::new(fleet::SharedEngine {
+                graph,
+                scripts,
+                store,
+                requires,
+            })
+        });
+        Ok(Loaded { scripts, graph, shared })
     }
 
     /// Connect to the single database of `--url`, flotilla.toml `url`, `DATABASE_URL` or the PG* variables.

@@ -21,6 +21,12 @@ use crate::ledger::{self, Ledger, NewRun, NewTenant, RunSelector, SqliteLedger};
 use crate::observe::{LogRoute, Sink};
 
 pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRoute) -> Result<ExitCode, CliError> {
+    if global.shared {
+        return Err(CliError::usage(
+            "--shared is for single-database commands; a fleet upgrade applies the shared revisions to each \
+             database before its tenants",
+        ));
+    }
     match command {
         FleetCommand::Upgrade(a) => migrate(global, Action::Upgrade(a.target), a.select, a.run, route).await,
         FleetCommand::Downgrade(a) => migrate(global, Action::Downgrade(a.target), a.select, a.run, route).await,
@@ -182,6 +188,7 @@ fn engine(ctx: &Ctx, loaded: Loaded) -> Arc<Engine> {
         scripts: loaded.scripts,
         store: ctx.store.clone(),
         exec: ctx.exec.clone(),
+        shared: loaded.shared.clone(),
     })
 }
 
@@ -530,6 +537,7 @@ async fn drift(global: &GlobalArgs, args: FleetDriftArgs) -> Result<ExitCode, Cl
         scripts: loaded.scripts,
         store: ctx.store.clone(),
         exec: ctx.exec.clone(),
+        shared: loaded.shared.clone(),
     };
     super::autogen::drift(&ctx, dev, engine, &setup.servers, &chosen, concurrency).await
 }

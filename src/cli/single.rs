@@ -44,7 +44,7 @@ pub async fn migrate(global: &GlobalArgs, args: MigrateArgs, direction: Directio
     }
     let client = ctx.connect().await?;
     let mut session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
-    let outcome = migrate_locked(&ctx, &loaded, &mut session, &args.target, direction).await;
+    let outcome = migrate_locked(&ctx, &loaded, &client, &mut session, &args.target, direction).await;
     let closed = session.close().await;
     let code = outcome?;
     closed?;
@@ -54,11 +54,29 @@ pub async fn migrate(global: &GlobalArgs, args: MigrateArgs, direction: Directio
 async fn migrate_locked(
     ctx: &Ctx,
     loaded: &Loaded,
+    client: &tokio_postgres::Client,
     session: &mut Session<'_>,
     target: &str,
     direction: Direction,
 ) -> Result<ExitCode, CliError> {
     let plan = plan_for(loaded, direction, session.rows(), target)?;
+    if let Some(shared) = &loaded.shared {
+        let applied = shared
+            .read_applied(client)
+            .await
+            .map_err(|e| CliError::new(ExitCode::Failed, e))?;
+        if let Some(missing) = shared.missing(&plan.steps, &applied) {
+            return Err(CliError::new(
+                ExitCode::Failed,
+                anyhow::anyhow!(
+                    "revision {} depends on shared revision {}, which this database does not have; nothing was \
+                     changed (run `flotilla upgrade --shared` first)",
+                    missing.revision,
+                    missing.shared
+                ),
+            ));
+        }
+    }
     if direction == Direction::Up {
         for (revision, _) in changed_scripts(loaded, session).await? {
             tracing::warn!(%revision, "revision was applied from a script that has changed since (see `flotilla validate`)");

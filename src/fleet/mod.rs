@@ -10,6 +10,7 @@ mod error;
 mod record;
 mod scheduler;
 mod server;
+mod shared;
 mod tenant;
 mod worker;
 
@@ -19,5 +20,6 @@ pub use error::FleetError;
 pub use record::LedgerSink;
 pub use scheduler::{run, FleetOutcome, FleetRequest};
 pub use server::{Conn, ConnectError, Server};
+pub use shared::{MissingShared, SharedEngine, SharedError};
 pub use tenant::{parse_tag, place_kind, Place, Selection, Tenant};
 pub use worker::{Action, Engine, Failure, Outcome, TenantLimits};

@@ -128,6 +128,7 @@ pub async fn run(
         limits: req.limits.clone(),
         stop: stop.clone(),
         tx,
+        shared_done: co.servers.iter().map(|_| tokio::sync::Mutex::new(None)).collect(),
     });
     let clock = DefaultClock::default();
     let limiter = req

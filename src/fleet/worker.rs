@@ -3,7 +3,7 @@
 //!
 //! Workers never write the ledger or the progress display: they send [`WorkerMsg`]s to the coordinator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use rand::Rng;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::server::{ConnectError, Server};
+use super::shared::SharedEngine;
 use super::tenant::{Place, Tenant};
 use crate::executor::{ExecError, ExecEvent, ExecOptions, Session, VersionStore};
 use crate::graph::{Direction, Plan, RevisionGraph, Step};
@@ -49,6 +50,8 @@ pub struct Engine {
     pub scripts: BTreeMap<RevisionId, Script>,
     pub store: Arc<dyn VersionStore>,
     pub exec: ExecOptions,
+    /// The shared revision set, applied before an upgrade's tenants (see `fleet::shared`).
+    pub shared: Option<Arc<SharedEngine>>,
 }
 
 /// Limits for one tenant's work.
@@ -234,6 +237,9 @@ impl From<Failure> for AttemptError {
     }
 }
 
+/// The shared revisions a database has after the shared set was applied, or why it could not be.
+pub(crate) type SharedResult = Result<BTreeSet<RevisionId>, Failure>;
+
 /// Everything a worker needs besides its tenant.
 pub(crate) struct WorkerCtx {
     pub engine: Arc<Engine>,
@@ -242,6 +248,9 @@ pub(crate) struct WorkerCtx {
     pub limits: TenantLimits,
     pub stop: Arc<AtomicBool>,
     pub tx: UnboundedSender<WorkerMsg>,
+    /// Per server: the shared revisions its own database has, once a worker applied them in this run (a
+    /// transient failure is not kept, so the next tenant tries again).
+    pub shared_done: Vec<tokio::sync::Mutex<Option<SharedResult>>>,
 }
 
 /// Run one tenant to its end (success, skip, failure after retries, interruption, or lock contention).
@@ -350,7 +359,73 @@ fn backoff(limits: &TenantLimits, attempt: u32) -> Duration {
     Duration::from_millis(rand::rng().random_range(millis / 4..=millis.max(1)))
 }
 
+/// Whether this run applies the shared revision set before its tenants: a real upgrade with a shared set.
+fn applies_shared(ctx: &WorkerCtx) -> Option<&SharedEngine> {
+    match (&ctx.engine.shared, &ctx.action, ctx.is_dry_run) {
+        (Some(shared), Action::Upgrade(_), false) => Some(shared),
+        _ => None,
+    }
+}
+
+/// Apply the shared set on `client`'s database; a failure fails the tenant before it starts.
+async fn apply_shared(
+    ctx: &WorkerCtx,
+    shared: &SharedEngine,
+    client: &tokio_postgres::Client,
+    server: &Server,
+    database: &str,
+) -> Result<BTreeSet<RevisionId>, Failure> {
+    match shared.upgrade(client, &ctx.engine.exec, &ctx.stop).await {
+        Ok((applied, n_steps)) => {
+            if n_steps > 0 {
+                tracing::info!(server = %server.name, database, n_steps, "applied shared revisions");
+            }
+            Ok(applied)
+        }
+        Err(e) => Err(Failure {
+            message: e.to_string(),
+            sqlstate: match &e {
+                super::shared::SharedError::Exec(exec) => exec.sqlstate(),
+                _ => None,
+            },
+            reason: "shared_failed",
+            is_transient: e.is_transient(),
+            failed_revision: None,
+            is_locked: false,
+        }),
+    }
+}
+
+/// The shared revisions of a server's own database (where its schema tenants live), applied by the first
+/// worker to get there; the others wait on the lock instead of holding a connection.
+async fn shared_of_server(
+    ctx: &WorkerCtx,
+    shared: &SharedEngine,
+    server: &Server,
+    slot: usize,
+) -> Result<BTreeSet<RevisionId>, Failure> {
+    let mut done = ctx.shared_done[slot].lock().await;
+    if let Some(result) = done.as_ref() {
+        return result.clone();
+    }
+    let conn = server.pooled().await.map_err(|e| Failure::from_connect(&e))?;
+    let result = apply_shared(ctx, shared, conn.client(), server, "(server url's database)").await;
+    match &result {
+        Ok(_) => conn.release().await,
+        // A failed session may hold anything: the connection is closed, not pooled.
+        Err(_) => drop(conn),
+    }
+    if !matches!(&result, Err(f) if f.is_transient) {
+        *done = Some(result.clone());
+    }
+    result
+}
+
 async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: usize) -> Result<Attempt, AttemptError> {
+    let mut shared_applied = match (applies_shared(ctx), &tenant.place) {
+        (Some(shared), Place::Schema(_)) => Some(shared_of_server(ctx, shared, server, tenant.server).await?),
+        _ => None,
+    };
     let conn = match &tenant.place {
         Place::Schema(_) => server.pooled().await,
         Place::Database(db) => server.direct(db).await,
@@ -360,6 +435,9 @@ async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: u
         index,
         token: conn.client().cancel_token(),
     });
+    if let (Some(shared), Place::Database(db)) = (applies_shared(ctx), &tenant.place) {
+        shared_applied = Some(apply_shared(ctx, shared, conn.client(), server, db).await?);
+    }
     let engine = &ctx.engine;
     let mut opts = engine.exec.clone();
     opts.schema = match &tenant.place {
@@ -378,7 +456,7 @@ async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: u
         .await
         .map_err(|e| Failure::from_exec(&e))?;
     let from = session.rows().to_vec();
-    let result = drive(ctx, &mut session, index, &from).await;
+    let result = drive(ctx, &mut session, index, &from, shared_applied.as_ref()).await;
     match result {
         Ok(attempt) => match session.close().await {
             Ok(()) => {
@@ -400,6 +478,7 @@ async fn drive(
     session: &mut Session<'_>,
     index: usize,
     from: &[RevisionId],
+    shared_applied: Option<&BTreeSet<RevisionId>>,
 ) -> Result<Attempt, AttemptError> {
     let engine = &ctx.engine;
     let plan: Plan = match &ctx.action {
@@ -439,6 +518,19 @@ async fn drive(
             from: from.to_vec(),
             steps: plan.steps,
         });
+    }
+    if let (Some(shared), Some(applied)) = (&engine.shared, shared_applied) {
+        if let Some(missing) = shared.missing(&plan.steps, applied) {
+            return Err(Failure::permanent(
+                format!(
+                    "revision {} depends on shared revision {}, which this tenant's database does not have; \
+                     nothing was changed",
+                    missing.revision, missing.shared
+                ),
+                "shared_missing",
+            )
+            .into());
+        }
     }
     let _ = ctx.tx.send(WorkerMsg::Planned {
         index,
