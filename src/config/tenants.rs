@@ -1338,5 +1338,38 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         assert!(!file.servers.is_empty() && !file.tenants.is_empty() && !file.sources.is_empty());
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(!text.contains("password="), "no password in the example");
+        // Each tenant is defined once: no listed tenant is also what a source on its server finds.
+        for tenant in &file.tenants {
+            for source in file.sources.iter().filter(|s| s.server == tenant.server) {
+                let pattern = match (&source.kind, &tenant.target) {
+                    (SourceKind::SchemasLike(p), TenantTarget::Schema(_))
+                    | (SourceKind::DatabasesLike(p), TenantTarget::Database(_)) => p,
+                    _ => continue,
+                };
+                assert!(
+                    !like(tenant.target.name(), pattern),
+                    "tenant `{}` is listed and also found by the source at {}",
+                    tenant.id,
+                    source.at
+                );
+            }
+        }
+        assert!(like("tenant_acme", "tenant_%") && !like("acme", "tenant_%") && like("a_b", "a\\_b"));
+        assert!(!like("axb", "a\\_b") && !like("tenant_", "tenant__") && like("ab", "a%b%"));
+    }
+
+    /// SQL `LIKE` with `%`, `_` and the default `\` escape.
+    fn like(text: &str, pattern: &str) -> bool {
+        let (t, p): (Vec<char>, Vec<char>) = (text.chars().collect(), pattern.chars().collect());
+        fn go(t: &[char], p: &[char]) -> bool {
+            match p.first() {
+                None => t.is_empty(),
+                Some('%') => (0..=t.len()).any(|i| go(&t[i..], &p[1..])),
+                Some('_') => !t.is_empty() && go(&t[1..], &p[1..]),
+                Some('\\') if p.len() > 1 => t.first() == Some(&p[1]) && go(&t[1..], &p[2..]),
+                Some(c) => t.first() == Some(c) && go(&t[1..], &p[1..]),
+            }
+        }
+        go(&t, &p)
     }
 }
