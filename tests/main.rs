@@ -12,6 +12,7 @@ mod backfill_tests;
 mod extend_tests;
 mod fleet_config;
 mod fleet_faults;
+mod fleet_names;
 mod fleet_run;
 mod fleet_select;
 mod fleet_support;
