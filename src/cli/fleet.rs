@@ -62,41 +62,41 @@ async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
     let mut servers = Vec::with_capacity(file.servers.len());
     let mut index_of = BTreeMap::new();
     for (i, spec) in file.servers.iter().enumerate() {
-        let pg = spec.pg_config(None, &config::process_env)?;
+        let (pg, origin) = spec.pg_config_and_origin(None, &config::process_env)?;
         let tls = spec.tls()?;
         let mut server = Server::new(spec.name.clone(), pg, tls, spec.max_connections).map_err(usage)?;
         server.lock_timeout = spec.lock_timeout;
         server.statement_timeout = spec.statement_timeout;
+        server.password_origin = Some(origin);
         servers.push(Arc::new(server));
         index_of.insert(spec.name.clone(), i);
     }
     let _ = ctx;
-    let mut tenants: Vec<Tenant> = Vec::new();
-    for spec in &file.tenants {
-        let place = spec.target.clone();
-        tenants.push(Tenant {
+    let listed: Vec<Tenant> = file
+        .tenants
+        .iter()
+        .map(|spec| Tenant {
             id: spec.id.as_str().to_string(),
             server: index_of[&spec.server],
-            place,
+            place: spec.target.clone(),
             tags: Arc::new(spec.tags.clone()),
-        });
-    }
-    for source in &file.sources {
+        })
+        .collect();
+    let mut found = Vec::with_capacity(file.sources.len());
+    for (i, source) in file.sources.iter().enumerate() {
         let index = index_of[&source.server];
-        let mut found = fleet::discover(&servers[index], index, &source.kind, &source.tags)
+        let tenants = fleet::discover(&servers[index], index, &source.kind, &source.tags)
             .await
             .map_err(|e| CliError::new(ExitCode::Failed, e))?;
-        if tenants.is_empty() {
-            tenants = found;
-        } else {
-            tenants.append(&mut found);
-        }
+        found.push((i, tenants));
     }
-    // A tenant listed by hand wins over discovery (it may carry tags or a different place), and an earlier source
-    // over a later one: the sort is stable, so the first of equal ids is the one listed or found first, and
-    // `dedup_by` keeps the first. Deduplicating after the sort keeps no second set of ids (issue 8).
-    tenants.sort_by(|a, b| a.id.cmp(&b.id));
-    tenants.dedup_by(|later, first| later.id == first.id);
+    let describe = |origin: fleet::Origin| match origin {
+        fleet::Origin::Listed(i) => format!("the [[tenants]] entry at {}", file.tenants[i].at),
+        fleet::Origin::Source(i) => fleet::source_origin(&file.sources[i]),
+    };
+    // A bad set of tenants is a configuration error, as it is when the tenants file lists it.
+    let tenants = fleet::merge(listed, found, &describe, &|i| file.servers[i].name.clone())
+        .map_err(|e| CliError::new(ExitCode::Usage, e))?;
     Ok(FleetSetup { file, servers, tenants })
 }
 

@@ -81,6 +81,19 @@ pub enum ProblemKind {
     BadIdentifier { key: &'static str, reason: &'static str },
     #[error("duplicate tenant id `{id}` (first defined at {first})")]
     DuplicateTenant { id: String, first: Location },
+    #[error(
+        "tenant `{id}` uses the same {kind} as tenant `{first_id}` (defined at {first}) on server `{server}`: {}",
+        same_name(names)
+    )]
+    DuplicatePlace {
+        id: String,
+        first_id: String,
+        first: Location,
+        server: String,
+        kind: &'static str,
+        /// The first tenant's name, then this one's.
+        names: [String; 2],
+    },
     #[error("duplicate server name `{name}` (first defined at {first})")]
     DuplicateServer { name: String, first: Location },
     #[error("unknown server `{name}` (known: {})", list_or_none(known))]
@@ -126,6 +139,18 @@ pub enum ProblemKind {
     ClientFileEmpty { what: &'static str, path: PathBuf },
     #[error("a client certificate needs its key and a key its certificate: set both {cert} and {key}")]
     ClientCertPair { cert: &'static str, key: &'static str },
+}
+
+/// The name two tenants share: once, or both names when they differ before PostgreSQL truncates them.
+pub fn same_name(names: &[String; 2]) -> String {
+    if names[0] == names[1] {
+        format!("`{}`", names[0])
+    } else {
+        format!(
+            "`{}` and `{}` (one name once PostgreSQL truncates names to 63 bytes)",
+            names[0], names[1]
+        )
+    }
 }
 
 fn list_or_none(items: &[impl AsRef<str>]) -> String {

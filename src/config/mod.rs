@@ -7,6 +7,7 @@
 mod doc;
 mod duration;
 mod error;
+mod pgpass;
 mod project;
 mod secret;
 mod tenants;
@@ -15,14 +16,16 @@ mod url;
 
 pub use doc::{process_env, EnvLookup};
 pub use duration::{parse_duration, DurationError};
-pub use error::{ConfigError, Location, Problem, ProblemKind, UrlOrigin};
+pub use error::{same_name, ConfigError, Location, Problem, ProblemKind, UrlOrigin};
+pub use pgpass::{pgpass_path, Ignored as PgPassIgnored, PgPassKey};
 pub use project::{
     HookCommand, Hooks, ProjectConfig, ProjectFile, TransactionPer, DEFAULT_CONFIG_FILE, DEFAULT_FILE_TEMPLATE,
 };
-pub use secret::{redact_url, Secret, MASK};
+pub use secret::{redact_message, redact_url, Secret, MASK};
 pub use tenants::{
-    FleetDefaults, PasswordSource, Server, Source, SourceKind, TenantId, TenantSpec, TenantTarget, TenantsFile,
-    DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, DEFAULT_RATE, DEFAULT_RETRIES,
+    clashes, truncate_identifier, FleetDefaults, PasswordOrigin, PasswordSource, PgPassMiss, Server, Source,
+    SourceKind, TenantId, TenantSpec, TenantTarget, TenantsFile, DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_RATE, DEFAULT_RETRIES, MAX_IDENTIFIER_BYTES,
 };
 pub use tls::{tls_mode, ClientCert, SslMode, TlsMode};
 pub use url::{resolve_db_url, DbUrl, Located, ResolvedUrl, APPLICATION_NAME, CONNECT_TIMEOUT};

@@ -2,8 +2,8 @@
 //!
 //! Loading checks everything and reports every problem at once; nothing runs on a file with a problem. Running
 //! discovery queries, pooling connections and scheduling are left to `fleet`; this module only describes them.
-//! Passwords never appear in the file: a server names an environment variable or a file, read when
-//! [`Server::pg_config`] is called.
+//! Passwords never appear in the file: a server names an environment variable or a file, else libpq's password
+//! file (`.pgpass`) is looked up, all read when [`Server::pg_config`] is called.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use super::doc::{entry, get, Doc, EnvLookup};
 use super::error::{ConfigError, Location, ProblemKind};
+use super::pgpass::{self, PgPassKey, PgPassLookup};
 use super::project::check_identifier;
 use super::tls::{tls_mode, ClientCert, SslMode, TlsMode, SSLMODE_CHOICES};
 use super::url::DbUrl;
@@ -107,12 +108,75 @@ impl Default for FleetDefaults {
 /// Where a server's password comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PasswordSource {
-    /// No password (trust, peer or certificate authentication).
+    /// No explicit source: libpq's password file (`PGPASSFILE`, else `~/.pgpass`) if a line matches, else no
+    /// password (trust, peer or certificate authentication).
     None,
     /// An environment variable, read by [`Server::pg_config`].
     Env(String),
     /// A file whose content (less a trailing newline) is the password, read by [`Server::pg_config`].
     File(PathBuf),
+}
+
+/// Where [`Server::pg_config_and_origin`] took a server's password from, or where it looked in vain.
+/// `Display` names the source, never the password; it ends the error when the server refuses to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordOrigin {
+    Env(String),
+    File(PathBuf),
+    /// A line of libpq's password file.
+    PgPass {
+        path: PathBuf,
+        line: usize,
+    },
+    /// The server sets neither `password_env` nor `password_file`, and the password file gave none.
+    NotFound {
+        server: String,
+        pgpass: PgPassMiss,
+    },
+}
+
+/// Why libpq's password file gave no password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgPassMiss {
+    /// Neither `PGPASSFILE` nor `HOME` is set.
+    NoPath,
+    Missing(PathBuf),
+    NoMatch {
+        path: PathBuf,
+        key: PgPassKey,
+    },
+    Ignored {
+        path: PathBuf,
+        why: pgpass::Ignored,
+    },
+}
+
+impl fmt::Display for PasswordOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordOrigin::Env(var) => write!(f, "the password came from password_env `{var}`"),
+            PasswordOrigin::File(path) => write!(f, "the password came from password_file `{}`", path.display()),
+            PasswordOrigin::PgPass { path, line } => {
+                write!(f, "the password came from `{}` line {line}", path.display())
+            }
+            PasswordOrigin::NotFound { server, pgpass } => {
+                write!(
+                    f,
+                    "no password: server `{server}` sets neither password_env nor password_file, and "
+                )?;
+                match pgpass {
+                    PgPassMiss::NoPath => f.write_str("neither PGPASSFILE nor HOME is set to find a .pgpass file"),
+                    PgPassMiss::Missing(path) => write!(f, "password file `{}` does not exist", path.display()),
+                    PgPassMiss::NoMatch { path, key } => {
+                        write!(f, "password file `{}` has no line for {key}", path.display())
+                    }
+                    PgPassMiss::Ignored { path, why } => {
+                        write!(f, "password file `{}` was ignored: {why}", path.display())
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A `[[servers]]` entry. `Display` and `Debug` never show a password (the url cannot hold one).
@@ -146,22 +210,55 @@ impl Server {
     }
 
     /// The driver configuration for `database` (the url's database when `None`), with the password read now from
-    /// `password_env` (through `env`) or `password_file`, `application_name = flotilla`, a 10s connect timeout
-    /// unless the url sets one, and the negotiation implied by `sslmode`.
+    /// `password_env` (through `env`) or `password_file`, else from libpq's password file (`PGPASSFILE`, else
+    /// `~/.pgpass`, both through `env`), `application_name = flotilla`, a 10s connect timeout unless the url sets
+    /// one, and the negotiation implied by `sslmode`.
     ///
     /// Errors: [`ConfigError::Invalid`] naming the unset variable or the unreadable file (never its content).
     pub fn pg_config(&self, database: Option<&str>, env: EnvLookup<'_>) -> Result<tokio_postgres::Config, ConfigError> {
+        self.pg_config_and_origin(database, env).map(|(cfg, _)| cfg)
+    }
+
+    /// [`Server::pg_config`], and where the password came from or where Flotilla looked for one, for the error
+    /// when the server refuses the connection.
+    pub fn pg_config_and_origin(
+        &self,
+        database: Option<&str>,
+        env: EnvLookup<'_>,
+    ) -> Result<(tokio_postgres::Config, PasswordOrigin), ConfigError> {
         let mut cfg = self.url.pg_config();
         cfg.ssl_mode(self.sslmode.driver_mode());
         if let Some(db) = database {
             cfg.dbname(db);
         }
         let at = || self.password_at.clone().unwrap_or_else(|| self.at.clone());
-        match &self.password {
-            PasswordSource::None => {}
+        let origin = match &self.password {
+            PasswordSource::None => {
+                // The password file comes last, after every explicit source, as libpq reads it last.
+                let miss = match pgpass::pgpass_path(env) {
+                    None => PgPassMiss::NoPath,
+                    Some(path) => {
+                        let key = PgPassKey::of(&cfg);
+                        match pgpass::lookup(&path, &key) {
+                            PgPassLookup::Found { line, password } => {
+                                cfg.password(password.expose());
+                                return Ok((cfg, PasswordOrigin::PgPass { path, line }));
+                            }
+                            PgPassLookup::NoMatch => PgPassMiss::NoMatch { path, key },
+                            PgPassLookup::Missing => PgPassMiss::Missing(path),
+                            PgPassLookup::Ignored(why) => PgPassMiss::Ignored { path, why },
+                        }
+                    }
+                };
+                PasswordOrigin::NotFound {
+                    server: self.name.clone(),
+                    pgpass: miss,
+                }
+            }
             PasswordSource::Env(var) => match env(var) {
                 Some(pw) => {
                     cfg.password(pw);
+                    PasswordOrigin::Env(var.clone())
                 }
                 None => {
                     return Err(ConfigError::one(
@@ -176,6 +273,7 @@ impl Server {
             PasswordSource::File(path) => match std::fs::read_to_string(path) {
                 Ok(pw) => {
                     cfg.password(pw.trim_end_matches(['\n', '\r']));
+                    PasswordOrigin::File(path.clone())
                 }
                 Err(err) => {
                     return Err(ConfigError::one(
@@ -188,8 +286,8 @@ impl Server {
                     ))
                 }
             },
-        }
-        Ok(cfg)
+        };
+        Ok((cfg, origin))
     }
 
     /// The TLS connector for this server's `sslmode`, `ca_file` and client certificate (read now).
@@ -212,6 +310,71 @@ pub enum TenantTarget {
     Schema(String),
     /// Database-per-tenant: a database on the server.
     Database(String),
+}
+
+impl TenantTarget {
+    /// `schema` or `database`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TenantTarget::Schema(_) => "schema",
+            TenantTarget::Database(_) => "database",
+        }
+    }
+
+    /// The schema or database name.
+    pub fn name(&self) -> &str {
+        match self {
+            TenantTarget::Schema(name) | TenantTarget::Database(name) => name,
+        }
+    }
+
+    /// Whether the name is a valid PostgreSQL identifier (see `check_identifier`): the reason when not.
+    pub fn check(&self) -> Result<(), &'static str> {
+        check_identifier(self.name())
+    }
+
+    /// What two tenants on the same server must not share: the kind and the name as PostgreSQL stores it
+    /// ([`truncate_identifier`]).
+    pub fn place_key(&self) -> (&'static str, &str) {
+        (self.kind(), truncate_identifier(self.name()))
+    }
+}
+
+/// PostgreSQL's `NAMEDATALEN - 1`: the server cuts longer identifiers to this many bytes.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// `name` as PostgreSQL stores it: cut to [`MAX_IDENTIFIER_BYTES`] on a UTF-8 character boundary, as the server
+/// does (`truncate_identifier` with `pg_mbcliplen`).
+pub fn truncate_identifier(name: &str) -> &str {
+    if name.len() <= MAX_IDENTIFIER_BYTES {
+        return name;
+    }
+    let mut end = MAX_IDENTIFIER_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// Entries defined twice: pairs `(first, later)` of indices in `0..n` whose keys are equal, `first` the lowest
+/// index with that key, in the order of `later`. `key` is `None` for an entry to leave out.
+///
+/// Both the tenants file (ids and places of listed tenants) and the fleet (with discovered tenants) use it, with
+/// [`TenantTarget::place_key`] for places; sorting indices keeps no map of every key.
+pub fn clashes<K: Ord>(n: usize, key: impl Fn(usize) -> Option<K>) -> Vec<(usize, usize)> {
+    let mut order: Vec<usize> = (0..n).filter(|&i| key(i).is_some()).collect();
+    // Stable: equal keys stay in index order, so the first of a run is the lowest index.
+    order.sort_by_key(|&i| key(i));
+    let mut pairs = Vec::new();
+    let mut first = None;
+    for &i in &order {
+        match first {
+            Some(f) if key(f) == key(i) => pairs.push((f, i)),
+            _ => first = Some(i),
+        }
+    }
+    pairs.sort_by_key(|&(_, later)| later);
+    pairs
 }
 
 /// A `[[tenants]]` entry.
@@ -298,23 +461,39 @@ impl TenantsFile {
         }
         let known: Vec<String> = server_at.keys().cloned().collect();
 
-        let mut tenants = Vec::new();
-        let mut tenant_at: BTreeMap<String, Location> = BTreeMap::new();
+        let mut ids: Vec<Spanned<String>> = Vec::new();
+        let mut specs: Vec<Option<TenantSpec>> = Vec::new();
         for (table, span) in tables(&mut doc, root, "tenants") {
             let (id, tenant) = read_tenant(&mut doc, table, span, &known);
             // A duplicate id is reported even when the entry has other problems too.
             let Some(id) = id else { continue };
-            if let Some(first) = tenant_at.get(id.get_ref()) {
-                let kind = ProblemKind::DuplicateTenant {
-                    id: id.get_ref().clone(),
-                    first: first.clone(),
-                };
-                doc.report(id.span(), kind);
-            } else {
-                tenant_at.insert(id.get_ref().clone(), doc.loc(id.span().start));
-                tenants.extend(tenant);
-            }
+            ids.push(id);
+            specs.push(tenant);
         }
+        for (first, later) in clashes(ids.len(), |i| Some(ids[i].get_ref())) {
+            let kind = ProblemKind::DuplicateTenant {
+                id: ids[later].get_ref().clone(),
+                first: doc.loc(ids[first].span().start),
+            };
+            doc.report(ids[later].span(), kind);
+            specs[later] = None;
+        }
+        let place = |i: usize| specs[i].as_ref().map(|t| (t.server.as_str(), t.target.place_key()));
+        for (first, later) in clashes(specs.len(), place) {
+            let (Some(a), Some(b)) = (&specs[first], &specs[later]) else {
+                continue;
+            };
+            let kind = ProblemKind::DuplicatePlace {
+                id: b.id.to_string(),
+                first_id: a.id.to_string(),
+                first: a.at.clone(),
+                server: b.server.clone(),
+                kind: b.target.kind(),
+                names: [a.target.name().to_string(), b.target.name().to_string()],
+            };
+            doc.report(ids[later].span(), kind);
+        }
+        let tenants: Vec<TenantSpec> = specs.into_iter().flatten().collect();
 
         let mut sources = Vec::new();
         for (table, span) in tables(&mut doc, root, "sources") {
@@ -937,6 +1116,49 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
     }
 
     #[test]
+    fn tenants_on_one_place_are_refused() {
+        let long = |tail: &str| format!("{}{tail}", "s".repeat(63));
+        check_err(
+            &format!(
+                "{SERVER}[[servers]]\nname = \"eu-2\"\nurl = \"postgres://h2/app\"\n\
+                 [[tenants]]\nid = \"a\"\nserver = \"eu-1\"\nschema = \"tenant_a\"\n\
+                 [[tenants]]\nid = \"b\"\nserver = \"eu-1\"\nschema = \"tenant_a\"\n\
+                 [[tenants]]\nid = \"c\"\nserver = \"eu-2\"\nschema = \"tenant_a\"\n\
+                 [[tenants]]\nid = \"d\"\nserver = \"eu-1\"\ndatabase = \"tenant_a\"\n\
+                 [[tenants]]\nid = \"e\"\nserver = \"eu-1\"\nschema = \"{}\"\n",
+                long("_x")
+            ),
+            &[
+                "12:6: tenant `b` uses the same schema as tenant `a` (defined at /fleet/tenants.toml:7:1) on \
+                 server `eu-1`: `tenant_a`",
+                "26:10: `schema` is not a valid PostgreSQL identifier: it is longer than 63 bytes",
+            ],
+        );
+    }
+
+    #[test]
+    fn truncation_is_postgresql_s() {
+        let ascii = "a".repeat(70);
+        assert_eq!(truncate_identifier(&ascii).len(), 63);
+        assert_eq!(truncate_identifier("short"), "short");
+        // 62 ASCII bytes and a 2-byte character: PostgreSQL keeps 62 bytes rather than split the character.
+        let split = format!("{}é", "a".repeat(62));
+        assert_eq!(truncate_identifier(&split), &split[..62]);
+        let exact = format!("{}é", "a".repeat(61));
+        assert_eq!(truncate_identifier(&exact), exact);
+    }
+
+    #[test]
+    fn clashes_pair_each_later_entry_with_the_first() {
+        let keys = ["b", "a", "b", "c", "b", "a"];
+        assert_eq!(clashes(keys.len(), |i| Some(keys[i])), [(0, 2), (0, 4), (1, 5)]);
+        assert_eq!(clashes(keys.len(), |i| (i != 0).then(|| keys[i])), [(2, 4), (1, 5)]);
+        let names = [format!("{}1", "n".repeat(63)), format!("{}2", "n".repeat(63))];
+        let targets = names.map(TenantTarget::Schema);
+        assert_eq!(clashes(2, |i| Some(targets[i].place_key())), [(0, 1)]);
+    }
+
+    #[test]
     fn source_problems() {
         check_err(
             &format!(
@@ -994,6 +1216,83 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         assert!(matches!(file.servers[0].tls(), Ok(TlsMode::Rustls(_))));
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn pgpass_comes_after_every_explicit_source() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pgpass = dir.path().join("pgpass");
+        std::fs::write(
+            &pgpass,
+            "# host:port:database:user:password\nh:5432:app:u:from\\:pgpass\n*:*:*:other:no\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("mkdir");
+        let pgpass_s = pgpass.display().to_string();
+        let home_s = home.display().to_string();
+        let lookup = move |name: &str| match name {
+            "EU1_PG_PASSWORD" => Some("hunter2".to_string()),
+            "PGPASSFILE" => Some(pgpass_s.clone()),
+            "HOME" => Some(home_s.clone()),
+            _ => None,
+        };
+        let text = "[[servers]]\nname = \"plain\"\nurl = \"postgres://u@h/app\"\n\
+                    [[servers]]\nname = \"env\"\nurl = \"postgres://u@h/app\"\npassword_env = \"EU1_PG_PASSWORD\"\n\
+                    [[servers]]\nname = \"nomatch\"\nurl = \"postgres://u@h:5433/app\"\n";
+        let file = TenantsFile::parse(&dir.path().join("tenants.toml"), text, &lookup).expect("parse");
+        let (cfg, origin) = file.servers[0].pg_config_and_origin(None, &lookup).expect("plain");
+        assert_eq!(cfg.get_password(), Some(&b"from:pgpass"[..]));
+        assert_eq!(
+            origin.to_string(),
+            format!("the password came from `{}` line 2", pgpass.display())
+        );
+        // password_env wins over the password file.
+        let (cfg, origin) = file.servers[1].pg_config_and_origin(None, &lookup).expect("env");
+        assert_eq!(cfg.get_password(), Some(&b"hunter2"[..]));
+        assert_eq!(origin, PasswordOrigin::Env("EU1_PG_PASSWORD".into()));
+        let (cfg, origin) = file.servers[2].pg_config_and_origin(None, &lookup).expect("nomatch");
+        assert_eq!(cfg.get_password(), None);
+        assert_eq!(
+            origin.to_string(),
+            format!(
+                "no password: server `nomatch` sets neither password_env nor password_file, and password file `{}` \
+                 has no line for h:5433:app:u",
+                pgpass.display()
+            )
+        );
+        // Without PGPASSFILE, ~/.pgpass (through HOME); a file others may read is ignored, as libpq does.
+        let no_pgpassfile = |name: &str| if name == "PGPASSFILE" { None } else { lookup(name) };
+        let (_, origin) = file.servers[0]
+            .pg_config_and_origin(None, &no_pgpassfile)
+            .expect("home");
+        assert!(origin
+            .to_string()
+            .ends_with(&format!("`{}` does not exist", home.join(".pgpass").display())));
+        std::fs::copy(&pgpass, home.join(".pgpass")).expect("copy");
+        std::fs::set_permissions(home.join(".pgpass"), std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let (cfg, origin) = file.servers[0]
+            .pg_config_and_origin(None, &no_pgpassfile)
+            .expect("home");
+        assert_eq!(cfg.get_password(), None);
+        assert!(
+            origin
+                .to_string()
+                .contains("was ignored: it has group or world access (mode 0640)"),
+            "{origin}"
+        );
+        std::fs::set_permissions(home.join(".pgpass"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let (cfg, _) = file.servers[0]
+            .pg_config_and_origin(None, &no_pgpassfile)
+            .expect("home");
+        assert_eq!(cfg.get_password(), Some(&b"from:pgpass"[..]));
+        let (_, origin) = file.servers[0].pg_config_and_origin(None, &|_| None).expect("no env");
+        assert!(origin
+            .to_string()
+            .ends_with("neither PGPASSFILE nor HOME is set to find a .pgpass file"));
+    }
+
     #[test]
     fn tls_problems_name_the_server() {
         let text = format!("{SERVER}sslmode = \"verify-ca\"\nca_file = \"missing.pem\"\n");
@@ -1039,5 +1338,38 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         assert!(!file.servers.is_empty() && !file.tenants.is_empty() && !file.sources.is_empty());
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(!text.contains("password="), "no password in the example");
+        // Each tenant is defined once: no listed tenant is also what a source on its server finds.
+        for tenant in &file.tenants {
+            for source in file.sources.iter().filter(|s| s.server == tenant.server) {
+                let pattern = match (&source.kind, &tenant.target) {
+                    (SourceKind::SchemasLike(p), TenantTarget::Schema(_))
+                    | (SourceKind::DatabasesLike(p), TenantTarget::Database(_)) => p,
+                    _ => continue,
+                };
+                assert!(
+                    !like(tenant.target.name(), pattern),
+                    "tenant `{}` is listed and also found by the source at {}",
+                    tenant.id,
+                    source.at
+                );
+            }
+        }
+        assert!(like("tenant_acme", "tenant_%") && !like("acme", "tenant_%") && like("a_b", "a\\_b"));
+        assert!(!like("axb", "a\\_b") && !like("tenant_", "tenant__") && like("ab", "a%b%"));
+    }
+
+    /// SQL `LIKE` with `%`, `_` and the default `\` escape.
+    fn like(text: &str, pattern: &str) -> bool {
+        let (t, p): (Vec<char>, Vec<char>) = (text.chars().collect(), pattern.chars().collect());
+        fn go(t: &[char], p: &[char]) -> bool {
+            match p.first() {
+                None => t.is_empty(),
+                Some('%') => (0..=t.len()).any(|i| go(&t[i..], &p[1..])),
+                Some('_') => !t.is_empty() && go(&t[1..], &p[1..]),
+                Some('\\') if p.len() > 1 => t.first() == Some(&p[1]) && go(&t[1..], &p[2..]),
+                Some(c) => t.first() == Some(c) && go(&t[1..], &p[1..]),
+            }
+        }
+        go(&t, &p)
     }
 }

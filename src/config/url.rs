@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::doc::EnvLookup;
 use super::error::{ConfigError, Location, ProblemKind, UrlOrigin};
-use super::secret::{redact_url, skip_conninfo_value};
+use super::secret::{redact_message, redact_url, skip_conninfo_value};
 use super::tls::{tls_mode, ClientCert, SslMode, TlsMode, SSLMODE_CHOICES};
 use crate::error::error_chain;
 
@@ -76,7 +76,8 @@ impl DbUrl {
                 _ => ca_file = Some(PathBuf::from(value)),
             }
         }
-        let config = tokio_postgres::Config::from_str(&rest).map_err(|e| bad(error_chain(&e)))?;
+        // The driver's message may quote part of the string (an unknown key, a character it did not expect).
+        let config = tokio_postgres::Config::from_str(&rest).map_err(|e| bad(redact_message(&error_chain(&e), s)))?;
         if config.get_hosts().is_empty() && is_url {
             return Err(bad("no host".to_string()));
         }
@@ -314,7 +315,7 @@ fn take_conninfo_params(s: &str) -> (String, Vec<(String, String)>) {
     (rest, taken)
 }
 
-fn unquote(v: &str) -> String {
+pub(super) fn unquote(v: &str) -> String {
     let inner = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(v);
     let mut out = String::with_capacity(inner.len());
     let mut chars = inner.chars();
@@ -328,7 +329,7 @@ fn unquote(v: &str) -> String {
     out
 }
 
-fn percent_decode(v: &str) -> String {
+pub(super) fn percent_decode(v: &str) -> String {
     let bytes = v.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

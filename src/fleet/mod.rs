@@ -15,8 +15,8 @@ mod tenant;
 mod worker;
 
 pub use current::{read_versions, Versions};
-pub use discover::discover;
-pub use error::FleetError;
+pub use discover::{discover, merge, source_origin, Origin};
+pub use error::{FleetError, TenantProblem};
 pub use record::LedgerSink;
 pub use scheduler::{run, FleetOutcome, FleetRequest};
 pub use server::{Conn, ConnectError, Server};

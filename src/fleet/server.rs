@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use super::error::FleetError;
-use crate::config::TlsMode;
+use crate::config::{PasswordOrigin, TlsMode};
 use crate::executor::session_reset_sql;
 
 /// A server as the fleet uses it. The `pg_config` names the server URL's database (where schema tenants live).
@@ -26,6 +26,9 @@ pub struct Server {
     /// Per-server session settings from the tenants file; `None` keeps the run's.
     pub lock_timeout: Option<Duration>,
     pub statement_timeout: Option<Duration>,
+    /// Where the password came from (or where the tenants file's server looked), added to the error when the
+    /// server refuses the password or wants one it was not given.
+    pub password_origin: Option<PasswordOrigin>,
     pg_config: tokio_postgres::Config,
     tls: TlsMode,
     permits: Arc<Semaphore>,
@@ -39,6 +42,13 @@ pub struct Server {
 pub enum ConnectError {
     #[error("could not connect: {}", crate::executor::db_message(.0))]
     Pg(#[source] tokio_postgres::Error),
+    /// An authentication failure (SQLSTATE 28P01, or no password to send), with where the password came from.
+    #[error("could not connect: {}; {origin}", crate::executor::db_message(.pg))]
+    Auth {
+        #[source]
+        pg: tokio_postgres::Error,
+        origin: PasswordOrigin,
+    },
     #[error("connection pool: {0}")]
     Pool(String),
 }
@@ -198,6 +208,7 @@ impl Server {
             name,
             lock_timeout: None,
             statement_timeout: None,
+            password_origin: None,
             pg_config,
             tls,
             permits,
@@ -222,7 +233,7 @@ impl Server {
             Ok(object) => Ok(Conn {
                 inner: Some(Inner::Pooled(object)),
             }),
-            Err(deadpool_postgres::PoolError::Backend(e)) => Err(ConnectError::Pg(e)),
+            Err(deadpool_postgres::PoolError::Backend(e)) => Err(self.pg_error(e)),
             Err(other) => Err(ConnectError::Pool(other.to_string())),
         }
     }
@@ -242,10 +253,22 @@ impl Server {
         config.dbname(database);
         let (client, _driver) = open_connection(config, self.tls.clone(), permit, self.open.clone())
             .await
-            .map_err(ConnectError::Pg)?;
+            .map_err(|e| self.pg_error(e))?;
         Ok(Conn {
             inner: Some(Inner::Direct(client)),
         })
+    }
+
+    fn pg_error(&self, pg: tokio_postgres::Error) -> ConnectError {
+        let is_auth = pg.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD)
+            || crate::error::error_chain(&pg).contains("password missing");
+        match &self.password_origin {
+            Some(origin) if is_auth => ConnectError::Auth {
+                pg,
+                origin: origin.clone(),
+            },
+            _ => ConnectError::Pg(pg),
+        }
     }
 
     /// A cancel token for `client`, used by the second Ctrl-C to cancel statements in flight.

@@ -136,7 +136,7 @@ impl Failure {
 
     fn from_connect(e: &ConnectError) -> Failure {
         let (sqlstate, is_transient) = match e {
-            ConnectError::Pg(pg) => (
+            ConnectError::Pg(pg) | ConnectError::Auth { pg, .. } => (
                 pg.code().map(|c| c.code().to_string()),
                 crate::executor::is_transient_pg(pg),
             ),
