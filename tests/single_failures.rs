@@ -237,6 +237,36 @@ fn malformed_script_is_refused_with_file_and_line() {
 }
 
 #[test]
+fn misspelled_downgrade_marker_is_refused_not_run_as_upgrade() {
+    // Issue 14: `-- flotila:downgrade` used to be an ordinary comment, so the upgrade created the table,
+    // dropped it again and recorded success.
+    for marker in [
+        "-- flotila:downgrade",
+        "-- Flotilla: downgrade",
+        "-- flotilla downgrade",
+    ] {
+        let project = TempProject::with_revisions(
+            "",
+            &[(
+                "0001_typo.sql",
+                &format!(
+                    "-- revision: 7e5700000001\n\n-- flotilla:upgrade\nCREATE TABLE typo_t (id int);\n\n\
+                     {marker}\nDROP TABLE typo_t;\n"
+                ),
+            )],
+        );
+        assert_refused(
+            &project,
+            &["upgrade", "head"],
+            &[&format!(
+                "migrations/0001_typo.sql:6: misspelled section marker `{marker}` \
+                 (did you mean `-- flotilla:downgrade`?)"
+            )],
+        );
+    }
+}
+
+#[test]
 fn cyclic_graph_is_refused() {
     let project = TempProject::with_revisions(
         "",

@@ -91,6 +91,12 @@ pub enum ProblemKind {
     UnknownMarker { name: String },
     #[error("section marker must be written exactly `-- flotilla:{name}` on a line of its own")]
     MalformedMarker { name: String },
+    #[error("misspelled section marker `{written}` (did you mean `-- flotilla:{name}`?)")]
+    MisspelledMarker {
+        /// The line as written, without leading whitespace or what follows the marker.
+        written: String,
+        name: &'static str,
+    },
     #[error("second `-- flotilla:{name}` section (the first starts on line {first_line})")]
     DuplicateSection { name: &'static str, first_line: usize },
     #[error("`-- flotilla:downgrade` section before the `-- flotilla:upgrade` section")]
@@ -140,14 +146,19 @@ pub(crate) fn close_header_key(key: &str) -> Option<&'static str> {
         "branch_label" | "labels" | "branch" => Some("branch_labels"),
         _ => None,
     };
-    alias.or_else(|| {
-        HEADER_KEYS
-            .iter()
-            .map(|known| (strsim::damerau_levenshtein(&key, known), *known))
-            .filter(|(distance, _)| *distance <= 2)
-            .min()
-            .map(|(_, known)| known)
-    })
+    alias.or_else(|| closest(&key, HEADER_KEYS).map(|i| HEADER_KEYS[i]))
+}
+
+/// The index of the entry of `known` nearest to `word` when it is at most two edits away (Damerau-Levenshtein:
+/// an insertion, deletion, substitution or swap of neighbours is one edit); the first of equally near ones.
+pub(crate) fn closest(word: &str, known: &[impl AsRef<str>]) -> Option<usize> {
+    known
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (strsim::damerau_levenshtein(word, k.as_ref()), i))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, i)| i)
 }
 
 /// Header keys a revision file may use, in the order [`super::render_script`] writes them.
