@@ -267,6 +267,32 @@ fn misspelled_downgrade_marker_is_refused_not_run_as_upgrade() {
 }
 
 #[test]
+fn revision_id_longer_than_the_version_column_is_refused_before_connecting() {
+    // Issue 13: a 300-character id used to load, and failed only when its version row was written.
+    let id = "a".repeat(300);
+    let project = TempProject::with_revisions(
+        "",
+        &[(
+            "0001_long.sql",
+            &format!("-- revision: {id}\n\n-- flotilla:upgrade\nCREATE TABLE long_id (id int);\n"),
+        )],
+    );
+    let needles = [
+        "migrations/0001_long.sql:1: invalid revision id",
+        "it is 300 characters long, and the version table's `version_num` column holds at most 255",
+    ];
+    // Nothing listens on port 1, so reaching the connect step would exit 1 with "could not connect".
+    let out = fl_offline(
+        &project,
+        &["--url", "postgres://postgres@127.0.0.1:1/nowhere", "upgrade", "head"],
+    )
+    .assert_code(2);
+    assert_contains(&out.stderr, &needles, &out.report());
+    assert!(!out.stderr.contains("could not connect"), "{}", out.report());
+    assert_refused(&project, &["upgrade", "head"], &needles);
+}
+
+#[test]
 fn cyclic_graph_is_refused() {
     let project = TempProject::with_revisions(
         "",

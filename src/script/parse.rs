@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::revision::{RevisionId, RevisionMeta};
+use crate::revision::{RevisionId, RevisionMeta, MAX_NAME_CHARS};
 
 use super::checksum::checksum;
 use super::phase::{BackfillStep, Phase};
@@ -651,6 +651,10 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     if let Some(c) = name.chars().find(|c| RESERVED_CHARS.contains(c)) {
         return Err(NameError::ReservedChar(c));
     }
+    let n_chars = name.chars().count();
+    if n_chars > MAX_NAME_CHARS {
+        return Err(NameError::TooLong(n_chars));
+    }
     Ok(())
 }
 
@@ -1012,6 +1016,32 @@ DROP TABLE orders;
             ],
         );
         check_marker_line("-- flotilla backfill of the orders", None);
+    }
+
+    #[test]
+    fn names_longer_than_the_version_column() {
+        let long = "a".repeat(MAX_NAME_CHARS + 1);
+        let fits = "é".repeat(MAX_NAME_CHARS);
+        assert_eq!(check_name(&fits), Ok(()));
+        assert_eq!(check_name(&long), Err(NameError::TooLong(256)));
+        check_problems(
+            &format!("-- revision: {long}\n-- flotilla:upgrade\n"),
+            &[(
+                1,
+                &format!(
+                    "invalid revision id `{long}` in `revision`: it is 256 characters long, and the version \
+                     table's `version_num` column holds at most 255"
+                ),
+            )],
+        );
+        check_problems(
+            &format!("-- revision: a\n-- branch_labels: x, {long}\n-- depends_on: {long}\n-- flotilla:upgrade\n"),
+            &[(2, "invalid branch label `aaa"), (3, "invalid revision reference `aaa")],
+        );
+        check_ok(&format!("-- revision: {fits}\n-- flotilla:upgrade\n"));
+        // The limit is the built-in version table's column.
+        let ddl = crate::executor::TableStore::default().version_create_sql();
+        assert!(ddl.contains(&format!("version_num varchar({MAX_NAME_CHARS})")), "{ddl}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::revision::RevisionId;
+use crate::revision::{RevisionId, MAX_NAME_CHARS};
 
 use super::split::Construct;
 
@@ -207,4 +207,6 @@ pub enum NameError {
     ReservedWord(String),
     #[error("`{0}` is reserved for target syntax such as `label@head`, `rev+1`, `-1`")]
     ReservedChar(char),
+    #[error("it is {0} characters long, and the version table's `version_num` column holds at most {MAX_NAME_CHARS}")]
+    TooLong(usize),
 }
