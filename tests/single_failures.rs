@@ -310,8 +310,26 @@ fn cyclic_graph_is_refused() {
     assert_refused(
         &project,
         &["upgrade", "head"],
-        &["cycle", "cyc000000001", "cyc000000002"],
+        &[
+            "migrations/a.sql:2: cycle among revisions (cyc000000001, cyc000000002)",
+            "migrations/b.sql:2: cycle among revisions (cyc000000001, cyc000000002)",
+        ],
     );
+}
+
+#[test]
+fn unknown_down_revision_names_its_file_and_line() {
+    let project = example_project("");
+    project.revision(
+        "zz_orphan.sql",
+        "-- revision: 0a0a0a0a0a0a\n-- message: lost parent\n-- down_revision: feedfacecafe\n\n\
+         -- flotilla:upgrade\nCREATE TABLE orphan (id int);\n",
+    );
+    let needle =
+        "migrations/zz_orphan.sql:3: revision 0a0a0a0a0a0a names down_revision feedfacecafe, which does not exist";
+    assert_refused(&project, &["upgrade", "head"], &[needle]);
+    let out = fl_offline(&project, &["history"]).assert_code(2);
+    assert_contains(&out.stderr, &[needle], &out.report());
 }
 
 #[test]

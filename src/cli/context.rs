@@ -146,7 +146,7 @@ impl Ctx {
     /// database.
     pub fn load_scripts(&self) -> Result<Loaded, CliError> {
         let scripts = self.source.load(&self.locations)?;
-        let graph = RevisionGraph::new(scripts.iter().map(|s| s.meta.clone()).collect())?;
+        let graph = script::build_graph(&scripts)?;
         let scripts = scripts.into_iter().map(|s| (s.meta.id.clone(), s)).collect();
         Ok(Loaded { scripts, graph })
     }

@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::graph::GraphError;
 use crate::revision::{RevisionId, MAX_NAME_CHARS};
 
 use super::split::Construct;
@@ -21,7 +22,8 @@ pub struct ScriptError {
 
 /// One problem at one place: `path:line: message`.
 ///
-/// `line` is the 1-based line in the file, or 0 when the problem concerns the whole file or directory.
+/// `line` is the 1-based line in the file, or 0 when the problem concerns the whole file or directory; `path`
+/// is empty for a problem of no file, which is shown as the message alone.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct Problem {
     pub path: PathBuf,
@@ -45,7 +47,9 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
+        if self.path.as_os_str().is_empty() {
+            f.write_str(&self.message)
+        } else if self.line == 0 {
             write!(f, "{}: {}", self.path.display(), self.message)
         } else {
             write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
@@ -123,6 +127,9 @@ pub enum ProblemKind {
         other_path: PathBuf,
         other_line: usize,
     },
+    /// A revision graph problem, reported at the header line that causes it.
+    #[error("{error}")]
+    Graph { error: GraphError },
 }
 
 fn unknown_key_hint(close: Option<&str>) -> String {
