@@ -139,17 +139,29 @@ fn parse_marker(line: &str) -> Marker {
         return Marker::None;
     };
     let Some(after) = rest.trim_start().strip_prefix("flotilla:") else {
-        return misspelled_marker(trimmed, false).unwrap_or(Marker::None);
+        return misspelled_marker(trimmed).unwrap_or(Marker::None);
     };
     let name: String = after
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
         .collect();
     if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return misspelled_marker(trimmed, false).unwrap_or(Marker::None);
+        return misspelled_marker(trimmed).unwrap_or(Marker::None);
     }
     let Some(kind) = MarkerKind::from_name(&name) else {
-        return misspelled_marker(trimmed, true).unwrap_or(Marker::Unknown(name));
+        // Written `flotilla:<name>`, the line can only be meant as a marker, whatever follows the name.
+        let Some(kind) = close_marker(&format!("flotilla:{}", name.to_lowercase())) else {
+            return Marker::Unknown(name);
+        };
+        let written = &trimmed[..trimmed.len() - after.len() + name.len()];
+        return Marker::Found {
+            kind,
+            attrs: after[name.len()..].trim().to_string(),
+            fault: Some(ProblemKind::MisspelledMarker {
+                written: written.to_string(),
+                name: kind.name(),
+            }),
+        };
     };
     let exact = format!("-- flotilla:{name}");
     let is_valid = match kind {
@@ -172,12 +184,10 @@ fn parse_marker(line: &str) -> Marker {
 /// `-- flotilla:downgrad`.
 ///
 /// The comment's first two words, lowercased and joined with a colon whatever separated them, must be at most
-/// two edits from `flotilla:<name>` for a name in [`MARKER_NAMES`]. Unless `is_marker_syntax` (the line says
-/// `flotilla:` and a letter, which can only be meant as a marker), nothing but punctuation or backfill
-/// attributes (`key=value`) may follow the two words: prose such as `-- Flotilla upgrades the orders table`
-/// and Flotilla's own notes in generated revisions (`-- flotilla: backfill orders.total here ...`) are
-/// comments.
-fn misspelled_marker(trimmed: &str, is_marker_syntax: bool) -> Option<Marker> {
+/// two edits from `flotilla:<name>` for a name in [`MARKER_NAMES`], and nothing but punctuation or backfill
+/// attributes (`key=value`) may follow them: prose such as `-- Flotilla upgrades the orders table` and
+/// Flotilla's own notes in generated revisions (`-- flotilla: backfill orders.total here ...`) are comments.
+fn misspelled_marker(trimmed: &str) -> Option<Marker> {
     let comment = trimmed
         .strip_prefix("--")?
         .trim_start_matches(|c: char| c == '-' || c.is_whitespace());
@@ -196,14 +206,12 @@ fn misspelled_marker(trimmed: &str, is_marker_syntax: bool) -> Option<Marker> {
     } else {
         (format!("{}:{}", first.to_lowercase(), second.to_lowercase()), tail)
     };
-    let spelled: Vec<String> = MARKER_NAMES.iter().map(|name| format!("flotilla:{name}")).collect();
-    let name = MARKER_NAMES[closest(&normalised, &spelled)?];
-    let kind = MarkerKind::from_name(name)?;
+    let kind = close_marker(&normalised)?;
     let is_attributes = kind == MarkerKind::Backfill
         && tail.starts_with(char::is_whitespace)
         && tail.split_whitespace().next().is_some_and(|word| word.contains('='));
     let is_punctuation = !tail.contains(char::is_alphanumeric);
-    if !(is_marker_syntax || is_punctuation || is_attributes) {
+    if !(is_punctuation || is_attributes) {
         return None;
     }
     Some(Marker::Found {
@@ -211,9 +219,15 @@ fn misspelled_marker(trimmed: &str, is_marker_syntax: bool) -> Option<Marker> {
         attrs: tail.trim().to_string(),
         fault: Some(ProblemKind::MisspelledMarker {
             written: trimmed[..trimmed.len() - tail.len()].trim_end().to_string(),
-            name,
+            name: kind.name(),
         }),
     })
+}
+
+/// The marker whose `flotilla:<name>` is at most two edits from `normalised`.
+fn close_marker(normalised: &str) -> Option<MarkerKind> {
+    let spelled: Vec<String> = MARKER_NAMES.iter().map(|name| format!("flotilla:{name}")).collect();
+    MarkerKind::from_name(MARKER_NAMES[closest(normalised, &spelled)?])
 }
 
 /// A marker line: its kind, 1-based line, and byte offsets of the line and of the text after it.
@@ -974,6 +988,7 @@ DROP TABLE orders;
             check_marker_line(line, Some("downgrade"));
         }
         check_marker_line("-- flotilla:upgrade2", Some("upgrade"));
+        check_marker_line("-- flotilla:upgrade-x", Some("upgrade"));
         check_marker_line("-- flotila:upgrade", Some("upgrade"));
         check_problems(
             "-- revision: a\n-- flotilla:upgrade\n-- flotilla: downgrade.\n",
