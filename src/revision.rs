@@ -4,6 +4,10 @@
 
 use std::fmt;
 
+/// The most characters a revision id, branch label or `depends_on` entry may have: the version table's
+/// `version_num varchar(255)` column holds ids, and labels and references stand for ids in the same places.
+pub const MAX_NAME_CHARS: usize = 255;
+
 /// A revision id as written in a revision file header (for example `1a2b3c4d5e6f`).
 ///
 /// Ids are case-sensitive, non-empty, and never one of the reserved words `head`, `heads`, `base`.

@@ -237,6 +237,62 @@ fn malformed_script_is_refused_with_file_and_line() {
 }
 
 #[test]
+fn misspelled_downgrade_marker_is_refused_not_run_as_upgrade() {
+    // Issue 14: `-- flotila:downgrade` used to be an ordinary comment, so the upgrade created the table,
+    // dropped it again and recorded success.
+    for marker in [
+        "-- flotila:downgrade",
+        "-- Flotilla: downgrade",
+        "-- flotilla downgrade",
+    ] {
+        let project = TempProject::with_revisions(
+            "",
+            &[(
+                "0001_typo.sql",
+                &format!(
+                    "-- revision: 7e5700000001\n\n-- flotilla:upgrade\nCREATE TABLE typo_t (id int);\n\n\
+                     {marker}\nDROP TABLE typo_t;\n"
+                ),
+            )],
+        );
+        assert_refused(
+            &project,
+            &["upgrade", "head"],
+            &[&format!(
+                "migrations/0001_typo.sql:6: misspelled section marker `{marker}` \
+                 (did you mean `-- flotilla:downgrade`?)"
+            )],
+        );
+    }
+}
+
+#[test]
+fn revision_id_longer_than_the_version_column_is_refused_before_connecting() {
+    // Issue 13: a 300-character id used to load, and failed only when its version row was written.
+    let id = "a".repeat(300);
+    let project = TempProject::with_revisions(
+        "",
+        &[(
+            "0001_long.sql",
+            &format!("-- revision: {id}\n\n-- flotilla:upgrade\nCREATE TABLE long_id (id int);\n"),
+        )],
+    );
+    let needles = [
+        "migrations/0001_long.sql:1: invalid revision id",
+        "it is 300 characters long, and the version table's `version_num` column holds at most 255",
+    ];
+    // Nothing listens on port 1, so reaching the connect step would exit 1 with "could not connect".
+    let out = fl_offline(
+        &project,
+        &["--url", "postgres://postgres@127.0.0.1:1/nowhere", "upgrade", "head"],
+    )
+    .assert_code(2);
+    assert_contains(&out.stderr, &needles, &out.report());
+    assert!(!out.stderr.contains("could not connect"), "{}", out.report());
+    assert_refused(&project, &["upgrade", "head"], &needles);
+}
+
+#[test]
 fn cyclic_graph_is_refused() {
     let project = TempProject::with_revisions(
         "",
@@ -254,8 +310,26 @@ fn cyclic_graph_is_refused() {
     assert_refused(
         &project,
         &["upgrade", "head"],
-        &["cycle", "cyc000000001", "cyc000000002"],
+        &[
+            "migrations/a.sql:2: cycle among revisions (cyc000000001, cyc000000002)",
+            "migrations/b.sql:2: cycle among revisions (cyc000000001, cyc000000002)",
+        ],
     );
+}
+
+#[test]
+fn unknown_down_revision_names_its_file_and_line() {
+    let project = example_project("");
+    project.revision(
+        "zz_orphan.sql",
+        "-- revision: 0a0a0a0a0a0a\n-- message: lost parent\n-- down_revision: feedfacecafe\n\n\
+         -- flotilla:upgrade\nCREATE TABLE orphan (id int);\n",
+    );
+    let needle =
+        "migrations/zz_orphan.sql:3: revision 0a0a0a0a0a0a names down_revision feedfacecafe, which does not exist";
+    assert_refused(&project, &["upgrade", "head"], &[needle]);
+    let out = fl_offline(&project, &["history"]).assert_code(2);
+    assert_contains(&out.stderr, &[needle], &out.report());
 }
 
 #[test]

@@ -189,7 +189,7 @@ impl Ctx {
         let shared = match &self.shared {
             Some(set) => {
                 let scripts = self.source.load(&set.locations)?;
-                let graph = RevisionGraph::new(scripts.iter().map(|s| s.meta.clone()).collect())?;
+                let graph = script::build_graph(&scripts)?;
                 let scripts: BTreeMap<RevisionId, Script> =
                     scripts.into_iter().map(|s| (s.meta.id.clone(), s)).collect();
                 Some((graph, scripts, set.store.clone()))
@@ -219,7 +219,7 @@ impl Ctx {
                 }
             }
         }
-        let graph = RevisionGraph::new(scripts.iter().map(|s| s.meta.clone()).collect())?;
+        let graph = script::build_graph(&scripts)?;
         let scripts = scripts.into_iter().map(|s| (s.meta.id.clone(), s)).collect();
         let shared = shared.map(|(graph, scripts, store)| {
             Arc::new(fleet::SharedEngine {

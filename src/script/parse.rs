@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::revision::{RevisionId, RevisionMeta};
+use crate::revision::{RevisionId, RevisionMeta, MAX_NAME_CHARS};
 
 use super::checksum::checksum;
 use super::phase::{BackfillStep, Phase};
-use super::problem::{NameError, NameKind, Problem, ProblemKind, ScriptError, HEADER_KEYS};
+use super::problem::{closest, NameError, NameKind, Problem, ProblemKind, ScriptError, HEADER_KEYS, MARKER_NAMES};
 use super::split::{split_statements, Statement};
 use crate::backfill::{BackfillSpec, BATCH_PLACEHOLDER};
 
@@ -88,8 +88,8 @@ impl Script {
     }
 }
 
-/// The kinds of `-- flotilla:<name>` marker lines. New marker kinds (such as backfill) are added here and in
-/// [`parse_marker`].
+/// The kinds of `-- flotilla:<name>` marker lines. New marker kinds (such as backfill) are added here, in
+/// [`MARKER_NAMES`] and in [`MarkerKind::from_name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MarkerKind {
     Upgrade,
@@ -106,38 +106,62 @@ impl MarkerKind {
             MarkerKind::Backfill => "backfill",
         }
     }
+
+    fn from_name(name: &str) -> Option<MarkerKind> {
+        match name {
+            "upgrade" => Some(MarkerKind::Upgrade),
+            "downgrade" => Some(MarkerKind::Downgrade),
+            "backfill" => Some(MarkerKind::Backfill),
+            _ => None,
+        }
+    }
 }
 
 enum Marker {
     /// Not a marker line: SQL, a comment, or a header line.
     None,
-    Valid(MarkerKind),
-    /// Recognisably this marker, but not written exactly; reported, then treated as the marker.
-    Malformed(MarkerKind),
+    /// A marker line, with the text after the marker (backfill attributes). `fault` is the problem when it is
+    /// recognisably this marker but not written exactly (other spacing, case or a typo or two); the line is
+    /// reported, then treated as the marker.
+    Found {
+        kind: MarkerKind,
+        attrs: String,
+        fault: Option<ProblemKind>,
+    },
     Unknown(String),
 }
 
 /// A line is a marker candidate when, after optional whitespace and `--` and optional whitespace, it says
-/// `flotilla:` followed by a letter.
+/// `flotilla:` followed by a letter, or when it looks like a misspelling of a marker (see [`misspelled_marker`]).
 fn parse_marker(line: &str) -> Marker {
-    let Some(rest) = line.trim().strip_prefix("--") else {
+    let trimmed = line.trim();
+    let Some(rest) = trimmed.strip_prefix("--") else {
         return Marker::None;
     };
     let Some(after) = rest.trim_start().strip_prefix("flotilla:") else {
-        return Marker::None;
+        return misspelled_marker(trimmed).unwrap_or(Marker::None);
     };
     let name: String = after
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
         .collect();
     if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Marker::None;
+        return misspelled_marker(trimmed).unwrap_or(Marker::None);
     }
-    let kind = match name.as_str() {
-        "upgrade" => MarkerKind::Upgrade,
-        "downgrade" => MarkerKind::Downgrade,
-        "backfill" => MarkerKind::Backfill,
-        _ => return Marker::Unknown(name),
+    let Some(kind) = MarkerKind::from_name(&name) else {
+        // Written `flotilla:<name>`, the line can only be meant as a marker, whatever follows the name.
+        let Some(kind) = close_marker(&format!("flotilla:{}", name.to_lowercase())) else {
+            return Marker::Unknown(name);
+        };
+        let written = &trimmed[..trimmed.len() - after.len() + name.len()];
+        return Marker::Found {
+            kind,
+            attrs: after[name.len()..].trim().to_string(),
+            fault: Some(ProblemKind::MisspelledMarker {
+                written: written.to_string(),
+                name: kind.name(),
+            }),
+        };
     };
     let exact = format!("-- flotilla:{name}");
     let is_valid = match kind {
@@ -147,11 +171,63 @@ fn parse_marker(line: &str) -> Marker {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace)),
         _ => line.trim_end() == exact,
     };
-    if is_valid {
-        Marker::Valid(kind)
-    } else {
-        Marker::Malformed(kind)
+    let fault = (!is_valid).then(|| ProblemKind::MalformedMarker { name: name.clone() });
+    Marker::Found {
+        kind,
+        attrs: after[name.len()..].trim().to_string(),
+        fault,
     }
+}
+
+/// A comment line (`trimmed`: without surrounding whitespace) that is not a marker but was most likely meant
+/// as one: `-- Flotilla:downgrade`, `-- flotilla: downgrade`, `-- flotilla downgrade`, `-- flotila:downgrade`,
+/// `-- flotilla:downgrad`.
+///
+/// The comment's first two words, lowercased and joined with a colon whatever separated them, must be at most
+/// two edits from `flotilla:<name>` for a name in [`MARKER_NAMES`], and nothing but punctuation or backfill
+/// attributes (`key=value`) may follow them: prose such as `-- Flotilla upgrades the orders table` and
+/// Flotilla's own notes in generated revisions (`-- flotilla: backfill orders.total here ...`) are comments.
+fn misspelled_marker(trimmed: &str) -> Option<Marker> {
+    let comment = trimmed
+        .strip_prefix("--")?
+        .trim_start_matches(|c: char| c == '-' || c.is_whitespace());
+    let word_end = |text: &str| text.find(|c: char| !c.is_alphanumeric()).unwrap_or(text.len());
+    let (first, rest) = comment.split_at(word_end(comment));
+    let separator_end = rest
+        .find(|c: char| !(c.is_whitespace() || matches!(c, ':' | '_' | '-' | '.')))
+        .unwrap_or(rest.len());
+    let after_separator = &rest[separator_end..];
+    let (second, tail) = after_separator.split_at(word_end(after_separator));
+    if first.is_empty() {
+        return None;
+    }
+    let (normalised, tail) = if second.is_empty() {
+        (first.to_lowercase(), rest)
+    } else {
+        (format!("{}:{}", first.to_lowercase(), second.to_lowercase()), tail)
+    };
+    let kind = close_marker(&normalised)?;
+    let is_attributes = kind == MarkerKind::Backfill
+        && tail.starts_with(char::is_whitespace)
+        && tail.split_whitespace().next().is_some_and(|word| word.contains('='));
+    let is_punctuation = !tail.contains(char::is_alphanumeric);
+    if !(is_punctuation || is_attributes) {
+        return None;
+    }
+    Some(Marker::Found {
+        kind,
+        attrs: tail.trim().to_string(),
+        fault: Some(ProblemKind::MisspelledMarker {
+            written: trimmed[..trimmed.len() - tail.len()].trim_end().to_string(),
+            name: kind.name(),
+        }),
+    })
+}
+
+/// The marker whose `flotilla:<name>` is at most two edits from `normalised`.
+fn close_marker(normalised: &str) -> Option<MarkerKind> {
+    let spelled: Vec<String> = MARKER_NAMES.iter().map(|name| format!("flotilla:{name}")).collect();
+    MarkerKind::from_name(MARKER_NAMES[closest(normalised, &spelled)?])
 }
 
 /// A marker line: its kind, 1-based line, and byte offsets of the line and of the text after it.
@@ -201,26 +277,19 @@ pub fn parse_script(path: &Path, text: &str) -> Result<Script, ScriptError> {
         let line_no = index + 1;
         let line_start = offset;
         offset = (offset + line.len() + 1).min(text.len());
-        let kind = match parse_marker(line) {
+        let (kind, attrs) = match parse_marker(line) {
             Marker::None => continue,
             Marker::Unknown(name) => {
                 problems.push(line_no, ProblemKind::UnknownMarker { name });
                 continue;
             }
-            Marker::Malformed(kind) => {
-                let name = kind.name().to_string();
-                problems.push(line_no, ProblemKind::MalformedMarker { name });
-                kind
+            Marker::Found { kind, attrs, fault } => {
+                if let Some(fault) = fault {
+                    problems.push(line_no, fault);
+                }
+                (kind, attrs)
             }
-            Marker::Valid(kind) => kind,
         };
-        let attrs = line.trim().split_once(char::is_whitespace).map_or("", |(_, rest)| rest);
-        let attrs = attrs
-            .trim_start()
-            .strip_prefix("flotilla:backfill")
-            .unwrap_or("")
-            .trim()
-            .to_string();
         markers.push(MarkerLine {
             kind,
             attrs,
@@ -599,6 +668,10 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     if let Some(c) = name.chars().find(|c| RESERVED_CHARS.contains(c)) {
         return Err(NameError::ReservedChar(c));
     }
+    let n_chars = name.chars().count();
+    if n_chars > MAX_NAME_CHARS {
+        return Err(NameError::TooLong(n_chars));
+    }
     Ok(())
 }
 
@@ -830,8 +903,11 @@ DROP TABLE orders;
             &[(1, "missing `-- flotilla:upgrade`"), (2, "SQL before")],
         );
         check_problems(
-            "-- revision: a\n-- flotilla:upgrade\n-- flotilla:backfil orders\n",
-            &[(3, "unknown section marker `-- flotilla:backfil`")],
+            "-- revision: a\n-- flotilla:upgrade\n-- flotilla:sideways\n",
+            &[(
+                3,
+                "unknown section marker `-- flotilla:sideways` (known markers: upgrade, downgrade, backfill)",
+            )],
         );
         check_problems(
             "-- revision: a\n--flotilla:upgrade\nSELECT 1;\n  -- flotilla:downgrade\n",
@@ -856,6 +932,140 @@ DROP TABLE orders;
             check_ok("-- revision: a\n-- flotilla:upgrade  \t\n-- flotilla: note\nSELECT 1;\n-- flotilla:downgrade \n");
         assert_eq!(sqls(&s.upgrade), vec![(4, "SELECT 1")]);
         assert_eq!(s.downgrade.first_line, 6);
+    }
+
+    /// `line` placed between an upgrade and what would be its downgrade: `Some(name)` when it must be reported
+    /// as a misspelling of `-- flotilla:<name>` (and then still start that section), `None` when it is an
+    /// ordinary comment that leaves the SQL after it in the upgrade.
+    fn check_marker_line(line: &str, expected: Option<&str>) {
+        let input = format!("-- revision: a\n-- flotilla:upgrade\nCREATE TABLE t ();\n{line}\nDROP TABLE t;\n");
+        match expected {
+            Some(name) => {
+                // A second upgrade marker would be a problem of its own, so an upgrade goes first.
+                let (input, line_no) = match name {
+                    "upgrade" => (format!("-- revision: a\n{line}\nCREATE TABLE t ();\n"), 2),
+                    _ => (input, 4),
+                };
+                let written = line.trim();
+                check_problems(
+                    &input,
+                    &[(
+                        line_no,
+                        &format!("misspelled section marker `{written}` (did you mean `-- flotilla:{name}`?)"),
+                    )],
+                );
+            }
+            None => {
+                let s = check_ok(&input);
+                assert_eq!(
+                    sqls(&s.upgrade),
+                    vec![(3, "CREATE TABLE t ()"), (5, "DROP TABLE t")],
+                    "{line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn misspelled_markers() {
+        for line in [
+            "-- flotila:downgrade",
+            "-- Flotilla:downgrade",
+            "-- FLOTILLA:DOWNGRADE",
+            "-- flotilla: downgrade",
+            "-- flotilla : downgrade",
+            "-- flotilla downgrade",
+            "-- flotilla_downgrade",
+            "-- flotilladowngrade",
+            "--- flotilla:downgrade",
+            "-- flotilla:downgrad",
+            "-- flotilla:Downgrade",
+            "-- flotilla:downgrades",
+            "-- flotlla:downgrade",
+            "-- floltila:downgrade",
+            "  -- Flotilla downgrade  ",
+        ] {
+            check_marker_line(line, Some("downgrade"));
+        }
+        check_marker_line("-- flotilla:upgrade2", Some("upgrade"));
+        check_marker_line("-- flotilla:upgrade-x", Some("upgrade"));
+        check_marker_line("-- flotila:upgrade", Some("upgrade"));
+        check_problems(
+            "-- revision: a\n-- flotilla:upgrade\n-- flotilla: downgrade.\n",
+            &[(3, "misspelled section marker `-- flotilla: downgrade` (did you mean")],
+        );
+        // Written `flotilla:<name>`, the line can only be meant as a marker, whatever follows.
+        check_problems(
+            "-- revision: a\n-- flotilla:upgrad this later\n",
+            &[(
+                2,
+                "misspelled section marker `-- flotilla:upgrad` (did you mean `-- flotilla:upgrade`?)",
+            )],
+        );
+        for line in [
+            "-- flotilla: note",
+            "-- flotilla downgrades this table by hand",
+            "-- Flotilla upgrade notes follow",
+            "-- see flotilla:downgrade",
+            "-- TODO: downgrade",
+            "-- downgrade",
+            "-- floating: upgrade",
+            "-- flotilla",
+            "-- flotilla:",
+            "-- fl:downgrade",
+            "-- Flotilla: upgrade this later",
+            "-- flotila:downgrade -- the reverse",
+            // Notes `flotilla revision --autogenerate` and offline scripts write.
+            "-- flotilla: backfill orders.total here (it has no default) before SET NOT NULL",
+            "-- flotilla: destructive: DROP TABLE orders",
+            "-- Flotilla 0.1.0 offline upgrade: 2 step(s).",
+        ] {
+            check_marker_line(line, None);
+        }
+        // A misspelled marker still ends the section before it, so nothing else is reported.
+        let e =
+            parse("-- revision: a\n-- Flotilla: upgrade\nSELECT 1;\n-- flotila:downgrade\nSELECT 2;\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "revs/x.sql:2: misspelled section marker `-- Flotilla: upgrade` (did you mean `-- flotilla:upgrade`?)\n\
+             revs/x.sql:4: misspelled section marker `-- flotila:downgrade` (did you mean `-- flotilla:downgrade`?)"
+        );
+        // Backfill markers keep their attributes when misspelled.
+        check_problems(
+            "-- revision: a\n-- flotilla:upgrade\n-- flotilla:backfil table=t key=id\nUPDATE t SET c = 1 WHERE {{batch}};\n\
+             -- flotilla backfill table=t key=id\nUPDATE t SET c = 2 WHERE {{batch}};\n",
+            &[
+                (3, "misspelled section marker `-- flotilla:backfil` (did you mean `-- flotilla:backfill`?)"),
+                (5, "misspelled section marker `-- flotilla backfill` (did you mean `-- flotilla:backfill`?)"),
+            ],
+        );
+        check_marker_line("-- flotilla backfill of the orders", None);
+    }
+
+    #[test]
+    fn names_longer_than_the_version_column() {
+        let long = "a".repeat(MAX_NAME_CHARS + 1);
+        let fits = "é".repeat(MAX_NAME_CHARS);
+        assert_eq!(check_name(&fits), Ok(()));
+        assert_eq!(check_name(&long), Err(NameError::TooLong(256)));
+        check_problems(
+            &format!("-- revision: {long}\n-- flotilla:upgrade\n"),
+            &[(
+                1,
+                &format!(
+                    "invalid revision id `{long}` in `revision`: it is 256 characters long, and the version \
+                     table's `version_num` column holds at most 255"
+                ),
+            )],
+        );
+        check_problems(
+            &format!("-- revision: a\n-- branch_labels: x, {long}\n-- depends_on: {long}\n-- flotilla:upgrade\n"),
+            &[(2, "invalid branch label `aaa"), (3, "invalid revision reference `aaa")],
+        );
+        check_ok(&format!("-- revision: {fits}\n-- flotilla:upgrade\n"));
+        // The limit is the built-in version table's column.
+        let ddl = crate::executor::TableStore::default().version_create_sql();
+        assert!(ddl.contains(&format!("version_num varchar({MAX_NAME_CHARS})")), "{ddl}");
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::revision::RevisionId;
+use crate::graph::GraphError;
+use crate::revision::{RevisionId, MAX_NAME_CHARS};
 
 use super::split::Construct;
 
@@ -21,7 +22,8 @@ pub struct ScriptError {
 
 /// One problem at one place: `path:line: message`.
 ///
-/// `line` is the 1-based line in the file, or 0 when the problem concerns the whole file or directory.
+/// `line` is the 1-based line in the file, or 0 when the problem concerns the whole file or directory; `path`
+/// is empty for a problem of no file, which is shown as the message alone.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct Problem {
     pub path: PathBuf,
@@ -45,7 +47,9 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
+        if self.path.as_os_str().is_empty() {
+            f.write_str(&self.message)
+        } else if self.line == 0 {
             write!(f, "{}: {}", self.path.display(), self.message)
         } else {
             write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
@@ -91,6 +95,12 @@ pub enum ProblemKind {
     UnknownMarker { name: String },
     #[error("section marker must be written exactly `-- flotilla:{name}` on a line of its own")]
     MalformedMarker { name: String },
+    #[error("misspelled section marker `{written}` (did you mean `-- flotilla:{name}`?)")]
+    MisspelledMarker {
+        /// The line as written, without leading whitespace or what follows the marker.
+        written: String,
+        name: &'static str,
+    },
     #[error("second `-- flotilla:{name}` section (the first starts on line {first_line})")]
     DuplicateSection { name: &'static str, first_line: usize },
     #[error("`-- flotilla:downgrade` section before the `-- flotilla:upgrade` section")]
@@ -117,6 +127,9 @@ pub enum ProblemKind {
         other_path: PathBuf,
         other_line: usize,
     },
+    /// A revision graph problem, reported at the header line that causes it.
+    #[error("{error}")]
+    Graph { error: GraphError },
 }
 
 fn unknown_key_hint(close: Option<&str>) -> String {
@@ -140,14 +153,19 @@ pub(crate) fn close_header_key(key: &str) -> Option<&'static str> {
         "branch_label" | "labels" | "branch" => Some("branch_labels"),
         _ => None,
     };
-    alias.or_else(|| {
-        HEADER_KEYS
-            .iter()
-            .map(|known| (strsim::damerau_levenshtein(&key, known), *known))
-            .filter(|(distance, _)| *distance <= 2)
-            .min()
-            .map(|(_, known)| known)
-    })
+    alias.or_else(|| closest(&key, HEADER_KEYS).map(|i| HEADER_KEYS[i]))
+}
+
+/// The index of the entry of `known` nearest to `word` when it is at most two edits away (Damerau-Levenshtein:
+/// an insertion, deletion, substitution or swap of neighbours is one edit); the first of equally near ones.
+pub(crate) fn closest(word: &str, known: &[impl AsRef<str>]) -> Option<usize> {
+    known
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (strsim::damerau_levenshtein(word, k.as_ref()), i))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, i)| i)
 }
 
 /// Header keys a revision file may use, in the order [`super::render_script`] writes them.
@@ -196,4 +214,6 @@ pub enum NameError {
     ReservedWord(String),
     #[error("`{0}` is reserved for target syntax such as `label@head`, `rev+1`, `-1`")]
     ReservedChar(char),
+    #[error("it is {0} characters long, and the version table's `version_num` column holds at most {MAX_NAME_CHARS}")]
+    TooLong(usize),
 }
