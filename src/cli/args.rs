@@ -2,6 +2,7 @@
 //! into typed requests before any engine code runs.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -243,6 +244,19 @@ pub struct RunArgs {
     /// Backfill rows per second summed over every tenant of the run (0 = unlimited).
     #[arg(long, value_name = "ROWS")]
     pub backfill_fleet_rate: Option<f64>,
+    /// Give up on a tenant after this long, e.g. 10min (default: `[defaults] tenant_timeout`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub tenant_timeout: Option<Duration>,
+    /// Session lock_timeout for every step (default: `[defaults] lock_timeout`, else flotilla.toml).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub lock_timeout: Option<Duration>,
+    /// Session statement_timeout for every step (default: `[defaults] statement_timeout`, else flotilla.toml).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub statement_timeout: Option<Duration>,
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Backfill pacing and safety, the same on `upgrade`/`downgrade` and their fleet forms.
@@ -313,6 +327,9 @@ pub struct FleetStatusArgs {
 
 #[derive(Debug, Args)]
 pub struct FleetRetryArgs {
+    /// The run to retry (default: the latest run in the ledger).
+    #[arg(long = "run", value_name = "ID")]
+    pub run_id: Option<String>,
     #[command(flatten)]
     pub select: SelectArgs,
     #[command(flatten)]

@@ -14,11 +14,13 @@ use super::args::{
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
 use super::output::print_json;
+use super::run_options::{self, RunOptions, RUN_OPTIONS_VERSION};
 use crate::config::{self, TenantsFile};
 use crate::error::ExitCode;
 use crate::fleet::{self, Action, Engine, FleetRequest, LedgerSink, Selection, Server, Tenant, TenantLimits};
 use crate::ledger::{self, Ledger, NewRun, NewTenant, RunSelector, SqliteLedger};
 use crate::observe::{LogRoute, Sink};
+use crate::revision::RevisionId;
 
 pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRoute) -> Result<ExitCode, CliError> {
     if global.shared {
@@ -28,12 +30,12 @@ pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRout
         ));
     }
     match command {
-        FleetCommand::Upgrade(a) => migrate(global, Action::Upgrade(a.target), a.select, a.run, route).await,
-        FleetCommand::Downgrade(a) => migrate(global, Action::Downgrade(a.target), a.select, a.run, route).await,
-        FleetCommand::Stamp(a) => migrate(global, Action::Stamp(a.revisions), a.select, a.run, route).await,
+        FleetCommand::Upgrade(a) => migrate(global, Action::Upgrade(a.target), a.select, a.run, route, None).await,
+        FleetCommand::Downgrade(a) => migrate(global, Action::Downgrade(a.target), a.select, a.run, route, None).await,
+        FleetCommand::Stamp(a) => migrate(global, Action::Stamp(a.revisions), a.select, a.run, route, None).await,
         FleetCommand::Current(a) => current(global, a).await,
         FleetCommand::Status(a) => status(global, a),
-        FleetCommand::Retry(a) => retry(global, a.select, a.run, route).await,
+        FleetCommand::Retry(a) => retry(global, a.run_id, a.select, a.run, route).await,
         FleetCommand::Drift(a) => drift(global, a).await,
     }
 }
@@ -192,17 +194,72 @@ fn engine(ctx: &Ctx, loaded: Loaded) -> Arc<Engine> {
     })
 }
 
+/// What a retry carries over from the run it repeats.
+struct RetryOf {
+    /// The tenants to run again.
+    only: BTreeSet<String>,
+    /// Each tenant's absolute target, resolved when that run first planned it.
+    pinned: BTreeMap<String, Vec<RevisionId>>,
+}
+
+/// A stored `target_revision` (comma-joined rows, `base` for none) as version rows.
+fn pinned_rows(stored: &str) -> Vec<RevisionId> {
+    if stored == "base" {
+        Vec::new()
+    } else {
+        stored.split(',').map(RevisionId::from).collect()
+    }
+}
+
+/// The failed, interrupted and unstarted tenants of `run`, with the targets their plans were made for.
+fn retry_of(ledger: &SqliteLedger, run: &ledger::RunId) -> Result<RetryOf, CliError> {
+    let only: BTreeSet<String> = ledger
+        .retry_set(run)
+        .map_err(|e| CliError::new(ExitCode::Usage, e))?
+        .into_iter()
+        .collect();
+    let pinned = ledger
+        .tenants(run, None)
+        .map_err(|e| CliError::new(ExitCode::Usage, e))?
+        .into_iter()
+        .filter(|t| only.contains(&t.tenant_id))
+        .filter_map(|t| Some((t.tenant_id, pinned_rows(t.target_revision.as_deref()?))))
+        .collect();
+    Ok(RetryOf { only, pinned })
+}
+
 async fn migrate(
     global: &GlobalArgs,
     action: Action,
     select: SelectArgs,
     run: RunArgs,
     route: LogRoute,
+    retry: Option<RetryOf>,
 ) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     check_target(&loaded, &action)?;
-    let selection = selection(&ctx, &select)?;
+    let mut selection = selection(&ctx, &select)?;
+    let mut pinned = BTreeMap::new();
+    match retry {
+        Some(retry) => {
+            selection.only = Some(retry.only);
+            pinned = retry.pinned;
+        }
+        // `--only-failed` repeating the latest run's command keeps each tenant's resolved target too.
+        None if select.only_failed => {
+            let ledger = open_ledger(&ledger_path(&ctx, select.ledger.as_ref()))?;
+            if let Some(last) = ledger
+                .run(&RunSelector::Latest)
+                .map_err(|e| CliError::new(ExitCode::Usage, e))?
+            {
+                if last.command == action.command() && last.target == action.target() {
+                    pinned = retry_of(&ledger, &last.id)?.pinned;
+                }
+            }
+        }
+        None => {}
+    }
     let max_failure_rate = run.max_failure_rate.as_deref().map(parse_rate).transpose()?;
     let canary_tag = run
         .canary_tag
@@ -229,12 +286,13 @@ async fn migrate(
     let concurrency = run.concurrency.unwrap_or(defaults.concurrency).max(1);
     let rate = run.rate.unwrap_or(defaults.rate);
     let retries = run.retries.unwrap_or(defaults.retries);
+    let tenant_timeout = run.tenant_timeout.or(defaults.tenant_timeout);
     let mut ctx = ctx;
-    if let Some(t) = defaults.lock_timeout {
-        ctx.exec.lock_timeout = Some(t);
+    if let Some(t) = run.lock_timeout.or(defaults.lock_timeout) {
+        ctx.exec.lock_timeout = Some(t).filter(|d| !d.is_zero());
     }
-    if let Some(t) = defaults.statement_timeout {
-        ctx.exec.statement_timeout = Some(t);
+    if let Some(t) = run.statement_timeout.or(defaults.statement_timeout) {
+        ctx.exec.statement_timeout = Some(t).filter(|d| !d.is_zero());
     }
     ctx.exec.backfill_rate = run.backfill.backfill_rate.filter(|r| *r > 0.0);
     ctx.exec.backfill_fleet = run
@@ -242,18 +300,49 @@ async fn migrate(
         .and_then(crate::backfill::RowThrottle::new)
         .map(std::sync::Arc::new);
     ctx.exec.is_irreversible_allowed = run.backfill.force;
-    let options = json!({
-        "tenants_file": tenants_file.display().to_string(),
-        "concurrency": concurrency,
-        "rate": rate,
-        "retries": retries,
-        "canary": run.canary,
-        "canary_tag": run.canary_tag,
-        "max_failures": run.max_failures,
-        "max_failure_rate": run.max_failure_rate,
-        "tags": select.tag,
-        "stamp_revisions": match &action { Action::Stamp(r) => json!(r), _ => json!(null) },
-    });
+    let options = RunOptions {
+        v: RUN_OPTIONS_VERSION,
+        tenants_file: Some(tenants_file.display().to_string()),
+        tenant: select.tenant.clone(),
+        tags: select.tag.clone(),
+        exclude: select.exclude.clone(),
+        concurrency: Some(concurrency),
+        rate: Some(rate),
+        retries: Some(retries),
+        canary: run.canary,
+        canary_tag: run.canary_tag.clone(),
+        max_failures: run.max_failures,
+        max_failure_rate: run.max_failure_rate.clone(),
+        tenant_timeout_ms: run_options::millis(tenant_timeout),
+        lock_timeout_ms: run_options::millis(ctx.exec.lock_timeout),
+        statement_timeout_ms: run_options::millis(ctx.exec.statement_timeout),
+        backfill_rate: run.backfill.backfill_rate,
+        backfill_fleet_rate: run.backfill_fleet_rate,
+        force: run.backfill.force,
+        stamp_revisions: match &action {
+            Action::Stamp(r) => Some(r.clone()),
+            _ => None,
+        },
+    };
+    // Each retried tenant keeps the absolute target its first plan was made for.
+    let pinned: BTreeMap<usize, Vec<RevisionId>> = chosen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((i, pinned.get(&t.id)?.clone())))
+        .collect();
+    let pinned_text: Vec<Option<String>> = chosen
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            pinned.get(&i).map(|rows| {
+                if rows.is_empty() {
+                    "base".to_string()
+                } else {
+                    rows.iter().map(RevisionId::as_str).collect::<Vec<_>>().join(",")
+                }
+            })
+        })
+        .collect();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let run_id = if run.dry_run {
         "dry-run".to_string()
@@ -262,41 +351,44 @@ async fn migrate(
         let mut ledger = open_ledger(&path)?;
         let new_tenants: Vec<NewTenant> = chosen
             .iter()
-            .map(|t| NewTenant {
+            .zip(&pinned_text)
+            .map(|(t, target)| NewTenant {
                 tenant_id: &t.id,
                 server: &setup.servers[t.server].name,
                 kind: fleet::place_kind(&t.place),
+                target: target.as_deref(),
             })
             .collect();
         let new_run = NewRun {
             command: action.command().to_string(),
             target: action.target(),
-            options,
+            options: options.to_value(),
             user: std::env::var("USER").unwrap_or_default(),
             host: hostname(),
         };
         let id = ledger
             .begin_run(&new_run, &new_tenants)
-            .map_err(|e| CliError::new(ExitCode::Failed, e))?;
+            .map_err(|e| CliError::new(ExitCode::Usage, e))?;
         let sink = LedgerSink::new(Box::new(ledger), id.clone());
         sinks.push(Box::new(sink));
         id.to_string()
     };
     let retry_command = match &select.ledger {
-        Some(path) => format!("flotilla fleet retry --ledger {}", path.display()),
-        None => "flotilla fleet retry".to_string(),
+        Some(path) => format!("flotilla fleet retry --ledger {} --run {run_id}", path.display()),
+        None => format!("flotilla fleet retry --run {run_id}"),
     };
     sinks.extend(super::watch::sinks(&ctx, &run, route, retry_command).await?);
     let request = FleetRequest {
         run_id: run_id.clone(),
         action,
         tenants: chosen,
+        pinned,
         n_canaries,
         concurrency,
         rate: (rate > 0.0).then_some(rate),
         limits: TenantLimits {
             retries,
-            tenant_timeout: defaults.tenant_timeout,
+            tenant_timeout,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
         },
@@ -378,6 +470,7 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
 
 async fn retry(
     global: &GlobalArgs,
+    run_id: Option<String>,
     mut select: SelectArgs,
     mut run: RunArgs,
     route: LogRoute,
@@ -385,51 +478,204 @@ async fn retry(
     let ctx = Ctx::load(global)?;
     let path = ledger_path(&ctx, select.ledger.as_ref());
     let ledger = open_ledger(&path)?;
-    let last = ledger
-        .run(&RunSelector::Latest)
-        .map_err(|e| CliError::new(ExitCode::Usage, e))?
-        .ok_or_else(|| CliError::usage(format!("nothing to retry: the ledger {} has no run", path.display())))?;
-    drop(ledger);
-    let opts = &last.options;
+    let which = match &run_id {
+        Some(id) => RunSelector::Id(id.clone()),
+        None => RunSelector::Latest,
+    };
+    let target_run = ledger.run(&which).map_err(|e| CliError::new(ExitCode::Usage, e))?;
+    let Some(last) = target_run else {
+        return Err(CliError::usage(match &run_id {
+            Some(id) => format!("no run `{id}` in the ledger {}", path.display()),
+            None => format!("nothing to retry: the ledger {} has no run", path.display()),
+        }));
+    };
+    if last.state(&hostname()) == ledger::RunState::Live {
+        return Err(CliError::new(
+            ExitCode::Locked,
+            anyhow::anyhow!(
+                "run {} is still in progress (process {} on {}); retry it once it has ended",
+                last.id,
+                last.pid,
+                last.host
+            ),
+        ));
+    }
     let action = match last.command.as_str() {
         "upgrade" => Action::Upgrade(last.target.clone()),
         "downgrade" => Action::Downgrade(last.target.clone()),
         "stamp" => Action::Stamp(
-            opts["stamp_revisions"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            RunOptions::from_stored(&last.options)
+                .and_then(|o| o.stamp_revisions)
                 .unwrap_or_default(),
         ),
         other => {
             return Err(CliError::usage(format!(
-                "the last run's command `{other}` cannot be retried"
+                "run {} (`{other}`) cannot be retried",
+                last.id
             )))
         }
     };
-    select.only_failed = true;
-    if select.tenants.is_none() {
-        select.tenants = opts["tenants_file"].as_str().map(PathBuf::from);
+    let retry = retry_of(&ledger, &last.id)?;
+    let text = ctx.format == Format::Text;
+    if text {
+        for note in hidden_failures(&ledger, &last, &select)? {
+            eprintln!("{note}");
+        }
     }
-    if select.tag.is_empty() {
-        select.tag = opts["tags"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-            .unwrap_or_default();
+    drop(ledger);
+    if retry.only.is_empty() {
+        if text {
+            println!(
+                "Nothing to retry: run {} has no failed, interrupted or unstarted tenant",
+                last.id
+            );
+        }
+        return Ok(ExitCode::Ok);
     }
-    run.concurrency = run.concurrency.or(opts["concurrency"].as_u64().map(|v| v as usize));
-    run.rate = run.rate.or(opts["rate"].as_f64());
-    run.retries = run.retries.or(opts["retries"].as_u64().map(|v| v as u32));
-    run.max_failures = run.max_failures.or(opts["max_failures"].as_u64().map(|v| v as usize));
-    if run.max_failure_rate.is_none() {
-        run.max_failure_rate = opts["max_failure_rate"].as_str().map(String::from);
-    }
-    if ctx.format == Format::Text {
+    let stored = RunOptions::from_stored(&last.options).unwrap_or_default();
+    let overridden = inherit(&mut select, &mut run, &stored);
+    if text {
+        let which = if run_id.is_some() { "run" } else { "the latest run," };
         println!(
-            "Retrying the failed and interrupted tenants of run {} ({} {})",
-            last.id, last.command, last.target
+            "Retrying {} tenant(s) of {which} {} ({} {}), each to the target its plan was made for",
+            retry.only.len(),
+            last.id,
+            last.command,
+            last.target
+        );
+        let inherited: Vec<String> = stored
+            .describe()
+            .into_iter()
+            .filter(|d| !overridden.iter().any(|o| d.starts_with(o)))
+            .collect();
+        if !inherited.is_empty() {
+            println!("  inherited: {}", inherited.join(" "));
+        }
+        if !overridden.is_empty() {
+            println!("  overridden on this command line: {}", overridden.join(" "));
+        }
+    }
+    migrate(global, action, select, run, route, Some(retry)).await
+}
+
+/// Fill what the retry's command line left unset from the stored run; returns the flags the command line set.
+fn inherit(select: &mut SelectArgs, run: &mut RunArgs, stored: &RunOptions) -> Vec<&'static str> {
+    let mut overridden = Vec::new();
+    macro_rules! take {
+        ($flag:literal, $slot:expr, $value:expr) => {
+            if $slot.is_some() {
+                overridden.push($flag);
+            } else {
+                $slot = $value;
+            }
+        };
+    }
+    take!("--concurrency", run.concurrency, stored.concurrency);
+    take!("--rate", run.rate, stored.rate);
+    take!("--retries", run.retries, stored.retries);
+    take!("--canary", run.canary, stored.canary);
+    take!("--canary-tag", run.canary_tag, stored.canary_tag.clone());
+    take!("--max-failures", run.max_failures, stored.max_failures);
+    take!(
+        "--max-failure-rate",
+        run.max_failure_rate,
+        stored.max_failure_rate.clone()
+    );
+    take!(
+        "--tenant-timeout",
+        run.tenant_timeout,
+        run_options::duration(stored.tenant_timeout_ms)
+    );
+    take!(
+        "--lock-timeout",
+        run.lock_timeout,
+        run_options::duration(stored.lock_timeout_ms)
+    );
+    take!(
+        "--statement-timeout",
+        run.statement_timeout,
+        run_options::duration(stored.statement_timeout_ms)
+    );
+    take!("--backfill-rate", run.backfill.backfill_rate, stored.backfill_rate);
+    take!(
+        "--backfill-fleet-rate",
+        run.backfill_fleet_rate,
+        stored.backfill_fleet_rate
+    );
+    if run.backfill.force {
+        overridden.push("--force");
+    } else {
+        run.backfill.force = stored.force;
+    }
+    take!(
+        "--tenants",
+        select.tenants,
+        stored.tenants_file.as_ref().map(PathBuf::from)
+    );
+    for (flag, slot, value) in [
+        ("--tenant", &mut select.tenant, &stored.tenant),
+        ("--tag", &mut select.tag, &stored.tags),
+        ("--exclude", &mut select.exclude, &stored.exclude),
+    ] {
+        if slot.is_empty() {
+            slot.clone_from(value);
+        } else {
+            overridden.push(flag);
+        }
+    }
+    overridden
+}
+
+/// Notes on earlier runs whose failed or interrupted tenants no later run has migrated, so a retry of the latest
+/// run does not hide them.
+fn hidden_failures(
+    ledger: &SqliteLedger,
+    chosen: &ledger::RunRecord,
+    select: &SelectArgs,
+) -> Result<Vec<String>, CliError> {
+    let err = |e| CliError::new(ExitCode::Usage, e);
+    let runs = ledger.runs(20).map_err(err)?;
+    let mut settled: BTreeSet<String> = BTreeSet::new();
+    let mut notes = Vec::new();
+    let ledger_flag = select
+        .ledger
+        .as_ref()
+        .map(|p| format!(" --ledger {}", p.display()))
+        .unwrap_or_default();
+    let mut is_older = false;
+    for run in &runs {
+        if is_older && run.state(&hostname()) != ledger::RunState::Live {
+            let left: Vec<String> = ledger
+                .retry_set(&run.id)
+                .map_err(err)?
+                .into_iter()
+                .filter(|t| !settled.contains(t))
+                .collect();
+            if !left.is_empty() {
+                notes.push(format!(
+                    "note: earlier run {} ({} {}) still has {} failed, interrupted or unstarted tenant(s) that no \
+                     later run migrated; retry them with `flotilla fleet retry --run {}{ledger_flag}`",
+                    run.id,
+                    run.command,
+                    run.target,
+                    left.len(),
+                    run.id
+                ));
+            }
+        }
+        if run.id == chosen.id {
+            is_older = true;
+        }
+        let done = [ledger::TenantStatus::Succeeded, ledger::TenantStatus::Skipped];
+        settled.extend(
+            ledger
+                .tenants(&run.id, Some(&done))
+                .map_err(err)?
+                .into_iter()
+                .map(|t| t.tenant_id),
         );
     }
-    migrate(global, action, select, run, route).await
+    Ok(notes)
 }
 
 async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode, CliError> {

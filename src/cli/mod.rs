@@ -9,6 +9,7 @@ mod error;
 mod fleet;
 mod inspect;
 mod output;
+mod run_options;
 mod single;
 mod watch;
 

@@ -727,14 +727,14 @@ lock_timeout = "1s"
             &[
                 "1:1: unknown key `script_locaton` in flotilla.toml (expected one of: script_location, \
                  version_locations, recursive_version_locations, file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
-                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, env)",
+                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, shared, env)",
                 "2:16: invalid duration `5 parsecs` for `lock_timeout`: unknown unit `parsecs` (use ms, s, m or \
                  min, h, d)",
                 "3:19: `transaction_per` must be one of \"revision\", \"run\", found `statement`",
                 "5:13: `lock_wait` must be a duration such as \"5s\" or \"10min\", found boolean",
                 "6:1: unknown key `env` in [env.prod] (expected one of: script_location, version_locations, \
                  recursive_version_locations, file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
-                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session)",
+                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, shared)",
                 "7:19: environment variable `NOPE` is not set (write `$${` for a literal `${`)",
             ],
         );

@@ -110,9 +110,10 @@ impl Sink for LedgerSink {
                 u.status = TenantStatus::Running;
                 u.attempts = *attempt;
             }),
-            FleetEvent::TenantPlanned { tenant, from, .. } => self.update(tenant, |u| {
+            FleetEvent::TenantPlanned { tenant, from, to, .. } => self.update(tenant, |u| {
                 u.from_revision = joined(from);
                 u.to_revision = joined(from);
+                u.target_revision = Some(joined(to).unwrap_or_else(|| "base".to_string()));
             }),
             FleetEvent::TenantRetrying {
                 tenant,

@@ -3,7 +3,7 @@
 //! [`FleetEvent`]s for every sink. Only this task writes the ledger, progress and metrics.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -27,6 +27,9 @@ pub struct FleetRequest {
     pub run_id: String,
     pub action: Action,
     pub tenants: Vec<Tenant>,
+    /// By tenant index: the absolute target (version rows) an earlier run resolved for the tenant, used
+    /// instead of the action's target so a retried relative target never moves a tenant further.
+    pub pinned: BTreeMap<usize, Vec<RevisionId>>,
     /// The first `n_canaries` tenants run first; if any fails, the run halts before the rest start.
     pub n_canaries: usize,
     pub concurrency: usize,
@@ -128,6 +131,7 @@ pub async fn run(
         limits: req.limits.clone(),
         stop: stop.clone(),
         tx,
+        pinned: std::mem::take(&mut req.pinned),
         shared_done: co.servers.iter().map(|_| tokio::sync::Mutex::new(None)).collect(),
     });
     let clock = DefaultClock::default();
@@ -352,11 +356,12 @@ fn handle(
         WorkerMsg::Connected { index, token } => {
             tokens.insert(index, token);
         }
-        WorkerMsg::Planned { index, from, steps } => {
+        WorkerMsg::Planned { index, from, to, steps } => {
             let tenant = name(co, index);
             co.emit(FleetEvent::TenantPlanned {
                 tenant,
                 from: ids(&from),
+                to: ids(&to),
                 n_steps: steps.len(),
             });
         }

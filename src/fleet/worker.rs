@@ -15,7 +15,7 @@ use super::server::{ConnectError, Server};
 use super::shared::SharedEngine;
 use super::tenant::{Place, Tenant};
 use crate::executor::{ExecError, ExecEvent, ExecOptions, Session, VersionStore};
-use crate::graph::{Direction, Plan, RevisionGraph, Step};
+use crate::graph::{Direction, GraphError, Plan, RevisionGraph, Step};
 use crate::revision::RevisionId;
 use crate::script::Script;
 
@@ -77,6 +77,8 @@ pub(crate) enum WorkerMsg {
     Planned {
         index: usize,
         from: Vec<RevisionId>,
+        /// The version rows the plan leads to.
+        to: Vec<RevisionId>,
         steps: Vec<Step>,
     },
     RevisionStarted {
@@ -248,6 +250,8 @@ pub(crate) struct WorkerCtx {
     pub limits: TenantLimits,
     pub stop: Arc<AtomicBool>,
     pub tx: UnboundedSender<WorkerMsg>,
+    /// By tenant index: the absolute target an earlier run resolved (see `FleetRequest::pinned`).
+    pub pinned: BTreeMap<usize, Vec<RevisionId>>,
     /// Per server: the shared revisions its own database has, once a worker applied them in this run (a
     /// transient failure is not kept, so the next tenant tries again).
     pub shared_done: Vec<tokio::sync::Mutex<Option<SharedResult>>>,
@@ -347,6 +351,45 @@ pub(crate) async fn run_tenant(
         }
     };
     let _ = ctx.tx.send(WorkerMsg::Done { index, outcome });
+}
+
+/// An upgrade to exactly `rows` (an earlier run's resolved target): each row in turn, from where the last left.
+fn plan_upgrade_to(graph: &RevisionGraph, from: &[RevisionId], rows: &[RevisionId]) -> Result<Plan, GraphError> {
+    let mut current = from.to_vec();
+    let mut steps = Vec::new();
+    for row in rows {
+        let plan = graph.plan_upgrade(&current, row.as_str())?;
+        current = plan.apply_rows(&current);
+        steps.extend(plan.steps);
+    }
+    Ok(Plan {
+        direction: Direction::Up,
+        steps,
+    })
+}
+
+/// A downgrade to exactly `rows` (an earlier run's resolved target). Downgrading to one of them removes
+/// everything above it; the rows it leaves must be exactly `rows`, or the tenant fails instead of guessing.
+fn plan_downgrade_to(graph: &RevisionGraph, from: &[RevisionId], rows: &[RevisionId]) -> Result<Plan, String> {
+    let Some(first) = rows.first() else {
+        return graph.plan_downgrade(from, "base").map_err(|e| e.to_string());
+    };
+    let plan = graph.plan_downgrade(from, first.as_str()).map_err(|e| e.to_string())?;
+    let mut reached = plan.apply_rows(from);
+    reached.sort();
+    let mut wanted = rows.to_vec();
+    wanted.sort();
+    if reached != wanted {
+        let text = |rows: &[RevisionId]| rows.iter().map(RevisionId::as_str).collect::<Vec<_>>().join(",");
+        return Err(format!(
+            "the run's target for this tenant was {}, which a downgrade from {} cannot reach exactly (it would \
+             reach {}); downgrade this tenant to an explicit revision",
+            text(&wanted),
+            text(from),
+            text(&reached)
+        ));
+    }
+    Ok(plan)
 }
 
 /// Exponential backoff with full jitter: a random delay in [0, min(max, base * 2^(attempt-1))].
@@ -481,10 +524,13 @@ async fn drive(
     shared_applied: Option<&BTreeSet<RevisionId>>,
 ) -> Result<Attempt, AttemptError> {
     let engine = &ctx.engine;
-    let plan: Plan = match &ctx.action {
-        Action::Upgrade(target) => engine.graph.plan_upgrade(from, target),
-        Action::Downgrade(target) => engine.graph.plan_downgrade(from, target),
-        Action::Stamp(targets) => {
+    let pinned = ctx.pinned.get(&index);
+    let plan: Plan = match (&ctx.action, pinned) {
+        (Action::Upgrade(_), Some(rows)) => plan_upgrade_to(&engine.graph, from, rows).map_err(|e| e.to_string()),
+        (Action::Downgrade(_), Some(rows)) => plan_downgrade_to(&engine.graph, from, rows),
+        (Action::Upgrade(target), None) => engine.graph.plan_upgrade(from, target).map_err(|e| e.to_string()),
+        (Action::Downgrade(target), None) => engine.graph.plan_downgrade(from, target).map_err(|e| e.to_string()),
+        (Action::Stamp(targets), _) => {
             let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
             let rows = engine
                 .graph
@@ -532,9 +578,12 @@ async fn drive(
             .into());
         }
     }
+    let mut to = plan.apply_rows(from);
+    to.sort();
     let _ = ctx.tx.send(WorkerMsg::Planned {
         index,
         from: from.to_vec(),
+        to,
         steps: plan.steps.clone(),
     });
     let tx = ctx.tx.clone();

@@ -24,6 +24,7 @@ pub fn status_json(run: &RunRecord, tenants: &[TenantRecord], state: RunState) -
                 "attempts": t.attempts,
                 "error": t.error,
                 "error_kind": t.error_kind,
+                "target_revision": t.target_revision,
                 "sqlstate": t.sqlstate,
                 "duration_ms": t.duration_ms,
                 "server": t.server,

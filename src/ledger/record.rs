@@ -26,6 +26,8 @@ pub struct NewTenant<'a> {
     pub server: &'a str,
     /// `schema` or `database`.
     pub kind: &'a str,
+    /// The absolute target an earlier run resolved for this tenant (see [`TenantUpdate::target_revision`]).
+    pub target: Option<&'a str>,
 }
 
 /// The whole current state of one tenant of a run, as the coordinator knows it.
@@ -46,6 +48,9 @@ pub struct TenantUpdate {
     /// A short fixed word for what failed (`sql_error`, `schema_missing`, `connection`, ...).
     pub error_kind: Option<String>,
     pub sqlstate: Option<String>,
+    /// The version rows the tenant's plan leads to, comma-joined (`base` for none), resolved once when the run
+    /// first plans the tenant. Never cleared: `None` keeps what is stored.
+    pub target_revision: Option<String>,
 }
 
 impl TenantUpdate {
@@ -62,6 +67,7 @@ impl TenantUpdate {
             error: None,
             error_kind: None,
             sqlstate: None,
+            target_revision: None,
         }
     }
 }
@@ -174,6 +180,8 @@ pub struct TenantRecord {
     pub error: Option<String>,
     pub error_kind: Option<String>,
     pub sqlstate: Option<String>,
+    /// The absolute target of the tenant's plan (see [`TenantUpdate::target_revision`]).
+    pub target_revision: Option<String>,
     /// RFC 3339, UTC, milliseconds: when the row last changed.
     pub updated_at: String,
 }
@@ -245,6 +253,7 @@ mod tests {
             error: None,
             error_kind: None,
             sqlstate: None,
+            target_revision: None,
             updated_at: String::new(),
         };
         assert_eq!(tenant.effective_status(RunState::Live), TenantStatus::Running);

@@ -39,8 +39,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX flotilla_run_tenants_status ON flotilla_run_tenants (run_seq, status);
     ",
-    // 1 -> 2: what kind of failure a failed tenant had.
-    "ALTER TABLE flotilla_run_tenants ADD COLUMN error_kind TEXT;",
+    // 1 -> 2: what kind of failure a failed tenant had, and the absolute target its plan was made for (so a
+    // retry of a relative target never moves the tenant further than the run meant to).
+    "ALTER TABLE flotilla_run_tenants ADD COLUMN error_kind TEXT;
+     ALTER TABLE flotilla_run_tenants ADD COLUMN target_revision TEXT;",
 ];
 
 #[cfg(test)]

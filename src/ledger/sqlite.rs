@@ -183,7 +183,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RunRecord)> {
 }
 
 const TENANT_COLUMNS: &str = "tenant_id, server, kind, status, from_revision, to_revision, failed_revision, \
-                              attempts, duration_ms, error, sqlstate, updated_at, error_kind";
+                              attempts, duration_ms, error, sqlstate, updated_at, error_kind, target_revision";
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
     Ok(TenantRecord {
@@ -200,6 +200,7 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
         sqlstate: row.get(10)?,
         updated_at: row.get(11)?,
         error_kind: row.get(12)?,
+        target_revision: row.get(13)?,
     })
 }
 
@@ -248,13 +249,21 @@ impl Ledger for SqliteLedger {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO flotilla_run_tenants (run_seq, tenant_id, server, kind, status, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                    "INSERT INTO flotilla_run_tenants (run_seq, tenant_id, server, kind, status, updated_at,
+                                                      target_revision)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
                 )
                 .map_err(err("record the run's tenants"))?;
             for tenant in tenants {
                 insert
-                    .execute(params![seq, tenant.tenant_id, tenant.server, tenant.kind, started_at])
+                    .execute(params![
+                        seq,
+                        tenant.tenant_id,
+                        tenant.server,
+                        tenant.kind,
+                        started_at,
+                        tenant.target
+                    ])
                     .map_err(|e| {
                         if is_unique_violation(&e) {
                             LedgerError::DuplicateTenant {
@@ -285,7 +294,8 @@ impl Ledger for SqliteLedger {
                 .prepare_cached(
                     "UPDATE flotilla_run_tenants
                      SET status = ?3, from_revision = ?4, to_revision = ?5, failed_revision = ?6, attempts = ?7,
-                         duration_ms = ?8, error = ?9, sqlstate = ?10, updated_at = ?11, error_kind = ?12
+                         duration_ms = ?8, error = ?9, sqlstate = ?10, updated_at = ?11, error_kind = ?12,
+                         target_revision = coalesce(?13, target_revision)
                      WHERE run_seq = ?1 AND tenant_id = ?2",
                 )
                 .map_err(err("record tenant updates"))?;
@@ -304,6 +314,7 @@ impl Ledger for SqliteLedger {
                         u.sqlstate,
                         updated_at,
                         u.error_kind,
+                        u.target_revision,
                     ])
                     .map_err(err("record tenant updates"))?;
                 if n == 0 {
@@ -399,6 +410,22 @@ impl Ledger for SqliteLedger {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(self.err("read the run's tenants"))?;
         Ok(rows)
+    }
+
+    fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, LedgerError> {
+        let ids: Vec<String> = self
+            .conn
+            .prepare_cached("SELECT id FROM flotilla_runs ORDER BY seq DESC LIMIT ?1")
+            .and_then(|mut stmt| {
+                stmt.query_map([limit as i64], |row| row.get(0))?
+                    .collect::<Result<Vec<String>, _>>()
+            })
+            .map_err(self.err("list the runs"))?;
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            runs.extend(self.run(&RunSelector::Id(id))?);
+        }
+        Ok(runs)
     }
 
     fn retry_set(&self, run: &RunId) -> Result<Vec<String>, LedgerError> {

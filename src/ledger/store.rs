@@ -33,6 +33,9 @@ pub trait Ledger: Send {
     /// Errors: [`LedgerError::UnknownRun`].
     fn tenants(&self, run: &RunId, statuses: Option<&[TenantStatus]>) -> Result<Vec<TenantRecord>, LedgerError>;
 
+    /// The newest `limit` runs, newest first.
+    fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, LedgerError>;
+
     /// The tenant ids `fleet retry` reruns, ordered: failed and interrupted ones, and, when the run never
     /// finished, the pending and running ones too (its process stopped before them). Callers check
     /// [`RunRecord::state`] first so as not to retry a run that is still live.

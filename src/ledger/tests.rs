@@ -22,6 +22,7 @@ fn new_tenants<'a>(ids: &[&'a str]) -> Vec<NewTenant<'a>> {
             tenant_id: id,
             server: "pg-1",
             kind: "schema",
+            target: None,
         })
         .collect()
 }
@@ -579,4 +580,38 @@ fn status_json_has_the_contract_shape() {
     assert_eq!(abandoned["tenants"][1]["status"], json!("interrupted"));
     assert_eq!(abandoned["run"]["counts"]["pending"], json!(0));
     assert_eq!(abandoned["run"]["counts"]["interrupted"], json!(1));
+}
+
+#[test]
+fn target_revisions_are_kept_once_set() {
+    let mut ledger = SqliteLedger::open_in_memory().unwrap();
+    let tenants = [
+        NewTenant {
+            tenant_id: "t1",
+            server: "pg-1",
+            kind: "schema",
+            target: Some("aaa"),
+        },
+        NewTenant {
+            tenant_id: "t2",
+            server: "pg-1",
+            kind: "schema",
+            target: None,
+        },
+    ];
+    let run = ledger.begin_run(&new_run("-1"), &tenants).unwrap();
+    let planned = TenantUpdate {
+        target_revision: Some("base".to_string()),
+        ..TenantUpdate::new("t2", Running)
+    };
+    ledger.record(&run, &[update("t1", Running), planned]).unwrap();
+    ledger
+        .record(&run, &[update("t1", Failed), update("t2", Failed)])
+        .unwrap();
+    let stored = ledger.tenants(&run, None).unwrap();
+    assert_eq!(stored[0].target_revision.as_deref(), Some("aaa"));
+    assert_eq!(stored[1].target_revision.as_deref(), Some("base"));
+    let runs = ledger.runs(10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].n_tenants, 2);
 }

@@ -28,6 +28,8 @@ pub enum FleetEvent {
     TenantPlanned {
         tenant: String,
         from: Vec<String>,
+        /// The version rows the plan leads to: the tenant's absolute target, kept for `fleet retry`.
+        to: Vec<String>,
         n_steps: usize,
     },
     RevisionStarted {

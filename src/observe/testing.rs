@@ -39,6 +39,7 @@ pub fn sample_run() -> Vec<FleetEvent> {
         FleetEvent::TenantPlanned {
             tenant: s("t-alpha"),
             from: vec![s("r0")],
+            to: vec![s("r2")],
             n_steps: 2,
         },
         FleetEvent::RevisionStarted {
