@@ -34,6 +34,9 @@ pub enum ExitCode {
     Locked = 4,
     /// A no-transaction revision failed part way earlier; the operator must inspect and `flotilla resolve`.
     NeedsResolve = 5,
+    /// The ledger could not be written during the run (disk full, file removed, I/O error): the run stopped
+    /// starting tenants, and what the ledger shows may lag behind the databases.
+    LedgerFailed = 6,
     /// Interrupted by SIGINT/SIGTERM; the ledger records what is left to do.
     Interrupted = 130,
 }
@@ -53,4 +56,5 @@ Exit codes:
   3    fleet run halted by --max-failures/--max-failure-rate or a failed canary
   4    another run holds the migration lock (waited lock_wait), or fleet retry of a run still in progress
   5    a no-transaction revision failed part way earlier: inspect, then `flotilla resolve`
+  6    the ledger could not be written during a fleet run: the run stopped (check `fleet current`)
   130  interrupted (SIGINT/SIGTERM); `flotilla fleet retry` resumes";

@@ -13,6 +13,7 @@ mod extend_tests;
 mod fleet_config;
 mod fleet_faults;
 mod fleet_isolation;
+mod fleet_ledger_faults;
 mod fleet_names;
 mod fleet_retry;
 mod fleet_run;

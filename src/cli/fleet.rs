@@ -405,6 +405,15 @@ async fn migrate(
     };
     let engine = engine(&ctx, loaded);
     let outcome = fleet::run(request, engine.clone(), setup.servers.clone(), sinks).await;
+    if let Some(e) = &outcome.ledger_failure {
+        return Err(CliError::new(
+            ExitCode::LedgerFailed,
+            anyhow::anyhow!(
+                "{e}; the run stopped starting tenants and may be recorded only in part: check the tenants with \
+                 `flotilla fleet current`, then run again"
+            ),
+        ));
+    }
     if run.dry_run {
         print_dry_run(&ctx, &tenants, &outcome, &engine);
     }
@@ -822,10 +831,15 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                 run.command,
                 run.target,
                 run.started_at,
-                run.finished_at
-                    .as_deref()
-                    .map(|f| format!("finished {f}"))
-                    .unwrap_or_else(|| format!("({state:?})").to_lowercase())
+                match (&run.finished_at, state) {
+                    (Some(f), _) => format!("finished {f}"),
+                    (None, ledger::RunState::Abandoned) => format!(
+                        "(abandoned: its process {} on {} died before finishing the run; its unfinished tenants are \
+                         shown interrupted; `flotilla fleet retry --run {}` runs them again)",
+                        run.pid, run.host, run.id
+                    ),
+                    (None, _) => format!("(in progress: process {} on {})", run.pid, run.host),
+                }
             );
             println!(
                 "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}  error",

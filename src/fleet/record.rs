@@ -2,7 +2,7 @@
 //! thread of their own so SQLite never blocks the runtime.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(250);
 enum Cmd {
     Record(Vec<TenantUpdate>),
     Finish(i32),
+    /// Answer once every earlier command is done.
+    Sync(mpsc::Sender<()>),
 }
 
 pub struct LedgerSink {
@@ -26,6 +28,8 @@ pub struct LedgerSink {
     dirty: BTreeSet<String>,
     last_flush: Instant,
     exit_code: Option<i32>,
+    /// The first write that failed, set by the writer thread.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 fn joined(rows: &[String]) -> Option<String> {
@@ -37,6 +41,8 @@ impl LedgerSink {
     pub fn new(mut ledger: Box<dyn Ledger>, run: RunId) -> LedgerSink {
         let (tx, rx) = mpsc::channel::<Cmd>();
         let thread_run = run.clone();
+        let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let thread_failure = failure.clone();
         let thread = std::thread::Builder::new()
             .name("flotilla-ledger".into())
             .spawn(move || {
@@ -44,15 +50,22 @@ impl LedgerSink {
                     let outcome = match cmd {
                         Cmd::Record(updates) => ledger.record(&thread_run, &updates),
                         Cmd::Finish(code) => ledger.finish_run(&thread_run, code),
+                        Cmd::Sync(reply) => {
+                            let _ = reply.send(());
+                            Ok(())
+                        }
                     };
                     if let Err(e) = outcome {
                         tracing::error!(error = %e, "could not write the ledger");
+                        let mut slot = thread_failure.lock().unwrap_or_else(|p| p.into_inner());
+                        slot.get_or_insert_with(|| crate::error::error_chain(&e));
                     }
                 }
             })
             .ok();
         if thread.is_none() {
-            tracing::error!("could not start the ledger writer thread: the ledger will not record this run");
+            *failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some("could not start the ledger writer thread".to_string());
         }
         LedgerSink {
             run,
@@ -62,6 +75,7 @@ impl LedgerSink {
             dirty: BTreeSet::new(),
             last_flush: Instant::now(),
             exit_code: None,
+            failure,
         }
     }
 
@@ -98,7 +112,10 @@ impl LedgerSink {
             }
         }
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Cmd::Record(updates));
+            if tx.send(Cmd::Record(updates)).is_err() {
+                let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert_with(|| "the ledger writer thread stopped".to_string());
+            }
         }
     }
 }
@@ -183,10 +200,29 @@ impl Sink for LedgerSink {
                 }
             }),
             FleetEvent::RunFinished { exit_code, .. } => self.exit_code = Some(*exit_code),
-            _ => return,
+            // Other events change no tenant record, but they come often enough (the coordinator samples connections
+            // every second) to flush a tenant that started a long revision.
+            _ => {}
         }
         if self.dirty.len() >= FLUSH_EVERY_N || self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush();
+        }
+    }
+
+    fn sync(&mut self) {
+        self.flush();
+        let (reply, done) = mpsc::channel();
+        if let Some(tx) = &self.tx {
+            if tx.send(Cmd::Sync(reply)).is_ok() {
+                let _ = done.recv();
+            }
+        }
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(format!("the ledger could not be written: {e}")),
+            None => Ok(()),
         }
     }
 

@@ -57,6 +57,8 @@ pub struct FleetOutcome {
     pub planned: Vec<(usize, Vec<RevisionId>, Vec<Step>)>,
     /// Tenants that failed: (tenant index, message).
     pub failed: Vec<(usize, String)>,
+    /// Why the ledger could not be written, when it could not (the run then stopped early).
+    pub ledger_failure: Option<String>,
 }
 
 fn ids(rows: &[RevisionId]) -> Vec<String> {
@@ -79,6 +81,11 @@ impl Coordinator {
         for sink in &mut self.sinks {
             sink.event(&event);
         }
+    }
+
+    /// The first sink failure that must stop the run (the ledger's).
+    fn sink_failure(&self) -> Option<String> {
+        self.sinks.iter().find_map(|s| s.health().err())
     }
 
     fn finish_tenant(&mut self, index: usize, state: TenantStatus) {
@@ -111,6 +118,7 @@ pub async fn run(
             is_halted: false,
             planned: Vec::new(),
             failed: Vec::new(),
+            ledger_failure: None,
         },
     };
     co.emit(FleetEvent::RunStarted {
@@ -150,6 +158,8 @@ pub async fn run(
     let n_canaries = req.n_canaries.min(n);
     let mut canaries_left = n_canaries;
     let mut is_stopping = false;
+    // A ledger write failed: stop as the first signal does, and end with ExitCode::LedgerFailed.
+    let mut ledger_failure: Option<String> = None;
     let mut rate_wait_since: Option<Instant> = None;
     let mut sigint = signal(SignalKind::interrupt()).ok();
     let mut sigterm = signal(SignalKind::terminate()).ok();
@@ -198,6 +208,15 @@ pub async fn run(
         let is_drained = ready.is_empty() && delayed.is_empty();
         if in_flight == 0 && (is_drained || is_stopping || co.outcome.is_halted) {
             break;
+        }
+        if ledger_failure.is_none() {
+            if let Some(e) = co.sink_failure() {
+                tracing::error!("{e}; no new tenants start, and tenants in flight stop after their current revision");
+                ledger_failure = Some(e);
+                is_stopping = true;
+                stop.store(true, Ordering::Relaxed);
+                continue;
+            }
         }
         tokio::select! {
             Some(msg) = rx.recv() => {
@@ -254,8 +273,16 @@ pub async fn run(
     for server in &co.servers {
         server.close_idle();
     }
+    for sink in &mut co.sinks {
+        sink.sync();
+    }
+    if ledger_failure.is_none() {
+        ledger_failure = co.sink_failure();
+    }
     let o = &mut co.outcome;
-    o.exit_code = if is_stopping {
+    o.exit_code = if ledger_failure.is_some() {
+        ExitCode::LedgerFailed
+    } else if is_stopping {
         ExitCode::Interrupted
     } else if o.is_halted {
         ExitCode::Halted
@@ -279,6 +306,14 @@ pub async fn run(
     for sink in &mut co.sinks {
         sink.finish();
     }
+    // The run's own closing record can fail too: it must not end with exit 0 while the ledger shows it unfinished.
+    if ledger_failure.is_none() {
+        ledger_failure = co.sink_failure();
+        if ledger_failure.is_some() {
+            co.outcome.exit_code = ExitCode::LedgerFailed;
+        }
+    }
+    co.outcome.ledger_failure = ledger_failure;
     co.outcome
 }
 

@@ -137,6 +137,14 @@ impl FleetEvent {
 /// A consumer of run events. Called from the coordinator only, in event order.
 pub trait Sink: Send {
     fn event(&mut self, event: &FleetEvent);
+    /// Write out everything received so far and wait until it is written (the coordinator calls it before it
+    /// decides the run's exit code).
+    fn sync(&mut self) {}
+    /// A failure that must stop the run (the ledger could not be written), or `Ok`. Display sinks never fail
+    /// a run: they log their errors.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// The run is over: flush, print or write whatever is final.
     fn finish(&mut self) {}
 }
