@@ -159,8 +159,13 @@ async fn fleet_failure_threshold_halts_before_the_rest_start() {
     let never_started: Vec<&String> = got.keys().filter(|id| id.as_str() > "tenant_0003").collect();
     assert_eq!(never_started.len(), 7);
     for id in &never_started {
-        assert_eq!(got[*id], "interrupted", "{id}: {status:#}");
+        assert_eq!(got[*id], "not_started", "{id}: {status:#}");
     }
+    assert!(
+        out.stdout.contains("halted by the failure threshold") && out.stdout.contains("after tenant_0003 failed"),
+        "{}",
+        out.report()
+    );
     let versions = fleet.versions().await;
     for id in never_started {
         assert_eq!(versions[id], Vec::<String>::new(), "{id} was touched");
@@ -189,7 +194,7 @@ async fn fleet_canary_locked_past_lock_wait_halts_the_run() {
     let got = statuses(&status);
     assert_eq!(got["tenant_0001"], "failed", "{status:#}");
     for id in ["tenant_0002", "tenant_0003"] {
-        assert_eq!(got[id], "interrupted", "{id}: {status:#}");
+        assert_eq!(got[id], "not_started", "{id}: {status:#}");
     }
     drop(holder);
 }
@@ -199,7 +204,28 @@ async fn fleet_failed_canary_halts_before_any_other_tenant() {
     let fleet = Fleet::new("fleet_canary", 8, 0, Revisions::Repo, 4);
     fleet.db.execute("CREATE TABLE tenant_0002.orders (id int)");
 
-    fleet.upgrade(&["--canary", "2", "--concurrency", "4"]).assert_code(3);
+    let out = fleet.upgrade(&["--canary", "2", "--concurrency", "4"]).assert_code(3);
+    assert!(
+        out.stdout
+            .contains("halted by the canary after tenant_0002 failed: 6 tenant(s) did not start")
+            && out.stdout.contains("relation \"orders\" already exists")
+            && out.stdout.contains("keeps this run's canary"),
+        "{}",
+        out.report()
+    );
+    // `fleet status --exit-code` gates on the run: 1 while tenants failed or never started.
+    let mut status_cmd = fleet.project.flotilla();
+    status_cmd
+        .args(["fleet", "status", "--exit-code", "--ledger"])
+        .arg(&fleet.ledger);
+    let shown = status_cmd.assert_code(1);
+    assert!(
+        shown
+            .stdout
+            .contains("total: 8 tenant(s), 1 succeeded, 1 failed, 6 not started"),
+        "{}",
+        shown.report()
+    );
 
     let status = fleet.status(None);
     let got = statuses(&status);
@@ -207,7 +233,7 @@ async fn fleet_failed_canary_halts_before_any_other_tenant() {
     assert_eq!(got["tenant_0002"], "failed", "{status:#}");
     let versions = fleet.versions().await;
     for id in fleet.ids().iter().skip(2) {
-        assert_eq!(got[id], "interrupted", "{id}: {status:#}");
+        assert_eq!(got[id], "not_started", "{id}: {status:#}");
         assert_eq!(versions[id], Vec::<String>::new(), "{id} ran although a canary failed");
     }
 }

@@ -68,28 +68,41 @@ async fn fleet_dry_run_prints_plans_and_changes_nothing() {
     let run_before = fleet.status(None)["run"]["id"].clone();
 
     let out = fleet.upgrade(&["--dry-run"]).assert_success();
-    for id in ["db_01", "tenant_0001", "tenant_0003"] {
-        assert!(
-            out.stdout
-                .contains(&format!("{id} (at base): {REPO_REVISIONS} step(s)")),
-            "no plan for {id}\n{}",
-            out.report()
-        );
-    }
-    assert!(!out.stdout.contains("tenant_0002 (at"), "{}", out.report());
+    // One line per distinct plan, with its tenant count; the tenants only with -v.
     assert!(
-        out.stdout.contains("    Up 4c2d8e1f9a07, create users"),
+        out.stdout.contains(&format!(
+            "      3 tenant(s) from base to {REPO_HEAD}: {REPO_REVISIONS} step(s)"
+        )),
+        "{}",
+        out.report()
+    );
+    assert!(!out.stdout.contains("tenant tenant_0001"), "{}", out.report());
+    assert!(
+        out.stdout.contains("          up 4c2d8e1f9a07 create users"),
         "{}",
         out.report()
     );
     assert!(
         out.stdout
-            .contains("Dry run: 3 tenant(s) would change, 1 already at the target; nothing was changed"),
+            .contains("Dry run: would change 3 tenant(s) / at target 1; nothing was changed"),
         "{}",
         out.report()
     );
-    assert!(out.stderr.contains("run dry-run: upgrade to head"), "{}", out.report());
-    assert!(!out.stdout.contains("run dry-run:"), "{}", out.report());
+    // The run summary, which would call every tenant skipped, is not printed.
+    assert!(
+        !out.stdout.contains("skipped") && !out.stderr.contains("skipped"),
+        "{}",
+        out.report()
+    );
+    let verbose = fleet.upgrade(&["--dry-run", "-v"]).assert_success();
+    for id in ["db_01", "tenant_0001", "tenant_0003"] {
+        assert!(
+            verbose.stdout.contains(&format!("tenant {id}\n")),
+            "{}",
+            verbose.report()
+        );
+    }
+    assert!(!verbose.stdout.contains("tenant tenant_0002"), "{}", verbose.report());
 
     // The plan is stdout's only document (regression: the run summary used to precede it there).
     let plan = fleet
@@ -99,6 +112,8 @@ async fn fleet_dry_run_prints_plans_and_changes_nothing() {
     assert_eq!(plan["dry_run"], true, "{plan:#}");
     assert_eq!(plan["n_would_change"], 3, "{plan:#}");
     assert_eq!(plan["n_at_target"], 1, "{plan:#}");
+    assert_eq!(plan["plans"].as_array().map(Vec::len), Some(1), "{plan:#}");
+    assert_eq!(plan["plans"][0]["n_tenants"], 3, "{plan:#}");
     let planned: BTreeSet<String> = plan["tenants"]
         .as_array()
         .unwrap()

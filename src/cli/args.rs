@@ -212,9 +212,12 @@ pub struct RunArgs {
     /// Attempts after the first for transient errors (default: `[defaults] retries`).
     #[arg(long)]
     pub retries: Option<u32>,
-    /// Print each tenant's plan without changing anything.
+    /// Print what would run, one line per distinct plan with its tenant count, changing nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: list every tenant under its plan.
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Migrate this many tenants first; stop the run if any of them fails.
     #[arg(long, value_name = "N")]
     pub canary: Option<usize>,
@@ -320,6 +323,10 @@ pub struct FleetStatusArgs {
     /// Only failed and interrupted tenants.
     #[arg(long)]
     pub failed: bool,
+    /// Exit 1 when the run shown has failed, interrupted or unstarted tenants (as `git diff --exit-code`),
+    /// so a script can gate on it.
+    #[arg(long)]
+    pub exit_code: bool,
     /// Ledger file (default: flotilla.toml `ledger`).
     #[arg(long, value_name = "PATH")]
     pub ledger: Option<PathBuf>,

@@ -415,7 +415,7 @@ async fn migrate(
         ));
     }
     if run.dry_run {
-        print_dry_run(&ctx, &tenants, &outcome, &engine);
+        print_dry_run(&ctx, &tenants, &outcome, &engine, run.verbose);
     }
     Ok(outcome.exit_code)
 }
@@ -426,13 +426,38 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, engine: &Engine) {
+fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, engine: &Engine, is_verbose: bool) {
     let mut planned = outcome.planned.clone();
     planned.sort_by_key(|(i, _, _)| *i);
     // A dry run's tenants end as skipped (those with a plan, and those already at the target), or failed (no
-    // connection, no plan) or interrupted (a halt or a signal came first).
+    // connection, no plan), interrupted or never started (a halt or a signal came first).
     let n_at_target = outcome.n_skipped.saturating_sub(planned.len());
-    let (n_failed, n_interrupted) = (outcome.n_failed, outcome.n_interrupted);
+    let (n_failed, n_interrupted) = (outcome.n_failed, outcome.n_interrupted + outcome.n_not_started);
+    let rows_text = |rows: &[RevisionId]| {
+        if rows.is_empty() {
+            "base".to_string()
+        } else {
+            rows.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+        }
+    };
+    // One group per distinct plan (the rows a tenant starts from and the steps), in order of first appearance.
+    let mut groups: Vec<(&[RevisionId], &[crate::graph::Step], Vec<usize>)> = Vec::new();
+    let mut index_of: BTreeMap<(String, Vec<(String, &'static str)>), usize> = BTreeMap::new();
+    for (i, from, steps) in &planned {
+        let key = (
+            rows_text(from),
+            steps
+                .iter()
+                .map(|s| (s.revision.to_string(), crate::executor::direction_word(s.direction)))
+                .collect(),
+        );
+        let g = *index_of.entry(key).or_insert_with(|| {
+            groups.push((from, steps, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].2.push(*i);
+    }
+    groups.sort_by_key(|(_, _, members)| std::cmp::Reverse(members.len()));
     match ctx.format {
         Format::Json => print_json(&json!({
             "dry_run": true,
@@ -440,6 +465,12 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
             "n_at_target": n_at_target,
             "n_failed": n_failed,
             "n_interrupted": n_interrupted,
+            "plans": groups.iter().map(|(from, steps, members)| json!({
+                "from": from,
+                "steps": steps.iter().map(|s| json!({"revision": s.revision, "direction": s.direction})).collect::<Vec<_>>(),
+                "n_tenants": members.len(),
+                "tenants": members.iter().map(|i| &tenants[*i].id).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "tenants": planned.iter().map(|(i, from, steps)| json!({
                 "id": tenants[*i].id,
                 "from": from,
@@ -447,32 +478,46 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
             })).collect::<Vec<_>>(),
         })),
         Format::Text => {
-            for (i, from, steps) in &planned {
-                let from = if from.is_empty() {
-                    "base".to_string()
-                } else {
-                    from.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
-                };
-                println!("{} (at {from}): {} step(s)", tenants[*i].id, steps.len());
-                for step in steps {
+            let mut counts = format!("would change {} tenant(s) / at target {n_at_target}", planned.len());
+            if n_failed + n_interrupted > 0 {
+                counts.push_str(&format!(" / failed {n_failed} / not planned {n_interrupted}"));
+            }
+            println!("Dry run: {counts}; nothing was changed");
+            for (from, steps, members) in &groups {
+                let mut to = from.to_vec();
+                for s in steps.iter() {
+                    to.retain(|r| !s.delete_rows.contains(r));
+                    to.extend(s.insert_rows.iter().cloned());
+                }
+                to.sort();
+                println!(
+                    "{:>7} tenant(s) from {} to {}: {} step(s)",
+                    members.len(),
+                    rows_text(from),
+                    rows_text(&to),
+                    steps.len()
+                );
+                for step in steps.iter() {
                     let message = engine
                         .scripts
                         .get(&step.revision)
                         .map(|s| s.meta.message.as_str())
                         .unwrap_or_default();
-                    println!("    {:?} {}, {message}", step.direction, step.revision);
+                    println!(
+                        "          {} {} {message}",
+                        crate::executor::direction_word(step.direction),
+                        step.revision
+                    );
+                }
+                if is_verbose {
+                    for i in members {
+                        println!("          tenant {}", tenants[*i].id);
+                    }
                 }
             }
-            let mut counts = format!(
-                "{} tenant(s) would change, {n_at_target} already at the target",
-                planned.len()
-            );
-            if n_failed + n_interrupted > 0 {
-                counts.push_str(&format!(
-                    ", {n_failed} failed, {n_interrupted} not planned (interrupted)"
-                ));
+            if !is_verbose && !groups.is_empty() {
+                println!("(-v lists the tenants of each plan)");
             }
-            println!("Dry run: {counts}; nothing was changed");
         }
     }
 }
@@ -814,13 +859,16 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
     let mut tenants = ledger
         .tenants(&run.id, None)
         .map_err(|e| CliError::new(ExitCode::Usage, e))?;
+    let counts = run.counts.settled(state == ledger::RunState::Abandoned);
+    // Pending tenants of a finished run never started.
+    let n_not_started = if state == ledger::RunState::Finished {
+        counts.pending
+    } else {
+        0
+    };
+    let is_clean = counts.failed + counts.interrupted + n_not_started == 0 && state == ledger::RunState::Finished;
     if args.failed {
-        tenants.retain(|t| {
-            matches!(
-                t.effective_status(state),
-                ledger::TenantStatus::Failed | ledger::TenantStatus::Interrupted
-            )
-        });
+        tenants.retain(|t| matches!(t.status_label(state), "failed" | "interrupted" | "not_started"));
     }
     match ctx.format {
         Format::Json => print_json(&ledger::status_json(&run, &tenants, state)),
@@ -849,7 +897,7 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                 println!(
                     "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}  {}",
                     t.tenant_id,
-                    t.effective_status(state).as_str(),
+                    t.status_label(state),
                     t.from_revision.as_deref().unwrap_or("-"),
                     t.to_revision.as_deref().unwrap_or("-"),
                     t.attempts,
@@ -861,7 +909,26 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                     }
                 );
             }
+            let mut totals = vec![format!("{} tenant(s)", run.n_tenants)];
+            for (label, n) in [
+                ("succeeded", counts.succeeded),
+                ("failed", counts.failed),
+                ("skipped", counts.skipped),
+                ("interrupted", counts.interrupted),
+                ("not started", n_not_started),
+                ("pending", counts.pending - n_not_started),
+                ("running", counts.running),
+            ] {
+                if n > 0 {
+                    totals.push(format!("{n} {label}"));
+                }
+            }
+            println!("total: {}", totals.join(", "));
         }
     }
-    Ok(ExitCode::Ok)
+    Ok(if args.exit_code && !is_clean {
+        ExitCode::Failed
+    } else {
+        ExitCode::Ok
+    })
 }

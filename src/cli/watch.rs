@@ -56,7 +56,9 @@ pub async fn sinks(
     sinks.push(Box::new(ProgressSink::new(ProgressOptions {
         mode,
         retry_command: Some(retry_command),
+        // A dry run's report of plans replaces the summary, whose counts would call every tenant "skipped".
         summary_format: match ctx.format {
+            _ if run.dry_run => SummaryFormat::None,
             Format::Text => SummaryFormat::Text,
             Format::Json => SummaryFormat::Json,
         },

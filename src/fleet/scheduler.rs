@@ -52,6 +52,8 @@ pub struct FleetOutcome {
     pub n_failed: usize,
     pub n_skipped: usize,
     pub n_interrupted: usize,
+    /// Selected tenants that never started (the run was halted or stopped first).
+    pub n_not_started: usize,
     pub is_halted: bool,
     /// `--dry-run`: each tenant's plan, in tenant order (tenant index, current rows, steps).
     pub planned: Vec<(usize, Vec<RevisionId>, Vec<Step>)>,
@@ -115,6 +117,7 @@ pub async fn run(
             n_failed: 0,
             n_skipped: 0,
             n_interrupted: 0,
+            n_not_started: 0,
             is_halted: false,
             planned: Vec::new(),
             failed: Vec::new(),
@@ -257,19 +260,8 @@ pub async fn run(
         }
     }
 
-    // Tenants that never started (stopped, halted) are interrupted: retry picks them up.
-    for index in 0..n {
-        if co.states[index] == TenantStatus::Pending {
-            co.states[index] = TenantStatus::Interrupted;
-            co.outcome.n_interrupted += 1;
-            let tenant = co.tenants[index].id.clone();
-            co.emit(FleetEvent::TenantInterrupted {
-                tenant,
-                from: Vec::new(),
-                to: Vec::new(),
-            });
-        }
-    }
+    // Tenants that never started (stopped, halted) stay pending: "not started", and retry picks them up.
+    co.outcome.n_not_started = co.states.iter().filter(|s| **s == TenantStatus::Pending).count();
     for server in &co.servers {
         server.close_idle();
     }
@@ -288,7 +280,7 @@ pub async fn run(
         ExitCode::Halted
     } else if o.n_failed > 0 {
         ExitCode::Failed
-    } else if o.n_interrupted > 0 {
+    } else if o.n_interrupted + o.n_not_started > 0 {
         ExitCode::Interrupted
     } else {
         ExitCode::Ok
@@ -299,6 +291,7 @@ pub async fn run(
         failed: o.n_failed,
         skipped: o.n_skipped,
         interrupted: o.n_interrupted,
+        not_started: o.n_not_started,
         exit_code: o.exit_code.code(),
         at: SystemTime::now(),
     };
@@ -317,6 +310,16 @@ pub async fn run(
     co.outcome
 }
 
+/// The failure message recorded for tenant `index`, if it failed.
+fn last_error(co: &Coordinator, index: usize) -> Option<String> {
+    co.outcome
+        .failed
+        .iter()
+        .rev()
+        .find(|(i, _)| *i == index)
+        .map(|(_, e)| e.clone())
+}
+
 /// After a tenant reached its final state: count a finished canary (one of the first `n_canaries`; a failed one
 /// halts the run), and halt when the failure threshold is passed.
 fn after_finish(co: &mut Coordinator, req: &FleetRequest, index: usize, n_canaries: usize, canaries_left: &mut usize) {
@@ -326,11 +329,28 @@ fn after_finish(co: &mut Coordinator, req: &FleetRequest, index: usize, n_canari
         if co.states[index] == TenantStatus::Failed {
             tracing::error!(tenant = %co.tenants[index].id, "canary failed: halting before the rest of the fleet");
             co.outcome.is_halted = true;
+            let tenant = co.tenants[index].id.clone();
+            let error = last_error(co, index);
+            co.emit(FleetEvent::RunHalted {
+                reason: "canary".into(),
+                tenant: Some(tenant),
+                error,
+            });
         }
     }
     if exceeds_threshold(co, req, n) && !co.outcome.is_halted {
         tracing::error!(failed = co.n_failed, "failure threshold exceeded: no new tenants start");
         co.outcome.is_halted = true;
+        let tenant = co.tenants[index].id.clone();
+        let error = last_error(co, index);
+        co.emit(FleetEvent::RunHalted {
+            reason: format!(
+                "failure threshold ({} failed of {} finished)",
+                co.n_failed, co.n_finished
+            ),
+            tenant: Some(tenant),
+            error,
+        });
     }
 }
 

@@ -325,6 +325,16 @@ pub(crate) async fn run_tenant(
                 if err.failure.is_locked {
                     break Outcome::Locked { attempts: attempt };
                 }
+                // The second signal cancels statements in flight (57014): that tenant was interrupted, not failed.
+                if ctx.stop.load(Ordering::Relaxed) && err.failure.sqlstate.as_deref() == Some("57014") {
+                    let from = from.unwrap_or_default();
+                    break Outcome::Interrupted {
+                        to: err.to.unwrap_or_else(|| from.clone()),
+                        from,
+                        attempts: attempt,
+                        elapsed: started.elapsed(),
+                    };
+                }
                 let retries_used = attempt - 1;
                 if err.failure.is_transient && retries_used < ctx.limits.retries && !ctx.stop.load(Ordering::Relaxed) {
                     let delay = backoff(&ctx.limits, attempt);

@@ -17,7 +17,7 @@ pub fn status_json(run: &RunRecord, tenants: &[TenantRecord], state: RunState) -
         .map(|t| {
             json!({
                 "id": t.tenant_id,
-                "status": t.effective_status(state),
+                "status": t.status_label(state),
                 "from_revision": t.from_revision,
                 "to_revision": t.to_revision,
                 "failed_revision": t.failed_revision,
@@ -44,6 +44,8 @@ pub fn status_json(run: &RunRecord, tenants: &[TenantRecord], state: RunState) -
             "state": state,
             "n_tenants": run.n_tenants,
             "counts": run.counts.settled(is_abandoned),
+            // Pending tenants of a finished run never started.
+            "n_not_started": if state == RunState::Finished { run.counts.pending } else { 0 },
         },
         "tenants": tenants,
     })

@@ -187,6 +187,15 @@ pub struct TenantRecord {
 }
 
 impl TenantRecord {
+    /// The status as people and scripts read it: [`TenantRecord::effective_status`], except that a tenant a
+    /// finished run never started reads `not_started`.
+    pub fn status_label(&self, run_state: RunState) -> &'static str {
+        match self.effective_status(run_state) {
+            TenantStatus::Pending if run_state == RunState::Finished => "not_started",
+            status => status.as_str(),
+        }
+    }
+
     /// The status to show: pending and running tenants of an abandoned run are interrupted.
     pub fn effective_status(&self, run_state: RunState) -> TenantStatus {
         self.status.settled(run_state == RunState::Abandoned)

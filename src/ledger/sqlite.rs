@@ -335,9 +335,10 @@ impl Ledger for SqliteLedger {
         let err = |action| sqlite_err(&path, action);
         let tx = self.write_tx()?;
         let seq = locate_unfinished(&tx, &path, run)?;
+        // Pending tenants never started: they stay pending, which a finished run shows as "not started".
         tx.execute(
             "UPDATE flotilla_run_tenants SET status = 'interrupted', updated_at = ?2
-             WHERE run_seq = ?1 AND status IN ('pending', 'running')",
+             WHERE run_seq = ?1 AND status = 'running'",
             params![seq, finished_at],
         )
         .map_err(err("mark unfinished tenants interrupted"))?;
@@ -438,7 +439,7 @@ impl Ledger for SqliteLedger {
             .prepare_cached(
                 "SELECT tenant_id FROM flotilla_run_tenants
                  WHERE run_seq = ?1
-                   AND (status IN ('failed', 'interrupted') OR (?2 AND status IN ('pending', 'running')))
+                   AND (status IN ('failed', 'interrupted', 'pending') OR (?2 AND status = 'running'))
                  ORDER BY tenant_id",
             )
             .map_err(self.err("read the retry set"))?;

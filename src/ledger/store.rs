@@ -19,7 +19,8 @@ pub trait Ledger: Send {
     /// for a tenant not in the run; the whole batch is then rolled back.
     fn record(&mut self, run: &RunId, updates: &[TenantUpdate]) -> Result<(), LedgerError>;
 
-    /// Marks the run finished with this exit code, and its pending and running tenants interrupted.
+    /// Marks the run finished with this exit code, and its running tenants interrupted; pending tenants never
+    /// started and stay pending (shown as "not started").
     ///
     /// Errors: [`LedgerError::UnknownRun`], [`LedgerError::RunFinished`] when it was finished already.
     fn finish_run(&mut self, run: &RunId, exit_code: i32) -> Result<(), LedgerError>;
@@ -36,8 +37,8 @@ pub trait Ledger: Send {
     /// The newest `limit` runs, newest first.
     fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, LedgerError>;
 
-    /// The tenant ids `fleet retry` reruns, ordered: failed and interrupted ones, and, when the run never
-    /// finished, the pending and running ones too (its process stopped before them). Callers check
+    /// The tenant ids `fleet retry` reruns, ordered: failed, interrupted and never started (pending) ones, and,
+    /// when the run never finished, the running ones too (its process stopped under them). Callers check
     /// [`RunRecord::state`] first so as not to retry a run that is still live.
     ///
     /// Errors: [`LedgerError::UnknownRun`].

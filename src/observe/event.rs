@@ -103,12 +103,22 @@ pub enum FleetEvent {
         server: String,
         open: usize,
     },
+    /// A failed canary or the failure threshold stopped the run from starting more tenants.
+    RunHalted {
+        /// `canary`, or the threshold that was passed.
+        reason: String,
+        /// The tenant whose failure halted the run, and its error.
+        tenant: Option<String>,
+        error: Option<String>,
+    },
     RunFinished {
         run_id: String,
         succeeded: usize,
         failed: usize,
         skipped: usize,
         interrupted: usize,
+        /// Selected tenants that never started.
+        not_started: usize,
         exit_code: i32,
         #[serde(with = "unix_seconds")]
         at: SystemTime,

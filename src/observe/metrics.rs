@@ -361,7 +361,8 @@ impl Sink for MetricsSink {
             FleetEvent::RunFinished { at, .. } => m.run_end.set(unix_seconds(*at)),
             FleetEvent::TenantStarted { .. }
             | FleetEvent::TenantPlanned { .. }
-            | FleetEvent::RevisionStarted { .. } => {}
+            | FleetEvent::RevisionStarted { .. }
+            | FleetEvent::RunHalted { .. } => {}
         }
     }
 }

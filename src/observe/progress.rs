@@ -49,6 +49,8 @@ pub enum SummaryFormat {
     Text,
     /// One JSON object ([`summary_json`]) on one line.
     Json,
+    /// No summary: the command prints its own report (a dry run's plans).
+    None,
 }
 
 /// Settings for a [`ProgressSink`], resolved by the CLI.
@@ -171,6 +173,7 @@ impl Sink for ProgressSink {
         let text = match self.summary_format {
             SummaryFormat::Text => render_summary(&data),
             SummaryFormat::Json => format!("{}\n", summary_json(&data)),
+            SummaryFormat::None => return,
         };
         // The summary is the last thing the run prints; if stdout is gone there is nobody left to tell.
         let _ = self.summary_out.write_all(text.as_bytes());

@@ -40,6 +40,16 @@ pub struct SummaryData {
     pub retry_command: Option<String>,
     /// The run's exit code, once `run_finished` was seen.
     pub exit_code: Option<i32>,
+    /// Why the run stopped starting tenants, when a canary or the failure threshold halted it.
+    pub halt: Option<Halt>,
+}
+
+/// A halted run: why, and the tenant whose failure did it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Halt {
+    pub reason: String,
+    pub tenant: Option<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,6 +108,7 @@ pub struct SummaryCollector {
     groups: HashMap<(Option<String>, String), usize>,
     failures: Vec<FailureGroup>,
     retry_command: Option<String>,
+    halt: Option<Halt>,
 }
 
 impl SummaryCollector {
@@ -143,6 +154,7 @@ impl SummaryCollector {
             failures,
             retry_command: self.retry_command.clone(),
             exit_code: self.exit_code,
+            halt: self.halt.clone(),
         }
     }
 
@@ -208,6 +220,13 @@ impl Sink for SummaryCollector {
             FleetEvent::RunFinished { at, exit_code, .. } => {
                 self.finished_at = Some(*at);
                 self.exit_code = Some(*exit_code);
+            }
+            FleetEvent::RunHalted { reason, tenant, error } => {
+                self.halt.get_or_insert(Halt {
+                    reason: reason.clone(),
+                    tenant: tenant.clone(),
+                    error: error.clone(),
+                });
             }
             _ => {}
         }
@@ -293,10 +312,30 @@ pub fn render_summary(data: &SummaryData) -> String {
             let _ = writeln!(out, "      tenants: {examples}");
         }
     }
-    if let Some(cmd) = data.retry_command.as_deref().filter(|_| data.n_to_retry() > 0) {
+    if let Some(halt) = &data.halt {
+        let who = halt
+            .tenant
+            .as_deref()
+            .map(|t| format!(" after {t} failed"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "retry the {} failed or unfinished tenants with:",
+            "halted by the {}{who}: {} tenant(s) did not start",
+            halt.reason, c.pending
+        );
+        if let Some(error) = &halt.error {
+            let _ = writeln!(out, "  {}", one_line(error));
+        }
+    }
+    if let Some(cmd) = data.retry_command.as_deref().filter(|_| data.n_to_retry() > 0) {
+        let keeps = if data.halt.is_some() {
+            " (it keeps this run's canary and thresholds)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "retry the {} failed or unfinished tenants with{keeps}:",
             data.n_to_retry()
         );
         let _ = writeln!(out, "  {cmd}");

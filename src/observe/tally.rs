@@ -102,9 +102,10 @@ impl StateBook {
             FleetEvent::TenantFailed { tenant, .. } => (tenant, TenantStatus::Failed),
             FleetEvent::TenantSkipped { tenant, .. } => (tenant, TenantStatus::Skipped),
             FleetEvent::TenantInterrupted { tenant, .. } => (tenant, TenantStatus::Interrupted),
-            FleetEvent::RateLimited { .. } | FleetEvent::Connections { .. } | FleetEvent::RunFinished { .. } => {
-                return None
-            }
+            FleetEvent::RateLimited { .. }
+            | FleetEvent::Connections { .. }
+            | FleetEvent::RunHalted { .. }
+            | FleetEvent::RunFinished { .. } => return None,
         };
         let from = match self.live.remove(tenant.as_str()) {
             Some(state) => state,

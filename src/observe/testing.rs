@@ -176,6 +176,7 @@ pub fn sample_run() -> Vec<FleetEvent> {
             failed: 1,
             skipped: 1,
             interrupted: 1,
+            not_started: 0,
             exit_code: 130,
             at: start_time() + Duration::from_secs(10),
         },
