@@ -442,15 +442,12 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
     };
     // One group per distinct plan (the rows a tenant starts from and the steps), in order of first appearance.
     let mut groups: Vec<(&[RevisionId], &[crate::graph::Step], Vec<usize>)> = Vec::new();
-    let mut index_of: BTreeMap<(String, Vec<(String, &'static str)>), usize> = BTreeMap::new();
+    let mut index_of: BTreeMap<String, usize> = BTreeMap::new();
     for (i, from, steps) in &planned {
-        let key = (
-            rows_text(from),
-            steps
-                .iter()
-                .map(|s| (s.revision.to_string(), crate::executor::direction_word(s.direction)))
-                .collect(),
-        );
+        let mut key = rows_text(from);
+        for s in steps {
+            key.push_str(&format!(" {}:{}", crate::executor::direction_word(s.direction), s.revision));
+        }
         let g = *index_of.entry(key).or_insert_with(|| {
             groups.push((from, steps, Vec::new()));
             groups.len() - 1
