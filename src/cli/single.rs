@@ -72,13 +72,13 @@ pub async fn migrate(global: &GlobalArgs, args: MigrateArgs, direction: Directio
         }
     };
     let closed = session.close().await;
-    let ran = outcome?;
+    let (ran, started) = outcome?;
     if let Some(interrupt) = interrupt {
         if let Err(e) = closed {
             // The process exits next, and the connection's end releases the lock anyway.
             tracing::warn!(error = %e, "could not close the session after the interruption");
         }
-        return Err(match interrupted(ran, interrupt, &loaded) {
+        return Err(match interrupted(ran, started, interrupt, &loaded) {
             Ok(what) => CliError::new(ExitCode::Interrupted, what),
             Err(failure) => failure.into(),
         });
@@ -133,6 +133,15 @@ enum Interrupted {
     BeforeFirst { rows: Vec<RevisionId> },
     #[error("interrupted: stopped after revision {last}; the database is at {}", rows_text(.rows))]
     Stopped { last: RevisionId, rows: Vec<RevisionId> },
+    #[error(
+        "interrupted: stopped revision {revision} between backfill batches (its committed batches and phases stay, \
+         and the next run resumes it); the database is at {}",
+        rows_text(.rows)
+    )]
+    StoppedInBackfill {
+        revision: RevisionId,
+        rows: Vec<RevisionId>,
+    },
     #[error("cancelled revision {revision} (rolled back); the database is at {}", rows_text(.rows))]
     Cancelled {
         revision: RevisionId,
@@ -159,20 +168,25 @@ enum Interrupted {
 }
 
 /// What an interrupted run did, or the run's own failure when that is not the interruption (a revision that
-/// failed by itself after the first signal).
+/// failed by itself after the first signal). `started` is the last revision the run started.
 fn interrupted(
     ran: Result<Report, ExecFailure>,
+    started: Option<RevisionId>,
     signal: Interrupt,
     loaded: &Loaded,
 ) -> Result<Interrupted, ExecFailure> {
-    let stopped = |report: Report| match report.steps.last() {
-        Some(last) => Interrupted::Stopped {
-            last: last.revision.clone(),
-            rows: report.rows_after,
-        },
-        None => Interrupted::BeforeFirst {
-            rows: report.rows_after,
-        },
+    let stopped = |report: Report| {
+        let last = report.steps.last().map(|s| s.revision.clone());
+        let rows = report.rows_after;
+        match (last, &started) {
+            // Only a backfill stops inside a revision (between its batches); any other revision finishes first.
+            (last, Some(started)) if last.as_ref() != Some(started) => Interrupted::StoppedInBackfill {
+                revision: started.clone(),
+                rows,
+            },
+            (Some(last), _) => Interrupted::Stopped { last, rows },
+            (None, _) => Interrupted::BeforeFirst { rows },
+        }
     };
     match ran {
         // The signal came during the last revision: it finished and nothing was left to stop.
@@ -193,10 +207,11 @@ fn interrupted(
         }) if signal == Interrupt::Cancel && sqlstate.as_deref() == Some(QUERY_CANCELED) => {
             let rows = report.rows_after;
             Ok(match loaded.scripts.get(&revision) {
-                Some(script) if !script.is_transactional => Interrupted::CancelledNoTransaction { revision, rows },
+                // The executor runs a section with a backfill phase by phase, whatever its transaction header.
                 Some(script) if section(script, direction).has_backfill() => {
                     Interrupted::CancelledBackfill { revision, rows }
                 }
+                Some(script) if !script.is_transactional => Interrupted::CancelledNoTransaction { revision, rows },
                 _ => Interrupted::Cancelled { revision, rows },
             })
         }
@@ -215,7 +230,7 @@ fn section(script: &crate::script::Script, direction: Direction) -> &crate::scri
 }
 
 /// Plans and runs under the lock: `Err` when nothing could run (the plan, a missing shared revision), else
-/// what the executor did.
+/// what the executor did and the last revision it started.
 async fn migrate_locked(
     ctx: &Ctx,
     loaded: &Loaded,
@@ -224,7 +239,7 @@ async fn migrate_locked(
     target: &str,
     direction: Direction,
     stop: &AtomicBool,
-) -> Result<Result<Report, ExecFailure>, CliError> {
+) -> Result<(Result<Report, ExecFailure>, Option<RevisionId>), CliError> {
     let plan = plan_for(loaded, direction, session.rows(), target)?;
     if let Some(shared) = &loaded.shared {
         let applied = shared
@@ -251,14 +266,18 @@ async fn migrate_locked(
     }
     let text = ctx.format == Format::Text;
     let mut last_progress: Option<std::time::Instant> = None;
+    let mut started = None;
     let mut on_event = |event: ExecEvent| match event {
-        ExecEvent::StepStarted { revision, direction } if text => {
-            let message = loaded
-                .scripts
-                .get(&revision)
-                .map(|s| s.meta.message.as_str())
-                .unwrap_or_default();
-            println!("Running {} {revision}, {message}", word(direction));
+        ExecEvent::StepStarted { revision, direction } => {
+            if text {
+                let message = loaded
+                    .scripts
+                    .get(&revision)
+                    .map(|s| s.meta.message.as_str())
+                    .unwrap_or_default();
+                println!("Running {} {revision}, {message}", word(direction));
+            }
+            started = Some(revision);
         }
         // At most one line a second, so a long backfill stays readable.
         ExecEvent::BackfillProgress {
@@ -272,7 +291,8 @@ async fn migrate_locked(
         }
         _ => {}
     };
-    Ok(session.run(&plan, &loaded.scripts, &mut on_event, stop).await)
+    let ran = session.run(&plan, &loaded.scripts, &mut on_event, stop).await;
+    Ok((ran, started))
 }
 
 fn rows_text(rows: &[RevisionId]) -> String {
