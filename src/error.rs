@@ -33,7 +33,8 @@ pub enum ExitCode {
     Locked = 4,
     /// A no-transaction revision failed part way earlier; the operator must inspect and `flotilla resolve`.
     NeedsResolve = 5,
-    /// Interrupted by SIGINT/SIGTERM; the ledger records what is left to do.
+    /// Interrupted by SIGINT/SIGTERM: the database is at a recorded revision (the version table says what
+    /// committed), and for a fleet the ledger records what is left to do.
     Interrupted = 130,
 }
 
@@ -52,4 +53,5 @@ Exit codes:
   3    fleet run halted by --max-failures/--max-failure-rate or a failed canary
   4    another run holds the migration lock (waited lock_wait)
   5    a no-transaction revision failed part way earlier: inspect, then `flotilla resolve`
-  130  interrupted (SIGINT/SIGTERM); `flotilla fleet retry` resumes";
+  130  interrupted (SIGINT/SIGTERM): the database is at a recorded revision;
+       `flotilla upgrade` or `flotilla fleet retry` resumes";
