@@ -19,3 +19,4 @@ pub mod ledger;
 pub mod observe;
 pub mod revision;
 pub mod script;
+pub mod signals;

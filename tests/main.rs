@@ -28,6 +28,7 @@ mod observe_secrets;
 mod single_commands;
 mod single_failures;
 mod single_offline;
+mod single_signals;
 mod single_support;
 mod single_upgrade;
 mod tls_tests;

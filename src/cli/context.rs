@@ -17,6 +17,7 @@ use crate::fleet;
 use crate::graph::RevisionGraph;
 use crate::revision::RevisionId;
 use crate::script::{self, RevisionSource, Script};
+use crate::signals::Canceller;
 
 /// Everything a command needs, resolved once.
 pub struct Ctx {
@@ -234,6 +235,11 @@ impl Ctx {
 
     /// Connect to the single database of `--url`, flotilla.toml `url`, `DATABASE_URL` or the PG* variables.
     pub async fn connect(&self) -> Result<Client, CliError> {
+        Ok(self.connect_cancellable().await?.0)
+    }
+
+    /// [`Ctx::connect`], with what cancels that connection's statements (over the same TLS mode).
+    pub async fn connect_cancellable(&self) -> Result<(Client, Canceller), CliError> {
         let resolved = config::resolve_db_url(
             self.url_flag.as_deref(),
             self.project.url.as_ref(),
@@ -242,12 +248,12 @@ impl Ctx {
         let url = resolved.url;
         let tls = url.tls()?;
         let pg = url.pg_config();
-        let connected = match tls {
+        let connected = match &tls {
             config::TlsMode::NoTls => pg
                 .connect(tokio_postgres::NoTls)
                 .await
                 .map(|(c, conn)| (c, spawn(conn))),
-            config::TlsMode::Rustls(t) => pg.connect(t).await.map(|(c, conn)| (c, spawn(conn))),
+            config::TlsMode::Rustls(t) => pg.connect(t.clone()).await.map(|(c, conn)| (c, spawn(conn))),
         };
         let (client, _driver) = connected.map_err(|e| {
             CliError::new(
@@ -259,7 +265,8 @@ impl Ctx {
                 ),
             )
         })?;
-        Ok(client)
+        let canceller = Canceller::new(&client, tls);
+        Ok((client, canceller))
     }
 }
 

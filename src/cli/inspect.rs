@@ -1,5 +1,6 @@
 //! Commands that read the revision graph: heads, branches, show, history, plan. Only `history
-//! --indicate-current`, a range naming `current`, and `plan` without `--current` open a database.
+//! --indicate-current`, a range naming `current`, and `plan` without `--current` open a database, and they only
+//! read it, without the migration lock.
 
 use serde_json::json;
 
@@ -8,7 +9,7 @@ use super::context::{Ctx, Loaded};
 use super::error::CliError;
 use super::output::{print_json, revision_json, revision_line, tags};
 use crate::error::ExitCode;
-use crate::executor::Session;
+use crate::executor::ReadSession;
 use crate::revision::RevisionId;
 use anyhow::Context as _;
 
@@ -186,7 +187,8 @@ pub fn edit(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode, CliError> {
 
 async fn current_rows(ctx: &Ctx) -> Result<Vec<RevisionId>, CliError> {
     let client = ctx.connect().await?;
-    let session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
+    // Read without the migration lock, so a running upgrade never makes a read wait.
+    let session = ReadSession::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
     let rows = session.rows().to_vec();
     session.close().await?;
     Ok(rows)

@@ -1,7 +1,12 @@
 //! Commands against one database: upgrade, downgrade, current, stamp, validate, resolve.
+//!
+//! The commands that write (`upgrade`, `downgrade`, `stamp`, `resolve`, `ensure-version`) hold the migration
+//! lock; those that only read (`current`, `validate`) never take it, so a running upgrade cannot hold them up.
+//! An upgrade or downgrade stops after the revision in progress on the first SIGINT or SIGTERM and cancels the
+//! statement in progress on the second (`crate::signals`), then exits 130 naming the revision the database is at.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use serde_json::json;
 
@@ -10,9 +15,10 @@ use super::context::{Ctx, Loaded};
 use super::error::CliError;
 use super::output::{print_json, tags};
 use crate::error::ExitCode;
-use crate::executor::{ExecEvent, OfflineInput, Session};
+use crate::executor::{ExecError, ExecEvent, ExecFailure, OfflineInput, ReadSession, Report, Session};
 use crate::graph::{Direction, Plan};
 use crate::revision::RevisionId;
+use crate::signals::{Canceller, Interrupt, Signals};
 
 fn plan_for(loaded: &Loaded, direction: Direction, rows: &[RevisionId], target: &str) -> Result<Plan, CliError> {
     Ok(match direction {
@@ -42,15 +48,189 @@ pub async fn migrate(global: &GlobalArgs, args: MigrateArgs, direction: Directio
             args.target
         )));
     }
-    let client = ctx.connect().await?;
-    let mut session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
-    let outcome = migrate_locked(&ctx, &loaded, &client, &mut session, &args.target, direction).await;
+    // Before anything touches the database, so no signal from here on ends the process half way.
+    let mut signals = Signals::new();
+    let (client, canceller) = ctx.connect_cancellable().await?;
+    // A signal while waiting for another run's lock ends the wait: nothing was done yet.
+    let mut session = tokio::select! {
+        opened = Session::open(&client, ctx.store.as_ref(), &ctx.exec) => opened?,
+        _ = signals.recv() => return Err(CliError::new(ExitCode::Interrupted, Interrupted::BeforeLock)),
+    };
+    let stop = AtomicBool::new(false);
+    let mut interrupt = None;
+    let outcome = {
+        let work = migrate_locked(&ctx, &loaded, &client, &mut session, &args.target, direction, &stop);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                signal = signals.recv() => {
+                    interrupt = Some(signal);
+                    on_signal(signal, &stop, &canceller).await;
+                }
+            }
+        }
+    };
     let closed = session.close().await;
-    let code = outcome?;
+    let (ran, started) = outcome?;
+    if let Some(interrupt) = interrupt {
+        if let Err(e) = closed {
+            // The process exits next, and the connection's end releases the lock anyway.
+            tracing::warn!(error = %e, "could not close the session after the interruption");
+        }
+        return Err(match interrupted(ran, started, interrupt, &loaded) {
+            Ok(what) => CliError::new(ExitCode::Interrupted, what),
+            Err(failure) => failure.into(),
+        });
+    }
+    let report = ran?;
     closed?;
-    Ok(code)
+    match ctx.format {
+        Format::Text if report.steps.is_empty() => println!("Nothing to do: already at {}", args.target),
+        Format::Text => println!(
+            "Done: {} step(s); now at {}",
+            report.steps.len(),
+            rows_text(&report.rows_after)
+        ),
+        Format::Json => print_json(&json!({
+            "direction": word(direction),
+            "steps": report.steps.iter().map(|s| json!({
+                "revision": s.revision,
+                "direction": s.direction,
+                "duration_ms": s.elapsed.as_millis() as u64,
+            })).collect::<Vec<_>>(),
+            "current": report.rows_after,
+        })),
+    }
+    Ok(ExitCode::Ok)
 }
 
+/// The first signal lets the revision in progress finish (it commits or rolls back whole), then stops; a
+/// second cancels the statement in progress, as the fleet coordinator does for its tenants.
+async fn on_signal(signal: Interrupt, stop: &AtomicBool, canceller: &Canceller) {
+    match signal {
+        Interrupt::Stop => {
+            stop.store(true, Ordering::Relaxed);
+            tracing::warn!("interrupted: stopping after the revision in progress (signal again to cancel it)");
+        }
+        Interrupt::Cancel => {
+            stop.store(true, Ordering::Relaxed);
+            tracing::warn!("interrupted again: cancelling the statement in progress");
+            if let Err(e) = canceller.cancel().await {
+                tracing::warn!(error = %crate::executor::db_message(&e), "could not cancel the statement in progress");
+            }
+        }
+    }
+}
+
+/// How a signalled run ended, told from what the executor reports: the database state it names is what the
+/// version table says committed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum Interrupted {
+    #[error("interrupted while waiting for the migration lock; nothing was changed")]
+    BeforeLock,
+    #[error("interrupted before any revision ran; the database is at {}", rows_text(.rows))]
+    BeforeFirst { rows: Vec<RevisionId> },
+    #[error("interrupted: stopped after revision {last}; the database is at {}", rows_text(.rows))]
+    Stopped { last: RevisionId, rows: Vec<RevisionId> },
+    #[error(
+        "interrupted: stopped revision {revision} between backfill batches (its committed batches and phases stay, \
+         and the next run resumes it); the database is at {}",
+        rows_text(.rows)
+    )]
+    StoppedInBackfill {
+        revision: RevisionId,
+        rows: Vec<RevisionId>,
+    },
+    #[error("cancelled revision {revision} (rolled back); the database is at {}", rows_text(.rows))]
+    Cancelled {
+        revision: RevisionId,
+        rows: Vec<RevisionId>,
+    },
+    #[error(
+        "cancelled revision {revision} part way (its committed backfill batches and phases stay, and the next run \
+         resumes it); the database is at {}",
+        rows_text(.rows)
+    )]
+    CancelledBackfill {
+        revision: RevisionId,
+        rows: Vec<RevisionId>,
+    },
+    #[error(
+        "cancelled no-transaction revision {revision} part way (the statements before the cancelled one stay); the \
+         database is at {} and is blocked: inspect it, then run `flotilla resolve` (or `flotilla stamp REV`)",
+        rows_text(.rows)
+    )]
+    CancelledNoTransaction {
+        revision: RevisionId,
+        rows: Vec<RevisionId>,
+    },
+}
+
+/// What an interrupted run did, or the run's own failure when that is not the interruption (a revision that
+/// failed by itself after the first signal). `started` is the last revision the run started.
+fn interrupted(
+    ran: Result<Report, ExecFailure>,
+    started: Option<RevisionId>,
+    signal: Interrupt,
+    loaded: &Loaded,
+) -> Result<Interrupted, ExecFailure> {
+    let stopped = |report: Report| {
+        let last = report.steps.last().map(|s| s.revision.clone());
+        let rows = report.rows_after;
+        match (last, &started) {
+            // Only a backfill stops inside a revision (between its batches); any other revision finishes first.
+            (last, Some(started)) if last.as_ref() != Some(started) => Interrupted::StoppedInBackfill {
+                revision: started.clone(),
+                rows,
+            },
+            (Some(last), _) => Interrupted::Stopped { last, rows },
+            (None, _) => Interrupted::BeforeFirst { rows },
+        }
+    };
+    match ran {
+        // The signal came during the last revision: it finished and nothing was left to stop.
+        Ok(report) => Ok(stopped(report)),
+        Err(ExecFailure {
+            report,
+            error: ExecError::Interrupted,
+        }) => Ok(stopped(report)),
+        Err(ExecFailure {
+            report,
+            error:
+                ExecError::Step {
+                    revision,
+                    direction,
+                    sqlstate,
+                    ..
+                },
+        }) if signal == Interrupt::Cancel && sqlstate.as_deref() == Some(QUERY_CANCELED) => {
+            let rows = report.rows_after;
+            Ok(match loaded.scripts.get(&revision) {
+                // The executor runs a section with a backfill phase by phase, whatever its transaction header.
+                Some(script) if section(script, direction).has_backfill() => {
+                    Interrupted::CancelledBackfill { revision, rows }
+                }
+                Some(script) if !script.is_transactional => Interrupted::CancelledNoTransaction { revision, rows },
+                _ => Interrupted::Cancelled { revision, rows },
+            })
+        }
+        Err(failure) => Err(failure),
+    }
+}
+
+/// SQLSTATE `query_canceled`, what a cancel request makes the running statement fail with.
+const QUERY_CANCELED: &str = "57014";
+
+fn section(script: &crate::script::Script, direction: Direction) -> &crate::script::Section {
+    match direction {
+        Direction::Up => &script.upgrade,
+        Direction::Down => &script.downgrade,
+    }
+}
+
+/// Plans and runs under the lock: `Err` when nothing could run (the plan, a missing shared revision), else
+/// what the executor did and the last revision it started.
 async fn migrate_locked(
     ctx: &Ctx,
     loaded: &Loaded,
@@ -58,7 +238,8 @@ async fn migrate_locked(
     session: &mut Session<'_>,
     target: &str,
     direction: Direction,
-) -> Result<ExitCode, CliError> {
+    stop: &AtomicBool,
+) -> Result<(Result<Report, ExecFailure>, Option<RevisionId>), CliError> {
     let plan = plan_for(loaded, direction, session.rows(), target)?;
     if let Some(shared) = &loaded.shared {
         let applied = shared
@@ -78,20 +259,25 @@ async fn migrate_locked(
         }
     }
     if direction == Direction::Up {
-        for (revision, _) in changed_scripts(loaded, session).await? {
+        let checksums = session.applied_checksums().await?;
+        for (revision, _) in changed_scripts(loaded, checksums, session.rows()) {
             tracing::warn!(%revision, "revision was applied from a script that has changed since (see `flotilla validate`)");
         }
     }
     let text = ctx.format == Format::Text;
     let mut last_progress: Option<std::time::Instant> = None;
+    let mut started = None;
     let mut on_event = |event: ExecEvent| match event {
-        ExecEvent::StepStarted { revision, direction } if text => {
-            let message = loaded
-                .scripts
-                .get(&revision)
-                .map(|s| s.meta.message.as_str())
-                .unwrap_or_default();
-            println!("Running {} {revision}, {message}", word(direction));
+        ExecEvent::StepStarted { revision, direction } => {
+            if text {
+                let message = loaded
+                    .scripts
+                    .get(&revision)
+                    .map(|s| s.meta.message.as_str())
+                    .unwrap_or_default();
+                println!("Running {} {revision}, {message}", word(direction));
+            }
+            started = Some(revision);
         }
         // At most one line a second, so a long backfill stays readable.
         ExecEvent::BackfillProgress {
@@ -105,35 +291,8 @@ async fn migrate_locked(
         }
         _ => {}
     };
-    // Ctrl-C lets the revision in progress finish (it commits or rolls back whole), then stops.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let watcher = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, Ordering::Relaxed);
-        }
-    });
-    let report = session.run(&plan, &loaded.scripts, &mut on_event, &stop).await;
-    watcher.abort();
-    let report = report?;
-    match ctx.format {
-        Format::Text if report.steps.is_empty() => println!("Nothing to do: already at {target}"),
-        Format::Text => println!(
-            "Done: {} step(s); now at {}",
-            report.steps.len(),
-            rows_text(&report.rows_after)
-        ),
-        Format::Json => print_json(&json!({
-            "direction": word(direction),
-            "steps": report.steps.iter().map(|s| json!({
-                "revision": s.revision,
-                "direction": s.direction,
-                "duration_ms": s.elapsed.as_millis() as u64,
-            })).collect::<Vec<_>>(),
-            "current": report.rows_after,
-        })),
-    }
-    Ok(ExitCode::Ok)
+    let ran = session.run(&plan, &loaded.scripts, &mut on_event, stop).await;
+    Ok((ran, started))
 }
 
 fn rows_text(rows: &[RevisionId]) -> String {
@@ -178,26 +337,30 @@ fn offline_start(loaded: &Loaded, from: Option<&str>) -> Result<Vec<RevisionId>,
     })
 }
 
-/// Revisions whose applied (up) checksum differs from the script's upgrade checksum today.
-async fn changed_scripts(loaded: &Loaded, session: &Session<'_>) -> Result<Vec<(RevisionId, String)>, CliError> {
-    let checksums = session.applied_checksums().await?;
+/// Revisions whose applied (up) checksum differs from the script's upgrade checksum today, with their paths.
+fn changed_scripts(
+    loaded: &Loaded,
+    checksums: BTreeMap<RevisionId, String>,
+    rows: &[RevisionId],
+) -> Vec<(RevisionId, String)> {
     // Only what the version rows say is applied now: a revision stamped away may change freely.
-    let applied = loaded.graph.applied(session.rows()).unwrap_or_default();
-    Ok(checksums
+    let applied = loaded.graph.applied(rows).unwrap_or_default();
+    checksums
         .into_iter()
         .filter(|(revision, _)| applied.contains(revision))
         .filter_map(|(revision, checksum)| {
             let script = loaded.scripts.get(&revision)?;
             (script.upgrade.checksum != checksum).then(|| (revision, script.path.display().to_string()))
         })
-        .collect())
+        .collect()
 }
 
 pub async fn current(global: &GlobalArgs, args: CurrentArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     let client = ctx.connect().await?;
-    let session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
+    // Read without the migration lock: a running upgrade must not make `current` wait.
+    let session = ReadSession::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
     let rows = session.rows().to_vec();
     let blocked = session.blocked().cloned();
     let history = if args.verbose {
@@ -345,10 +508,12 @@ pub async fn validate(global: &GlobalArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     let client = ctx.connect().await?;
-    let session = Session::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
-    let changed = changed_scripts(&loaded, &session).await;
+    // Read without the migration lock, as `current`: checksums of committed revisions are all it needs.
+    let session = ReadSession::open(&client, ctx.store.as_ref(), &ctx.exec).await?;
+    let checksums = session.applied_checksums().await;
+    let rows = session.rows().to_vec();
     session.close().await?;
-    let changed = changed?;
+    let changed = changed_scripts(&loaded, checksums?, &rows);
     match ctx.format {
         Format::Json => print_json(&json!({
             "changed": changed.iter().map(|(r, p)| json!({"revision": r, "path": p})).collect::<Vec<_>>(),
@@ -390,4 +555,38 @@ pub async fn resolve(global: &GlobalArgs) -> Result<ExitCode, CliError> {
         })),
     }
     Ok(ExitCode::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupted_messages_name_the_revision_the_database_is_at() {
+        let check = |what: Interrupted, expected: &str| assert_eq!(what.to_string(), expected);
+        let ids = |ids: &[&str]| ids.iter().map(|id| RevisionId::from(*id)).collect::<Vec<_>>();
+        check(
+            Interrupted::Stopped {
+                last: "b".into(),
+                rows: ids(&["b", "x"]),
+            },
+            "interrupted: stopped after revision b; the database is at b, x",
+        );
+        check(
+            Interrupted::BeforeFirst { rows: ids(&[]) },
+            "interrupted before any revision ran; the database is at base",
+        );
+        check(
+            Interrupted::Cancelled {
+                revision: "b".into(),
+                rows: ids(&["a"]),
+            },
+            "cancelled revision b (rolled back); the database is at a",
+        );
+        let blocked = Interrupted::CancelledNoTransaction {
+            revision: "b".into(),
+            rows: ids(&["a"]),
+        };
+        assert!(blocked.to_string().contains("`flotilla resolve`"), "{blocked}");
+    }
 }

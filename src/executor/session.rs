@@ -162,6 +162,8 @@ pub struct Session<'a> {
     store: StoreRef<'a>,
     opts: &'a ExecOptions,
     lock_key: (i32, String),
+    /// False for the session inside a [`ReadSession`], which holds a read-only transaction instead of the lock.
+    is_locked: bool,
     has_tables: bool,
     rows: Vec<RevisionId>,
     blocked: Option<Blocked>,
@@ -296,6 +298,7 @@ impl<'a> Session<'a> {
             store,
             opts,
             lock_key,
+            is_locked: true,
             has_tables: has_version && has_history,
             rows: Vec::new(),
             blocked: None,
@@ -305,6 +308,65 @@ impl<'a> Session<'a> {
             return Err(e);
         }
         Ok(session)
+    }
+
+    /// Apply the session settings and read the version rows inside a read-only repeatable-read transaction,
+    /// without the migration lock; see [`ReadSession`].
+    async fn open_read_only(
+        client: &'a Client,
+        store: &'a dyn VersionStore,
+        opts: &'a ExecOptions,
+    ) -> Result<Self, ExecError> {
+        let mut setup = settings_sql(opts);
+        setup.push("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".into());
+        client
+            .batch_execute(&setup.join(";\n"))
+            .await
+            .map_err(db("could not apply session settings"))?;
+        let store = match &opts.schema {
+            Some(schema) => StoreRef::Placed(store.in_schema(schema)),
+            None => StoreRef::Given(store),
+        };
+        let [version_exists, history_exists] = store.exists_sql();
+        let schema_exists = match &opts.schema {
+            Some(schema) => format!(
+                "EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {})",
+                quote_literal(schema)
+            ),
+            None => "true".into(),
+        };
+        let mut session = Session {
+            client,
+            lock_key: store.lock_key_sql(),
+            store,
+            opts,
+            is_locked: false,
+            has_tables: false,
+            rows: Vec::new(),
+            blocked: None,
+        };
+        let sql = format!("SELECT {schema_exists}, {version_exists}, {history_exists}");
+        let outcome = match session.first_rows(&sql, "could not read the version table").await {
+            Ok(rows) => {
+                let row = rows.into_iter().next().unwrap_or_default();
+                let is_true = |i: usize| row.get(i).and_then(|v| v.as_deref()) == Some("t");
+                match &opts.schema {
+                    Some(schema) if !is_true(0) => Err(ExecError::SchemaMissing { schema: schema.clone() }),
+                    _ => {
+                        session.has_tables = is_true(1) && is_true(2);
+                        session.read_state(is_true(1), is_true(2)).await
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => Ok(session),
+            Err(e) => {
+                let _ = session.unlock().await;
+                Err(e)
+            }
+        }
     }
 
     async fn read_state(&mut self, has_version: bool, has_history: bool) -> Result<(), ExecError> {
@@ -765,7 +827,12 @@ impl<'a> Session<'a> {
     }
 
     async fn unlock(&self) -> Result<(), ExecError> {
-        let mut sql = format!("SELECT pg_advisory_unlock({}, {})", self.lock_key.0, &self.lock_key.1);
+        let mut sql = if self.is_locked {
+            format!("SELECT pg_advisory_unlock({}, {})", self.lock_key.0, &self.lock_key.1)
+        } else {
+            // A read-only session holds no lock, only its transaction (COMMIT ends an aborted one too).
+            "COMMIT".to_string()
+        };
         if self.opts.lock_timeout.is_some() {
             sql.push_str("; RESET lock_timeout");
         }
@@ -784,6 +851,53 @@ impl<'a> Session<'a> {
     /// Release the lock and reset the session settings, so a pooled connection goes back clean.
     pub async fn close(self) -> Result<(), ExecError> {
         self.unlock().await
+    }
+}
+
+/// The version rows, the blocked state and the history of one database, read without the migration lock, for
+/// the commands that only look (`current`, `validate`, `history --indicate-current`, `plan`): a run holding the
+/// lock never makes them wait. Everything is read in one read-only repeatable-read transaction, so the rows, the
+/// blocked state and the history agree with each other (a revision commits its version rows and history row
+/// together). It cannot write: it has no `run`, `stamp`, `resolve` or `ensure_tables`.
+///
+/// [`ReadSession::close`] ends the transaction and resets the session settings; a read session dropped without
+/// it leaves the transaction open on its connection, so drop that connection too.
+pub struct ReadSession<'a>(Session<'a>);
+
+impl<'a> ReadSession<'a> {
+    /// Apply the session settings, begin the read-only transaction, and read the version rows and blocked state.
+    /// Fails with [`ExecError::SchemaMissing`] for a schema tenant whose schema does not exist.
+    pub async fn open(
+        client: &'a Client,
+        store: &'a dyn VersionStore,
+        opts: &'a ExecOptions,
+    ) -> Result<Self, ExecError> {
+        Session::open_read_only(client, store, opts).await.map(ReadSession)
+    }
+
+    /// The version rows (the applied heads), sorted.
+    pub fn rows(&self) -> &[RevisionId] {
+        self.0.rows()
+    }
+
+    /// A no-transaction revision that started or failed and was not resolved since.
+    pub fn blocked(&self) -> Option<&Blocked> {
+        self.0.blocked()
+    }
+
+    /// The newest `limit` history rows, newest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<HistoryRow>, ExecError> {
+        self.0.history(limit).await
+    }
+
+    /// The checksum each revision was last applied (up) with; see [`Session::applied_checksums`].
+    pub async fn applied_checksums(&self) -> Result<BTreeMap<RevisionId, String>, ExecError> {
+        self.0.applied_checksums().await
+    }
+
+    /// End the read-only transaction and reset the session settings.
+    pub async fn close(self) -> Result<(), ExecError> {
+        self.0.close().await
     }
 }
 
