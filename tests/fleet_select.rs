@@ -162,3 +162,125 @@ async fn fleet_only_failed_reruns_the_failed_tenants() {
     let out = fleet.upgrade(&["--only-failed"]).assert_success();
     assert!(out.stdout.contains("Nothing to do"), "{}", out.report());
 }
+
+/// Two heads above one base: `-1` cannot say which to take down.
+const TWO_HEADS: [(&str, &str); 3] = [
+    (
+        "a_base.sql",
+        "-- revision: aaaa00000001\n-- down_revision:\n\n-- flotilla:upgrade\nCREATE TABLE base_t (id int);\n\n\
+         -- flotilla:downgrade\nDROP TABLE base_t;\n",
+    ),
+    (
+        "b_left.sql",
+        "-- revision: bbbb00000002\n-- down_revision: aaaa00000001\n\n-- flotilla:upgrade\nCREATE TABLE left_t (id int);\n\n\
+         -- flotilla:downgrade\nDROP TABLE left_t;\n",
+    ),
+    (
+        "c_right.sql",
+        "-- revision: cccc00000003\n-- down_revision: aaaa00000001\n\n-- flotilla:upgrade\nCREATE TABLE right_t (id int);\n\n\
+         -- flotilla:downgrade\nDROP TABLE right_t;\n",
+    ),
+];
+
+#[tokio::test]
+async fn downgrade_minus_one_with_several_heads_is_refused_with_targets_that_work() {
+    let db = crate::harness::TestDb::new("two_heads");
+    let project = crate::harness::TempProject::with_revisions(&format!("url = \"{}\"\n", db.url()), &TWO_HEADS);
+    project.flotilla().args(["upgrade", "heads"]).assert_success();
+
+    let out = project.flotilla().args(["downgrade", "-1"]).assert_code(2);
+    assert!(
+        out.stderr.contains("several heads (bbbb00000002, cccc00000003)")
+            && out.stderr.contains("`bbbb00000002@-1` or `cccc00000003@-1`"),
+        "{}",
+        out.report()
+    );
+    let client = db.client().await;
+    let rows = crate::harness::version_rows(&client, "flotilla_version").await;
+    assert_eq!(rows, ["bbbb00000002", "cccc00000003"], "nothing changed");
+
+    // The hint works.
+    project
+        .flotilla()
+        .args(["downgrade", "cccc00000003@-1"])
+        .assert_success();
+    let rows = crate::harness::version_rows(&client, "flotilla_version").await;
+    assert_eq!(rows, ["bbbb00000002"]);
+}
+
+#[test]
+fn fleet_exclude_of_an_unknown_tenant_is_refused() {
+    let fleet = Fleet::new("fleet_exclude_typo", 2, 0, Revisions::Repo, 2);
+    let out = fleet.upgrade(&["--exclude", "tenant_9999"]).assert_code(2);
+    assert!(
+        out.stderr
+            .contains("unknown tenant id(s) given with --exclude: tenant_9999"),
+        "{}",
+        out.report()
+    );
+    let mut status = fleet.project.flotilla();
+    status.args(["fleet", "status", "--ledger"]).arg(&fleet.ledger);
+    assert!(status.output().code() != Some(0), "no run was recorded");
+}
+
+#[test]
+fn fleet_status_and_current_take_the_selectors() {
+    let fleet = Fleet::new("fleet_status_select", 4, 0, Revisions::Repo, 4);
+    fleet.upgrade(&[]).assert_success();
+    let mut status = fleet.project.flotilla();
+    status
+        .args([
+            "fleet",
+            "status",
+            "--format",
+            "json",
+            "--tenant",
+            "tenant_0002",
+            "--ledger",
+        ])
+        .arg(&fleet.ledger);
+    let shown = status.assert_success().json();
+    let ids: Vec<&str> = shown["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tenant_0002"]);
+
+    let mut tagged = fleet.project.flotilla();
+    tagged
+        .args([
+            "fleet",
+            "status",
+            "--format",
+            "json",
+            "--tag",
+            "parity=even",
+            "--exclude",
+            "tenant_0004",
+        ])
+        .arg("--tenants")
+        .arg(&fleet.tenants_file)
+        .arg("--ledger")
+        .arg(&fleet.ledger);
+    let shown = tagged.assert_success().json();
+    let ids: Vec<&str> = shown["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tenant_0002"]);
+
+    let mut typo = fleet.project.flotilla();
+    typo.args(["fleet", "status", "--exclude", "nope", "--ledger"])
+        .arg(&fleet.ledger);
+    typo.assert_code(2);
+
+    let current = fleet
+        .fleet(&["current", "--format", "json", "--tag", "parity=odd"])
+        .assert_success()
+        .json();
+    assert_eq!(current["n_tenants"], 2, "{current:#}");
+}

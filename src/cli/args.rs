@@ -327,9 +327,9 @@ pub struct FleetStatusArgs {
     /// so a script can gate on it.
     #[arg(long)]
     pub exit_code: bool,
-    /// Ledger file (default: flotilla.toml `ledger`).
-    #[arg(long, value_name = "PATH")]
-    pub ledger: Option<PathBuf>,
+    /// Which of the run's tenants to show (`--only-failed` is `--failed`; `--tag` reads the tenants file).
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 #[derive(Debug, Args)]

@@ -141,11 +141,14 @@ fn selection(ctx: &Ctx, select: &SelectArgs) -> Result<Selection, CliError> {
 
 /// The tenants `selection` chooses, taken out of `all` (a fleet of 10,000 tenants is not copied).
 fn select_tenants(all: &mut Vec<Tenant>, selection: &Selection) -> Result<Vec<Tenant>, CliError> {
-    let unknown = selection.unknown_ids(all);
-    if !unknown.is_empty() {
-        return Err(usage(fleet::FleetError::UnknownTenants(
-            unknown.iter().map(|s| s.to_string()).collect(),
-        )));
+    let (unknown, unknown_excluded) = selection.unknown_ids(all);
+    for (flag, ids) in [("--tenant", unknown), ("--exclude", unknown_excluded)] {
+        if !ids.is_empty() {
+            return Err(usage(fleet::FleetError::UnknownTenants {
+                flag,
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+            }));
+        }
     }
     let mut chosen: Vec<Tenant> = std::mem::take(all)
         .into_iter()
@@ -446,7 +449,11 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
     for (i, from, steps) in &planned {
         let mut key = rows_text(from);
         for s in steps {
-            key.push_str(&format!(" {}:{}", crate::executor::direction_word(s.direction), s.revision));
+            key.push_str(&format!(
+                " {}:{}",
+                crate::executor::direction_word(s.direction),
+                s.revision
+            ));
         }
         let g = *index_of.entry(key).or_insert_with(|| {
             groups.push((from, steps, Vec::new()));
@@ -841,7 +848,7 @@ async fn drift(global: &GlobalArgs, args: FleetDriftArgs) -> Result<ExitCode, Cl
 
 fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
-    let path = ledger_path(&ctx, args.ledger.as_ref());
+    let path = ledger_path(&ctx, args.select.ledger.as_ref());
     let ledger = open_ledger(&path)?;
     let selector = if args.run == "latest" {
         RunSelector::Latest
@@ -864,7 +871,45 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
         0
     };
     let is_clean = counts.failed + counts.interrupted + n_not_started == 0 && state == ledger::RunState::Finished;
-    if args.failed {
+    // Selectors narrow what is shown; the totals and --exit-code stay the whole run's.
+    let select = &args.select;
+    if !select.tenant.is_empty() || !select.exclude.is_empty() {
+        let recorded: BTreeSet<&str> = tenants.iter().map(|t| t.tenant_id.as_str()).collect();
+        for (flag, ids) in [("--tenant", &select.tenant), ("--exclude", &select.exclude)] {
+            let unknown: Vec<String> = ids
+                .iter()
+                .filter(|id| !recorded.contains(id.as_str()))
+                .cloned()
+                .collect();
+            if !unknown.is_empty() {
+                return Err(CliError::usage(format!(
+                    "tenant id(s) given with {flag} are not in run {}: {}",
+                    run.id,
+                    unknown.join(", ")
+                )));
+            }
+        }
+        tenants.retain(|t| {
+            (select.tenant.is_empty() || select.tenant.contains(&t.tenant_id)) && !select.exclude.contains(&t.tenant_id)
+        });
+    }
+    if !select.tag.is_empty() {
+        // Tags live in the tenants file, not in the ledger.
+        let tags: Vec<(String, String)> = select
+            .tag
+            .iter()
+            .map(|t| fleet::parse_tag(t).map_err(|e| CliError::usage(format!("--tag {e}"))))
+            .collect::<Result<_, _>>()?;
+        let file = TenantsFile::load(&tenants_path(&ctx, select), &config::process_env)?;
+        let tagged: BTreeSet<&str> = file
+            .tenants
+            .iter()
+            .filter(|spec| tags.iter().all(|(k, v)| spec.tags.get(k) == Some(v)))
+            .map(|spec| spec.id.as_str())
+            .collect();
+        tenants.retain(|t| tagged.contains(t.tenant_id.as_str()));
+    }
+    if args.failed || select.only_failed {
         tenants.retain(|t| matches!(t.status_label(state), "failed" | "interrupted" | "not_started"));
     }
     match ctx.format {

@@ -23,7 +23,7 @@ use crate::signals::{Canceller, Interrupt, Signals};
 fn plan_for(loaded: &Loaded, direction: Direction, rows: &[RevisionId], target: &str) -> Result<Plan, CliError> {
     Ok(match direction {
         Direction::Up => loaded.graph.plan_upgrade(rows, target)?,
-        Direction::Down => loaded.graph.plan_downgrade(rows, target)?,
+        Direction::Down => loaded.graph.plan_downgrade_checked(rows, target)?,
     })
 }
 

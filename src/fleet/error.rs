@@ -15,8 +15,8 @@ pub enum FleetError {
     Tenants(Vec<TenantProblem>),
     #[error("no tenant matches the selection")]
     NothingSelected,
-    #[error("unknown tenant id(s) given with --tenant: {}", .0.join(", "))]
-    UnknownTenants(Vec<String>),
+    #[error("unknown tenant id(s) given with {flag}: {}", .ids.join(", "))]
+    UnknownTenants { flag: &'static str, ids: Vec<String> },
     #[error("ledger: {0}")]
     Ledger(String),
 }

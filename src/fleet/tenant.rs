@@ -48,14 +48,17 @@ impl Selection {
             && self.only.as_ref().is_none_or(|only| only.contains(&tenant.id))
     }
 
-    /// `--tenant` ids that name no tenant of the fleet (a typo the user should hear about).
-    pub fn unknown_ids<'a>(&'a self, tenants: &[Tenant]) -> Vec<&'a str> {
+    /// `--tenant` ids, then `--exclude` ids, that name no tenant of the fleet (a typo the user should hear
+    /// about: an `--exclude` typo would migrate the tenant it meant to leave out).
+    pub fn unknown_ids<'a>(&'a self, tenants: &[Tenant]) -> (Vec<&'a str>, Vec<&'a str>) {
         let known: BTreeSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
-        self.ids
-            .iter()
-            .map(String::as_str)
-            .filter(|id| !known.contains(id))
-            .collect()
+        let unknown = |ids: &'a BTreeSet<String>| {
+            ids.iter()
+                .map(String::as_str)
+                .filter(|id| !known.contains(id))
+                .collect()
+        };
+        (unknown(&self.ids), unknown(&self.exclude))
     }
 }
 
@@ -114,7 +117,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(pick(&ids), ["a"]);
-        assert_eq!(ids.unknown_ids(&all), ["zz"]);
+        assert_eq!(ids.unknown_ids(&all), (vec!["zz"], vec![]));
+        let excluded = Selection {
+            exclude: ["a".to_string(), "yy".to_string()].into(),
+            ..Default::default()
+        };
+        assert_eq!(excluded.unknown_ids(&all), (vec![], vec!["yy"]));
     }
 
     #[test]

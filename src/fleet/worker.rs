@@ -539,7 +539,10 @@ async fn drive(
         (Action::Upgrade(_), Some(rows)) => plan_upgrade_to(&engine.graph, from, rows).map_err(|e| e.to_string()),
         (Action::Downgrade(_), Some(rows)) => plan_downgrade_to(&engine.graph, from, rows),
         (Action::Upgrade(target), None) => engine.graph.plan_upgrade(from, target).map_err(|e| e.to_string()),
-        (Action::Downgrade(target), None) => engine.graph.plan_downgrade(from, target).map_err(|e| e.to_string()),
+        (Action::Downgrade(target), None) => engine
+            .graph
+            .plan_downgrade_checked(from, target)
+            .map_err(|e| e.to_string()),
         (Action::Stamp(targets), _) => {
             let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
             let rows = engine

@@ -51,6 +51,20 @@ pub enum GraphError {
     NotOnBranch { revision: RevisionId, label: String },
     #[error("multiple heads ({}) for `{argument}`: use `heads` or name one", join(.heads))]
     MultipleHeads { argument: String, heads: Vec<RevisionId> },
+    #[error(
+        "downgrade `{spec}` is ambiguous: the database has several heads ({}); {}",
+        join(.heads),
+        if .hints.is_empty() {
+            "name the revision to downgrade to".to_string()
+        } else {
+            format!("pick one with {}", .hints.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(" or "))
+        }
+    )]
+    RelativeDowngradeOfSeveralHeads {
+        spec: String,
+        heads: Vec<RevisionId>,
+        hints: Vec<String>,
+    },
     #[error("relative revision `{spec}` goes past the end of the graph")]
     RelativeOutOfRange { spec: String },
     #[error(

@@ -26,6 +26,7 @@ mod collect;
 mod error;
 mod map;
 mod plan;
+mod relative;
 mod resolve;
 
 #[cfg(test)]
