@@ -65,6 +65,15 @@ pub enum GraphError {
         heads: Vec<RevisionId>,
         hints: Vec<String>,
     },
+    #[error(
+        "relative revision `{spec}` is ambiguous at a branch point or merge point; {}",
+        if .hints.is_empty() {
+            "name the revision to downgrade to".to_string()
+        } else {
+            format!("downgrade to {} instead", .hints.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(" or "))
+        }
+    )]
+    AmbiguousWalkAt { spec: String, hints: Vec<String> },
     #[error("relative revision `{spec}` goes past the end of the graph")]
     RelativeOutOfRange { spec: String },
     #[error(

@@ -25,7 +25,36 @@ impl RevisionGraph {
                 hints,
             });
         }
-        self.plan_downgrade(current, target)
+        match self.plan_downgrade(current, target) {
+            Err(GraphError::AmbiguousWalk { spec }) if is_bare_relative => {
+                let hints = self.downgrade_hints(current, &spec);
+                Err(GraphError::AmbiguousWalkAt { spec, hints })
+            }
+            other => other,
+        }
+    }
+
+    /// Absolute targets below `current` whose downgrade takes exactly as many steps as `-N` asks for, nearest
+    /// first, at most three: what a walk that stopped at a merge or branch point could have meant.
+    fn downgrade_hints(&self, current: &[RevisionId], spec: &str) -> Vec<String> {
+        let Ok(n) = spec[1..].parse::<usize>() else {
+            return Vec::new();
+        };
+        let Ok(applied) = self.applied(current) else {
+            return Vec::new();
+        };
+        let mut hints = Vec::new();
+        for candidate in applied.iter().filter(|r| !current.contains(r)) {
+            if let Ok(plan) = self.plan_downgrade(current, candidate.as_str()) {
+                if plan.steps.len() == n {
+                    hints.push(candidate.to_string());
+                }
+            }
+            if hints.len() == 3 {
+                break;
+            }
+        }
+        hints
     }
 }
 
@@ -61,5 +90,28 @@ mod tests {
         assert!(graph.plan_downgrade_checked(&rows[..1], "-1").is_ok());
         assert!(graph.plan_downgrade_checked(&rows, "a").is_ok());
         assert!(graph.plan_downgrade_checked(&rows, "b@-1").is_ok());
+    }
+
+    #[test]
+    fn relative_walk_stopping_at_a_merge_point_names_targets_that_work() {
+        let graph = RevisionGraph::new(vec![
+            meta("a", &[]),
+            meta("b", &["a"]),
+            meta("c", &["a"]),
+            meta("m", &["b", "c"]),
+            meta("n", &["m"]),
+        ])
+        .unwrap();
+        let rows = [RevisionId::from("n")];
+        match graph.plan_downgrade_checked(&rows, "-2") {
+            Err(GraphError::AmbiguousWalkAt { hints, .. }) => {
+                assert!(!hints.is_empty());
+                for hint in &hints {
+                    let plan = graph.plan_downgrade(&rows, hint).expect("a hint plans");
+                    assert_eq!(plan.steps.len(), 2, "{hint}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -175,7 +175,7 @@ fn batch_with_an_unknown_tenant_is_rolled_back_whole() {
 }
 
 #[test]
-fn finish_run_interrupts_pending_and_running_tenants() {
+fn finish_run_interrupts_running_tenants_and_leaves_unstarted_ones_pending() {
     let (mut ledger, run) = begun(&["t1", "t2", "t3", "t4"]);
     ledger
         .record(
@@ -191,12 +191,15 @@ fn finish_run_interrupts_pending_and_running_tenants() {
             ("t1", Succeeded),
             ("t2", Interrupted),
             ("t3", Failed),
-            ("t4", Interrupted),
+            ("t4", Pending),
         ],
     );
     let record = latest(&ledger);
     assert_eq!(record.exit_code, Some(130));
-    assert_eq!(record.counts.interrupted, 2);
+    assert_eq!(record.counts.interrupted, 1);
+    assert_eq!(record.counts.pending, 1);
+    let tenants = ledger.tenants(&run, None).unwrap();
+    assert_eq!(tenants[3].status_label(RunState::Finished), "not_started");
     assert_eq!(ledger.retry_set(&run).unwrap(), vec!["t2", "t3", "t4"]);
 }
 
