@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -294,12 +293,7 @@ async fn migrate(
         n_canaries,
         concurrency,
         rate: (rate > 0.0).then_some(rate),
-        limits: TenantLimits {
-            retries,
-            tenant_timeout: defaults.tenant_timeout,
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(10),
-        },
+        limits: tenant_limits(retries, defaults, &ctx.project),
         max_failures: run.max_failures,
         max_failure_rate,
         lock_requeue_for: ctx.exec.lock_wait,
@@ -317,6 +311,24 @@ async fn migrate(
         print_dry_run(&ctx, &tenants, &outcome, &engine);
     }
     Ok(outcome.exit_code)
+}
+
+/// The tenants file's `[defaults]` over `flotilla.toml` over the built-in defaults.
+fn tenant_limits(retries: u32, defaults: &config::FleetDefaults, project: &config::ProjectConfig) -> TenantLimits {
+    let backoff = defaults.backoff.over(project.backoff);
+    let backoff_base = backoff.backoff_base.unwrap_or(TenantLimits::DEFAULT_BACKOFF_BASE);
+    TenantLimits {
+        retries,
+        tenant_timeout: defaults.tenant_timeout,
+        backoff_base,
+        // A cap below the first delay would make every delay the cap; the first delay wins.
+        backoff_max: backoff
+            .backoff_max
+            .unwrap_or(TenantLimits::DEFAULT_BACKOFF_MAX)
+            .max(backoff_base),
+        backoff_jitter: backoff.backoff_jitter.unwrap_or(TenantLimits::DEFAULT_BACKOFF_JITTER),
+        outage_budget: backoff.outage_budget.unwrap_or(TenantLimits::DEFAULT_OUTAGE_BUDGET),
+    }
 }
 
 fn hostname() -> String {
