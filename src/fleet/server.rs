@@ -10,10 +10,10 @@
 //! what was open then. The server also holds its circuit breaker (`fleet::breaker`), which its workers share.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, WeakPool};
 use futures_util::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -159,6 +159,8 @@ struct PermitConnect {
     tls: TlsMode,
     permits: Arc<Semaphore>,
     open: Arc<AtomicUsize>,
+    /// The pool this hook belongs to, set once it is built (weak: the pool owns the hook).
+    pool: Arc<OnceLock<WeakPool>>,
 }
 
 impl deadpool_postgres::Connect for PermitConnect {
@@ -168,13 +170,18 @@ impl deadpool_postgres::Connect for PermitConnect {
     ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
         let config = pg_config.clone();
         Box::pin(async move {
-            // The semaphore is never closed, so acquiring cannot fail.
-            let permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("server semaphore is never closed");
+            let permit = loop {
+                match tokio::time::timeout(Duration::from_millis(50), self.permits.clone().acquire_owned()).await {
+                    Ok(permit) => break permit.expect("server semaphore is never closed"),
+                    // Once a 53300 lowered the cap below the pool's size, idle pooled connections may hold every
+                    // permit while this one waits for a new connection: close them and wait again.
+                    Err(_) => {
+                        if let Some(pool) = self.pool.get().and_then(WeakPool::upgrade) {
+                            pool.retain(|_, _| false);
+                        }
+                    }
+                }
+            };
             open_connection(config, self.tls.clone(), permit, self.open.clone()).await
         })
     }
@@ -190,10 +197,12 @@ impl Server {
         let max_connections = max_connections.max(1);
         let permits = Arc::new(Semaphore::new(max_connections));
         let open = Arc::new(AtomicUsize::new(0));
+        let pool_handle = Arc::new(OnceLock::new());
         let connect = PermitConnect {
             tls: tls.clone(),
             permits: permits.clone(),
             open: open.clone(),
+            pool: pool_handle.clone(),
         };
         let manager = Manager::from_connect(
             pg_config.clone(),
@@ -210,6 +219,7 @@ impl Server {
                 server: name.clone(),
                 message: e.to_string(),
             })?;
+        let _ = pool_handle.set(pool.weak());
         Ok(Server {
             name,
             lock_timeout: None,
@@ -258,7 +268,7 @@ impl Server {
             }
         };
         // Permits held by open connections come back when those close; taking them then and forgetting them
-        // lowers the cap without closing anything in use. Idle pooled connections past the new size are closed.
+        // lowers the cap without closing anything in use. The pool keeps its size: the permits cap it.
         let permits = self.permits.clone();
         let n = u32::try_from(cap - new).unwrap_or(u32::MAX);
         tokio::spawn(async move {
@@ -266,7 +276,6 @@ impl Server {
                 taken.forget();
             }
         });
-        self.pool.resize(new);
         Some((cap, new))
     }
 
