@@ -14,6 +14,7 @@ mod fleet_config;
 mod fleet_faults;
 mod fleet_isolation;
 mod fleet_names;
+mod fleet_outages;
 mod fleet_run;
 mod fleet_select;
 mod fleet_shared;
