@@ -127,7 +127,11 @@ async fn fleet_outage_shorter_than_the_budget_is_waited_out() {
     assert_eq!(code, Some(0), "{report}");
     let status = fleet.status(None);
     for (id, t) in Fleet::status_tenants(&status) {
-        assert_eq!(t["status"], "succeeded", "{id}: {t}\n{report}");
+        // A commit whose reply the outage cut is found applied by the next attempt, which then skips.
+        assert!(
+            t["status"] == "succeeded" || t["status"] == "skipped",
+            "{id}: {t}\n{report}"
+        );
         assert_eq!(t["to_revision"], SLOW_HEAD, "{id}: {t}");
     }
     let versions = fleet.versions().await;
