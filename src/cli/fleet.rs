@@ -389,12 +389,7 @@ async fn migrate(
         n_canaries,
         concurrency,
         rate: (rate > 0.0).then_some(rate),
-        limits: TenantLimits {
-            retries,
-            tenant_timeout,
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(10),
-        },
+        limits: tenant_limits(retries, tenant_timeout, defaults, &ctx.project),
         max_failures: run.max_failures,
         max_failure_rate,
         lock_requeue_for: ctx.exec.lock_wait,
@@ -421,6 +416,29 @@ async fn migrate(
         print_dry_run(&ctx, &tenants, &outcome, &engine, run.verbose);
     }
     Ok(outcome.exit_code)
+}
+
+/// The tenants file's `[defaults]` over `flotilla.toml` over the built-in defaults.
+fn tenant_limits(
+    retries: u32,
+    tenant_timeout: Option<Duration>,
+    defaults: &config::FleetDefaults,
+    project: &config::ProjectConfig,
+) -> TenantLimits {
+    let backoff = defaults.backoff.over(project.backoff);
+    let backoff_base = backoff.backoff_base.unwrap_or(TenantLimits::DEFAULT_BACKOFF_BASE);
+    TenantLimits {
+        retries,
+        tenant_timeout,
+        backoff_base,
+        // A cap below the first delay would make every delay the cap; the first delay wins.
+        backoff_max: backoff
+            .backoff_max
+            .unwrap_or(TenantLimits::DEFAULT_BACKOFF_MAX)
+            .max(backoff_base),
+        backoff_jitter: backoff.backoff_jitter.unwrap_or(TenantLimits::DEFAULT_BACKOFF_JITTER),
+        outage_budget: backoff.outage_budget.unwrap_or(TenantLimits::DEFAULT_OUTAGE_BUDGET),
+    }
 }
 
 fn hostname() -> String {

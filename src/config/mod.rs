@@ -23,8 +23,8 @@ pub use project::{
 };
 pub use secret::{redact_message, redact_url, Secret, MASK};
 pub use tenants::{
-    clashes, truncate_identifier, FleetDefaults, PasswordOrigin, PasswordSource, PgPassMiss, Server, Source,
-    SourceKind, TenantId, TenantSpec, TenantTarget, TenantsFile, DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS,
+    clashes, truncate_identifier, BackoffSettings, FleetDefaults, PasswordOrigin, PasswordSource, PgPassMiss, Server,
+    Source, SourceKind, TenantId, TenantSpec, TenantTarget, TenantsFile, DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_RATE, DEFAULT_RETRIES, MAX_IDENTIFIER_BYTES,
 };
 pub use tls::{tls_mode, ClientCert, SslMode, TlsMode};

@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::doc::{get, Doc, EnvLookup};
 use super::error::{ConfigError, ProblemKind};
+use super::tenants::BackoffSettings;
 use super::url::{DbUrl, Located};
 
 /// Alembic's default `file_template`.
@@ -33,6 +34,10 @@ const KEYS: &[&str] = &[
     "lock_timeout",
     "statement_timeout",
     "lock_wait",
+    "backoff_base",
+    "backoff_max",
+    "backoff_jitter",
+    "outage_budget",
     "url",
     "tenants",
     "ledger",
@@ -128,6 +133,8 @@ pub struct ProjectConfig {
     pub statement_timeout: Option<Duration>,
     /// How long to wait for another run's advisory lock.
     pub lock_wait: Duration,
+    /// Fleet retry backoff and outage budget; the tenants file's `[defaults]` wins over these.
+    pub backoff: BackoffSettings,
     pub url: Option<Located<DbUrl>>,
     /// The default tenants file for fleet commands.
     pub tenants: PathBuf,
@@ -169,6 +176,7 @@ struct Layer {
     lock_timeout: Option<Duration>,
     statement_timeout: Option<Duration>,
     lock_wait: Option<Duration>,
+    backoff: BackoffSettings,
     url: Option<Located<DbUrl>>,
     tenants: Option<PathBuf>,
     ledger: Option<PathBuf>,
@@ -202,6 +210,7 @@ impl Layer {
             lock_timeout: s.lock_timeout.or(b.lock_timeout),
             statement_timeout: s.statement_timeout.or(b.statement_timeout),
             lock_wait: s.lock_wait.or(b.lock_wait),
+            backoff: s.backoff.over(b.backoff),
             url: s.url.or(b.url),
             tenants: s.tenants.or(b.tenants),
             ledger: s.ledger.or(b.ledger),
@@ -235,6 +244,7 @@ impl Layer {
             lock_timeout: self.lock_timeout.unwrap_or(Duration::from_secs(5)),
             statement_timeout: self.statement_timeout,
             lock_wait: self.lock_wait.unwrap_or(Duration::from_secs(30)),
+            backoff: self.backoff,
             url: self.url,
             tenants: self.tenants.unwrap_or_else(|| default_path("tenants.toml")),
             ledger: self.ledger.unwrap_or_else(|| default_path(".flotilla/ledger.db")),
@@ -368,6 +378,9 @@ fn read_layer(doc: &mut Doc<'_>, table: &DeTable<'_>) -> Layer {
             "lock_timeout" => layer.lock_timeout = doc.duration(key, value),
             "statement_timeout" => layer.statement_timeout = doc.duration(key, value),
             "lock_wait" => layer.lock_wait = doc.duration(key, value),
+            "backoff_base" | "backoff_max" | "backoff_jitter" | "outage_budget" => {
+                layer.backoff.read(doc, key, value);
+            }
             "url" => layer.url = db_url(doc, key, value),
             "dev_url" => layer.dev_url = db_url(doc, key, value),
             "tenants" => layer.tenants = path(doc, key, value),
@@ -648,6 +661,8 @@ tenants = "/etc/flotilla/tenants.toml"
 ledger = "state/ledger.db"
 desired_schema = "schema.sql"
 dev_url = "postgres://app@localhost/scratch"
+backoff_max = "30s"
+outage_budget = "90s"
 
 [hooks]
 post_write = ["black {file}", ["sqlfluff", "fix", "{file}"]]
@@ -675,6 +690,14 @@ lock_timeout = "1s"
         assert_eq!(cfg.lock_timeout, Duration::from_secs(2));
         assert_eq!(cfg.statement_timeout, Some(Duration::from_secs(600)));
         assert_eq!(cfg.lock_wait, Duration::from_secs(60));
+        assert_eq!(
+            cfg.backoff,
+            BackoffSettings {
+                backoff_max: Some(Duration::from_secs(30)),
+                outage_budget: Some(Duration::from_secs(90)),
+                ..BackoffSettings::default()
+            }
+        );
         assert_eq!(cfg.tenants, Path::new("/etc/flotilla/tenants.toml"));
         assert_eq!(cfg.ledger, Path::new("/p/state/ledger.db"));
         let url = cfg.url.as_ref().expect("url");
@@ -727,14 +750,14 @@ lock_timeout = "1s"
             &[
                 "1:1: unknown key `script_locaton` in flotilla.toml (expected one of: script_location, \
                  version_locations, recursive_version_locations, file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
-                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, shared, env)",
+                 statement_timeout, lock_wait, backoff_base, backoff_max, backoff_jitter, outage_budget, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, shared, env)",
                 "2:16: invalid duration `5 parsecs` for `lock_timeout`: unknown unit `parsecs` (use ms, s, m or \
                  min, h, d)",
                 "3:19: `transaction_per` must be one of \"revision\", \"run\", found `statement`",
                 "5:13: `lock_wait` must be a duration such as \"5s\" or \"10min\", found boolean",
                 "6:1: unknown key `env` in [env.prod] (expected one of: script_location, version_locations, \
                  recursive_version_locations, file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
-                 statement_timeout, lock_wait, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, shared)",
+                 statement_timeout, lock_wait, backoff_base, backoff_max, backoff_jitter, outage_budget, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, shared)",
                 "7:19: environment variable `NOPE` is not set (write `$${` for a literal `${`)",
             ],
         );

@@ -28,6 +28,10 @@ const DEFAULTS_KEYS: &[&str] = &[
     "lock_timeout",
     "statement_timeout",
     "tenant_timeout",
+    "backoff_base",
+    "backoff_max",
+    "backoff_jitter",
+    "outage_budget",
 ];
 const SERVER_KEYS: &[&str] = &[
     "name",
@@ -90,6 +94,60 @@ pub struct FleetDefaults {
     pub statement_timeout: Option<Duration>,
     /// Limit on one tenant's whole upgrade; `None`: no limit.
     pub tenant_timeout: Option<Duration>,
+    /// Retry backoff (first delay, cap, random share) and how long a server may stay away; `None`:
+    /// `flotilla.toml`'s, else the built-in defaults.
+    pub backoff: BackoffSettings,
+}
+
+/// Retry backoff and outage settings, as `flotilla.toml` and the tenants file's `[defaults]` give them (each
+/// `None` when not given; the CLI layers them over the built-in defaults).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BackoffSettings {
+    pub backoff_base: Option<Duration>,
+    pub backoff_max: Option<Duration>,
+    /// The share of each delay drawn at random, 0..=1.
+    pub backoff_jitter: Option<f64>,
+    pub outage_budget: Option<Duration>,
+}
+
+impl BackoffSettings {
+    /// `self` over `base`, key by key.
+    pub fn over(self, base: BackoffSettings) -> BackoffSettings {
+        BackoffSettings {
+            backoff_base: self.backoff_base.or(base.backoff_base),
+            backoff_max: self.backoff_max.or(base.backoff_max),
+            backoff_jitter: self.backoff_jitter.or(base.backoff_jitter),
+            outage_budget: self.outage_budget.or(base.outage_budget),
+        }
+    }
+
+    /// Reads `key` into its field when it is one of the backoff keys; false for any other key.
+    pub(super) fn read(&mut self, doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> bool {
+        match key {
+            "backoff_base" => self.backoff_base = doc.duration(key, value),
+            "backoff_max" => self.backoff_max = doc.duration(key, value),
+            "outage_budget" => self.outage_budget = doc.duration(key, value),
+            "backoff_jitter" => {
+                self.backoff_jitter = doc.number(key, value).and_then(|n| {
+                    let share = *n.get_ref();
+                    if (0.0..=1.0).contains(&share) {
+                        Some(share)
+                    } else {
+                        doc.report(
+                            value.span(),
+                            ProblemKind::OutOfRange {
+                                key: key.to_string(),
+                                value: share.to_string(),
+                            },
+                        );
+                        None
+                    }
+                })
+            }
+            _ => return false,
+        }
+        true
+    }
 }
 
 impl Default for FleetDefaults {
@@ -101,6 +159,7 @@ impl Default for FleetDefaults {
             lock_timeout: None,
             statement_timeout: None,
             tenant_timeout: None,
+            backoff: BackoffSettings::default(),
         }
     }
 }
@@ -578,6 +637,11 @@ fn read_defaults(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> FleetDefaul
     if let Some(v) = get(table, "tenant_timeout") {
         d.tenant_timeout = doc.duration("tenant_timeout", v);
     }
+    for key in ["backoff_base", "backoff_max", "backoff_jitter", "outage_budget"] {
+        if let Some(v) = get(table, key) {
+            d.backoff.read(doc, key, v);
+        }
+    }
     d
 }
 
@@ -917,6 +981,9 @@ retries = 0
 lock_timeout = "2s"
 statement_timeout = "10min"
 tenant_timeout = "30min"
+backoff_base = "500ms"
+backoff_jitter = 0.5
+outage_budget = "2min"
 
 [[servers]]
 name = "eu-1"
@@ -966,6 +1033,12 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
                 lock_timeout: Some(Duration::from_secs(2)),
                 statement_timeout: Some(Duration::from_secs(600)),
                 tenant_timeout: Some(Duration::from_secs(1800)),
+                backoff: BackoffSettings {
+                    backoff_base: Some(Duration::from_millis(500)),
+                    backoff_max: None,
+                    backoff_jitter: Some(0.5),
+                    outage_budget: Some(Duration::from_secs(120)),
+                },
             }
         );
         let eu = file.server("eu-1").expect("eu-1");
@@ -975,7 +1048,7 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         assert_eq!(eu.sslmode, SslMode::VerifyFull);
         assert_eq!(eu.ca_file.as_deref(), Some(Path::new("/fleet/certs/eu-1-ca.pem")));
         assert_eq!(eu.lock_timeout, Some(Duration::from_secs(1)));
-        assert_eq!((eu.at.line, eu.at.column), (10, 1));
+        assert_eq!((eu.at.line, eu.at.column), (13, 1));
         let us = file.server("us-1").expect("us-1");
         assert_eq!(us.password, PasswordSource::File("/fleet/secrets/us-1".into()));
         assert_eq!(us.sslmode, SslMode::Require);
@@ -1016,7 +1089,8 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
             &[
                 "1:1: unknown key `tenant` in the tenants file (expected one of: defaults, servers, tenants, sources)",
                 "3:1: unknown key `concurency` in [defaults] (expected one of: concurrency, rate, retries, \
-                 lock_timeout, statement_timeout, tenant_timeout)",
+                 lock_timeout, statement_timeout, tenant_timeout, backoff_base, backoff_max, backoff_jitter, \
+                 outage_budget)",
                 "7:1: unknown key `port` in [[servers]] (expected one of: name, url, password_env, password_file, \
                  max_connections, sslmode, ca_file, cert_file, key_file, lock_timeout, statement_timeout)",
             ],
@@ -1046,6 +1120,13 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         check_err(
             "[defaults]\nrate = -2.5",
             &["2:8: `rate` must be 0 (no limit) or more, found -2.5"],
+        );
+        check_err(
+            "[defaults]\nbackoff_jitter = 1.5\noutage_budget = true",
+            &[
+                "2:18: `backoff_jitter` value 1.5 is out of range",
+                "3:17: `outage_budget` must be a duration such as \"5s\" or \"10min\", found boolean",
+            ],
         );
     }
 

@@ -81,15 +81,11 @@ pub fn db_message(err: &tokio_postgres::Error) -> String {
     }
 }
 
-/// SQLSTATEs worth retrying: the same work can succeed a moment later.
+/// SQLSTATEs worth retrying besides outages and 53300: the same work can succeed a moment later.
 const TRANSIENT_SQLSTATES: &[&str] = &[
-    "53300", // too_many_connections
     "40001", // serialization_failure
     "40P01", // deadlock_detected
     "55P03", // lock_not_available, also lock_timeout cancellations
-    "57P01", // admin_shutdown
-    "57P02", // crash_shutdown
-    "57P03", // cannot_connect_now
 ];
 
 impl ExecError {
@@ -104,10 +100,15 @@ impl ExecError {
 
     /// Whether retrying the same work may succeed: lost connections, lock waits, deadlocks, server restarts.
     pub fn is_transient(&self) -> bool {
+        self.class().is_transient()
+    }
+
+    /// What this error says about the server (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
         match self {
-            ExecError::Locked { .. } => true,
-            ExecError::Step { pg, .. } | ExecError::Db { pg, .. } => is_transient_pg(pg),
-            _ => false,
+            ExecError::Locked { .. } => ErrorClass::Transient,
+            ExecError::Step { pg, .. } | ExecError::Db { pg, .. } => classify_pg(pg),
+            _ => ErrorClass::Permanent,
         }
     }
 
@@ -136,19 +137,78 @@ impl ExecError {
     }
 }
 
+/// What a driver error says about the server, which decides how the fleet reacts to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The server went away or is not accepting connections (refused, reset, closed, 08xxx, 57P01-57P03):
+    /// the fleet waits for it to come back.
+    Outage,
+    /// SQLSTATE 53300: the server (or the role) has no connection slot left.
+    TooManyConnections,
+    /// Authentication or TLS refused (28P01, 28000, no password to send, a failed handshake or certificate):
+    /// waiting never heals it.
+    Fatal,
+    /// Worth retrying the same work: deadlocks, serialization failures, lock timeouts.
+    Transient,
+    /// Anything else: retrying would fail the same way.
+    Permanent,
+}
+
+impl ErrorClass {
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Outage | ErrorClass::TooManyConnections | ErrorClass::Transient
+        )
+    }
+}
+
 /// Whether a driver error is worth a retry.
 pub fn is_transient_pg(err: &tokio_postgres::Error) -> bool {
+    classify_pg(err).is_transient()
+}
+
+/// What a driver error says about the server (see [`ErrorClass`]).
+pub fn classify_pg(err: &tokio_postgres::Error) -> ErrorClass {
+    if let Some(code) = err.code() {
+        return classify_sqlstate(code.code());
+    }
     if err.is_closed() {
-        return true;
+        return ErrorClass::Outage;
     }
-    match err.code() {
-        Some(code) => {
-            let code = code.code();
-            code.starts_with("08") || TRANSIENT_SQLSTATES.contains(&code)
-        }
-        // No SQLSTATE: an IO error, a closed socket or a timeout talking to the server.
-        None => err.as_db_error().is_none(),
+    // Without a SQLSTATE the driver names only the kind in its own text ("error performing TLS handshake",
+    // "invalid configuration: password missing", "authentication error"); the rest is an IO error, a closed
+    // socket or a timeout talking to the server.
+    let text = err.to_string();
+    if is_fatal_text(&text) {
+        ErrorClass::Fatal
+    } else {
+        ErrorClass::Outage
     }
+}
+
+/// The class of a SQLSTATE (see [`ErrorClass`]).
+pub fn classify_sqlstate(code: &str) -> ErrorClass {
+    match code {
+        "53300" => ErrorClass::TooManyConnections,
+        "28P01" | "28000" => ErrorClass::Fatal,
+        "57P01" | "57P02" | "57P03" => ErrorClass::Outage,
+        _ if code.starts_with("08") => ErrorClass::Outage,
+        _ if TRANSIENT_SQLSTATES.contains(&code) => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// Whether a driver error without a SQLSTATE (by its text) is one that waiting never heals.
+fn is_fatal_text(text: &str) -> bool {
+    [
+        "error performing TLS handshake",
+        "password missing",
+        "authentication error",
+        "invalid configuration",
+    ]
+    .iter()
+    .any(|kind| text.contains(kind))
 }
 
 /// A run that stopped on an error, with what it completed before (those steps are committed).
@@ -168,5 +228,39 @@ impl std::fmt::Display for ExecFailure {
 impl std::error::Error for ExecFailure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         std::error::Error::source(&self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{classify_sqlstate, is_fatal_text, ErrorClass};
+
+    #[test]
+    fn sqlstates_are_classified_by_what_they_say_about_the_server() {
+        let check = |code: &str, expected: ErrorClass| assert_eq!(classify_sqlstate(code), expected, "{code}");
+        check("57P01", ErrorClass::Outage);
+        check("57P02", ErrorClass::Outage);
+        check("57P03", ErrorClass::Outage);
+        check("08006", ErrorClass::Outage);
+        check("53300", ErrorClass::TooManyConnections);
+        check("28P01", ErrorClass::Fatal);
+        check("28000", ErrorClass::Fatal);
+        check("40001", ErrorClass::Transient);
+        check("55P03", ErrorClass::Transient);
+        check("42P01", ErrorClass::Permanent);
+        assert!(!ErrorClass::Fatal.is_transient());
+        assert!(ErrorClass::Outage.is_transient());
+    }
+
+    #[test]
+    fn driver_errors_without_sqlstate_are_fatal_only_for_credentials_and_tls() {
+        assert!(is_fatal_text("invalid configuration: password missing"));
+        assert!(is_fatal_text(
+            "error performing TLS handshake: invalid peer certificate: NotValidForName"
+        ));
+        assert!(!is_fatal_text(
+            "error connecting to server: Connection refused (os error 111)"
+        ));
+        assert!(!is_fatal_text("connection closed"));
     }
 }

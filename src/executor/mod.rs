@@ -11,7 +11,7 @@ mod session;
 mod sql;
 mod store;
 
-pub use error::{db_message, is_transient_pg, ExecError, ExecFailure};
+pub use error::{classify_pg, db_message, is_transient_pg, ErrorClass, ExecError, ExecFailure};
 pub use offline::{OfflineInput, OfflineRenderer, PsqlRenderer};
 pub use session::{
     direction_word, search_path, session_reset_sql, stamp_sql, ExecEvent, ExecOptions, ReadSession, Report,

@@ -4,6 +4,7 @@
 //! The fleet drives the executor thousands of times; it never parses files or flags (the CLI resolves those)
 //! and never renders anything (it emits `observe::FleetEvent`s).
 
+mod breaker;
 mod current;
 mod discover;
 mod error;

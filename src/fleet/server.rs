@@ -5,17 +5,21 @@
 //! for as long as its socket is open (the permit lives in the task that drives the connection). So idle pooled
 //! connections count too, and a database tenant that finds every permit held by idle pooled connections
 //! closes them to make room.
+//!
+//! The cap can only go down during a run: a server that answers 53300 (too many connections) keeps the cap at
+//! what was open then. The server also holds its circuit breaker (`fleet::breaker`), which its workers share.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, WeakPool};
 use futures_util::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
+use super::breaker::Breaker;
 use super::error::FleetError;
 use crate::config::{PasswordOrigin, TlsMode};
 use crate::executor::session_reset_sql;
@@ -32,9 +36,11 @@ pub struct Server {
     pg_config: tokio_postgres::Config,
     tls: TlsMode,
     permits: Arc<Semaphore>,
-    max_connections: usize,
+    /// The connection cap now: `max_connections` until a 53300 lowers it.
+    cap: AtomicUsize,
     open: Arc<AtomicUsize>,
     pool: Pool,
+    breaker: Mutex<Breaker>,
 }
 
 /// Why a connection could not be had.
@@ -153,6 +159,8 @@ struct PermitConnect {
     tls: TlsMode,
     permits: Arc<Semaphore>,
     open: Arc<AtomicUsize>,
+    /// The pool this hook belongs to, set once it is built (weak: the pool owns the hook).
+    pool: Arc<OnceLock<WeakPool>>,
 }
 
 impl deadpool_postgres::Connect for PermitConnect {
@@ -162,13 +170,18 @@ impl deadpool_postgres::Connect for PermitConnect {
     ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
         let config = pg_config.clone();
         Box::pin(async move {
-            // The semaphore is never closed, so acquiring cannot fail.
-            let permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("server semaphore is never closed");
+            let permit = loop {
+                match tokio::time::timeout(Duration::from_millis(50), self.permits.clone().acquire_owned()).await {
+                    Ok(permit) => break permit.expect("server semaphore is never closed"),
+                    // Once a 53300 lowered the cap below the pool's size, idle pooled connections may hold every
+                    // permit while this one waits for a new connection: close them and wait again.
+                    Err(_) => {
+                        if let Some(pool) = self.pool.get().and_then(WeakPool::upgrade) {
+                            pool.retain(|_, _| false);
+                        }
+                    }
+                }
+            };
             open_connection(config, self.tls.clone(), permit, self.open.clone()).await
         })
     }
@@ -184,10 +197,12 @@ impl Server {
         let max_connections = max_connections.max(1);
         let permits = Arc::new(Semaphore::new(max_connections));
         let open = Arc::new(AtomicUsize::new(0));
+        let pool_handle = Arc::new(OnceLock::new());
         let connect = PermitConnect {
             tls: tls.clone(),
             permits: permits.clone(),
             open: open.clone(),
+            pool: pool_handle.clone(),
         };
         let manager = Manager::from_connect(
             pg_config.clone(),
@@ -204,6 +219,7 @@ impl Server {
                 server: name.clone(),
                 message: e.to_string(),
             })?;
+        let _ = pool_handle.set(pool.weak());
         Ok(Server {
             name,
             lock_timeout: None,
@@ -212,9 +228,10 @@ impl Server {
             pg_config,
             tls,
             permits,
-            max_connections,
+            cap: AtomicUsize::new(max_connections),
             open,
             pool,
+            breaker: Mutex::new(Breaker::default()),
         })
     }
 
@@ -223,8 +240,72 @@ impl Server {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// The connection cap now (`max_connections`, or lower after a 53300).
     pub fn max_connections(&self) -> usize {
-        self.max_connections
+        self.cap.load(Ordering::Relaxed)
+    }
+
+    /// The server's circuit breaker. Held only to decide, never across an await.
+    pub(crate) fn breaker(&self) -> MutexGuard<'_, Breaker> {
+        // A worker that panicked while deciding left nothing half-changed worth refusing for.
+        self.breaker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The server refused a connection with 53300: lower the cap to the connections open now (at least 1), for
+    /// the rest of the run. Returns the old and new cap when this lowered it; `None` when the cap already was
+    /// that low (a concurrent refusal lowered it, or it is 1).
+    pub fn lower_cap(&self) -> Option<(usize, usize)> {
+        let open = self.open_connections();
+        let mut cap = self.cap.load(Ordering::Relaxed);
+        let new = loop {
+            let new = lowered_cap(cap, open)?;
+            match self
+                .cap
+                .compare_exchange(cap, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break new,
+                Err(now) => cap = now,
+            }
+        };
+        // Permits held by open connections come back when those close; taking them then and forgetting them
+        // lowers the cap without closing anything in use. The pool keeps its size: the permits cap it.
+        let permits = self.permits.clone();
+        let n = u32::try_from(cap - new).unwrap_or(u32::MAX);
+        tokio::spawn(async move {
+            if let Ok(taken) = permits.acquire_many_owned(n).await {
+                taken.forget();
+            }
+        });
+        Some((cap, new))
+    }
+
+    /// Whether the server answers: one connection to the server URL's database under the cap, closed at once.
+    /// Gives up after `limit`, as a server that does not answer.
+    pub async fn probe(&self, limit: Duration) -> Result<(), ConnectError> {
+        let attempt = async {
+            let permit = self.permit().await;
+            open_connection(self.pg_config.clone(), self.tls.clone(), permit, self.open.clone())
+                .await
+                .map(drop)
+                .map_err(|e| self.pg_error(e))
+        };
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Pool(format!("no answer within {limit:?}"))),
+        }
+    }
+
+    /// A permit of the cap, closing idle pooled connections when they hold every one.
+    async fn permit(&self) -> OwnedSemaphorePermit {
+        loop {
+            match tokio::time::timeout(Duration::from_millis(50), self.permits.clone().acquire_owned()).await {
+                Ok(permit) => break permit.expect("server semaphore is never closed"),
+                // Idle pooled connections may be holding every permit: close them and wait again.
+                Err(_) => {
+                    self.pool.retain(|_, _| false);
+                }
+            }
+        }
     }
 
     /// A connection to the server URL's own database, from the shared pool.
@@ -240,15 +321,7 @@ impl Server {
 
     /// A new connection to `database` on this server, under the same cap. Closed when dropped.
     pub async fn direct(&self, database: &str) -> Result<Conn, ConnectError> {
-        let permit = loop {
-            match tokio::time::timeout(Duration::from_millis(50), self.permits.clone().acquire_owned()).await {
-                Ok(permit) => break permit.expect("server semaphore is never closed"),
-                // Idle pooled connections may be holding every permit: close them and wait again.
-                Err(_) => {
-                    self.pool.retain(|_, _| false);
-                }
-            }
-        };
+        let permit = self.permit().await;
         let mut config = self.pg_config.clone();
         config.dbname(database);
         let (client, _driver) = open_connection(config, self.tls.clone(), permit, self.open.clone())
@@ -285,5 +358,29 @@ impl Server {
     /// Close every idle pooled connection (at the end of a run).
     pub fn close_idle(&self) {
         self.pool.retain(|_, _| false);
+    }
+}
+
+/// The cap after a 53300 with `open` connections open (the refused one not among them): `open`, at least 1;
+/// `None` when that is not below `cap`.
+fn lowered_cap(cap: usize, open: usize) -> Option<usize> {
+    let new = open.max(1);
+    (new < cap).then_some(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lowered_cap;
+
+    #[test]
+    fn too_many_connections_lowers_the_cap_to_what_was_open() {
+        let check = |cap, open, expected| assert_eq!(lowered_cap(cap, open), expected, "cap {cap}, open {open}");
+        check(4, 2, Some(2));
+        check(10, 0, Some(1));
+        check(4, 3, Some(3));
+        // Never below 1, never up, and a concurrent refusal that finds it lowered already changes nothing.
+        check(1, 0, None);
+        check(2, 2, None);
+        check(2, 5, None);
     }
 }

@@ -1,5 +1,10 @@
 //! One tenant's work: take a connection under its server's cap, open a migration session (lock without
-//! waiting), plan, run, and retry transient failures with exponential backoff and full jitter.
+//! waiting), plan, run, and retry transient failures with exponential backoff and jitter.
+//!
+//! What a failure says about the server decides what happens next (issue 14): a server that went away trips its
+//! breaker and the tenant waits for it without spending a retry; a 53300 lowers the server's cap and the tenant
+//! tries again without spending a retry; a refused password or TLS handshake fails every tenant of the server at
+//! once. The breaker decides (`fleet::breaker`); this file does the waiting, probing and logging.
 //!
 //! Workers never write the ledger or the progress display: they send [`WorkerMsg`]s to the coordinator.
 
@@ -11,10 +16,11 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::breaker::{clock_text, Gate};
 use super::server::{ConnectError, Server};
 use super::shared::SharedEngine;
 use super::tenant::{Place, Tenant};
-use crate::executor::{ExecError, ExecEvent, ExecOptions, Session, VersionStore};
+use crate::executor::{ErrorClass, ExecError, ExecEvent, ExecOptions, Session, VersionStore};
 use crate::graph::{Direction, GraphError, Plan, RevisionGraph, Step};
 use crate::revision::RevisionId;
 use crate::script::Script;
@@ -60,8 +66,21 @@ pub struct TenantLimits {
     /// Retries of transient errors after the first attempt.
     pub retries: u32,
     pub tenant_timeout: Option<Duration>,
+    /// The first retry's delay before jitter; each later retry doubles it, up to `backoff_max`. Probes of a
+    /// server that went away follow the same backoff.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The share (0..=1) of each delay drawn at random: 0 waits the whole delay, 1 anything from 0 to it.
+    pub backoff_jitter: f64,
+    /// How long a server may stay away before the tenants waiting for it fail.
+    pub outage_budget: Duration,
+}
+
+impl TenantLimits {
+    pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(200);
+    pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+    pub const DEFAULT_BACKOFF_JITTER: f64 = 0.75;
+    pub const DEFAULT_OUTAGE_BUDGET: Duration = Duration::from_secs(60);
 }
 
 /// Messages from a worker to the coordinator.
@@ -119,6 +138,8 @@ pub struct Failure {
     pub is_transient: bool,
     pub failed_revision: Option<RevisionId>,
     pub is_locked: bool,
+    /// What the error says about the server: an outage, 53300 and a refused login are not retried like others.
+    pub class: ErrorClass,
 }
 
 impl Failure {
@@ -128,6 +149,7 @@ impl Failure {
             sqlstate: e.sqlstate(),
             reason: e.reason(),
             is_transient: e.is_transient(),
+            class: e.class(),
             failed_revision: match e {
                 ExecError::Step { revision, .. } => Some(revision.clone()),
                 _ => None,
@@ -137,24 +159,30 @@ impl Failure {
     }
 
     fn from_connect(e: &ConnectError) -> Failure {
-        let (sqlstate, is_transient) = match e {
+        let (sqlstate, class) = match e {
             ConnectError::Pg(pg) | ConnectError::Auth { pg, .. } => (
                 pg.code().map(|c| c.code().to_string()),
-                crate::executor::is_transient_pg(pg),
+                crate::executor::classify_pg(pg),
             ),
-            ConnectError::Pool(_) => (None, true),
+            ConnectError::Pool(_) => (None, ErrorClass::Transient),
+        };
+        let reason = match class {
+            ErrorClass::TooManyConnections => "too_many_connections",
+            ErrorClass::Fatal => "auth",
+            _ => "connection",
         };
         Failure {
             message: e.to_string(),
             sqlstate,
-            reason: "connection",
-            is_transient,
+            reason,
+            is_transient: class.is_transient(),
             failed_revision: None,
             is_locked: false,
+            class,
         }
     }
 
-    fn permanent(message: String, reason: &'static str) -> Failure {
+    pub(crate) fn permanent(message: String, reason: &'static str) -> Failure {
         Failure {
             message,
             sqlstate: None,
@@ -162,6 +190,7 @@ impl Failure {
             is_transient: false,
             failed_revision: None,
             is_locked: false,
+            class: ErrorClass::Permanent,
         }
     }
 }
@@ -267,21 +296,32 @@ pub(crate) async fn run_tenant(
 ) {
     let started = Instant::now();
     let mut attempt = first_attempt;
+    // Retries spent on transient errors; waiting out an outage or a lowered cap spends none.
+    let mut retries_used = 0;
     let mut from: Option<Vec<RevisionId>> = None;
     // Steps committed by earlier attempts that failed part way, so the outcome counts the whole tenant.
     let mut n_steps_before = 0;
     let outcome = loop {
         // A retry that was waiting out its backoff when the run was interrupted does not start again.
         if attempt > first_attempt && ctx.stop.load(Ordering::Relaxed) {
-            let from = from.unwrap_or_default();
-            break Outcome::Interrupted {
-                to: from.clone(),
-                from,
-                attempts: attempt - 1,
-                elapsed: started.elapsed(),
-            };
+            break interrupted(from, attempt - 1, started);
+        }
+        match wait_for_server(&ctx, &server, index).await {
+            Ok(()) => {}
+            Err(None) => break interrupted(from, attempt - 1, started),
+            Err(Some(failure)) => {
+                let from = from.unwrap_or_default();
+                break Outcome::Failed {
+                    to: from.clone(),
+                    from,
+                    failure,
+                    attempts: attempt,
+                    elapsed: started.elapsed(),
+                };
+            }
         }
         let _ = ctx.tx.send(WorkerMsg::Started { index, attempt });
+        let attempt_started = Instant::now();
         let work = one_attempt(&ctx, &server, &tenant, index);
         let result = match ctx.limits.tenant_timeout {
             Some(limit) => match tokio::time::timeout(limit, work).await {
@@ -317,7 +357,7 @@ pub(crate) async fn run_tenant(
                     },
                 };
             }
-            Err(err) => {
+            Err(mut err) => {
                 if from.is_none() {
                     from = err.from.clone();
                 }
@@ -335,16 +375,73 @@ pub(crate) async fn run_tenant(
                         elapsed: started.elapsed(),
                     };
                 }
-                let retries_used = attempt - 1;
-                if err.failure.is_transient && retries_used < ctx.limits.retries && !ctx.stop.load(Ordering::Relaxed) {
-                    let delay = backoff(&ctx.limits, attempt);
+                let is_stopping = ctx.stop.load(Ordering::Relaxed);
+                match err.failure.class {
+                    ErrorClass::Fatal => {
+                        err.failure = fatal_for_server(&server, err.failure);
+                    }
+                    ErrorClass::Outage if !is_stopping => {
+                        if server.breaker().on_outage(attempt_started, Instant::now()) {
+                            tracing::warn!(
+                                server = %server.name,
+                                error = %err.failure.message,
+                                budget = ?ctx.limits.outage_budget,
+                                "server unavailable: its tenants wait for it (outage_budget)"
+                            );
+                        }
+                        // Wait for the server now, so the retry counts only when the server never was down
+                        // (one backend terminated, not a restart).
+                        let _ = ctx.tx.send(WorkerMsg::Retrying {
+                            index,
+                            attempt,
+                            failure: err.failure.clone(),
+                            delay: Duration::ZERO,
+                        });
+                        match wait_for_server(&ctx, &server, index).await {
+                            Ok(()) => {}
+                            Err(None) => break interrupted(from, attempt, started),
+                            Err(Some(failure)) => err.failure = failure,
+                        }
+                        if err.failure.class == ErrorClass::Outage {
+                            let was_down = server.breaker().was_down_since(attempt_started);
+                            if was_down || retries_used < ctx.limits.retries {
+                                retries_used += u32::from(!was_down);
+                                attempt += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    ErrorClass::TooManyConnections if !is_stopping => {
+                        if let Some((old, new)) = server.lower_cap() {
+                            tracing::warn!(
+                                server = %server.name,
+                                from = old,
+                                to = new,
+                                "server refused a connection (too many connections, SQLSTATE 53300): lowering its \
+                                 connection cap to {new} for the rest of the run"
+                            );
+                            let _ = ctx.tx.send(WorkerMsg::Retrying {
+                                index,
+                                attempt,
+                                failure: err.failure,
+                                delay: Duration::ZERO,
+                            });
+                            attempt += 1;
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+                if err.failure.is_transient && retries_used < ctx.limits.retries && !is_stopping {
+                    let delay = backoff(&ctx.limits, retries_used + 1);
                     let _ = ctx.tx.send(WorkerMsg::Retrying {
                         index,
                         attempt,
                         failure: err.failure,
                         delay,
                     });
-                    tokio::time::sleep(delay).await;
+                    sleep_unless_stopped(&ctx.stop, Instant::now() + delay).await;
+                    retries_used += 1;
                     attempt += 1;
                     continue;
                 }
@@ -402,14 +499,128 @@ fn plan_downgrade_to(graph: &RevisionGraph, from: &[RevisionId], rows: &[Revisio
     Ok(plan)
 }
 
-/// Exponential backoff with full jitter: a random delay in [0, min(max, base * 2^(attempt-1))].
-fn backoff(limits: &TenantLimits, attempt: u32) -> Duration {
-    let exp = limits
-        .backoff_base
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16));
+fn interrupted(from: Option<Vec<RevisionId>>, attempts: u32, started: Instant) -> Outcome {
+    let from = from.unwrap_or_default();
+    Outcome::Interrupted {
+        to: from.clone(),
+        from,
+        attempts,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// A refused login or TLS handshake becomes the server's: every tenant of it fails with the first one's
+/// failure, worded for the whole server, so the summary groups them in one line.
+fn fatal_for_server(server: &Server, failure: Failure) -> Failure {
+    let grouped = Failure {
+        message: format!(
+            "server {}: {}; not retried (a refused login or TLS handshake does not heal), so every tenant of this \
+             server fails",
+            server.name, failure.message
+        ),
+        ..failure
+    };
+    let (first, is_first) = server.breaker().on_fatal(grouped);
+    if is_first {
+        tracing::error!(server = %server.name, error = %first.message, "server refused this run: its tenants fail without connecting");
+    }
+    first
+}
+
+/// Wait until the server's breaker lets the tenant go: at once when the server answers, else until a probe
+/// (this worker's or another's) reaches it. `Err(None)`: the run was interrupted while waiting.
+/// `Err(Some(failure))`: the tenant fails (the server refused this run, or stayed away past the outage budget).
+async fn wait_for_server(ctx: &WorkerCtx, server: &Server, index: usize) -> Result<(), Option<Failure>> {
+    let limits = &ctx.limits;
+    loop {
+        let gate = server.breaker().gate(index, Instant::now(), limits.outage_budget);
+        match gate {
+            Gate::Go => return Ok(()),
+            Gate::Fatal(failure) => return Err(Some(failure)),
+            Gate::Expired { since, is_new } => {
+                if is_new {
+                    tracing::error!(
+                        server = %server.name,
+                        n_waited = server.breaker().n_waited(),
+                        "server {} unavailable for longer than outage_budget ({}), {} tenants waited: they fail",
+                        server.name,
+                        clock_text(limits.outage_budget),
+                        server.breaker().n_waited()
+                    );
+                }
+                let message = format!(
+                    "server {} unavailable since {} ago, longer than outage_budget ({})",
+                    server.name,
+                    clock_text(since.elapsed()),
+                    clock_text(limits.outage_budget)
+                );
+                return Err(Some(Failure::permanent(message, "server_unavailable")));
+            }
+            Gate::Wait(until) => {
+                if !sleep_unless_stopped(&ctx.stop, until).await {
+                    return Err(None);
+                }
+            }
+            Gate::Probe => {
+                let probe_limit = limits.backoff_max.max(Duration::from_secs(1));
+                let result = server.probe(probe_limit).await;
+                let is_down = match &result {
+                    Ok(()) => false,
+                    Err(e) => {
+                        Failure::from_connect(e).class == ErrorClass::Outage || matches!(e, ConnectError::Pool(_))
+                    }
+                };
+                if is_down {
+                    let n = server.breaker().n_failed_probes();
+                    let retry_in = backoff(limits, n + 1);
+                    server.breaker().probe_failed(Instant::now(), retry_in);
+                } else if let Some(report) = server.breaker().probe_succeeded(Instant::now()) {
+                    tracing::warn!(
+                        server = %server.name,
+                        n_waited = report.n_waited,
+                        "server {} unavailable {}, {} tenants waited",
+                        server.name,
+                        clock_text(report.down),
+                        report.n_waited
+                    );
+                }
+                if ctx.stop.load(Ordering::Relaxed) {
+                    return Err(None);
+                }
+            }
+        }
+    }
+}
+
+/// Sleep until `until`, waking at once (within a tick) when the run is stopped. Returns false when stopped.
+async fn sleep_unless_stopped(stop: &AtomicBool, until: Instant) -> bool {
+    // The stop flag is a plain atomic the coordinator sets; a short tick lets Ctrl-C reach a waiting worker
+    // without a wake-up channel per worker.
+    const TICK: Duration = Duration::from_millis(50);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        tokio::time::sleep((until - now).min(TICK)).await;
+    }
+}
+
+/// Exponential backoff with jitter: the delay is `d = min(max, base * 2^(retry-1))`, of which the share
+/// `backoff_jitter` is drawn at random, so the wait is uniform in [d * (1 - jitter), d].
+fn backoff(limits: &TenantLimits, retry: u32) -> Duration {
+    let exp = limits.backoff_base.saturating_mul(1 << retry.saturating_sub(1).min(16));
     let cap = exp.min(limits.backoff_max);
-    let millis = cap.as_millis() as u64;
-    Duration::from_millis(rand::rng().random_range(millis / 4..=millis.max(1)))
+    jittered(cap, limits.backoff_jitter, rand::rng().random_range(0.0..=1.0))
+}
+
+/// `cap` less the share `jitter` (clamped to 0..=1) of it scaled by `draw` (0..=1).
+fn jittered(cap: Duration, jitter: f64, draw: f64) -> Duration {
+    let jitter = jitter.clamp(0.0, 1.0);
+    cap.mul_f64(1.0 - jitter * draw.clamp(0.0, 1.0))
 }
 
 /// Whether this run applies the shared revision set before its tenants: a real upgrade with a shared set.
@@ -445,6 +656,11 @@ async fn apply_shared(
             is_transient: e.is_transient(),
             failed_revision: None,
             is_locked: false,
+            class: match &e {
+                super::shared::SharedError::Exec(exec) => exec.class(),
+                _ if e.is_transient() => ErrorClass::Transient,
+                _ => ErrorClass::Permanent,
+            },
         }),
     }
 }
@@ -646,5 +862,36 @@ async fn drive(
             to: Some(failure.report.rows_after),
             n_steps: failure.report.steps.len(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{backoff, jittered, TenantLimits};
+    use std::time::Duration;
+
+    #[test]
+    fn jitter_takes_its_share_of_the_delay_at_random() {
+        let d = Duration::from_secs(4);
+        assert_eq!(jittered(d, 0.0, 1.0), d);
+        assert_eq!(jittered(d, 1.0, 1.0), Duration::ZERO);
+        assert_eq!(jittered(d, 0.75, 1.0), Duration::from_secs(1));
+        assert_eq!(jittered(d, 0.75, 0.0), d);
+        assert_eq!(jittered(d, 0.5, 0.5), Duration::from_secs(3));
+        assert_eq!(jittered(d, 7.0, 1.0), Duration::ZERO, "jitter is clamped");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let limits = TenantLimits {
+            retries: 3,
+            tenant_timeout: None,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(500),
+            backoff_jitter: 0.0,
+            outage_budget: Duration::from_secs(60),
+        };
+        let delays: Vec<u128> = (1..=5).map(|r| backoff(&limits, r).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
     }
 }

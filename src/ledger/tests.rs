@@ -187,12 +187,7 @@ fn finish_run_interrupts_running_tenants_and_leaves_unstarted_ones_pending() {
     check_statuses(
         &ledger,
         &run,
-        &[
-            ("t1", Succeeded),
-            ("t2", Interrupted),
-            ("t3", Failed),
-            ("t4", Pending),
-        ],
+        &[("t1", Succeeded), ("t2", Interrupted), ("t3", Failed), ("t4", Pending)],
     );
     let record = latest(&ledger);
     assert_eq!(record.exit_code, Some(130));

@@ -29,6 +29,9 @@ pub const TENANT_DURATION_BUCKETS: [f64; 17] = [
 /// The sqlstate label of an error without one (connection refused, timeout, TLS).
 pub const NO_SQLSTATE: &str = "none";
 
+/// The reason of a lock requeue's `TenantRetrying` event.
+const LOCK_REQUEUE_REASON: &str = "locked";
+
 /// The run's metrics. Cloning shares them (the HTTP server and the textfile writer hold clones).
 #[derive(Clone)]
 pub struct Metrics {
@@ -40,6 +43,7 @@ pub struct Metrics {
     revisions_applied: IntCounterVec,
     revisions_failed: IntCounterVec,
     retries: IntCounterVec,
+    requeues: IntCounterVec,
     errors: IntCounterVec,
     backfill_rows: IntCounter,
     connections: IntGaugeVec,
@@ -138,6 +142,15 @@ impl Metrics {
                 "reason",
             ),
         );
+        let requeues = register(
+            r,
+            n,
+            counter_vec(
+                "flotilla_tenant_requeues_total",
+                "Tenants put back in the queue without spending a retry (another runner held the lock), by reason.",
+                "reason",
+            ),
+        );
         let errors = register(
             r,
             n,
@@ -209,6 +222,7 @@ impl Metrics {
             revisions_applied,
             revisions_failed,
             retries,
+            requeues,
             errors,
             backfill_rows,
             connections,
@@ -329,6 +343,11 @@ impl Sink for MetricsSink {
                     last.1 = *rows_done;
                 }
             }
+            // The coordinator reports a tenant locked by another runner as retrying with reason "locked", but it
+            // goes back to the queue without spending a retry and without an error.
+            FleetEvent::TenantRetrying { reason, .. } if reason == LOCK_REQUEUE_REASON => {
+                m.requeues.with_label_values(&[reason.as_str()]).inc();
+            }
             FleetEvent::TenantRetrying { reason, sqlstate, .. } => {
                 m.retries.with_label_values(&[reason.as_str()]).inc();
                 self.error(sqlstate);
@@ -402,6 +421,7 @@ mod tests {
                 "flotilla_run_info",
                 "flotilla_run_start_timestamp_seconds",
                 "flotilla_tenant_duration_seconds",
+                "flotilla_tenant_requeues_total",
                 "flotilla_tenant_retries_total",
                 "flotilla_tenants",
             ]
@@ -491,6 +511,32 @@ mod tests {
             delay: std::time::Duration::ZERO,
         });
         check(&metrics.render(), "flotilla_errors_total{sqlstate=\"none\"}", 1.0);
+    }
+
+    #[test]
+    fn lock_requeues_are_counted_apart_from_retries() {
+        let metrics = Metrics::new();
+        let mut sink = MetricsSink::new(metrics.clone());
+        let retrying = |reason: &str| FleetEvent::TenantRetrying {
+            tenant: "x".into(),
+            attempt: 1,
+            reason: reason.into(),
+            error: "e".into(),
+            sqlstate: None,
+            delay: std::time::Duration::ZERO,
+        };
+        sink.event(&retrying("locked"));
+        sink.event(&retrying("locked"));
+        sink.event(&retrying("deadlock"));
+        let text = metrics.render();
+        check(&text, "flotilla_tenant_requeues_total{reason=\"locked\"}", 2.0);
+        check(&text, "flotilla_tenant_retries_total{reason=\"deadlock\"}", 1.0);
+        assert_eq!(
+            sample(&text, "flotilla_tenant_retries_total{reason=\"locked\"}"),
+            None,
+            "{text}"
+        );
+        check(&text, "flotilla_errors_total{sqlstate=\"none\"}", 1.0);
     }
 
     #[test]
