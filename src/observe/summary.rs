@@ -191,7 +191,8 @@ impl Sink for SummaryCollector {
                 self.target = target.clone();
                 self.started_at = Some(*at);
             }
-            FleetEvent::TenantRetrying { .. } => self.n_retries += 1,
+            // A tenant put back because another runner holds its lock is requeued, not retried.
+            FleetEvent::TenantRetrying { reason, .. } if reason != "locked" => self.n_retries += 1,
             FleetEvent::TenantSucceeded { tenant, duration, .. } => self.record_duration(tenant, *duration),
             FleetEvent::TenantFailed {
                 tenant,
