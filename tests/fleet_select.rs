@@ -223,6 +223,16 @@ fn fleet_exclude_of_an_unknown_tenant_is_refused() {
     assert!(status.output().code() != Some(0), "no run was recorded");
 }
 
+/// The tenant ids a `fleet status --format json` document shows.
+fn shown_ids(status: &serde_json::Value) -> Vec<&str> {
+    status["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id"))
+        .collect()
+}
+
 #[test]
 fn fleet_status_and_current_take_the_selectors() {
     let fleet = Fleet::new("fleet_status_select", 4, 0, Revisions::Repo, 4);
@@ -240,13 +250,7 @@ fn fleet_status_and_current_take_the_selectors() {
         ])
         .arg(&fleet.ledger);
     let shown = status.assert_success().json();
-    let ids: Vec<&str> = shown["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["tenant_0002"]);
+    assert_eq!(shown_ids(&shown), ["tenant_0002"]);
 
     let mut tagged = fleet.project.flotilla();
     tagged
@@ -265,13 +269,7 @@ fn fleet_status_and_current_take_the_selectors() {
         .arg("--ledger")
         .arg(&fleet.ledger);
     let shown = tagged.assert_success().json();
-    let ids: Vec<&str> = shown["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["tenant_0002"]);
+    assert_eq!(shown_ids(&shown), ["tenant_0002"]);
 
     let mut typo = fleet.project.flotilla();
     typo.args(["fleet", "status", "--exclude", "nope", "--ledger"])
