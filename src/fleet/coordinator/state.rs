@@ -724,3 +724,6 @@ impl ReadyQueue {
         self.requeued.is_empty() && self.next >= self.n
     }
 }
+
+#[cfg(test)]
+mod tests;
