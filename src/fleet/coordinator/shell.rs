@@ -142,13 +142,14 @@ impl<S: SignalSource> Shell<S> {
                 }
             }
             let due_at = self.delayed.peek().map(|Reverse((at, _, _))| *at);
-            // Biased, messages first: a worker's last messages are read before its exit, so an exit that finds
-            // its tenant still in flight means the worker ended without an outcome.
+            // Biased: a signal is never starved by a stream of worker messages, and a worker's last messages are
+            // read before its exit, so an exit that finds its tenant still in flight means the worker ended
+            // without an outcome.
             let input = tokio::select! {
                 biased;
+                _ = self.signals.next() => Some(Input::Signal),
                 Some(msg) = rx.recv() => Some(self.input_of(msg)),
                 Some(joined) = self.workers.join_next_with_id() => self.exited(joined),
-                _ = self.signals.next() => Some(Input::Signal),
                 () = sleep_until(due_at), if due_at.is_some() => {
                     self.delayed.pop().map(|Reverse((_, index, attempt))| Input::Due { index, attempt })
                 }
@@ -267,7 +268,7 @@ fn panic_message(e: JoinError) -> String {
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".to_string()),
-        Err(_) => "the task was cancelled".to_string(),
+        Err(_) => "(cancelled before it finished)".to_string(),
     }
 }
 
