@@ -3,6 +3,9 @@
 //! The first signal asks a run to stop after the revision in progress; the second (and any later one) asks it to
 //! cancel the statement in progress. What stopping and cancelling mean is left to the caller: the single-database
 //! commands (`cli::single`) stop one session, the fleet coordinator stops its tenants.
+//! [`SignalSource`] lets the fleet coordinator take [`Signals`] or, in tests, [`NoSignals`].
+
+use std::future::Future;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_postgres::{CancelToken, Client};
@@ -68,6 +71,27 @@ impl Signals {
 impl Default for Signals {
     fn default() -> Self {
         Signals::new()
+    }
+}
+
+/// Where a run hears interrupts from.
+pub trait SignalSource: Send {
+    /// Wait for the next interrupt.
+    fn next(&mut self) -> impl Future<Output = Interrupt> + Send;
+}
+
+impl SignalSource for Signals {
+    fn next(&mut self) -> impl Future<Output = Interrupt> + Send {
+        self.recv()
+    }
+}
+
+/// No interrupts ever: for runs that tests drive, which must not take over the test process's signals.
+pub struct NoSignals;
+
+impl SignalSource for NoSignals {
+    async fn next(&mut self) -> Interrupt {
+        std::future::pending().await
     }
 }
 

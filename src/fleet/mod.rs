@@ -5,21 +5,21 @@
 //! and never renders anything (it emits `observe::FleetEvent`s).
 
 mod breaker;
+mod coordinator;
 mod current;
 mod discover;
 mod error;
 mod record;
-mod scheduler;
 mod server;
 mod shared;
 mod tenant;
 mod worker;
 
+pub use coordinator::{run, run_with_signals, FleetOutcome, FleetRequest};
 pub use current::{read_versions, Versions};
 pub use discover::{discover, merge, source_origin, Origin};
 pub use error::{FleetError, TenantProblem};
 pub use record::LedgerSink;
-pub use scheduler::{run, FleetOutcome, FleetRequest};
 pub use server::{Conn, ConnectError, Server};
 pub use shared::{MissingShared, SharedEngine, SharedError};
 pub use tenant::{parse_tag, place_kind, Place, Selection, Tenant};

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
 
 use super::breaker::{clock_text, Gate};
 use super::server::{ConnectError, Server};
@@ -287,12 +288,14 @@ pub(crate) struct WorkerCtx {
 }
 
 /// Run one tenant to its end (success, skip, failure after retries, interruption, or lock contention).
+/// `cancel` is cancelled when the run stops (with `ctx.stop` set first), so a backoff sleep ends at once.
 pub(crate) async fn run_tenant(
     ctx: Arc<WorkerCtx>,
     server: Arc<Server>,
     tenant: Arc<Tenant>,
     index: usize,
     first_attempt: u32,
+    cancel: CancellationToken,
 ) {
     let started = Instant::now();
     let mut attempt = first_attempt;
@@ -440,7 +443,12 @@ pub(crate) async fn run_tenant(
                         failure: err.failure,
                         delay,
                     });
-                    sleep_unless_stopped(&ctx.stop, Instant::now() + delay).await;
+                    // A stop during the sleep ends it; the check at the top of the loop then reports the tenant
+                    // interrupted.
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => {}
+                    }
                     retries_used += 1;
                     attempt += 1;
                     continue;

@@ -1,0 +1,140 @@
+//! The shell with fake workers: a panicking worker task and a stop that must reach a waiting worker.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::error::ExitCode;
+use crate::fleet::tenant::Place;
+use crate::fleet::worker::{Action, Outcome, TenantLimits};
+use crate::signals::{Interrupt, NoSignals};
+
+fn request(n: usize) -> FleetRequest {
+    FleetRequest {
+        run_id: "run".into(),
+        action: Action::Upgrade("head".into()),
+        tenants: (0..n)
+            .map(|i| Tenant {
+                id: format!("t{i}"),
+                server: 0,
+                place: Place::Schema(format!("t{i}")),
+                tags: Arc::default(),
+            })
+            .collect(),
+        pinned: Default::default(),
+        n_canaries: 0,
+        concurrency: 1,
+        rate: None,
+        limits: TenantLimits {
+            retries: 0,
+            tenant_timeout: None,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            backoff_jitter: TenantLimits::DEFAULT_BACKOFF_JITTER,
+            outage_budget: TenantLimits::DEFAULT_OUTAGE_BUDGET,
+        },
+        max_failures: None,
+        max_failure_rate: None,
+        lock_requeue_for: Duration::from_secs(10),
+        is_dry_run: false,
+    }
+}
+
+/// A sink that keeps each event's name and tenant.
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Sink for Recorder {
+    fn event(&mut self, event: &FleetEvent) {
+        let v = serde_json::to_value(event).expect("events serialize");
+        let mut line = v["event"].as_str().expect("tagged").to_string();
+        if let Some(tenant) = v.get("tenant").and_then(|t| t.as_str()) {
+            line = format!("{line} {tenant}");
+        }
+        self.0.lock().expect("not poisoned").push(line);
+    }
+}
+
+/// One signal at once, then none.
+struct OneSignal(bool);
+
+impl SignalSource for OneSignal {
+    async fn next(&mut self) -> Interrupt {
+        if std::mem::replace(&mut self.0, true) {
+            std::future::pending::<()>().await;
+        }
+        Interrupt::Stop
+    }
+}
+
+/// Drive a run of `n` tenants whose workers `work` plays, with no servers; a hang fails the test.
+async fn drive<S, F, Fut>(n: usize, signals: S, work: F) -> (FleetOutcome, Vec<String>)
+where
+    S: SignalSource,
+    F: Fn(Launch, mpsc::UnboundedSender<WorkerMsg>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let state = Coordinator::new(request(n), vec!["s1".into()]);
+    let shell = Shell::new(
+        Vec::new(),
+        vec![Box::new(Recorder(events.clone()))],
+        signals,
+        Arc::new(AtomicBool::new(false)),
+    );
+    let launch = move |start: Launch| work(start, tx.clone());
+    let outcome = tokio::time::timeout(Duration::from_secs(60), shell.drive(state, rx, launch))
+        .await
+        .expect("the run ends");
+    let events = events.lock().expect("not poisoned").clone();
+    (outcome, events)
+}
+
+fn succeeded(index: usize) -> WorkerMsg {
+    WorkerMsg::Done {
+        index,
+        outcome: Outcome::Succeeded {
+            from: Vec::new(),
+            to: Vec::new(),
+            n_steps: 0,
+            attempts: 1,
+            elapsed: Duration::ZERO,
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_worker_fails_its_tenant_instead_of_hanging_the_run() {
+    let (outcome, events) = drive(3, NoSignals, |start, tx| async move {
+        if start.index == 1 {
+            panic!("worker bug");
+        }
+        let _ = tx.send(succeeded(start.index));
+    })
+    .await;
+    assert_eq!(outcome.exit_code, ExitCode::Failed);
+    assert_eq!((outcome.n_succeeded, outcome.n_failed), (2, 1));
+    assert_eq!(outcome.failed, [(1, "the worker panicked: worker bug".to_string())]);
+    assert!(events.contains(&"tenant_failed t1".to_string()), "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("run_finished"));
+}
+
+#[tokio::test]
+async fn a_stop_reaches_a_waiting_worker_through_its_token() {
+    let (outcome, events) = drive(2, OneSignal(false), |start, tx| async move {
+        start.cancel.cancelled().await;
+        let _ = tx.send(WorkerMsg::Done {
+            index: start.index,
+            outcome: Outcome::Interrupted {
+                from: Vec::new(),
+                to: Vec::new(),
+                attempts: 1,
+                elapsed: Duration::ZERO,
+            },
+        });
+    })
+    .await;
+    assert_eq!(outcome.exit_code, ExitCode::Interrupted);
+    assert_eq!((outcome.n_interrupted, outcome.n_not_started), (1, 1));
+    assert!(events.contains(&"tenant_interrupted t0".to_string()), "{events:?}");
+}

@@ -1,0 +1,747 @@
+//! The coordinator's decisions: every rule of a fleet run (dispatch under the concurrency, the start rate and the
+//! canary phase; the canary and failure-threshold halts; the lock requeue and its deadline; the first and second
+//! signal; the ledger failure stop; the final counts and exit code) as one synchronous state machine.
+//!
+//! [`Coordinator::handle`] takes one [`Input`] and the current instant and returns the [`Decision`]s to carry out.
+//! It never touches a channel, a timer, a sink or a connection, so unit tests drive it with fake worker messages;
+//! the async shell (`shell.rs`) turns messages, timers and signals into inputs and carries decisions out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::ExitCode;
+use crate::fleet::tenant::Tenant;
+use crate::fleet::worker::{Action, Outcome, TenantLimits, WorkerMsg};
+use crate::graph::Step;
+use crate::ledger::TenantStatus;
+use crate::observe::FleetEvent;
+use crate::revision::RevisionId;
+
+/// One fleet run, resolved: the selected tenants in dispatch order and every limit.
+pub struct FleetRequest {
+    pub run_id: String,
+    pub action: Action,
+    pub tenants: Vec<Tenant>,
+    /// By tenant index: the absolute target (version rows) an earlier run resolved for the tenant, used
+    /// instead of the action's target so a retried relative target never moves a tenant further.
+    pub pinned: BTreeMap<usize, Vec<RevisionId>>,
+    /// The first `n_canaries` tenants run first; if any fails, the run halts before the rest start.
+    pub n_canaries: usize,
+    pub concurrency: usize,
+    /// Tenant starts per second, fleet-wide (`None`: unlimited).
+    pub rate: Option<f64>,
+    pub limits: TenantLimits,
+    /// Halt once more than this many tenants failed.
+    pub max_failures: Option<usize>,
+    /// Halt once more than this share (0..=1) of finished tenants failed, judged after `min(20, n)` finished.
+    pub max_failure_rate: Option<f64>,
+    /// How long a tenant locked by another runner keeps being put back in the queue before it fails.
+    pub lock_requeue_for: Duration,
+    pub is_dry_run: bool,
+}
+
+/// How the run ended.
+pub struct FleetOutcome {
+    pub exit_code: ExitCode,
+    pub n_succeeded: usize,
+    pub n_failed: usize,
+    pub n_skipped: usize,
+    pub n_interrupted: usize,
+    /// Selected tenants that never started (the run was halted or stopped first).
+    pub n_not_started: usize,
+    pub is_halted: bool,
+    /// `--dry-run`: each tenant's plan, in tenant order (tenant index, current rows, steps).
+    pub planned: Vec<(usize, Vec<RevisionId>, Vec<Step>)>,
+    /// Tenants that failed: (tenant index, message).
+    pub failed: Vec<(usize, String)>,
+    /// Why the ledger could not be written, when it could not (the run then stopped early).
+    pub ledger_failure: Option<String>,
+}
+
+/// Everything that can happen to the coordinator, as the shell reports it.
+pub(super) enum Input {
+    /// The run begins: announce it and dispatch the first tenants.
+    Begin,
+    /// A message from a worker. `WorkerMsg::Connected` may come this way or as [`Input::Connected`].
+    Worker(WorkerMsg),
+    /// Tenant `index` has a connection whose statements a second signal may cancel (the shell keeps the token).
+    Connected { index: usize },
+    /// The task of tenant `index`, started with `attempt`, ended; `panic` holds its message when it panicked.
+    Exited {
+        index: usize,
+        attempt: u32,
+        panic: Option<String>,
+    },
+    /// A tenant put back after lock contention is due to start again.
+    Due { index: usize, attempt: u32 },
+    /// A wake-up the coordinator asked for (the start rate allows the next tenant).
+    Wake,
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The periodic tick: open connections per server, in server order.
+    Tick { open: Vec<usize> },
+    /// A sink that must stop the run (the ledger) failed.
+    SinkFailed(String),
+}
+
+/// What the shell carries out, in order.
+#[derive(Debug)]
+pub(super) enum Decision {
+    /// Spawn a worker for tenant `index`, starting at `attempt`.
+    Start {
+        index: usize,
+        attempt: u32,
+    },
+    /// Report [`Input::Due`] for this tenant at `at`.
+    Requeue {
+        index: usize,
+        attempt: u32,
+        at: Instant,
+    },
+    /// Report [`Input::Wake`] at this instant (replacing any earlier request).
+    WakeAt(Instant),
+    Emit(FleetEvent),
+    /// Tell every worker to stop after its current revision, and wake any that sleeps or waits.
+    Stop,
+    /// Cancel the running statements of these tenants.
+    CancelStatements(Vec<usize>),
+    /// Nothing is in flight and nothing will start: sync the sinks and call [`Coordinator::finish`].
+    Finish,
+}
+
+/// A tenant in flight.
+struct Flight {
+    /// The attempt its worker was started with (tells an old worker's exit from a requeued one's).
+    first_attempt: u32,
+    /// The latest attempt its worker reported.
+    attempt: u32,
+}
+
+pub(super) struct Coordinator {
+    run_id: String,
+    command: &'static str,
+    target: String,
+    /// Kept as selected; a worker gets its own copy when it starts, so only tenants in flight cost an `Arc`.
+    tenants: Vec<Tenant>,
+    server_names: Vec<String>,
+    states: Vec<TenantStatus>,
+    n_canaries: usize,
+    n_canaries_left: usize,
+    concurrency: usize,
+    pacer: Option<Pacer>,
+    max_failures: Option<usize>,
+    max_failure_rate: Option<f64>,
+    lock_requeue_for: Duration,
+    ready: ReadyQueue,
+    /// Tenants put back after lock contention whose [`Input::Due`] has not come yet.
+    n_delayed: usize,
+    first_locked: HashMap<usize, Instant>,
+    in_flight: BTreeMap<usize, Flight>,
+    /// Tenants in flight with a connection (their statements can be cancelled).
+    connected: BTreeSet<usize>,
+    is_stopping: bool,
+    is_finishing: bool,
+    rate_wait_since: Option<Instant>,
+    n_finished: usize,
+    n_failed: usize,
+    outcome: FleetOutcome,
+}
+
+impl Coordinator {
+    /// The coordinator for `req` (its `pinned` targets and limits go to the workers, not here).
+    pub(super) fn new(req: FleetRequest, server_names: Vec<String>) -> Coordinator {
+        let n = req.tenants.len();
+        let n_canaries = req.n_canaries.min(n);
+        Coordinator {
+            run_id: req.run_id,
+            command: req.action.command(),
+            target: req.action.target(),
+            tenants: req.tenants,
+            server_names,
+            states: vec![TenantStatus::Pending; n],
+            n_canaries,
+            n_canaries_left: n_canaries,
+            concurrency: req.concurrency.max(1),
+            pacer: req.rate.and_then(Pacer::new),
+            max_failures: req.max_failures,
+            max_failure_rate: req.max_failure_rate,
+            lock_requeue_for: req.lock_requeue_for,
+            ready: ReadyQueue::new(n),
+            n_delayed: 0,
+            first_locked: HashMap::new(),
+            in_flight: BTreeMap::new(),
+            connected: BTreeSet::new(),
+            is_stopping: false,
+            is_finishing: false,
+            rate_wait_since: None,
+            n_finished: 0,
+            n_failed: 0,
+            outcome: FleetOutcome {
+                exit_code: ExitCode::Ok,
+                n_succeeded: 0,
+                n_failed: 0,
+                n_skipped: 0,
+                n_interrupted: 0,
+                n_not_started: 0,
+                is_halted: false,
+                planned: Vec::new(),
+                failed: Vec::new(),
+                ledger_failure: None,
+            },
+        }
+    }
+
+    pub(super) fn tenant(&self, index: usize) -> &Tenant {
+        &self.tenants[index]
+    }
+
+    /// Whether a ledger failure was already reported (the shell stops asking the sinks).
+    pub(super) fn has_ledger_failure(&self) -> bool {
+        self.outcome.ledger_failure.is_some()
+    }
+
+    /// Decide what `input` means at `now`: then start what the limits allow, or finish when nothing is left.
+    pub(super) fn handle(&mut self, input: Input, now: Instant) -> Vec<Decision> {
+        let mut out = Vec::new();
+        if self.is_finishing {
+            return out;
+        }
+        match input {
+            Input::Begin => out.push(Decision::Emit(FleetEvent::RunStarted {
+                run_id: self.run_id.clone(),
+                command: self.command.to_string(),
+                target: self.target.clone(),
+                n_tenants: self.tenants.len(),
+                concurrency: self.concurrency,
+                at: SystemTime::now(),
+            })),
+            Input::Worker(msg) => self.on_message(msg, now, &mut out),
+            Input::Connected { index } => {
+                if self.in_flight.contains_key(&index) {
+                    self.connected.insert(index);
+                }
+            }
+            Input::Exited { index, attempt, panic } => self.on_exit(index, attempt, panic, &mut out),
+            Input::Due { index, attempt } => {
+                self.n_delayed -= 1;
+                self.ready.push_front((index, attempt));
+            }
+            Input::Wake => {}
+            Input::Signal => self.on_signal(&mut out),
+            Input::Tick { open } => {
+                for (server, open) in self.server_names.iter().zip(open) {
+                    out.push(Decision::Emit(FleetEvent::Connections {
+                        server: server.clone(),
+                        open,
+                    }));
+                }
+            }
+            Input::SinkFailed(e) => {
+                if self.outcome.ledger_failure.is_none() {
+                    tracing::error!(
+                        "{e}; no new tenants start, and tenants in flight stop after their current revision"
+                    );
+                    self.outcome.ledger_failure = Some(e);
+                    if !self.is_stopping {
+                        self.is_stopping = true;
+                        out.push(Decision::Stop);
+                    }
+                }
+            }
+        }
+        self.dispatch(now, &mut out);
+        let is_drained = self.ready.is_empty() && self.n_delayed == 0;
+        if self.in_flight.is_empty() && (is_drained || self.is_stopping || self.outcome.is_halted) {
+            self.is_finishing = true;
+            out.push(Decision::Finish);
+        }
+        out
+    }
+
+    /// Start as many tenants as the concurrency, the canary phase and the start rate allow right now.
+    fn dispatch(&mut self, now: Instant, out: &mut Vec<Decision>) {
+        while !self.is_stopping && !self.outcome.is_halted && self.in_flight.len() < self.concurrency {
+            let Some((index, attempt)) = self.ready.front() else {
+                break;
+            };
+            // During the canary phase only canaries start.
+            if self.n_canaries_left > 0 && index >= self.n_canaries {
+                break;
+            }
+            if let Some(pacer) = &mut self.pacer {
+                if let Err(at) = pacer.take(now) {
+                    self.rate_wait_since.get_or_insert(now);
+                    out.push(Decision::WakeAt(at));
+                    break;
+                }
+            }
+            if let Some(since) = self.rate_wait_since.take() {
+                out.push(Decision::Emit(FleetEvent::RateLimited {
+                    waited: now.saturating_duration_since(since),
+                }));
+            }
+            self.ready.pop_front();
+            self.states[index] = TenantStatus::Running;
+            self.in_flight.insert(
+                index,
+                Flight {
+                    first_attempt: attempt,
+                    attempt,
+                },
+            );
+            out.push(Decision::Start { index, attempt });
+        }
+    }
+
+    /// First signal: stop starting tenants and stop each in-flight tenant after its current revision. Any later
+    /// one (or the first after a ledger failure already stopped the run): also cancel the statements in flight.
+    fn on_signal(&mut self, out: &mut Vec<Decision>) {
+        if !self.is_stopping {
+            self.is_stopping = true;
+            tracing::warn!("interrupted: no new tenants start; tenants in flight stop after their current revision (signal again to cancel them)");
+            out.push(Decision::Stop);
+            return;
+        }
+        tracing::warn!(
+            n = self.connected.len(),
+            "interrupted again: cancelling the statements in flight"
+        );
+        out.push(Decision::CancelStatements(self.connected.iter().copied().collect()));
+    }
+
+    /// A worker task ended. One that sent its outcome is already accounted for; one that panicked (or ended
+    /// without an outcome) fails its tenant, so the run never waits for it.
+    fn on_exit(&mut self, index: usize, attempt: u32, panic: Option<String>, out: &mut Vec<Decision>) {
+        let Some(flight) = self.in_flight.get(&index) else {
+            return;
+        };
+        if flight.first_attempt != attempt {
+            return;
+        }
+        let attempts = flight.attempt;
+        self.in_flight.remove(&index);
+        self.connected.remove(&index);
+        let error = match panic {
+            Some(message) => format!("the worker panicked: {message}"),
+            None => "the worker ended without an outcome".to_string(),
+        };
+        tracing::error!(tenant = %self.tenants[index].id, "{error}");
+        self.fail(index, error, "panic", attempts, out);
+        self.after_finish(index, out);
+    }
+
+    fn on_message(&mut self, msg: WorkerMsg, now: Instant, out: &mut Vec<Decision>) {
+        let index = msg_index(&msg);
+        // A message from a worker that no longer counts (its tenant failed when it panicked) changes nothing.
+        let Some(flight) = self.in_flight.get_mut(&index) else {
+            return;
+        };
+        let tenant = self.tenants[index].id.clone();
+        let event = match msg {
+            WorkerMsg::Started { attempt, .. } => {
+                flight.attempt = attempt;
+                let server = self.server_names[self.tenants[index].server].clone();
+                FleetEvent::TenantStarted {
+                    tenant,
+                    server,
+                    attempt,
+                }
+            }
+            WorkerMsg::Connected { .. } => {
+                self.connected.insert(index);
+                return;
+            }
+            WorkerMsg::Planned { from, to, steps, .. } => FleetEvent::TenantPlanned {
+                tenant,
+                from: ids(&from),
+                to: ids(&to),
+                n_steps: steps.len(),
+            },
+            WorkerMsg::RevisionStarted {
+                revision, direction, ..
+            } => FleetEvent::RevisionStarted {
+                tenant,
+                revision: revision.to_string(),
+                direction: crate::executor::direction_word(direction).to_string(),
+            },
+            WorkerMsg::RevisionApplied {
+                revision,
+                direction,
+                elapsed,
+                ..
+            } => FleetEvent::RevisionApplied {
+                tenant,
+                revision: revision.to_string(),
+                direction: crate::executor::direction_word(direction).to_string(),
+                duration: elapsed,
+            },
+            WorkerMsg::BackfillProgress {
+                revision,
+                rows_done,
+                rows_estimated,
+                ..
+            } => FleetEvent::BackfillProgress {
+                tenant,
+                revision: revision.to_string(),
+                rows_done,
+                rows_estimated,
+            },
+            WorkerMsg::Retrying {
+                attempt,
+                failure,
+                delay,
+                ..
+            } => {
+                flight.attempt = attempt;
+                FleetEvent::TenantRetrying {
+                    tenant,
+                    attempt,
+                    reason: failure.reason.to_string(),
+                    error: failure.message,
+                    sqlstate: failure.sqlstate,
+                    delay,
+                }
+            }
+            WorkerMsg::Done { outcome, .. } => {
+                self.in_flight.remove(&index);
+                self.connected.remove(&index);
+                self.on_done(index, outcome, now, out);
+                return;
+            }
+        };
+        out.push(Decision::Emit(event));
+    }
+
+    fn on_done(&mut self, index: usize, outcome: Outcome, now: Instant, out: &mut Vec<Decision>) {
+        let tenant = self.tenants[index].id.clone();
+        let event = match outcome {
+            Outcome::Locked { attempts } => {
+                self.states[index] = TenantStatus::Pending;
+                out.push(Decision::Emit(FleetEvent::TenantRetrying {
+                    tenant,
+                    attempt: attempts,
+                    reason: "locked".into(),
+                    error: "another run holds this tenant's migration lock; trying again later in the run".into(),
+                    sqlstate: None,
+                    delay: Duration::ZERO,
+                }));
+                let since = *self.first_locked.entry(index).or_insert(now);
+                if now.saturating_duration_since(since) >= self.lock_requeue_for {
+                    let error = format!(
+                        "another run held this tenant's migration lock for longer than {:?}",
+                        self.lock_requeue_for
+                    );
+                    self.fail(index, error, "locked", attempts, out);
+                    self.after_finish(index, out);
+                } else {
+                    let delay = Duration::from_millis(200 * u64::from(attempts.min(10)));
+                    self.n_delayed += 1;
+                    out.push(Decision::Requeue {
+                        index,
+                        attempt: attempts + 1,
+                        at: now + delay,
+                    });
+                }
+                return;
+            }
+            Outcome::Succeeded {
+                from,
+                to,
+                n_steps,
+                attempts,
+                elapsed,
+            } => {
+                self.finish_tenant(index, TenantStatus::Succeeded);
+                self.outcome.n_succeeded += 1;
+                FleetEvent::TenantSucceeded {
+                    tenant,
+                    from: ids(&from),
+                    to: ids(&to),
+                    n_steps,
+                    attempts,
+                    duration: elapsed,
+                }
+            }
+            Outcome::Skipped { at, .. } => {
+                self.finish_tenant(index, TenantStatus::Skipped);
+                self.outcome.n_skipped += 1;
+                FleetEvent::TenantSkipped { tenant, at: ids(&at) }
+            }
+            Outcome::Planned { from, steps } => {
+                self.finish_tenant(index, TenantStatus::Skipped);
+                self.outcome.n_skipped += 1;
+                let at = ids(&from);
+                self.outcome.planned.push((index, from, steps));
+                FleetEvent::TenantSkipped { tenant, at }
+            }
+            Outcome::Failed {
+                from,
+                to,
+                failure,
+                attempts,
+                elapsed,
+            } => {
+                self.finish_tenant(index, TenantStatus::Failed);
+                self.n_failed += 1;
+                self.outcome.n_failed += 1;
+                self.outcome.failed.push((index, failure.message.clone()));
+                FleetEvent::TenantFailed {
+                    tenant,
+                    from: ids(&from),
+                    to: ids(&to),
+                    failed_revision: failure.failed_revision.map(|r| r.to_string()),
+                    error: failure.message,
+                    error_kind: failure.reason.into(),
+                    sqlstate: failure.sqlstate,
+                    attempts,
+                    duration: elapsed,
+                }
+            }
+            Outcome::Interrupted { from, to, .. } => {
+                self.finish_tenant(index, TenantStatus::Interrupted);
+                self.outcome.n_interrupted += 1;
+                FleetEvent::TenantInterrupted {
+                    tenant,
+                    from: ids(&from),
+                    to: ids(&to),
+                }
+            }
+        };
+        out.push(Decision::Emit(event));
+        self.after_finish(index, out);
+    }
+
+    /// Fail tenant `index` for a reason of the coordinator's own (lock contention past the deadline, a panic).
+    fn fail(&mut self, index: usize, error: String, error_kind: &str, attempts: u32, out: &mut Vec<Decision>) {
+        self.finish_tenant(index, TenantStatus::Failed);
+        self.n_failed += 1;
+        self.outcome.n_failed += 1;
+        self.outcome.failed.push((index, error.clone()));
+        out.push(Decision::Emit(FleetEvent::TenantFailed {
+            tenant: self.tenants[index].id.clone(),
+            from: Vec::new(),
+            to: Vec::new(),
+            failed_revision: None,
+            error,
+            error_kind: error_kind.into(),
+            sqlstate: None,
+            attempts,
+            duration: Duration::ZERO,
+        }));
+    }
+
+    fn finish_tenant(&mut self, index: usize, state: TenantStatus) {
+        self.states[index] = state;
+        self.n_finished += 1;
+    }
+
+    /// After a tenant reached its final state: count a finished canary (one of the first `n_canaries`; a failed
+    /// one halts the run), and halt when the failure threshold is passed.
+    fn after_finish(&mut self, index: usize, out: &mut Vec<Decision>) {
+        if index < self.n_canaries {
+            self.n_canaries_left -= 1;
+            if self.states[index] == TenantStatus::Failed {
+                tracing::error!(tenant = %self.tenants[index].id, "canary failed: halting before the rest of the fleet");
+                self.outcome.is_halted = true;
+                out.push(Decision::Emit(FleetEvent::RunHalted {
+                    reason: "canary".into(),
+                    tenant: Some(self.tenants[index].id.clone()),
+                    error: self.last_error(index),
+                }));
+            }
+        }
+        if self.exceeds_threshold() && !self.outcome.is_halted {
+            tracing::error!(
+                failed = self.n_failed,
+                "failure threshold exceeded: no new tenants start"
+            );
+            self.outcome.is_halted = true;
+            out.push(Decision::Emit(FleetEvent::RunHalted {
+                reason: format!(
+                    "failure threshold ({} failed of {} finished)",
+                    self.n_failed, self.n_finished
+                ),
+                tenant: Some(self.tenants[index].id.clone()),
+                error: self.last_error(index),
+            }));
+        }
+    }
+
+    fn exceeds_threshold(&self) -> bool {
+        if self.max_failures.is_some_and(|max| self.n_failed > max) {
+            return true;
+        }
+        match self.max_failure_rate {
+            Some(rate) => {
+                let min_finished = self.tenants.len().min(20);
+                self.n_finished >= min_finished
+                    && self.n_finished > 0
+                    && (self.n_failed as f64 / self.n_finished as f64) > rate
+            }
+            None => false,
+        }
+    }
+
+    /// The failure message recorded for tenant `index`, if it failed.
+    fn last_error(&self, index: usize) -> Option<String> {
+        self.outcome
+            .failed
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == index)
+            .map(|(_, e)| e.clone())
+    }
+
+    /// After [`Decision::Finish`] and the sinks' sync: count the tenants that never started, decide the exit code
+    /// (`sink_failure` is the sinks' health after the sync) and return the closing event.
+    pub(super) fn finish(&mut self, sink_failure: Option<String>) -> FleetEvent {
+        // Tenants that never started (stopped, halted) stay pending: "not started", and retry picks them up.
+        self.outcome.n_not_started = self.states.iter().filter(|s| **s == TenantStatus::Pending).count();
+        if self.outcome.ledger_failure.is_none() {
+            self.outcome.ledger_failure = sink_failure;
+        }
+        let o = &mut self.outcome;
+        o.exit_code = if o.ledger_failure.is_some() {
+            ExitCode::LedgerFailed
+        } else if self.is_stopping {
+            ExitCode::Interrupted
+        } else if o.is_halted {
+            ExitCode::Halted
+        } else if o.n_failed > 0 {
+            ExitCode::Failed
+        } else if o.n_interrupted + o.n_not_started > 0 {
+            ExitCode::Interrupted
+        } else {
+            ExitCode::Ok
+        };
+        FleetEvent::RunFinished {
+            run_id: self.run_id.clone(),
+            succeeded: o.n_succeeded,
+            failed: o.n_failed,
+            skipped: o.n_skipped,
+            interrupted: o.n_interrupted,
+            not_started: o.n_not_started,
+            exit_code: o.exit_code.code(),
+            at: SystemTime::now(),
+        }
+    }
+
+    /// The run's own closing record failed: it must not end with exit 0 while the ledger shows it unfinished.
+    pub(super) fn closing_failed(&mut self, e: String) {
+        if self.outcome.ledger_failure.is_none() {
+            self.outcome.ledger_failure = Some(e);
+            self.outcome.exit_code = ExitCode::LedgerFailed;
+        }
+    }
+
+    pub(super) fn into_outcome(self) -> FleetOutcome {
+        self.outcome
+    }
+}
+
+fn msg_index(msg: &WorkerMsg) -> usize {
+    match msg {
+        WorkerMsg::Started { index, .. }
+        | WorkerMsg::Connected { index, .. }
+        | WorkerMsg::Planned { index, .. }
+        | WorkerMsg::RevisionStarted { index, .. }
+        | WorkerMsg::RevisionApplied { index, .. }
+        | WorkerMsg::BackfillProgress { index, .. }
+        | WorkerMsg::Retrying { index, .. }
+        | WorkerMsg::Done { index, .. } => *index,
+    }
+}
+
+fn ids(rows: &[RevisionId]) -> Vec<String> {
+    rows.iter().map(|r| r.to_string()).collect()
+}
+
+/// governor's clock for the coordinator: the instant `handle` was given, so the rate decision stays synchronous
+/// and tests drive time.
+#[derive(Debug, Clone)]
+struct GivenClock(Arc<Mutex<Instant>>);
+
+impl governor::clock::Clock for GivenClock {
+    type Instant = Instant;
+
+    fn now(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type StartLimiter = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    GivenClock,
+    governor::middleware::NoOpMiddleware<Instant>,
+>;
+
+/// The fleet-wide start rate: governor's cell rate algorithm with a burst of one, one start per period.
+struct Pacer {
+    clock: GivenClock,
+    limiter: StartLimiter,
+}
+
+impl Pacer {
+    /// `None` for a rate that allows every start at once (zero, negative, or too high to measure).
+    fn new(rate: f64) -> Option<Pacer> {
+        if rate.is_nan() || rate <= 0.0 {
+            return None;
+        }
+        let period = Duration::try_from_secs_f64(1.0 / rate).ok()?;
+        let quota = governor::Quota::with_period(period)?;
+        let clock = GivenClock(Arc::new(Mutex::new(Instant::now())));
+        let limiter = governor::RateLimiter::direct_with_clock(quota, clock.clone());
+        Some(Pacer { clock, limiter })
+    }
+
+    /// Take a start at `now`, or say when the next one is allowed.
+    fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        *self.clock.0.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        self.limiter.check().map_err(|not_until| not_until.earliest_possible())
+    }
+}
+
+/// Tenants ready to start, in order: those put back after waiting first, then the next tenant never started.
+/// A cursor stands for the never-started ones, so the queue costs nothing per tenant.
+struct ReadyQueue {
+    next: usize,
+    n: usize,
+    requeued: VecDeque<(usize, u32)>,
+}
+
+impl ReadyQueue {
+    fn new(n: usize) -> Self {
+        ReadyQueue {
+            next: 0,
+            n,
+            requeued: VecDeque::new(),
+        }
+    }
+
+    /// The next tenant (index, attempt) without taking it.
+    fn front(&self) -> Option<(usize, u32)> {
+        self.requeued
+            .front()
+            .copied()
+            .or_else(|| (self.next < self.n).then_some((self.next, 1)))
+    }
+
+    fn pop_front(&mut self) {
+        if self.requeued.pop_front().is_none() && self.next < self.n {
+            self.next += 1;
+        }
+    }
+
+    fn push_front(&mut self, tenant: (usize, u32)) {
+        self.requeued.push_front(tenant);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.requeued.is_empty() && self.next >= self.n
+    }
+}
+
+#[cfg(test)]
+mod tests;
