@@ -140,10 +140,18 @@ async fn fleet_outage_shorter_than_the_budget_is_waited_out() {
     assert_eq!(outage_lines.len(), 1, "the outage is reported once\n{report}");
     assert!(outage_lines[0].contains("server local unavailable "), "{report}");
     // Some tenant lost its connection and went back to waiting.
-    assert!(
-        read_events(&events).iter().any(|e| e["event"] == "tenant_retrying"),
-        "{report}"
-    );
+    let events = read_events(&events);
+    assert!(events.iter().any(|e| e["event"] == "tenant_retrying"), "{report}");
+    // The summary and the event stream state the outage once, too.
+    let outages: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "server_outage").collect();
+    assert_eq!(outages.len(), 1, "{report}");
+    assert_eq!(outages[0]["server"], "local", "{report}");
+    assert!(outages[0]["n_waited"].as_u64().unwrap_or(0) >= 1, "{report}");
+    let summary_lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("server local unavailable "))
+        .collect();
+    assert_eq!(summary_lines.len(), 1, "{report}");
 }
 
 /// A refused login never heals: "password missing" was retried like a lost connection. Now the first tenant's

@@ -128,6 +128,13 @@ pub(crate) enum WorkerMsg {
         index: usize,
         outcome: Outcome,
     },
+    /// This worker's probe found its server back after an outage (reported once per outage).
+    ServerRecovered {
+        index: usize,
+        server: String,
+        down: Duration,
+        n_waited: usize,
+    },
 }
 
 /// Why an attempt failed, in the terms the ledger and metrics use.
@@ -591,6 +598,12 @@ async fn wait_for_server(ctx: &WorkerCtx, server: &Server, index: usize) -> Resu
                         clock_text(report.down),
                         report.n_waited
                     );
+                    let _ = ctx.tx.send(WorkerMsg::ServerRecovered {
+                        index,
+                        server: server.name.clone(),
+                        down: report.down,
+                        n_waited: report.n_waited,
+                    });
                 }
                 if ctx.stop.load(Ordering::Relaxed) {
                     return Err(None);

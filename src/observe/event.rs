@@ -103,6 +103,13 @@ pub enum FleetEvent {
         server: String,
         open: usize,
     },
+    /// A server that went away answered again; its tenants waited instead of failing.
+    ServerOutage {
+        server: String,
+        #[serde(with = "millis", rename = "down_ms")]
+        down: Duration,
+        n_waited: usize,
+    },
     /// A failed canary or the failure threshold stopped the run from starting more tenants.
     RunHalted {
         /// `canary`, or the threshold that was passed.

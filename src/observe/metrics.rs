@@ -381,7 +381,8 @@ impl Sink for MetricsSink {
             FleetEvent::TenantStarted { .. }
             | FleetEvent::TenantPlanned { .. }
             | FleetEvent::RevisionStarted { .. }
-            | FleetEvent::RunHalted { .. } => {}
+            | FleetEvent::RunHalted { .. }
+            | FleetEvent::ServerOutage { .. } => {}
         }
     }
 }

@@ -42,6 +42,17 @@ pub struct SummaryData {
     pub exit_code: Option<i32>,
     /// Why the run stopped starting tenants, when a canary or the failure threshold halted it.
     pub halt: Option<Halt>,
+    /// Servers that went away during the run and came back, in order.
+    pub outages: Vec<Outage>,
+}
+
+/// A server's outage that the run waited out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outage {
+    pub server: String,
+    #[serde(rename = "down_ms", serialize_with = "ser_millis")]
+    pub down: Duration,
+    pub n_waited: usize,
 }
 
 /// A halted run: why, and the tenant whose failure did it.
@@ -109,6 +120,7 @@ pub struct SummaryCollector {
     failures: Vec<FailureGroup>,
     retry_command: Option<String>,
     halt: Option<Halt>,
+    outages: Vec<Outage>,
 }
 
 impl SummaryCollector {
@@ -155,6 +167,7 @@ impl SummaryCollector {
             retry_command: self.retry_command.clone(),
             exit_code: self.exit_code,
             halt: self.halt.clone(),
+            outages: self.outages.clone(),
         }
     }
 
@@ -222,6 +235,11 @@ impl Sink for SummaryCollector {
                 self.finished_at = Some(*at);
                 self.exit_code = Some(*exit_code);
             }
+            FleetEvent::ServerOutage { server, down, n_waited } => self.outages.push(Outage {
+                server: server.clone(),
+                down: *down,
+                n_waited: *n_waited,
+            }),
             FleetEvent::RunHalted { reason, tenant, error } => {
                 self.halt.get_or_insert(Halt {
                     reason: reason.clone(),
@@ -312,6 +330,15 @@ pub fn render_summary(data: &SummaryData) -> String {
             }
             let _ = writeln!(out, "      tenants: {examples}");
         }
+    }
+    for outage in &data.outages {
+        let _ = writeln!(
+            out,
+            "server {} unavailable {}, {} tenants waited",
+            outage.server,
+            format_hms(outage.down),
+            outage.n_waited
+        );
     }
     if let Some(halt) = &data.halt {
         let who = halt

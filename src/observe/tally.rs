@@ -105,6 +105,7 @@ impl StateBook {
             FleetEvent::RateLimited { .. }
             | FleetEvent::Connections { .. }
             | FleetEvent::RunHalted { .. }
+            | FleetEvent::ServerOutage { .. }
             | FleetEvent::RunFinished { .. } => return None,
         };
         let from = match self.live.remove(tenant.as_str()) {

@@ -332,6 +332,14 @@ impl Coordinator {
     }
 
     fn on_message(&mut self, msg: WorkerMsg, now: Instant, out: &mut Vec<Decision>) {
+        // An outage belongs to a server, not to the tenant whose probe found it over.
+        if let WorkerMsg::ServerRecovered {
+            server, down, n_waited, ..
+        } = msg
+        {
+            out.push(Decision::Emit(FleetEvent::ServerOutage { server, down, n_waited }));
+            return;
+        }
         let index = msg_index(&msg);
         // A message from a worker that no longer counts (its tenant failed when it panicked) changes nothing.
         let Some(flight) = self.in_flight.get_mut(&index) else {
@@ -409,6 +417,7 @@ impl Coordinator {
                 self.on_done(index, outcome, now, out);
                 return;
             }
+            WorkerMsg::ServerRecovered { .. } => return,
         };
         out.push(Decision::Emit(event));
     }
@@ -649,7 +658,8 @@ fn msg_index(msg: &WorkerMsg) -> usize {
         | WorkerMsg::RevisionApplied { index, .. }
         | WorkerMsg::BackfillProgress { index, .. }
         | WorkerMsg::Retrying { index, .. }
-        | WorkerMsg::Done { index, .. } => *index,
+        | WorkerMsg::Done { index, .. }
+        | WorkerMsg::ServerRecovered { index, .. } => *index,
     }
 }
 
