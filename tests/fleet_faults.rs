@@ -141,7 +141,12 @@ async fn fleet_sigint_stops_cleanly_and_retry_finishes() {
     assert_eq!(status["run"]["exit_code"], 130, "{status:#}");
     let counts = &status["run"]["counts"];
     assert!(counts["succeeded"].as_u64().unwrap() >= 1, "{status:#}");
-    assert!(counts["interrupted"].as_u64().unwrap() >= 1, "{status:#}");
+    // The signal stopped the run before its end: some tenants stopped part way or never started (which of the two
+    // depends on where the in-flight tenants were when it came).
+    assert!(
+        counts["interrupted"].as_u64().unwrap() + counts["pending"].as_u64().unwrap() >= 1,
+        "{status:#}"
+    );
     assert_eq!(counts["failed"], 0, "{status:#}");
     // Tenants the signal kept from starting are "not started" (pending in a finished run), not interrupted.
     assert_eq!(status["run"]["n_not_started"], counts["pending"], "{status:#}");
