@@ -28,9 +28,10 @@ pub struct GlobalArgs {
     /// Database URL (else flotilla.toml `url`, DATABASE_URL, or libpq's PG* variables).
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
-    /// Project file.
-    #[arg(long, global = true, value_name = "PATH", default_value = "flotilla.toml")]
-    pub config: PathBuf,
+    /// Project file (default: flotilla.toml in the current directory or the nearest parent, up to a repository
+    /// root).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Named environment from flotilla.toml (`[env.NAME]`).
     #[arg(long, global = true, value_name = "NAME")]
     pub env: Option<String>,
