@@ -29,6 +29,13 @@ pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRout
              database before its tenants",
         ));
     }
+    // clap cannot hide a global flag on some subcommands only, so a --url that would be ignored is refused.
+    if global.url.is_some() && !matches!(command, FleetCommand::Drift(_)) {
+        return Err(CliError::usage(
+            "--url names the database of single-database commands; fleet commands connect to each tenant's url \
+             from the tenants file (--tenants)",
+        ));
+    }
     match command {
         FleetCommand::Upgrade(a) => migrate(global, Action::Upgrade(a.target), a.select, a.run, route, None).await,
         FleetCommand::Downgrade(a) => migrate(global, Action::Downgrade(a.target), a.select, a.run, route, None).await,
