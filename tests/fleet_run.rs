@@ -207,7 +207,7 @@ async fn fleet_failed_canary_halts_before_any_other_tenant() {
     let out = fleet.upgrade(&["--canary", "2", "--concurrency", "4"]).assert_code(3);
     assert!(
         out.stdout
-            .contains("halted by the canary after tenant_0002 failed: 6 tenant(s) did not start")
+            .contains("halted by the canary after tenant_0002 failed: 6 tenants did not start")
             && out.stdout.contains("relation \"orders\" already exists")
             && out.stdout.contains("keeps this run's canary"),
         "{}",
@@ -222,7 +222,7 @@ async fn fleet_failed_canary_halts_before_any_other_tenant() {
     assert!(
         shown
             .stdout
-            .contains("total: 8 tenant(s), 1 succeeded, 1 failed, 6 not started"),
+            .contains("total: 8 tenants, 1 succeeded, 1 failed, 6 not started"),
         "{}",
         shown.report()
     );

@@ -27,6 +27,7 @@ mod observe_metrics;
 mod observe_progress;
 mod observe_secrets;
 mod single_commands;
+mod single_config_search;
 mod single_failures;
 mod single_offline;
 mod single_signals;

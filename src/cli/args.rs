@@ -23,22 +23,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+// A heading of their own in `--help`, so a command's own options are not lost among them.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Database URL (else flotilla.toml `url`, DATABASE_URL, or libpq's PG* variables).
+    /// Database URL (else flotilla.toml `url`, DATABASE_URL, or libpq's PG* variables). Single-database commands
+    /// and `fleet drift` (its scratch server) only: a fleet's databases come from the tenants file.
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
-    /// Project file.
-    #[arg(long, global = true, value_name = "PATH", default_value = "flotilla.toml")]
-    pub config: PathBuf,
+    /// Project file (default: flotilla.toml in the current directory or the nearest parent, up to a repository
+    /// root).
+    #[arg(long, global = true, value_name = "PATH", env = "FLOTILLA_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Named environment from flotilla.toml (`[env.NAME]`).
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", env = "FLOTILLA_ENV")]
     pub env: Option<String>,
     /// Output format of reporting commands.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Log line format (logs go to stderr; filter with RUST_LOG, e.g. RUST_LOG=flotilla=debug).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FLOTILLA_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// Act on the shared revision set (`[shared]` in flotilla.toml: what belongs to a database rather than to a
     /// tenant) instead of the tenant revisions. Single-database commands only; fleet runs apply it by themselves.
@@ -181,7 +185,7 @@ pub enum FleetCommand {
 #[derive(Debug, Args, Clone, Default)]
 pub struct SelectArgs {
     /// Tenants file (default: flotilla.toml `tenants`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "FLOTILLA_TENANTS")]
     pub tenants: Option<PathBuf>,
     /// Only this tenant (repeatable).
     #[arg(long = "tenant", value_name = "ID")]
@@ -196,7 +200,7 @@ pub struct SelectArgs {
     #[arg(long)]
     pub only_failed: bool,
     /// Ledger file (default: flotilla.toml `ledger`).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "FLOTILLA_LEDGER")]
     pub ledger: Option<PathBuf>,
 }
 
@@ -295,6 +299,7 @@ pub struct FleetMigrateArgs {
 
 #[derive(Debug, Args)]
 pub struct FleetStampArgs {
+    /// Revisions to stamp (ids, head, heads, base, LABEL@head...).
     #[arg(required = true)]
     pub revisions: Vec<String>,
     #[command(flatten)]
@@ -430,10 +435,13 @@ pub struct FleetDriftArgs {
 
 #[derive(Debug, Args)]
 pub struct MergeArgs {
+    /// Message (also the file name's slug).
     #[arg(short = 'm', long)]
     pub message: String,
+    /// Use this id instead of a random one.
     #[arg(long)]
     pub rev_id: Option<String>,
+    /// Branch label(s) for the merge revision.
     #[arg(long = "branch-label")]
     pub branch_labels: Vec<String>,
     /// Revisions to merge, or `heads`.
@@ -455,6 +463,7 @@ pub struct MigrateArgs {
 
 #[derive(Debug, Args)]
 pub struct CurrentArgs {
+    /// Show each current revision's file and message, and the last version changes.
     #[arg(short, long)]
     pub verbose: bool,
 }
@@ -464,6 +473,7 @@ pub struct HistoryArgs {
     /// Range `[START]:[END]` (ids, prefixes, head, base, current, relative -N/+N).
     #[arg(short = 'r', long, allow_hyphen_values = true)]
     pub rev_range: Option<String>,
+    /// Show each revision's header, not one line.
     #[arg(short, long)]
     pub verbose: bool,
     /// Mark the database's current revisions (needs a database).
@@ -473,6 +483,7 @@ pub struct HistoryArgs {
 
 #[derive(Debug, Args)]
 pub struct VerboseArgs {
+    /// Show each revision's header, not one line.
     #[arg(short, long)]
     pub verbose: bool,
 }
@@ -486,6 +497,7 @@ pub struct EnsureVersionArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
+    /// The revision: an id or prefix, head, LABEL@head, a relative -N/+N...
     #[arg(allow_hyphen_values = true)]
     pub revision: String,
 }
@@ -505,8 +517,10 @@ pub struct StampArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    /// Which way to plan.
     #[arg(value_enum)]
     pub direction: PlanDirection,
+    /// Target revision (as for `upgrade`/`downgrade`).
     #[arg(allow_hyphen_values = true)]
     pub target: String,
     /// The version rows to plan from, comma-separated (`""` = base). Without it, read them from the database.

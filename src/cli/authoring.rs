@@ -22,7 +22,11 @@ fn io_error(what: String) -> impl FnOnce(std::io::Error) -> CliError {
 }
 
 pub fn init(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode, CliError> {
-    let config = &global.config;
+    // `init` writes the project file here, not where a search would find one.
+    let config = global
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_FILE));
     if config.exists() {
         return Err(CliError::usage(format!(
             "{} already exists: not overwriting it",
@@ -54,7 +58,7 @@ pub fn init(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode, CliError> {
          # version_table = \"flotilla_version\"    # \"alembic_version\" adopts an Alembic-managed database\n\
          # lock_timeout = \"5s\"\n"
     );
-    std::fs::write(config, body).map_err(io_error(format!("could not write {}", config.display())))?;
+    std::fs::write(&config, body).map_err(io_error(format!("could not write {}", config.display())))?;
     println!("Created {} with {TEMPLATE_FILE} and README.md", args.dir.display());
     println!("Wrote {} (script_location = {script_location:?})", config.display());
     println!("Next: flotilla revision -m \"first revision\"");

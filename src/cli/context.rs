@@ -2,7 +2,7 @@
 //! This is the only place that reads environment variables (through `config::process_env`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_postgres::Client;
@@ -65,20 +65,26 @@ fn hook_statements(path: &PathBuf) -> Result<Vec<String>, CliError> {
 }
 
 impl Ctx {
-    /// Load flotilla.toml (when present; an explicit `--config` that does not exist is an error) and resolve
-    /// the selected environment.
+    /// Load flotilla.toml (`--config`, else the nearest one in the current directory or its parents; see
+    /// [`config::find_project_file`]) and resolve the selected environment.
     pub fn load(global: &GlobalArgs) -> Result<Ctx, CliError> {
-        let is_default_path = global.config == std::path::Path::new(config::DEFAULT_CONFIG_FILE);
-        let project = if global.config.exists() {
-            ProjectFile::load(&global.config, &config::process_env)?.resolve(global.env.as_deref())?
-        } else if is_default_path && global.env.is_none() {
-            ProjectConfig::defaults(std::path::Path::new("."))
-        } else {
-            return Err(CliError::usage(format!(
-                "config file {} not found",
-                global.config.display()
-            )));
+        let path = match &global.config {
+            Some(path) if path.exists() => path.clone(),
+            Some(path) => return Err(CliError::usage(format!("config file {} not found", path.display()))),
+            None => {
+                let cwd = std::env::current_dir()
+                    .map_err(|e| CliError::usage(format!("cannot read the current directory: {e}")))?;
+                config::find_project_file(&cwd, Path::exists).ok_or_else(|| {
+                    CliError::usage(format!(
+                        "no {} in {} or its parents (the search stops at a repository root); \
+                         create one with `flotilla init DIR`, or name one with --config",
+                        config::DEFAULT_CONFIG_FILE,
+                        cwd.display()
+                    ))
+                })?
+            }
         };
+        let project = ProjectFile::load(&path, &config::process_env)?.resolve(global.env.as_deref())?;
         let project_dir = project
             .path
             .as_ref()

@@ -29,6 +29,13 @@ pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRout
              database before its tenants",
         ));
     }
+    // clap cannot hide a global flag on some subcommands only, so a --url that would be ignored is refused.
+    if global.url.is_some() && !matches!(command, FleetCommand::Drift(_)) {
+        return Err(CliError::usage(
+            "--url names the database of single-database commands; fleet commands connect to each tenant's url \
+             from the tenants file (--tenants)",
+        ));
+    }
     match command {
         FleetCommand::Upgrade(a) => migrate(global, Action::Upgrade(a.target), a.select, a.run, route, None).await,
         FleetCommand::Downgrade(a) => migrate(global, Action::Downgrade(a.target), a.select, a.run, route, None).await,
@@ -500,7 +507,10 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
             })).collect::<Vec<_>>(),
         })),
         Format::Text => {
-            let mut counts = format!("would change {} tenant(s) / at target {n_at_target}", planned.len());
+            let mut counts = format!(
+                "would change {} / at target {n_at_target}",
+                crate::observe::count(planned.len(), "tenant")
+            );
             if n_failed + n_interrupted > 0 {
                 counts.push_str(&format!(" / failed {n_failed} / not planned {n_interrupted}"));
             }
@@ -513,11 +523,11 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
                 }
                 to.sort();
                 println!(
-                    "{:>7} tenant(s) from {} to {}: {} step(s)",
-                    members.len(),
+                    "{:>7} from {} to {}: {}",
+                    crate::observe::count(members.len(), "tenant"),
                     rows_text(from),
                     rows_text(&to),
-                    steps.len()
+                    crate::observe::count(steps.len(), "step")
                 );
                 for step in steps.iter() {
                     let message = engine
@@ -613,8 +623,8 @@ async fn retry(
     if text {
         let which = if run_id.is_some() { "run" } else { "the latest run," };
         println!(
-            "Retrying {} tenant(s) of {which} {} ({} {}), each to the target its plan was made for",
-            retry.only.len(),
+            "Retrying {} of {which} {} ({} {}), each to the target its plan was made for",
+            crate::observe::count(retry.only.len(), "tenant"),
             last.id,
             last.command,
             last.target
@@ -801,8 +811,8 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
         })),
         Format::Text => {
             println!(
-                "{} tenant(s); graph heads: {}",
-                chosen.len(),
+                "{}; graph heads: {}",
+                crate::observe::count(chosen.len(), "tenant"),
                 heads.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
             );
             for (revision, n) in &at {
@@ -969,7 +979,7 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                     }
                 );
             }
-            let mut totals = vec![format!("{} tenant(s)", run.n_tenants)];
+            let mut totals = vec![crate::observe::count(run.n_tenants, "tenant")];
             for (label, n) in [
                 ("succeeded", counts.succeeded),
                 ("failed", counts.failed),

@@ -19,7 +19,8 @@ pub use duration::{parse_duration, DurationError};
 pub use error::{same_name, ConfigError, Location, Problem, ProblemKind, UrlOrigin};
 pub use pgpass::{pgpass_path, Ignored as PgPassIgnored, PgPassKey};
 pub use project::{
-    HookCommand, Hooks, ProjectConfig, ProjectFile, TransactionPer, DEFAULT_CONFIG_FILE, DEFAULT_FILE_TEMPLATE,
+    find_project_file, HookCommand, Hooks, ProjectConfig, ProjectFile, TransactionPer, DEFAULT_CONFIG_FILE,
+    DEFAULT_FILE_TEMPLATE,
 };
 pub use secret::{redact_message, redact_url, Secret, MASK};
 pub use tenants::{

@@ -22,6 +22,28 @@ pub const DEFAULT_FILE_TEMPLATE: &str = "%(year)d%(month).2d%(day).2d_%(hour).2d
 /// The config file name looked up by default.
 pub const DEFAULT_CONFIG_FILE: &str = "flotilla.toml";
 
+/// Where the project file is for a command run in `cwd`: `cwd` or its nearest parent holding
+/// [`DEFAULT_CONFIG_FILE`], as cargo and git find theirs.
+/// The walk stops after a directory holding `.git` (a file in a git worktree), because a project file above a
+/// repository belongs to something else, and at the filesystem root.
+/// `exists` answers for the filesystem, so the walk itself is pure.
+///
+/// The path is relative to `cwd` (`flotilla.toml`, `../flotilla.toml`...), so the paths in the file, which are
+/// relative to the file's directory, stay short in messages.
+pub fn find_project_file(cwd: &Path, exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    let mut up = PathBuf::new();
+    for dir in cwd.ancestors() {
+        if exists(&dir.join(DEFAULT_CONFIG_FILE)) {
+            return Some(up.join(DEFAULT_CONFIG_FILE));
+        }
+        if exists(&dir.join(".git")) {
+            return None;
+        }
+        up.push("..");
+    }
+    None
+}
+
 const KEYS: &[&str] = &[
     "script_location",
     "version_locations",
@@ -615,6 +637,39 @@ mod tests {
             })
             .collect();
         assert_eq!(got, expected, "{err}");
+    }
+
+    /// Runs the project file search from `cwd` over a filesystem holding only `existing`.
+    fn check_find(cwd: &str, existing: &[&str], expected: Option<&str>) {
+        let found = find_project_file(Path::new(cwd), |p| existing.iter().any(|e| Path::new(e) == p));
+        assert_eq!(
+            found.as_deref(),
+            expected.map(Path::new),
+            "from {cwd} over {existing:?}"
+        );
+    }
+
+    #[test]
+    fn find_project_file_walks_up_to_a_repository_root() {
+        check_find("/r/p", &["/r/p/flotilla.toml"], Some("flotilla.toml"));
+        check_find(
+            "/r/p/migrations/sub",
+            &["/r/p/flotilla.toml"],
+            Some("../../flotilla.toml"),
+        );
+        // The nearest file wins.
+        check_find(
+            "/r/p/a",
+            &["/r/p/a/flotilla.toml", "/r/p/flotilla.toml"],
+            Some("flotilla.toml"),
+        );
+        // A repository root is searched, then the walk stops.
+        check_find("/r/p/a", &["/r/p/.git", "/r/p/flotilla.toml"], Some("../flotilla.toml"));
+        check_find("/r/p/a", &["/r/p/.git", "/r/flotilla.toml"], None);
+        check_find("/r/p", &["/r/p/.git", "/flotilla.toml"], None);
+        // Without a repository, up to the filesystem root.
+        check_find("/r/p", &["/flotilla.toml"], Some("../../flotilla.toml"));
+        check_find("/r/p", &[], None);
     }
 
     #[test]

@@ -26,8 +26,8 @@ pub use ndjson::{NdjsonSink, NDJSON_VERSION};
 pub use progress::{format_plain_line, ProgressMode, ProgressOptions, ProgressSink, SummaryFormat};
 pub use server::serve;
 pub use summary::{
-    format_hms, format_short, render_summary, summary_json, FailureGroup, SlowTenant, SummaryCollector, SummaryData,
-    N_EXAMPLES, N_SLOWEST,
+    count, format_hms, format_short, render_summary, summary_json, FailureGroup, SlowTenant, SummaryCollector,
+    SummaryData, N_EXAMPLES, N_SLOWEST,
 };
 pub use tally::{StateBook, StateCounts, Transition};
 pub use textfile::{write_atomically, TextfileWriter};

@@ -277,17 +277,26 @@ fn one_line(message: &str) -> String {
     }
 }
 
+/// `n` and `noun`, plural unless `n` is 1 ("1 tenant", "2 tenants").
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// The summary as printed at the end of a run (text mode). Pure: same data, same text.
 pub fn render_summary(data: &SummaryData) -> String {
     let c = &data.counts;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "run {}: {} to {}, {} tenants in {} ({:.1} tenants/s)",
+        "run {}: {} to {}, {} in {} ({:.1} tenants/s)",
         data.run_id,
         data.command,
         data.target,
-        c.n_tenants,
+        count(c.n_tenants, "tenant"),
         format_hms(data.wall_time),
         data.tenants_per_second()
     );
@@ -348,8 +357,9 @@ pub fn render_summary(data: &SummaryData) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "halted by the {}{who}: {} tenant(s) did not start",
-            halt.reason, c.pending
+            "halted by the {}{who}: {} did not start",
+            halt.reason,
+            count(c.pending, "tenant")
         );
         if let Some(error) = &halt.error {
             let _ = writeln!(out, "  {}", one_line(error));
