@@ -754,4 +754,4 @@ impl ReadyQueue {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

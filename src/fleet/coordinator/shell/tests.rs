@@ -5,39 +5,15 @@ use std::time::Duration;
 
 use super::*;
 use crate::error::ExitCode;
-use crate::fleet::tenant::Place;
-use crate::fleet::worker::{Action, Outcome, TenantLimits};
+use crate::fleet::worker::Outcome;
 use crate::signals::{Interrupt, NoSignals};
 
+/// The state tests' request, one tenant at a time and no retries.
 fn request(n: usize) -> FleetRequest {
-    FleetRequest {
-        run_id: "run".into(),
-        action: Action::Upgrade("head".into()),
-        tenants: (0..n)
-            .map(|i| Tenant {
-                id: format!("t{i}"),
-                server: 0,
-                place: Place::Schema(format!("t{i}")),
-                tags: Arc::default(),
-            })
-            .collect(),
-        pinned: Default::default(),
-        n_canaries: 0,
-        concurrency: 1,
-        rate: None,
-        limits: TenantLimits {
-            retries: 0,
-            tenant_timeout: None,
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(10),
-            backoff_jitter: TenantLimits::DEFAULT_BACKOFF_JITTER,
-            outage_budget: TenantLimits::DEFAULT_OUTAGE_BUDGET,
-        },
-        max_failures: None,
-        max_failure_rate: None,
-        lock_requeue_for: Duration::from_secs(10),
-        is_dry_run: false,
-    }
+    let mut req = crate::fleet::coordinator::state::tests::request(n);
+    req.concurrency = 1;
+    req.limits.retries = 0;
+    req
 }
 
 /// A sink that keeps each event's name and tenant.

@@ -8,7 +8,8 @@ use crate::error::ExitCode;
 use crate::fleet::tenant::{Place, Tenant};
 use crate::fleet::worker::{Action, Failure, Outcome, TenantLimits, WorkerMsg};
 
-fn request(n: usize) -> FleetRequest {
+/// A request for `n` schema tenants on one server, all at once, two retries each.
+pub(in crate::fleet::coordinator) fn request(n: usize) -> FleetRequest {
     FleetRequest {
         run_id: "run".into(),
         action: Action::Upgrade("head".into()),
