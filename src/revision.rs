@@ -25,6 +25,12 @@ impl RevisionId {
     }
 }
 
+impl AsRef<str> for RevisionId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for RevisionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

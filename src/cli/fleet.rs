@@ -212,15 +212,6 @@ struct RetryOf {
     pinned: BTreeMap<String, Vec<RevisionId>>,
 }
 
-/// A stored `target_revision` (comma-joined rows, `base` for none) as version rows.
-fn pinned_rows(stored: &str) -> Vec<RevisionId> {
-    if stored == "base" {
-        Vec::new()
-    } else {
-        stored.split(',').map(RevisionId::from).collect()
-    }
-}
-
 /// The failed, interrupted and unstarted tenants of `run`, with the targets their plans were made for.
 fn retry_of(ledger: &SqliteLedger, run: &ledger::RunId) -> Result<RetryOf, CliError> {
     let only: BTreeSet<String> = ledger
@@ -233,7 +224,13 @@ fn retry_of(ledger: &SqliteLedger, run: &ledger::RunId) -> Result<RetryOf, CliEr
         .map_err(|e| CliError::new(ExitCode::Usage, e))?
         .into_iter()
         .filter(|t| only.contains(&t.tenant_id))
-        .filter_map(|t| Some((t.tenant_id, pinned_rows(t.target_revision.as_deref()?))))
+        .filter_map(|t| {
+            let rows = ledger::rows_of(t.target_revision.as_deref()?)
+                .into_iter()
+                .map(RevisionId::from)
+                .collect();
+            Some((t.tenant_id, rows))
+        })
         .collect();
     Ok(RetryOf { only, pinned })
 }
@@ -340,18 +337,8 @@ async fn migrate(
         .enumerate()
         .filter_map(|(i, t)| Some((i, pinned.get(&t.id)?.clone())))
         .collect();
-    let pinned_text: Vec<Option<String>> = chosen
-        .iter()
-        .enumerate()
-        .map(|(i, _)| {
-            pinned.get(&i).map(|rows| {
-                if rows.is_empty() {
-                    "base".to_string()
-                } else {
-                    rows.iter().map(RevisionId::as_str).collect::<Vec<_>>().join(",")
-                }
-            })
-        })
+    let pinned_text: Vec<Option<String>> = (0..chosen.len())
+        .map(|i| pinned.get(&i).map(|rows| ledger::rows_text(rows)))
         .collect();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let run_id = if run.dry_run {
@@ -461,13 +448,7 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
     // connection, no plan), interrupted or never started (a halt or a signal came first).
     let n_at_target = outcome.n_skipped.saturating_sub(planned.len());
     let (n_failed, n_interrupted) = (outcome.n_failed, outcome.n_interrupted + outcome.n_not_started);
-    let rows_text = |rows: &[RevisionId]| {
-        if rows.is_empty() {
-            "base".to_string()
-        } else {
-            rows.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
-        }
-    };
+    let rows_text = ledger::rows_text::<RevisionId>;
     // One group per distinct plan (the rows a tenant starts from and the steps), in order of first appearance.
     let mut groups: Vec<(&[RevisionId], &[crate::graph::Step], Vec<usize>)> = Vec::new();
     let mut index_of: BTreeMap<String, usize> = BTreeMap::new();
@@ -516,11 +497,11 @@ fn print_dry_run(ctx: &Ctx, tenants: &[Tenant], outcome: &fleet::FleetOutcome, e
             }
             println!("Dry run: {counts}; nothing was changed");
             for (from, steps, members) in &groups {
-                let mut to = from.to_vec();
-                for s in steps.iter() {
-                    to.retain(|r| !s.delete_rows.contains(r));
-                    to.extend(s.insert_rows.iter().cloned());
-                }
+                let plan = crate::graph::Plan {
+                    direction: steps.first().map_or(crate::graph::Direction::Up, |s| s.direction),
+                    steps: steps.to_vec(),
+                };
+                let mut to = plan.apply_rows(from);
                 to.sort();
                 println!(
                     "{:>7} from {} to {}: {}",
@@ -782,11 +763,7 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
             fleet::Versions::Unreachable(e) => unreachable.push(json!({"id": tenant.id, "error": e})),
             fleet::Versions::Missing(e) => missing.push(json!({"id": tenant.id, "error": e})),
             fleet::Versions::At(rows) => {
-                let key = if rows.is_empty() {
-                    "base".to_string()
-                } else {
-                    rows.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
-                };
+                let key = ledger::rows_text(rows);
                 *at.entry(key.clone()).or_default() += 1;
                 let entry = json!({"id": tenant.id, "revisions": rows});
                 if rows.iter().any(|r| !loaded.scripts.contains_key(r)) {

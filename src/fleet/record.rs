@@ -130,7 +130,7 @@ impl Sink for LedgerSink {
             FleetEvent::TenantPlanned { tenant, from, to, .. } => self.update(tenant, |u| {
                 u.from_revision = joined(from);
                 u.to_revision = joined(from);
-                u.target_revision = Some(joined(to).unwrap_or_else(|| "base".to_string()));
+                u.target_revision = Some(crate::ledger::rows_text(to));
             }),
             FleetEvent::TenantRetrying {
                 tenant,

@@ -22,7 +22,7 @@ mod store;
 pub use error::LedgerError;
 pub use id::RunId;
 pub use json::status_json;
-pub use record::{NewRun, NewTenant, RunRecord, RunSelector, RunState, TenantRecord, TenantUpdate};
+pub use record::{rows_of, rows_text, NewRun, NewTenant, RunRecord, RunSelector, RunState, TenantRecord, TenantUpdate};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteLedger;
 pub use status::{ParseStatusError, StatusCounts, TenantStatus};

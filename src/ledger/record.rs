@@ -72,6 +72,24 @@ impl TenantUpdate {
     }
 }
 
+/// Version rows as `target_revision` stores them (and as fleet output shows them): comma-joined, `base` for none.
+pub fn rows_text<S: AsRef<str>>(rows: &[S]) -> String {
+    if rows.is_empty() {
+        "base".to_string()
+    } else {
+        rows.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// The rows of a [`rows_text`] string.
+pub fn rows_of(text: &str) -> Vec<&str> {
+    if text == "base" {
+        Vec::new()
+    } else {
+        text.split(',').collect()
+    }
+}
+
 /// Which run to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunSelector {
