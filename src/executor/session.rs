@@ -175,6 +175,16 @@ enum StoreRef<'a> {
     Placed(Arc<dyn VersionStore>),
 }
 
+impl<'a> StoreRef<'a> {
+    /// `store`, placed in a schema tenant's schema when `opts` names one.
+    fn place(store: &'a dyn VersionStore, opts: &ExecOptions) -> Self {
+        match &opts.schema {
+            Some(schema) => StoreRef::Placed(store.in_schema(schema)),
+            None => StoreRef::Given(store),
+        }
+    }
+}
+
 impl<'a> std::ops::Deref for StoreRef<'a> {
     type Target = dyn VersionStore + 'a;
 
@@ -202,6 +212,15 @@ fn settings_sql(opts: &ExecOptions) -> Vec<String> {
         ));
     }
     setup
+}
+
+/// An SQL boolean: whether `schema` exists. `to_regclass` answers NULL for a table in a missing schema, which
+/// must not read as "no version table yet".
+fn schema_exists_sql(schema: &str) -> String {
+    format!(
+        "EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {})",
+        quote_literal(schema)
+    )
 }
 
 /// A schema tenant's `search_path`: its own schema, then the shared ones.
@@ -253,10 +272,7 @@ impl<'a> Session<'a> {
                 .await
                 .map_err(db("could not apply session settings"))?;
         }
-        let store = match &opts.schema {
-            Some(schema) => StoreRef::Placed(store.in_schema(schema)),
-            None => StoreRef::Given(store),
-        };
+        let store = StoreRef::place(store, opts);
         let lock_key = store.lock_key_sql();
         let [version_exists, history_exists] = store.exists_sql();
         let try_lock = format!("pg_try_advisory_lock({}, {})", lock_key.0, lock_key.1);
@@ -264,9 +280,8 @@ impl<'a> Session<'a> {
         // for a missing schema, which must not read as "at base".
         let lock_sql = match &opts.schema {
             Some(schema) => format!(
-                "SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {}) THEN {try_lock} END, \
-                 {version_exists}, {history_exists}",
-                quote_literal(schema)
+                "SELECT CASE WHEN {} THEN {try_lock} END, {version_exists}, {history_exists}",
+                schema_exists_sql(schema)
             ),
             None => format!("SELECT {try_lock}, {version_exists}, {history_exists}"),
         };
@@ -323,18 +338,9 @@ impl<'a> Session<'a> {
             .batch_execute(&setup.join(";\n"))
             .await
             .map_err(db("could not apply session settings"))?;
-        let store = match &opts.schema {
-            Some(schema) => StoreRef::Placed(store.in_schema(schema)),
-            None => StoreRef::Given(store),
-        };
+        let store = StoreRef::place(store, opts);
         let [version_exists, history_exists] = store.exists_sql();
-        let schema_exists = match &opts.schema {
-            Some(schema) => format!(
-                "EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {})",
-                quote_literal(schema)
-            ),
-            None => "true".into(),
-        };
+        let schema_exists = opts.schema.as_deref().map_or_else(|| "true".into(), schema_exists_sql);
         let mut session = Session {
             client,
             lock_key: store.lock_key_sql(),

@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 
 use super::server::{ConnectError, Server};
 use super::tenant::{Place, Tenant};
-use crate::executor::{db_message, quote_literal, VersionStore};
+use crate::executor::{db_message, ExecError, ExecOptions, ReadSession, VersionStore};
 use crate::revision::RevisionId;
 
 /// One tenant's version rows, or why they could not be read.
@@ -69,48 +69,25 @@ async fn read_one(tenant: &Tenant, server: &Server, store: &dyn VersionStore) ->
         }
         Err(e) => return Versions::Unreachable(e.to_string()),
     };
-    // Qualify with the tenant's schema instead of changing the pooled session's search_path.
-    let placed;
-    let (store, schema_exists) = match &tenant.place {
-        Place::Schema(schema) => {
-            placed = store.in_schema(schema);
-            let exists = format!(
-                "EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {})",
-                quote_literal(schema)
-            );
-            (placed.as_ref(), exists)
+    // The executor's read-only session places the store in the tenant's schema and tells a missing schema from
+    // a tenant at base; it takes no lock.
+    let opts = ExecOptions {
+        schema: match &tenant.place {
+            Place::Schema(schema) => Some(schema.clone()),
+            Place::Database(_) => None,
+        },
+        ..ExecOptions::default()
+    };
+    let session = match ReadSession::open(conn.client(), store, &opts).await {
+        Ok(session) => session,
+        Err(ExecError::SchemaMissing { schema }) => {
+            return Versions::Missing(format!("schema \"{schema}\" does not exist"))
         }
-        Place::Database(_) => (store, "true".to_string()),
+        Err(e) => return Versions::Unreachable(e.to_string()),
     };
-    let [exists, _] = store.exists_sql();
-    let probe = format!("SELECT {schema_exists}, {exists}");
-    let client = conn.client();
-    let present = match client.query_one(&probe, &[]).await {
-        Ok(row) => row,
-        Err(e) => return Versions::Unreachable(db_message(&e)),
-    };
-    if !present.get::<_, bool>(0) {
+    let rows = session.rows().to_vec();
+    if session.close().await.is_ok() {
         conn.release().await;
-        return Versions::Missing(match &tenant.place {
-            Place::Schema(schema) => format!("schema \"{schema}\" does not exist"),
-            Place::Database(db) => format!("database \"{db}\" does not exist"),
-        });
     }
-    if !present.get::<_, bool>(1) {
-        conn.release().await;
-        return Versions::At(Vec::new());
-    }
-    let rows = match client.simple_query(&store.read_rows_sql()).await {
-        Ok(rows) => rows,
-        Err(e) => return Versions::Unreachable(db_message(&e)),
-    };
-    conn.release().await;
-    Versions::At(
-        rows.into_iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(RevisionId::from),
-                _ => None,
-            })
-            .collect(),
-    )
+    Versions::At(rows)
 }
