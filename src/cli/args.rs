@@ -173,7 +173,8 @@ pub enum FleetCommand {
         after_help = "Examples:\n  flotilla fleet status\n  flotilla fleet status --failed --format json\n  flotilla fleet status --run 20261127T235212Z-3fa1"
     )]
     Status(FleetStatusArgs),
-    /// Re-run the failed and interrupted tenants of the last run, with the same target and options.
+    /// Re-run the failed, interrupted and unstarted tenants of a run (the latest by default), each to the target
+    /// its plan was made for, with the same options.
     #[command(after_help = "Examples:\n  flotilla fleet retry\n  flotilla fleet retry --concurrency 4")]
     Retry(FleetRetryArgs),
     /// Compare each tenant's schema with the schema at its own revision (exit 1 when any drifted).
@@ -196,7 +197,7 @@ pub struct SelectArgs {
     /// Leave this tenant out (repeatable).
     #[arg(long = "exclude", value_name = "ID")]
     pub exclude: Vec<String>,
-    /// Only the failed and interrupted tenants of the last run.
+    /// Only the failed, interrupted and unstarted tenants of the last run.
     #[arg(long)]
     pub only_failed: bool,
     /// Ledger file (default: flotilla.toml `ledger`).
@@ -325,7 +326,7 @@ pub struct FleetStatusArgs {
     /// Run id, or `latest`.
     #[arg(long, default_value = "latest")]
     pub run: String,
-    /// Only failed and interrupted tenants.
+    /// Only failed, interrupted and unstarted tenants.
     #[arg(long)]
     pub failed: bool,
     /// Exit 1 when the run shown has failed, interrupted or unstarted tenants (as `git diff --exit-code`),
