@@ -346,14 +346,22 @@ async fn migrate(
     } else {
         let path = ledger_path(&ctx, select.ledger.as_ref());
         let mut ledger = open_ledger(&path)?;
+        let tags_text: Vec<Option<String>> = chosen
+            .iter()
+            .map(|t| (!t.tags.is_empty()).then(|| serde_json::json!(*t.tags).to_string()))
+            .collect();
         let new_tenants: Vec<NewTenant> = chosen
             .iter()
             .zip(&pinned_text)
-            .map(|(t, target)| NewTenant {
+            .zip(&tags_text)
+            .enumerate()
+            .map(|(i, ((t, target), tags))| NewTenant {
                 tenant_id: &t.id,
                 server: &setup.servers[t.server].name,
                 kind: fleet::place_kind(&t.place),
                 target: target.as_deref(),
+                canary: i < n_canaries,
+                tags: tags.as_deref(),
             })
             .collect();
         let new_run = NewRun {

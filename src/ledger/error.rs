@@ -31,4 +31,30 @@ pub enum LedgerError {
     RunFinished { path: PathBuf, run: String },
     #[error("ledger {}: tenant {tenant} is listed twice in the new run", .path.display())]
     DuplicateTenant { path: PathBuf, tenant: String },
+    #[error(
+        "ledger {}: run {name} is `{found}`, not `{wanted}`: a runner joins a named run only with the same \
+         command and target",
+        .path.display()
+    )]
+    RunMismatch {
+        path: PathBuf,
+        name: String,
+        found: String,
+        wanted: String,
+    },
+    #[error("ledger {}: this process has not opened run {run} as a runner", .path.display())]
+    NotRunner { path: PathBuf, run: String },
+    #[error(
+        "ledger {}: the lease of runner {runner} on run {run} lapsed (no heartbeat in time); other runners may \
+         hold its tenants now",
+        .path.display()
+    )]
+    LeaseLost { path: PathBuf, run: String, runner: String },
+    #[error("ledger {}: tenant {tenant} of run {run} is held by runner {holder} now, not by this one", .path.display())]
+    LostClaim {
+        path: PathBuf,
+        run: String,
+        tenant: String,
+        holder: String,
+    },
 }

@@ -13,6 +13,7 @@
 mod error;
 mod id;
 mod json;
+mod queue;
 mod record;
 mod schema;
 mod sqlite;
@@ -22,11 +23,14 @@ mod store;
 pub use error::LedgerError;
 pub use id::RunId;
 pub use json::status_json;
+pub use queue::{Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord};
 pub use record::{rows_of, rows_text, NewRun, NewTenant, RunRecord, RunSelector, RunState, TenantRecord, TenantUpdate};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteLedger;
 pub use status::{ParseStatusError, StatusCounts, TenantStatus};
-pub use store::Ledger;
+pub use store::{Ledger, DEFAULT_LEASE};
 
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::id::RunId;
+use super::queue::RunnerRecord;
 use super::status::{StatusCounts, TenantStatus};
 
 /// A fleet run about to start. Every text field is already redacted by the caller.
@@ -28,6 +29,10 @@ pub struct NewTenant<'a> {
     pub kind: &'a str,
     /// The absolute target an earlier run resolved for this tenant (see [`TenantUpdate::target_revision`]).
     pub target: Option<&'a str>,
+    /// A canary: claimed before every other tenant of the run.
+    pub canary: bool,
+    /// The tenant's tags as a JSON object of strings (placement matches on them); `None` for none.
+    pub tags: Option<&'a str>,
 }
 
 /// The whole current state of one tenant of a run, as the coordinator knows it.
@@ -117,6 +122,12 @@ pub struct RunRecord {
     pub exit_code: Option<i32>,
     pub n_tenants: usize,
     pub counts: StatusCounts,
+    /// `--run-name`, for a run runners share.
+    pub name: Option<String>,
+    /// A canary or threshold halted it (no runner claims more).
+    pub is_halted: bool,
+    /// Its runners, in the order they came (the first began it).
+    pub runners: Vec<RunnerRecord>,
 }
 
 /// Whether a run is over, going on, or was abandoned by a process that died.
@@ -148,8 +159,19 @@ impl RunRecord {
 
     pub(crate) fn state_with(&self, this_host: &str, is_alive: impl Fn(u32) -> bool) -> RunState {
         if self.is_finished() {
-            RunState::Finished
-        } else if self.host != this_host || is_alive(self.pid) {
+            return RunState::Finished;
+        }
+        if !self.runners.is_empty() {
+            // A runner is live while its lease holds and, on this host, its process exists.
+            let is_live =
+                |r: &RunnerRecord| r.finished_at.is_none() && r.is_live && (r.host != this_host || is_alive(r.pid));
+            return if self.runners.iter().any(is_live) {
+                RunState::Live
+            } else {
+                RunState::Abandoned
+            };
+        }
+        if self.host != this_host || is_alive(self.pid) {
             RunState::Live
         } else {
             RunState::Abandoned
@@ -200,6 +222,8 @@ pub struct TenantRecord {
     pub sqlstate: Option<String>,
     /// The absolute target of the tenant's plan (see [`TenantUpdate::target_revision`]).
     pub target_revision: Option<String>,
+    /// The runner that holds or last held it.
+    pub runner: Option<String>,
     /// RFC 3339, UTC, milliseconds: when the row last changed.
     pub updated_at: String,
 }
@@ -238,6 +262,9 @@ mod tests {
             exit_code: None,
             n_tenants: 0,
             counts: StatusCounts::default(),
+            name: None,
+            is_halted: false,
+            runners: Vec::new(),
         }
     }
 
@@ -281,6 +308,7 @@ mod tests {
             error_kind: None,
             sqlstate: None,
             target_revision: None,
+            runner: None,
             updated_at: String::new(),
         };
         assert_eq!(tenant.effective_status(RunState::Live), TenantStatus::Running);

@@ -1,7 +1,7 @@
 //! The ledger's own schema, versioned with `PRAGMA user_version` and migrated forward on open.
 
 /// The schema version this code writes. Opening a ledger with a higher version is an error.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `MIGRATIONS[i]` takes a ledger from version `i` to `i + 1`. Append only; never edit a shipped entry.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -43,6 +43,31 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // retry of a relative target never moves the tenant further than the run meant to).
     "ALTER TABLE flotilla_run_tenants ADD COLUMN error_kind TEXT;
      ALTER TABLE flotilla_run_tenants ADD COLUMN target_revision TEXT;",
+    // 2 -> 3: runs shared by runners. A run may have a name runners join by; each runner has a row with its
+    // lease; a tenant row knows its dispatch position, whether it is a canary, its tags (for placement) and the
+    // runner holding it.
+    "ALTER TABLE flotilla_runs ADD COLUMN name TEXT;
+     ALTER TABLE flotilla_runs ADD COLUMN halted INTEGER NOT NULL DEFAULT 0;
+     CREATE UNIQUE INDEX flotilla_runs_name ON flotilla_runs (name) WHERE name IS NOT NULL;
+     ALTER TABLE flotilla_run_tenants ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE flotilla_run_tenants ADD COLUMN canary INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE flotilla_run_tenants ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+     ALTER TABLE flotilla_run_tenants ADD COLUMN runner TEXT;
+     CREATE INDEX flotilla_run_tenants_claim ON flotilla_run_tenants (run_seq, status, position);
+     CREATE TABLE flotilla_runners (
+        run_seq INTEGER NOT NULL REFERENCES flotilla_runs (seq) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        placement TEXT NOT NULL,
+        lease_ms INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        lease_until_ms INTEGER NOT NULL,
+        finished_at TEXT,
+        exit_code INTEGER,
+        PRIMARY KEY (run_seq, id)
+     ) WITHOUT ROWID;",
 ];
 
 #[cfg(test)]

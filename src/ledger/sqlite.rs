@@ -9,7 +9,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 
 use super::error::LedgerError;
 use super::id::RunId;
-use super::record::{NewRun, NewTenant, RunRecord, RunSelector, TenantRecord, TenantUpdate};
+use super::queue::{Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord};
+use super::record::{NewTenant, RunRecord, RunSelector, TenantRecord, TenantUpdate};
 use super::schema::{MIGRATIONS, SCHEMA_VERSION};
 use super::status::{StatusCounts, TenantStatus};
 use super::store::Ledger;
@@ -29,6 +30,16 @@ const ID_ATTEMPTS: usize = 16;
 pub struct SqliteLedger {
     conn: Connection,
     path: PathBuf,
+    /// The run this value is a runner of, after [`Ledger::open_run`].
+    active: Option<Active>,
+}
+
+/// The run a [`SqliteLedger`] is a runner of.
+#[derive(Debug)]
+struct Active {
+    seq: i64,
+    run: RunId,
+    runner: RunnerInfo,
 }
 
 impl SqliteLedger {
@@ -79,7 +90,22 @@ impl SqliteLedger {
         conn.pragma_update(None, "cache_size", CACHE_SIZE_KIB)
             .map_err(err("set the page cache size"))?;
         migrate(&mut conn, &path)?;
-        Ok(SqliteLedger { conn, path })
+        Ok(SqliteLedger {
+            conn,
+            path,
+            active: None,
+        })
+    }
+
+    /// This runner on `run`.
+    fn active(&self, run: &RunId) -> Result<&Active, LedgerError> {
+        self.active
+            .as_ref()
+            .filter(|a| &a.run == run)
+            .ok_or_else(|| LedgerError::NotRunner {
+                path: self.path.clone(),
+                run: run.to_string(),
+            })
     }
 
     fn err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError + '_ {
@@ -142,6 +168,41 @@ fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// Registers `runner` on the run `seq`.
+fn insert_runner(tx: &Transaction<'_>, path: &Path, seq: i64, runner: &RunnerInfo) -> Result<(), LedgerError> {
+    let placement = serde_json::to_string(&runner.placement).unwrap_or_else(|_| "{}".to_string());
+    let at = now();
+    let lease = lease_ms(runner.lease);
+    tx.execute(
+        "INSERT INTO flotilla_runners (run_seq, id, host, pid, placement, lease_ms, started_at, heartbeat_at,
+                                       lease_until_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+        params![
+            seq,
+            runner.id,
+            runner.host,
+            runner.pid,
+            placement,
+            lease,
+            at,
+            now_ms() + lease
+        ],
+    )
+    .map_err(sqlite_err(path, "register the runner"))?;
+    Ok(())
+}
+
+/// Whether the tenant row's holder (`runner`, joined as `r`) no longer holds it: none, finished, or lapsed.
+const HOLDER_GONE: &str = "(t.runner IS NULL OR r.id IS NULL OR r.finished_at IS NOT NULL OR r.lease_until_ms < ?2)";
+
 fn is_unique_violation(err: &rusqlite::Error) -> bool {
     matches!(err, rusqlite::Error::SqliteFailure(e, _)
         if e.code == ErrorCode::ConstraintViolation
@@ -159,7 +220,8 @@ fn duration_to_sql(ms: Option<u64>) -> Option<i64> {
     ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-const RUN_COLUMNS: &str = "seq, id, command, target, options, user, host, pid, started_at, finished_at, exit_code";
+const RUN_COLUMNS: &str =
+    "seq, id, command, target, options, user, host, pid, started_at, finished_at, exit_code, name, halted";
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RunRecord)> {
     let options = parse_column(row, 4, |text| {
@@ -178,12 +240,15 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RunRecord)> {
         exit_code: row.get(10)?,
         n_tenants: 0,
         counts: StatusCounts::default(),
+        name: row.get(11)?,
+        is_halted: row.get(12)?,
+        runners: Vec::new(),
     };
     Ok((row.get(0)?, record))
 }
 
 const TENANT_COLUMNS: &str = "tenant_id, server, kind, status, from_revision, to_revision, failed_revision, \
-                              attempts, duration_ms, error, sqlstate, updated_at, error_kind, target_revision";
+                              attempts, duration_ms, error, sqlstate, updated_at, error_kind, target_revision, runner";
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
     Ok(TenantRecord {
@@ -201,6 +266,7 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
         updated_at: row.get(11)?,
         error_kind: row.get(12)?,
         target_revision: row.get(13)?,
+        runner: row.get(14)?,
     })
 }
 
@@ -214,7 +280,8 @@ fn status_list(statuses: &[TenantStatus]) -> String {
 }
 
 impl Ledger for SqliteLedger {
-    fn begin_run(&mut self, run: &NewRun, tenants: &[NewTenant<'_>]) -> Result<RunId, LedgerError> {
+    fn open_run(&mut self, open: &OpenRun, tenants: &[NewTenant<'_>]) -> Result<Joined, LedgerError> {
+        let run = &open.run;
         let started = Utc::now();
         let started_at = started.to_rfc3339_opts(SecondsFormat::Millis, true);
         let options = run.options.to_string();
@@ -222,12 +289,57 @@ impl Ledger for SqliteLedger {
         let path = self.path.clone();
         let err = |action| sqlite_err(&path, action);
         let tx = self.write_tx()?;
+        if let Some(name) = &open.name {
+            let found = tx
+                .query_row(
+                    "SELECT seq, id, command, target, finished_at IS NOT NULL FROM flotilla_runs WHERE name = ?1",
+                    [name],
+                    |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, bool>(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(err("look up the named run"))?;
+            if let Some((seq, id, command, target, is_finished)) = found {
+                if command != run.command || target != run.target {
+                    return Err(LedgerError::RunMismatch {
+                        path: path.clone(),
+                        name: name.clone(),
+                        found: format!("{command} {target}"),
+                        wanted: format!("{} {}", run.command, run.target),
+                    });
+                }
+                if !is_finished {
+                    insert_runner(&tx, &path, seq, &open.runner)?;
+                }
+                tx.commit().map_err(err("commit joining the run"))?;
+                let id = RunId(id);
+                self.active = Some(Active {
+                    seq,
+                    run: id.clone(),
+                    runner: open.runner.clone(),
+                });
+                return Ok(Joined {
+                    run: id,
+                    is_new: false,
+                    is_finished,
+                    command,
+                    target,
+                });
+            }
+        }
         let mut attempt = 0;
         let (id, seq) = loop {
             let id = RunId::generate(started);
             let inserted = tx.execute(
-                "INSERT INTO flotilla_runs (id, command, target, options, user, host, pid, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO flotilla_runs (id, command, target, options, user, host, pid, started_at, name)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     id.as_str(),
                     run.command,
@@ -236,7 +348,8 @@ impl Ledger for SqliteLedger {
                     run.user,
                     run.host,
                     pid,
-                    started_at
+                    started_at,
+                    open.name
                 ],
             );
             attempt += 1;
@@ -250,11 +363,11 @@ impl Ledger for SqliteLedger {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO flotilla_run_tenants (run_seq, tenant_id, server, kind, status, updated_at,
-                                                      target_revision)
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
+                                                      target_revision, position, canary, tags)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, coalesce(?9, '{}'))",
                 )
                 .map_err(err("record the run's tenants"))?;
-            for tenant in tenants {
+            for (position, tenant) in tenants.iter().enumerate() {
                 insert
                     .execute(params![
                         seq,
@@ -262,7 +375,10 @@ impl Ledger for SqliteLedger {
                         tenant.server,
                         tenant.kind,
                         started_at,
-                        tenant.target
+                        tenant.target,
+                        position as i64,
+                        tenant.canary,
+                        tenant.tags,
                     ])
                     .map_err(|e| {
                         if is_unique_violation(&e) {
@@ -276,8 +392,168 @@ impl Ledger for SqliteLedger {
                     })?;
             }
         }
+        insert_runner(&tx, &path, seq, &open.runner)?;
         tx.commit().map_err(err("commit the new run"))?;
-        Ok(id)
+        self.active = Some(Active {
+            seq,
+            run: id.clone(),
+            runner: open.runner.clone(),
+        });
+        Ok(Joined {
+            run: id,
+            is_new: true,
+            is_finished: false,
+            command: run.command.clone(),
+            target: run.target.clone(),
+        })
+    }
+
+    fn claim(&mut self, run: &RunId, max: usize) -> Result<Claim, LedgerError> {
+        let active = self.active(run)?;
+        let (seq, me, placement, lease) = (
+            active.seq,
+            active.runner.id.clone(),
+            active.runner.placement.clone(),
+            lease_ms(active.runner.lease),
+        );
+        let path = self.path.clone();
+        let err = |action| sqlite_err(&path, action);
+        let tx = self.write_tx()?;
+        let (is_finished, is_halted): (bool, bool) = tx
+            .query_row(
+                "SELECT finished_at IS NOT NULL, halted FROM flotilla_runs WHERE seq = ?1",
+                [seq],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map_err(err("read the run"))?;
+        if is_finished || is_halted {
+            return Ok(Claim {
+                tenants: Vec::new(),
+                state: if is_halted {
+                    ClaimState::Halted
+                } else {
+                    ClaimState::Done
+                },
+            });
+        }
+        let now = now_ms();
+        tx.execute(
+            "UPDATE flotilla_runners SET heartbeat_at = ?3, lease_until_ms = ?4 WHERE run_seq = ?1 AND id = ?2",
+            params![seq, me, self::now(), now + lease],
+        )
+        .map_err(err("renew the lease"))?;
+        // While a canary is unfinished, only canaries are handed out.
+        let is_canary_phase: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM flotilla_run_tenants WHERE run_seq = ?1 AND canary = 1
+                                  AND status NOT IN ('succeeded', 'skipped', 'failed'))",
+                [seq],
+                |row| row.get(0),
+            )
+            .map_err(err("read the canary phase"))?;
+        let mut claimed = Vec::new();
+        let mut n_left = 0usize;
+        {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT t.tenant_id, t.server, t.tags, t.target_revision, t.attempts, t.canary, t.status,
+                            {HOLDER_GONE} AS is_free, t.runner IS ?3 AS is_mine
+                     FROM flotilla_run_tenants t
+                     LEFT JOIN flotilla_runners r ON r.run_seq = t.run_seq AND r.id = t.runner
+                     WHERE t.run_seq = ?1 AND t.status IN ('pending', 'running', 'interrupted')
+                     ORDER BY t.position"
+                ))
+                .map_err(err("find claimable tenants"))?;
+            let mut rows = stmt
+                .query(params![seq, now, me])
+                .map_err(err("find claimable tenants"))?;
+            while let Some(row) = rows.next().map_err(err("find claimable tenants"))? {
+                let read = || -> rusqlite::Result<_> {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, Option<String>>(3)?,
+                        row.get::<_, u32>(4)?,
+                        row.get::<_, bool>(5)?,
+                        row.get::<_, String>(6)?,
+                        row.get::<_, bool>(7)?,
+                        row.get::<_, bool>(8)?,
+                    ))
+                };
+                let (tenant_id, server, tags, target_revision, attempts, is_canary, status, is_free, is_mine) =
+                    read().map_err(err("find claimable tenants"))?;
+                let tags: serde_json::Value = serde_json::from_str(&tags).unwrap_or_default();
+                if !placement.admits(&server, &tags) || (is_mine && status != "interrupted") {
+                    continue;
+                }
+                let is_claimable = (is_free || status == "interrupted") && (is_canary || !is_canary_phase);
+                if is_claimable && claimed.len() < max {
+                    claimed.push(ClaimedTenant {
+                        tenant_id,
+                        target_revision,
+                        attempts,
+                    });
+                } else {
+                    n_left += 1;
+                }
+            }
+        }
+        {
+            let mut take = tx
+                .prepare_cached(
+                    "UPDATE flotilla_run_tenants SET status = 'pending', runner = ?3, updated_at = ?4
+                     WHERE run_seq = ?1 AND tenant_id = ?2",
+                )
+                .map_err(err("claim tenants"))?;
+            let at = self::now();
+            for t in &claimed {
+                take.execute(params![seq, t.tenant_id, me, at])
+                    .map_err(err("claim tenants"))?;
+            }
+        }
+        tx.commit().map_err(err("commit the claim"))?;
+        let state = if claimed.len() == max && max > 0 {
+            ClaimState::More
+        } else if n_left > 0 {
+            ClaimState::Wait
+        } else {
+            ClaimState::Done
+        };
+        Ok(Claim {
+            tenants: claimed,
+            state,
+        })
+    }
+
+    fn heartbeat(&mut self, run: &RunId) -> Result<(), LedgerError> {
+        let active = self.active(run)?;
+        let (seq, me, lease) = (active.seq, active.runner.id.clone(), lease_ms(active.runner.lease));
+        let now = now_ms();
+        let n = self
+            .conn
+            .execute(
+                "UPDATE flotilla_runners SET heartbeat_at = ?3, lease_until_ms = ?4
+                 WHERE run_seq = ?1 AND id = ?2 AND lease_until_ms >= ?5",
+                params![seq, me, self::now(), now + lease, now],
+            )
+            .map_err(self.err("renew the lease"))?;
+        if n == 0 {
+            return Err(LedgerError::LeaseLost {
+                path: self.path.clone(),
+                run: run.to_string(),
+                runner: me,
+            });
+        }
+        Ok(())
+    }
+
+    fn halt(&mut self, run: &RunId) -> Result<(), LedgerError> {
+        let (seq, _) = locate(&self.conn, &self.path, run.as_str())?;
+        self.conn
+            .execute("UPDATE flotilla_runs SET halted = 1 WHERE seq = ?1", [seq])
+            .map_err(self.err("halt the run"))?;
+        Ok(())
     }
 
     fn record(&mut self, run: &RunId, updates: &[TenantUpdate]) -> Result<(), LedgerError> {
@@ -287,6 +563,11 @@ impl Ledger for SqliteLedger {
         let updated_at = now();
         let path = self.path.clone();
         let err = |action| sqlite_err(&path, action);
+        let me = self
+            .active
+            .as_ref()
+            .filter(|a| &a.run == run)
+            .map(|a| a.runner.id.clone());
         let tx = self.write_tx()?;
         let seq = locate_unfinished(&tx, &path, run)?;
         {
@@ -295,8 +576,8 @@ impl Ledger for SqliteLedger {
                     "UPDATE flotilla_run_tenants
                      SET status = ?3, from_revision = ?4, to_revision = ?5, failed_revision = ?6, attempts = ?7,
                          duration_ms = ?8, error = ?9, sqlstate = ?10, updated_at = ?11, error_kind = ?12,
-                         target_revision = coalesce(?13, target_revision)
-                     WHERE run_seq = ?1 AND tenant_id = ?2",
+                         target_revision = coalesce(?13, target_revision), runner = coalesce(?14, runner)
+                     WHERE run_seq = ?1 AND tenant_id = ?2 AND (?14 IS NULL OR runner IS NULL OR runner = ?14)",
                 )
                 .map_err(err("record tenant updates"))?;
             for u in updates {
@@ -315,13 +596,30 @@ impl Ledger for SqliteLedger {
                         updated_at,
                         u.error_kind,
                         u.target_revision,
+                        me,
                     ])
                     .map_err(err("record tenant updates"))?;
                 if n == 0 {
-                    return Err(LedgerError::UnknownTenant {
-                        path: path.clone(),
-                        run: run.to_string(),
-                        tenant: u.tenant_id.clone(),
+                    let holder: Option<Option<String>> = tx
+                        .query_row(
+                            "SELECT runner FROM flotilla_run_tenants WHERE run_seq = ?1 AND tenant_id = ?2",
+                            params![seq, u.tenant_id],
+                            |row| row.get(0),
+                        )
+                        .optional()
+                        .map_err(err("record tenant updates"))?;
+                    return Err(match holder {
+                        Some(Some(holder)) => LedgerError::LostClaim {
+                            path: path.clone(),
+                            run: run.to_string(),
+                            tenant: u.tenant_id.clone(),
+                            holder,
+                        },
+                        _ => LedgerError::UnknownTenant {
+                            path: path.clone(),
+                            run: run.to_string(),
+                            tenant: u.tenant_id.clone(),
+                        },
                     });
                 }
             }
@@ -331,22 +629,59 @@ impl Ledger for SqliteLedger {
 
     fn finish_run(&mut self, run: &RunId, exit_code: i32) -> Result<(), LedgerError> {
         let finished_at = now();
+        let now = now_ms();
         let path = self.path.clone();
         let err = |action| sqlite_err(&path, action);
+        let me = self
+            .active
+            .as_ref()
+            .filter(|a| &a.run == run)
+            .map(|a| a.runner.id.clone());
         let tx = self.write_tx()?;
         let seq = locate_unfinished(&tx, &path, run)?;
-        // Pending tenants never started: they stay pending, which a finished run shows as "not started".
+        // This runner's running tenants are interrupted; its claimed but unstarted ones go back to the queue.
         tx.execute(
             "UPDATE flotilla_run_tenants SET status = 'interrupted', updated_at = ?2
-             WHERE run_seq = ?1 AND status = 'running'",
-            params![seq, finished_at],
+             WHERE run_seq = ?1 AND status = 'running' AND (runner IS ?3 OR runner IS NULL)",
+            params![seq, finished_at, me],
         )
         .map_err(err("mark unfinished tenants interrupted"))?;
         tx.execute(
-            "UPDATE flotilla_runs SET finished_at = ?2, exit_code = ?3 WHERE seq = ?1",
-            params![seq, finished_at, exit_code],
+            "UPDATE flotilla_run_tenants SET runner = NULL WHERE run_seq = ?1 AND status = 'pending' AND runner IS ?2",
+            params![seq, me],
         )
-        .map_err(err("finish the run"))?;
+        .map_err(err("give back unstarted tenants"))?;
+        tx.execute(
+            "UPDATE flotilla_runners SET finished_at = ?3, exit_code = ?4 WHERE run_seq = ?1 AND id IS ?2",
+            params![seq, me, finished_at, exit_code],
+        )
+        .map_err(err("finish the runner"))?;
+        let n_others_live: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM flotilla_runners
+                 WHERE run_seq = ?1 AND finished_at IS NULL AND lease_until_ms >= ?2",
+                params![seq, now],
+                |row| row.get(0),
+            )
+            .map_err(err("count live runners"))?;
+        if n_others_live == 0 {
+            // The last runner closes the run; tenants of runners that died unfinished are interrupted. Pending
+            // tenants never started and stay pending, which a finished run shows as "not started".
+            tx.execute(
+                "UPDATE flotilla_run_tenants SET status = 'interrupted', updated_at = ?2
+                 WHERE run_seq = ?1 AND status = 'running'",
+                params![seq, finished_at],
+            )
+            .map_err(err("mark unfinished tenants interrupted"))?;
+            tx.execute(
+                "UPDATE flotilla_runs
+                 SET finished_at = ?2,
+                     exit_code = max(?3, coalesce((SELECT max(exit_code) FROM flotilla_runners WHERE run_seq = ?1), 0))
+                 WHERE seq = ?1",
+                params![seq, finished_at, exit_code],
+            )
+            .map_err(err("finish the run"))?;
+        }
         tx.commit().map_err(err("commit the finished run"))
     }
 
@@ -384,6 +719,33 @@ impl Ledger for SqliteLedger {
             record.counts.add(status, n);
         }
         record.n_tenants = record.counts.total();
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, host, pid, placement, started_at, heartbeat_at, lease_until_ms >= ?2, finished_at,
+                        exit_code
+                 FROM flotilla_runners WHERE run_seq = ?1 ORDER BY started_at, id",
+            )
+            .map_err(self.err("read the run's runners"))?;
+        let rows = stmt
+            .query_map(params![seq, now_ms()], |row| {
+                let placement = parse_column(row, 3, |text| {
+                    serde_json::from_str::<Placement>(text).map_err(|e| format!("placement is not JSON: {e}"))
+                })?;
+                Ok(RunnerRecord {
+                    id: row.get(0)?,
+                    host: row.get(1)?,
+                    pid: row.get(2)?,
+                    placement,
+                    started_at: row.get(4)?,
+                    heartbeat_at: row.get(5)?,
+                    is_live: row.get(6)?,
+                    finished_at: row.get(7)?,
+                    exit_code: row.get(8)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.err("read the run's runners"))?;
+        record.runners = rows;
         Ok(Some(record))
     }
 

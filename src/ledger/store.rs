@@ -2,25 +2,62 @@
 
 use super::error::LedgerError;
 use super::id::RunId;
+use super::queue::{Claim, Joined, OpenRun, Placement, RunnerInfo};
 use super::record::{NewRun, NewTenant, RunRecord, RunSelector, TenantRecord, TenantUpdate};
 use super::status::TenantStatus;
 
-/// The run record. One writer (the fleet coordinator, from a blocking thread); any number of readers, in this or
-/// other processes.
+/// The lease of a runner that [`Ledger::begin_run`] registers (one process, no `--run-name`).
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The run record and work queue. Each value is one runner (one process's connection, from a blocking thread);
+/// any number of readers and runners, in this or other processes. See `queue.rs` for the rules of a shared run.
 pub trait Ledger: Send {
-    /// Records a new run and all its tenants as pending, in one transaction, and returns the run's id.
+    /// Records a new run and all its tenants as pending, in one transaction, and registers `open.runner` as its
+    /// runner. When `open.name` names an existing run, joins that run instead (its tenants stay as recorded;
+    /// `tenants` is ignored). Two runners opening the same name at once end up in one run.
     ///
-    /// Errors: [`LedgerError::Sqlite`] when the write fails; nothing is recorded then.
-    fn begin_run(&mut self, run: &NewRun, tenants: &[NewTenant<'_>]) -> Result<RunId, LedgerError>;
+    /// Errors: [`LedgerError::DuplicateTenant`], [`LedgerError::RunMismatch`] when the named run has another
+    /// command or target, or a backend error; nothing is recorded then.
+    fn open_run(&mut self, open: &OpenRun, tenants: &[NewTenant<'_>]) -> Result<Joined, LedgerError>;
+
+    /// Records a new run of this process (no name, no placement) and returns its id: [`Ledger::open_run`] for
+    /// a lone runner.
+    fn begin_run(&mut self, run: &NewRun, tenants: &[NewTenant<'_>]) -> Result<RunId, LedgerError> {
+        let runner = RunnerInfo::this_process(&run.host, Placement::default(), DEFAULT_LEASE);
+        let open = OpenRun {
+            run: run.clone(),
+            name: None,
+            runner,
+        };
+        Ok(self.open_run(&open, tenants)?.run)
+    }
+
+    /// Hands this runner (the one of the last [`Ledger::open_run`]) up to `max` claimable tenants of its
+    /// placement, in dispatch order, marking them held by it, and renews its lease.
+    ///
+    /// Errors: [`LedgerError::NotRunner`] without an open run, [`LedgerError::UnknownRun`], a backend error.
+    fn claim(&mut self, run: &RunId, max: usize) -> Result<Claim, LedgerError>;
+
+    /// Renews this runner's lease.
+    ///
+    /// Errors: [`LedgerError::NotRunner`], [`LedgerError::LeaseLost`] when the lease had lapsed already (another
+    /// runner may hold this runner's tenants now), a backend error.
+    fn heartbeat(&mut self, run: &RunId) -> Result<(), LedgerError>;
+
+    /// Marks the run halted: no runner claims anything more from it.
+    fn halt(&mut self, run: &RunId) -> Result<(), LedgerError>;
 
     /// Stores each update as the tenant's whole new state, all in one transaction.
     ///
-    /// Errors: [`LedgerError::UnknownRun`], [`LedgerError::RunFinished`], or [`LedgerError::UnknownTenant`]
-    /// for a tenant not in the run; the whole batch is then rolled back.
+    /// Errors: [`LedgerError::UnknownRun`], [`LedgerError::RunFinished`], [`LedgerError::UnknownTenant`] for a
+    /// tenant not in the run, or [`LedgerError::LostClaim`] for a tenant another runner holds now; the whole
+    /// batch is then rolled back.
     fn record(&mut self, run: &RunId, updates: &[TenantUpdate]) -> Result<(), LedgerError>;
 
-    /// Marks the run finished with this exit code, and its running tenants interrupted; pending tenants never
-    /// started and stay pending (shown as "not started").
+    /// Ends this runner's part with this exit code: its running tenants become interrupted, its claimed but
+    /// unstarted ones are given back. When no other runner of the run holds a live lease, the run is finished
+    /// with the highest exit code of its runners; pending tenants never started and stay pending (shown as
+    /// "not started").
     ///
     /// Errors: [`LedgerError::UnknownRun`], [`LedgerError::RunFinished`] when it was finished already.
     fn finish_run(&mut self, run: &RunId, exit_code: i32) -> Result<(), LedgerError>;

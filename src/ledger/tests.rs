@@ -23,6 +23,8 @@ fn new_tenants<'a>(ids: &[&'a str]) -> Vec<NewTenant<'a>> {
             server: "pg-1",
             kind: "schema",
             target: None,
+            canary: false,
+            tags: None,
         })
         .collect()
 }
@@ -589,12 +591,16 @@ fn target_revisions_are_kept_once_set() {
             server: "pg-1",
             kind: "schema",
             target: Some("aaa"),
+            canary: false,
+            tags: None,
         },
         NewTenant {
             tenant_id: "t2",
             server: "pg-1",
             kind: "schema",
             target: None,
+            canary: false,
+            tags: None,
         },
     ];
     let run = ledger.begin_run(&new_run("-1"), &tenants).unwrap();

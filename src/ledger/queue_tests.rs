@@ -1,0 +1,323 @@
+//! The rules of a shared run (see `queue.rs`), written once over any [`Ledger`] backend: each `check_*` function
+//! takes a factory of runners on one fresh store, and each backend calls every check (`sqlite_*` tests below;
+//! other backends call them from their own tests).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+/// Opens another runner (another connection) on the same fresh store.
+pub(crate) trait Store {
+    type L: Ledger;
+    fn connect(&self) -> Self::L;
+}
+
+fn new_run() -> NewRun {
+    NewRun {
+        command: "upgrade".to_string(),
+        target: "head".to_string(),
+        options: json!({}),
+        user: "ops".to_string(),
+        host: "host-a".to_string(),
+    }
+}
+
+fn open(name: Option<&str>, placement: Placement, lease: Duration) -> OpenRun {
+    OpenRun {
+        run: new_run(),
+        name: name.map(str::to_string),
+        runner: RunnerInfo::this_process("host-a", placement, lease),
+    }
+}
+
+const LONG: Duration = Duration::from_secs(300);
+
+/// Tenants t00..tNN with their tags: `region` eu when even and us when odd (and on servers a and b likewise).
+fn tenant_rows(n: usize) -> (Vec<String>, Vec<String>) {
+    let ids = (0..n).map(|i| format!("t{i:02}")).collect();
+    let tags = (0..n)
+        .map(|i| json!({"region": if i % 2 == 0 { "eu" } else { "us" }}).to_string())
+        .collect();
+    (ids, tags)
+}
+
+fn new_tenants<'a>(ids: &'a [String], tags: &'a [String], n_canaries: usize) -> Vec<NewTenant<'a>> {
+    ids.iter()
+        .zip(tags)
+        .enumerate()
+        .map(|(i, (id, tags))| NewTenant {
+            tenant_id: id,
+            server: if i % 2 == 0 { "a" } else { "b" },
+            kind: "schema",
+            target: None,
+            canary: i < n_canaries,
+            tags: Some(tags),
+        })
+        .collect()
+}
+
+fn claimed_ids(claim: &Claim) -> Vec<&str> {
+    claim.tenants.iter().map(|t| t.tenant_id.as_str()).collect()
+}
+
+fn done(id: &str) -> TenantUpdate {
+    TenantUpdate {
+        attempts: 1,
+        ..TenantUpdate::new(id, TenantStatus::Succeeded)
+    }
+}
+
+/// Claims come in dispatch order, never twice, and a runner that took the last one is told it is done.
+pub(crate) fn check_claims_in_order_once(store: &impl Store) {
+    let (ids, tags) = tenant_rows(5);
+    let mut a = store.connect();
+    let joined = a
+        .open_run(&open(None, Placement::default(), LONG), &new_tenants(&ids, &tags, 0))
+        .unwrap();
+    assert!(joined.is_new);
+    let first = a.claim(&joined.run, 2).unwrap();
+    assert_eq!(claimed_ids(&first), ["t00", "t01"]);
+    assert_eq!(first.state, ClaimState::More);
+    let rest = a.claim(&joined.run, 10).unwrap();
+    assert_eq!(claimed_ids(&rest), ["t02", "t03", "t04"]);
+    // Everything is held by this runner: nothing left for it to wait for.
+    assert_eq!(rest.state, ClaimState::Done);
+    let none = a.claim(&joined.run, 10).unwrap();
+    assert!(none.tenants.is_empty());
+    let updates: Vec<TenantUpdate> = ids.iter().map(|id| done(id)).collect();
+    a.record(&joined.run, &updates).unwrap();
+    a.finish_run(&joined.run, 0).unwrap();
+    let run = a.run(&RunSelector::Id(joined.run.to_string())).unwrap().unwrap();
+    assert!(run.is_finished());
+    assert_eq!(run.runners.len(), 1);
+    let tenants = a.tenants(&joined.run, None).unwrap();
+    assert!(tenants
+        .iter()
+        .all(|t| t.runner.as_deref() == Some(run.runners[0].id.as_str())));
+}
+
+/// Runners giving one name share one run; the second sees the first's tenants, and neither gets a tenant the
+/// other holds. A runner with another target is refused.
+pub(crate) fn check_named_run_is_shared(store: &impl Store) {
+    let (ids, tags) = tenant_rows(6);
+    let mut a = store.connect();
+    let mut b = store.connect();
+    let ja = a
+        .open_run(
+            &open(Some("rollout-1"), Placement::default(), LONG),
+            &new_tenants(&ids, &tags, 0),
+        )
+        .unwrap();
+    let jb = b
+        .open_run(&open(Some("rollout-1"), Placement::default(), LONG), &[])
+        .unwrap();
+    assert!(ja.is_new && !jb.is_new);
+    assert_eq!(ja.run, jb.run);
+    let ca = a.claim(&ja.run, 4).unwrap();
+    let cb = b.claim(&jb.run, 4).unwrap();
+    assert_eq!(claimed_ids(&ca), ["t00", "t01", "t02", "t03"]);
+    assert_eq!(claimed_ids(&cb), ["t04", "t05"]);
+    // b has nothing more to take, but a still holds live work: b must wait, not leave.
+    let cb2 = b.claim(&jb.run, 4).unwrap();
+    assert!(cb2.tenants.is_empty());
+    assert_eq!(cb2.state, ClaimState::Wait);
+    // a cannot write a tenant b holds.
+    let err = a.record(&ja.run, &[done("t04")]).unwrap_err();
+    assert!(matches!(err, LedgerError::LostClaim { .. }), "{err}");
+    let mut other = open(Some("rollout-1"), Placement::default(), LONG);
+    other.run.target = "abc123".to_string();
+    let err = store.connect().open_run(&other, &[]).unwrap_err();
+    assert!(matches!(err, LedgerError::RunMismatch { .. }), "{err}");
+}
+
+/// A runner whose lease lapsed loses its unfinished tenants to another runner, its writes to them are
+/// refused, and its heartbeat says the lease is gone.
+pub(crate) fn check_lapsed_lease_hands_tenants_over(store: &impl Store) {
+    let (ids, tags) = tenant_rows(3);
+    let mut a = store.connect();
+    let mut b = store.connect();
+    let ja = a
+        .open_run(
+            &open(Some("lease"), Placement::default(), Duration::from_millis(150)),
+            &new_tenants(&ids, &tags, 0),
+        )
+        .unwrap();
+    b.open_run(&open(Some("lease"), Placement::default(), LONG), &[])
+        .unwrap();
+    let ca = a.claim(&ja.run, 2).unwrap();
+    assert_eq!(claimed_ids(&ca), ["t00", "t01"]);
+    a.record(&ja.run, &[TenantUpdate::new("t00", TenantStatus::Running)])
+        .unwrap();
+    let cb = b.claim(&ja.run, 5).unwrap();
+    assert_eq!(claimed_ids(&cb), ["t02"]);
+    std::thread::sleep(Duration::from_millis(400));
+    let cb = b.claim(&ja.run, 5).unwrap();
+    assert_eq!(
+        claimed_ids(&cb),
+        ["t00", "t01"],
+        "a's running and claimed tenants go to b"
+    );
+    let err = a.record(&ja.run, &[done("t00")]).unwrap_err();
+    assert!(matches!(err, LedgerError::LostClaim { .. }), "{err}");
+    let err = a.heartbeat(&ja.run).unwrap_err();
+    assert!(matches!(err, LedgerError::LeaseLost { .. }), "{err}");
+    b.record(&ja.run, &[done("t00"), done("t01"), done("t02")]).unwrap();
+    b.finish_run(&ja.run, 0).unwrap();
+    let run = b.run(&RunSelector::Id(ja.run.to_string())).unwrap().unwrap();
+    assert!(run.is_finished(), "a's lease lapsed, so b was the last live runner");
+    assert_eq!(run.counts.succeeded, 3);
+}
+
+/// A runner only claims tenants of its placement (servers, tags).
+pub(crate) fn check_placement(store: &impl Store) {
+    let (ids, tags) = tenant_rows(6);
+    let mut a = store.connect();
+    let mut eu = store.connect();
+    let mut on_b = store.connect();
+    let ja = a
+        .open_run(
+            &open(
+                Some("placed"),
+                Placement {
+                    servers: vec!["none".into()],
+                    tags: vec![],
+                },
+                LONG,
+            ),
+            &new_tenants(&ids, &tags, 0),
+        )
+        .unwrap();
+    let eu_placement = Placement {
+        servers: vec![],
+        tags: vec![("region".into(), "eu".into())],
+    };
+    eu.open_run(&open(Some("placed"), eu_placement, LONG), &[]).unwrap();
+    let b_placement = Placement {
+        servers: vec!["b".into()],
+        tags: vec![],
+    };
+    on_b.open_run(&open(Some("placed"), b_placement, LONG), &[]).unwrap();
+    assert_eq!(claimed_ids(&eu.claim(&ja.run, 10).unwrap()), ["t00", "t02", "t04"]);
+    assert_eq!(claimed_ids(&on_b.claim(&ja.run, 10).unwrap()), ["t01", "t03", "t05"]);
+    let none = a.claim(&ja.run, 10).unwrap();
+    assert!(none.tenants.is_empty());
+    assert_eq!(none.state, ClaimState::Done, "no tenant is on server `none`");
+}
+
+/// Canaries go first across runners, and a halted run hands out nothing.
+pub(crate) fn check_canaries_and_halt(store: &impl Store) {
+    let (ids, tags) = tenant_rows(4);
+    let mut a = store.connect();
+    let mut b = store.connect();
+    let ja = a
+        .open_run(
+            &open(Some("canary"), Placement::default(), LONG),
+            &new_tenants(&ids, &tags, 2),
+        )
+        .unwrap();
+    b.open_run(&open(Some("canary"), Placement::default(), LONG), &[])
+        .unwrap();
+    assert_eq!(claimed_ids(&a.claim(&ja.run, 1).unwrap()), ["t00"]);
+    assert_eq!(
+        claimed_ids(&b.claim(&ja.run, 10).unwrap()),
+        ["t01"],
+        "only canaries during the canary phase"
+    );
+    assert_eq!(b.claim(&ja.run, 10).unwrap().state, ClaimState::Wait);
+    a.record(&ja.run, &[done("t00")]).unwrap();
+    b.record(&ja.run, &[done("t01")]).unwrap();
+    assert_eq!(claimed_ids(&b.claim(&ja.run, 1).unwrap()), ["t02"]);
+    a.halt(&ja.run).unwrap();
+    let halted = a.claim(&ja.run, 10).unwrap();
+    assert!(halted.tenants.is_empty());
+    assert_eq!(halted.state, ClaimState::Halted);
+    assert!(a.run(&RunSelector::Latest).unwrap().unwrap().is_halted);
+}
+
+/// The run is finished by the last live runner; an earlier runner's stop gives its claimed tenants back and
+/// leaves its interrupted ones for the others.
+pub(crate) fn check_last_runner_finishes(store: &impl Store) {
+    let (ids, tags) = tenant_rows(4);
+    let mut a = store.connect();
+    let mut b = store.connect();
+    let ja = a
+        .open_run(
+            &open(Some("finish"), Placement::default(), LONG),
+            &new_tenants(&ids, &tags, 0),
+        )
+        .unwrap();
+    b.open_run(&open(Some("finish"), Placement::default(), LONG), &[])
+        .unwrap();
+    assert_eq!(claimed_ids(&a.claim(&ja.run, 3).unwrap()), ["t00", "t01", "t02"]);
+    a.record(&ja.run, &[done("t00"), TenantUpdate::new("t01", TenantStatus::Running)])
+        .unwrap();
+    a.finish_run(&ja.run, 130).unwrap();
+    let run = b.run(&RunSelector::Latest).unwrap().unwrap();
+    assert!(!run.is_finished(), "b is still live");
+    assert_eq!(run.state("host-a"), RunState::Live);
+    // t01 was interrupted under a, t02 was only claimed: b takes both, then t03.
+    assert_eq!(claimed_ids(&b.claim(&ja.run, 10).unwrap()), ["t01", "t02", "t03"]);
+    b.record(&ja.run, &[done("t01"), done("t02"), done("t03")]).unwrap();
+    b.finish_run(&ja.run, 0).unwrap();
+    let run = b.run(&RunSelector::Latest).unwrap().unwrap();
+    assert!(run.is_finished());
+    assert_eq!(
+        run.exit_code,
+        Some(130),
+        "the run keeps the worst exit code of its runners"
+    );
+    assert_eq!(run.counts.succeeded, 4);
+    // A runner joining the finished run finds nothing to do.
+    let late = store
+        .connect()
+        .open_run(&open(Some("finish"), Placement::default(), LONG), &[])
+        .unwrap();
+    assert!(late.is_finished);
+}
+
+struct SqliteStore(tempfile::TempDir);
+
+impl SqliteStore {
+    fn new() -> SqliteStore {
+        SqliteStore(tempfile::tempdir().unwrap())
+    }
+}
+
+impl Store for SqliteStore {
+    type L = SqliteLedger;
+    fn connect(&self) -> SqliteLedger {
+        SqliteLedger::open(self.0.path().join("ledger.sqlite")).unwrap()
+    }
+}
+
+#[test]
+fn sqlite_claims_in_order_once() {
+    check_claims_in_order_once(&SqliteStore::new());
+}
+
+#[test]
+fn sqlite_named_run_is_shared() {
+    check_named_run_is_shared(&SqliteStore::new());
+}
+
+#[test]
+fn sqlite_lapsed_lease_hands_tenants_over() {
+    check_lapsed_lease_hands_tenants_over(&SqliteStore::new());
+}
+
+#[test]
+fn sqlite_placement() {
+    check_placement(&SqliteStore::new());
+}
+
+#[test]
+fn sqlite_canaries_and_halt() {
+    check_canaries_and_halt(&SqliteStore::new());
+}
+
+#[test]
+fn sqlite_last_runner_finishes() {
+    check_last_runner_finishes(&SqliteStore::new());
+}
