@@ -261,6 +261,18 @@ pub struct RunArgs {
     /// Session statement_timeout for every step (default: `[defaults] statement_timeout`, else flotilla.toml).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub statement_timeout: Option<Duration>,
+    /// Share the run with every runner given the same name: the first creates it, the others join it and claim
+    /// its tenants from the ledger (use a PostgreSQL ledger for runners on several machines). With a name,
+    /// `--tag` and `--server` choose which of the run's tenants this runner takes.
+    #[arg(long, value_name = "NAME", help_heading = "Shared runs")]
+    pub run_name: Option<String>,
+    /// Take only tenants of this server (repeatable; with --run-name).
+    #[arg(long = "server", value_name = "NAME", help_heading = "Shared runs", requires = "run_name")]
+    pub server: Vec<String>,
+    /// How long this runner's claims hold without a heartbeat; another runner takes over its unfinished
+    /// tenants after that (default 30s; heartbeats go every third of it).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, help_heading = "Shared runs")]
+    pub lease: Option<Duration>,
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {

@@ -18,7 +18,7 @@ use super::run_options::{self, RunOptions, RUN_OPTIONS_VERSION};
 use crate::config::{self, TenantsFile};
 use crate::error::ExitCode;
 use crate::fleet::{self, Action, Engine, FleetRequest, LedgerSink, Selection, Server, Tenant, TenantLimits};
-use crate::ledger::{self, Ledger, NewRun, NewTenant, RunSelector, SqliteLedger};
+use crate::ledger::{self, Ledger, NewRun, NewTenant, OpenRun, Placement, RunSelector, RunnerInfo, SqliteLedger};
 use crate::observe::{LogRoute, Sink};
 use crate::revision::RevisionId;
 
@@ -246,7 +246,21 @@ async fn migrate(
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     check_target(&loaded, &action)?;
-    let mut selection = selection(&ctx, &select)?;
+    // A shared run holds every selected tenant; `--tag` then places this runner instead of selecting.
+    let mut placement = Placement {
+        servers: run.server.clone(),
+        tags: Vec::new(),
+    };
+    let mut selection = if run.run_name.is_some() {
+        let mut select = select.clone();
+        placement.tags = std::mem::take(&mut select.tag)
+            .iter()
+            .map(|t| fleet::parse_tag(t).map_err(|e| CliError::usage(format!("--tag {e}"))))
+            .collect::<Result<_, _>>()?;
+        selection(&ctx, &select)?
+    } else {
+        selection(&ctx, &select)?
+    };
     let mut pinned = BTreeMap::new();
     match retry {
         Some(retry) => {
@@ -275,6 +289,16 @@ async fn migrate(
         .transpose()?;
     let tenants_file = tenants_path(&ctx, &select);
     let mut setup = setup(&ctx, &tenants_file).await?;
+    if let Some(unknown) = placement
+        .servers
+        .iter()
+        .find(|name| !setup.servers.iter().any(|s| &&s.name == name))
+    {
+        return Err(CliError::usage(format!(
+            "--server {unknown}: no such server in {}",
+            tenants_file.display()
+        )));
+    }
     let mut chosen = select_tenants(&mut setup.tenants, &selection)?;
     if chosen.is_empty() {
         println!("Nothing to do: no failed or interrupted tenant in the last run");
@@ -341,6 +365,8 @@ async fn migrate(
         .map(|i| pinned.get(&i).map(|rows| ledger::rows_text(rows)))
         .collect();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut queue = None;
+    let lease = run.lease.unwrap_or(ledger::DEFAULT_LEASE).max(Duration::from_millis(300));
     let run_id = if run.dry_run {
         "dry-run".to_string()
     } else {
@@ -371,12 +397,26 @@ async fn migrate(
             user: std::env::var("USER").unwrap_or_default(),
             host: hostname(),
         };
-        let id = ledger
-            .begin_run(&new_run, &new_tenants)
+        let open = OpenRun {
+            runner: RunnerInfo::this_process(&new_run.host, placement, lease),
+            run: new_run,
+            name: run.run_name.clone(),
+        };
+        let joined = ledger
+            .open_run(&open, &new_tenants)
             .map_err(|e| CliError::new(ExitCode::Usage, e))?;
-        let sink = LedgerSink::new(Box::new(ledger), id.clone());
+        let name = run.run_name.as_deref().unwrap_or_default();
+        if joined.is_finished {
+            println!("Nothing to do: run {name} ({}) is finished", joined.run);
+            return Ok(ExitCode::Ok);
+        }
+        if !joined.is_new {
+            eprintln!("Joined run {name} ({}) as runner {}", joined.run, open.runner.id);
+        }
+        let sink = LedgerSink::new(Box::new(ledger), joined.run.clone(), Some(lease / 3));
+        queue = sink.queue();
         sinks.push(Box::new(sink));
-        id.to_string()
+        joined.run.to_string()
     };
     let retry_command = match &select.ledger {
         Some(path) => format!("flotilla fleet retry --ledger {} --run {run_id}", path.display()),
@@ -396,6 +436,14 @@ async fn migrate(
         max_failure_rate,
         lock_requeue_for: ctx.exec.lock_wait,
         is_dry_run: run.dry_run,
+        source: if run.dry_run {
+            fleet::Source::Local
+        } else {
+            fleet::Source::Claims {
+                poll: (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(2)),
+            }
+        },
+        queue,
     };
     // Only a dry run prints per-tenant plans after the run, so only it keeps a copy of the tenant list.
     let tenants = if run.dry_run {

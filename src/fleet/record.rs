@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::ledger::{Ledger, RunId, TenantStatus, TenantUpdate};
+use crate::ledger::{Claim, Ledger, RunId, TenantStatus, TenantUpdate};
 use crate::observe::{FleetEvent, Sink};
 
 /// Flush when this many tenants changed, or when this much time passed since the last flush.
@@ -18,6 +18,29 @@ enum Cmd {
     Finish(i32),
     /// Answer once every earlier command is done.
     Sync(mpsc::Sender<()>),
+    Claim {
+        max: usize,
+        reply: tokio::sync::oneshot::Sender<Result<Claim, String>>,
+    },
+    Halt,
+}
+
+/// Claims tenants from the ledger through the writer thread (the ledger's one connection), so claims and
+/// records reach the ledger in the order they were made.
+#[derive(Clone)]
+pub struct LedgerQueue {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl LedgerQueue {
+    /// Ask for up to `max` tenants; the answer comes on the receiver (an error text when the ledger failed).
+    pub fn claim(&self, max: usize) -> tokio::sync::oneshot::Receiver<Result<Claim, String>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if let Err(mpsc::SendError(Cmd::Claim { reply, .. })) = self.tx.send(Cmd::Claim { max, reply }) {
+            let _ = reply.send(Err("the ledger writer thread stopped".to_string()));
+        }
+        answer
+    }
 }
 
 pub struct LedgerSink {
@@ -37,8 +60,9 @@ fn joined(rows: &[String]) -> Option<String> {
 }
 
 impl LedgerSink {
-    /// Take over `ledger` for the run `run` (already begun).
-    pub fn new(mut ledger: Box<dyn Ledger>, run: RunId) -> LedgerSink {
+    /// Take over `ledger` for the run `run` (already begun or joined), renewing the runner's lease every
+    /// `heartbeat` when given.
+    pub fn new(mut ledger: Box<dyn Ledger>, run: RunId, heartbeat: Option<Duration>) -> LedgerSink {
         let (tx, rx) = mpsc::channel::<Cmd>();
         let thread_run = run.clone();
         let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
@@ -46,13 +70,44 @@ impl LedgerSink {
         let thread = std::thread::Builder::new()
             .name("flotilla-ledger".into())
             .spawn(move || {
-                for cmd in rx {
+                let mut next_beat = heartbeat.map(|every| Instant::now() + every);
+                loop {
+                    let cmd = match next_beat {
+                        Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                            Ok(cmd) => Some(cmd),
+                            Err(mpsc::RecvTimeoutError::Timeout) => None,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        },
+                        None => match rx.recv() {
+                            Ok(cmd) => Some(cmd),
+                            Err(_) => break,
+                        },
+                    };
                     let outcome = match cmd {
-                        Cmd::Record(updates) => ledger.record(&thread_run, &updates),
-                        Cmd::Finish(code) => ledger.finish_run(&thread_run, code),
-                        Cmd::Sync(reply) => {
+                        None => {
+                            next_beat = heartbeat.map(|every| Instant::now() + every);
+                            ledger.heartbeat(&thread_run)
+                        }
+                        Some(Cmd::Record(updates)) => ledger.record(&thread_run, &updates),
+                        Some(Cmd::Finish(code)) => {
+                            next_beat = None;
+                            ledger.finish_run(&thread_run, code)
+                        }
+                        Some(Cmd::Sync(reply)) => {
                             let _ = reply.send(());
                             Ok(())
+                        }
+                        Some(Cmd::Halt) => ledger.halt(&thread_run),
+                        Some(Cmd::Claim { max, reply }) => {
+                            // A claim renews the lease too.
+                            next_beat = heartbeat.map(|every| Instant::now() + every);
+                            let claim = ledger.claim(&thread_run, max);
+                            let answer = match &claim {
+                                Ok(claim) => Ok(claim.clone()),
+                                Err(e) => Err(crate::error::error_chain(e)),
+                            };
+                            let _ = reply.send(answer);
+                            claim.map(|_| ())
                         }
                     };
                     if let Err(e) = outcome {
@@ -81,6 +136,11 @@ impl LedgerSink {
 
     pub fn run_id(&self) -> &RunId {
         &self.run
+    }
+
+    /// The claim handle of this run's runner.
+    pub fn queue(&self) -> Option<LedgerQueue> {
+        self.tx.as_ref().map(|tx| LedgerQueue { tx: tx.clone() })
     }
 
     fn update(&mut self, tenant: &str, change: impl FnOnce(&mut TenantUpdate)) {
@@ -200,6 +260,14 @@ impl Sink for LedgerSink {
                 }
             }),
             FleetEvent::RunFinished { exit_code, .. } => self.exit_code = Some(*exit_code),
+            // A halt reaches the other runners through the ledger: they claim nothing more (halting a halted run
+            // again changes nothing).
+            FleetEvent::RunHalted { .. } => {
+                self.flush();
+                if let Some(tx) = &self.tx {
+                    let _ = tx.send(Cmd::Halt);
+                }
+            }
             // Other events change no tenant record, but they come often enough (the coordinator samples connections
             // every second) to flush a tenant that started a long revision.
             _ => {}
