@@ -18,6 +18,7 @@ mod fleet_names;
 mod fleet_outages;
 mod fleet_retry;
 mod fleet_run;
+mod fleet_runners;
 mod fleet_select;
 mod fleet_shared;
 mod fleet_support;

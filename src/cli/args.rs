@@ -267,7 +267,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", help_heading = "Shared runs")]
     pub run_name: Option<String>,
     /// Take only tenants of this server (repeatable; with --run-name).
-    #[arg(long = "server", value_name = "NAME", help_heading = "Shared runs", requires = "run_name")]
+    #[arg(
+        long = "server",
+        value_name = "NAME",
+        help_heading = "Shared runs",
+        requires = "run_name"
+    )]
     pub server: Vec<String>,
     /// How long this runner's claims hold without a heartbeat; another runner takes over its unfinished
     /// tenants after that (default 30s; heartbeats go every third of it).

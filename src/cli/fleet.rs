@@ -366,7 +366,10 @@ async fn migrate(
         .collect();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let mut queue = None;
-    let lease = run.lease.unwrap_or(ledger::DEFAULT_LEASE).max(Duration::from_millis(300));
+    let lease = run
+        .lease
+        .unwrap_or(ledger::DEFAULT_LEASE)
+        .max(Duration::from_millis(300));
     let run_id = if run.dry_run {
         "dry-run".to_string()
     } else {

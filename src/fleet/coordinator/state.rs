@@ -131,9 +131,14 @@ pub(super) enum Decision {
     /// Cancel the running statements of these tenants.
     CancelStatements(Vec<usize>),
     /// Ask the ledger for up to `max` more tenants; it answers with [`Input::Claimed`] (or a sink failure).
-    Claim { max: usize },
+    Claim {
+        max: usize,
+    },
     /// Keep this target for tenant `index` (the run resolved it earlier): the worker plans to it.
-    Pin { index: usize, rows: Vec<RevisionId> },
+    Pin {
+        index: usize,
+        rows: Vec<RevisionId>,
+    },
     /// Nothing is in flight and nothing will start: sync the sinks and call [`Coordinator::finish`].
     Finish,
 }
@@ -253,7 +258,11 @@ impl Coordinator {
 
     /// Tenant ids to their indices, for claimed runs (the ledger hands out ids).
     pub(super) fn tenant_indices(&self) -> HashMap<String, usize> {
-        self.tenants.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect()
+        self.tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect()
     }
 
     /// Whether a ledger failure was already reported (the shell stops asking the sinks).

@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Coordinator, Decision, FleetRequest, Input, Source};
-use crate::ledger::ClaimState;
-use crate::revision::RevisionId;
 use crate::error::ExitCode;
 use crate::fleet::tenant::{Place, Tenant};
 use crate::fleet::worker::{Action, Failure, Outcome, TenantLimits, WorkerMsg};
+use crate::ledger::ClaimState;
+use crate::revision::RevisionId;
 
 /// A request for `n` schema tenants on one server, all at once, two retries each.
 pub(in crate::fleet::coordinator) fn request(n: usize) -> FleetRequest {
@@ -527,7 +527,10 @@ fn a_halt_by_another_runner_stops_claims_and_a_lone_halted_runner_counts_unclaim
     let mut run = claimed_run(4, 1);
     run.check(Input::Begin, &["run_started", "claim 2"]);
     run.check(claimed(&[0, 1], ClaimState::More), &["start 0#1"]);
-    run.check(claimed(&[], ClaimState::Halted), &["run_halted halted by another runner"]);
+    run.check(
+        claimed(&[], ClaimState::Halted),
+        &["run_halted halted by another runner"],
+    );
     run.check(done(0, ok()), &["tenant_succeeded t0 #1", "finish"]);
     assert_eq!(run.finish(), (ExitCode::Halted, [1, 0, 0, 0, 3]));
 }
@@ -543,6 +546,9 @@ fn a_failed_canary_of_a_claimed_run_halts_it() {
     let mut run = Run::new(req);
     run.check(Input::Begin, &["run_started", "claim 2"]);
     run.check(claimed(&[0], ClaimState::Wait), &["wake", "start 0#1"]);
-    run.check(done(0, failed()), &["tenant_failed t0 sql #1", "run_halted t0 canary", "finish"]);
+    run.check(
+        done(0, failed()),
+        &["tenant_failed t0 sql #1", "run_halted t0 canary", "finish"],
+    );
     assert_eq!(run.finish(), (ExitCode::Halted, [0, 1, 0, 0, 2]));
 }
