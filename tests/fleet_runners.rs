@@ -184,6 +184,11 @@ async fn placement_by_tag_splits_a_run_between_runners() {
         assert_eq!(parity_of[runner], tags[&id], "{id} went to the runner of its parity");
     }
     assert_eq!(applications(&fleet).await.len(), 20);
+    let mut cmd = fleet.project.flotilla();
+    cmd.args(["fleet", "status", "--ledger"]).arg(&fleet.ledger);
+    let text = cmd.assert_success();
+    assert!(text.stdout.contains("Shared run placed: 2 runners"), "{}", text.report());
+    assert!(text.stdout.contains("parity=even") && text.stdout.contains("parity=odd"), "{}", text.report());
 }
 
 #[test]

@@ -995,19 +995,60 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                     (None, _) => format!("(in progress: process {} on {})", run.pid, run.host),
                 }
             );
+            // A shared run lists its runners, and which runner holds or last held each tenant.
+            let is_shared = run.name.is_some() || run.runners.len() > 1;
+            if is_shared {
+                println!(
+                    "Shared run {}: {}",
+                    run.name.as_deref().unwrap_or("-"),
+                    crate::observe::count(run.runners.len(), "runner")
+                );
+                for r in &run.runners {
+                    let placement = if r.placement.is_everything() {
+                        "all tenants".to_string()
+                    } else {
+                        let mut parts: Vec<String> = r.placement.servers.iter().map(|s| format!("server={s}")).collect();
+                        parts.extend(r.placement.tags.iter().map(|(k, v)| format!("{k}={v}")));
+                        parts.join(" ")
+                    };
+                    let standing = match (&r.finished_at, r.is_live) {
+                        (Some(at), _) => format!("finished {at} (exit {})", r.exit_code.unwrap_or_default()),
+                        (None, true) => "live".to_string(),
+                        (None, false) => "lease lapsed (its tenants go to other runners)".to_string(),
+                    };
+                    println!(
+                        "  runner {} (pid {} on {}): {placement}; last heartbeat {}; {standing}",
+                        r.id, r.pid, r.host, r.heartbeat_at
+                    );
+                }
+            }
+            let runner_of = |t: &ledger::TenantRecord| {
+                if is_shared {
+                    format!(" {:<28}", t.runner.as_deref().unwrap_or("-"))
+                } else {
+                    String::new()
+                }
+            };
             println!(
-                "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}  error",
-                "tenant", "status", "from", "to", "attempts", "ms"
+                "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}{}  error",
+                "tenant",
+                "status",
+                "from",
+                "to",
+                "attempts",
+                "ms",
+                if is_shared { format!(" {:<28}", "runner") } else { String::new() }
             );
             for t in &tenants {
                 println!(
-                    "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}  {}",
+                    "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}{}  {}",
                     t.tenant_id,
                     t.status_label(state),
                     t.from_revision.as_deref().unwrap_or("-"),
                     t.to_revision.as_deref().unwrap_or("-"),
                     t.attempts,
                     t.duration_ms.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                    runner_of(t),
                     match (&t.sqlstate, &t.error) {
                         (Some(code), Some(e)) => format!("[{code}] {e}"),
                         (None, Some(e)) => e.clone(),
