@@ -187,8 +187,16 @@ async fn placement_by_tag_splits_a_run_between_runners() {
     let mut cmd = fleet.project.flotilla();
     cmd.args(["fleet", "status", "--ledger"]).arg(&fleet.ledger);
     let text = cmd.assert_success();
-    assert!(text.stdout.contains("Shared run placed: 2 runners"), "{}", text.report());
-    assert!(text.stdout.contains("parity=even") && text.stdout.contains("parity=odd"), "{}", text.report());
+    assert!(
+        text.stdout.contains("Shared run placed: 2 runners"),
+        "{}",
+        text.report()
+    );
+    assert!(
+        text.stdout.contains("parity=even") && text.stdout.contains("parity=odd"),
+        "{}",
+        text.report()
+    );
 }
 
 #[test]
