@@ -418,7 +418,16 @@ async fn migrate(
         if !joined.is_new {
             eprintln!("Joined run {name} ({}) as runner {}", joined.run, open.runner.id);
         }
-        let sink = LedgerSink::new(Box::new(ledger), joined.run.clone(), Some(lease / 3));
+        let duties = fleet::WriterDuties {
+            heartbeat: Some(lease / 3),
+            // Runners of a named run share each server's max_connections between them.
+            share: if run.run_name.is_some() {
+                setup.servers.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        let sink = LedgerSink::new(Box::new(ledger), joined.run.clone(), duties);
         queue = sink.queue();
         sinks.push(Box::new(sink));
         joined.run.to_string()

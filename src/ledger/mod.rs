@@ -23,7 +23,9 @@ mod store;
 pub use error::LedgerError;
 pub use id::RunId;
 pub use json::status_json;
-pub use queue::{Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord};
+pub use queue::{
+    fair_share, Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord, ServerDemand,
+};
 pub use record::{rows_of, rows_text, NewRun, NewTenant, RunRecord, RunSelector, RunState, TenantRecord, TenantUpdate};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteLedger;
