@@ -368,6 +368,7 @@ async fn migrate(
         .collect();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let mut queue = None;
+    let mut rate_share = None;
     let lease = run
         .lease
         .unwrap_or(ledger::DEFAULT_LEASE)
@@ -418,14 +419,17 @@ async fn migrate(
         if !joined.is_new {
             eprintln!("Joined run {name} ({}) as runner {}", joined.run, open.runner.id);
         }
+        // Runners of a named run share each server's max_connections, and the start rate, between them.
+        let is_shared = run.run_name.is_some();
+        let rate_part = (is_shared && rate > 0.0).then(|| {
+            let (tx, rx) = tokio::sync::watch::channel(rate);
+            rate_share = Some(rx);
+            (rate, tx)
+        });
         let duties = fleet::WriterDuties {
             heartbeat: Some(lease / 3),
-            // Runners of a named run share each server's max_connections between them.
-            share: if run.run_name.is_some() {
-                setup.servers.clone()
-            } else {
-                Vec::new()
-            },
+            share: if is_shared { setup.servers.clone() } else { Vec::new() },
+            rate: rate_part,
         };
         let sink = LedgerSink::new(Box::new(ledger), joined.run.clone(), duties);
         queue = sink.queue();
@@ -458,6 +462,7 @@ async fn migrate(
             }
         },
         queue,
+        rate_share,
     };
     // Only a dry run prints per-tenant plans after the run, so only it keeps a copy of the tenant list.
     let tenants = if run.dry_run {

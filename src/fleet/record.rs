@@ -71,6 +71,9 @@ pub struct WriterDuties {
     /// Share these servers' connection budgets with the other runners of the run (see
     /// [`crate::ledger::Ledger::share_connections`]): each server's cap becomes this runner's share.
     pub share: Vec<Arc<Server>>,
+    /// The run's start rate (tenants per second) and where to send this runner's part of it: the rate split
+    /// between the runners that have work.
+    pub rate: Option<(f64, tokio::sync::watch::Sender<f64>)>,
 }
 
 /// The writer thread: the one user of the ledger value.
@@ -184,8 +187,16 @@ impl Writer {
             })
             .collect();
         let shares = self.ledger.share_connections(&self.run, &demands)?;
-        for (server, share) in self.duties.share.iter().zip(shares) {
+        for (server, share) in self.duties.share.iter().zip(shares.connections) {
             server.set_share(share);
+        }
+        if let Some((rate, tx)) = &self.duties.rate {
+            let part = rate / shares.n_busy_runners.max(1) as f64;
+            tx.send_if_modified(|now| {
+                let is_new = (*now - part).abs() > f64::EPSILON;
+                *now = part;
+                is_new
+            });
         }
         Ok(())
     }

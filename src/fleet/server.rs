@@ -358,7 +358,9 @@ impl Server {
             let raise = new - old;
             let owed = self
                 .owed
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |owed| Some(owed.saturating_sub(raise)))
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |owed| {
+                    Some(owed.saturating_sub(raise))
+                })
                 .unwrap_or(0);
             self.permits.add_permits(raise - owed.min(raise));
         } else if new < old {
@@ -377,7 +379,9 @@ impl Server {
                 let (permits, owed) = (self.permits.clone(), self.owed.clone());
                 let collect = async move {
                     while owed.load(Ordering::Acquire) > 0 {
-                        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            break;
+                        };
                         // A raise may have cancelled the debt while this waited: then the permit goes back.
                         let paid = owed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| o.checked_sub(1));
                         if paid.is_ok() {

@@ -149,6 +149,16 @@ pub struct ServerDemand {
     pub in_use: usize,
 }
 
+/// A runner's part of a shared run's budgets, from [`super::Ledger::share_connections`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shares {
+    /// Connections this runner may open, per server, in the order of the demands.
+    pub connections: Vec<usize>,
+    /// Live runners of the run with work on some server (this one included when it has work; at least 1): the
+    /// run's start rate is split between them.
+    pub n_busy_runners: usize,
+}
+
 /// The share rule, one server at a time: a fair part of the cap for every live runner that wants some, never
 /// more than the runner wants, never more than the others leave free, and never below what the runner has open.
 /// `others` holds (granted, wants any) of every other live runner.

@@ -297,22 +297,27 @@ pub(crate) fn check_connection_shares(store: &impl Store) {
         want,
         in_use,
     };
-    assert_eq!(a.share_connections(&ja.run, &[demand(4, 0)]).unwrap(), [4]);
+    assert_eq!(a.share_connections(&ja.run, &[demand(4, 0)]).unwrap().connections, [4]);
     assert_eq!(
-        b.share_connections(&ja.run, &[demand(4, 0)]).unwrap(),
+        b.share_connections(&ja.run, &[demand(4, 0)]).unwrap().connections,
         [0],
         "a holds the whole cap"
     );
     // a uses one connection now: it keeps its fair half, and b gets the rest.
-    assert_eq!(a.share_connections(&ja.run, &[demand(4, 1)]).unwrap(), [2]);
-    assert_eq!(b.share_connections(&ja.run, &[demand(4, 0)]).unwrap(), [2]);
+    assert_eq!(a.share_connections(&ja.run, &[demand(4, 1)]).unwrap().connections, [2]);
+    let b_shares = b.share_connections(&ja.run, &[demand(4, 0)]).unwrap();
+    assert_eq!(b_shares.connections, [2]);
+    assert_eq!(
+        b_shares.n_busy_runners, 2,
+        "both want connections: the rate is split in two"
+    );
     // A runner with no work there gives its part back.
-    assert_eq!(a.share_connections(&ja.run, &[demand(0, 0)]).unwrap(), [0]);
-    assert_eq!(b.share_connections(&ja.run, &[demand(4, 2)]).unwrap(), [4]);
+    assert_eq!(a.share_connections(&ja.run, &[demand(0, 0)]).unwrap().connections, [0]);
+    assert_eq!(b.share_connections(&ja.run, &[demand(4, 2)]).unwrap().connections, [4]);
     a.share_connections(&ja.run, &[demand(4, 0)]).unwrap();
     b.finish_run(&ja.run, 0).unwrap();
     assert_eq!(
-        a.share_connections(&ja.run, &[demand(4, 0)]).unwrap(),
+        a.share_connections(&ja.run, &[demand(4, 0)]).unwrap().connections,
         [4],
         "a finished runner holds nothing"
     );

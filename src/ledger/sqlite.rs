@@ -11,6 +11,7 @@ use super::error::LedgerError;
 use super::id::RunId;
 use super::queue::{
     fair_share, Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord, ServerDemand,
+    Shares,
 };
 use super::record::{NewTenant, RunRecord, RunSelector, TenantRecord, TenantUpdate};
 use super::schema::{MIGRATIONS, SCHEMA_VERSION};
@@ -550,7 +551,7 @@ impl Ledger for SqliteLedger {
         Ok(())
     }
 
-    fn share_connections(&mut self, run: &RunId, demands: &[ServerDemand]) -> Result<Vec<usize>, LedgerError> {
+    fn share_connections(&mut self, run: &RunId, demands: &[ServerDemand]) -> Result<Shares, LedgerError> {
         let active = self.active(run)?;
         let (seq, me) = (active.seq, active.runner.id.clone());
         let path = self.path.clone();
@@ -589,8 +590,22 @@ impl Ledger for SqliteLedger {
                 granted.push(share);
             }
         }
+        let n_busy_others: i64 = tx
+            .query_row(
+                "SELECT COUNT(DISTINCT s.runner) FROM flotilla_connection_shares s
+                 JOIN flotilla_runners r ON r.run_seq = s.run_seq AND r.id = s.runner
+                 WHERE s.run_seq = ?1 AND s.runner <> ?2 AND s.wants
+                   AND r.finished_at IS NULL AND r.lease_until_ms >= ?3",
+                params![seq, me, now],
+                |row| row.get(0),
+            )
+            .map_err(err("count busy runners"))?;
         tx.commit().map_err(err("commit connection shares"))?;
-        Ok(granted)
+        let is_busy = demands.iter().any(|d| d.want > 0);
+        Ok(Shares {
+            connections: granted,
+            n_busy_runners: (n_busy_others as usize + usize::from(is_busy)).max(1),
+        })
     }
 
     fn halt(&mut self, run: &RunId) -> Result<(), LedgerError> {
