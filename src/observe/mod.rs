@@ -6,6 +6,7 @@ mod dashboard;
 mod error;
 mod event;
 mod fanout;
+pub mod human;
 mod logging;
 mod metrics;
 mod ndjson;
@@ -26,8 +27,7 @@ pub use ndjson::{NdjsonSink, NDJSON_VERSION};
 pub use progress::{format_plain_line, ProgressMode, ProgressOptions, ProgressSink, SummaryFormat};
 pub use server::serve;
 pub use summary::{
-    count, format_hms, format_short, render_summary, summary_json, FailureGroup, SlowTenant, SummaryCollector,
-    SummaryData, N_EXAMPLES, N_SLOWEST,
+    count, render_summary, summary_json, FailureGroup, SlowTenant, SummaryCollector, SummaryData, N_EXAMPLES, N_SLOWEST,
 };
 pub use tally::{StateBook, StateCounts, Transition};
 pub use textfile::{write_atomically, TextfileWriter};

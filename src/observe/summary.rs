@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::event::{FleetEvent, Sink};
+use super::human::{duration, thousands};
 use super::tally::{StateBook, StateCounts};
 
 /// How many of the slowest tenants the summary lists.
@@ -252,23 +253,6 @@ impl Sink for SummaryCollector {
     }
 }
 
-/// `HH:MM:SS`, hours unbounded.
-pub fn format_hms(d: Duration) -> String {
-    let s = d.as_secs();
-    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
-/// A short duration for one tenant: `850ms`, `12.3s`, or `HH:MM:SS` from a minute up.
-pub fn format_short(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else if d < Duration::from_secs(60) {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        format_hms(d)
-    }
-}
-
 fn one_line(message: &str) -> String {
     let flat: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(MAX_ERROR_CHARS) {
@@ -278,11 +262,13 @@ fn one_line(message: &str) -> String {
 }
 
 /// `n` and `noun`, plural unless `n` is 1 ("1 tenant", "2 tenants").
+/// Large counts get thousands separators ("12,345 tenants").
 pub fn count(n: usize, noun: &str) -> String {
+    let shown = thousands(n as u64);
     if n == 1 {
-        format!("{n} {noun}")
+        format!("{shown} {noun}")
     } else {
-        format!("{n} {noun}s")
+        format!("{shown} {noun}s")
     }
 }
 
@@ -297,7 +283,7 @@ pub fn render_summary(data: &SummaryData) -> String {
         data.command,
         data.target,
         count(c.n_tenants, "tenant"),
-        format_hms(data.wall_time),
+        duration(data.wall_time),
         data.tenants_per_second()
     );
     let mut rows = vec![
@@ -311,14 +297,14 @@ pub fn render_summary(data: &SummaryData) -> String {
         rows.push(("unfinished", c.running));
     }
     for (label, n) in rows {
-        let _ = writeln!(out, "  {label:<12} {n}");
+        let _ = writeln!(out, "  {label:<12} {}", thousands(n as u64));
     }
-    let _ = writeln!(out, "  {:<12} {}", "retries", data.n_retries);
+    let _ = writeln!(out, "  {:<12} {}", "retries", thousands(data.n_retries));
     if !data.slowest.is_empty() {
         let width = data.slowest.iter().map(|s| s.tenant.len()).max().unwrap_or(0);
         let _ = writeln!(out, "slowest tenants:");
         for slow in &data.slowest {
-            let _ = writeln!(out, "  {:<width$}  {}", slow.tenant, format_short(slow.duration));
+            let _ = writeln!(out, "  {:<width$}  {}", slow.tenant, duration(slow.duration));
         }
     }
     if !data.failures.is_empty() {
@@ -328,7 +314,7 @@ pub fn render_summary(data: &SummaryData) -> String {
             let _ = writeln!(
                 out,
                 "  {} x SQLSTATE {}: {}",
-                group.count,
+                thousands(group.count as u64),
                 sqlstate,
                 one_line(&group.error)
             );
@@ -343,10 +329,10 @@ pub fn render_summary(data: &SummaryData) -> String {
     for outage in &data.outages {
         let _ = writeln!(
             out,
-            "server {} unavailable {}, {} tenants waited",
+            "server {} unavailable {}, {} waited",
             outage.server,
-            format_hms(outage.down),
-            outage.n_waited
+            duration(outage.down),
+            count(outage.n_waited, "tenant")
         );
     }
     if let Some(halt) = &data.halt {
@@ -373,8 +359,9 @@ pub fn render_summary(data: &SummaryData) -> String {
         };
         let _ = writeln!(
             out,
-            "retry the {} failed or unfinished tenants with{keeps}:",
-            data.n_to_retry()
+            "retry the {} failed or unfinished {} with{keeps}:",
+            thousands(data.n_to_retry() as u64),
+            if data.n_to_retry() == 1 { "tenant" } else { "tenants" }
         );
         let _ = writeln!(out, "  {cmd}");
     }
@@ -423,7 +410,7 @@ mod tests {
     fn sample_run_summary_text() {
         let data = collect(&sample_run(), Some("flotilla fleet retry --run run-1"));
         let expected = "\
-run run-1: upgrade to head, 5 tenants in 00:00:10 (0.5 tenants/s)
+run run-1: upgrade to head, 5 tenants in 10.0s (0.5 tenants/s)
   succeeded    2
   failed       1
   skipped      1
@@ -503,10 +490,9 @@ retry the 2 failed or unfinished tenants with:
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(format_hms(Duration::from_secs(3 * 3600 + 62)), "03:01:02");
-        assert_eq!(format_short(Duration::from_millis(850)), "850ms");
-        assert_eq!(format_short(Duration::from_millis(12_340)), "12.3s");
-        assert_eq!(format_short(Duration::from_secs(75)), "00:01:15");
+    fn large_counts_get_separators() {
+        assert_eq!(count(1, "tenant"), "1 tenant");
+        assert_eq!(count(2, "tenant"), "2 tenants");
+        assert_eq!(count(12_345, "tenant"), "12,345 tenants");
     }
 }
