@@ -44,6 +44,10 @@ pub struct GlobalArgs {
     /// Log line format (logs go to stderr; filter with RUST_LOG, e.g. RUST_LOG=flotilla=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FLOTILLA_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Colour in logs, progress bars and the summary: `auto` colours a terminal unless NO_COLOR is set to a
+    /// non-empty value; `always` and `never` override NO_COLOR.
+    #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
+    pub color: ColorArg,
     /// Act on the shared revision set (`[shared]` in flotilla.toml: what belongs to a database rather than to a
     /// tenant) instead of the tenant revisions. Single-database commands only; fleet runs apply it by themselves.
     #[arg(long, global = true)]
@@ -59,6 +63,13 @@ pub enum Format {
     #[value(alias = "table")]
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -247,6 +258,10 @@ pub struct RunArgs {
     /// Write metrics in the node_exporter textfile format to PATH, periodically and at the end.
     #[arg(long, value_name = "PATH")]
     pub metrics_textfile: Option<PathBuf>,
+    /// Keep serving --metrics-addr this long after the run ends, so a scrape interval cannot miss a short run
+    /// (0s: stop at once; a signal ends the wait).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "15s")]
+    pub metrics_linger: Duration,
     #[command(flatten)]
     pub backfill: BackfillArgs,
     /// Backfill rows per second summed over every tenant of the run (0 = unlimited).

@@ -13,7 +13,7 @@ mod run_options;
 mod single;
 mod watch;
 
-pub use args::{Cli, Command, Format, GlobalArgs, LogFormat};
+pub use args::{Cli, ColorArg, Command, Format, GlobalArgs, LogFormat};
 pub use error::CliError;
 
 use crate::error::ExitCode;
@@ -32,7 +32,7 @@ pub async fn run_with(
 ) -> Result<ExitCode, CliError> {
     cli.global.registry = registry;
     let global = &cli.global;
-    match cli.command {
+    let result = match cli.command {
         Command::Init(a) => authoring::init(global, a),
         Command::Revision(a) => authoring::revision(global, a).await,
         Command::Check(a) => autogen::check(global, a).await,
@@ -52,7 +52,10 @@ pub async fn run_with(
         Command::Resolve => single::resolve(global).await,
         Command::Fleet(c) => fleet::dispatch(global, c, route).await,
         Command::Completions { shell } => completions(shell),
-    }
+    };
+    // A run that served /metrics keeps serving them for --metrics-linger, unless a signal already ended it.
+    watch::linger(result.as_ref().is_ok_and(|code| *code == ExitCode::Interrupted)).await;
+    result
 }
 
 /// `completions SHELL`: the completion script clap derives from the command tree.

@@ -1,6 +1,7 @@
 //! Run events and everything that watches them: progress display, Prometheus metrics, the NDJSON event
 //! stream, logs, and the final summary. The fleet coordinator is the only producer; each consumer is a [`Sink`].
 
+pub mod color;
 #[cfg(test)]
 mod dashboard;
 mod error;
@@ -18,6 +19,7 @@ mod tally;
 mod testing;
 mod textfile;
 
+pub use color::ColorChoice;
 pub use error::ObserveError;
 pub use event::{FleetEvent, Sink};
 pub use fanout::Fanout;
@@ -27,7 +29,8 @@ pub use ndjson::{NdjsonSink, NDJSON_VERSION};
 pub use progress::{format_plain_line, ProgressMode, ProgressOptions, ProgressSink, SummaryFormat};
 pub use server::serve;
 pub use summary::{
-    count, render_summary, summary_json, FailureGroup, SlowTenant, SummaryCollector, SummaryData, N_EXAMPLES, N_SLOWEST,
+    count, render_summary, render_summary_colored, summary_json, FailureGroup, SlowTenant, SummaryCollector,
+    SummaryData, N_EXAMPLES, N_SLOWEST,
 };
 pub use tally::{StateBook, StateCounts, Transition};
 pub use textfile::{write_atomically, TextfileWriter};

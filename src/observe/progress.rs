@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
+use super::color;
 use super::event::{FleetEvent, Sink};
 use super::human::{clock, thousands, UNKNOWN_CLOCK};
 use super::logging::LogRoute;
-use super::summary::{rate, render_summary, summary_json, SummaryCollector, SummaryData};
+use super::summary::{rate, render_summary_colored, summary_json, SummaryCollector, SummaryData};
 use super::tally::StateCounts;
 
 /// How progress is shown while a run is in progress. The summary is printed in every mode.
@@ -66,6 +67,9 @@ pub struct ProgressOptions {
     pub summary_to_stderr: bool,
     /// Log lines are printed above the bars through this route while the bars are live.
     pub log_route: Option<LogRoute>,
+    /// Colour the text summary: `None` follows what `observe::color::apply` decided for the summary's stream
+    /// (with [`ProgressSink::with_writers`], `None` means no colour). Bars follow that decision for stderr.
+    pub summary_color: Option<bool>,
 }
 
 impl Default for ProgressOptions {
@@ -77,6 +81,7 @@ impl Default for ProgressOptions {
             summary_format: SummaryFormat::Text,
             summary_to_stderr: false,
             log_route: None,
+            summary_color: None,
         }
     }
 }
@@ -89,6 +94,7 @@ pub struct ProgressSink {
     display: Display,
     summary_format: SummaryFormat,
     summary_out: Out,
+    is_summary_color: bool,
     is_finished: bool,
 }
 
@@ -100,7 +106,12 @@ enum Display {
 
 impl ProgressSink {
     /// Progress on stderr, the summary on stdout (or stderr, see [`ProgressOptions::summary_to_stderr`]).
-    pub fn new(opts: ProgressOptions) -> Self {
+    pub fn new(mut opts: ProgressOptions) -> Self {
+        opts.summary_color = opts.summary_color.or(Some(if opts.summary_to_stderr {
+            color::is_stderr_colored()
+        } else {
+            color::is_stdout_colored()
+        }));
         let summary_out: Out = if opts.summary_to_stderr {
             Box::new(std::io::stderr())
         } else {
@@ -135,6 +146,7 @@ impl ProgressSink {
             display,
             summary_format: opts.summary_format,
             summary_out,
+            is_summary_color: opts.summary_color.unwrap_or(false),
             is_finished: false,
         }
     }
@@ -175,7 +187,7 @@ impl Sink for ProgressSink {
         }
         let data = self.summary.data();
         let text = match self.summary_format {
-            SummaryFormat::Text => render_summary(&data),
+            SummaryFormat::Text => render_summary_colored(&data, self.is_summary_color),
             SummaryFormat::Json => format!("{}\n", summary_json(&data)),
             SummaryFormat::None => return,
         };
@@ -412,9 +424,9 @@ fn terminal_size() -> Option<(u16, u16)> {
 fn fleet_style(columns: u16) -> ProgressStyle {
     let is_wide = columns >= WIDE_COLUMNS;
     let template = if is_wide {
-        "{clock} [{bar:30}] {done}/{total} {tps} tenants/s eta {eta} | {wide_msg}"
+        "{clock} [{bar:30.cyan/blue}] {done}/{total} {tps} tenants/s eta {eta} | {wide_msg}"
     } else {
-        "{clock} [{bar:12}] {done}/{total} {tps}/s eta {eta} {wide_msg}"
+        "{clock} [{bar:12.cyan/blue}] {done}/{total} {tps}/s eta {eta} {wide_msg}"
     };
     style(template)
         .with_key("clock", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
@@ -797,7 +809,14 @@ mod tests {
         }
         // Drawing is rate limited; abandoning the bar draws its current state once more.
         bars.fleet.clone().unwrap().abandon();
-        let lines = screen.lines.lock().unwrap().clone();
+        // The bar is coloured when the test's stderr is a terminal; the width is what is visible.
+        let lines: Vec<String> = screen
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| console::strip_ansi_codes(l).into_owned())
+            .collect();
         for line in &lines {
             assert!(
                 line.chars().count() <= usize::from(columns),

@@ -274,10 +274,22 @@ pub fn count(n: usize, noun: &str) -> String {
 
 /// The summary as printed at the end of a run (text mode). Pure: same data, same text.
 pub fn render_summary(data: &SummaryData) -> String {
+    render_summary_colored(data, false)
+}
+
+/// [`render_summary`], with the state counts coloured when `is_color` (succeeded green, failed red, tenants
+/// left unfinished yellow, zeros plain) and the first line bold.
+pub fn render_summary_colored(data: &SummaryData, is_color: bool) -> String {
+    let paint = |text: String, style: console::Style| -> String {
+        if is_color {
+            style.force_styling(true).apply_to(text).to_string()
+        } else {
+            text
+        }
+    };
     let c = &data.counts;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
+    let head = format!(
         "run {}: {} to {}, {} in {} ({:.1} tenants/s)",
         data.run_id,
         data.command,
@@ -286,6 +298,7 @@ pub fn render_summary(data: &SummaryData) -> String {
         duration(data.wall_time),
         data.tenants_per_second()
     );
+    let _ = writeln!(out, "{}", paint(head, console::Style::new().bold()));
     let mut rows = vec![
         ("succeeded", c.succeeded),
         ("failed", c.failed),
@@ -297,7 +310,15 @@ pub fn render_summary(data: &SummaryData) -> String {
         rows.push(("unfinished", c.running));
     }
     for (label, n) in rows {
-        let _ = writeln!(out, "  {label:<12} {}", thousands(n as u64));
+        let style = match label {
+            _ if n == 0 => console::Style::new(),
+            "succeeded" => console::Style::new().green(),
+            "failed" => console::Style::new().red(),
+            "skipped" => console::Style::new(),
+            _ => console::Style::new().yellow(),
+        };
+        let row = format!("{label:<12} {}", thousands(n as u64));
+        let _ = writeln!(out, "  {}", paint(row, style));
     }
     let _ = writeln!(out, "  {:<12} {}", "retries", thousands(data.n_retries));
     if !data.slowest.is_empty() {
@@ -487,6 +508,17 @@ retry the 2 failed or unfinished tenants with:
         assert_eq!(v["slowest"][0]["tenant"], "t-beta");
         assert_eq!(v["failures"][0]["sqlstate"], "23505");
         assert_eq!(v["retry_command"], "flotilla fleet retry --run run-1");
+    }
+
+    #[test]
+    fn colors_only_when_asked() {
+        let data = collect(&sample_run(), Some("flotilla fleet retry --run run-1"));
+        let colored = render_summary_colored(&data, true);
+        assert!(colored.contains("\x1b[31mfailed       1\x1b[0m"), "{colored:?}");
+        assert!(colored.contains("\x1b[32msucceeded    2\x1b[0m"), "{colored:?}");
+        assert!(colored.contains("  not started  0\n"), "zeros stay plain: {colored:?}");
+        assert_eq!(console::strip_ansi_codes(&colored), render_summary(&data));
+        assert!(!render_summary(&data).contains('\x1b'));
     }
 
     #[test]
