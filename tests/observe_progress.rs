@@ -43,6 +43,20 @@ async fn observe_plain_progress_and_summary_without_a_terminal() {
         "{}",
         again.report()
     );
+    assert!(!again.stderr.contains("note:"), "{}", again.report());
+
+    // Bars asked for without a terminal: plain lines, after a one-line note.
+    let bar = fleet.fleet(&["upgrade", "head", "--progress", "bar"]).assert_success();
+    let first = bar.stderr.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        "note: --progress bar needs a terminal on stderr; showing plain lines instead",
+        "{}",
+        bar.report()
+    );
+    assert_eq!(bar.stderr.matches("note:").count(), 1, "{}", bar.report());
+    assert!(bar.stderr.contains("] 5/5 done: "), "{}", bar.report());
+    assert!(!bar.stderr.contains('\x1b'), "{}", bar.report());
 }
 
 fn shell_quote(s: &str) -> String {

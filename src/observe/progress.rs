@@ -33,15 +33,19 @@ pub enum ProgressMode {
 }
 
 impl ProgressMode {
-    /// Resolves `Auto` against stderr; the other modes stay as they are.
-    pub fn resolve(self) -> ProgressMode {
+    /// The display to use when stderr is (or is not) a terminal: `Auto` picks bars or plain lines, and `Bar`
+    /// without a terminal falls back to plain lines (bars there would draw nothing).
+    pub fn resolve(self, is_terminal: bool) -> ProgressMode {
         match self {
-            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
-            ProgressMode::Auto => ProgressMode::Plain,
+            ProgressMode::Auto | ProgressMode::Bar if is_terminal => ProgressMode::Bar,
+            ProgressMode::Auto | ProgressMode::Bar => ProgressMode::Plain,
             other => other,
         }
     }
 }
+
+/// The note printed when `--progress bar` falls back to plain lines.
+pub const NO_TERMINAL_NOTE: &str = "note: --progress bar needs a terminal on stderr; showing plain lines instead";
 
 /// How the final summary is printed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -123,7 +127,15 @@ impl ProgressSink {
     /// As [`ProgressSink::new`], with plain lines written to `progress_out` and the summary to `summary_out`.
     /// Bars always draw on stderr.
     pub fn with_writers(opts: ProgressOptions, progress_out: Out, summary_out: Out) -> Self {
-        let display = match opts.mode.resolve() {
+        Self::build(opts, progress_out, summary_out, std::io::stderr().is_terminal())
+    }
+
+    fn build(opts: ProgressOptions, mut progress_out: Out, summary_out: Out, is_terminal: bool) -> Self {
+        let mode = opts.mode.resolve(is_terminal);
+        if opts.mode == ProgressMode::Bar && mode != ProgressMode::Bar {
+            let _ = writeln!(progress_out, "{NO_TERMINAL_NOTE}");
+        }
+        let display = match mode {
             ProgressMode::Bar => {
                 let size = terminal_size();
                 let bars = BarDisplay::new(
@@ -860,7 +872,7 @@ mod tests {
             summary_format: format,
             ..ProgressOptions::default()
         };
-        let mut sink = ProgressSink::with_writers(opts, Box::new(progress.clone()), Box::new(summary.clone()));
+        let mut sink = ProgressSink::build(opts, Box::new(progress.clone()), Box::new(summary.clone()), false);
         for e in sample_run() {
             sink.event(&e);
         }
@@ -899,10 +911,19 @@ mod tests {
     }
 
     #[test]
-    fn bar_mode_survives_a_run_without_a_terminal() {
+    fn bar_mode_without_a_terminal_falls_back_to_plain_lines_with_a_note() {
         let (progress, summary) = run(ProgressMode::Bar, SummaryFormat::Text);
-        assert_eq!(progress, "");
+        let lines: Vec<&str> = progress.lines().collect();
+        assert_eq!(lines.len(), 2, "{progress}");
+        assert_eq!(lines[0], NO_TERMINAL_NOTE);
+        assert!(lines[1].contains("] 5/5 done: "), "{progress}");
         assert!(summary.contains("slowest tenants:"));
+        // Auto falls back silently; on a terminal both draw bars.
+        let (progress, _) = run(ProgressMode::Auto, SummaryFormat::Text);
+        assert!(!progress.contains("note:"), "{progress}");
+        assert_eq!(ProgressMode::Bar.resolve(true), ProgressMode::Bar);
+        assert_eq!(ProgressMode::Auto.resolve(true), ProgressMode::Bar);
+        assert_eq!(ProgressMode::None.resolve(false), ProgressMode::None);
     }
 
     #[test]
