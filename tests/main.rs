@@ -23,6 +23,7 @@ mod fleet_shared;
 mod fleet_support;
 mod harness_tests;
 mod observe_color;
+mod observe_errors;
 mod observe_json;
 mod observe_metrics;
 mod observe_progress;

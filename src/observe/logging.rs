@@ -117,9 +117,9 @@ pub fn log_filter(directives: Option<&str>) -> Result<EnvFilter, ObserveError> {
         .unwrap_or(DEFAULT_LOG_FILTER);
     EnvFilter::builder()
         .parse(directives)
-        .map_err(|source| ObserveError::LogFilter {
+        .map_err(|error| ObserveError::LogFilter {
             directives: directives.to_string(),
-            source,
+            error,
         })
 }
 

@@ -20,7 +20,7 @@ mod testing;
 mod textfile;
 
 pub use color::ColorChoice;
-pub use error::ObserveError;
+pub use error::{os_reason, ObserveError};
 pub use event::{FleetEvent, Sink};
 pub use fanout::Fanout;
 pub use logging::{init_logging, log_filter, LogFormat, LogRoute, RoutedLine, DEFAULT_LOG_FILTER};

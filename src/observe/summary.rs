@@ -253,6 +253,15 @@ impl Sink for SummaryCollector {
     }
 }
 
+/// The error without the ` (SQLSTATE XXXXX)` the executor appends, where the group's header already says it, so
+/// a line shows its SQLSTATE once.
+fn without_sqlstate(error: &str, sqlstate: Option<&str>) -> String {
+    match sqlstate {
+        Some(code) => error.replacen(&format!(" (SQLSTATE {code})"), "", 1),
+        None => error.to_string(),
+    }
+}
+
 fn one_line(message: &str) -> String {
     let flat: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(MAX_ERROR_CHARS) {
@@ -337,7 +346,7 @@ pub fn render_summary_colored(data: &SummaryData, is_color: bool) -> String {
                 "  {} x SQLSTATE {}: {}",
                 thousands(group.count as u64),
                 sqlstate,
-                one_line(&group.error)
+                one_line(&without_sqlstate(&group.error, group.sqlstate.as_deref()))
             );
             let more = group.count - group.examples.len();
             let mut examples = group.examples.join(", ");
@@ -461,19 +470,38 @@ retry the 2 failed or unfinished tenants with:
         events.push(failed("d", Some("23505"), "dup", 40));
         events.push(failed("e", Some("23505"), "dup", 50));
         events.push(failed("f", Some("42P01"), "dup", 60));
+        events.push(failed(
+            "g",
+            Some("42703"),
+            "column \"x\" does not exist (SQLSTATE 42703)",
+            70,
+        ));
         let data = collect(&events, None);
         let groups: Vec<_> = data
             .failures
             .iter()
             .map(|g| (g.sqlstate.as_deref(), g.count, g.examples.len()))
             .collect();
-        assert_eq!(groups, vec![(Some("23505"), 4, 3), (None, 1, 1), (Some("42P01"), 1, 1)]);
+        assert_eq!(
+            groups,
+            vec![
+                (Some("23505"), 4, 3),
+                (None, 1, 1),
+                (Some("42P01"), 1, 1),
+                (Some("42703"), 1, 1)
+            ]
+        );
         let text = render_summary(&data);
         assert!(
             text.contains("  4 x SQLSTATE 23505: dup\n      tenants: a, c, d and 1 more\n"),
             "{text}"
         );
         assert!(text.contains("  1 x SQLSTATE none: connection refused\n"), "{text}");
+        // The SQLSTATE the executor appends to a server's message is shown once, in the group's header.
+        assert!(
+            text.contains("  1 x SQLSTATE 42703: column \"x\" does not exist\n"),
+            "{text}"
+        );
         // No retry command was given, so none is printed.
         assert!(!text.contains("retry"), "{text}");
     }
