@@ -195,10 +195,13 @@ fn revision_file_name_follows_the_default_template() {
     .assert_success();
     let path = file_containing(&project.migrations_dir(), "d00000000001");
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    // YYYYMMDD_HHMM_<rev>_<slug>.sql
-    let (stamp, rest) = name.split_at(14);
+    // YYYYMMDD_HHMMSS_<rev>_<slug>.sql
+    let (stamp, rest) = name.split_at(16);
     assert!(
-        stamp.len() == 14 && stamp[..8].bytes().all(|b| b.is_ascii_digit()) && &stamp[8..9] == "_",
+        stamp[..8].bytes().all(|b| b.is_ascii_digit())
+            && &stamp[8..9] == "_"
+            && stamp[9..15].bytes().all(|b| b.is_ascii_digit())
+            && &stamp[15..] == "_",
         "{name}"
     );
     assert_eq!(rest, "d00000000001_add_orders_table.sql", "{name}");
