@@ -9,6 +9,7 @@ mod harness;
 mod autogen_cli;
 mod autogen_corpus;
 mod backfill_tests;
+mod cli_man;
 mod extend_tests;
 mod fleet_config;
 mod fleet_faults;

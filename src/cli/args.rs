@@ -159,6 +159,14 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Write a man page (roff) for flotilla and each of its commands into DIR, created when missing.
+    #[command(
+        after_help = "Examples:\n  flotilla man /usr/local/share/man/man1\n  flotilla man target/man && man -l target/man/flotilla-fleet-upgrade.1"
+    )]
+    Man {
+        /// Directory for the pages (flotilla.1, flotilla-upgrade.1, flotilla-fleet-upgrade.1, ...).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
