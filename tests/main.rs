@@ -29,6 +29,7 @@ mod observe_json;
 mod observe_metrics;
 mod observe_progress;
 mod observe_secrets;
+mod observe_snapshots;
 mod single_commands;
 mod single_config_search;
 mod single_failures;

@@ -52,7 +52,7 @@ pub const NO_TERMINAL_NOTE: &str = "note: --progress bar needs a terminal on std
 pub enum SummaryFormat {
     #[default]
     Text,
-    /// One JSON object ([`summary_json`]) on one line.
+    /// One JSON document ([`summary_json`]), pretty-printed as every `--format json` document is.
     Json,
     /// No summary: the command prints its own report (a dry run's plans).
     None,
@@ -200,7 +200,10 @@ impl Sink for ProgressSink {
         let data = self.summary.data();
         let text = match self.summary_format {
             SummaryFormat::Text => render_summary_colored(&data, self.is_summary_color),
-            SummaryFormat::Json => format!("{}\n", summary_json(&data)),
+            SummaryFormat::Json => match serde_json::to_string_pretty(&summary_json(&data)) {
+                Ok(text) => format!("{text}\n"),
+                Err(_) => format!("{}\n", summary_json(&data)),
+            },
             SummaryFormat::None => return,
         };
         // The summary is the last thing the run prints; if stdout is gone there is nobody left to tell.
@@ -907,7 +910,10 @@ mod tests {
         assert_eq!(progress, "");
         let v: serde_json::Value = serde_json::from_str(summary.trim_end()).unwrap();
         assert_eq!(v["counts"]["failed"], 1);
-        assert_eq!(summary.lines().count(), 1);
+        assert!(
+            summary.starts_with("{\n  \""),
+            "pretty, as every JSON document: {summary}"
+        );
     }
 
     #[test]
