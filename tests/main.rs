@@ -30,6 +30,7 @@ mod observe_metrics;
 mod observe_progress;
 mod observe_secrets;
 mod observe_snapshots;
+mod readme_sequence;
 mod single_commands;
 mod single_config_search;
 mod single_failures;
