@@ -38,7 +38,7 @@ pub struct GlobalArgs {
     /// Named environment from flotilla.toml (`[env.NAME]`).
     #[arg(long, global = true, value_name = "NAME", env = "FLOTILLA_ENV")]
     pub env: Option<String>,
-    /// Output format of reporting commands.
+    /// Output format of reporting commands: text, or one JSON document with a version field "v" (docs/json.md).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Log line format (logs go to stderr; filter with RUST_LOG, e.g. RUST_LOG=flotilla=debug).
@@ -254,7 +254,8 @@ pub struct RunArgs {
     /// Stop starting tenants once more than P% of finished tenants failed (judged after 20 finished; exit 3).
     #[arg(long, value_name = "P%")]
     pub max_failure_rate: Option<String>,
-    /// Progress display: bar on a terminal, plain lines otherwise (auto), or none (only the summary).
+    /// Progress display: bar on a terminal, plain lines otherwise (auto), or none (only the summary). `bar`
+    /// without a terminal on stderr shows plain lines after a one-line note.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
     /// Write the NDJSON event stream to FILE (`-` for stdout).
