@@ -2,7 +2,7 @@
 //! error chain once, and exit with the code from the table in `flotilla::error`.
 
 use clap::Parser;
-use flotilla::cli::{self, Cli, LogFormat};
+use flotilla::cli::{self, Cli, ColorArg, LogFormat};
 use flotilla::error::ExitCode;
 use flotilla::observe::{self, LogRoute};
 
@@ -20,7 +20,14 @@ fn main() {
         LogFormat::Text => observe::LogFormat::Text,
         LogFormat::Json => observe::LogFormat::Json,
     };
-    if let Err(e) = observe::init_logging(format, Some(&route)) {
+    let color = match cli.global.color {
+        ColorArg::Auto => observe::ColorChoice::Auto,
+        ColorArg::Always => observe::ColorChoice::Always,
+        ColorArg::Never => observe::ColorChoice::Never,
+    };
+    let no_color = std::env::var("NO_COLOR").ok();
+    let colors = observe::color::apply(color, no_color.as_deref());
+    if let Err(e) = observe::init_logging(format, Some(&route), colors.stderr) {
         eprintln!("error: {e}");
         std::process::exit(ExitCode::Usage.code());
     }

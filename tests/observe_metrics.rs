@@ -72,6 +72,9 @@ async fn observe_metrics_served_during_the_run_and_textfile_agrees_with_ledger()
         &Fleet::path_arg(&textfile),
         "--events",
         &Fleet::path_arg(&events),
+        // This test reads the metrics while the run goes; `observe_metrics_linger_after_the_run` covers after.
+        "--metrics-linger",
+        "0s",
     ]);
 
     let mut scrapes = Vec::new();
@@ -188,4 +191,45 @@ async fn observe_metrics_served_during_the_run_and_textfile_agrees_with_ledger()
     let events = read_events(&events);
     let applied_events = events.iter().filter(|e| e["event"] == "revision_applied").count();
     assert_eq!(applied_events, applied_in_ledger);
+}
+
+/// `--metrics-linger`: `/metrics` still answers, with the finished run's numbers, after the run printed its
+/// summary; a signal then ends the wait at once, and the exit code stays the run's.
+#[tokio::test]
+async fn observe_metrics_linger_after_the_run() {
+    let fleet = Fleet::new("observe_linger", 3, 0, Revisions::Repo, 2);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Far longer than the test may take: only the signal can end it in time.
+    let mut child = fleet.spawn_upgrade(&["--metrics-addr", &addr.to_string(), "--metrics-linger", "1h"]);
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    // The linger line is logged after the summary, once the run is over.
+    while !seen.contains("the run is over; serving") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "stderr closed before the linger line:\n{seen}");
+        seen.push_str(&line);
+    }
+    assert!(
+        seen.contains(&format!("http://{addr}/metrics for 1h00m more")),
+        "{seen}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited instead of lingering:\n{seen}"
+    );
+    let text = scrape(addr).unwrap_or_else(|| panic!("no /metrics after the run\n{seen}"));
+    assert_eq!(tenants_in(&text, "succeeded"), 3.0, "{text}");
+    assert!(
+        sample(&text, "flotilla_run_end_timestamp_seconds").unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
+
+    // SAFETY: sending a signal to our own child by its pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    child.stderr = Some(stderr.into_inner());
+    let (code, stdout, rest) = finish(child, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{seen}{rest}");
+    assert!(stdout.contains("  succeeded    3\n"), "{stdout}");
+    assert!(scrape(addr).is_none(), "still serving after exit");
 }

@@ -32,7 +32,12 @@ fn init_creates_the_directory_template_and_config_and_refuses_to_overwrite() {
         .current_dir(dir.path())
         .args(["heads", "--format", "json"])
         .assert_success();
-    assert_eq!(out.json()[0]["revision"], "aaa000000001", "{}", out.report());
+    assert_eq!(
+        out.json()["revisions"][0]["revision"],
+        "aaa000000001",
+        "{}",
+        out.report()
+    );
 
     // A second init touches nothing.
     std::fs::write(dir.path().join("flotilla.toml"), "# mine\n").unwrap();
@@ -174,8 +179,7 @@ fn revision_writes_files_named_by_the_template_with_every_header() {
     assert_eq!(v["branch_labels"], json!(["billing"]));
     assert_eq!(v["is_transactional"], json!(false));
     let out = fl_offline(&project, &["heads", "--format", "json"]).assert_success();
-    let mut heads: Vec<String> = out
-        .json()
+    let mut heads: Vec<String> = out.json()["revisions"]
         .as_array()
         .unwrap()
         .iter()
@@ -195,10 +199,13 @@ fn revision_file_name_follows_the_default_template() {
     .assert_success();
     let path = file_containing(&project.migrations_dir(), "d00000000001");
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    // YYYYMMDD_HHMM_<rev>_<slug>.sql
-    let (stamp, rest) = name.split_at(14);
+    // YYYYMMDD_HHMMSS_<rev>_<slug>.sql
+    let (stamp, rest) = name.split_at(16);
     assert!(
-        stamp.len() == 14 && stamp[..8].bytes().all(|b| b.is_ascii_digit()) && &stamp[8..9] == "_",
+        stamp[..8].bytes().all(|b| b.is_ascii_digit())
+            && &stamp[8..9] == "_"
+            && stamp[9..15].bytes().all(|b| b.is_ascii_digit())
+            && &stamp[15..] == "_",
         "{name}"
     );
     assert_eq!(rest, "d00000000001_add_orders_table.sql", "{name}");
@@ -217,7 +224,7 @@ fn merge_heads_writes_one_revision_with_both_parents_and_upgrades_through_it() {
     let out = fl_offline(&project, &["merge", "-m", "join", "--rev-id", "e00000000003", "heads"]).assert_success();
     assert_contains(&out.stdout, &["e00000000003"], &out.report());
     let out = fl_offline(&project, &["heads", "--format", "json"]).assert_success();
-    let heads = out.json();
+    let heads = out.json()["revisions"].clone();
     assert_eq!(heads.as_array().unwrap().len(), 1, "{}", out.report());
     assert_eq!(heads[0]["revision"], "e00000000003");
     let mut parents: Vec<String> = heads[0]["down_revisions"]
@@ -238,7 +245,7 @@ fn merge_heads_writes_one_revision_with_both_parents_and_upgrades_through_it() {
 }
 
 #[test]
-fn heads_json_is_an_array_of_objects_with_revision_and_message() {
+fn heads_json_lists_revision_objects_with_revision_and_message() {
     let project = example_project("");
     for args in [
         &["heads", "--format", "json"][..],
@@ -246,7 +253,7 @@ fn heads_json_is_an_array_of_objects_with_revision_and_message() {
         &["heads", "--format=json"][..],
     ] {
         let out = fl_offline(&project, args).assert_success();
-        let heads = out.json();
+        let heads = out.json()["revisions"].clone();
         let heads = heads
             .as_array()
             .unwrap_or_else(|| panic!("not an array\n{}", out.report()));
@@ -281,7 +288,7 @@ fn branches_and_show_describe_the_example_graph() {
         &out.report(),
     );
     let out = fl_offline(&project, &["branches", "--format", "json"]).assert_success();
-    let points = out.json();
+    let points = out.json()["revisions"].clone();
     assert_eq!(points.as_array().unwrap().len(), 1, "{}", out.report());
     assert_eq!(points[0]["revision"], example::PRODUCTS);
 
@@ -329,7 +336,7 @@ fn history_ranges_and_indicate_current() {
 
     let ids = |args: &[&str]| -> Vec<String> {
         let out = fl_offline(&project, args).assert_success();
-        out.json()
+        out.json()["revisions"]
             .as_array()
             .unwrap_or_else(|| panic!("not an array\n{}", out.report()))
             .iter()
@@ -363,8 +370,7 @@ fn history_ranges_and_indicate_current() {
         out.report()
     );
     let out = fl(&project, &db, &["history", "-i", "--format", "json"]).assert_success();
-    let current: Vec<serde_json::Value> = out
-        .json()
+    let current: Vec<serde_json::Value> = out.json()["revisions"]
         .as_array()
         .unwrap()
         .iter()
@@ -459,7 +465,7 @@ fn stamp_sets_rows_without_running_sql_and_purge_and_base() {
     fl(&project, &db, &["stamp", "--purge", "head"]).assert_success();
     assert_eq!(rows(&db), [example::HEAD]);
     let out = fl(&project, &db, &["stamp", "head", "--format", "json"]).assert_success();
-    assert_eq!(out.json(), json!({"current": [example::HEAD]}));
+    assert_eq!(out.json(), json!({"v": 1, "current": [example::HEAD]}));
 
     // Unknown revisions are refused without a change.
     let out = fl(&project, &db, &["stamp", "nope"]).assert_code(2);
@@ -520,7 +526,7 @@ fn resolve_with_nothing_to_resolve_says_so() {
     let out = fl(&project, &db, &["resolve"]).assert_success();
     assert_eq!(out.stdout.trim(), "Nothing to resolve");
     let out = fl(&project, &db, &["resolve", "--format", "json"]).assert_success();
-    assert_eq!(out.json(), json!({"resolved": null, "current": []}));
+    assert_eq!(out.json(), json!({"v": 1, "resolved": null, "current": []}));
 }
 
 #[test]
@@ -714,7 +720,12 @@ fn ensure_version_creates_only_the_version_tables() {
     assert!(rows(&db).is_empty());
     fl(&project, &db, &["upgrade", example::USERS]).assert_success();
     let out = fl(&project, &db, &["ensure-version", "--format", "json"]).assert_success();
-    assert_eq!(out.json(), json!({ "current": [example::USERS] }), "{}", out.report());
+    assert_eq!(
+        out.json(),
+        json!({ "v": 1, "current": [example::USERS] }),
+        "{}",
+        out.report()
+    );
 
     let sql = fl_offline(&project, &["ensure-version", "--sql"])
         .assert_success()
@@ -835,8 +846,7 @@ fn version_locations_spread_revisions_over_directories() {
         .is_none());
 
     let out = fl_here(&["heads", "--format", "json"]).assert_success();
-    let mut heads: Vec<String> = out
-        .json()
+    let mut heads: Vec<String> = out.json()["revisions"]
         .as_array()
         .unwrap()
         .iter()

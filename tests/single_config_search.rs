@@ -9,7 +9,10 @@ const REVISION_B: &str = "-- revision: bbb000000001\n-- down_revision:\n-- messa
 
 /// The single head `heads --format json` prints.
 fn head(out: &crate::harness::CmdOutput) -> String {
-    out.json()[0]["revision"].as_str().unwrap_or_default().to_string()
+    out.json()["revisions"][0]["revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]

@@ -38,12 +38,16 @@ pub struct GlobalArgs {
     /// Named environment from flotilla.toml (`[env.NAME]`).
     #[arg(long, global = true, value_name = "NAME", env = "FLOTILLA_ENV")]
     pub env: Option<String>,
-    /// Output format of reporting commands.
+    /// Output format of reporting commands: text, or one JSON document with a version field "v" (docs/json.md).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Log line format (logs go to stderr; filter with RUST_LOG, e.g. RUST_LOG=flotilla=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FLOTILLA_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Colour in logs, progress bars and the summary: `auto` colours a terminal unless NO_COLOR is set to a
+    /// non-empty value; `always` and `never` override NO_COLOR.
+    #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
+    pub color: ColorArg,
     /// Act on the shared revision set (`[shared]` in flotilla.toml: what belongs to a database rather than to a
     /// tenant) instead of the tenant revisions. Single-database commands only; fleet runs apply it by themselves.
     #[arg(long, global = true)]
@@ -59,6 +63,13 @@ pub enum Format {
     #[value(alias = "table")]
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -147,6 +158,14 @@ pub enum Command {
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,
+    },
+    /// Write a man page (roff) for flotilla and each of its commands into DIR, created when missing.
+    #[command(
+        after_help = "Examples:\n  flotilla man /usr/local/share/man/man1\n  flotilla man target/man && man -l target/man/flotilla-fleet-upgrade.1"
+    )]
+    Man {
+        /// Directory for the pages (flotilla.1, flotilla-upgrade.1, flotilla-fleet-upgrade.1, ...).
+        dir: PathBuf,
     },
 }
 
@@ -241,7 +260,8 @@ pub struct RunArgs {
     /// Stop starting tenants once more than P% of finished tenants failed (judged after 20 finished; exit 3).
     #[arg(long, value_name = "P%")]
     pub max_failure_rate: Option<String>,
-    /// Progress display: bar on a terminal, plain lines otherwise (auto), or none (only the summary).
+    /// Progress display: bar on a terminal, plain lines otherwise (auto), or none (only the summary). `bar`
+    /// without a terminal on stderr shows plain lines after a one-line note.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
     /// Write the NDJSON event stream to FILE (`-` for stdout).
@@ -253,6 +273,10 @@ pub struct RunArgs {
     /// Write metrics in the node_exporter textfile format to PATH, periodically and at the end.
     #[arg(long, value_name = "PATH")]
     pub metrics_textfile: Option<PathBuf>,
+    /// Keep serving --metrics-addr this long after the run ends, so a scrape interval cannot miss a short run
+    /// (0s: stop at once; a signal ends the wait).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "15s")]
+    pub metrics_linger: Duration,
     #[command(flatten)]
     pub backfill: BackfillArgs,
     /// Backfill rows per second summed over every tenant of the run (0 = unlimited).

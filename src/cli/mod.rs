@@ -13,7 +13,7 @@ mod run_options;
 mod single;
 mod watch;
 
-pub use args::{Cli, Command, Format, GlobalArgs, LogFormat};
+pub use args::{Cli, ColorArg, Command, Format, GlobalArgs, LogFormat};
 pub use error::CliError;
 
 use crate::error::ExitCode;
@@ -32,7 +32,7 @@ pub async fn run_with(
 ) -> Result<ExitCode, CliError> {
     cli.global.registry = registry;
     let global = &cli.global;
-    match cli.command {
+    let result = match cli.command {
         Command::Init(a) => authoring::init(global, a),
         Command::Revision(a) => authoring::revision(global, a).await,
         Command::Check(a) => autogen::check(global, a).await,
@@ -52,7 +52,30 @@ pub async fn run_with(
         Command::Resolve => single::resolve(global).await,
         Command::Fleet(c) => fleet::dispatch(global, c, route).await,
         Command::Completions { shell } => completions(shell),
-    }
+        Command::Man { dir } => man(&dir),
+    };
+    // A run that served /metrics keeps serving them for --metrics-linger, unless a signal already ended it.
+    watch::linger(result.as_ref().is_ok_and(|code| *code == ExitCode::Interrupted)).await;
+    result
+}
+
+/// `man DIR`: one man page per command, generated from the clap definitions.
+fn man(dir: &std::path::Path) -> Result<ExitCode, CliError> {
+    use clap::CommandFactory as _;
+    let written = std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir));
+    written.map_err(|e| {
+        CliError::usage(format!(
+            "cannot write man pages to {}: {}",
+            dir.display(),
+            crate::observe::os_reason(&e)
+        ))
+    })?;
+    println!(
+        "Wrote the man pages to {} (try `man -l {}/flotilla.1`)",
+        dir.display(),
+        dir.display()
+    );
+    Ok(ExitCode::Ok)
 }
 
 /// `completions SHELL`: the completion script clap derives from the command tree.

@@ -1,9 +1,13 @@
 //! The sinks a fleet run's flags ask for: Prometheus metrics (served and/or a textfile), the NDJSON event
-//! stream, and the progress display with its final summary (last, so the summary prints after everything).
+//! stream, and the progress display with its final summary (last, so the summary prints after everything);
+//! and the `/metrics` server's linger after the run ([`linger`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use super::args::{Format, ProgressArg, RunArgs};
 use super::context::Ctx;
@@ -15,6 +19,39 @@ use crate::observe::{
 
 /// How often `--metrics-textfile` is rewritten during a run.
 const TEXTFILE_EVERY: Duration = Duration::from_secs(5);
+
+/// The `/metrics` server of this process's run, kept until [`linger`] is done with it. A process runs one
+/// fleet command, and the run's code (`cli::fleet`) hands its sinks to the coordinator and returns only the exit
+/// code, so the server waits here rather than travelling back through it.
+static SERVED: Mutex<Option<Served>> = Mutex::new(None);
+
+struct Served {
+    bound: SocketAddr,
+    linger: Duration,
+    task: JoinHandle<()>,
+}
+
+/// After the command: keep serving `/metrics` for `--metrics-linger`, ended early by SIGINT or SIGTERM, then
+/// stop the server. Returns at once when nothing was served, the linger is zero, or the run was interrupted
+/// (the signal that stopped it already asked to end).
+pub async fn linger(was_interrupted: bool) {
+    let Some(served) = SERVED.lock().ok().and_then(|mut slot| slot.take()) else {
+        return;
+    };
+    if !was_interrupted && !served.linger.is_zero() {
+        tracing::info!(
+            "the run is over; serving http://{}/metrics for {} more (--metrics-linger; Ctrl-C ends it now)",
+            served.bound,
+            observe::human::duration(served.linger)
+        );
+        let mut signals = crate::signals::Signals::new();
+        tokio::select! {
+            () = tokio::time::sleep(served.linger) => {}
+            _ = signals.recv() => {}
+        }
+    }
+    served.task.abort();
+}
 
 pub async fn sinks(
     ctx: &Ctx,
@@ -32,8 +69,17 @@ pub async fn sinks(
                     "--metrics-addr `{addr}`: {e} (expected HOST:PORT, e.g. 127.0.0.1:9464)"
                 ))
             })?;
-            let (bound, _server) = observe::serve(addr, metrics.clone()).await.map_err(CliError::usage)?;
+            let (bound, task) = observe::serve(addr, metrics.clone()).await.map_err(CliError::usage)?;
             tracing::info!(%bound, "serving Prometheus metrics at http://{bound}/metrics");
+            if let Ok(mut slot) = SERVED.lock() {
+                if let Some(old) = slot.replace(Served {
+                    bound,
+                    linger: run.metrics_linger,
+                    task,
+                }) {
+                    old.task.abort();
+                }
+            }
         }
         if let Some(path) = &run.metrics_textfile {
             sinks.push(Box::new(

@@ -16,8 +16,8 @@ use super::error::{ConfigError, ProblemKind};
 use super::tenants::BackoffSettings;
 use super::url::{DbUrl, Located};
 
-/// Alembic's default `file_template`.
-pub const DEFAULT_FILE_TEMPLATE: &str = "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d_%(rev)s_%(slug)s";
+/// The default `file_template` (Alembic's, with seconds), defined next to its renderer.
+pub const DEFAULT_FILE_TEMPLATE: &str = crate::script::DEFAULT_FILE_TEMPLATE;
 
 /// The config file name looked up by default.
 pub const DEFAULT_CONFIG_FILE: &str = "flotilla.toml";

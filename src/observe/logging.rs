@@ -4,7 +4,7 @@
 //! line and redraws them, so a log line never lands inside a bar. The progress sink attaches its bars to the
 //! route and detaches them at the end; this module never draws progress itself.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::{Arc, RwLock};
 
 use indicatif::MultiProgress;
@@ -117,24 +117,25 @@ pub fn log_filter(directives: Option<&str>) -> Result<EnvFilter, ObserveError> {
         .unwrap_or(DEFAULT_LOG_FILTER);
     EnvFilter::builder()
         .parse(directives)
-        .map_err(|source| ObserveError::LogFilter {
+        .map_err(|error| ObserveError::LogFilter {
             directives: directives.to_string(),
-            source,
+            error,
         })
 }
 
 /// Installs the global logger: `format` lines on stderr, filtered by `RUST_LOG` (default
-/// [`DEFAULT_LOG_FILTER`]), printed above progress bars whenever `route` has some attached.
+/// [`DEFAULT_LOG_FILTER`]), printed above progress bars whenever `route` has some attached. Text lines are
+/// coloured when `is_color` (see `observe::color`); JSON lines never are.
 ///
 /// Errors: [`ObserveError::LogFilter`] for an unparsable `RUST_LOG`, [`ObserveError::LoggingInstalled`] when a
 /// global subscriber already exists (call it once, from `main`).
-pub fn init_logging(format: LogFormat, route: Option<&LogRoute>) -> Result<(), ObserveError> {
+pub fn init_logging(format: LogFormat, route: Option<&LogRoute>, is_color: bool) -> Result<(), ObserveError> {
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref())?;
     let route = route.cloned().unwrap_or_default();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(route);
     let installed = match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Text => builder.with_ansi(is_color).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).with_current_span(false).try_init(),
     };
     installed.map_err(|_| ObserveError::LoggingInstalled)
 }

@@ -1,11 +1,13 @@
 //! Run events and everything that watches them: progress display, Prometheus metrics, the NDJSON event
 //! stream, logs, and the final summary. The fleet coordinator is the only producer; each consumer is a [`Sink`].
 
+pub mod color;
 #[cfg(test)]
 mod dashboard;
 mod error;
 mod event;
 mod fanout;
+pub mod human;
 mod logging;
 mod metrics;
 mod ndjson;
@@ -17,7 +19,8 @@ mod tally;
 mod testing;
 mod textfile;
 
-pub use error::ObserveError;
+pub use color::ColorChoice;
+pub use error::{os_reason, ObserveError};
 pub use event::{FleetEvent, Sink};
 pub use fanout::Fanout;
 pub use logging::{init_logging, log_filter, LogFormat, LogRoute, RoutedLine, DEFAULT_LOG_FILTER};
@@ -26,7 +29,7 @@ pub use ndjson::{NdjsonSink, NDJSON_VERSION};
 pub use progress::{format_plain_line, ProgressMode, ProgressOptions, ProgressSink, SummaryFormat};
 pub use server::serve;
 pub use summary::{
-    count, format_hms, format_short, render_summary, summary_json, FailureGroup, SlowTenant, SummaryCollector,
+    count, render_summary, render_summary_colored, summary_json, FailureGroup, SlowTenant, SummaryCollector,
     SummaryData, N_EXAMPLES, N_SLOWEST,
 };
 pub use tally::{StateBook, StateCounts, Transition};

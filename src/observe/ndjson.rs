@@ -44,9 +44,9 @@ impl NdjsonSink {
         if path == Path::new("-") {
             return Ok(Self::from_writer(Box::new(std::io::stdout()), "stdout"));
         }
-        let file = File::create(path).map_err(|source| ObserveError::OpenEvents {
+        let file = File::create(path).map_err(|error| ObserveError::OpenEvents {
             path: PathBuf::from(path),
-            source,
+            error,
         })?;
         Ok(Self::from_writer(Box::new(file), path.display().to_string()))
     }

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
+use super::color;
 use super::event::{FleetEvent, Sink};
+use super::human::{clock, thousands, UNKNOWN_CLOCK};
 use super::logging::LogRoute;
-use super::summary::{format_hms, rate, render_summary, summary_json, SummaryCollector, SummaryData};
+use super::summary::{rate, render_summary_colored, summary_json, SummaryCollector, SummaryData};
 use super::tally::StateCounts;
-use crate::ledger::TenantStatus;
 
 /// How progress is shown while a run is in progress. The summary is printed in every mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,22 +33,26 @@ pub enum ProgressMode {
 }
 
 impl ProgressMode {
-    /// Resolves `Auto` against stderr; the other modes stay as they are.
-    pub fn resolve(self) -> ProgressMode {
+    /// The display to use when stderr is (or is not) a terminal: `Auto` picks bars or plain lines, and `Bar`
+    /// without a terminal falls back to plain lines (bars there would draw nothing).
+    pub fn resolve(self, is_terminal: bool) -> ProgressMode {
         match self {
-            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
-            ProgressMode::Auto => ProgressMode::Plain,
+            ProgressMode::Auto | ProgressMode::Bar if is_terminal => ProgressMode::Bar,
+            ProgressMode::Auto | ProgressMode::Bar => ProgressMode::Plain,
             other => other,
         }
     }
 }
+
+/// The note printed when `--progress bar` falls back to plain lines.
+pub const NO_TERMINAL_NOTE: &str = "note: --progress bar needs a terminal on stderr; showing plain lines instead";
 
 /// How the final summary is printed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SummaryFormat {
     #[default]
     Text,
-    /// One JSON object ([`summary_json`]) on one line.
+    /// One JSON document ([`summary_json`]), pretty-printed as every `--format json` document is.
     Json,
     /// No summary: the command prints its own report (a dry run's plans).
     None,
@@ -66,6 +71,9 @@ pub struct ProgressOptions {
     pub summary_to_stderr: bool,
     /// Log lines are printed above the bars through this route while the bars are live.
     pub log_route: Option<LogRoute>,
+    /// Colour the text summary: `None` follows what `observe::color::apply` decided for the summary's stream
+    /// (with [`ProgressSink::with_writers`], `None` means no colour). Bars follow that decision for stderr.
+    pub summary_color: Option<bool>,
 }
 
 impl Default for ProgressOptions {
@@ -77,6 +85,7 @@ impl Default for ProgressOptions {
             summary_format: SummaryFormat::Text,
             summary_to_stderr: false,
             log_route: None,
+            summary_color: None,
         }
     }
 }
@@ -89,6 +98,7 @@ pub struct ProgressSink {
     display: Display,
     summary_format: SummaryFormat,
     summary_out: Out,
+    is_summary_color: bool,
     is_finished: bool,
 }
 
@@ -100,7 +110,12 @@ enum Display {
 
 impl ProgressSink {
     /// Progress on stderr, the summary on stdout (or stderr, see [`ProgressOptions::summary_to_stderr`]).
-    pub fn new(opts: ProgressOptions) -> Self {
+    pub fn new(mut opts: ProgressOptions) -> Self {
+        opts.summary_color = opts.summary_color.or(Some(if opts.summary_to_stderr {
+            color::is_stderr_colored()
+        } else {
+            color::is_stdout_colored()
+        }));
         let summary_out: Out = if opts.summary_to_stderr {
             Box::new(std::io::stderr())
         } else {
@@ -112,9 +127,21 @@ impl ProgressSink {
     /// As [`ProgressSink::new`], with plain lines written to `progress_out` and the summary to `summary_out`.
     /// Bars always draw on stderr.
     pub fn with_writers(opts: ProgressOptions, progress_out: Out, summary_out: Out) -> Self {
-        let display = match opts.mode.resolve() {
+        Self::build(opts, progress_out, summary_out, std::io::stderr().is_terminal())
+    }
+
+    fn build(opts: ProgressOptions, mut progress_out: Out, summary_out: Out, is_terminal: bool) -> Self {
+        let mode = opts.mode.resolve(is_terminal);
+        if opts.mode == ProgressMode::Bar && mode != ProgressMode::Bar {
+            let _ = writeln!(progress_out, "{NO_TERMINAL_NOTE}");
+        }
+        let display = match mode {
             ProgressMode::Bar => {
-                let bars = BarDisplay::new(max_inflight_lines(terminal_rows()));
+                let size = terminal_size();
+                let bars = BarDisplay::new(
+                    max_inflight_lines(size.map(|(rows, _)| rows)),
+                    size.map_or(DEFAULT_COLUMNS, |(_, columns)| columns),
+                );
                 if let Some(route) = &opts.log_route {
                     route.attach(bars.multi.clone());
                 }
@@ -131,6 +158,7 @@ impl ProgressSink {
             display,
             summary_format: opts.summary_format,
             summary_out,
+            is_summary_color: opts.summary_color.unwrap_or(false),
             is_finished: false,
         }
     }
@@ -171,8 +199,11 @@ impl Sink for ProgressSink {
         }
         let data = self.summary.data();
         let text = match self.summary_format {
-            SummaryFormat::Text => render_summary(&data),
-            SummaryFormat::Json => format!("{}\n", summary_json(&data)),
+            SummaryFormat::Text => render_summary_colored(&data, self.is_summary_color),
+            SummaryFormat::Json => match serde_json::to_string_pretty(&summary_json(&data)) {
+                Ok(text) => format!("{text}\n"),
+                Err(_) => format!("{}\n", summary_json(&data)),
+            },
             SummaryFormat::None => return,
         };
         // The summary is the last thing the run prints; if stdout is gone there is nobody left to tell.
@@ -192,39 +223,55 @@ impl Drop for ProgressSink {
     }
 }
 
-/// One plain status line, e.g.
-/// `[00:00:12] 812/2200 done: 800 succeeded, 2 failed, 10 skipped, 12 running; 67.3 tenants/s; eta 00:00:21`.
+/// One plain status line, e.g. `[00:12] 812/2200 done: 800 ok, 2 failed, 10 skipped, 12 running; 67.7/s; eta 00:20`.
 ///
-/// The rate is the average since the run started; the ETA assumes it holds for the tenants left.
+/// Failed, skipped and interrupted counts appear only when not zero, so a line usually fits 80 columns. The
+/// rate is the average since the run started; the ETA assumes it holds for the tenants left, and reads `--:--`
+/// until a tenant has finished.
 pub fn format_plain_line(elapsed: Duration, counts: &StateCounts) -> String {
-    let done = counts.done();
-    let tps = rate(done, elapsed);
-    let left = counts.n_tenants.saturating_sub(done);
-    let eta = if left == 0 {
-        format_hms(Duration::ZERO)
-    } else if tps > 0.0 {
-        format_hms(Duration::from_secs_f64(left as f64 / tps))
-    } else {
-        "--:--:--".to_string()
-    };
-    let interrupted = if counts.interrupted > 0 {
-        format!(", {} interrupted", counts.interrupted)
-    } else {
-        String::new()
-    };
     format!(
-        "[{}] {}/{} done: {} succeeded, {} failed, {} skipped{}, {} running; {:.1} tenants/s; eta {}",
-        format_hms(elapsed),
-        done,
-        counts.n_tenants,
-        counts.succeeded,
-        counts.failed,
-        counts.skipped,
-        interrupted,
-        counts.running,
-        tps,
-        eta
+        "[{}] {}/{} done: {}; {}/s; eta {}",
+        clock(elapsed),
+        thousands(counts.done() as u64),
+        thousands(counts.n_tenants as u64),
+        counts_text(counts, false),
+        rate_text(rate(counts.done(), elapsed)),
+        eta(elapsed, counts.done(), counts.n_tenants)
     )
+}
+
+/// `800 ok, 2 failed, 10 skipped, 12 running`; with `is_full` false, zero failed, skipped and interrupted
+/// counts are left out.
+fn counts_text(counts: &StateCounts, is_full: bool) -> String {
+    let mut parts = vec![format!("{} ok", thousands(counts.succeeded as u64))];
+    for (n, word) in [
+        (counts.failed, "failed"),
+        (counts.skipped, "skipped"),
+        (counts.interrupted, "interrupted"),
+    ] {
+        if n > 0 || (is_full && word != "interrupted") {
+            parts.push(format!("{} {word}", thousands(n as u64)));
+        }
+    }
+    parts.push(format!("{} running", thousands(counts.running as u64)));
+    parts.join(", ")
+}
+
+/// Tenants per second with one decimal (no separators: a rate is short).
+fn rate_text(tps: f64) -> String {
+    format!("{tps:.1}")
+}
+
+/// The time left if the average rate so far holds: `--:--` before the first tenant finished, `00:00` at the end.
+fn eta(elapsed: Duration, done: usize, n_tenants: usize) -> String {
+    let left = n_tenants.saturating_sub(done);
+    if left == 0 {
+        clock(Duration::ZERO)
+    } else if done == 0 {
+        UNKNOWN_CLOCK.to_string()
+    } else {
+        clock(elapsed.mul_f64(left as f64 / done as f64))
+    }
 }
 
 // ---- plain ------------------------------------------------------------------------------------------------
@@ -334,6 +381,8 @@ struct BarDisplay {
     waiting: VecDeque<Box<str>>,
     n_lines: usize,
     route: Option<LogRoute>,
+    /// The terminal's width when the run started: it picks the fleet bar's layout.
+    columns: u16,
 }
 
 struct Inflight {
@@ -351,13 +400,18 @@ impl Inflight {
         };
         if let Some((done, estimated)) = self.rows {
             match estimated {
-                Some(est) => msg.push_str(&format!("  backfill {done}/{est} rows")),
-                None => msg.push_str(&format!("  backfill {done} rows")),
+                Some(est) => msg.push_str(&format!("  backfill {}/{} rows", thousands(done), thousands(est))),
+                None => msg.push_str(&format!("  backfill {} rows", thousands(done))),
             }
         }
         msg
     }
 }
+
+/// The terminal width assumed when stderr does not say.
+const DEFAULT_COLUMNS: u16 = 80;
+/// From this width on, the fleet bar shows every count, a longer bar and the rate's unit.
+const WIDE_COLUMNS: u16 = 100;
 
 /// At most 8 tenant lines, and never more than the terminal holds next to the fleet bar and some log lines.
 fn max_inflight_lines(rows: Option<u16>) -> usize {
@@ -365,17 +419,48 @@ fn max_inflight_lines(rows: Option<u16>) -> usize {
     rows.saturating_sub(4).min(8)
 }
 
+/// Rows and columns of the terminal on stderr.
 #[cfg(unix)]
-fn terminal_rows() -> Option<u16> {
+fn terminal_size() -> Option<(u16, u16)> {
     // SAFETY: `winsize` is plain data; TIOCGWINSZ fills it or fails (stderr not a terminal) and leaves it zeroed.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0 && ws.ws_row > 0).then_some(ws.ws_row)
+    (rc == 0 && ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
 #[cfg(not(unix))]
-fn terminal_rows() -> Option<u16> {
+fn terminal_size() -> Option<(u16, u16)> {
     None
+}
+
+/// The fleet bar's style for a terminal `columns` wide. Every part but the counts has a fixed width, and the
+/// counts come last as `wide_msg`, which indicatif cuts at the terminal's edge, so the line never wraps: at 80
+/// columns `00:12 [=====>      ] 812/2200 67.7/s eta 00:20 800 ok, 2 failed, 12 running`.
+fn fleet_style(columns: u16) -> ProgressStyle {
+    let is_wide = columns >= WIDE_COLUMNS;
+    let template = if is_wide {
+        "{clock} [{bar:30.cyan/blue}] {done}/{total} {tps} tenants/s eta {eta} | {wide_msg}"
+    } else {
+        "{clock} [{bar:12.cyan/blue}] {done}/{total} {tps}/s eta {eta} {wide_msg}"
+    };
+    style(template)
+        .with_key("clock", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&clock(state.elapsed()));
+        })
+        .with_key("done", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&thousands(state.pos()));
+        })
+        .with_key("total", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&thousands(state.len().unwrap_or(0)));
+        })
+        .with_key("tps", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&rate_text(rate(state.pos() as usize, state.elapsed())));
+        })
+        .with_key("eta", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let (done, total) = (state.pos() as usize, state.len().unwrap_or(0) as usize);
+            let _ = w.write_str(&eta(state.elapsed(), done, total));
+        })
+        .progress_chars("=> ")
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -383,9 +468,10 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl BarDisplay {
-    fn new(max_lines: usize) -> Self {
+    fn new(max_lines: usize, columns: u16) -> Self {
         Self {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            columns,
             fleet: None,
             more: None,
             max_lines,
@@ -404,13 +490,7 @@ impl BarDisplay {
                     old.finish_and_clear();
                 }
                 let bar = self.multi.add(ProgressBar::new(*n_tenants as u64));
-                bar.set_style(
-                    style("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} | {tps} | eta {eta}")
-                        .with_key("tps", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                            let _ = write!(w, "{:.1} tenants/s", state.per_sec());
-                        })
-                        .progress_chars("=> "),
-                );
+                bar.set_style(fleet_style(self.columns));
                 bar.enable_steady_tick(Duration::from_millis(250));
                 self.fleet = Some(bar);
             }
@@ -480,13 +560,7 @@ impl BarDisplay {
                 | FleetEvent::TenantInterrupted { .. }
         ) {
             if let Some(fleet) = &self.fleet {
-                fleet.set_message(format!(
-                    "{} ok, {} failed, {} skipped, {} running",
-                    counts.succeeded,
-                    counts.failed,
-                    counts.skipped,
-                    counts.get(TenantStatus::Running)
-                ));
+                fleet.set_message(counts_text(&counts, self.columns >= WIDE_COLUMNS));
             }
         }
     }
@@ -501,7 +575,7 @@ impl BarDisplay {
             let line = self
                 .multi
                 .insert_before_more(self.more.as_ref(), ProgressBar::no_length());
-            line.set_style(style("  {prefix:24!} {elapsed:>4} {msg}"));
+            line.set_style(style("  {prefix:24!} {elapsed:>4} {wide_msg}"));
             line.set_prefix(tenant.to_string());
             line.set_elapsed(t.started.elapsed());
             t.line = Some(line);
@@ -623,17 +697,28 @@ mod tests {
         check_line(
             12,
             counts(2200, 800, 2, 10, 12),
-            "[00:00:12] 812/2200 done: 800 succeeded, 2 failed, 10 skipped, 12 running; 67.7 tenants/s; eta 00:00:20",
+            "[00:12] 812/2200 done: 800 ok, 2 failed, 10 skipped, 12 running; 67.7/s; eta 00:20",
         );
         check_line(
             0,
             counts(10, 0, 0, 0, 0),
-            "[00:00:00] 0/10 done: 0 succeeded, 0 failed, 0 skipped, 0 running; 0.0 tenants/s; eta --:--:--",
+            "[00:00] 0/10 done: 0 ok, 0 running; 0.0/s; eta --:--",
+        );
+        // Running tenants are not done: the ETA waits for a finished one.
+        check_line(
+            30,
+            counts(10, 0, 0, 0, 4),
+            "[00:30] 0/10 done: 0 ok, 4 running; 0.0/s; eta --:--",
         );
         check_line(
             3725,
             counts(4, 3, 1, 0, 0),
-            "[01:02:05] 4/4 done: 3 succeeded, 1 failed, 0 skipped, 0 running; 0.0 tenants/s; eta 00:00:00",
+            "[1:02:05] 4/4 done: 3 ok, 1 failed, 0 running; 0.0/s; eta 00:00",
+        );
+        check_line(
+            600,
+            counts(250_000, 120_000, 0, 0, 16),
+            "[10:00] 120,000/250,000 done: 120,000 ok, 16 running; 200.0/s; eta 10:50",
         );
         let mut c = counts(5, 1, 0, 0, 0);
         c.by_status.interrupted = 2;
@@ -641,8 +726,135 @@ mod tests {
         check_line(
             1,
             c,
-            "[00:00:01] 3/5 done: 1 succeeded, 0 failed, 0 skipped, 2 interrupted, 0 running; 3.0 tenants/s; eta 00:00:00",
+            "[00:01] 3/5 done: 1 ok, 2 interrupted, 0 running; 3.0/s; eta 00:00",
         );
+    }
+
+    /// A terminal of a fixed width that keeps every line indicatif draws.
+    #[derive(Debug, Clone)]
+    struct Screen {
+        columns: u16,
+        lines: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            self.columns
+        }
+        fn height(&self) -> u16 {
+            40
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.lines.lock().unwrap().push(s.to_string());
+            Ok(())
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.write_line(s)
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The fleet bar as drawn on a terminal `columns` wide, once `n_done` of 2200 tenants finished.
+    fn draw_fleet_bar(columns: u16, n_done: usize) -> String {
+        let screen = Screen {
+            columns,
+            lines: Arc::default(),
+        };
+        let mut bars = BarDisplay::new(8, columns);
+        bars.multi
+            .set_draw_target(ProgressDrawTarget::term_like_with_hz(Box::new(screen.clone()), 1));
+        let mut book = super::super::tally::StateBook::new();
+        let mut feed = |bars: &mut BarDisplay, e: FleetEvent| {
+            book.apply(&e);
+            bars.event(&e, book.counts());
+        };
+        feed(
+            &mut bars,
+            FleetEvent::RunStarted {
+                run_id: "r".into(),
+                command: "upgrade".into(),
+                target: "head".into(),
+                n_tenants: 2200,
+                concurrency: 16,
+                at: std::time::SystemTime::now(),
+            },
+        );
+        for i in 0..n_done + 12 {
+            feed(
+                &mut bars,
+                FleetEvent::TenantStarted {
+                    tenant: format!("a-rather-long-tenant-name-{i:05}"),
+                    server: "db1".into(),
+                    attempt: 1,
+                },
+            );
+        }
+        for i in 0..n_done {
+            feed(
+                &mut bars,
+                FleetEvent::TenantFailed {
+                    tenant: format!("a-rather-long-tenant-name-{i:05}"),
+                    from: vec![],
+                    to: vec![],
+                    failed_revision: None,
+                    error: "e".into(),
+                    error_kind: "sql_error".into(),
+                    sqlstate: None,
+                    attempts: 1,
+                    duration: Duration::from_millis(5),
+                },
+            );
+        }
+        // Drawing is rate limited; abandoning the bar draws its current state once more.
+        bars.fleet.clone().unwrap().abandon();
+        // The bar is coloured when the test's stderr is a terminal; the width is what is visible.
+        let lines: Vec<String> = screen
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| console::strip_ansi_codes(l).into_owned())
+            .collect();
+        for line in &lines {
+            assert!(
+                line.chars().count() <= usize::from(columns),
+                "{columns} columns: {line:?}"
+            );
+        }
+        bars.finish();
+        lines.into_iter().rfind(|l| l.contains("/2200")).unwrap_or_default()
+    }
+
+    #[test]
+    fn fleet_bar_fits_80_columns_and_shows_more_on_wider_terminals() {
+        let narrow = draw_fleet_bar(80, 0);
+        assert!(
+            narrow.contains(" 0/2200 0.0/s eta --:-- 0 ok, 12 running"),
+            "{narrow:?}"
+        );
+        let narrow = draw_fleet_bar(80, 1500);
+        assert!(narrow.contains(" 1500/2200 "), "{narrow:?}");
+        assert!(narrow.contains("0 ok, 1500 failed, 12 running"), "{narrow:?}");
+        let wide = draw_fleet_bar(140, 1500);
+        assert!(wide.contains(" tenants/s eta "), "{wide:?}");
+        assert!(wide.contains("| 0 ok, 1500 failed, 0 skipped, 12 running"), "{wide:?}");
     }
 
     #[test]
@@ -663,7 +875,7 @@ mod tests {
             summary_format: format,
             ..ProgressOptions::default()
         };
-        let mut sink = ProgressSink::with_writers(opts, Box::new(progress.clone()), Box::new(summary.clone()));
+        let mut sink = ProgressSink::build(opts, Box::new(progress.clone()), Box::new(summary.clone()), false);
         for e in sample_run() {
             sink.event(&e);
         }
@@ -679,10 +891,10 @@ mod tests {
         let lines: Vec<&str> = progress.lines().collect();
         assert_eq!(lines.len(), 1, "{progress}");
         // The rate depends on the wall clock, so only the counts and the ETA are checked here.
-        assert!(lines[0].contains("] 5/5 done: 2 succeeded, 1 failed, 1 skipped, 1 interrupted, 0 running; "));
-        assert!(lines[0].ends_with("; eta 00:00:00"), "{progress}");
+        assert!(lines[0].contains("] 5/5 done: 2 ok, 1 failed, 1 skipped, 1 interrupted, 0 running; "));
+        assert!(lines[0].ends_with("; eta 00:00"), "{progress}");
         assert!(
-            summary.starts_with("run run-1: upgrade to head, 5 tenants in 00:00:10"),
+            summary.starts_with("run run-1: upgrade to head, 5 tenants in 10.0s"),
             "{summary}"
         );
         assert_eq!(
@@ -698,19 +910,31 @@ mod tests {
         assert_eq!(progress, "");
         let v: serde_json::Value = serde_json::from_str(summary.trim_end()).unwrap();
         assert_eq!(v["counts"]["failed"], 1);
-        assert_eq!(summary.lines().count(), 1);
+        assert!(
+            summary.starts_with("{\n  \""),
+            "pretty, as every JSON document: {summary}"
+        );
     }
 
     #[test]
-    fn bar_mode_survives_a_run_without_a_terminal() {
+    fn bar_mode_without_a_terminal_falls_back_to_plain_lines_with_a_note() {
         let (progress, summary) = run(ProgressMode::Bar, SummaryFormat::Text);
-        assert_eq!(progress, "");
+        let lines: Vec<&str> = progress.lines().collect();
+        assert_eq!(lines.len(), 2, "{progress}");
+        assert_eq!(lines[0], NO_TERMINAL_NOTE);
+        assert!(lines[1].contains("] 5/5 done: "), "{progress}");
         assert!(summary.contains("slowest tenants:"));
+        // Auto falls back silently; on a terminal both draw bars.
+        let (progress, _) = run(ProgressMode::Auto, SummaryFormat::Text);
+        assert!(!progress.contains("note:"), "{progress}");
+        assert_eq!(ProgressMode::Bar.resolve(true), ProgressMode::Bar);
+        assert_eq!(ProgressMode::Auto.resolve(true), ProgressMode::Bar);
+        assert_eq!(ProgressMode::None.resolve(false), ProgressMode::None);
     }
 
     #[test]
     fn bar_mode_caps_inflight_lines() {
-        let mut bars = BarDisplay::new(2);
+        let mut bars = BarDisplay::new(2, 80);
         bars.multi.set_draw_target(ProgressDrawTarget::hidden());
         let mut book = super::super::tally::StateBook::new();
         let mut feed = |bars: &mut BarDisplay, e: FleetEvent| {

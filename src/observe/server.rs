@@ -25,10 +25,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(addr: SocketAddr, metrics: Metrics) -> Result<(SocketAddr, JoinHandle<()>), ObserveError> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| ObserveError::Bind { addr, source })?;
+        .map_err(|error| ObserveError::Bind { addr, error })?;
     let bound = listener
         .local_addr()
-        .map_err(|source| ObserveError::Bind { addr, source })?;
+        .map_err(|error| ObserveError::Bind { addr, error })?;
     let task = tokio::spawn(async move {
         loop {
             match listener.accept().await {

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::event::{FleetEvent, Sink};
+use super::human::{duration, thousands};
 use super::tally::{StateBook, StateCounts};
 
 /// How many of the slowest tenants the summary lists.
@@ -252,20 +253,12 @@ impl Sink for SummaryCollector {
     }
 }
 
-/// `HH:MM:SS`, hours unbounded.
-pub fn format_hms(d: Duration) -> String {
-    let s = d.as_secs();
-    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
-/// A short duration for one tenant: `850ms`, `12.3s`, or `HH:MM:SS` from a minute up.
-pub fn format_short(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else if d < Duration::from_secs(60) {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        format_hms(d)
+/// The error without the ` (SQLSTATE XXXXX)` the executor appends, where the group's header already says it, so
+/// a line shows its SQLSTATE once.
+fn without_sqlstate(error: &str, sqlstate: Option<&str>) -> String {
+    match sqlstate {
+        Some(code) => error.replacen(&format!(" (SQLSTATE {code})"), "", 1),
+        None => error.to_string(),
     }
 }
 
@@ -278,28 +271,43 @@ fn one_line(message: &str) -> String {
 }
 
 /// `n` and `noun`, plural unless `n` is 1 ("1 tenant", "2 tenants").
+/// Large counts get thousands separators ("12,345 tenants").
 pub fn count(n: usize, noun: &str) -> String {
+    let shown = thousands(n as u64);
     if n == 1 {
-        format!("{n} {noun}")
+        format!("{shown} {noun}")
     } else {
-        format!("{n} {noun}s")
+        format!("{shown} {noun}s")
     }
 }
 
 /// The summary as printed at the end of a run (text mode). Pure: same data, same text.
 pub fn render_summary(data: &SummaryData) -> String {
+    render_summary_colored(data, false)
+}
+
+/// [`render_summary`], with the state counts coloured when `is_color` (succeeded green, failed red, tenants
+/// left unfinished yellow, zeros plain) and the first line bold.
+pub fn render_summary_colored(data: &SummaryData, is_color: bool) -> String {
+    let paint = |text: String, style: console::Style| -> String {
+        if is_color {
+            style.force_styling(true).apply_to(text).to_string()
+        } else {
+            text
+        }
+    };
     let c = &data.counts;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
+    let head = format!(
         "run {}: {} to {}, {} in {} ({:.1} tenants/s)",
         data.run_id,
         data.command,
         data.target,
         count(c.n_tenants, "tenant"),
-        format_hms(data.wall_time),
+        duration(data.wall_time),
         data.tenants_per_second()
     );
+    let _ = writeln!(out, "{}", paint(head, console::Style::new().bold()));
     let mut rows = vec![
         ("succeeded", c.succeeded),
         ("failed", c.failed),
@@ -311,14 +319,22 @@ pub fn render_summary(data: &SummaryData) -> String {
         rows.push(("unfinished", c.running));
     }
     for (label, n) in rows {
-        let _ = writeln!(out, "  {label:<12} {n}");
+        let style = match label {
+            _ if n == 0 => console::Style::new(),
+            "succeeded" => console::Style::new().green(),
+            "failed" => console::Style::new().red(),
+            "skipped" => console::Style::new(),
+            _ => console::Style::new().yellow(),
+        };
+        let row = format!("{label:<12} {}", thousands(n as u64));
+        let _ = writeln!(out, "  {}", paint(row, style));
     }
-    let _ = writeln!(out, "  {:<12} {}", "retries", data.n_retries);
+    let _ = writeln!(out, "  {:<12} {}", "retries", thousands(data.n_retries));
     if !data.slowest.is_empty() {
         let width = data.slowest.iter().map(|s| s.tenant.len()).max().unwrap_or(0);
         let _ = writeln!(out, "slowest tenants:");
         for slow in &data.slowest {
-            let _ = writeln!(out, "  {:<width$}  {}", slow.tenant, format_short(slow.duration));
+            let _ = writeln!(out, "  {:<width$}  {}", slow.tenant, duration(slow.duration));
         }
     }
     if !data.failures.is_empty() {
@@ -328,9 +344,9 @@ pub fn render_summary(data: &SummaryData) -> String {
             let _ = writeln!(
                 out,
                 "  {} x SQLSTATE {}: {}",
-                group.count,
+                thousands(group.count as u64),
                 sqlstate,
-                one_line(&group.error)
+                one_line(&without_sqlstate(&group.error, group.sqlstate.as_deref()))
             );
             let more = group.count - group.examples.len();
             let mut examples = group.examples.join(", ");
@@ -343,10 +359,10 @@ pub fn render_summary(data: &SummaryData) -> String {
     for outage in &data.outages {
         let _ = writeln!(
             out,
-            "server {} unavailable {}, {} tenants waited",
+            "server {} unavailable {}, {} waited",
             outage.server,
-            format_hms(outage.down),
-            outage.n_waited
+            duration(outage.down),
+            count(outage.n_waited, "tenant")
         );
     }
     if let Some(halt) = &data.halt {
@@ -373,8 +389,9 @@ pub fn render_summary(data: &SummaryData) -> String {
         };
         let _ = writeln!(
             out,
-            "retry the {} failed or unfinished tenants with{keeps}:",
-            data.n_to_retry()
+            "retry the {} failed or unfinished {} with{keeps}:",
+            thousands(data.n_to_retry() as u64),
+            if data.n_to_retry() == 1 { "tenant" } else { "tenants" }
         );
         let _ = writeln!(out, "  {cmd}");
     }
@@ -423,7 +440,7 @@ mod tests {
     fn sample_run_summary_text() {
         let data = collect(&sample_run(), Some("flotilla fleet retry --run run-1"));
         let expected = "\
-run run-1: upgrade to head, 5 tenants in 00:00:10 (0.5 tenants/s)
+run run-1: upgrade to head, 5 tenants in 10.0s (0.5 tenants/s)
   succeeded    2
   failed       1
   skipped      1
@@ -453,19 +470,38 @@ retry the 2 failed or unfinished tenants with:
         events.push(failed("d", Some("23505"), "dup", 40));
         events.push(failed("e", Some("23505"), "dup", 50));
         events.push(failed("f", Some("42P01"), "dup", 60));
+        events.push(failed(
+            "g",
+            Some("42703"),
+            "column \"x\" does not exist (SQLSTATE 42703)",
+            70,
+        ));
         let data = collect(&events, None);
         let groups: Vec<_> = data
             .failures
             .iter()
             .map(|g| (g.sqlstate.as_deref(), g.count, g.examples.len()))
             .collect();
-        assert_eq!(groups, vec![(Some("23505"), 4, 3), (None, 1, 1), (Some("42P01"), 1, 1)]);
+        assert_eq!(
+            groups,
+            vec![
+                (Some("23505"), 4, 3),
+                (None, 1, 1),
+                (Some("42P01"), 1, 1),
+                (Some("42703"), 1, 1)
+            ]
+        );
         let text = render_summary(&data);
         assert!(
             text.contains("  4 x SQLSTATE 23505: dup\n      tenants: a, c, d and 1 more\n"),
             "{text}"
         );
         assert!(text.contains("  1 x SQLSTATE none: connection refused\n"), "{text}");
+        // The SQLSTATE the executor appends to a server's message is shown once, in the group's header.
+        assert!(
+            text.contains("  1 x SQLSTATE 42703: column \"x\" does not exist\n"),
+            "{text}"
+        );
         // No retry command was given, so none is printed.
         assert!(!text.contains("retry"), "{text}");
     }
@@ -503,10 +539,20 @@ retry the 2 failed or unfinished tenants with:
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(format_hms(Duration::from_secs(3 * 3600 + 62)), "03:01:02");
-        assert_eq!(format_short(Duration::from_millis(850)), "850ms");
-        assert_eq!(format_short(Duration::from_millis(12_340)), "12.3s");
-        assert_eq!(format_short(Duration::from_secs(75)), "00:01:15");
+    fn colors_only_when_asked() {
+        let data = collect(&sample_run(), Some("flotilla fleet retry --run run-1"));
+        let colored = render_summary_colored(&data, true);
+        assert!(colored.contains("\x1b[31mfailed       1\x1b[0m"), "{colored:?}");
+        assert!(colored.contains("\x1b[32msucceeded    2\x1b[0m"), "{colored:?}");
+        assert!(colored.contains("  not started  0\n"), "zeros stay plain: {colored:?}");
+        assert_eq!(console::strip_ansi_codes(&colored), render_summary(&data));
+        assert!(!render_summary(&data).contains('\x1b'));
+    }
+
+    #[test]
+    fn large_counts_get_separators() {
+        assert_eq!(count(1, "tenant"), "1 tenant");
+        assert_eq!(count(2, "tenant"), "2 tenants");
+        assert_eq!(count(12_345, "tenant"), "12,345 tenants");
     }
 }

@@ -25,9 +25,9 @@ pub fn write_atomically(path: &Path, content: &str) -> Result<(), ObserveError> 
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(|source| ObserveError::Textfile {
+    result.map_err(|error| ObserveError::Textfile {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -90,10 +90,7 @@ impl TextfileWriter {
 fn write_or_warn(path: &Path, metrics: &Metrics, has_warned: &AtomicBool) {
     if let Err(err) = write_atomically(path, &metrics.render()) {
         if !has_warned.swap(true, Ordering::Relaxed) {
-            let cause = std::error::Error::source(&err)
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            tracing::warn!(path = %path.display(), error = %cause, "cannot write the metrics textfile; will keep trying");
+            tracing::warn!("{err}; will keep trying");
         }
     }
 }

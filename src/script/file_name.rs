@@ -2,8 +2,14 @@
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
 
-/// Alembic's default `file_template`, which sorts revision files by creation time.
-pub const DEFAULT_FILE_TEMPLATE: &str = "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d_%(rev)s_%(slug)s";
+/// The default `file_template`: Alembic's with the seconds added, so revisions made in the same minute still
+/// sort by creation time (`20260307_090502_3f2a9c1b7d4e_add_orders_table.sql`).
+pub const DEFAULT_FILE_TEMPLATE: &str =
+    "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d%(second).2d_%(rev)s_%(slug)s";
+
+/// Alembic's own default, to the minute: what `migrations/` was named with (the repository's flotilla.toml pins
+/// it), and what a project adopted from Alembic may want to keep.
+pub const MINUTE_FILE_TEMPLATE: &str = "%(year)d%(month).2d%(day).2d_%(hour).2d%(minute).2d_%(rev)s_%(slug)s";
 
 /// Longest slug [`slugify`] returns, as Alembic's default `truncate_slug_length`.
 pub const TRUNCATE_SLUG_LENGTH: usize = 40;
@@ -231,6 +237,10 @@ mod tests {
     fn templates() {
         check(
             DEFAULT_FILE_TEMPLATE,
+            Ok("20260307_090502_3f2a9c1b7d4e_add_orders_table.sql"),
+        );
+        check(
+            MINUTE_FILE_TEMPLATE,
             Ok("20260307_0905_3f2a9c1b7d4e_add_orders_table.sql"),
         );
         check("%(rev)s", Ok("3f2a9c1b7d4e.sql"));
@@ -243,6 +253,19 @@ mod tests {
         );
         check("%(year)s_%(hour)i", Ok("2026_9.sql"));
         check("plain", Ok("plain.sql"));
+    }
+
+    #[test]
+    fn default_names_sort_by_creation_within_a_minute() {
+        let at = |second: u32, rev: &str| FileNameParts {
+            rev: rev.into(),
+            slug: "x".into(),
+            date: parts().date.with_second(second).unwrap(),
+        };
+        // The later revision has the smaller id: only the seconds can put it second.
+        let first = render_file_name(DEFAULT_FILE_TEMPLATE, &at(7, "ffff")).unwrap();
+        let second = render_file_name(DEFAULT_FILE_TEMPLATE, &at(41, "0000")).unwrap();
+        assert!(first < second, "{first} {second}");
     }
 
     #[test]

@@ -141,7 +141,7 @@ mod tests {
     use chrono::NaiveDateTime;
 
     use super::*;
-    use crate::script::{render_file_name, slugify, FileNameParts, DEFAULT_FILE_TEMPLATE};
+    use crate::script::{render_file_name, slugify, FileNameParts, MINUTE_FILE_TEMPLATE};
 
     fn revision(id: &str, down: &str) -> String {
         format!("-- revision: {id}\n-- down_revision: {down}\n\n-- flotilla:upgrade\nSELECT 1;\n")
@@ -356,7 +356,8 @@ mod tests {
                 slug: slugify(&script.meta.message),
                 date: NaiveDateTime::parse_from_str(create_date, "%Y-%m-%d %H:%M:%S%.f").unwrap(),
             };
-            assert_eq!(render_file_name(DEFAULT_FILE_TEMPLATE, &parts).unwrap(), name);
+            // Named with Alembic's minute template before the default gained seconds; flotilla.toml pins it.
+            assert_eq!(render_file_name(MINUTE_FILE_TEMPLATE, &parts).unwrap(), name);
             assert!(name.starts_with("2026"), "{name}");
             assert!(!script.downgrade.statements.is_empty() || !script.upgrade.statements.is_empty());
             assert_eq!(

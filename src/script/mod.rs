@@ -19,7 +19,8 @@ mod split;
 
 pub use checksum::{checksum, normalise, CHECKSUM_VERSION};
 pub use file_name::{
-    render_file_name, slugify, FileNameParts, FileTemplateError, DEFAULT_FILE_TEMPLATE, TRUNCATE_SLUG_LENGTH,
+    render_file_name, slugify, FileNameParts, FileTemplateError, DEFAULT_FILE_TEMPLATE, MINUTE_FILE_TEMPLATE,
+    TRUNCATE_SLUG_LENGTH,
 };
 pub use graph::build_graph;
 pub use load::{load_dir, load_locations};

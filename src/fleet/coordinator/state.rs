@@ -583,8 +583,8 @@ impl Coordinator {
                 let since = *self.first_locked.entry(index).or_insert(now);
                 if now.saturating_duration_since(since) >= self.lock_requeue_for {
                     let error = format!(
-                        "another run held this tenant's migration lock for longer than {:?}",
-                        self.lock_requeue_for
+                        "another run held this tenant's migration lock for longer than {}",
+                        crate::observe::human::duration(self.lock_requeue_for)
                     );
                     self.fail(index, error, "locked", attempts, out);
                     self.after_finish(index, out);
