@@ -441,3 +441,29 @@ fn no_transaction_revision_that_never_finished_blocks_too() {
     // The fixture's revision still fails, but it is tried again rather than refused.
     fl(&project, &db, &["upgrade", "head"]).assert_code(1);
 }
+
+/// A port that answers with something other than PostgreSQL: the error says so, naming host and port.
+#[test]
+fn a_server_that_is_not_postgres_is_named_as_such() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        // Answer every connection like a web server would, then close it.
+        for stream in listener.incoming().take(2) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let project = example_project("");
+    let url = format!("postgres://someone@127.0.0.1:{port}/app?sslmode=disable");
+    let out = project.flotilla().args(["current", "--url", &url]).assert_code(1);
+    assert_contains(
+        &out.stderr,
+        &[&format!("the server at 127.0.0.1:{port} did not answer as PostgreSQL")],
+        &out.report(),
+    );
+    drop(server);
+}

@@ -262,6 +262,17 @@ impl Ctx {
             config::TlsMode::Rustls(t) => pg.connect(t.clone()).await.map(|(c, conn)| (c, spawn(conn))),
         };
         let (client, _driver) = connected.map_err(|e| {
+            if crate::executor::is_not_postgres(&e) {
+                return CliError::new(
+                    ExitCode::Failed,
+                    anyhow::anyhow!(
+                        "could not connect to {}: {} did not answer as PostgreSQL ({})",
+                        url.redacted(),
+                        crate::executor::server_at(&pg),
+                        crate::executor::db_message(&e)
+                    ),
+                );
+            }
             CliError::new(
                 ExitCode::Failed,
                 anyhow::anyhow!(

@@ -1239,7 +1239,7 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                 "from",
                 "to",
                 "attempts",
-                "ms",
+                "duration",
                 if is_shared {
                     format!(" {:<28}", "runner")
                 } else {
@@ -1254,9 +1254,13 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                     t.from_revision.as_deref().unwrap_or("-"),
                     t.to_revision.as_deref().unwrap_or("-"),
                     t.attempts,
-                    t.duration_ms.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                    t.duration_ms
+                        .map(|d| crate::observe::human::duration(Duration::from_millis(d)))
+                        .unwrap_or_else(|| "-".into()),
                     runner_of(t),
                     match (&t.sqlstate, &t.error) {
+                        // The error text may end with its SQLSTATE already: show it once.
+                        (Some(code), Some(e)) if e.contains(code.as_str()) => e.clone(),
                         (Some(code), Some(e)) => format!("[{code}] {e}"),
                         (None, Some(e)) => e.clone(),
                         _ => String::new(),

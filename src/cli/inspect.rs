@@ -259,7 +259,11 @@ pub async fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<ExitCode, CliEr
             }
             for step in &plan.steps {
                 let message = &script(&loaded, &step.revision).meta.message;
-                println!("{:?} {}, {message}", step.direction, step.revision);
+                println!(
+                    "{} {}, {message}",
+                    crate::executor::direction_word(step.direction),
+                    step.revision
+                );
             }
         }
     }

@@ -286,8 +286,11 @@ async fn migrate_locked(
             rows_estimated,
         } if text && last_progress.is_none_or(|t| t.elapsed().as_secs() >= 1) => {
             last_progress = Some(std::time::Instant::now());
-            let of = rows_estimated.map(|n| format!(" of about {n}")).unwrap_or_default();
-            println!("  backfill {revision}: {rows_done}{of} rows done");
+            let human = crate::observe::human::thousands;
+            let of = rows_estimated
+                .map(|n| format!(" of about {}", human(n)))
+                .unwrap_or_default();
+            println!("  backfill {revision}: {}{of} rows done", human(rows_done));
         }
         _ => {}
     };

@@ -15,7 +15,7 @@ pub(crate) const RESOLVE_HINT: &str =
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("another run holds the migration lock on this database; gave up after waiting {waited:?} (lock_wait)")]
+    #[error("another run holds the migration lock on this database; gave up after waiting {} (lock_wait)", crate::observe::human::duration(.waited))]
     Locked { waited: Duration },
     #[error(
         "revision {} (no-transaction, {}) {} part way at {}{}: {RESOLVE_HINT}",
@@ -79,6 +79,36 @@ pub fn db_message(err: &tokio_postgres::Error) -> String {
         // server"); the reason (a certificate not valid for the host, a refused connection) is in the chain.
         None => crate::error::error_chain(err),
     }
+}
+
+/// Whether a connection failed because the other end does not speak PostgreSQL's protocol (another service on
+/// that port): the driver then reports a protocol error instead of a server error.
+pub fn is_not_postgres(err: &tokio_postgres::Error) -> bool {
+    if err.as_db_error().is_some() {
+        return false;
+    }
+    let chain = crate::error::error_chain(err);
+    [
+        "bytes remaining on stream",
+        "unexpected message from server",
+        "invalid message length",
+        "received corrupt message",
+        "invalid message type",
+    ]
+    .iter()
+    .any(|needle| chain.contains(needle))
+}
+
+/// "the server at host:port", from the first host and port of `config`.
+pub fn server_at(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("the server at {host}:{port}")
 }
 
 /// SQLSTATEs worth retrying besides outages and 53300: the same work can succeed a moment later.

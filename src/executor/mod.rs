@@ -11,7 +11,9 @@ mod session;
 mod sql;
 mod store;
 
-pub use error::{classify_pg, db_message, is_transient_pg, ErrorClass, ExecError, ExecFailure};
+pub use error::{
+    classify_pg, db_message, is_not_postgres, is_transient_pg, server_at, ErrorClass, ExecError, ExecFailure,
+};
 pub use offline::{OfflineInput, OfflineRenderer, PsqlRenderer};
 pub use session::{
     direction_word, schema_exists_sql, search_path, session_reset_sql, stamp_sql, ExecEvent, ExecOptions, ReadSession,

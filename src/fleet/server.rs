@@ -102,6 +102,13 @@ pub enum ConnectError {
     },
     #[error("connection pool: {0}")]
     Pool(String),
+    /// The other end answered, but not as PostgreSQL (another service on that port).
+    #[error("could not connect: {at} did not answer as PostgreSQL ({})", crate::executor::db_message(.pg))]
+    NotPostgres {
+        at: String,
+        #[source]
+        pg: tokio_postgres::Error,
+    },
 }
 
 /// A connection checked out for one tenant.
@@ -408,7 +415,7 @@ impl Server {
         };
         match tokio::time::timeout(limit, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(ConnectError::Pool(format!("no answer within {limit:?}"))),
+            Err(_) => Err(ConnectError::Pool(format!("no answer within {}", crate::observe::human::duration(limit)))),
         }
     }
 
@@ -450,6 +457,12 @@ impl Server {
     }
 
     fn pg_error(&self, pg: tokio_postgres::Error) -> ConnectError {
+        if crate::executor::is_not_postgres(&pg) {
+            return ConnectError::NotPostgres {
+                at: crate::executor::server_at(&self.pg_config),
+                pg,
+            };
+        }
         let is_auth = pg.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD)
             || crate::error::error_chain(&pg).contains("password missing");
         match &self.password_origin {

@@ -173,8 +173,11 @@ impl Failure {
                 crate::executor::classify_pg(pg),
             ),
             ConnectError::Pool(_) => (None, ErrorClass::Transient),
+            // Another service on the port does not become PostgreSQL by waiting.
+            ConnectError::NotPostgres { .. } => (None, ErrorClass::Fatal),
         };
         let reason = match class {
+            _ if matches!(e, ConnectError::NotPostgres { .. }) => "not_postgres",
             ErrorClass::TooManyConnections => "too_many_connections",
             ErrorClass::Fatal => "auth",
             _ => "connection",
@@ -339,7 +342,7 @@ pub(crate) async fn run_tenant(
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(result) => result,
                 Err(_) => {
-                    Err(Failure::permanent(format!("tenant_timeout ({limit:?}) exceeded"), "tenant_timeout").into())
+                    Err(Failure::permanent(format!("tenant_timeout ({}) exceeded", crate::observe::human::duration(limit)), "tenant_timeout").into())
                 }
             },
             None => work.await,
