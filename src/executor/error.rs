@@ -15,7 +15,7 @@ pub(crate) const RESOLVE_HINT: &str =
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("another run holds the migration lock on this database; gave up after waiting {} (lock_wait)", crate::observe::human::duration(.waited))]
+    #[error("another run holds the migration lock on this database; gave up after waiting {} (lock_wait)", crate::observe::human::duration(*.waited))]
     Locked { waited: Duration },
     #[error(
         "revision {} (no-transaction, {}) {} part way at {}{}: {RESOLVE_HINT}",
