@@ -604,7 +604,7 @@ fn plan_json_lists_full_ids_in_order_without_a_database() {
 
     let out = fl_offline(&project, &["plan", "upgrade", "head", "--current", ""]).assert_success();
     assert_eq!(out.stdout.lines().count(), order.len(), "{}", out.report());
-    assert_contains(&out.stdout, &["upgrade 4c2d8e1f9a07, create users"], &out.report());
+    assert_contains(&out.stdout, &["up 4c2d8e1f9a07, create users"], &out.report());
 
     let out = fl_offline(&project, &["plan", "upgrade", "head", "--current", "feedfacecafe"]).assert_code(2);
     assert_contains(&out.stderr, &["feedfacecafe"], &out.report());
