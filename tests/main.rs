@@ -22,6 +22,7 @@ mod fleet_select;
 mod fleet_shared;
 mod fleet_support;
 mod harness_tests;
+mod ledger_backends;
 mod observe_json;
 mod observe_metrics;
 mod observe_progress;

@@ -19,7 +19,7 @@ pub enum LedgerLocation {
     /// A SQLite file (created with its directories when missing).
     File(PathBuf),
     /// A PostgreSQL control database; the url holds the password when one was resolved.
-    Postgres(DbUrl),
+    Postgres(Box<DbUrl>),
 }
 
 impl LedgerLocation {
@@ -29,7 +29,7 @@ impl LedgerLocation {
     /// Errors: [`ProblemKind::BadUrl`] (holding the redacted url) when the url does not parse.
     pub fn parse(value: &Path) -> Result<LedgerLocation, ProblemKind> {
         match value.to_str() {
-            Some(s) if is_postgres_url(s) => DbUrl::parse(s).map(LedgerLocation::Postgres),
+            Some(s) if is_postgres_url(s) => DbUrl::parse(s).map(|url| LedgerLocation::Postgres(Box::new(url))),
             _ => Ok(LedgerLocation::File(value.to_path_buf())),
         }
     }
@@ -83,7 +83,7 @@ pub fn resolve_ledger(
             kind,
         })?,
         None => match &project.ledger_url {
-            Some(url) => LedgerLocation::Postgres(url.value.clone()),
+            Some(url) => LedgerLocation::Postgres(Box::new(url.value.clone())),
             None => LedgerLocation::File(project.ledger.clone()),
         },
     };

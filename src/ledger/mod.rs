@@ -40,7 +40,7 @@ pub use store::{Ledger, DEFAULT_LEASE};
 
 pub use crate::config::LedgerLocation;
 
-#[cfg(test)]
-mod queue_tests;
+#[doc(hidden)]
+pub mod testing;
 #[cfg(test)]
 mod tests;

@@ -389,7 +389,7 @@ fn insert_runner(tx: &mut Transaction<'_>, location: &str, seq: i64, runner: &Ru
     let placement = serde_json::to_string(&runner.placement).unwrap_or_else(|_| "{}".to_string());
     tx.execute(
         "INSERT INTO flotilla_ledger.runners (run_seq, id, host, pid, placement, lease, lease_until)
-         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6 * interval '1 millisecond', now() + $6 * interval '1 millisecond')
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::int8 * interval '1 millisecond', now() + $6::int8 * interval '1 millisecond')
          ON CONFLICT (run_seq, id) DO NOTHING",
         &[
             &seq,
