@@ -346,3 +346,30 @@ fn ledger_pg_test_ledger_knob() {
     let file = TestLedger::File("state/ledger.db".into());
     assert!(!LedgerLocation::parse(&file.arg()).unwrap().is_postgres());
 }
+
+/// The ledger's methods are blocking calls that `fleet status` and `fleet retry` make from async code: they
+/// must work inside a tokio runtime of either flavour, where the `postgres` client would panic on its own.
+#[tokio::test(flavor = "current_thread")]
+async fn ledger_pg_works_inside_a_current_thread_runtime() {
+    inside_a_runtime();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_pg_works_inside_a_multi_thread_runtime() {
+    inside_a_runtime();
+}
+
+fn inside_a_runtime() {
+    let store = PgStore::new();
+    let location = LedgerLocation::parse(std::path::Path::new(store.db.url())).unwrap();
+    let mut ledger = flotilla::ledger::open(&location).unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let ids: Vec<String> = vec!["t1".to_string(), "t2".to_string()];
+    let joined = ledger
+        .open_run(&open_run("async", Duration::from_secs(60)), &tenants(&ids))
+        .unwrap();
+    assert_eq!(ledger.claim(&joined.run, 5).unwrap().tenants.len(), 2);
+    ledger.finish_run(&joined.run, 0).unwrap();
+    let run = ledger.run(&flotilla::ledger::RunSelector::Latest).unwrap().unwrap();
+    assert!(run.is_finished());
+    assert_eq!(ledger.retry_set(&joined.run).unwrap(), ["t1", "t2"]);
+}
