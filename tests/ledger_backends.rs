@@ -202,8 +202,12 @@ fn claim_plan(db: &TestDb) -> String {
         "EXPLAIN SELECT tenant_id FROM flotilla_ledger.tenants
          WHERE run_seq = 1 AND status IN ('pending', 'running', 'interrupted')
            AND (cardinality('{}'::text[]) = 0 OR server = ANY ('{}')) AND tags @> '{}'::jsonb
-           AND (status = 'interrupted' OR runner IS NULL OR runner = ANY ('{}'::text[]))
-           AND (canary OR NOT false)
+           AND (status = 'interrupted' OR runner IS NULL
+                OR runner IN (SELECT id FROM flotilla_ledger.runners
+                              WHERE run_seq = 1 AND (finished_at IS NOT NULL OR lease_until < now())))
+           AND (canary OR NOT EXISTS (SELECT 1 FROM flotilla_ledger.tenants
+                                      WHERE run_seq = 1 AND canary
+                                        AND status IN ('pending', 'running', 'interrupted')))
          ORDER BY position LIMIT 5 FOR UPDATE SKIP LOCKED",
     )
     .join("\n")

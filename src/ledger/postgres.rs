@@ -925,10 +925,17 @@ fn claim_tx(tx: &mut Transaction<'_>, location: &str, active: &Active, max: usiz
     let err = |action| pg_err(location, action);
     let seq = active.seq;
     let me = &active.runner.id;
+    // One round trip: the run's state, and this runner's lease renewed unless the run is over.
     let row = tx
         .query_one(
-            "SELECT finished_at IS NOT NULL, halted FROM flotilla_ledger.runs WHERE seq = $1",
-            &[&seq],
+            "WITH renew AS (
+                 UPDATE flotilla_ledger.runners SET heartbeat_at = now(), lease_until = now() + lease
+                 WHERE run_seq = $1 AND id = $2
+                   AND NOT EXISTS (SELECT 1 FROM flotilla_ledger.runs
+                                   WHERE seq = $1 AND (finished_at IS NOT NULL OR halted))
+             )
+             SELECT finished_at IS NOT NULL, halted FROM flotilla_ledger.runs WHERE seq = $1",
+            &[&seq, me],
         )
         .map_err(err("read the run"))?;
     let (is_finished, is_halted): (bool, bool) = (row.get(0), row.get(1));
@@ -942,12 +949,6 @@ fn claim_tx(tx: &mut Transaction<'_>, location: &str, active: &Active, max: usiz
             },
         });
     }
-    tx.execute(
-        "UPDATE flotilla_ledger.runners SET heartbeat_at = now(), lease_until = now() + lease
-         WHERE run_seq = $1 AND id = $2",
-        &[&seq, me],
-    )
-    .map_err(err("renew the lease"))?;
     let placement = &active.runner.placement;
     let Some(tags) = tags_object(placement) else {
         return Ok(Claim {
@@ -956,31 +957,12 @@ fn claim_tx(tx: &mut Transaction<'_>, location: &str, active: &Active, max: usiz
         });
     };
     let servers = &placement.servers;
-    let is_canary_phase: bool = tx
-        .query_one(
-            &format!(
-                "SELECT EXISTS (SELECT 1 FROM flotilla_ledger.tenants
-                                WHERE run_seq = $1 AND canary AND status IN {UNFINISHED})"
-            ),
-            &[&seq],
-        )
-        .map_err(err("read the canary phase"))?
-        .get(0);
-    // The runners that hold nothing any more: finished, or whose lease lapsed.
-    let gone: Vec<String> = tx
-        .query(
-            "SELECT id FROM flotilla_ledger.runners
-             WHERE run_seq = $1 AND (finished_at IS NOT NULL OR lease_until < now()) AND id <> $2",
-            &[&seq, me],
-        )
-        .map_err(err("read the runners"))?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    // First lock the candidates, skipping rows other claims hold locked right now. PostgreSQL checks a row that
-    // another claim changed meanwhile against its newest version, but with this statement's list of gone runners,
-    // which a runner that came back to life (a late claim renews a lapsed lease) has left since.
+    // First lock the candidates in dispatch order, skipping rows other claims hold locked right now: tenants
+    // nobody holds, interrupted ones, and those of runners that finished or whose lease lapsed; only canaries
+    // while a canary is unfinished. PostgreSQL checks a row that another claim changed meanwhile against its
+    // newest version but with this statement's snapshot of the runners, which may be stale (a runner whose
+    // lease lapsed renews it with its next claim), so the second step below decides.
     let picked: Vec<String> = tx
         .query(
             &format!(
@@ -988,13 +970,16 @@ fn claim_tx(tx: &mut Transaction<'_>, location: &str, active: &Active, max: usiz
                  WHERE run_seq = $1 AND status IN {UNFINISHED}
                    AND (cardinality($2::text[]) = 0 OR server = ANY ($2))
                    AND tags @> $3::text::jsonb
-                   AND (status = 'interrupted' OR runner IS NULL OR runner = ANY ($4::text[]))
-                   AND (canary OR NOT $5)
+                   AND (status = 'interrupted' OR runner IS NULL
+                        OR runner IN (SELECT id FROM flotilla_ledger.runners
+                                      WHERE run_seq = $1 AND (finished_at IS NOT NULL OR lease_until < now())))
+                   AND (canary OR NOT EXISTS (SELECT 1 FROM flotilla_ledger.tenants
+                                              WHERE run_seq = $1 AND canary AND status IN {UNFINISHED}))
                  ORDER BY position
-                 LIMIT $6
+                 LIMIT $4
                  FOR UPDATE SKIP LOCKED"
             ),
-            &[&seq, servers, &tags, &gone, &is_canary_phase, &limit],
+            &[&seq, servers, &tags, &limit],
         )
         .map_err(err("claim tenants"))?
         .iter()
