@@ -377,3 +377,38 @@ fn inside_a_runtime() {
     assert!(run.is_finished());
     assert_eq!(ledger.retry_set(&joined.run).unwrap(), ["t1", "t2"]);
 }
+
+/// A ledger whose connection the server closed (a restart, a failover, an administrator) fails at most the call
+/// that found it closed, with a PostgreSQL error naming the ledger, and connects again for the next one.
+#[test]
+fn ledger_pg_reconnects_after_losing_its_connection() {
+    let store = PgStore::new();
+    let mut ledger = store.connect();
+    let run = ledger
+        .begin_run(&open_run("lost", Duration::from_secs(60)).run, &[])
+        .unwrap();
+    store.db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    let mut errors = Vec::new();
+    let mut found = None;
+    for _ in 0..2 {
+        match ledger.run(&flotilla::ledger::RunSelector::Latest) {
+            Ok(record) => {
+                found = record;
+                break;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    assert!(errors.len() <= 1, "{errors:?}");
+    for e in &errors {
+        assert!(matches!(e, LedgerError::Postgres { .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with(&format!("ledger {}: ", store.location())),
+            "{e}"
+        );
+    }
+    assert_eq!(found.map(|r| r.id), Some(run));
+}

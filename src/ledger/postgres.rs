@@ -78,7 +78,8 @@ struct Active {
     runner: RunnerInfo,
 }
 
-type Job = Box<dyn FnOnce(&mut Client) + Send>;
+/// A call on the connection; it answers whether the connection looked broken afterwards.
+type Job = Box<dyn FnOnce(&mut Client) -> bool + Send>;
 
 /// The thread that owns the connection, and the channel to it.
 struct ConnThread {
@@ -127,14 +128,15 @@ impl PgLedger {
                         return;
                     }
                 };
+                let mut is_broken = false;
                 for job in inbox {
-                    if client.is_closed() {
+                    if is_broken || client.is_closed() {
                         // One reconnect per call after a lost connection; the call fails if that fails too.
                         if let Ok(fresh) = connect(&cfg, &tls, &loc) {
                             client = fresh;
                         }
                     }
-                    job(&mut client);
+                    is_broken = job(&mut client);
                 }
             })
             .map_err(|_| LedgerError::ThreadGone {
@@ -172,7 +174,10 @@ impl PgLedger {
         let (answer_tx, answer_rx) = mpsc::sync_channel(1);
         let location = self.location.clone();
         let job: Job = Box::new(move |client| {
-            let _ = answer_tx.send(f(client, &location));
+            let answer = f(client, &location);
+            let is_broken = matches!(&answer, Err(LedgerError::Postgres { source, .. }) if is_connection_lost(source));
+            let _ = answer_tx.send(answer);
+            is_broken
         });
         self.conn
             .jobs
@@ -307,6 +312,18 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), LedgerError> {
         .map_err(err("record the schema version"))?;
     }
     tx.commit().map_err(err("commit the schema migration"))
+}
+
+/// Whether the error means the connection is gone: closed, broken on the network, or ended by the server
+/// (shutdown, administrator, failover).
+fn is_connection_lost(err: &postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    if let Some(code) = err.code() {
+        return code.code().starts_with("08") || code.code().starts_with("57P");
+    }
+    std::error::Error::source(err).is_some_and(|cause| cause.is::<std::io::Error>())
 }
 
 /// Whether PostgreSQL aborted the transaction only because of another one, so that running it again is right.
