@@ -112,7 +112,10 @@ fn ledger_pg_schema_is_created_from_empty() {
         &store.db,
         "SELECT tablename::text FROM pg_tables WHERE schemaname = 'flotilla_ledger' ORDER BY 1",
     );
-    assert_eq!(tables, ["runners", "runs", "schema_version", "tenants"]);
+    assert_eq!(
+        tables,
+        ["connection_shares", "runners", "runs", "schema_version", "tenants"]
+    );
     let indexes = query_strings(
         &store.db,
         "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'flotilla_ledger' AND tablename = 'tenants'

@@ -165,6 +165,12 @@ pub enum FleetCommand {
     /// Set every selected tenant's version rows without running SQL.
     #[command(after_help = "Examples:\n  flotilla fleet stamp head --tenant acme")]
     Stamp(FleetStampArgs),
+    /// What `fleet upgrade TARGET` would run, changing nothing: one line per distinct plan with its tenant count
+    /// (exit 0 when nothing would run, 10 when something would, 1 when tenants are missing or unreachable).
+    #[command(
+        after_help = "Examples:\n  flotilla fleet plan head\n  flotilla fleet plan head -v --tag tier=gold\n  flotilla fleet plan head --format json"
+    )]
+    Plan(FleetPlanArgs),
     /// How many tenants sit at each revision, and which are behind, ahead, or unreachable.
     #[command(after_help = "Examples:\n  flotilla fleet current\n  flotilla fleet current --format json")]
     Current(FleetCurrentArgs),
@@ -262,6 +268,23 @@ pub struct RunArgs {
     /// Session statement_timeout for every step (default: `[defaults] statement_timeout`, else flotilla.toml).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub statement_timeout: Option<Duration>,
+    /// Share the run with every runner given the same name: the first creates it, the others join it and claim
+    /// its tenants from the ledger (use a PostgreSQL ledger for runners on several machines). With a name,
+    /// `--tag` and `--server` choose which of the run's tenants this runner takes.
+    #[arg(long, value_name = "NAME", help_heading = "Shared runs")]
+    pub run_name: Option<String>,
+    /// Take only tenants of this server (repeatable; with --run-name).
+    #[arg(
+        long = "server",
+        value_name = "NAME",
+        help_heading = "Shared runs",
+        requires = "run_name"
+    )]
+    pub server: Vec<String>,
+    /// How long this runner's claims hold without a heartbeat; another runner takes over its unfinished
+    /// tenants after that (default 30s; heartbeats go every third of it).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, help_heading = "Shared runs")]
+    pub lease: Option<Duration>,
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -318,6 +341,20 @@ pub struct FleetCurrentArgs {
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// List every tenant, not only the counts and the exceptions.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetPlanArgs {
+    /// The upgrade target: `head`, `heads`, a revision id or prefix, a label, `+N`.
+    pub target: String,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Database tenants read at once (schema tenants are read in bulk, per server database).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// List the tenants of each plan.
     #[arg(short, long)]
     pub verbose: bool,
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::args::{
-    FleetCommand, FleetCurrentArgs, FleetDriftArgs, FleetStatusArgs, Format, GlobalArgs, RunArgs, SelectArgs,
+    FleetCommand, FleetCurrentArgs, FleetDriftArgs, FleetPlanArgs, FleetStatusArgs, Format, GlobalArgs, RunArgs,
+    SelectArgs,
 };
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
@@ -18,7 +19,7 @@ use super::run_options::{self, RunOptions, RUN_OPTIONS_VERSION};
 use crate::config::{self, TenantsFile};
 use crate::error::ExitCode;
 use crate::fleet::{self, Action, Engine, FleetRequest, LedgerSink, Selection, Server, Tenant, TenantLimits};
-use crate::ledger::{self, Ledger, NewRun, NewTenant, RunSelector, SqliteLedger};
+use crate::ledger::{self, Ledger, NewRun, NewTenant, OpenRun, Placement, RunSelector, RunnerInfo, SqliteLedger};
 use crate::observe::{LogRoute, Sink};
 use crate::revision::RevisionId;
 
@@ -41,6 +42,7 @@ pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRout
         FleetCommand::Downgrade(a) => migrate(global, Action::Downgrade(a.target), a.select, a.run, route, None).await,
         FleetCommand::Stamp(a) => migrate(global, Action::Stamp(a.revisions), a.select, a.run, route, None).await,
         FleetCommand::Current(a) => current(global, a).await,
+        FleetCommand::Plan(a) => plan(global, a).await,
         FleetCommand::Status(a) => status(global, a),
         FleetCommand::Retry(a) => retry(global, a.run_id, a.select, a.run, route).await,
         FleetCommand::Drift(a) => drift(global, a).await,
@@ -246,7 +248,21 @@ async fn migrate(
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     check_target(&loaded, &action)?;
-    let mut selection = selection(&ctx, &select)?;
+    // A shared run holds every selected tenant; `--tag` then places this runner instead of selecting.
+    let mut placement = Placement {
+        servers: run.server.clone(),
+        tags: Vec::new(),
+    };
+    let mut selection = if run.run_name.is_some() {
+        let mut select = select.clone();
+        placement.tags = std::mem::take(&mut select.tag)
+            .iter()
+            .map(|t| fleet::parse_tag(t).map_err(|e| CliError::usage(format!("--tag {e}"))))
+            .collect::<Result<_, _>>()?;
+        selection(&ctx, &select)?
+    } else {
+        selection(&ctx, &select)?
+    };
     let mut pinned = BTreeMap::new();
     match retry {
         Some(retry) => {
@@ -275,6 +291,16 @@ async fn migrate(
         .transpose()?;
     let tenants_file = tenants_path(&ctx, &select);
     let mut setup = setup(&ctx, &tenants_file).await?;
+    if let Some(unknown) = placement
+        .servers
+        .iter()
+        .find(|name| !setup.servers.iter().any(|s| &&s.name == name))
+    {
+        return Err(CliError::usage(format!(
+            "--server {unknown}: no such server in {}",
+            tenants_file.display()
+        )));
+    }
     let mut chosen = select_tenants(&mut setup.tenants, &selection)?;
     if chosen.is_empty() {
         println!("Nothing to do: no failed or interrupted tenant in the last run");
@@ -341,6 +367,12 @@ async fn migrate(
         .map(|i| pinned.get(&i).map(|rows| ledger::rows_text(rows)))
         .collect();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut queue = None;
+    let mut rate_share = None;
+    let lease = run
+        .lease
+        .unwrap_or(ledger::DEFAULT_LEASE)
+        .max(Duration::from_millis(300));
     let run_id = if run.dry_run {
         "dry-run".to_string()
     } else {
@@ -371,12 +403,38 @@ async fn migrate(
             user: std::env::var("USER").unwrap_or_default(),
             host: hostname(),
         };
-        let id = ledger
-            .begin_run(&new_run, &new_tenants)
+        let open = OpenRun {
+            runner: RunnerInfo::this_process(&new_run.host, placement, lease),
+            run: new_run,
+            name: run.run_name.clone(),
+        };
+        let joined = ledger
+            .open_run(&open, &new_tenants)
             .map_err(|e| CliError::new(ExitCode::Usage, e))?;
-        let sink = LedgerSink::new(Box::new(ledger), id.clone());
+        let name = run.run_name.as_deref().unwrap_or_default();
+        if joined.is_finished {
+            println!("Nothing to do: run {name} ({}) is finished", joined.run);
+            return Ok(ExitCode::Ok);
+        }
+        if !joined.is_new {
+            eprintln!("Joined run {name} ({}) as runner {}", joined.run, open.runner.id);
+        }
+        // Runners of a named run share each server's max_connections, and the start rate, between them.
+        let is_shared = run.run_name.is_some();
+        let rate_part = (is_shared && rate > 0.0).then(|| {
+            let (tx, rx) = tokio::sync::watch::channel(rate);
+            rate_share = Some(rx);
+            (rate, tx)
+        });
+        let duties = fleet::WriterDuties {
+            heartbeat: Some(lease / 3),
+            share: if is_shared { setup.servers.clone() } else { Vec::new() },
+            rate: rate_part,
+        };
+        let sink = LedgerSink::new(Box::new(ledger), joined.run.clone(), duties);
+        queue = sink.queue();
         sinks.push(Box::new(sink));
-        id.to_string()
+        joined.run.to_string()
     };
     let retry_command = match &select.ledger {
         Some(path) => format!("flotilla fleet retry --ledger {} --run {run_id}", path.display()),
@@ -396,6 +454,15 @@ async fn migrate(
         max_failure_rate,
         lock_requeue_for: ctx.exec.lock_wait,
         is_dry_run: run.dry_run,
+        source: if run.dry_run {
+            fleet::Source::Local
+        } else {
+            fleet::Source::Claims {
+                poll: (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(2)),
+            }
+        },
+        queue,
+        rate_share,
     };
     // Only a dry run prints per-tenant plans after the run, so only it keeps a copy of the tenant list.
     let tenants = if run.dry_run {
@@ -753,6 +820,192 @@ fn hidden_failures(
     Ok(notes)
 }
 
+/// `fleet plan TARGET`: every selected tenant's version rows (schema tenants in bulk), grouped by what an upgrade
+/// to TARGET would run from there.
+async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliError> {
+    let ctx = Ctx::load(global)?;
+    let loaded = ctx.load_scripts()?;
+    let action = Action::Upgrade(args.target.clone());
+    check_target(&loaded, &action)?;
+    let selection = selection(&ctx, &args.select)?;
+    let mut setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
+    let chosen = select_tenants(&mut setup.tenants, &selection)?;
+    let concurrency = args.concurrency.unwrap_or(setup.file.defaults.concurrency);
+    let versions = fleet::read_versions(&chosen, &setup.servers, ctx.store.as_ref(), concurrency).await;
+    // One group per distinct (current rows, steps), in order of first appearance, then largest first.
+    struct Group {
+        from: Vec<RevisionId>,
+        steps: Vec<crate::graph::Step>,
+        members: Vec<usize>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    let mut group_of: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut missing, mut unreachable, mut unplannable) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (tenant, result)) in chosen.iter().zip(&versions).enumerate() {
+        let rows = match result {
+            fleet::Versions::At(rows) => rows,
+            fleet::Versions::Missing(e) => {
+                missing.push(json!({"id": tenant.id, "error": e}));
+                continue;
+            }
+            fleet::Versions::Unreachable(e) => {
+                unreachable.push(json!({"id": tenant.id, "error": e}));
+                continue;
+            }
+        };
+        let steps = match loaded.graph.plan_upgrade(rows, &args.target) {
+            Ok(plan) => plan.steps,
+            Err(e) => {
+                unplannable.push(json!({"id": tenant.id, "from": rows, "error": e.to_string()}));
+                continue;
+            }
+        };
+        let mut key = ledger::rows_text(rows);
+        for step in &steps {
+            key.push(' ');
+            key.push_str(step.revision.as_str());
+        }
+        let g = *group_of.entry(key).or_insert_with(|| {
+            groups.push(Group {
+                from: rows.clone(),
+                steps,
+                members: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[g].members.push(i);
+    }
+    groups.sort_by_key(|g| (g.steps.is_empty(), std::cmp::Reverse(g.members.len())));
+    let n_would_change: usize = groups
+        .iter()
+        .filter(|g| !g.steps.is_empty())
+        .map(|g| g.members.len())
+        .sum();
+    let n_at_target: usize = groups
+        .iter()
+        .filter(|g| g.steps.is_empty())
+        .map(|g| g.members.len())
+        .sum();
+    let step_json = |step: &crate::graph::Step| {
+        let script = loaded.scripts.get(&step.revision);
+        json!({
+            "revision": step.revision,
+            "message": script.map(|s| s.meta.message.as_str()),
+            "transactional": script.is_none_or(|s| s.is_transactional),
+            "backfill": script.is_some_and(|s| s.upgrade.has_backfill()),
+        })
+    };
+    match ctx.format {
+        Format::Json => print_json(&json!({
+            "v": 1,
+            "target": args.target,
+            "n_tenants": chosen.len(),
+            "n_would_change": n_would_change,
+            "n_at_target": n_at_target,
+            "plans": groups.iter().map(|g| {
+                let mut to = crate::graph::Plan { direction: crate::graph::Direction::Up, steps: g.steps.clone() }
+                    .apply_rows(&g.from);
+                to.sort();
+                json!({
+                    "from": g.from,
+                    "to": to,
+                    "n_tenants": g.members.len(),
+                    "steps": g.steps.iter().map(step_json).collect::<Vec<_>>(),
+                    "tenants": if args.verbose {
+                        json!(g.members.iter().map(|i| &chosen[*i].id).collect::<Vec<_>>())
+                    } else {
+                        json!(null)
+                    },
+                })
+            }).collect::<Vec<_>>(),
+            "missing": missing,
+            "unreachable": unreachable,
+            "unplannable": unplannable,
+        })),
+        Format::Text => {
+            println!(
+                "Plan to {}: would change {} / at target {n_at_target}; nothing was changed",
+                args.target,
+                crate::observe::count(n_would_change, "tenant")
+            );
+            for g in &groups {
+                let mut to = crate::graph::Plan {
+                    direction: crate::graph::Direction::Up,
+                    steps: g.steps.clone(),
+                }
+                .apply_rows(&g.from);
+                to.sort();
+                if g.steps.is_empty() {
+                    println!(
+                        "{:>7} at {} already",
+                        crate::observe::count(g.members.len(), "tenant"),
+                        ledger::rows_text(&g.from)
+                    );
+                } else {
+                    println!(
+                        "{:>7} from {} to {}: {}",
+                        crate::observe::count(g.members.len(), "tenant"),
+                        ledger::rows_text(&g.from),
+                        ledger::rows_text(&to),
+                        crate::observe::count(g.steps.len(), "step")
+                    );
+                }
+                for step in &g.steps {
+                    let v = step_json(step);
+                    let mut flags = Vec::new();
+                    if v["transactional"] == false {
+                        flags.push("no transaction");
+                    }
+                    if v["backfill"] == true {
+                        flags.push("backfill");
+                    }
+                    let flags = if flags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", flags.join(", "))
+                    };
+                    println!(
+                        "          upgrade {} {}{flags}",
+                        step.revision,
+                        v["message"].as_str().unwrap_or_default()
+                    );
+                }
+                if args.verbose {
+                    for i in &g.members {
+                        println!("          tenant {}", chosen[*i].id);
+                    }
+                }
+            }
+            for (title, list) in [
+                ("missing", &missing),
+                ("unreachable", &unreachable),
+                ("no plan", &unplannable),
+            ] {
+                if list.is_empty() {
+                    continue;
+                }
+                println!("{title}: {}", list.len());
+                for item in list {
+                    println!(
+                        "    {}: {}",
+                        item["id"].as_str().unwrap_or_default(),
+                        item["error"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(
+        if !missing.is_empty() || !unreachable.is_empty() || !unplannable.is_empty() {
+            ExitCode::Failed
+        } else if n_would_change > 0 {
+            ExitCode::WouldChange
+        } else {
+            ExitCode::Ok
+        },
+    )
+}
+
 async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
@@ -944,19 +1197,65 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                     (None, _) => format!("(in progress: process {} on {})", run.pid, run.host),
                 }
             );
+            // A shared run lists its runners, and which runner holds or last held each tenant.
+            let is_shared = run.name.is_some() || run.runners.len() > 1;
+            if is_shared {
+                println!(
+                    "Shared run {}: {}",
+                    run.name.as_deref().unwrap_or("-"),
+                    crate::observe::count(run.runners.len(), "runner")
+                );
+                for r in &run.runners {
+                    let placement = if r.placement.is_everything() {
+                        "all tenants".to_string()
+                    } else {
+                        let mut parts: Vec<String> =
+                            r.placement.servers.iter().map(|s| format!("server={s}")).collect();
+                        parts.extend(r.placement.tags.iter().map(|(k, v)| format!("{k}={v}")));
+                        parts.join(" ")
+                    };
+                    let standing = match (&r.finished_at, r.is_live) {
+                        (Some(at), _) => format!("finished {at} (exit {})", r.exit_code.unwrap_or_default()),
+                        (None, true) => "live".to_string(),
+                        (None, false) => "lease lapsed (its tenants go to other runners)".to_string(),
+                    };
+                    println!(
+                        "  runner {} (pid {} on {}): {placement}; last heartbeat {}; {standing}",
+                        r.id, r.pid, r.host, r.heartbeat_at
+                    );
+                }
+            }
+            let runner_of = |t: &ledger::TenantRecord| {
+                if is_shared {
+                    format!(" {:<28}", t.runner.as_deref().unwrap_or("-"))
+                } else {
+                    String::new()
+                }
+            };
             println!(
-                "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}  error",
-                "tenant", "status", "from", "to", "attempts", "ms"
+                "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}{}  error",
+                "tenant",
+                "status",
+                "from",
+                "to",
+                "attempts",
+                "ms",
+                if is_shared {
+                    format!(" {:<28}", "runner")
+                } else {
+                    String::new()
+                }
             );
             for t in &tenants {
                 println!(
-                    "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}  {}",
+                    "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}{}  {}",
                     t.tenant_id,
                     t.status_label(state),
                     t.from_revision.as_deref().unwrap_or("-"),
                     t.to_revision.as_deref().unwrap_or("-"),
                     t.attempts,
                     t.duration_ms.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                    runner_of(t),
                     match (&t.sqlstate, &t.error) {
                         (Some(code), Some(e)) => format!("[{code}] {e}"),
                         (None, Some(e)) => e.clone(),

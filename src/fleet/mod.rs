@@ -15,11 +15,11 @@ mod shared;
 mod tenant;
 mod worker;
 
-pub use coordinator::{run, run_with_signals, FleetOutcome, FleetRequest};
+pub use coordinator::{run, run_with_signals, FleetOutcome, FleetRequest, Source};
 pub use current::{read_versions, Versions};
 pub use discover::{discover, merge, source_origin, Origin};
 pub use error::{FleetError, TenantProblem};
-pub use record::LedgerSink;
+pub use record::{LedgerQueue, LedgerSink, WriterDuties};
 pub use server::{Conn, ConnectError, Server};
 pub use shared::{MissingShared, SharedEngine, SharedError};
 pub use tenant::{parse_tag, place_kind, Place, Selection, Tenant};

@@ -6,7 +6,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::ledger::{Ledger, RunId, TenantStatus, TenantUpdate};
+use crate::fleet::server::Server;
+use crate::ledger::{Claim, Ledger, LedgerError, RunId, ServerDemand, TenantStatus, TenantUpdate};
 use crate::observe::{FleetEvent, Sink};
 
 /// Flush when this many tenants changed, or when this much time passed since the last flush.
@@ -18,6 +19,29 @@ enum Cmd {
     Finish(i32),
     /// Answer once every earlier command is done.
     Sync(mpsc::Sender<()>),
+    Claim {
+        max: usize,
+        reply: tokio::sync::oneshot::Sender<Result<Claim, String>>,
+    },
+    Halt,
+}
+
+/// Claims tenants from the ledger through the writer thread (the ledger's one connection), so claims and
+/// records reach the ledger in the order they were made.
+#[derive(Clone)]
+pub struct LedgerQueue {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl LedgerQueue {
+    /// Ask for up to `max` tenants; the answer comes on the receiver (an error text when the ledger failed).
+    pub fn claim(&self, max: usize) -> tokio::sync::oneshot::Receiver<Result<Claim, String>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if let Err(mpsc::SendError(Cmd::Claim { reply, .. })) = self.tx.send(Cmd::Claim { max, reply }) {
+            let _ = reply.send(Err("the ledger writer thread stopped".to_string()));
+        }
+        answer
+    }
 }
 
 pub struct LedgerSink {
@@ -36,32 +60,164 @@ fn joined(rows: &[String]) -> Option<String> {
     (!rows.is_empty()).then(|| rows.join(","))
 }
 
-impl LedgerSink {
-    /// Take over `ledger` for the run `run` (already begun).
-    pub fn new(mut ledger: Box<dyn Ledger>, run: RunId) -> LedgerSink {
-        let (tx, rx) = mpsc::channel::<Cmd>();
-        let thread_run = run.clone();
-        let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-        let thread_failure = failure.clone();
-        let thread = std::thread::Builder::new()
-            .name("flotilla-ledger".into())
-            .spawn(move || {
-                for cmd in rx {
-                    let outcome = match cmd {
-                        Cmd::Record(updates) => ledger.record(&thread_run, &updates),
-                        Cmd::Finish(code) => ledger.finish_run(&thread_run, code),
-                        Cmd::Sync(reply) => {
-                            let _ = reply.send(());
-                            Ok(())
-                        }
-                    };
-                    if let Err(e) = outcome {
-                        tracing::error!(error = %e, "could not write the ledger");
-                        let mut slot = thread_failure.lock().unwrap_or_else(|p| p.into_inner());
-                        slot.get_or_insert_with(|| crate::error::error_chain(&e));
-                    }
+/// How often a runner of a shared run renews its share of each server's connection budget.
+const SHARE_EVERY: Duration = Duration::from_millis(250);
+
+/// What the writer thread does besides writing: renew the runner's lease, and share connection budgets.
+#[derive(Default)]
+pub struct WriterDuties {
+    /// Renew the lease this often.
+    pub heartbeat: Option<Duration>,
+    /// Share these servers' connection budgets with the other runners of the run (see
+    /// [`crate::ledger::Ledger::share_connections`]): each server's cap becomes this runner's share.
+    pub share: Vec<Arc<Server>>,
+    /// The run's start rate (tenants per second) and where to send this runner's part of it: the rate split
+    /// between the runners that have work.
+    pub rate: Option<(f64, tokio::sync::watch::Sender<f64>)>,
+}
+
+/// The writer thread: the one user of the ledger value.
+struct Writer {
+    ledger: Box<dyn Ledger>,
+    run: RunId,
+    duties: WriterDuties,
+    next_beat: Option<Instant>,
+    next_share: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Cmd>, failure: Arc<Mutex<Option<String>>>) {
+        // Before any worker starts, so a shared run's runner never opens more than its share.
+        let first = self.share();
+        self.note(first, &failure);
+        loop {
+            let next = match (self.next_beat, self.next_share) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let cmd = match next {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(cmd) => Some(cmd),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(cmd) => Some(cmd),
+                    Err(_) => break,
+                },
+            };
+            let outcome = match cmd {
+                None => self.timers(),
+                Some(cmd) => self.command(cmd),
+            };
+            self.note(outcome, &failure);
+        }
+    }
+
+    fn note(&self, outcome: Result<(), LedgerError>, failure: &Mutex<Option<String>>) {
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "could not write the ledger");
+            let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| crate::error::error_chain(&e));
+        }
+    }
+
+    /// A due heartbeat or share.
+    fn timers(&mut self) -> Result<(), LedgerError> {
+        let now = Instant::now();
+        if self.next_share.is_some_and(|at| at <= now) {
+            self.share()?;
+        }
+        if self.next_beat.is_some_and(|at| at <= now) {
+            self.next_beat = self.duties.heartbeat.map(|every| now + every);
+            self.ledger.heartbeat(&self.run)?;
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, cmd: Cmd) -> Result<(), LedgerError> {
+        match cmd {
+            Cmd::Record(updates) => self.ledger.record(&self.run, &updates),
+            Cmd::Finish(code) => {
+                self.next_beat = None;
+                self.next_share = None;
+                self.ledger.finish_run(&self.run, code)
+            }
+            Cmd::Sync(reply) => {
+                let _ = reply.send(());
+                Ok(())
+            }
+            Cmd::Halt => self.ledger.halt(&self.run),
+            Cmd::Claim { max, reply } => {
+                // A claim renews the lease too.
+                self.next_beat = self.duties.heartbeat.map(|every| Instant::now() + every);
+                let claim = self.ledger.claim(&self.run, max);
+                let answer = match &claim {
+                    Ok(claim) => Ok(claim.clone()),
+                    Err(e) => Err(crate::error::error_chain(e)),
+                };
+                let _ = reply.send(answer);
+                claim.map(|_| ())
+            }
+        }
+    }
+
+    /// Renew this runner's share of each server's connections and apply it to the server's cap.
+    fn share(&mut self) -> Result<(), LedgerError> {
+        if self.duties.share.is_empty() {
+            return Ok(());
+        }
+        self.next_share = Some(Instant::now() + SHARE_EVERY);
+        let demands: Vec<ServerDemand> = self
+            .duties
+            .share
+            .iter()
+            .map(|server| {
+                let n_workers = server.n_workers();
+                if n_workers == 0 && server.open_connections() > 0 {
+                    // Idle pooled connections would hold a share this runner does not use.
+                    server.close_idle();
+                }
+                ServerDemand {
+                    server: server.name.clone(),
+                    cap: server.configured_connections(),
+                    want: n_workers.min(server.configured_connections()),
+                    in_use: server.open_connections(),
                 }
             })
+            .collect();
+        let shares = self.ledger.share_connections(&self.run, &demands)?;
+        for (server, share) in self.duties.share.iter().zip(shares.connections) {
+            server.set_share(share);
+        }
+        if let Some((rate, tx)) = &self.duties.rate {
+            let part = rate / shares.n_busy_runners.max(1) as f64;
+            tx.send_if_modified(|now| {
+                let is_new = (*now - part).abs() > f64::EPSILON;
+                *now = part;
+                is_new
+            });
+        }
+        Ok(())
+    }
+}
+
+impl LedgerSink {
+    /// Take over `ledger` for the run `run` (already begun or joined), with the writer thread's other `duties`.
+    pub fn new(ledger: Box<dyn Ledger>, run: RunId, duties: WriterDuties) -> LedgerSink {
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let thread_failure = failure.clone();
+        let writer = Writer {
+            ledger,
+            run: run.clone(),
+            next_beat: duties.heartbeat.map(|every| Instant::now() + every),
+            next_share: None,
+            duties,
+        };
+        let thread = std::thread::Builder::new()
+            .name("flotilla-ledger".into())
+            .spawn(move || writer.run(rx, thread_failure))
             .ok();
         if thread.is_none() {
             *failure.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -81,6 +237,11 @@ impl LedgerSink {
 
     pub fn run_id(&self) -> &RunId {
         &self.run
+    }
+
+    /// The claim handle of this run's runner.
+    pub fn queue(&self) -> Option<LedgerQueue> {
+        self.tx.as_ref().map(|tx| LedgerQueue { tx: tx.clone() })
     }
 
     fn update(&mut self, tenant: &str, change: impl FnOnce(&mut TenantUpdate)) {
@@ -200,6 +361,14 @@ impl Sink for LedgerSink {
                 }
             }),
             FleetEvent::RunFinished { exit_code, .. } => self.exit_code = Some(*exit_code),
+            // A halt reaches the other runners through the ledger: they claim nothing more (halting a halted run
+            // again changes nothing).
+            FleetEvent::RunHalted { .. } => {
+                self.flush();
+                if let Some(tx) = &self.tx {
+                    let _ = tx.send(Cmd::Halt);
+                }
+            }
             // Other events change no tenant record, but they come often enough (the coordinator samples connections
             // every second) to flush a tenant that started a long revision.
             _ => {}

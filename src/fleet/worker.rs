@@ -288,7 +288,7 @@ pub(crate) struct WorkerCtx {
     pub stop: Arc<AtomicBool>,
     pub tx: UnboundedSender<WorkerMsg>,
     /// By tenant index: the absolute target an earlier run resolved (see `FleetRequest::pinned`).
-    pub pinned: BTreeMap<usize, Vec<RevisionId>>,
+    pub pinned: Arc<std::sync::RwLock<BTreeMap<usize, Vec<RevisionId>>>>,
     /// Per server: the shared revisions its own database has, once a worker applied them in this run (a
     /// transient failure is not kept, so the next tenant tries again).
     pub shared_done: Vec<tokio::sync::Mutex<Option<SharedResult>>>,
@@ -304,6 +304,8 @@ pub(crate) async fn run_tenant(
     first_attempt: u32,
     cancel: CancellationToken,
 ) {
+    // Counted as demand on the server while it lives (a shared run's ledger shares connections by it).
+    let _counted = server.worker();
     let started = Instant::now();
     let mut attempt = first_attempt;
     // Retries spent on transient errors; waiting out an outage or a lowered cap spends none.
@@ -771,8 +773,13 @@ async fn drive(
     shared_applied: Option<&BTreeSet<RevisionId>>,
 ) -> Result<Attempt, AttemptError> {
     let engine = &ctx.engine;
-    let pinned = ctx.pinned.get(&index);
-    let plan: Plan = match (&ctx.action, pinned) {
+    let pinned = ctx
+        .pinned
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&index)
+        .cloned();
+    let plan: Plan = match (&ctx.action, pinned.as_ref()) {
         (Action::Upgrade(_), Some(rows)) => plan_upgrade_to(&engine.graph, from, rows).map_err(|e| e.to_string()),
         (Action::Downgrade(_), Some(rows)) => plan_downgrade_to(&engine.graph, from, rows),
         (Action::Upgrade(target), None) => engine.graph.plan_upgrade(from, target).map_err(|e| e.to_string()),

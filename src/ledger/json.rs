@@ -29,6 +29,7 @@ pub fn status_json(run: &RunRecord, tenants: &[TenantRecord], state: RunState) -
                 "duration_ms": t.duration_ms,
                 "server": t.server,
                 "kind": t.kind,
+                "runner": t.runner,
                 "updated_at": t.updated_at,
             })
         })
@@ -46,6 +47,9 @@ pub fn status_json(run: &RunRecord, tenants: &[TenantRecord], state: RunState) -
             "counts": run.counts.settled(is_abandoned),
             // Pending tenants of a finished run never started.
             "n_not_started": if state == RunState::Finished { run.counts.pending } else { 0 },
+            "name": run.name,
+            "is_halted": run.is_halted,
+            "runners": run.runners,
         },
         "tenants": tenants,
     })

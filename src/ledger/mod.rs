@@ -31,7 +31,10 @@ pub use json::status_json;
 pub use open::open;
 pub use pg_schema::{PG_SCHEMA, PG_SCHEMA_VERSION};
 pub use postgres::PgLedger;
-pub use queue::{Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord};
+pub use queue::{
+    fair_share, Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord, ServerDemand,
+    Shares,
+};
 pub use record::{rows_of, rows_text, NewRun, NewTenant, RunRecord, RunSelector, RunState, TenantRecord, TenantUpdate};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteLedger;

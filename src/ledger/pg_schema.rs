@@ -17,7 +17,7 @@ pub(crate) const MIGRATION_LOCK: i64 = 0x666c_6f74_6c64_6772;
 /// served by the primary key. The partial index on unfinished tenants keeps a claim's ordered scan to the tenants
 /// still to do, whatever the size of the run.
 pub(crate) const PG_MIGRATIONS: &[&str] = &[
-    // 0 -> 1: the first schema (the SQLite ledger's schema 3).
+    // 0 -> 1: the first schema (the SQLite ledger's schema 4).
     "
     CREATE TABLE flotilla_ledger.runs (
         seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -70,6 +70,14 @@ pub(crate) const PG_MIGRATIONS: &[&str] = &[
         sqlstate text,
         updated_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (run_seq, tenant_id)
+    );
+    CREATE TABLE flotilla_ledger.connection_shares (
+        run_seq bigint NOT NULL REFERENCES flotilla_ledger.runs (seq) ON DELETE CASCADE,
+        server text NOT NULL,
+        runner text NOT NULL,
+        granted integer NOT NULL,
+        wants boolean NOT NULL,
+        PRIMARY KEY (run_seq, server, runner)
     );
     CREATE INDEX tenants_status ON flotilla_ledger.tenants (run_seq, status);
     CREATE INDEX tenants_claim ON flotilla_ledger.tenants (run_seq, position)

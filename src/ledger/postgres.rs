@@ -24,7 +24,10 @@ use postgres::{Client, IsolationLevel, Row, Transaction};
 use super::error::LedgerError;
 use super::id::RunId;
 use super::pg_schema::{MIGRATION_LOCK, PG_MIGRATIONS, PG_SCHEMA_VERSION};
-use super::queue::{Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord};
+use super::queue::{
+    fair_share, Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord, ServerDemand,
+    Shares,
+};
 use super::record::{NewTenant, RunRecord, RunSelector, TenantRecord, TenantUpdate};
 use super::status::{StatusCounts, TenantStatus};
 use super::store::Ledger;
@@ -700,6 +703,16 @@ impl Ledger for PgLedger {
         })
     }
 
+    fn share_connections(&mut self, run: &RunId, demands: &[ServerDemand]) -> Result<Shares, LedgerError> {
+        let active = self.active(run)?;
+        let demands = demands.to_vec();
+        self.call(move |client, location| {
+            with_tx(client, location, "commit connection shares", |tx| {
+                share_tx(tx, location, &active, &demands)
+            })
+        })
+    }
+
     fn halt(&mut self, run: &RunId) -> Result<(), LedgerError> {
         let run = run.to_string();
         self.call(move |client, location| {
@@ -1061,6 +1074,69 @@ fn claim_tx(tx: &mut Transaction<'_>, location: &str, active: &Active, max: usiz
     Ok(Claim { tenants, state })
 }
 
+/// [`Ledger::share_connections`] in one transaction. The run's row lock serializes the runners' shares, so each
+/// sees the others' latest grants (as SQLite's write lock does).
+fn share_tx(
+    tx: &mut Transaction<'_>,
+    location: &str,
+    active: &Active,
+    demands: &[ServerDemand],
+) -> Result<Shares, LedgerError> {
+    let err = |action| pg_err(location, action);
+    let (seq, me) = (active.seq, &active.runner.id);
+    tx.execute(
+        "SELECT 1 FROM flotilla_ledger.runs WHERE seq = $1 FOR NO KEY UPDATE",
+        &[&seq],
+    )
+    .map_err(err("lock the run's shares"))?;
+    let servers: Vec<&str> = demands.iter().map(|d| d.server.as_str()).collect();
+    let mut held: HashMap<String, Vec<(usize, bool)>> = HashMap::new();
+    for row in tx
+        .query(
+            "SELECT s.server, s.granted, s.wants FROM flotilla_ledger.connection_shares s
+             JOIN flotilla_ledger.runners r ON r.run_seq = s.run_seq AND r.id = s.runner
+             WHERE s.run_seq = $1 AND s.server = ANY ($2) AND s.runner <> $3
+               AND r.finished_at IS NULL AND r.lease_until >= now()",
+            &[&seq, &servers, me],
+        )
+        .map_err(err("read connection shares"))?
+    {
+        let granted: i32 = row.get(1);
+        held.entry(row.get(0))
+            .or_default()
+            .push((usize::try_from(granted).unwrap_or(0), row.get(2)));
+    }
+    let granted: Vec<usize> = demands
+        .iter()
+        .map(|d| fair_share(d, held.get(&d.server).map_or(&[][..], Vec::as_slice)))
+        .collect();
+    let granted_sql: Vec<i32> = granted.iter().map(|g| i32::try_from(*g).unwrap_or(i32::MAX)).collect();
+    let wants: Vec<bool> = demands.iter().map(|d| d.want > 0).collect();
+    tx.execute(
+        "INSERT INTO flotilla_ledger.connection_shares (run_seq, server, runner, granted, wants)
+         SELECT $1, u.server, $2, u.granted, u.wants FROM unnest($3::text[], $4::int4[], $5::bool[])
+              AS u (server, granted, wants)
+         ON CONFLICT (run_seq, server, runner) DO UPDATE SET granted = excluded.granted, wants = excluded.wants",
+        &[&seq, me, &servers, &granted_sql, &wants],
+    )
+    .map_err(err("record a connection share"))?;
+    let n_busy_others: i64 = tx
+        .query_one(
+            "SELECT count(DISTINCT s.runner) FROM flotilla_ledger.connection_shares s
+             JOIN flotilla_ledger.runners r ON r.run_seq = s.run_seq AND r.id = s.runner
+             WHERE s.run_seq = $1 AND s.runner <> $2 AND s.wants
+               AND r.finished_at IS NULL AND r.lease_until >= now()",
+            &[&seq, me],
+        )
+        .map_err(err("count busy runners"))?
+        .get(0);
+    let is_busy = demands.iter().any(|d| d.want > 0);
+    Ok(Shares {
+        connections: granted,
+        n_busy_runners: (usize::try_from(n_busy_others).unwrap_or(0) + usize::from(is_busy)).max(1),
+    })
+}
+
 /// [`Ledger::record`] in one transaction: every update or none.
 fn record_tx(
     tx: &mut Transaction<'_>,
@@ -1166,6 +1242,11 @@ fn finish_tx(
         &[&seq, &me],
     )
     .map_err(err("give back unstarted tenants"))?;
+    tx.execute(
+        "DELETE FROM flotilla_ledger.connection_shares WHERE run_seq = $1 AND runner IS NOT DISTINCT FROM $2",
+        &[&seq, &me],
+    )
+    .map_err(err("release connection shares"))?;
     tx.execute(
         "UPDATE flotilla_ledger.runners SET finished_at = now(), exit_code = $3
          WHERE run_seq = $1 AND id IS NOT DISTINCT FROM $2",

@@ -4,10 +4,10 @@
 //! stopping and cancelling. It decides nothing itself.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{self, UnboundedReceiver};
@@ -15,10 +15,13 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Coordinator, Decision, FleetOutcome, FleetRequest, Input};
+use crate::fleet::record::LedgerQueue;
 use crate::fleet::server::Server;
 use crate::fleet::tenant::Tenant;
 use crate::fleet::worker::{run_tenant, Engine, WorkerCtx, WorkerMsg};
+use crate::ledger::Claim;
 use crate::observe::{FleetEvent, Sink};
+use crate::revision::RevisionId;
 use crate::signals::{SignalSource, Signals};
 
 /// Run the fleet to its end, stopped by SIGINT and SIGTERM. Never returns an error: every tenant's fate is in
@@ -42,6 +45,9 @@ pub async fn run_with_signals(
 ) -> FleetOutcome {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::unbounded_channel();
+    let pinned = Arc::new(RwLock::new(std::mem::take(&mut req.pinned)));
+    let queue = req.queue.take();
+    let rate_share = req.rate_share.take();
     let ctx = Arc::new(WorkerCtx {
         engine,
         action: req.action.clone(),
@@ -49,7 +55,7 @@ pub async fn run_with_signals(
         limits: req.limits.clone(),
         stop: stop.clone(),
         tx,
-        pinned: std::mem::take(&mut req.pinned),
+        pinned: pinned.clone(),
         shared_done: servers.iter().map(|_| tokio::sync::Mutex::new(None)).collect(),
     });
     let state = Coordinator::new(req, servers.iter().map(|s| s.name.clone()).collect());
@@ -65,7 +71,53 @@ pub async fn run_with_signals(
             start.cancel,
         )
     };
-    Shell::new(servers, sinks, signals, stop).drive(state, rx, launch).await
+    let mut shell = Shell::new(servers, sinks, signals, stop);
+    if let Some(queue) = queue {
+        shell = shell.with_queue(queue, &state, pinned);
+    }
+    shell.rate_share = rate_share;
+    shell.drive(state, rx, launch).await
+}
+
+/// A claimed run's link to the ledger: claims go out through `queue`, and claimed tenant ids come back as
+/// indices of this runner's tenant list.
+struct Claiming {
+    queue: LedgerQueue,
+    index_of: HashMap<String, usize>,
+    /// The claim asked for and not answered yet.
+    asking: Option<tokio::sync::oneshot::Receiver<Result<Claim, String>>>,
+    /// Shared with the workers: targets the run resolved earlier, by tenant index.
+    pinned: Arc<RwLock<BTreeMap<usize, Vec<RevisionId>>>>,
+}
+
+impl Claiming {
+    /// The ledger's answer as an input; tenants this runner does not know are left to other runners.
+    fn input_of(&self, answer: Result<Result<Claim, String>, tokio::sync::oneshot::error::RecvError>) -> Input {
+        let claim = match answer {
+            Ok(Ok(claim)) => claim,
+            Ok(Err(e)) => return Input::SinkFailed(format!("the ledger could not hand out tenants: {e}")),
+            Err(_) => return Input::SinkFailed("the ledger writer thread stopped".to_string()),
+        };
+        let mut tenants = Vec::with_capacity(claim.tenants.len());
+        for t in claim.tenants {
+            let Some(&index) = self.index_of.get(&t.tenant_id) else {
+                tracing::error!(
+                    tenant = %t.tenant_id,
+                    "the run has a tenant this runner's tenants file does not list: left for another runner"
+                );
+                continue;
+            };
+            let rows = t
+                .target_revision
+                .as_deref()
+                .map(|text| crate::ledger::rows_of(text).into_iter().map(RevisionId::new).collect());
+            tenants.push((index, rows));
+        }
+        Input::Claimed {
+            tenants,
+            state: claim.state,
+        }
+    }
 }
 
 /// What a worker is started with.
@@ -92,8 +144,11 @@ pub(super) struct Shell<S> {
     tasks: HashMap<tokio::task::Id, (usize, u32)>,
     /// Tenants put back after lock contention, by the instant they are due.
     delayed: BinaryHeap<Reverse<(Instant, usize, u32)>>,
-    /// The wake-up the start rate asked for.
+    /// The earliest wake-up asked for (the start rate, a claim to ask again).
     wake: Option<Instant>,
+    claiming: Option<Claiming>,
+    /// This runner's part of a shared run's start rate.
+    rate_share: Option<tokio::sync::watch::Receiver<f64>>,
 }
 
 impl<S: SignalSource> Shell<S> {
@@ -114,7 +169,25 @@ impl<S: SignalSource> Shell<S> {
             tasks: HashMap::new(),
             delayed: BinaryHeap::new(),
             wake: None,
+            claiming: None,
+            rate_share: None,
         }
+    }
+
+    /// Claim tenants through `queue` ([`Decision::Claim`]); `pinned` receives the targets of [`Decision::Pin`].
+    fn with_queue(
+        mut self,
+        queue: LedgerQueue,
+        state: &Coordinator,
+        pinned: Arc<RwLock<BTreeMap<usize, Vec<RevisionId>>>>,
+    ) -> Shell<S> {
+        self.claiming = Some(Claiming {
+            queue,
+            index_of: state.tenant_indices(),
+            asking: None,
+            pinned,
+        });
+        self
     }
 
     /// Feed the state machine until it decides to finish, then close the run.
@@ -142,6 +215,7 @@ impl<S: SignalSource> Shell<S> {
                 }
             }
             let due_at = self.delayed.peek().map(|Reverse((at, _, _))| *at);
+            let asking = self.claiming.as_mut().and_then(|c| c.asking.as_mut());
             // Biased: a signal is never starved by a stream of worker messages, and a worker's last messages are
             // read before its exit, so an exit that finds its tenant still in flight means the worker ended
             // without an outcome.
@@ -150,6 +224,17 @@ impl<S: SignalSource> Shell<S> {
                 _ = self.signals.next() => Some(Input::Signal),
                 Some(msg) = rx.recv() => Some(self.input_of(msg)),
                 Some(joined) = self.workers.join_next_with_id() => self.exited(joined),
+                rate = rate_changed(self.rate_share.as_mut()) => match rate {
+                    Some(rate) => Some(Input::Rate(rate)),
+                    None => {
+                        self.rate_share = None;
+                        None
+                    }
+                },
+                answer = answer_of(asking) => self.claiming.as_mut().map(|c| {
+                    c.asking = None;
+                    c.input_of(answer)
+                }),
                 () = sleep_until(due_at), if due_at.is_some() => {
                     self.delayed.pop().map(|Reverse((_, index, attempt))| Input::Due { index, attempt })
                 }
@@ -166,6 +251,8 @@ impl<S: SignalSource> Shell<S> {
                 None => Vec::new(),
             };
         }
+        // The claim handle holds the ledger thread's channel open: let go of it before the sinks finish.
+        self.claiming = None;
         for server in &self.servers {
             server.close_idle();
         }
@@ -203,7 +290,16 @@ impl<S: SignalSource> Shell<S> {
                     self.tasks.insert(task.id(), (index, attempt));
                 }
                 Decision::Requeue { index, attempt, at } => self.delayed.push(Reverse((at, index, attempt))),
-                Decision::WakeAt(at) => self.wake = Some(at),
+                Decision::WakeAt(at) => self.wake = Some(self.wake.map_or(at, |wake| wake.min(at))),
+                Decision::Claim { max } => match &mut self.claiming {
+                    Some(c) => c.asking = Some(c.queue.claim(max)),
+                    None => tracing::error!("a claim was asked for without a ledger"),
+                },
+                Decision::Pin { index, rows } => {
+                    if let Some(c) = &self.claiming {
+                        c.pinned.write().unwrap_or_else(|p| p.into_inner()).insert(index, rows);
+                    }
+                }
                 Decision::Emit(event) => self.emit(&event),
                 Decision::Stop => {
                     self.stop.store(true, Ordering::Relaxed);
@@ -269,6 +365,24 @@ fn panic_message(e: JoinError) -> String {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".to_string()),
         Err(_) => "(cancelled before it finished)".to_string(),
+    }
+}
+
+/// The next rate share; `None` once its sender is gone; never without a receiver.
+async fn rate_changed(rx: Option<&mut tokio::sync::watch::Receiver<f64>>) -> Option<f64> {
+    match rx {
+        Some(rx) => rx.changed().await.ok().map(|()| *rx.borrow_and_update()),
+        None => std::future::pending().await,
+    }
+}
+
+/// The claim answer, when one is awaited; never otherwise.
+async fn answer_of(
+    asking: Option<&mut tokio::sync::oneshot::Receiver<Result<Claim, String>>>,
+) -> Result<Result<Claim, String>, tokio::sync::oneshot::error::RecvError> {
+    match asking {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
     }
 }
 

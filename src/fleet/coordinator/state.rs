@@ -14,7 +14,7 @@ use crate::error::ExitCode;
 use crate::fleet::tenant::Tenant;
 use crate::fleet::worker::{Action, Outcome, TenantLimits, WorkerMsg};
 use crate::graph::Step;
-use crate::ledger::TenantStatus;
+use crate::ledger::{ClaimState, TenantStatus};
 use crate::observe::FleetEvent;
 use crate::revision::RevisionId;
 
@@ -39,6 +39,26 @@ pub struct FleetRequest {
     /// How long a tenant locked by another runner keeps being put back in the queue before it fails.
     pub lock_requeue_for: Duration,
     pub is_dry_run: bool,
+    /// Where the tenants to start come from.
+    pub source: Source,
+    /// The ledger's claim handle, for [`Source::Claims`].
+    pub queue: Option<crate::fleet::record::LedgerQueue>,
+    /// In a shared run, this runner's part of `rate` as it changes (the rate split between busy runners).
+    pub rate_share: Option<tokio::sync::watch::Receiver<f64>>,
+}
+
+/// Where a run's tenants come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Every tenant of the request, in order (a dry run: nothing is recorded).
+    Local,
+    /// Claimed from the ledger in batches (every recorded run, alone or shared with other runners): the ledger
+    /// hands out tenants in the request's order, keeps canaries first across runners and gives a dead runner's
+    /// tenants to the others.
+    Claims {
+        /// How long to wait before asking again when the ledger has nothing now but other runners hold work.
+        poll: Duration,
+    },
 }
 
 /// How the run ended.
@@ -83,6 +103,14 @@ pub(super) enum Input {
     Tick { open: Vec<usize> },
     /// A sink that must stop the run (the ledger) failed.
     SinkFailed(String),
+    /// This runner's part of the start rate changed (a shared run's runners split it).
+    Rate(f64),
+    /// The ledger answered a [`Decision::Claim`]: these tenants (index, target the run resolved earlier) are
+    /// this runner's now.
+    Claimed {
+        tenants: Vec<(usize, Option<Vec<RevisionId>>)>,
+        state: ClaimState,
+    },
 }
 
 /// What the shell carries out, in order.
@@ -106,8 +134,30 @@ pub(super) enum Decision {
     Stop,
     /// Cancel the running statements of these tenants.
     CancelStatements(Vec<usize>),
+    /// Ask the ledger for up to `max` more tenants; it answers with [`Input::Claimed`] (or a sink failure).
+    Claim {
+        max: usize,
+    },
+    /// Keep this target for tenant `index` (the run resolved it earlier): the worker plans to it.
+    Pin {
+        index: usize,
+        rows: Vec<RevisionId>,
+    },
     /// Nothing is in flight and nothing will start: sync the sinks and call [`Coordinator::finish`].
     Finish,
+}
+
+/// Where the claims of a [`Source::Claims`] run stand.
+struct Claims {
+    poll: Duration,
+    /// A claim was asked for and not answered yet.
+    is_asking: bool,
+    /// The ledger's last answer.
+    state: ClaimState,
+    /// When a `Wait` answer may be asked again.
+    next_at: Option<Instant>,
+    /// By tenant index: whether this runner claimed it.
+    claimed: Vec<bool>,
 }
 
 /// A tenant in flight.
@@ -145,6 +195,8 @@ pub(super) struct Coordinator {
     rate_wait_since: Option<Instant>,
     n_finished: usize,
     n_failed: usize,
+    /// `Some` for a [`Source::Claims`] run.
+    claims: Option<Claims>,
     outcome: FleetOutcome,
 }
 
@@ -153,6 +205,16 @@ impl Coordinator {
     pub(super) fn new(req: FleetRequest, server_names: Vec<String>) -> Coordinator {
         let n = req.tenants.len();
         let n_canaries = req.n_canaries.min(n);
+        let claims = match req.source {
+            Source::Local => None,
+            Source::Claims { poll } => Some(Claims {
+                poll,
+                is_asking: false,
+                state: ClaimState::More,
+                next_at: None,
+                claimed: vec![false; n],
+            }),
+        };
         Coordinator {
             run_id: req.run_id,
             command: req.action.command(),
@@ -161,13 +223,14 @@ impl Coordinator {
             server_names,
             states: vec![TenantStatus::Pending; n],
             n_canaries,
-            n_canaries_left: n_canaries,
+            // Claimed runs leave the canary phase to the ledger, which sees every runner's canaries.
+            n_canaries_left: if claims.is_some() { 0 } else { n_canaries },
             concurrency: req.concurrency.max(1),
-            pacer: req.rate.and_then(Pacer::new),
+            pacer: req.rate.and_then(|rate| Pacer::new(rate, Instant::now())),
             max_failures: req.max_failures,
             max_failure_rate: req.max_failure_rate,
             lock_requeue_for: req.lock_requeue_for,
-            ready: ReadyQueue::new(n),
+            ready: ReadyQueue::new(if claims.is_some() { 0 } else { n }),
             n_delayed: 0,
             first_locked: HashMap::new(),
             in_flight: BTreeMap::new(),
@@ -177,6 +240,7 @@ impl Coordinator {
             rate_wait_since: None,
             n_finished: 0,
             n_failed: 0,
+            claims,
             outcome: FleetOutcome {
                 exit_code: ExitCode::Ok,
                 n_succeeded: 0,
@@ -194,6 +258,15 @@ impl Coordinator {
 
     pub(super) fn tenant(&self, index: usize) -> &Tenant {
         &self.tenants[index]
+    }
+
+    /// Tenant ids to their indices, for claimed runs (the ledger hands out ids).
+    pub(super) fn tenant_indices(&self) -> HashMap<String, usize> {
+        self.tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect()
     }
 
     /// Whether a ledger failure was already reported (the shell stops asking the sinks).
@@ -237,6 +310,8 @@ impl Coordinator {
                     }));
                 }
             }
+            Input::Claimed { tenants, state } => self.on_claimed(tenants, state, now, &mut out),
+            Input::Rate(rate) => self.pacer = Pacer::new(rate, now),
             Input::SinkFailed(e) => {
                 if self.outcome.ledger_failure.is_none() {
                     tracing::error!(
@@ -251,7 +326,12 @@ impl Coordinator {
             }
         }
         self.dispatch(now, &mut out);
-        let is_drained = self.ready.is_empty() && self.n_delayed == 0;
+        self.ask_for_more(now, &mut out);
+        let is_claimed_out = self
+            .claims
+            .as_ref()
+            .is_none_or(|c| c.state == ClaimState::Done && !c.is_asking);
+        let is_drained = self.ready.is_empty() && self.n_delayed == 0 && is_claimed_out;
         if self.in_flight.is_empty() && (is_drained || self.is_stopping || self.outcome.is_halted) {
             self.is_finishing = true;
             out.push(Decision::Finish);
@@ -291,6 +371,71 @@ impl Coordinator {
                 },
             );
             out.push(Decision::Start { index, attempt });
+        }
+    }
+
+    /// Ask the ledger for more tenants when the ready queue runs low and the ledger may have some.
+    fn ask_for_more(&mut self, now: Instant, out: &mut Vec<Decision>) {
+        let n_ready = self.ready.len();
+        let n_in_flight = self.in_flight.len();
+        let concurrency = self.concurrency;
+        let is_open = !self.is_stopping && !self.outcome.is_halted;
+        let Some(claims) = &mut self.claims else {
+            return;
+        };
+        if !is_open || claims.is_asking || n_ready >= concurrency {
+            return;
+        }
+        match claims.state {
+            ClaimState::Done | ClaimState::Halted => return,
+            ClaimState::Wait if claims.next_at.is_some_and(|at| now < at) => return,
+            ClaimState::More | ClaimState::Wait => {}
+        }
+        // Enough for the free slots and as many again, so a finishing worker finds the next tenant ready.
+        let max = (2 * concurrency).saturating_sub(n_ready + n_in_flight).max(1);
+        claims.is_asking = true;
+        claims.next_at = None;
+        out.push(Decision::Claim { max });
+    }
+
+    fn on_claimed(
+        &mut self,
+        tenants: Vec<(usize, Option<Vec<RevisionId>>)>,
+        state: ClaimState,
+        now: Instant,
+        out: &mut Vec<Decision>,
+    ) {
+        let Some(claims) = &mut self.claims else {
+            return;
+        };
+        claims.is_asking = false;
+        claims.state = state;
+        for (index, pinned) in tenants {
+            if index >= claims.claimed.len() || self.in_flight.contains_key(&index) {
+                continue;
+            }
+            claims.claimed[index] = true;
+            if let Some(rows) = pinned {
+                out.push(Decision::Pin { index, rows });
+            }
+            self.ready.push_back((index, 1));
+        }
+        match state {
+            ClaimState::Wait => {
+                let at = now + claims.poll;
+                claims.next_at = Some(at);
+                out.push(Decision::WakeAt(at));
+            }
+            ClaimState::Halted if !self.outcome.is_halted => {
+                tracing::error!("another runner halted the run: no new tenants start");
+                self.outcome.is_halted = true;
+                out.push(Decision::Emit(FleetEvent::RunHalted {
+                    reason: "halted by another runner".into(),
+                    tenant: None,
+                    error: None,
+                }));
+            }
+            _ => {}
         }
     }
 
@@ -549,7 +694,7 @@ impl Coordinator {
     /// one halts the run), and halt when the failure threshold is passed.
     fn after_finish(&mut self, index: usize, out: &mut Vec<Decision>) {
         if index < self.n_canaries {
-            self.n_canaries_left -= 1;
+            self.n_canaries_left = self.n_canaries_left.saturating_sub(1);
             if self.states[index] == TenantStatus::Failed {
                 tracing::error!(tenant = %self.tenants[index].id, "canary failed: halting before the rest of the fleet");
                 self.outcome.is_halted = true;
@@ -605,8 +750,16 @@ impl Coordinator {
     /// After [`Decision::Finish`] and the sinks' sync: count the tenants that never started, decide the exit code
     /// (`sink_failure` is the sinks' health after the sync) and return the closing event.
     pub(super) fn finish(&mut self, sink_failure: Option<String>) -> FleetEvent {
-        // Tenants that never started (stopped, halted) stay pending: "not started", and retry picks them up.
-        self.outcome.n_not_started = self.states.iter().filter(|s| **s == TenantStatus::Pending).count();
+        // Tenants that never started (stopped, halted) stay pending: "not started", and retry picks them up. A
+        // claimed run counts those it claimed, and, unless the ledger said every tenant is done, those it never
+        // got to claim (exact for a lone runner; with other runners, some of those may be theirs).
+        let is_pending = |i: &usize| self.states[*i] == TenantStatus::Pending;
+        self.outcome.n_not_started = match &self.claims {
+            Some(c) if c.state == ClaimState::Done => (0..self.states.len())
+                .filter(|i| c.claimed[*i] && is_pending(i))
+                .count(),
+            _ => (0..self.states.len()).filter(is_pending).count(),
+        };
         if self.outcome.ledger_failure.is_none() {
             self.outcome.ledger_failure = sink_failure;
         }
@@ -695,13 +848,13 @@ struct Pacer {
 
 impl Pacer {
     /// `None` for a rate that allows every start at once (zero, negative, or too high to measure).
-    fn new(rate: f64) -> Option<Pacer> {
+    fn new(rate: f64, now: Instant) -> Option<Pacer> {
         if rate.is_nan() || rate <= 0.0 {
             return None;
         }
         let period = Duration::try_from_secs_f64(1.0 / rate).ok()?;
         let quota = governor::Quota::with_period(period)?;
-        let clock = GivenClock(Arc::new(Mutex::new(Instant::now())));
+        let clock = GivenClock(Arc::new(Mutex::new(now)));
         let limiter = governor::RateLimiter::direct_with_clock(quota, clock.clone());
         Some(Pacer { clock, limiter })
     }
@@ -746,6 +899,15 @@ impl ReadyQueue {
 
     fn push_front(&mut self, tenant: (usize, u32)) {
         self.requeued.push_front(tenant);
+    }
+
+    /// Add a tenant after every other (a claimed one; claimed runs start with an empty cursor).
+    fn push_back(&mut self, tenant: (usize, u32)) {
+        self.requeued.push_back(tenant);
+    }
+
+    fn len(&self) -> usize {
+        self.requeued.len() + self.n.saturating_sub(self.next)
     }
 
     fn is_empty(&self) -> bool {

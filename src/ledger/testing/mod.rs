@@ -37,6 +37,7 @@ macro_rules! ledger_suite {
             check_placement,
             check_canaries_and_halt,
             check_last_runner_finishes,
+            check_connection_shares,
             check_concurrent_claims_take_each_tenant_once,
             check_concurrent_opens_of_one_name_make_one_run,
             check_lifecycle_from_begin_to_finish,

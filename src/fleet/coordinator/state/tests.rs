@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Coordinator, Decision, FleetRequest, Input};
+use super::{Coordinator, Decision, FleetRequest, Input, Source};
 use crate::error::ExitCode;
 use crate::fleet::tenant::{Place, Tenant};
 use crate::fleet::worker::{Action, Failure, Outcome, TenantLimits, WorkerMsg};
+use crate::ledger::ClaimState;
+use crate::revision::RevisionId;
 
 /// A request for `n` schema tenants on one server, all at once, two retries each.
 pub(in crate::fleet::coordinator) fn request(n: usize) -> FleetRequest {
@@ -37,6 +39,9 @@ pub(in crate::fleet::coordinator) fn request(n: usize) -> FleetRequest {
         max_failure_rate: None,
         lock_requeue_for: Duration::from_secs(10),
         is_dry_run: false,
+        source: Source::Local,
+        queue: None,
+        rate_share: None,
     }
 }
 
@@ -83,6 +88,8 @@ fn show(decision: &Decision) -> String {
         Decision::Stop => "stop".into(),
         Decision::CancelStatements(indices) => format!("cancel {indices:?}"),
         Decision::Finish => "finish".into(),
+        Decision::Claim { max } => format!("claim {max}"),
+        Decision::Pin { index, rows } => format!("pin {index} {}", crate::ledger::rows_text(rows)),
         Decision::Emit(event) => {
             let v = serde_json::to_value(event).expect("events serialize");
             let mut words = vec![v["event"].as_str().expect("tagged").to_string()];
@@ -458,4 +465,106 @@ fn the_tick_reports_open_connections_per_server() {
     let mut run = Run::new(request(1));
     run.check(Input::Begin, &["run_started", "start 0#1"]);
     run.check(Input::Tick { open: vec![3] }, &["connections"]);
+}
+
+/// A claimed run of `n` tenants at concurrency `c`.
+fn claimed_run(n: usize, c: usize) -> Run {
+    let mut req = request(n);
+    req.concurrency = c;
+    req.source = Source::Claims {
+        poll: Duration::from_millis(500),
+    };
+    Run::new(req)
+}
+
+fn claimed(indices: &[usize], state: ClaimState) -> Input {
+    Input::Claimed {
+        tenants: indices.iter().map(|i| (*i, None)).collect(),
+        state,
+    }
+}
+
+#[test]
+fn a_claimed_run_starts_what_the_ledger_hands_out_and_asks_again_when_low() {
+    let mut run = claimed_run(6, 2);
+    run.check(Input::Begin, &["run_started", "claim 4"]);
+    // Only one claim is out at a time.
+    run.check(Input::Tick { open: vec![0] }, &["connections"]);
+    run.check(claimed(&[0, 1, 2, 3], ClaimState::More), &["start 0#1", "start 1#1"]);
+    run.check(done(0, ok()), &["tenant_succeeded t0 #1", "start 2#1", "claim 1"]);
+    run.check(claimed(&[4, 5], ClaimState::Done), &[]);
+    for (i, next) in [(1, "start 3#1"), (2, "start 4#1"), (3, "start 5#1")] {
+        let tenant = format!("tenant_succeeded t{i} #1");
+        run.check(done(i, ok()), &[tenant.as_str(), next]);
+    }
+    run.check(done(4, ok()), &["tenant_succeeded t4 #1"]);
+    run.check(done(5, ok()), &["tenant_succeeded t5 #1", "finish"]);
+    assert_eq!(run.finish(), (ExitCode::Ok, [6, 0, 0, 0, 0]));
+}
+
+#[test]
+fn a_claimed_run_waits_while_other_runners_hold_work_and_pins_resolved_targets() {
+    let mut run = claimed_run(3, 2);
+    run.check(Input::Begin, &["run_started", "claim 4"]);
+    let pinned = Input::Claimed {
+        tenants: vec![(2, Some(vec![RevisionId::new("abc")]))],
+        state: ClaimState::Wait,
+    };
+    run.check(pinned, &["pin 2 abc", "wake", "start 2#1"]);
+    run.check(done(2, ok()), &["tenant_succeeded t2 #1"]);
+    // Not before the poll interval.
+    run.check(Input::Wake, &[]);
+    run.advance(Duration::from_millis(500));
+    run.check(Input::Wake, &["claim 4"]);
+    // Another runner died: its tenants come back.
+    run.check(claimed(&[0], ClaimState::Done), &["start 0#1"]);
+    run.check(done(0, ok()), &["tenant_succeeded t0 #1", "finish"]);
+    // Tenant 1 was done by another runner: not counted as not started here.
+    assert_eq!(run.finish(), (ExitCode::Ok, [2, 0, 0, 0, 0]));
+}
+
+#[test]
+fn a_halt_by_another_runner_stops_claims_and_a_lone_halted_runner_counts_unclaimed_tenants() {
+    let mut run = claimed_run(4, 1);
+    run.check(Input::Begin, &["run_started", "claim 2"]);
+    run.check(claimed(&[0, 1], ClaimState::More), &["start 0#1"]);
+    run.check(
+        claimed(&[], ClaimState::Halted),
+        &["run_halted halted by another runner"],
+    );
+    run.check(done(0, ok()), &["tenant_succeeded t0 #1", "finish"]);
+    assert_eq!(run.finish(), (ExitCode::Halted, [1, 0, 0, 0, 3]));
+}
+
+#[test]
+fn a_failed_canary_of_a_claimed_run_halts_it() {
+    let mut req = request(3);
+    req.concurrency = 1;
+    req.n_canaries = 1;
+    req.source = Source::Claims {
+        poll: Duration::from_millis(500),
+    };
+    let mut run = Run::new(req);
+    run.check(Input::Begin, &["run_started", "claim 2"]);
+    run.check(claimed(&[0], ClaimState::Wait), &["wake", "start 0#1"]);
+    run.check(
+        done(0, failed()),
+        &["tenant_failed t0 sql #1", "run_halted t0 canary", "finish"],
+    );
+    assert_eq!(run.finish(), (ExitCode::Halted, [0, 1, 0, 0, 2]));
+}
+
+#[test]
+fn a_new_rate_share_paces_the_next_starts() {
+    let mut req = request(3);
+    req.rate = Some(100.0);
+    let mut run = Run::new(req);
+    run.check(Input::Begin, &["run_started", "start 0#1", "wake"]);
+    // Other runners joined: this one's part drops to 1/s. The new pace lets one start through (the wait so far is
+    // reported), then the next waits a full new period.
+    run.check(Input::Rate(1.0), &["rate_limited", "start 1#1", "wake"]);
+    run.advance(Duration::from_millis(500));
+    run.check(Input::Wake, &["wake"]);
+    run.advance(Duration::from_millis(500));
+    run.check(Input::Wake, &["rate_limited", "start 2#1"]);
 }
