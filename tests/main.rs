@@ -25,6 +25,7 @@ mod fleet_select;
 mod fleet_shared;
 mod fleet_support;
 mod harness_tests;
+mod ledger_backends;
 mod observe_color;
 mod observe_errors;
 mod observe_json;

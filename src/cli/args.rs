@@ -225,8 +225,9 @@ pub struct SelectArgs {
     /// Only the failed, interrupted and unstarted tenants of the last run.
     #[arg(long)]
     pub only_failed: bool,
-    /// Ledger file (default: flotilla.toml `ledger`).
-    #[arg(long, value_name = "PATH", env = "FLOTILLA_LEDGER")]
+    /// Ledger: a SQLite file, or the postgres:// url of a control database that runners share (default:
+    /// flotilla.toml `ledger_url`, else `ledger`). Read with `config::resolve_ledger`.
+    #[arg(long, value_name = "PATH|URL", env = "FLOTILLA_LEDGER")]
     pub ledger: Option<PathBuf>,
 }
 

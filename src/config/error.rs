@@ -123,6 +123,16 @@ pub enum ProblemKind {
         path: PathBuf,
         err: io::Error,
     },
+    #[error("`ledger_url` contains a password; put the password in ledger_password_env or ledger_password_file")]
+    LedgerPasswordInUrl,
+    #[error("set only one of `ledger` (a SQLite file) and `ledger_url` (a PostgreSQL control database)")]
+    LedgerFileAndUrl,
+    #[error("set only one of `ledger_password_env` and `ledger_password_file`")]
+    LedgerPasswordEnvAndFile,
+    #[error("the ledger's password environment variable `{var}` is not set")]
+    LedgerPasswordEnvUnset { var: String },
+    #[error("cannot read the ledger's password file `{}`: {err}", path.display())]
+    LedgerPasswordFile { path: PathBuf, err: io::Error },
     #[error("cannot read CA file `{}`: {err}", path.display())]
     CaFile { path: PathBuf, err: io::Error },
     #[error("CA file `{}` holds no usable PEM certificate", path.display())]
@@ -169,6 +179,8 @@ fn list_or_none(items: &[impl AsRef<str>]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlOrigin {
     Flag,
+    /// `--ledger`, which clap also fills from `FLOTILLA_LEDGER`.
+    LedgerFlag,
     Config(Location),
     DatabaseUrlEnv,
     PgEnv,
@@ -178,6 +190,7 @@ impl fmt::Display for UrlOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UrlOrigin::Flag => f.write_str("--url"),
+            UrlOrigin::LedgerFlag => f.write_str("--ledger (or FLOTILLA_LEDGER)"),
             UrlOrigin::Config(at) => write!(f, "{at}"),
             UrlOrigin::DatabaseUrlEnv => f.write_str("DATABASE_URL"),
             UrlOrigin::PgEnv => f.write_str("the PG* environment variables"),

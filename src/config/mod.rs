@@ -1,5 +1,5 @@
 //! Configuration: `flotilla.toml` (the project), the tenants file (servers, tenants, discovery sources),
-//! database url resolution, TLS, and the [`Secret`] type.
+//! database url and ledger location resolution, TLS, and the [`Secret`] type.
 //!
 //! Everything here is synchronous and reads the environment only through an explicit lookup function, so the
 //! engine never sees environment variables. Connecting is left to `executor` and `fleet`.
@@ -7,6 +7,7 @@
 mod doc;
 mod duration;
 mod error;
+mod ledger;
 mod pgpass;
 mod project;
 mod secret;
@@ -17,6 +18,7 @@ mod url;
 pub use doc::{process_env, EnvLookup};
 pub use duration::{parse_duration, DurationError};
 pub use error::{same_name, ConfigError, Location, Problem, ProblemKind, UrlOrigin};
+pub use ledger::{is_postgres_url, resolve_ledger, LedgerLocation, LedgerPassword};
 pub use pgpass::{pgpass_path, Ignored as PgPassIgnored, PgPassKey};
 pub use project::{
     find_project_file, HookCommand, Hooks, ProjectConfig, ProjectFile, TransactionPer, DEFAULT_CONFIG_FILE,

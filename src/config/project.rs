@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::doc::{get, Doc, EnvLookup};
 use super::error::{ConfigError, ProblemKind};
+use super::ledger::LedgerPassword;
 use super::tenants::BackoffSettings;
 use super::url::{DbUrl, Located};
 
@@ -63,6 +64,9 @@ const KEYS: &[&str] = &[
     "url",
     "tenants",
     "ledger",
+    "ledger_url",
+    "ledger_password_env",
+    "ledger_password_file",
     "desired_schema",
     "dev_url",
     "hooks",
@@ -160,7 +164,12 @@ pub struct ProjectConfig {
     pub url: Option<Located<DbUrl>>,
     /// The default tenants file for fleet commands.
     pub tenants: PathBuf,
+    /// The SQLite ledger file, used unless `ledger_url` is set (see [`super::resolve_ledger`]).
     pub ledger: PathBuf,
+    /// `ledger_url`: a PostgreSQL control database for the ledger (never holding a password).
+    pub ledger_url: Option<Located<DbUrl>>,
+    /// `ledger_password_env` or `ledger_password_file`: the PostgreSQL ledger's password.
+    pub ledger_password: Option<Located<LedgerPassword>>,
     pub desired_schema: PathBuf,
     pub dev_url: Option<Located<DbUrl>>,
     pub hooks: Hooks,
@@ -202,6 +211,8 @@ struct Layer {
     url: Option<Located<DbUrl>>,
     tenants: Option<PathBuf>,
     ledger: Option<PathBuf>,
+    ledger_url: Option<Located<DbUrl>>,
+    ledger_password: Option<Located<LedgerPassword>>,
     desired_schema: Option<PathBuf>,
     dev_url: Option<Located<DbUrl>>,
     post_write: Option<Vec<HookCommand>>,
@@ -220,6 +231,12 @@ impl Layer {
     fn over(&self, base: &Layer) -> Layer {
         let s = self.clone();
         let b = base.clone();
+        // `ledger` and `ledger_url` are one choice: a section that sets either replaces the other's as well.
+        let (ledger, ledger_url) = if s.ledger.is_some() || s.ledger_url.is_some() {
+            (s.ledger, s.ledger_url)
+        } else {
+            (b.ledger, b.ledger_url)
+        };
         Layer {
             script_location: s.script_location.or(b.script_location),
             version_locations: s.version_locations.or(b.version_locations),
@@ -235,7 +252,9 @@ impl Layer {
             backoff: s.backoff.over(b.backoff),
             url: s.url.or(b.url),
             tenants: s.tenants.or(b.tenants),
-            ledger: s.ledger.or(b.ledger),
+            ledger,
+            ledger_url,
+            ledger_password: s.ledger_password.or(b.ledger_password),
             desired_schema: s.desired_schema.or(b.desired_schema),
             dev_url: s.dev_url.or(b.dev_url),
             post_write: s.post_write.or(b.post_write),
@@ -270,6 +289,8 @@ impl Layer {
             url: self.url,
             tenants: self.tenants.unwrap_or_else(|| default_path("tenants.toml")),
             ledger: self.ledger.unwrap_or_else(|| default_path(".flotilla/ledger.db")),
+            ledger_url: self.ledger_url,
+            ledger_password: self.ledger_password,
             desired_schema: self.desired_schema.unwrap_or_else(|| default_path("schema")),
             dev_url: self.dev_url,
             hooks: Hooks {
@@ -407,6 +428,19 @@ fn read_layer(doc: &mut Doc<'_>, table: &DeTable<'_>) -> Layer {
             "dev_url" => layer.dev_url = db_url(doc, key, value),
             "tenants" => layer.tenants = path(doc, key, value),
             "ledger" => layer.ledger = path(doc, key, value),
+            "ledger_url" => layer.ledger_url = ledger_url(doc, key, value),
+            "ledger_password_env" => {
+                layer.ledger_password = located_string(doc, key, value).map(|s| Located {
+                    value: LedgerPassword::Env(s.value),
+                    at: s.at,
+                })
+            }
+            "ledger_password_file" => {
+                layer.ledger_password = path(doc, key, value).map(|p| Located {
+                    value: LedgerPassword::File(p),
+                    at: doc.loc(value.span().start),
+                })
+            }
             "desired_schema" => layer.desired_schema = path(doc, key, value),
             "hooks" => read_hooks(doc, value, &mut layer),
             "shared" => layer.shared = read_shared(doc, value),
@@ -434,7 +468,33 @@ fn read_layer(doc: &mut Doc<'_>, table: &DeTable<'_>) -> Layer {
             _ => {}
         }
     }
+    if let (Some(_), Some(url)) = (get(table, "ledger"), get(table, "ledger_url")) {
+        doc.report(url.span(), ProblemKind::LedgerFileAndUrl);
+        layer.ledger_url = None;
+    }
+    if let (Some(_), Some(file)) = (get(table, "ledger_password_env"), get(table, "ledger_password_file")) {
+        doc.report(file.span(), ProblemKind::LedgerPasswordEnvAndFile);
+        layer.ledger_password = None;
+    }
     layer
+}
+
+/// `ledger_url`: a `postgres://` url without a password (the password goes in `ledger_password_env` or
+/// `ledger_password_file`, as for servers).
+fn ledger_url(doc: &mut Doc<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Located<DbUrl>> {
+    let url = db_url(doc, key, value)?;
+    if !url.value.is_url() {
+        let kind = ProblemKind::UrlScheme {
+            url: url.value.redacted().to_string(),
+        };
+        doc.report(value.span(), kind);
+        return None;
+    }
+    if url.value.has_password() {
+        doc.report(value.span(), ProblemKind::LedgerPasswordInUrl);
+        return None;
+    }
+    Some(url)
 }
 
 fn read_shared(doc: &mut Doc<'_>, value: &Spanned<DeValue<'_>>) -> Option<SharedConfig> {
@@ -805,14 +865,14 @@ lock_timeout = "1s"
             &[
                 "1:1: unknown key `script_locaton` in flotilla.toml (expected one of: script_location, \
                  version_locations, recursive_version_locations, file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
-                 statement_timeout, lock_wait, backoff_base, backoff_max, backoff_jitter, outage_budget, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, shared, env)",
+                 statement_timeout, lock_wait, backoff_base, backoff_max, backoff_jitter, outage_budget, url, tenants, ledger, ledger_url, ledger_password_env, ledger_password_file, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, shared, env)",
                 "2:16: invalid duration `5 parsecs` for `lock_timeout`: unknown unit `parsecs` (use ms, s, m or \
                  min, h, d)",
                 "3:19: `transaction_per` must be one of \"revision\", \"run\", found `statement`",
                 "5:13: `lock_wait` must be a duration such as \"5s\" or \"10min\", found boolean",
                 "6:1: unknown key `env` in [env.prod] (expected one of: script_location, version_locations, \
                  recursive_version_locations, file_template, version_table, version_table_schema, history_table, transaction_per, lock_timeout, \
-                 statement_timeout, lock_wait, backoff_base, backoff_max, backoff_jitter, outage_budget, url, tenants, ledger, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, shared)",
+                 statement_timeout, lock_wait, backoff_base, backoff_max, backoff_jitter, outage_budget, url, tenants, ledger, ledger_url, ledger_password_env, ledger_password_file, desired_schema, dev_url, hooks, revision_source, version_store, offline_renderer, shared_schemas, reset_session, shared)",
                 "7:19: environment variable `NOPE` is not set (write `$${` for a literal `${`)",
             ],
         );

@@ -106,6 +106,11 @@ impl DbUrl {
         self.config.get_password().is_some()
     }
 
+    /// Sets the password sent on connecting (from a separate setting, such as `ledger_password_env`).
+    pub(crate) fn set_password(&mut self, password: &str) {
+        self.config.password(password);
+    }
+
     /// The `sslmode` the url set, if any.
     pub fn sslmode(&self) -> Option<SslMode> {
         self.sslmode

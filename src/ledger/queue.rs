@@ -1,7 +1,7 @@
 //! The ledger as a shared work queue: runners open (or join) a run, claim its tenants in small batches under a
 //! lease they renew, and finish; a runner whose lease lapses loses its unfinished tenants to the others.
 //!
-//! The rules every backend keeps (the shared suite in `tests.rs` checks them on each):
+//! The rules every backend keeps (the shared suite in `testing/` checks them on each):
 //! - a tenant is claimable when it is pending, or interrupted while the run is not finished, or claimed or
 //!   running by a runner whose lease has lapsed; claims go in dispatch order (`NewTenant` order);
 //! - while a canary tenant of the run is unfinished, only canaries are claimable; a halted run hands out nothing;

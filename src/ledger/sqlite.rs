@@ -55,7 +55,7 @@ impl SqliteLedger {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| LedgerError::CreateDir {
-                path: path.clone(),
+                location: path.display().to_string(),
                 source,
             })?;
         }
@@ -106,7 +106,7 @@ impl SqliteLedger {
             .as_ref()
             .filter(|a| &a.run == run)
             .ok_or_else(|| LedgerError::NotRunner {
-                path: self.path.clone(),
+                location: self.path.display().to_string(),
                 run: run.to_string(),
             })
     }
@@ -127,7 +127,7 @@ impl SqliteLedger {
 
 fn sqlite_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError + 'a {
     move |source| LedgerError::Sqlite {
-        path: path.to_path_buf(),
+        location: path.display().to_string(),
         action,
         source,
     }
@@ -140,7 +140,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
             .map_err(err("read the schema version"))
     };
     let too_new = |found| LedgerError::SchemaTooNew {
-        path: path.to_path_buf(),
+        location: path.display().to_string(),
         found,
         known: SCHEMA_VERSION,
     };
@@ -312,7 +312,7 @@ impl Ledger for SqliteLedger {
             if let Some((seq, id, command, target, is_finished)) = found {
                 if command != run.command || target != run.target {
                     return Err(LedgerError::RunMismatch {
-                        path: path.clone(),
+                        location: path.display().to_string(),
                         name: name.clone(),
                         found: format!("{command} {target}"),
                         wanted: format!("{} {}", run.command, run.target),
@@ -386,7 +386,7 @@ impl Ledger for SqliteLedger {
                     .map_err(|e| {
                         if is_unique_violation(&e) {
                             LedgerError::DuplicateTenant {
-                                path: path.clone(),
+                                location: path.display().to_string(),
                                 tenant: tenant.tenant_id.to_string(),
                             }
                         } else {
@@ -543,7 +543,7 @@ impl Ledger for SqliteLedger {
             .map_err(self.err("renew the lease"))?;
         if n == 0 {
             return Err(LedgerError::LeaseLost {
-                path: self.path.clone(),
+                location: self.path.display().to_string(),
                 run: run.to_string(),
                 runner: me,
             });
@@ -670,13 +670,13 @@ impl Ledger for SqliteLedger {
                         .map_err(err("record tenant updates"))?;
                     return Err(match holder {
                         Some(Some(holder)) => LedgerError::LostClaim {
-                            path: path.clone(),
+                            location: path.display().to_string(),
                             run: run.to_string(),
                             tenant: u.tenant_id.clone(),
                             holder,
                         },
                         _ => LedgerError::UnknownTenant {
-                            path: path.clone(),
+                            location: path.display().to_string(),
                             run: run.to_string(),
                             tenant: u.tenant_id.clone(),
                         },
@@ -884,7 +884,7 @@ fn locate(conn: &Connection, path: &Path, run: &str) -> Result<(i64, bool), Ledg
         .and_then(|mut stmt| stmt.query_row([run], |row| Ok((row.get(0)?, row.get(1)?))).optional())
         .map_err(sqlite_err(path, "look up the run"))?
         .ok_or_else(|| LedgerError::UnknownRun {
-            path: path.to_path_buf(),
+            location: path.display().to_string(),
             run: run.to_string(),
         })
 }
@@ -893,7 +893,7 @@ fn locate(conn: &Connection, path: &Path, run: &str) -> Result<(i64, bool), Ledg
 fn locate_unfinished(conn: &Connection, path: &Path, run: &RunId) -> Result<i64, LedgerError> {
     match locate(conn, path, run.as_str())? {
         (_, true) => Err(LedgerError::RunFinished {
-            path: path.to_path_buf(),
+            location: path.display().to_string(),
             run: run.to_string(),
         }),
         (seq, false) => Ok(seq),

@@ -9,6 +9,7 @@ mod catalog;
 mod cli;
 mod cluster;
 mod db;
+mod ledger;
 mod project;
 mod runtime;
 
@@ -19,5 +20,6 @@ pub use db::{
     db_name, parse_db_name, should_keep, sweep_leftovers, template, DbName, TestClient, TestDb, DB_PREFIX, KEEP_DB_ENV,
     MAX_CLIENTS_PER_DB,
 };
+pub use ledger::{ledger_backend, parse_ledger_backend, LedgerBackend, TestLedger, TEST_LEDGER_ENV};
 pub use project::{fixtures_dir, repo_dir, TempProject};
 pub use runtime::{block_on, connect};

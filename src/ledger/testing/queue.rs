@@ -1,18 +1,11 @@
-//! The rules of a shared run (see `queue.rs`), written once over any [`Ledger`] backend: each `check_*` function
-//! takes a factory of runners on one fresh store, and each backend calls every check (`sqlite_*` tests below;
-//! other backends call them from their own tests).
+//! The rules of a shared run (see `ledger/queue.rs`), over any backend.
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::*;
-
-/// Opens another runner (another connection) on the same fresh store.
-pub(crate) trait Store {
-    type L: Ledger;
-    fn connect(&self) -> Self::L;
-}
+use super::Store;
+use crate::ledger::*;
 
 fn new_run() -> NewRun {
     NewRun {
@@ -70,7 +63,7 @@ fn done(id: &str) -> TenantUpdate {
 }
 
 /// Claims come in dispatch order, never twice, and a runner that took the last one is told it is done.
-pub(crate) fn check_claims_in_order_once(store: &impl Store) {
+pub fn check_claims_in_order_once(store: &impl Store) {
     let (ids, tags) = tenant_rows(5);
     let mut a = store.connect();
     let joined = a
@@ -100,7 +93,7 @@ pub(crate) fn check_claims_in_order_once(store: &impl Store) {
 
 /// Runners giving one name share one run; the second sees the first's tenants, and neither gets a tenant the
 /// other holds. A runner with another target is refused.
-pub(crate) fn check_named_run_is_shared(store: &impl Store) {
+pub fn check_named_run_is_shared(store: &impl Store) {
     let (ids, tags) = tenant_rows(6);
     let mut a = store.connect();
     let mut b = store.connect();
@@ -134,7 +127,7 @@ pub(crate) fn check_named_run_is_shared(store: &impl Store) {
 
 /// A runner whose lease lapsed loses its unfinished tenants to another runner, its writes to them are
 /// refused, and its heartbeat says the lease is gone.
-pub(crate) fn check_lapsed_lease_hands_tenants_over(store: &impl Store) {
+pub fn check_lapsed_lease_hands_tenants_over(store: &impl Store) {
     let (ids, tags) = tenant_rows(3);
     let mut a = store.connect();
     let mut b = store.connect();
@@ -171,7 +164,7 @@ pub(crate) fn check_lapsed_lease_hands_tenants_over(store: &impl Store) {
 }
 
 /// A runner only claims tenants of its placement (servers, tags).
-pub(crate) fn check_placement(store: &impl Store) {
+pub fn check_placement(store: &impl Store) {
     let (ids, tags) = tenant_rows(6);
     let mut a = store.connect();
     let mut eu = store.connect();
@@ -207,7 +200,7 @@ pub(crate) fn check_placement(store: &impl Store) {
 }
 
 /// Canaries go first across runners, and a halted run hands out nothing.
-pub(crate) fn check_canaries_and_halt(store: &impl Store) {
+pub fn check_canaries_and_halt(store: &impl Store) {
     let (ids, tags) = tenant_rows(4);
     let mut a = store.connect();
     let mut b = store.connect();
@@ -238,7 +231,7 @@ pub(crate) fn check_canaries_and_halt(store: &impl Store) {
 
 /// The run is finished by the last live runner; an earlier runner's stop gives its claimed tenants back and
 /// leaves its interrupted ones for the others.
-pub(crate) fn check_last_runner_finishes(store: &impl Store) {
+pub fn check_last_runner_finishes(store: &impl Store) {
     let (ids, tags) = tenant_rows(4);
     let mut a = store.connect();
     let mut b = store.connect();
@@ -276,10 +269,9 @@ pub(crate) fn check_last_runner_finishes(store: &impl Store) {
         .unwrap();
     assert!(late.is_finished);
 }
-
 /// Runners of one run share each server's connection budget: together never more than the cap, a fair part
 /// each once the first lets go of what it does not use, and everything for the last one standing.
-pub(crate) fn check_connection_shares(store: &impl Store) {
+pub fn check_connection_shares(store: &impl Store) {
     let (ids, tags) = tenant_rows(2);
     let mut a = store.connect();
     let mut b = store.connect();
@@ -321,54 +313,4 @@ pub(crate) fn check_connection_shares(store: &impl Store) {
         [4],
         "a finished runner holds nothing"
     );
-}
-
-struct SqliteStore(tempfile::TempDir);
-
-impl SqliteStore {
-    fn new() -> SqliteStore {
-        SqliteStore(tempfile::tempdir().unwrap())
-    }
-}
-
-impl Store for SqliteStore {
-    type L = SqliteLedger;
-    fn connect(&self) -> SqliteLedger {
-        SqliteLedger::open(self.0.path().join("ledger.sqlite")).unwrap()
-    }
-}
-
-#[test]
-fn sqlite_claims_in_order_once() {
-    check_claims_in_order_once(&SqliteStore::new());
-}
-
-#[test]
-fn sqlite_named_run_is_shared() {
-    check_named_run_is_shared(&SqliteStore::new());
-}
-
-#[test]
-fn sqlite_lapsed_lease_hands_tenants_over() {
-    check_lapsed_lease_hands_tenants_over(&SqliteStore::new());
-}
-
-#[test]
-fn sqlite_placement() {
-    check_placement(&SqliteStore::new());
-}
-
-#[test]
-fn sqlite_canaries_and_halt() {
-    check_canaries_and_halt(&SqliteStore::new());
-}
-
-#[test]
-fn sqlite_last_runner_finishes() {
-    check_last_runner_finishes(&SqliteStore::new());
-}
-
-#[test]
-fn sqlite_connection_shares() {
-    check_connection_shares(&SqliteStore::new());
 }
