@@ -21,6 +21,10 @@ fn running_tenants(fleet: &Fleet) -> Option<usize> {
 #[tokio::test]
 async fn fleet_ledger_write_failure_stops_the_run_with_exit_6() {
     let fleet = Fleet::new("ledger_fault", 6, 0, Revisions::Fixture("fleet_slow"), 1);
+    if fleet.test_ledger.is_postgres() {
+        eprintln!("skipped with FLOTILLA_TEST_LEDGER=postgres: this test damages the SQLite ledger file");
+        return;
+    }
     let mut child = fleet.spawn_upgrade(&["--concurrency", "1"]);
     let mut has_exited = false;
     wait_for("a tenant to run", Duration::from_secs(30), || {
@@ -57,6 +61,10 @@ async fn fleet_ledger_write_failure_stops_the_run_with_exit_6() {
 #[tokio::test]
 async fn fleet_unreadable_ledger_is_a_usage_error_naming_it() {
     let fleet = Fleet::new("ledger_damaged", 1, 0, Revisions::Fixture("fleet_slow"), 1);
+    if fleet.test_ledger.is_postgres() {
+        eprintln!("skipped with FLOTILLA_TEST_LEDGER=postgres: this test damages the SQLite ledger file");
+        return;
+    }
     std::fs::create_dir_all(fleet.ledger.parent().expect("parent")).unwrap();
     std::fs::write(
         &fleet.ledger,

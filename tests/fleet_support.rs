@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{child_env, connect, tables, version_rows, Cmd, TempProject, TestDb, VERSION_TABLE};
+use crate::harness::{child_env, connect, tables, version_rows, Cmd, TempProject, TestDb, TestLedger, VERSION_TABLE};
 
 /// The head of the repository's `migrations/`.
 pub const REPO_HEAD: &str = crate::single_support::example::HEAD;
@@ -80,7 +80,9 @@ pub struct Fleet {
     pub project: TempProject,
     pub tenants: Vec<TenantInfo>,
     pub tenants_file: PathBuf,
+    /// The `--ledger` value: the SQLite file, or the control database's url (`FLOTILLA_TEST_LEDGER=postgres`).
     pub ledger: PathBuf,
+    pub test_ledger: TestLedger,
 }
 
 impl Fleet {
@@ -128,7 +130,8 @@ impl Fleet {
             Revisions::Fixture(name) => project.copy_fixture(name),
         };
         let tenants_file = project.path().join("tenants.toml");
-        let ledger = project.path().join("state/ledger.db");
+        let test_ledger = TestLedger::new(&project.path().join("state/ledger.db"));
+        let ledger = test_ledger.arg();
         let fleet = Fleet {
             db,
             dbs,
@@ -136,6 +139,7 @@ impl Fleet {
             tenants,
             tenants_file,
             ledger,
+            test_ledger,
         };
         fleet.write_tenants(max_connections, "");
         fleet

@@ -33,7 +33,6 @@ pub struct Ctx {
     pub exec: ExecOptions,
     pub post_write: Vec<HookCommand>,
     pub tenants_file: PathBuf,
-    pub ledger_file: PathBuf,
     url_flag: Option<String>,
     pub format: Format,
     /// The shared revision set (`[shared]`), unless this command acts on it itself (`--shared`).
@@ -164,7 +163,6 @@ impl Ctx {
             exec,
             post_write: project.hooks.post_write.clone(),
             tenants_file: project.tenants.clone(),
-            ledger_file: project.ledger.clone(),
             url_flag: global.url.clone(),
             format: global.format,
             shared,

@@ -19,7 +19,7 @@ use super::run_options::{self, RunOptions, RUN_OPTIONS_VERSION};
 use crate::config::{self, TenantsFile};
 use crate::error::ExitCode;
 use crate::fleet::{self, Action, Engine, FleetRequest, LedgerSink, Selection, Server, Tenant, TenantLimits};
-use crate::ledger::{self, Ledger, NewRun, NewTenant, OpenRun, Placement, RunSelector, RunnerInfo, SqliteLedger};
+use crate::ledger::{self, Ledger, NewRun, NewTenant, OpenRun, Placement, RunSelector, RunnerInfo};
 use crate::observe::{LogRoute, Sink};
 use crate::revision::RevisionId;
 
@@ -64,8 +64,11 @@ fn tenants_path(ctx: &Ctx, select: &SelectArgs) -> PathBuf {
     select.tenants.clone().unwrap_or_else(|| ctx.tenants_file.clone())
 }
 
-fn ledger_path(ctx: &Ctx, explicit: Option<&PathBuf>) -> PathBuf {
-    explicit.cloned().unwrap_or_else(|| ctx.ledger_file.clone())
+/// The ledger: `--ledger` (a file or a `postgres://` url), else flotilla.toml's `ledger_url`, else its `ledger`
+/// file, with the password settings applied.
+fn ledger_path(ctx: &Ctx, explicit: Option<&PathBuf>) -> Result<config::LedgerLocation, CliError> {
+    config::resolve_ledger(explicit.map(PathBuf::as_path), &ctx.project, &config::process_env)
+        .map_err(|e| CliError::new(ExitCode::Usage, e))
 }
 
 async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
@@ -111,17 +114,17 @@ async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
     Ok(FleetSetup { file, servers, tenants })
 }
 
-fn open_ledger(path: &Path) -> Result<SqliteLedger, CliError> {
-    SqliteLedger::open(path).map_err(|e| CliError::new(ExitCode::Usage, e))
+fn open_ledger(location: &config::LedgerLocation) -> Result<Box<dyn Ledger>, CliError> {
+    ledger::open(location).map_err(|e| CliError::new(ExitCode::Usage, e))
 }
 
 /// The failed and interrupted tenants of the ledger's latest run.
-fn last_failed(path: &Path) -> Result<BTreeSet<String>, CliError> {
+fn last_failed(path: &config::LedgerLocation) -> Result<BTreeSet<String>, CliError> {
     let ledger = open_ledger(path)?;
     let run = ledger
         .run(&RunSelector::Latest)
         .map_err(|e| CliError::new(ExitCode::Usage, e))?
-        .ok_or_else(|| CliError::usage(format!("--only-failed: the ledger {} has no run yet", path.display())))?;
+        .ok_or_else(|| CliError::usage(format!("--only-failed: the ledger {path} has no run yet")))?;
     Ok(ledger
         .retry_set(&run.id)
         .map_err(|e| CliError::new(ExitCode::Usage, e))?
@@ -136,7 +139,7 @@ fn selection(ctx: &Ctx, select: &SelectArgs) -> Result<Selection, CliError> {
         .map(|t| fleet::parse_tag(t).map_err(|e| CliError::usage(format!("--tag {e}"))))
         .collect::<Result<_, _>>()?;
     let only = if select.only_failed {
-        Some(last_failed(&ledger_path(ctx, select.ledger.as_ref()))?)
+        Some(last_failed(&ledger_path(ctx, select.ledger.as_ref())?)?)
     } else {
         None
     };
@@ -215,7 +218,7 @@ struct RetryOf {
 }
 
 /// The failed, interrupted and unstarted tenants of `run`, with the targets their plans were made for.
-fn retry_of(ledger: &SqliteLedger, run: &ledger::RunId) -> Result<RetryOf, CliError> {
+fn retry_of(ledger: &dyn Ledger, run: &ledger::RunId) -> Result<RetryOf, CliError> {
     let only: BTreeSet<String> = ledger
         .retry_set(run)
         .map_err(|e| CliError::new(ExitCode::Usage, e))?
@@ -271,13 +274,13 @@ async fn migrate(
         }
         // `--only-failed` repeating the latest run's command keeps each tenant's resolved target too.
         None if select.only_failed => {
-            let ledger = open_ledger(&ledger_path(&ctx, select.ledger.as_ref()))?;
+            let ledger = open_ledger(&ledger_path(&ctx, select.ledger.as_ref())?)?;
             if let Some(last) = ledger
                 .run(&RunSelector::Latest)
                 .map_err(|e| CliError::new(ExitCode::Usage, e))?
             {
                 if last.command == action.command() && last.target == action.target() {
-                    pinned = retry_of(&ledger, &last.id)?.pinned;
+                    pinned = retry_of(&*ledger, &last.id)?.pinned;
                 }
             }
         }
@@ -376,7 +379,7 @@ async fn migrate(
     let run_id = if run.dry_run {
         "dry-run".to_string()
     } else {
-        let path = ledger_path(&ctx, select.ledger.as_ref());
+        let path = ledger_path(&ctx, select.ledger.as_ref())?;
         let mut ledger = open_ledger(&path)?;
         let tags_text: Vec<Option<String>> = chosen
             .iter()
@@ -431,13 +434,17 @@ async fn migrate(
             share: if is_shared { setup.servers.clone() } else { Vec::new() },
             rate: rate_part,
         };
-        let sink = LedgerSink::new(Box::new(ledger), joined.run.clone(), duties);
+        let sink = LedgerSink::new(ledger, joined.run.clone(), duties);
         queue = sink.queue();
         sinks.push(Box::new(sink));
         joined.run.to_string()
     };
+    // Named by the redacted location: a password given in --ledger never reaches the output.
     let retry_command = match &select.ledger {
-        Some(path) => format!("flotilla fleet retry --ledger {} --run {run_id}", path.display()),
+        Some(_) => format!(
+            "flotilla fleet retry --ledger {} --run {run_id}",
+            ledger_path(&ctx, select.ledger.as_ref())?
+        ),
         None => format!("flotilla fleet retry --run {run_id}"),
     };
     sinks.extend(super::watch::sinks(&ctx, &run, route, retry_command).await?);
@@ -618,7 +625,7 @@ async fn retry(
     route: LogRoute,
 ) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
-    let path = ledger_path(&ctx, select.ledger.as_ref());
+    let path = ledger_path(&ctx, select.ledger.as_ref())?;
     let ledger = open_ledger(&path)?;
     let which = match &run_id {
         Some(id) => RunSelector::Id(id.clone()),
@@ -627,8 +634,8 @@ async fn retry(
     let target_run = ledger.run(&which).map_err(|e| CliError::new(ExitCode::Usage, e))?;
     let Some(last) = target_run else {
         return Err(CliError::usage(match &run_id {
-            Some(id) => format!("no run `{id}` in the ledger {}", path.display()),
-            None => format!("nothing to retry: the ledger {} has no run", path.display()),
+            Some(id) => format!("no run `{id}` in the ledger {path}"),
+            None => format!("nothing to retry: the ledger {path} has no run"),
         }));
     };
     if last.state(&hostname()) == ledger::RunState::Live {
@@ -657,10 +664,10 @@ async fn retry(
             )))
         }
     };
-    let retry = retry_of(&ledger, &last.id)?;
+    let retry = retry_of(&*ledger, &last.id)?;
     let text = ctx.format == Format::Text;
     if text {
-        for note in hidden_failures(&ledger, &last, &select)? {
+        for note in hidden_failures(&*ledger, &last, &select)? {
             eprintln!("{note}");
         }
     }
@@ -771,7 +778,7 @@ fn inherit(select: &mut SelectArgs, run: &mut RunArgs, stored: &RunOptions) -> V
 /// Notes on earlier runs whose failed or interrupted tenants no later run has migrated, so a retry of the latest
 /// run does not hide them.
 fn hidden_failures(
-    ledger: &SqliteLedger,
+    ledger: &dyn Ledger,
     chosen: &ledger::RunRecord,
     select: &SelectArgs,
 ) -> Result<Vec<String>, CliError> {
@@ -1114,7 +1121,7 @@ async fn drift(global: &GlobalArgs, args: FleetDriftArgs) -> Result<ExitCode, Cl
 
 fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
-    let path = ledger_path(&ctx, args.select.ledger.as_ref());
+    let path = ledger_path(&ctx, args.select.ledger.as_ref())?;
     let ledger = open_ledger(&path)?;
     let selector = if args.run == "latest" {
         RunSelector::Latest
@@ -1124,7 +1131,7 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
     let run = ledger
         .run(&selector)
         .map_err(|e| CliError::new(ExitCode::Usage, e))?
-        .ok_or_else(|| CliError::usage(format!("no run {} in the ledger {}", args.run, path.display())))?;
+        .ok_or_else(|| CliError::usage(format!("no run {} in the ledger {path}", args.run)))?;
     let state = run.state(&hostname());
     let mut tenants = ledger
         .tenants(&run.id, None)
