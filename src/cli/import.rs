@@ -28,7 +28,8 @@ fn table_ref(from: &StampFromArgs) -> Option<TableRef> {
 /// The directory imported files go to without `--into`: the project's first version location, else
 /// `migrations`.
 fn default_into(global: &GlobalArgs) -> Result<PathBuf, CliError> {
-    let cwd = std::env::current_dir().map_err(|e| CliError::usage(format!("cannot read the current directory: {e}")))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| CliError::usage(format!("cannot read the current directory: {e}")))?;
     let has_project = global.config.is_some() || crate::config::find_project_file(&cwd, Path::exists).is_some();
     if !has_project {
         return Ok(PathBuf::from("migrations"));

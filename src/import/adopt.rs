@@ -167,7 +167,12 @@ mod tests {
         assert_eq!(a.rows, rows(&["2"]));
         assert_eq!(a.n_applied, 2);
         assert_eq!(adopt(&g, "t", &versions(&[])).expect("empty").rows, rows(&[]));
-        assert_eq!(adopt(&g, "t", &Applied::Current(Some("3".into()))).expect("current").rows, rows(&["3"]));
+        assert_eq!(
+            adopt(&g, "t", &Applied::Current(Some("3".into())))
+                .expect("current")
+                .rows,
+            rows(&["3"])
+        );
         assert_eq!(adopt(&g, "t", &Applied::Current(None)).expect("none").n_applied, 0);
     }
 
@@ -220,6 +225,9 @@ mod tests {
         };
         assert_eq!(decide("t", &[], &target), Ok(Some(rows(&["2"]))));
         assert_eq!(decide("t", &rows(&["2"]), &target), Ok(None));
-        assert!(matches!(decide("t", &rows(&["3"]), &target), Err(AdoptError::AlreadyStamped { .. })));
+        assert!(matches!(
+            decide("t", &rows(&["3"]), &target),
+            Err(AdoptError::AlreadyStamped { .. })
+        ));
     }
 }

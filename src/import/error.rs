@@ -78,7 +78,11 @@ pub enum AdoptError {
     #[error("{table} does not exist (looked up as {lookup}); nothing was changed")]
     NoTable { table: String, lookup: String },
     #[error("{table} records version {version}, which no imported revision has (expected revision id {id}); nothing was changed")]
-    Unknown { table: String, version: String, id: RevisionId },
+    Unknown {
+        table: String,
+        version: String,
+        id: RevisionId,
+    },
     #[error(
         "{table} records {top} as applied but not {}, which come before it: the applied set is not a prefix of \
          the imported order; nothing was changed",

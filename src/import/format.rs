@@ -91,7 +91,11 @@ mod tests {
     use super::*;
 
     fn check(version: &str, expected: &str) {
-        assert_eq!(revision_id(version).expect("a valid id").as_str(), expected, "{version}");
+        assert_eq!(
+            revision_id(version).expect("a valid id").as_str(),
+            expected,
+            "{version}"
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct Skipped {
 pub struct SourceSet {
     pub revisions: Vec<SourceRevision>,
     pub skipped: Vec<Skipped>,
+    /// Problems found while reading; [`super::plan`] reports them with its own, and writes nothing.
+    pub problems: Vec<SourceProblem>,
 }
 
 /// How a tool orders its versions.
@@ -103,13 +105,11 @@ pub fn read_dir(format: SourceFormat, dir: &Path) -> Result<SourceSet, ImportErr
             ));
         }
     }
-    if !problems.is_empty() {
-        return Err(ImportError::Malformed(problems));
-    }
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(SourceSet {
         revisions: entries.into_iter().map(|e| e.revision).collect(),
         skipped,
+        problems,
     })
 }
 
@@ -144,14 +144,19 @@ fn list_recursive(dir: &Path) -> Result<Vec<PathBuf>, ImportError> {
 fn read_text(path: &Path) -> Result<String, ImportError> {
     let bytes = std::fs::read(path).map_err(|e| ImportError::read(path, e))?;
     let text = String::from_utf8(bytes).map_err(|_| {
-        ImportError::Malformed(vec![SourceProblem::file(path, "the file is not UTF-8 text".to_string())])
+        ImportError::Malformed(vec![SourceProblem::file(
+            path,
+            "the file is not UTF-8 text".to_string(),
+        )])
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text).replace("\r\n", "\n");
     Ok(text)
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn words(name: &str) -> String {
@@ -203,7 +208,10 @@ fn sqlx(dir: &Path, problems: &mut Vec<SourceProblem>, skipped: &mut Vec<Skipped
     for path in list(dir)? {
         let name = file_name(&path);
         if path.is_dir() || !name.ends_with(".sql") {
-            skipped.push(ignored(path, "not a sqlx migration file (`<VERSION>_<DESCRIPTION>.sql`)"));
+            skipped.push(ignored(
+                path,
+                "not a sqlx migration file (`<VERSION>_<DESCRIPTION>.sql`)",
+            ));
             continue;
         }
         let (stem, kind) = if let Some(stem) = name.strip_suffix(".up.sql") {
@@ -214,7 +222,10 @@ fn sqlx(dir: &Path, problems: &mut Vec<SourceProblem>, skipped: &mut Vec<Skipped
             (name.strip_suffix(".sql").unwrap_or(&name), None)
         };
         let Some((version, description)) = stem.split_once('_') else {
-            problems.push(SourceProblem::file(&path, "expected `<VERSION>_<DESCRIPTION>.sql`".to_string()));
+            problems.push(SourceProblem::file(
+                &path,
+                "expected `<VERSION>_<DESCRIPTION>.sql`".to_string(),
+            ));
             continue;
         };
         let Some(version) = digits_number(version).and_then(|v| i64::try_from(v).ok()) else {
@@ -237,7 +248,10 @@ fn sqlx(dir: &Path, problems: &mut Vec<SourceProblem>, skipped: &mut Vec<Skipped
     for (version, (description, up, down)) in found {
         let Some(up) = up else {
             let path = down.unwrap_or_default();
-            problems.push(SourceProblem::file(&path, "a `.down.sql` without its `.up.sql`".to_string()));
+            problems.push(SourceProblem::file(
+                &path,
+                "a `.down.sql` without its `.up.sql`".to_string(),
+            ));
             continue;
         };
         let up = whole(&up)?;
@@ -246,8 +260,9 @@ fn sqlx(dir: &Path, problems: &mut Vec<SourceProblem>, skipped: &mut Vec<Skipped
         for (text, which) in [(Some(&rev.up), "up"), (rev.down.as_ref(), "down")] {
             if text.is_some_and(|t| t.text.starts_with("-- no-transaction")) {
                 rev.is_transactional = false;
-                rev.notes
-                    .push(format!("sqlx ran it outside a transaction (`-- no-transaction` in its {which} file)"));
+                rev.notes.push(format!(
+                    "sqlx ran it outside a transaction (`-- no-transaction` in its {which} file)"
+                ));
             }
         }
         out.push(Entry {
@@ -260,7 +275,11 @@ fn sqlx(dir: &Path, problems: &mut Vec<SourceProblem>, skipped: &mut Vec<Skipped
 
 /// diesel: a directory `<VERSION>_<NAME>` per revision with `up.sql` (required), `down.sql` and
 /// `metadata.toml` (`run_in_transaction = false`); the version is the part before the first `_` without `-`.
-fn diesel(dir: &Path, problems: &mut Vec<SourceProblem>, skipped: &mut Vec<Skipped>) -> Result<Vec<Entry>, ImportError> {
+fn diesel(
+    dir: &Path,
+    problems: &mut Vec<SourceProblem>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Vec<Entry>, ImportError> {
     let mut out = Vec::new();
     for path in list(dir)? {
         if !path.is_dir() {
@@ -270,17 +289,27 @@ fn diesel(dir: &Path, problems: &mut Vec<SourceProblem>, skipped: &mut Vec<Skipp
         let name = file_name(&path);
         let up_path = path.join("up.sql");
         if !up_path.is_file() {
-            problems.push(SourceProblem::file(&path, "a diesel migration directory without `up.sql`".to_string()));
+            problems.push(SourceProblem::file(
+                &path,
+                "a diesel migration directory without `up.sql`".to_string(),
+            ));
             continue;
         }
         let (version, rest) = name.split_once('_').unwrap_or((&name, ""));
         let version = version.replace('-', "");
         if version.is_empty() {
-            problems.push(SourceProblem::file(&path, "the directory name has no version before `_`".to_string()));
+            problems.push(SourceProblem::file(
+                &path,
+                "the directory name has no version before `_`".to_string(),
+            ));
             continue;
         }
         let down_path = path.join("down.sql");
-        let down = if down_path.is_file() { Some(whole(&down_path)?) } else { None };
+        let down = if down_path.is_file() {
+            Some(whole(&down_path)?)
+        } else {
+            None
+        };
         let mut rev = revision(version.clone(), words(rest), whole(&up_path)?, down);
         let metadata = path.join("metadata.toml");
         if metadata.is_file() {
@@ -328,7 +357,11 @@ pub fn flyway_version_key(version: &str) -> Option<Vec<u128>> {
 /// Flyway: `V<VERSION>__<DESCRIPTION>.sql` (versioned), `U<VERSION>__<DESCRIPTION>.sql` (undo, the downgrade),
 /// `R__<DESCRIPTION>.sql` (repeatable: not supported), scanned recursively; `<file>.conf` with
 /// `executeInTransaction=false` runs outside a transaction.
-fn flyway(dir: &Path, problems: &mut Vec<SourceProblem>, skipped: &mut Vec<Skipped>) -> Result<Vec<Entry>, ImportError> {
+fn flyway(
+    dir: &Path,
+    problems: &mut Vec<SourceProblem>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Vec<Entry>, ImportError> {
     let mut versioned: BTreeMap<Vec<u128>, (String, String, PathBuf)> = BTreeMap::new();
     let mut undo: BTreeMap<Vec<u128>, PathBuf> = BTreeMap::new();
     for path in list_recursive(dir)? {
@@ -385,7 +418,10 @@ fn flyway(dir: &Path, problems: &mut Vec<SourceProblem>, skipped: &mut Vec<Skipp
     }
     for (key, path) in &undo {
         if !versioned.contains_key(key) {
-            problems.push(SourceProblem::file(path, "an undo migration without its versioned migration".into()));
+            problems.push(SourceProblem::file(
+                path,
+                "an undo migration without its versioned migration".into(),
+            ));
         }
     }
     let mut out = Vec::new();
@@ -436,12 +472,18 @@ fn golang_migrate(
             .map(|s| (s, true))
             .or_else(|| name.strip_suffix(".down.sql").map(|s| (s, false)));
         let Some((stem, is_up)) = parsed.filter(|_| path.is_file()) else {
-            skipped.push(ignored(path, "not a golang-migrate SQL file (`<VERSION>_<TITLE>.up.sql`)"));
+            skipped.push(ignored(
+                path,
+                "not a golang-migrate SQL file (`<VERSION>_<TITLE>.up.sql`)",
+            ));
             continue;
         };
         let (version, title) = stem.split_once('_').unwrap_or((stem, ""));
         let Some(version) = digits_number(version).and_then(|v| u64::try_from(v).ok()) else {
-            problems.push(SourceProblem::file(&path, format!("`{version}` is not a golang-migrate version")));
+            problems.push(SourceProblem::file(
+                &path,
+                format!("`{version}` is not a golang-migrate version"),
+            ));
             continue;
         };
         let slot = found.entry(version).or_insert_with(|| (words(title), None, None));
@@ -473,7 +515,11 @@ fn golang_migrate(
 
 /// dbmate: `<VERSION>_<NAME>.sql` with `-- migrate:up` and `-- migrate:down` sections (`transaction:false` after
 /// a marker runs that section outside a transaction); versions ordered as file names.
-fn dbmate(dir: &Path, problems: &mut Vec<SourceProblem>, skipped: &mut Vec<Skipped>) -> Result<Vec<Entry>, ImportError> {
+fn dbmate(
+    dir: &Path,
+    problems: &mut Vec<SourceProblem>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Vec<Entry>, ImportError> {
     let mut out = Vec::new();
     for path in list(dir)? {
         let name = file_name(&path);
@@ -529,10 +575,19 @@ fn dbmate_sections(path: &Path, text: &str) -> Result<Sections, SourceProblem> {
         let t = l.trim();
         !t.is_empty() && !t.starts_with("--")
     }) {
-        return Err(SourceProblem::line(path, i + 1, "SQL before the first `-- migrate:` marker".into()));
+        return Err(SourceProblem::line(
+            path,
+            i + 1,
+            "SQL before the first `-- migrate:` marker".into(),
+        ));
     }
     let section = |start: usize| -> SqlText {
-        let end = markers.iter().map(|m| m.0).filter(|&m| m > start).min().unwrap_or(lines.len());
+        let end = markers
+            .iter()
+            .map(|m| m.0)
+            .filter(|&m| m > start)
+            .min()
+            .unwrap_or(lines.len());
         let mut body = lines[start + 1..end].join("\n");
         body.push('\n');
         SqlText {
@@ -550,7 +605,11 @@ fn dbmate_sections(path: &Path, text: &str) -> Result<Sections, SourceProblem> {
                 )),
                 "transaction:true" => {}
                 other => {
-                    return Err(SourceProblem::line(path, at + 1, format!("unknown dbmate option `{other}`")));
+                    return Err(SourceProblem::line(
+                        path,
+                        at + 1,
+                        format!("unknown dbmate option `{other}`"),
+                    ));
                 }
             }
         }
@@ -583,7 +642,8 @@ mod tests {
 
     #[test]
     fn dbmate_sections_and_options() {
-        let text = "-- a comment\n-- migrate:up transaction:false\nCREATE TABLE t ();\n\n-- migrate:down\nDROP TABLE t;\n";
+        let text =
+            "-- a comment\n-- migrate:up transaction:false\nCREATE TABLE t ();\n\n-- migrate:down\nDROP TABLE t;\n";
         let (up, down, notes) = dbmate_sections(Path::new("x.sql"), text).expect("parses");
         assert_eq!(up.first_line, 3);
         assert_eq!(up.text, "CREATE TABLE t ();\n\n");

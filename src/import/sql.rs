@@ -51,14 +51,11 @@ pub fn check_transactions(rev: &mut SourceRevision) -> Result<(), SourceProblem>
 }
 
 fn scan(text: &SqlText) -> Result<Vec<String>, SourceProblem> {
-    let statements = split_statements(&text.text, text.first_line).map_err(|e| {
-        SourceProblem::line(&text.path, e.line, format!("cannot split the SQL into statements: {e}"))
-    })?;
+    let statements = split_statements(&text.text, text.first_line)
+        .map_err(|e| SourceProblem::line(&text.path, e.line, format!("cannot split the SQL into statements: {e}")))?;
     Ok(statements
         .iter()
-        .filter_map(|s| {
-            no_transaction_reason(&s.sql).map(|why| format!("{}:{}: {why}", text.path.display(), s.line))
-        })
+        .filter_map(|s| no_transaction_reason(&s.sql).map(|why| format!("{}:{}: {why}", text.path.display(), s.line)))
         .collect())
 }
 

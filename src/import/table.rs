@@ -51,7 +51,10 @@ pub async fn read_applied(
         message: db_message(&e),
     };
     let exists = client
-        .query_one(&format!("SELECT to_regclass({}) IS NOT NULL", quote_literal(&qualified)), &[])
+        .query_one(
+            &format!("SELECT to_regclass({}) IS NOT NULL", quote_literal(&qualified)),
+            &[],
+        )
         .await
         .map_err(unreadable)?;
     if !exists.get::<_, bool>(0) {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{ImportError, SourceProblem};
 use super::format::{revision_id, SourceFormat};
-use super::source::{SourceSet, Skipped};
+use super::source::{Skipped, SourceSet};
 use super::sql::check_transactions;
 use crate::revision::RevisionId;
 use crate::script::{build_graph, parse_script, slugify};
@@ -53,17 +53,22 @@ pub struct ImportReport {
 /// The files for `set`, checked: every id valid and distinct, every file parses as a Flotilla revision, and the
 /// revisions form a graph. Nothing is written.
 pub fn plan(format: SourceFormat, from: &Path, into: &Path, set: SourceSet) -> Result<ImportReport, ImportError> {
-    if set.revisions.is_empty() {
+    if set.revisions.is_empty() && set.problems.is_empty() {
         return Err(ImportError::Empty(from.to_path_buf()));
     }
-    let mut problems = Vec::new();
+    let mut problems = set.problems;
     let mut ids: BTreeMap<RevisionId, PathBuf> = BTreeMap::new();
     let mut revisions = Vec::new();
     let mut previous: Option<RevisionId> = None;
     for (i, mut rev) in set.revisions.into_iter().enumerate() {
-        if let Err(p) = check_transactions(&mut rev) {
-            problems.push(p);
-        }
+        // A file the splitter cannot read is reported once, at its own line, and not parsed again below.
+        let is_splittable = match check_transactions(&mut rev) {
+            Ok(()) => true,
+            Err(p) => {
+                problems.push(p);
+                false
+            }
+        };
         let id = match revision_id(&rev.version) {
             Ok(id) => id,
             Err(e) => {
@@ -77,7 +82,11 @@ pub fn plan(format: SourceFormat, from: &Path, into: &Path, set: SourceSet) -> R
         if let Some(other) = ids.insert(id.clone(), rev.up.path.clone()) {
             problems.push(SourceProblem::file(
                 &rev.up.path,
-                format!("version `{}` maps to revision id {id}, as does {}", rev.version, other.display()),
+                format!(
+                    "version `{}` maps to revision id {id}, as does {}",
+                    rev.version,
+                    other.display()
+                ),
             ));
         }
         let (down_revisions, branch_labels, depends_on) = match &rev.graph {
@@ -124,19 +133,29 @@ pub fn plan(format: SourceFormat, from: &Path, into: &Path, set: SourceSet) -> R
             file,
             text: String::new(),
         };
-        imported.text = render(format, &imported, &rev.up.text, rev.down.as_ref().map(|d| d.text.as_str()));
+        imported.text = render(
+            format,
+            &imported,
+            &rev.up.text,
+            rev.down.as_ref().map(|d| d.text.as_str()),
+        );
         match parse_script(&imported.file, &imported.text) {
             Ok(script) => revisions.push((imported, script)),
+            Err(_) if !is_splittable => {}
             Err(e) => problems.push(SourceProblem::file(
                 &rev.up.path,
                 format!("the imported revision would not be a valid Flotilla file: {e}"),
             )),
         }
     }
+    problems.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
     if problems.is_empty() {
         let scripts: Vec<_> = revisions.iter().map(|(_, s)| s.clone()).collect();
         if let Err(e) = build_graph(&scripts) {
-            problems.push(SourceProblem::file(from, format!("the imported revisions do not form a graph: {e}")));
+            problems.push(SourceProblem::file(
+                from,
+                format!("the imported revisions do not form a graph: {e}"),
+            ));
         }
     }
     if !problems.is_empty() {
@@ -181,7 +200,11 @@ pub fn render(format: SourceFormat, rev: &Imported, up: &str, down: Option<&str>
     let sources: Vec<String> = rev
         .sources
         .iter()
-        .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
         .collect();
     out.push_str(&format!(
         "-- Imported from {} version {} - {}\n",
@@ -281,7 +304,11 @@ impl ImportReport {
             ));
         }
         for r in &self.revisions {
-            let file = r.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let file = r
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut marks = Vec::new();
             if r.down_revisions.len() > 1 {
                 marks.push("merge");
@@ -292,7 +319,11 @@ impl ImportReport {
             if !r.flags.is_empty() {
                 marks.push("FLAGGED");
             }
-            let marks = if marks.is_empty() { String::new() } else { format!(" [{}]", marks.join(", ")) };
+            let marks = if marks.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", marks.join(", "))
+            };
             out.push_str(&format!("  {}  {file}  {}{marks}\n", r.id, r.message));
         }
         let section = |out: &mut String, title: &str, lines: Vec<String>| {
