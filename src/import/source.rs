@@ -14,7 +14,8 @@ use super::format::SourceFormat;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlText {
     pub path: PathBuf,
-    /// 1-based line of `path` where `text` starts.
+    /// 1-based line of `path` where `text` starts; 0 when the tool rendered `text` from `path` (Alembic), so
+    /// lines of `text` are not lines of `path`.
     pub first_line: usize,
     pub text: String,
 }

@@ -45,7 +45,11 @@ pub fn check_transactions(rev: &mut SourceRevision) -> Result<(), SourceProblem>
     }
     if !found.is_empty() {
         rev.is_transactional = false;
-        rev.notes.extend(found);
+        for note in found {
+            if !rev.notes.contains(&note) {
+                rev.notes.push(note);
+            }
+        }
     }
     Ok(())
 }
