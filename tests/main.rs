@@ -24,6 +24,7 @@ mod fleet_select;
 mod fleet_shared;
 mod fleet_support;
 mod harness_tests;
+mod import_alembic;
 mod import_fleet;
 mod import_plain;
 mod observe_json;

@@ -27,7 +27,7 @@ pub struct Options {
     pub ini: PathBuf,
 }
 
-/// Prints JSON: Python's and Alembic's versions, and every revision from base to heads with its SQL as
+/// Prints JSON: Python's and Alembic's versions, and every revision (in Alembic's load order) with its SQL as
 /// `alembic upgrade DOWN:REV --sql` and `alembic downgrade REV:DOWN --sql` print it (Alembic's own command
 /// functions, in one interpreter so SQLAlchemy is imported once), or the error that stopped Alembic.
 const ALEMBIC_SCRIPT: &str = r#"
@@ -71,7 +71,17 @@ for sc in directory.walk_revisions("base", "heads"):
         "upgrade": render(ini, "upgrade", start + ":" + sc.revision),
         "downgrade": render(ini, "downgrade", sc.revision + ":" + start),
     })
-revisions.reverse()
+# Alembic breaks ties between branches by the order it loaded the files (sorted names per version location):
+# the revisions are written in that order so Flotilla, reading files in name order, plans as Alembic does.
+try:
+    seen = []
+    for sc in directory.revision_map._revision_map.values():
+        if sc is not None and getattr(sc, "revision", None) and sc.revision not in seen:
+            seen.append(sc.revision)
+    position = {rev: i for i, rev in enumerate(seen)}
+    revisions.sort(key=lambda r: position[r["id"]])
+except (AttributeError, KeyError):
+    revisions.reverse()
 print(json.dumps({
     "python": sys.executable,
     "python_version": platform.python_version(),
@@ -132,7 +142,11 @@ async fn run(python: &str, dir: &Path, args: &[&str]) -> Result<String, String> 
     let stderr = String::from_utf8_lossy(&output.stderr);
     let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
-    Err(format!("`{python} {}` failed ({}): {tail}", args.join(" "), output.status))
+    Err(format!(
+        "`{python} {}` failed ({}): {tail}",
+        args.join(" "),
+        output.status
+    ))
 }
 
 /// Import the Alembic project in `from` (the directory of its ini file).
@@ -155,11 +169,15 @@ pub async fn import(from: &Path, into: &Path, options: &Options) -> Result<Impor
         let up = rev.upgrade.chunk("upgrade", &rev.id);
         let down = rev.downgrade.chunk("downgrade", &rev.id);
         let up = up.unwrap_or_else(|e| {
-            flags.push(format!("Alembic could not render its upgrade offline, so it fails until written by hand: {e}"));
+            flags.push(format!(
+                "Alembic could not render its upgrade offline, so it fails until written by hand: {e}"
+            ));
             unrenderable(&rev.id, "upgrade")
         });
         let down = down.unwrap_or_else(|e| {
-            flags.push(format!("Alembic could not render its downgrade offline, so it fails until written by hand: {e}"));
+            flags.push(format!(
+                "Alembic could not render its downgrade offline, so it fails until written by hand: {e}"
+            ));
             unrenderable(&rev.id, "downgrade")
         });
         let text = |sql: String| SqlText {
@@ -203,10 +221,14 @@ fn python_flags(path: &Path) -> Vec<String> {
     };
     let mut flags = Vec::new();
     if source.contains("is_offline_mode") {
-        flags.push("its Python checks is_offline_mode(): the SQL rendered offline may differ from what ran online".into());
+        flags.push(
+            "its Python checks is_offline_mode(): the SQL rendered offline may differ from what ran online".into(),
+        );
     }
     if source.contains("get_bind(") || source.contains("inspect(") {
-        flags.push("its Python uses the database connection: the SQL rendered offline may differ from what ran online".into());
+        flags.push(
+            "its Python uses the database connection: the SQL rendered offline may differ from what ran online".into(),
+        );
     }
     flags
 }
@@ -221,9 +243,18 @@ fn unrenderable(id: &str, direction: &str) -> String {
 
 /// The revision named by a `-- Running upgrade A -> B` or `-- Running downgrade B -> A` line.
 fn marker_revision<'a>(line: &'a str, direction: &str) -> Option<&'a str> {
-    let rest = line.strip_prefix("-- Running ")?.strip_prefix(direction)?.strip_prefix(' ')?;
-    let (before, after) = rest.split_once(" -> ").or_else(|| rest.strip_suffix(" ->").map(|b| (b, "")))?;
-    Some(if direction == "upgrade" { after.trim() } else { before.trim() })
+    let rest = line
+        .strip_prefix("-- Running ")?
+        .strip_prefix(direction)?
+        .strip_prefix(' ')?;
+    let (before, after) = rest
+        .split_once(" -> ")
+        .or_else(|| rest.strip_suffix(" ->").map(|b| (b, "")))?;
+    Some(if direction == "upgrade" {
+        after.trim()
+    } else {
+        before.trim()
+    })
 }
 
 fn first_word(sql: &str) -> String {
@@ -270,7 +301,11 @@ fn chunk(output: &str, direction: &str, revision: &str) -> Result<String, String
         statements.insert(0, "BEGIN".to_string());
         statements.push("COMMIT".to_string());
     }
-    Ok(statements.iter().map(|s| format!("{s};\n")).collect::<Vec<_>>().join("\n"))
+    Ok(statements
+        .iter()
+        .map(|s| format!("{s};\n"))
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 #[cfg(test)]
@@ -287,8 +322,14 @@ mod tests {
 
     #[test]
     fn chunks_lose_alembics_bookkeeping_and_framing() {
-        assert_eq!(chunk(OUTPUT, "upgrade", "a1").as_deref(), Ok("CREATE TABLE account (id int);\n"));
-        assert_eq!(chunk(OUTPUT, "upgrade", "g7").as_deref(), Ok("CREATE VIEW v AS SELECT 1;\n"));
+        assert_eq!(
+            chunk(OUTPUT, "upgrade", "a1").as_deref(),
+            Ok("CREATE TABLE account (id int);\n")
+        );
+        assert_eq!(
+            chunk(OUTPUT, "upgrade", "g7").as_deref(),
+            Ok("CREATE VIEW v AS SELECT 1;\n")
+        );
         assert_eq!(
             chunk(OUTPUT, "upgrade", "e5").as_deref(),
             Ok("BEGIN;\n\nCOMMIT;\n\nCREATE INDEX CONCURRENTLY ix ON account (id);\n\nBEGIN;\n\nCOMMIT;\n")
@@ -299,8 +340,14 @@ mod tests {
     #[test]
     fn markers_name_the_revision_that_runs() {
         assert_eq!(marker_revision("-- Running upgrade  -> a1", "upgrade"), Some("a1"));
-        assert_eq!(marker_revision("-- Running upgrade e5, f6 -> g7", "upgrade"), Some("g7"));
-        assert_eq!(marker_revision("-- Running downgrade g7 -> e5, f6", "downgrade"), Some("g7"));
+        assert_eq!(
+            marker_revision("-- Running upgrade e5, f6 -> g7", "upgrade"),
+            Some("g7")
+        );
+        assert_eq!(
+            marker_revision("-- Running downgrade g7 -> e5, f6", "downgrade"),
+            Some("g7")
+        );
         assert_eq!(marker_revision("-- Running downgrade a1 -> ", "downgrade"), Some("a1"));
         assert_eq!(marker_revision("-- Running upgrade a1 -> b2", "downgrade"), None);
     }
