@@ -88,6 +88,8 @@ pub fn plan(format: SourceFormat, from: &Path, into: &Path, set: SourceSet) -> R
                     other.display()
                 ),
             ));
+            // Its file would only repeat the problem.
+            continue;
         }
         let (down_revisions, branch_labels, depends_on) = match &rev.graph {
             None => (previous.iter().cloned().collect(), Vec::new(), Vec::new()),
@@ -386,5 +388,96 @@ impl ImportReport {
             self.format, self.format
         ));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::source::{SourceRevision, SqlText};
+
+    fn rev(version: &str, up: &str) -> SourceRevision {
+        SourceRevision {
+            version: version.to_string(),
+            message: format!("step {version}"),
+            up: SqlText {
+                path: PathBuf::from(format!("src/{version}.sql")),
+                first_line: 1,
+                text: up.to_string(),
+            },
+            down: None,
+            is_transactional: true,
+            notes: Vec::new(),
+            flags: Vec::new(),
+            graph: None,
+        }
+    }
+
+    fn set(revisions: Vec<SourceRevision>) -> SourceSet {
+        SourceSet {
+            revisions,
+            ..SourceSet::default()
+        }
+    }
+
+    #[test]
+    fn revisions_form_a_line_with_mapped_ids_and_notes() {
+        let report = plan(
+            SourceFormat::Dbmate,
+            Path::new("src"),
+            Path::new("out"),
+            set(vec![
+                rev("2024-01", "CREATE TABLE a ();\n"),
+                rev("2024-02", "VACUUM a;\n"),
+            ]),
+        )
+        .expect("a valid import");
+        let ids: Vec<&str> = report.revisions.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["2024_01", "2024_02"]);
+        assert_eq!(report.revisions[1].down_revisions, [RevisionId::new("2024_01")]);
+        assert_eq!(report.revisions[1].file, Path::new("out/0002_2024_02_step_2024_02.sql"));
+        assert_eq!(
+            report.revisions[1].text,
+            "-- revision: 2024_02\n-- down_revision: 2024_01\n-- message: step 2024-02\n-- transaction: false\n\
+             -- Imported from dbmate version 2024-02 - 2024-02.sql\n-- Import note - src/2024-02.sql:1: VACUUM\n\n\
+             -- flotilla:upgrade\nVACUUM a;\n"
+        );
+        assert!(report.revisions[0].transaction);
+        assert_eq!(report.to_json()["no_transaction"], serde_json::json!(["2024_02"]));
+    }
+
+    #[test]
+    fn versions_mapping_to_one_id_are_refused() {
+        let err = plan(
+            SourceFormat::Dbmate,
+            Path::new("src"),
+            Path::new("out"),
+            set(vec![rev("1-a", "SELECT 1;"), rev("1_a", "SELECT 2;")]),
+        )
+        .expect_err("a collision");
+        assert_eq!(
+            err.to_string(),
+            "nothing was imported:\nsrc/1_a.sql: version `1_a` maps to revision id 1_a, as does src/1-a.sql"
+        );
+    }
+
+    #[test]
+    fn sql_flotilla_cannot_read_is_refused_at_its_source() {
+        let err = plan(
+            SourceFormat::Sqlx,
+            Path::new("src"),
+            Path::new("out"),
+            set(vec![rev(
+                "1",
+                "SELECT 1;\n-- flotilla:downgrade\nSELECT 2;\n-- flotilla:downgrade\n",
+            )]),
+        )
+        .expect_err("a second downgrade marker");
+        assert!(
+            err.to_string().starts_with(
+                "nothing was imported:\nsrc/1.sql: the imported revision would not be a valid Flotilla file"
+            ),
+            "{err}"
+        );
     }
 }
