@@ -15,6 +15,7 @@ pub mod executor;
 pub mod extend;
 pub mod fleet;
 pub mod graph;
+pub mod import;
 pub mod ledger;
 pub mod observe;
 pub mod revision;

@@ -131,9 +131,14 @@ pub enum Command {
     EnsureVersion(EnsureVersionArgs),
     /// Set the version table to the given revisions without running any SQL.
     #[command(
-        after_help = "Examples:\n  flotilla stamp head\n  flotilla stamp base\n  flotilla stamp 3f2a --purge\n  flotilla stamp 1d9b:8a4c --sql     # offline, from a known revision: only the rows that move"
+        after_help = "Examples:\n  flotilla stamp head\n  flotilla stamp base\n  flotilla stamp 3f2a --purge\n  flotilla stamp 1d9b:8a4c --sql     # offline, from a known revision: only the rows that move\n  flotilla stamp --from sqlx         # what sqlx's _sqlx_migrations says is applied (see docs/import.md)"
     )]
     Stamp(StampArgs),
+    /// Write revision files from another tool's migrations (sqlx, diesel, flyway, golang-migrate, dbmate, alembic).
+    #[command(
+        after_help = "Examples:\n  flotilla import sqlx --from migrations-sqlx --into migrations\n  flotilla import flyway --from src/main/resources/db/migration\n  flotilla import alembic --from alembic-project --python .venv/bin/python\nThen `flotilla stamp --from FORMAT` (or `flotilla fleet stamp --from FORMAT`). See docs/import.md."
+    )]
+    Import(ImportArgs),
     /// Report applied revisions whose script changed since they were applied (exit 1 when any did).
     Validate,
     /// Clear a failed no-transaction revision after inspecting the database (see `current`).
@@ -349,8 +354,10 @@ pub struct FleetMigrateArgs {
 #[derive(Debug, Args)]
 pub struct FleetStampArgs {
     /// Revisions to stamp (ids, head, heads, base, LABEL@head...).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from")]
     pub revisions: Vec<String>,
+    #[command(flatten)]
+    pub from: StampFromArgs,
     #[command(flatten)]
     pub select: SelectArgs,
     #[command(flatten)]
@@ -568,14 +575,72 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct StampArgs {
     /// Revisions to stamp (ids, head, heads, base, LABEL@head...).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from")]
     pub revisions: Vec<String>,
     /// Delete every version row first, without checking what is there.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     pub purge: bool,
     /// Print the SQL instead of running it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     pub sql: bool,
+    #[command(flatten)]
+    pub from: StampFromArgs,
+}
+
+/// `stamp --from FORMAT`: stamp what another tool's bookkeeping table says is applied (see docs/import.md).
+#[derive(Debug, Args, Clone, Default)]
+pub struct StampFromArgs {
+    /// Read this tool's bookkeeping table (never modified) and stamp the imported revisions it has applied.
+    #[arg(long, value_enum, value_name = "FORMAT", conflicts_with = "revisions")]
+    pub from: Option<ImportFormat>,
+    /// That tool's table name, when it is not the tool's default (e.g. golang-migrate's x-migrations-table).
+    #[arg(long, value_name = "NAME", requires = "from")]
+    pub from_table: Option<String>,
+}
+
+/// The tools `import` and `stamp --from` know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    Sqlx,
+    Diesel,
+    Flyway,
+    GolangMigrate,
+    Dbmate,
+    Alembic,
+}
+
+impl ImportFormat {
+    pub fn source(self) -> crate::import::SourceFormat {
+        use crate::import::SourceFormat as F;
+        match self {
+            ImportFormat::Sqlx => F::Sqlx,
+            ImportFormat::Diesel => F::Diesel,
+            ImportFormat::Flyway => F::Flyway,
+            ImportFormat::GolangMigrate => F::GolangMigrate,
+            ImportFormat::Dbmate => F::Dbmate,
+            ImportFormat::Alembic => F::Alembic,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The tool whose migrations to import.
+    #[arg(value_enum, value_name = "FORMAT")]
+    pub tool: ImportFormat,
+    /// That tool's migration directory (for alembic: the directory holding alembic.ini).
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// Where to write the revision files (default: the first of flotilla.toml's version_locations when there is
+    /// a flotilla.toml, else `migrations`). Existing files are never overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub into: Option<PathBuf>,
+    /// alembic: the Python that runs Alembic (the project's own environment).
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    pub python: String,
+    /// alembic: the ini file, relative to --from.
+    #[arg(long, value_name = "FILE", default_value = "alembic.ini")]
+    pub alembic_ini: PathBuf,
 }
 
 #[derive(Debug, Args)]

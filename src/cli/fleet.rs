@@ -40,7 +40,10 @@ pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRout
     match command {
         FleetCommand::Upgrade(a) => migrate(global, Action::Upgrade(a.target), a.select, a.run, route, None).await,
         FleetCommand::Downgrade(a) => migrate(global, Action::Downgrade(a.target), a.select, a.run, route, None).await,
-        FleetCommand::Stamp(a) => migrate(global, Action::Stamp(a.revisions), a.select, a.run, route, None).await,
+        FleetCommand::Stamp(a) => {
+            let action = super::import::fleet_action(a.revisions, &a.from);
+            migrate(global, action, a.select, a.run, route, None).await
+        }
         FleetCommand::Current(a) => current(global, a).await,
         FleetCommand::Plan(a) => plan(global, a).await,
         FleetCommand::Status(a) => status(global, a),
@@ -189,6 +192,7 @@ fn check_target(loaded: &Loaded, action: &Action) -> Result<(), CliError> {
     let specs: Vec<&str> = match action {
         Action::Upgrade(t) | Action::Downgrade(t) => vec![t.as_str()],
         Action::Stamp(ts) => ts.iter().map(String::as_str).collect(),
+        Action::StampFrom(_) => Vec::new(),
     };
     for spec in specs {
         let is_relative = spec.contains('+') || spec.contains('-');

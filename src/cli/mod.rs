@@ -7,6 +7,7 @@ mod autogen;
 mod context;
 mod error;
 mod fleet;
+mod import;
 mod inspect;
 mod output;
 mod run_options;
@@ -47,7 +48,9 @@ pub async fn run_with(
         Command::Upgrade(a) => single::migrate(global, a, crate::graph::Direction::Up).await,
         Command::Downgrade(a) => single::migrate(global, a, crate::graph::Direction::Down).await,
         Command::Current(a) => single::current(global, a).await,
+        Command::Stamp(a) if a.from.from.is_some() => import::stamp(global, a).await,
         Command::Stamp(a) => single::stamp(global, a).await,
+        Command::Import(a) => import::import(global, a).await,
         Command::Validate => single::validate(global).await,
         Command::Resolve => single::resolve(global).await,
         Command::Fleet(c) => fleet::dispatch(global, c, route).await,

@@ -32,6 +32,8 @@ pub enum Action {
     Upgrade(String),
     Downgrade(String),
     Stamp(Vec<String>),
+    /// `fleet stamp --from FORMAT`: what each tenant's other tool recorded (see `crate::import`).
+    StampFrom(crate::import::TableRef),
 }
 
 impl Action {
@@ -40,6 +42,7 @@ impl Action {
             Action::Upgrade(_) => "upgrade",
             Action::Downgrade(_) => "downgrade",
             Action::Stamp(_) => "stamp",
+            Action::StampFrom(_) => "stamp-from",
         }
     }
 
@@ -47,6 +50,7 @@ impl Action {
         match self {
             Action::Upgrade(t) | Action::Downgrade(t) => t.clone(),
             Action::Stamp(revs) => revs.join(" "),
+            Action::StampFrom(table) => format!("{} {}", table.format, table.name()),
         }
     }
 }
@@ -751,7 +755,13 @@ async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: u
         .await
         .map_err(|e| Failure::from_exec(&e))?;
     let from = session.rows().to_vec();
-    let result = drive(ctx, &mut session, index, &from, shared_applied.as_ref()).await;
+    let result = match &ctx.action {
+        Action::StampFrom(table) => {
+            let schema = opts.schema.as_deref();
+            stamp_from(ctx, conn.client(), &mut session, schema, table, &from).await
+        }
+        _ => drive(ctx, &mut session, index, &from, shared_applied.as_ref()).await,
+    };
     match result {
         Ok(attempt) => match session.close().await {
             Ok(()) => {
@@ -766,6 +776,40 @@ async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: u
             Err(err)
         }
     }
+}
+
+/// `fleet stamp --from`: the tenant's own tool's table decides (`crate::import`); a mismatch fails the tenant
+/// unchanged.
+async fn stamp_from(
+    ctx: &WorkerCtx,
+    client: &tokio_postgres::Client,
+    session: &mut Session<'_>,
+    schema: Option<&str>,
+    table: &crate::import::TableRef,
+    from: &[RevisionId],
+) -> Result<Attempt, AttemptError> {
+    use crate::import::StampFromError;
+    let report = crate::import::stamp_from(client, session, schema, &ctx.engine.graph, table, ctx.is_dry_run)
+        .await
+        .map_err(|e| match e {
+            StampFromError::Exec(e) => Failure::from_exec(&e),
+            StampFromError::Adopt(e) => Failure::permanent(e.to_string(), "stamp_from"),
+        })?;
+    for ignored in &report.ignored {
+        tracing::warn!(table = table.name(), version = %ignored.version, "{}", ignored.why);
+    }
+    Ok(match (report.is_changed, ctx.is_dry_run && report.to != from) {
+        (true, _) => Attempt::Done {
+            from: from.to_vec(),
+            to: session.rows().to_vec(),
+            n_steps: 0,
+        },
+        (false, true) => Attempt::Planned {
+            from: from.to_vec(),
+            steps: Vec::new(),
+        },
+        (false, false) => Attempt::Skipped { at: from.to_vec() },
+    })
 }
 
 async fn drive(
@@ -790,6 +834,7 @@ async fn drive(
             .graph
             .plan_downgrade_checked(from, target)
             .map_err(|e| e.to_string()),
+        (Action::StampFrom(_), _) => Err("stamp --from is decided by `stamp_from`, not planned".to_string()),
         (Action::Stamp(targets), _) => {
             let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
             let rows = engine
