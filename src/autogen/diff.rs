@@ -10,11 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Catalog, Column, Composite, Domain, Policy, QName, Table};
+use super::model::{Catalog, Column, Composite, DepKey, Domain, Grant, Policy, QName, Table};
 use super::ops::{CommentTarget, Comparator, EnumUsage, Op};
 
 #[derive(Default)]
 struct Buckets {
+    revokes: Vec<Op>,
     drop_comments: Vec<Op>,
     drop_triggers: Vec<Op>,
     drop_policies: Vec<Op>,
@@ -24,6 +25,7 @@ struct Buckets {
     drop_fks: Vec<Op>,
     drop_indexes: Vec<Op>,
     drop_constraints: Vec<Op>,
+    drop_defaults: Vec<Op>,
     drop_columns: Vec<Op>,
     disown_sequences: Vec<Op>,
     drop_tables: Vec<Op>,
@@ -42,6 +44,8 @@ struct Buckets {
     alter_columns: Vec<Op>,
     drop_types_late: Vec<Op>,
     drop_schemas_late: Vec<Op>,
+    readd_columns: Vec<Op>,
+    set_defaults: Vec<Op>,
     own_sequences: Vec<Op>,
     add_constraints: Vec<Op>,
     add_fks: Vec<Op>,
@@ -51,15 +55,19 @@ struct Buckets {
     create_triggers: Vec<Op>,
     enable_rls: Vec<Op>,
     create_policies: Vec<Op>,
+    grants: Vec<Op>,
     set_comments: Vec<Op>,
     custom: Vec<Op>,
     /// Comments of recreated types, already handled: dropped from the old type and set on the new one.
     recreated_comments: BTreeSet<(String, String)>,
+    /// Objects dropped and created again because something they depend on is recreated or retyped.
+    forced: Forced,
 }
 
 impl Buckets {
     fn into_ops(self) -> Vec<Op> {
         [
+            self.revokes,
             self.drop_comments,
             self.drop_triggers,
             self.drop_policies,
@@ -69,6 +77,7 @@ impl Buckets {
             self.drop_fks,
             self.drop_indexes,
             self.drop_constraints,
+            self.drop_defaults,
             self.drop_columns,
             self.disown_sequences,
             self.drop_tables,
@@ -87,6 +96,8 @@ impl Buckets {
             self.alter_columns,
             self.drop_types_late,
             self.drop_schemas_late,
+            self.readd_columns,
+            self.set_defaults,
             self.own_sequences,
             self.add_constraints,
             self.add_fks,
@@ -96,6 +107,7 @@ impl Buckets {
             self.create_triggers,
             self.enable_rls,
             self.create_policies,
+            self.grants,
             self.set_comments,
             self.custom,
         ]
@@ -130,6 +142,115 @@ impl Buckets {
     }
 }
 
+/// The objects a revision drops and creates again although they did not change themselves, because something
+/// they depend on changes under them: a recreated enum, domain or composite type (an enum whose labels change
+/// at all, since the downgrade of added labels recreates it), a column whose type changes, a generated column
+/// that is dropped and added, a view that is recreated. The links come from both catalogs' `pg_depend`, so the
+/// upgrade drops what the old schema holds and the downgrade what the new one holds; dependants of dependants
+/// (a view on a view, a trigger on a function taking the type) follow.
+#[derive(Default)]
+struct Forced {
+    keys: BTreeSet<DepKey>,
+}
+
+impl Forced {
+    fn new(from: &Catalog, to: &Catalog) -> Forced {
+        let mut roots: Vec<DepKey> = Vec::new();
+        for (name, e) in &from.enums {
+            if to.enums.get(name).is_some_and(|n| n.labels != e.labels) {
+                roots.push(DepKey::Type(name.clone()));
+            }
+        }
+        for (name, d) in &from.domains {
+            if to.domains.get(name).is_some_and(|n| n.base_type != d.base_type) {
+                roots.push(DepKey::Type(name.clone()));
+            }
+        }
+        for (name, c) in &from.composites {
+            if to.composites.get(name).is_some_and(|n| n.attributes != c.attributes) {
+                roots.push(DepKey::Type(name.clone()));
+            }
+        }
+        for (name, table) in &from.tables {
+            let Some(new) = to.tables.get(name) else { continue };
+            for column in &table.columns {
+                if let Some(n) = new.column(&column.name) {
+                    if n.data_type != column.data_type || n.generated != column.generated {
+                        roots.push(DepKey::Column(name.clone(), column.name.clone()));
+                    }
+                }
+            }
+        }
+        // A primary key or unique constraint that goes away or changes takes the foreign keys using it along.
+        for (name, table) in &from.tables {
+            let Some(new) = to.tables.get(name) else { continue };
+            for (cname, c) in &table.constraints {
+                if matches!(c.kind, 'p' | 'u' | 'x') && new.constraints.get(cname) != Some(c) {
+                    roots.push(DepKey::Constraint(name.clone(), cname.clone()));
+                }
+            }
+        }
+        for (name, view) in &from.views {
+            if to
+                .views
+                .get(name)
+                .is_some_and(|n| n.definition != view.definition || n.is_materialized != view.is_materialized)
+            {
+                roots.push(DepKey::View(name.clone()));
+            }
+        }
+        let mut dependants: BTreeMap<&DepKey, Vec<&DepKey>> = BTreeMap::new();
+        for (dependant, referenced) in from.depends.iter().chain(&to.depends) {
+            dependants.entry(referenced).or_default().push(dependant);
+        }
+        let is_generated = |table: &QName, column: &str| {
+            [from, to].iter().any(|c| {
+                c.tables
+                    .get(table)
+                    .and_then(|t| t.column(column))
+                    .is_some_and(|c| c.generated.is_some())
+            })
+        };
+        let mut keys: BTreeSet<DepKey> = roots.iter().cloned().collect();
+        while let Some(key) = roots.pop() {
+            let mut next: Vec<DepKey> = dependants
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .map(|k| (*k).clone())
+                .collect();
+            // A generated column is dropped and added again with its expression: what depends on the column follows.
+            if let DepKey::Default(table, column) = &key {
+                if is_generated(table, column) {
+                    next.push(DepKey::Column(table.clone(), column.clone()));
+                }
+            }
+            for k in next {
+                if keys.insert(k.clone()) {
+                    roots.push(k);
+                }
+            }
+        }
+        Forced { keys }
+    }
+
+    fn contains(&self, key: &DepKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Whether a column's default (not a generated expression) is dropped before and set after: it depends on
+    /// a changed object, and the column itself does not change type (its own conversion handles its default).
+    fn is_default(&self, table: &QName, column: &str) -> bool {
+        self.contains(&DepKey::Default(table.clone(), column.to_string()))
+            && !self.contains(&DepKey::Column(table.clone(), column.to_string()))
+    }
+
+    /// Whether a generated column is dropped and added again.
+    fn is_generated(&self, table: &QName, column: &str) -> bool {
+        self.contains(&DepKey::Default(table.clone(), column.to_string()))
+    }
+}
+
 /// The operations that turn `from` into `to`.
 pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Op> {
     diff_with(from, to, &[])
@@ -137,7 +258,10 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Op> {
 
 /// As [`diff`], with the operations of user comparators appended.
 pub fn diff_with(from: &Catalog, to: &Catalog, comparators: &[Box<dyn Comparator>]) -> Vec<Op> {
-    let mut b = Buckets::default();
+    let mut b = Buckets {
+        forced: Forced::new(from, to),
+        ..Buckets::default()
+    };
     schemas(from, to, &mut b);
     types(from, to, &mut b);
     sequences(from, to, &mut b);
@@ -147,6 +271,7 @@ pub fn diff_with(from: &Catalog, to: &Catalog, comparators: &[Box<dyn Comparator
     views(from, to, &mut b);
     triggers(from, to, &mut b);
     policies(from, to, &mut b);
+    grants(from, to, &mut b);
     let keys: BTreeSet<&(String, String)> = from.comments.keys().chain(to.comments.keys()).collect();
     for key in keys {
         if b.recreated_comments.contains(key) {
@@ -638,6 +763,10 @@ fn functions(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     for (key, f) in &from.functions {
         match to.functions.get(key) {
             None => b.drop_functions.push(Op::DropFunction { function: f.clone() }),
+            Some(new) if b.forced.contains(&DepKey::Function(key.clone())) => {
+                b.drop_functions.push(Op::DropFunction { function: f.clone() });
+                b.create_functions.push(Op::CreateFunction { function: new.clone() });
+            }
             Some(new) if new.definition != f.definition => b.create_functions.push(Op::ReplaceFunction {
                 from: f.clone(),
                 to: new.clone(),
@@ -654,8 +783,12 @@ fn functions(from: &Catalog, to: &Catalog, b: &mut Buckets) {
 
 fn constraint_ops(b: &mut Buckets, table: &QName, old: &Table, new: Option<&Table>) {
     let is_new_table = false;
+    // A primary key, unique or exclusion constraint over a retyped column is rebuilt by PostgreSQL itself.
+    let is_forced = |b: &Buckets, name: &String, c: &super::model::Constraint| {
+        matches!(c.kind, 'c' | 'f') && b.forced.contains(&DepKey::Constraint(table.clone(), name.clone()))
+    };
     for (name, c) in &old.constraints {
-        let same = new.and_then(|t| t.constraints.get(name)) == Some(c);
+        let same = new.and_then(|t| t.constraints.get(name)) == Some(c) && !is_forced(b, name, c);
         // A dropped table takes its own non-FK constraints with it (the reverse recreates them inline).
         if same || (new.is_none() && c.kind != 'f') {
             continue;
@@ -674,7 +807,7 @@ fn constraint_ops(b: &mut Buckets, table: &QName, old: &Table, new: Option<&Tabl
     }
     if let Some(new) = new {
         for (name, c) in &new.constraints {
-            if old.constraints.get(name) == Some(c) {
+            if old.constraints.get(name) == Some(c) && !is_forced(b, name, c) {
                 continue;
             }
             let op = Op::AddConstraint {
@@ -698,13 +831,15 @@ fn column_comment(b: &mut Buckets, table: &QName, column: &str, from: Option<&St
 
 fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
     let col = || old.name.clone();
-    if old.generated != new.generated || (old.generated.is_some() && old.data_type != new.data_type) {
+    let is_regenerated = old.generated.is_some() && b.forced.is_generated(table, &old.name);
+    if old.generated != new.generated || (old.generated.is_some() && old.data_type != new.data_type) || is_regenerated {
         column_comment(b, table, &old.name, old.comment.as_ref(), None);
         b.drop_columns.push(Op::DropColumn {
             table: table.clone(),
             column: old.clone(),
         });
-        b.add_columns.push(Op::AddColumn {
+        // After every column changed type: the expression may use one.
+        b.readd_columns.push(Op::AddColumn {
             table: table.clone(),
             column: new.clone(),
         });
@@ -712,7 +847,25 @@ fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
         return;
     }
     let is_type_change = old.data_type != new.data_type;
-    let is_default_change = old.default != new.default;
+    if b.forced.is_default(table, &old.name) {
+        if old.default.is_some() {
+            b.drop_defaults.push(Op::AlterColumnDefault {
+                table: table.clone(),
+                column: col(),
+                from: old.default.clone(),
+                to: None,
+            });
+        }
+        if new.default.is_some() {
+            b.set_defaults.push(Op::AlterColumnDefault {
+                table: table.clone(),
+                column: col(),
+                from: None,
+                to: new.default.clone(),
+            });
+        }
+    }
+    let is_default_change = old.default != new.default && !b.forced.is_default(table, &old.name);
     if is_type_change && is_default_change && old.default.is_some() {
         // The old default may not cast to the new type: drop it first, set the new one after.
         b.alter_columns.push(Op::AlterColumnDefault {
@@ -861,44 +1014,54 @@ fn indexes(from: &Catalog, to: &Catalog, b: &mut Buckets) {
         (Some(a), Some(c)) => a.definition != c.definition || a.is_materialized != c.is_materialized,
         _ => false,
     };
+    let is_forced = |name: &QName| b.forced.contains(&DepKey::Index(name.clone()));
+    let (mut dropped, mut created) = (Vec::new(), Vec::new());
     for (name, index) in &from.indexes {
-        if to.indexes.get(name) != Some(index) || recreated(&index.table) {
+        if to.indexes.get(name) != Some(index) || recreated(&index.table) || is_forced(name) {
             let op = Op::DropIndex {
                 name: name.clone(),
                 index: index.clone(),
                 is_new_table: !to.tables.contains_key(&index.table),
             };
-            if from.views.contains_key(&index.table) {
-                b.drop_view_indexes.push(op);
-            } else {
-                b.drop_indexes.push(op);
-            }
+            dropped.push((from.views.contains_key(&index.table), op));
         }
     }
     for (name, index) in &to.indexes {
-        if from.indexes.get(name) != Some(index) || recreated(&index.table) {
+        if from.indexes.get(name) != Some(index) || recreated(&index.table) || is_forced(name) {
             let op = Op::CreateIndex {
                 name: name.clone(),
                 index: index.clone(),
                 is_new_table: !from.tables.contains_key(&index.table),
             };
-            if to.views.contains_key(&index.table) {
-                b.create_view_indexes.push(op);
-            } else {
-                b.create_indexes.push(op);
-            }
+            created.push((to.views.contains_key(&index.table), op));
+        }
+    }
+    for (is_view, op) in dropped {
+        if is_view {
+            b.drop_view_indexes.push(op);
+        } else {
+            b.drop_indexes.push(op);
+        }
+    }
+    for (is_view, op) in created {
+        if is_view {
+            b.create_view_indexes.push(op);
+        } else {
+            b.create_indexes.push(op);
         }
     }
 }
 
 fn views(from: &Catalog, to: &Catalog, b: &mut Buckets) {
-    let same = |a: &super::model::View, c: &super::model::View| {
-        a.definition == c.definition && a.is_materialized == c.is_materialized
+    let same = |name: &QName, a: &super::model::View, c: &super::model::View| {
+        a.definition == c.definition
+            && a.is_materialized == c.is_materialized
+            && !b.forced.contains(&DepKey::View(name.clone()))
     };
     let mut dropped: Vec<_> = from
         .views
         .iter()
-        .filter(|(name, view)| !to.views.get(*name).is_some_and(|new| same(view, new)))
+        .filter(|(name, view)| !to.views.get(*name).is_some_and(|new| same(name, view, new)))
         .collect();
     // Views built on other views are dropped first and created last.
     dropped.sort_by_key(|(_, v)| std::cmp::Reverse(v.order));
@@ -911,7 +1074,7 @@ fn views(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     let mut created: Vec<_> = to
         .views
         .iter()
-        .filter(|(name, view)| !from.views.get(*name).is_some_and(|old| same(old, view)))
+        .filter(|(name, view)| !from.views.get(*name).is_some_and(|old| same(name, old, view)))
         .collect();
     created.sort_by_key(|(_, v)| v.order);
     for (name, view) in created {
@@ -926,7 +1089,7 @@ fn triggers(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     let all: BTreeMap<_, _> = from.triggers.iter().chain(to.triggers.iter()).collect();
     for (key, _) in all {
         let (old, new) = (from.triggers.get(key), to.triggers.get(key));
-        if old == new {
+        if old == new && !b.forced.contains(&DepKey::Trigger(key.0.clone(), key.1.clone())) {
             continue;
         }
         if let Some(t) = old {
@@ -941,6 +1104,187 @@ fn triggers(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                 table: key.0.clone(),
                 name: key.1.clone(),
                 trigger: t.clone(),
+            });
+        }
+    }
+}
+
+/// The objects (as `GRANT ... ON` names them) the revision drops and creates again, or replaces by a new type of
+/// the same name: their privileges are revoked before and granted again after.
+fn recreated_objects(b: &Buckets) -> BTreeSet<String> {
+    let all = [
+        &b.drop_views,
+        &b.create_views,
+        &b.drop_functions,
+        &b.create_functions,
+        &b.drop_tables,
+        &b.create_tables,
+        &b.drop_types,
+        &b.drop_types_late,
+        &b.create_types,
+    ];
+    let mut dropped = BTreeSet::new();
+    let mut created = BTreeSet::new();
+    let function = |f: &super::model::Function| {
+        let kind = if f.is_procedure { "PROCEDURE" } else { "FUNCTION" };
+        format!("{kind} {}({})", f.name, f.identity_args)
+    };
+    for op in all.into_iter().flatten() {
+        match op {
+            Op::DropView { name, .. } | Op::DropTable { name, .. } => {
+                dropped.insert(format!("TABLE {name}"));
+            }
+            Op::CreateView { name, .. } | Op::CreateTable { name, .. } => {
+                created.insert(format!("TABLE {name}"));
+            }
+            Op::DropFunction { function: f } => {
+                dropped.insert(function(f));
+            }
+            Op::CreateFunction { function: f } => {
+                created.insert(function(f));
+            }
+            Op::DropEnum { name, .. } | Op::DropDomain { name, .. } | Op::DropComposite { name, .. } => {
+                dropped.insert(format!("TYPE {name}"));
+            }
+            Op::CreateEnum { name, .. } | Op::CreateDomain { name, .. } | Op::CreateComposite { name, .. } => {
+                created.insert(format!("TYPE {name}"));
+            }
+            Op::RecreateEnum { name, .. }
+            | Op::AddEnumValue { name, .. }
+            | Op::RecreateDomain { name, .. }
+            | Op::RecreateComposite { name, .. } => {
+                dropped.insert(format!("TYPE {name}"));
+                created.insert(format!("TYPE {name}"));
+            }
+            _ => {}
+        }
+    }
+    dropped.intersection(&created).cloned().collect()
+}
+
+/// Privileges by object: (grantee, privilege) → grantable.
+type Acl = BTreeMap<(String, String), bool>;
+
+fn acls(catalog: &Catalog) -> BTreeMap<&str, Acl> {
+    let mut out: BTreeMap<&str, Acl> = BTreeMap::new();
+    for (g, is_grantable) in &catalog.grants {
+        out.entry(g.on.as_str())
+            .or_default()
+            .insert((g.grantee.clone(), g.privilege.clone()), *is_grantable);
+    }
+    out
+}
+
+/// The functions and types of a catalog as `GRANT ... ON` names them, with the privileges PostgreSQL gives a
+/// new one (`EXECUTE` or `USAGE` to `PUBLIC`); other objects start with none but their owner's.
+fn defaulted_objects(catalog: &Catalog) -> BTreeMap<String, Acl> {
+    let public = |privilege: &str| -> Acl { [(("PUBLIC".to_string(), privilege.to_string()), false)].into() };
+    let mut out = BTreeMap::new();
+    for (key, f) in &catalog.functions {
+        let kind = if f.is_procedure { "PROCEDURE" } else { "FUNCTION" };
+        out.insert(format!("{kind} {key}"), public("EXECUTE"));
+    }
+    let types = catalog
+        .enums
+        .keys()
+        .chain(catalog.domains.keys())
+        .chain(catalog.composites.keys());
+    for name in types {
+        out.insert(format!("TYPE {name}"), public("USAGE"));
+    }
+    out
+}
+
+/// Grant and revoke to turn `from` into `to` on one object; `bucket` takes them.
+fn acl_ops(on: &str, from: &Acl, to: &Acl, bucket: &mut Vec<Op>) {
+    let grant = |(grantee, privilege): &(String, String)| Grant {
+        on: on.to_string(),
+        grantee: grantee.clone(),
+        privilege: privilege.clone(),
+    };
+    for (key, is_grantable) in from {
+        if to.get(key) != Some(is_grantable) {
+            bucket.push(Op::Grant {
+                grant: grant(key),
+                is_grantable: *is_grantable,
+                is_revoke: true,
+            });
+        }
+    }
+    for (key, is_grantable) in to {
+        if from.get(key) != Some(is_grantable) {
+            bucket.push(Op::Grant {
+                grant: grant(key),
+                is_grantable: *is_grantable,
+                is_revoke: false,
+            });
+        }
+    }
+}
+
+/// Privileges. An object that goes away first has its privileges brought back to PostgreSQL's defaults (so the
+/// downgrade, which creates it again, restores them); a new or recreated one goes from the defaults to its
+/// privileges after it is created.
+fn grants(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    let recreated = recreated_objects(b);
+    let (old_acls, new_acls) = (acls(from), acls(to));
+    let (old_defaulted, new_defaulted) = (defaulted_objects(from), defaulted_objects(to));
+    let empty = Acl::new();
+    let objects: BTreeSet<&str> = old_acls
+        .keys()
+        .chain(new_acls.keys())
+        .copied()
+        .chain(old_defaulted.keys().map(String::as_str))
+        .chain(new_defaulted.keys().map(String::as_str))
+        .collect();
+    for on in objects {
+        let old = old_acls.get(on).unwrap_or(&empty);
+        let new = new_acls.get(on).unwrap_or(&empty);
+        let default = old_defaulted.get(on).or(new_defaulted.get(on)).unwrap_or(&empty);
+        // Objects other than functions and types are known only by their privileges: they are on both sides.
+        let in_from = !default.is_empty() && old_defaulted.contains_key(on) || default.is_empty();
+        let in_to = !default.is_empty() && new_defaulted.contains_key(on) || default.is_empty();
+        let is_recreated = recreated.contains(on);
+        if in_from && in_to && !is_recreated {
+            let mut revokes = Vec::new();
+            acl_ops(on, old, new, &mut revokes);
+            for op in revokes {
+                match op {
+                    Op::Grant { is_revoke: true, .. } => b.revokes.push(op),
+                    _ => b.grants.push(op),
+                }
+            }
+            continue;
+        }
+        if in_from {
+            acl_ops(on, old, default, &mut b.revokes);
+        }
+        if in_to {
+            acl_ops(on, default, new, &mut b.grants);
+        }
+    }
+    let keys: BTreeSet<_> = from
+        .default_privileges
+        .keys()
+        .chain(to.default_privileges.keys())
+        .collect();
+    for key in keys {
+        let (old, new) = (from.default_privileges.get(key), to.default_privileges.get(key));
+        if old == new {
+            continue;
+        }
+        if let Some(is_grantable) = old {
+            b.revokes.push(Op::DefaultPrivilege {
+                grant: key.clone(),
+                is_grantable: *is_grantable,
+                is_revoke: true,
+            });
+        }
+        if let Some(is_grantable) = new {
+            b.grants.push(Op::DefaultPrivilege {
+                grant: key.clone(),
+                is_grantable: *is_grantable,
+                is_revoke: false,
             });
         }
     }
@@ -999,7 +1343,8 @@ fn policies(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     let all: BTreeSet<_> = from.policies.keys().chain(to.policies.keys()).collect();
     for key in all {
         let (old, new) = (from.policies.get(key), to.policies.get(key));
-        let is_unstable = has_unstable_columns(from, to, &key.0);
+        let is_unstable =
+            has_unstable_columns(from, to, &key.0) || b.forced.contains(&DepKey::Policy(key.0.clone(), key.1.clone()));
         if old == new && !is_unstable {
             continue;
         }
@@ -1080,7 +1425,27 @@ mod tests {
         c
     }
 
+    /// A database's catalog lists PostgreSQL's default privileges of its functions and types; these built by
+    /// hand get them here.
+    fn with_default_grants(catalog: &Catalog) -> Catalog {
+        let mut c = catalog.clone();
+        for (on, acl) in defaulted_objects(catalog) {
+            for ((grantee, privilege), is_grantable) in acl {
+                c.grants.insert(
+                    Grant {
+                        on: on.clone(),
+                        grantee,
+                        privilege,
+                    },
+                    is_grantable,
+                );
+            }
+        }
+        c
+    }
+
     fn check(from: &Catalog, to: &Catalog, expected: &[&str]) {
+        let (from, to) = (&with_default_grants(from), &with_default_grants(to));
         let got: Vec<String> = diff(from, to)
             .iter()
             .map(|op| {

@@ -41,6 +41,41 @@ impl DriftReport {
     }
 }
 
+/// Tenants that drifted the same way (the same differences, at the same revisions), or failed with the same
+/// error: one block of the report however many tenants share it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DriftGroup {
+    pub revisions: Vec<RevisionId>,
+    pub differences: Vec<DriftDifference>,
+    pub error: Option<String>,
+    /// Tenant ids in report order.
+    pub tenants: Vec<String>,
+}
+
+/// Group the drifted and failed reports by identical outcome, largest group first (then in order of first
+/// appearance); tenants without drift are left out.
+pub fn group_drift(reports: &[DriftReport]) -> Vec<DriftGroup> {
+    let mut groups: Vec<DriftGroup> = Vec::new();
+    let mut index: BTreeMap<(Vec<RevisionId>, Vec<(&str, String)>, Option<String>), usize> = BTreeMap::new();
+    for r in reports.iter().filter(|r| r.is_drifted() || r.error.is_some()) {
+        let differences = r.differences.iter().map(|d| (d.kind, d.object.clone())).collect();
+        let key = (r.revisions.clone(), differences, r.error.clone());
+        let at = *index.entry(key).or_insert_with(|| {
+            groups.push(DriftGroup {
+                revisions: r.revisions.clone(),
+                differences: r.differences.clone(),
+                error: r.error.clone(),
+                tenants: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[at].tenants.push(r.tenant.clone());
+    }
+    // A stable sort keeps first appearance among groups of the same size.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.tenants.len()));
+    groups
+}
+
 /// What to compare tenants with.
 pub struct DriftTarget<'a> {
     pub engine: &'a Engine,
@@ -157,4 +192,68 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
     .buffered(target.concurrency.max(1))
     .collect()
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(tenant: &str, rev: &str, differences: &[&str], error: Option<&str>) -> DriftReport {
+        DriftReport {
+            tenant: tenant.into(),
+            revisions: vec![RevisionId::new(rev)],
+            differences: differences
+                .iter()
+                .map(|o| DriftDifference {
+                    kind: "extra",
+                    object: o.to_string(),
+                })
+                .collect(),
+            error: error.map(String::from),
+        }
+    }
+
+    fn check(reports: &[DriftReport], expected: &[(&[&str], &[&str])]) {
+        let got: Vec<(Vec<String>, Vec<String>)> = group_drift(reports)
+            .into_iter()
+            .map(|g| (g.tenants, g.differences.into_iter().map(|d| d.object).collect()))
+            .collect();
+        let want: Vec<(Vec<String>, Vec<String>)> = expected
+            .iter()
+            .map(|(t, d)| {
+                (
+                    t.iter().map(|s| s.to_string()).collect(),
+                    d.iter().map(|s| s.to_string()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn tenants_with_the_same_drift_share_one_group() {
+        check(
+            &[
+                report("a", "1", &["index i on t"], None),
+                report("b", "1", &[], None),
+                report("c", "1", &["column t.x"], None),
+                report("d", "1", &["index i on t"], None),
+                report("e", "1", &["index i on t"], None),
+                report("f", "1", &["column t.x"], None),
+                // The same difference at another revision is another group.
+                report("g", "2", &["index i on t"], None),
+            ],
+            &[
+                (&["a", "d", "e"], &["index i on t"]),
+                (&["c", "f"], &["column t.x"]),
+                (&["g"], &["index i on t"]),
+            ],
+        );
+        let failed = group_drift(&[
+            report("a", "1", &[], Some("unreachable")),
+            report("b", "1", &[], Some("unreachable")),
+        ]);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].tenants, ["a", "b"]);
+    }
 }

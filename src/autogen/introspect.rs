@@ -12,8 +12,8 @@ use tokio_postgres::{Client, Row};
 
 use super::error::AutogenError;
 use super::model::{
-    Catalog, Column, Composite, Constraint, Domain, Enum, Extension, Function, Index, Policy, QName, Sequence, Table,
-    Trigger, View,
+    Catalog, Column, Composite, Constraint, DefaultGrant, DepKey, Domain, Enum, Extension, Function, Grant, Index,
+    Policy, QName, Sequence, Table, Trigger, View,
 };
 use crate::executor::{db_message, search_path};
 
@@ -585,8 +585,184 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             },
         );
     }
+
+    let rows = client
+        .query(&grants_sql(), &[sch, &scope.home])
+        .await
+        .map_err(fail("grants"))?;
+    for row in &rows {
+        if is_ignored(row, 4) {
+            continue;
+        }
+        let kind: &str = row.get(3);
+        let name = names.qname(row, 0, 1, 2);
+        let on = match kind {
+            "SCHEMA" => format!("SCHEMA {}", name.name),
+            "FUNCTION" | "PROCEDURE" => format!("{kind} {name}({})", names.def(row.get::<_, &str>(8))),
+            _ => format!("{kind} {name}"),
+        };
+        catalog.grants.insert(
+            Grant {
+                on,
+                grantee: row.get(5),
+                privilege: row.get(6),
+            },
+            row.get(7),
+        );
+    }
+    let rows = client
+        .query(DEFAULT_PRIVILEGES_SQL, &[sch, &scope.is_home_only])
+        .await
+        .map_err(fail("default privileges"))?;
+    for row in &rows {
+        let schema = row
+            .get::<_, Option<String>>(1)
+            .map(|raw| names.schema(&raw, row.get::<_, &str>(2)));
+        catalog.default_privileges.insert(
+            DefaultGrant {
+                role: row.get(0),
+                schema,
+                objects: row.get(3),
+                grantee: row.get(4),
+                privilege: row.get(5),
+                is_revoked: row.get(7),
+            },
+            row.get(6),
+        );
+    }
+
+    let rows = client.query(DEPENDS_SQL, &[sch]).await.map_err(fail("dependencies"))?;
+    for row in &rows {
+        let key = |at: usize| -> Option<DepKey> {
+            let kind: &str = row.get(at);
+            let name = names.qname(row, at + 1, at + 2, at + 3);
+            let second = || row.get::<_, Option<String>>(at + 4).unwrap_or_default();
+            Some(match kind {
+                "type" => DepKey::Type(name),
+                "column" => DepKey::Column(name, second()),
+                "default" => DepKey::Default(name, second()),
+                "constraint" => DepKey::Constraint(name, second()),
+                "index" => DepKey::Index(name),
+                "view" => DepKey::View(name),
+                "function" => DepKey::Function(format!("{name}({})", names.def(&second()))),
+                "trigger" => DepKey::Trigger(name, second()),
+                "policy" => DepKey::Policy(name, second()),
+                _ => return None,
+            })
+        };
+        if let (Some(dependant), Some(referenced)) = (key(0), key(5)) {
+            if dependant != referenced {
+                catalog.depends.insert((dependant, referenced));
+            }
+        }
+    }
     Ok(catalog)
 }
+
+/// Privileges (`aclexplode` of the object's ACL, PostgreSQL's default when it has none), less the owner's
+/// own: (schema, quoted schema, quoted name, GRANT kind, bare name, grantee, privilege, grantable, function
+/// arguments). The home schema's own privileges are left out: a schema tenant's schema and a scratch database's
+/// `public` are made differently.
+fn grants_sql() -> String {
+    let grantee = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END";
+    format!(
+        "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), \
+           CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.relname::text, {grantee}, a.privilege_type, \
+           a.is_grantable, ''::text \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, \
+           LATERAL aclexplode(coalesce(c.relacl, acldefault((CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END)::\"char\", c.relowner))) a \
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND NOT c.relispartition AND n.nspname = ANY($1) \
+           AND a.grantee <> c.relowner AND {} \
+           AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.objid = c.oid AND i.classid = 'pg_class'::regclass \
+             AND i.deptype = 'i') \
+         UNION ALL SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(p.proname), \
+           CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, '', {grantee}, a.privilege_type, \
+           a.is_grantable, pg_get_function_identity_arguments(p.oid) \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, \
+           LATERAL aclexplode(coalesce(p.proacl, acldefault('f'::\"char\", p.proowner))) a \
+         WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND a.grantee <> p.proowner AND {} \
+         UNION ALL SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(n.nspname), 'SCHEMA', '', {grantee}, \
+           a.privilege_type, a.is_grantable, '' \
+         FROM pg_namespace n, LATERAL aclexplode(coalesce(n.nspacl, acldefault('n'::\"char\", n.nspowner))) a \
+         WHERE n.nspname = ANY($1) AND n.nspname <> $2 AND a.grantee <> n.nspowner AND {} \
+         UNION ALL SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(t.typname), 'TYPE', '', {grantee}, \
+           a.privilege_type, a.is_grantable, '' \
+         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace, \
+           LATERAL aclexplode(coalesce(t.typacl, acldefault('T'::\"char\", t.typowner))) a \
+         WHERE n.nspname = ANY($1) AND a.grantee <> t.typowner AND {} AND (t.typtype IN ('e', 'd', 'r') \
+           OR (t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class rc WHERE rc.oid = t.typrelid AND rc.relkind = 'c')))",
+        not_member("c.oid", "pg_class"),
+        not_member("p.oid", "pg_proc"),
+        not_member("n.oid", "pg_namespace"),
+        not_member("t.oid", "pg_type"),
+    )
+}
+
+/// Default privileges: (role, schema, quoted schema, objects, grantee, privilege, grantable, revoked). Entries
+/// without a schema (only read for a whole database, `$2` false) are read as their difference from PostgreSQL's
+/// built-in defaults: what they grant beyond them, and what of them they revoke.
+const DEFAULT_PRIVILEGES_SQL: &str = "SELECT quote_ident(pg_get_userbyid(d.defaclrole)), n.nspname::text, \
+    quote_ident(n.nspname), CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' \
+      WHEN 'f' THEN 'FUNCTIONS' WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END, \
+    CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, a.privilege_type, \
+    a.is_grantable, a.is_revoked \
+    FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace, \
+      LATERAL (SELECT x.grantee, x.privilege_type, x.is_grantable, false AS is_revoked FROM ( \
+          SELECT * FROM aclexplode(d.defaclacl) EXCEPT SELECT * FROM aclexplode(acldefault( \
+            (CASE d.defaclobjtype WHEN 'S' THEN 's' ELSE d.defaclobjtype END)::\"char\", d.defaclrole)) \
+          WHERE d.defaclnamespace = 0) x \
+        UNION ALL SELECT y.grantee, y.privilege_type, y.is_grantable, true FROM ( \
+          SELECT * FROM aclexplode(acldefault( \
+            (CASE d.defaclobjtype WHEN 'S' THEN 's' ELSE d.defaclobjtype END)::\"char\", d.defaclrole)) \
+          WHERE d.defaclnamespace = 0 EXCEPT SELECT * FROM aclexplode(d.defaclacl)) y) a \
+    WHERE ((d.defaclnamespace = 0 AND NOT $2) OR n.nspname = ANY($1)) AND a.grantee <> d.defaclrole";
+
+/// Every dependency link between objects of the schemas `$1`, each side as (kind, schema, quoted schema, quoted
+/// name, second name): a column's, default's, constraint's, trigger's or policy's table and its own name; a
+/// function's name and identity arguments. A view's links are its `pg_rewrite` rule's; a primary key's, unique
+/// or exclusion constraint's are its index's (foreign keys depend on that); an array type stands for
+/// its element type and a composite type's attributes for the type. Internal and extension links are left out.
+const DEPENDS_SQL: &str = "WITH objs (classid, objid, sub, kind, nsp, name, second) AS ( \
+    SELECT 'pg_class'::regclass, c.oid, a.attnum::int, 'column', c.relnamespace, c.relname::text, a.attname::text \
+      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+      WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped \
+    UNION ALL SELECT 'pg_class'::regclass, c.oid, NULL, CASE c.relkind WHEN 'c' THEN 'type' WHEN 'i' THEN 'index' \
+      WHEN 'I' THEN 'index' ELSE 'view' END, c.relnamespace, c.relname::text, NULL FROM pg_class c \
+      WHERE c.relkind IN ('v', 'm', 'c') OR (c.relkind IN ('i', 'I') AND NOT EXISTS (SELECT 1 FROM pg_constraint co \
+        WHERE co.conindid = c.oid AND co.contype IN ('p', 'u', 'x'))) \
+    UNION ALL SELECT 'pg_rewrite'::regclass, r.oid, NULL, 'view', c.relnamespace, c.relname::text, NULL \
+      FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class WHERE c.relkind IN ('v', 'm') \
+    UNION ALL SELECT 'pg_constraint'::regclass, co.oid, NULL, 'constraint', c.relnamespace, c.relname::text, \
+      co.conname::text FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid WHERE co.contype IN ('c', 'f') \
+    UNION ALL SELECT 'pg_class'::regclass, co.conindid, NULL, 'constraint', c.relnamespace, c.relname::text, \
+      co.conname::text FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid \
+      WHERE co.contype IN ('p', 'u', 'x') \
+    UNION ALL SELECT 'pg_constraint'::regclass, co.oid, NULL, 'type', t.typnamespace, t.typname::text, NULL \
+      FROM pg_constraint co JOIN pg_type t ON t.oid = co.contypid \
+    UNION ALL SELECT 'pg_attrdef'::regclass, d.oid, NULL, 'default', c.relnamespace, c.relname::text, a.attname::text \
+      FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid \
+      JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+    UNION ALL SELECT 'pg_proc'::regclass, p.oid, NULL, 'function', p.pronamespace, p.proname::text, \
+      pg_get_function_identity_arguments(p.oid) FROM pg_proc p WHERE p.prokind IN ('f', 'p') \
+    UNION ALL SELECT 'pg_trigger'::regclass, tg.oid, NULL, 'trigger', c.relnamespace, c.relname::text, \
+      tg.tgname::text FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid WHERE NOT tg.tgisinternal \
+    UNION ALL SELECT 'pg_policy'::regclass, p.oid, NULL, 'policy', c.relnamespace, c.relname::text, \
+      p.polname::text FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid \
+    UNION ALL SELECT 'pg_type'::regclass, t.oid, NULL, 'type', e.typnamespace, e.typname::text, NULL \
+      FROM pg_type t JOIN pg_type e ON e.oid = CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 \
+        THEN t.typelem ELSE t.oid END \
+      WHERE e.typtype IN ('e', 'd') OR (e.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class rc \
+        WHERE rc.oid = e.typrelid AND rc.relkind = 'c')) \
+), named AS ( \
+    SELECT o.classid, o.objid, o.sub, o.kind, n.nspname::text AS nsp, quote_ident(n.nspname) AS nspq, \
+      quote_ident(o.name) AS name, CASE WHEN o.kind = 'function' THEN o.second ELSE quote_ident(o.second) END AS second \
+    FROM objs o JOIN pg_namespace n ON n.oid = o.nsp WHERE n.nspname = ANY($1) \
+) \
+SELECT DISTINCT a.kind, a.nsp, a.nspq, a.name, a.second, b.kind, b.nsp, b.nspq, b.name, b.second \
+FROM pg_depend d \
+JOIN named a ON a.classid = d.classid AND a.objid = d.objid AND (a.sub IS NULL OR a.sub = d.objsubid) \
+JOIN named b ON b.classid = d.refclassid AND b.objid = d.refobjid AND (b.sub IS NULL OR b.sub = d.refobjsubid) \
+WHERE d.deptype IN ('n', 'a')";
 
 #[cfg(test)]
 mod tests {

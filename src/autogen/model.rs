@@ -2,7 +2,7 @@
 //! PostgreSQL's `quote_ident` quotes it, and the introspected "home" schema (`public`, or a schema tenant's own
 //! schema) is always called `public`, so two catalogs compare whatever schema they were read from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A schema-qualified name; both parts quoted as needed. Displays without the schema when it is `public`.
@@ -54,6 +54,62 @@ pub struct Catalog {
     pub composites: BTreeMap<QName, Composite>,
     /// Row-level security policies by (table, policy name).
     pub policies: BTreeMap<(QName, String), Policy>,
+    /// (dependant, referenced) links between the objects above, read from `pg_depend` (views through their
+    /// `pg_rewrite` rule). Only used to find what must be dropped and created around a recreated type or a
+    /// retyped column; never a difference of its own.
+    pub depends: BTreeSet<(DepKey, DepKey)>,
+    /// Privileges on tables, views, sequences, functions, schemas (other than the home schema) and types, less
+    /// the owner's own: by grant, whether `WITH GRANT OPTION`.
+    pub grants: BTreeMap<Grant, bool>,
+    /// `ALTER DEFAULT PRIVILEGES` entries, less the owner's own; entries without a schema as their difference
+    /// from PostgreSQL's built-in defaults (grants beyond them, and revoked ones): by grant, whether
+    /// `WITH GRANT OPTION`.
+    pub default_privileges: BTreeMap<DefaultGrant, bool>,
+}
+
+/// One privilege on one object for one role.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Grant {
+    /// The object as `GRANT ... ON` names it: `TABLE t`, `SEQUENCE s`, `FUNCTION f(integer)`, `SCHEMA s`, `TYPE t`.
+    pub on: String,
+    /// The role, quoted as needed, or `PUBLIC`.
+    pub grantee: String,
+    /// `SELECT`, `INSERT`, `USAGE`, `EXECUTE`, ...
+    pub privilege: String,
+}
+
+/// One default privilege: what `role` creates (in `schema`, or anywhere) grants `privilege` to `grantee`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DefaultGrant {
+    pub role: String,
+    pub schema: Option<String>,
+    /// `TABLES`, `SEQUENCES`, `FUNCTIONS`, `TYPES` or `SCHEMAS`.
+    pub objects: String,
+    pub grantee: String,
+    pub privilege: String,
+    /// A PostgreSQL default revoked (`ALTER DEFAULT PRIVILEGES ... REVOKE`, entries without a schema only).
+    pub is_revoked: bool,
+}
+
+/// An object a dependency link names. Columns and types are what gets changed; the other kinds are what
+/// depends on them and is dropped before and created after.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DepKey {
+    /// An enum, domain or composite type (an array type stands for its element type).
+    Type(QName),
+    Column(QName, String),
+    /// A column's default, or a generated column's expression.
+    Default(QName, String),
+    /// A table's CHECK constraint.
+    Constraint(QName, String),
+    /// An index that does not back a constraint.
+    Index(QName),
+    /// A view or materialized view.
+    View(QName),
+    /// A function or procedure by `name(identity arguments)`, as [`Catalog::functions`] keys it.
+    Function(String),
+    Trigger(QName, String),
+    Policy(QName, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::model::{
-    Catalog, Column, Composite, Constraint, Domain, Function, Index, Policy, QName, Sequence, Table, Trigger, View,
+    Catalog, Column, Composite, Constraint, DefaultGrant, Domain, Function, Grant, Index, Policy, QName, Sequence,
+    Table, Trigger, View,
 };
 
 /// An operation kind a user adds: renders its own SQL and names its reverse. Produced by a [`Comparator`].
@@ -293,6 +294,29 @@ pub enum Op {
         from: Option<String>,
         to: Option<String>,
     },
+    /// `GRANT` or `REVOKE` one privilege on one object.
+    Grant {
+        grant: Grant,
+        is_grantable: bool,
+        is_revoke: bool,
+    },
+    /// `ALTER DEFAULT PRIVILEGES ... GRANT` or `REVOKE` one privilege.
+    DefaultPrivilege {
+        grant: DefaultGrant,
+        is_grantable: bool,
+        is_revoke: bool,
+    },
+    /// `ALTER TABLE ... RENAME TO` (a `--rename` hint); `to` is the bare new name, in the same schema.
+    RenameTable {
+        name: QName,
+        to: String,
+    },
+    /// `ALTER TABLE ... RENAME COLUMN` (a `--rename` hint).
+    RenameColumn {
+        table: QName,
+        from: String,
+        to: String,
+    },
     Custom(Arc<dyn CustomOp>),
 }
 
@@ -304,6 +328,26 @@ pub struct EnumUsage {
     pub default: Option<String>,
     /// The column holds an array of the type (only enum recreations convert those).
     pub is_array: bool,
+}
+
+/// The roles (not `PUBLIC`) that operations grant to, revoke from or name in default privileges, sorted: they
+/// must exist wherever the revision runs.
+pub fn granted_roles(ops: &[Op]) -> Vec<String> {
+    let mut roles = std::collections::BTreeSet::new();
+    for op in ops {
+        match op {
+            Op::Grant { grant, .. } => {
+                roles.insert(grant.grantee.clone());
+            }
+            Op::DefaultPrivilege { grant, .. } => {
+                roles.insert(grant.grantee.clone());
+                roles.insert(grant.role.clone());
+            }
+            _ => {}
+        }
+    }
+    roles.remove("PUBLIC");
+    roles.into_iter().collect()
 }
 
 /// The widening type changes that cannot lose data.
@@ -563,6 +607,33 @@ impl Op {
                 from: to,
                 to: from,
             },
+            Op::Grant {
+                grant,
+                is_grantable,
+                is_revoke,
+            } => Op::Grant {
+                grant,
+                is_grantable,
+                is_revoke: !is_revoke,
+            },
+            Op::DefaultPrivilege {
+                grant,
+                is_grantable,
+                is_revoke,
+            } => Op::DefaultPrivilege {
+                grant,
+                is_grantable,
+                is_revoke: !is_revoke,
+            },
+            Op::RenameTable { name, to } => Op::RenameTable {
+                name: QName::new(name.schema, to),
+                to: name.name,
+            },
+            Op::RenameColumn { table, from, to } => Op::RenameColumn {
+                table,
+                from: to,
+                to: from,
+            },
             Op::Custom(op) => op.reverse(),
         }
     }
@@ -726,7 +797,48 @@ impl Op {
                 "change",
                 format!("comment on {} {}", target.kind.to_lowercase(), target.name),
             ),
+            Op::Grant { grant, is_revoke, .. } => (
+                if *is_revoke { "drop" } else { "add" },
+                format!(
+                    "privilege {} on {} to {}",
+                    grant.privilege,
+                    grant.on.to_lowercase_kind(),
+                    grant.grantee
+                ),
+            ),
+            Op::DefaultPrivilege { grant, is_revoke, .. } => (
+                if *is_revoke { "drop" } else { "add" },
+                format!(
+                    "default {}privilege {} on {} created by {}{} to {}",
+                    if grant.is_revoked { "revoke of " } else { "" },
+                    grant.privilege,
+                    grant.objects.to_lowercase(),
+                    grant.role,
+                    grant
+                        .schema
+                        .as_ref()
+                        .map(|s| format!(" in schema {s}"))
+                        .unwrap_or_default(),
+                    grant.grantee
+                ),
+            ),
+            Op::RenameTable { name, to } => ("change", format!("name of table {name} (to {to})")),
+            Op::RenameColumn { table, from, to } => ("change", format!("name of column {table}.{from} (to {to})")),
             Op::Custom(op) => ("change", op.summary()),
+        }
+    }
+}
+
+/// `TABLE t` as `table t`: the kind word lower case, the name as it is.
+trait LowerKind {
+    fn to_lowercase_kind(&self) -> String;
+}
+
+impl LowerKind for String {
+    fn to_lowercase_kind(&self) -> String {
+        match self.split_once(' ') {
+            Some((kind, name)) => format!("{} {name}", kind.to_lowercase()),
+            None => self.clone(),
         }
     }
 }

@@ -453,6 +453,49 @@ impl Renderer for DefaultRenderer {
                 target.name,
                 to.as_deref().map(quote_literal).unwrap_or_else(|| "NULL".into())
             )],
+            Op::Grant {
+                grant,
+                is_grantable,
+                is_revoke,
+            } => vec![if *is_revoke {
+                format!("REVOKE {} ON {} FROM {}", grant.privilege, grant.on, grant.grantee)
+            } else {
+                format!(
+                    "GRANT {} ON {} TO {}{}",
+                    grant.privilege,
+                    grant.on,
+                    grant.grantee,
+                    if *is_grantable { " WITH GRANT OPTION" } else { "" }
+                )
+            }],
+            Op::DefaultPrivilege {
+                grant,
+                is_grantable,
+                is_revoke,
+            } => {
+                let mut out = format!("ALTER DEFAULT PRIVILEGES FOR ROLE {}", grant.role);
+                if let Some(schema) = &grant.schema {
+                    out.push_str(&format!(" IN SCHEMA {schema}"));
+                }
+                // Removing a revoked default grants it again.
+                if *is_revoke != grant.is_revoked {
+                    out.push_str(&format!(
+                        " REVOKE {} ON {} FROM {}",
+                        grant.privilege, grant.objects, grant.grantee
+                    ));
+                } else {
+                    out.push_str(&format!(
+                        " GRANT {} ON {} TO {}{}",
+                        grant.privilege,
+                        grant.objects,
+                        grant.grantee,
+                        if *is_grantable { " WITH GRANT OPTION" } else { "" }
+                    ));
+                }
+                vec![out]
+            }
+            Op::RenameTable { name, to } => vec![format!("ALTER TABLE {name} RENAME TO {to}")],
+            Op::RenameColumn { table, from, to } => vec![format!("ALTER TABLE {table} RENAME COLUMN {from} TO {to}")],
             Op::Custom(custom) => custom.upgrade_sql(),
         })
     }

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 use super::error::AutogenError;
 use super::introspect::{introspect, Scope};
 use super::model::Catalog;
+use super::rename::Rename;
 use crate::config::TlsMode;
 use crate::executor::{db_message, quote_ident, Session};
 use crate::fleet::Engine;
@@ -145,6 +146,18 @@ pub async fn build_at(
     targets: &[RevisionId],
     scopes: &[Scope],
 ) -> Result<Vec<Catalog>, AutogenError> {
+    build_renamed(server, engine, targets, &[], scopes).await
+}
+
+/// As [`build_at`], with the `--rename` hints applied after the upgrade, so the catalog is the head's schema
+/// with those names (PostgreSQL rewrites every view, index and constraint that refers to them).
+pub async fn build_renamed(
+    server: &DevServer,
+    engine: &Engine,
+    targets: &[RevisionId],
+    renames: &[Rename],
+    scopes: &[Scope],
+) -> Result<Vec<Catalog>, AutogenError> {
     with_scratch(server, "rev", async |client: &Client| {
         let mut exec = engine.exec.clone();
         exec.schema = None;
@@ -179,6 +192,15 @@ pub async fn build_at(
         let closed = session.close().await.map_err(AutogenError::Exec);
         result?;
         closed?;
+        for rename in renames {
+            client
+                .batch_execute(&rename.sql())
+                .await
+                .map_err(|e| AutogenError::RenameFailed {
+                    hint: rename.to_string(),
+                    message: db_message(&e),
+                })?;
+        }
         let mut out = Vec::with_capacity(scopes.len());
         for scope in scopes {
             out.push(introspect(client, scope).await?);
