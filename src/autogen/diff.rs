@@ -28,6 +28,8 @@ struct Buckets {
     drop_defaults: Vec<Op>,
     drop_columns: Vec<Op>,
     disown_sequences: Vec<Op>,
+    detach_partitions: Vec<Op>,
+    drop_partitions: Vec<Op>,
     drop_tables: Vec<Op>,
     drop_sequences: Vec<Op>,
     drop_functions: Vec<Op>,
@@ -40,11 +42,13 @@ struct Buckets {
     create_sequences: Vec<Op>,
     create_functions: Vec<Op>,
     create_tables: Vec<Op>,
+    create_partitions: Vec<Op>,
     add_columns: Vec<Op>,
     alter_columns: Vec<Op>,
     drop_types_late: Vec<Op>,
     drop_schemas_late: Vec<Op>,
     readd_columns: Vec<Op>,
+    attach_partitions: Vec<Op>,
     set_defaults: Vec<Op>,
     own_sequences: Vec<Op>,
     add_constraints: Vec<Op>,
@@ -80,6 +84,8 @@ impl Buckets {
             self.drop_defaults,
             self.drop_columns,
             self.disown_sequences,
+            self.detach_partitions,
+            self.drop_partitions,
             self.drop_tables,
             self.drop_sequences,
             self.drop_functions,
@@ -92,11 +98,13 @@ impl Buckets {
             self.create_sequences,
             self.create_functions,
             self.create_tables,
+            self.create_partitions,
             self.add_columns,
             self.alter_columns,
             self.drop_types_late,
             self.drop_schemas_late,
             self.readd_columns,
+            self.attach_partitions,
             self.set_defaults,
             self.own_sequences,
             self.add_constraints,
@@ -175,7 +183,10 @@ impl Forced {
             let Some(new) = to.tables.get(name) else { continue };
             for column in &table.columns {
                 if let Some(n) = new.column(&column.name) {
-                    if n.data_type != column.data_type || n.generated != column.generated {
+                    if n.data_type != column.data_type
+                        || n.generated != column.generated
+                        || n.collation != column.collation
+                    {
                         roots.push(DepKey::Column(name.clone(), column.name.clone()));
                     }
                 }
@@ -427,6 +438,17 @@ fn dropped_types(from: &Catalog, to: &Catalog, b: &mut Buckets) {
             dropped.push((e.order, name, op));
         }
     }
+    for (name, range) in &from.ranges {
+        if to.ranges.get(name).is_none_or(|r| {
+            r.subtype != range.subtype || r.subtype_diff != range.subtype_diff || r.collation != range.collation
+        }) {
+            let op = Op::DropRange {
+                name: name.clone(),
+                range: range.clone(),
+            };
+            dropped.push((range.order, name, op));
+        }
+    }
     // Types built on other types are dropped first (enums, built on nothing, last among equals); once one waits
     // for columns, the older ones (which it may be built on) wait too.
     dropped.sort_by_key(|(order, _, _)| std::cmp::Reverse(*order));
@@ -515,6 +537,19 @@ fn domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                 composite: composite.clone(),
             };
             created.push((composite.order, op));
+        }
+    }
+    for (name, range) in &to.ranges {
+        if from.ranges.get(name).is_none_or(|r| {
+            r.subtype != range.subtype || r.subtype_diff != range.subtype_diff || r.collation != range.collation
+        }) {
+            created.push((
+                range.order,
+                Op::CreateRange {
+                    name: name.clone(),
+                    range: range.clone(),
+                },
+            ));
         }
     }
     created.sort_by_key(|(order, _)| *order);
@@ -875,12 +910,33 @@ fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
             to: None,
         });
     }
+    // A type change resets the collation to the new type's default: the old one is taken off first and the
+    // new one put on after, so the downgrade restores it too.
+    let is_collation_change = old.collation != new.collation || (is_type_change && old.collation.is_some());
+    if is_collation_change && is_type_change && old.collation.is_some() {
+        b.alter_columns.push(Op::AlterColumnCollation {
+            table: table.clone(),
+            column: col(),
+            data_type: old.data_type.clone(),
+            from: old.collation.clone(),
+            to: None,
+        });
+    }
     if is_type_change {
         b.alter_columns.push(Op::AlterColumnType {
             table: table.clone(),
             column: col(),
             from: old.data_type.clone(),
             to: new.data_type.clone(),
+        });
+    }
+    if is_collation_change && (!is_type_change || new.collation.is_some()) {
+        b.alter_columns.push(Op::AlterColumnCollation {
+            table: table.clone(),
+            column: col(),
+            data_type: new.data_type.clone(),
+            from: if is_type_change { None } else { old.collation.clone() },
+            to: new.collation.clone(),
         });
     }
     if is_default_change {
@@ -900,6 +956,7 @@ fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
             column: col(),
             from: old.identity,
             to: None,
+            options: old.identity_options.clone(),
         });
     }
     if old.is_not_null != new.is_not_null {
@@ -915,12 +972,27 @@ fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
             column: col(),
             from: old.identity,
             to: new.identity,
+            options: new.identity_options.clone(),
         });
+    }
+    if let (Some(_), Some(_), Some(a), Some(c)) =
+        (old.identity, new.identity, &old.identity_options, &new.identity_options)
+    {
+        if a != c {
+            b.alter_columns.push(Op::AlterIdentityOptions {
+                table: table.clone(),
+                column: col(),
+                from: a.clone(),
+                to: c.clone(),
+            });
+        }
     }
     column_comment(b, table, &old.name, old.comment.as_ref(), new.comment.as_ref());
 }
 
 fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    // Partitions go before their parents and come after them, deepest first and last.
+    let mut partitions: Vec<(std::cmp::Reverse<i32>, Op)> = Vec::new();
     for (name, table) in &from.tables {
         let new = to.tables.get(name);
         constraint_ops(b, name, table, new);
@@ -930,13 +1002,42 @@ fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                 for column in &table.columns {
                     column_comment(b, name, &column.name, column.comment.as_ref(), None);
                 }
-                b.drop_tables.push(Op::DropTable {
+                let op = Op::DropTable {
                     name: name.clone(),
                     table: table.clone(),
-                });
+                };
+                match &table.partition_of {
+                    Some(p) => partitions.push((std::cmp::Reverse(p.level), op)),
+                    None => b.drop_tables.push(op),
+                }
             }
             Some(new) => {
                 b.comment("TABLE", name.to_string(), table.comment.as_ref(), new.comment.as_ref());
+                if table.options != new.options {
+                    b.alter_columns.push(Op::SetTableOptions {
+                        table: name.clone(),
+                        from: table.options.clone(),
+                        to: new.options.clone(),
+                    });
+                }
+                if table.partition_of != new.partition_of {
+                    if let Some(p) = &table.partition_of {
+                        b.detach_partitions.push(Op::DetachPartition {
+                            table: name.clone(),
+                            partition: p.clone(),
+                        });
+                    }
+                    if let Some(p) = &new.partition_of {
+                        b.attach_partitions.push(Op::AttachPartition {
+                            table: name.clone(),
+                            partition: p.clone(),
+                        });
+                    }
+                }
+                // A partition's columns are its parent's: a table attached or detached keeps its own.
+                if table.partition_of.is_some() || new.partition_of.is_some() {
+                    continue;
+                }
                 if table.is_rls_enabled != new.is_rls_enabled {
                     let op = Op::SetRowSecurity {
                         table: name.clone(),
@@ -983,14 +1084,21 @@ fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
             }
         }
     }
+    partitions.sort_by_key(|(level, _)| *level);
+    b.drop_partitions.extend(partitions.into_iter().map(|(_, op)| op));
+    let mut partitions: Vec<(i32, Op)> = Vec::new();
     for (name, table) in &to.tables {
         if from.tables.contains_key(name) {
             continue;
         }
-        b.create_tables.push(Op::CreateTable {
+        let op = Op::CreateTable {
             name: name.clone(),
             table: table.clone(),
-        });
+        };
+        match &table.partition_of {
+            Some(p) => partitions.push((p.level, op)),
+            None => b.create_tables.push(op),
+        }
         for (cname, c) in &table.constraints {
             if c.kind == 'f' {
                 b.add_fks.push(Op::AddConstraint {
@@ -1006,6 +1114,8 @@ fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
             column_comment(b, name, &column.name, None, column.comment.as_ref());
         }
     }
+    partitions.sort_by_key(|(level, _)| *level);
+    b.create_partitions.extend(partitions.into_iter().map(|(_, op)| op));
 }
 
 fn indexes(from: &Catalog, to: &Catalog, b: &mut Buckets) {
@@ -1405,15 +1515,10 @@ mod tests {
                 name: "id".into(),
                 data_type: "integer".into(),
                 is_not_null: true,
-                default: None,
-                identity: None,
-                generated: None,
-                comment: None,
+                ..Default::default()
             }],
             constraints,
-            comment: None,
-            is_rls_enabled: false,
-            is_rls_forced: false,
+            ..Default::default()
         }
     }
 

@@ -12,8 +12,8 @@ use tokio_postgres::{Client, Row};
 
 use super::error::AutogenError;
 use super::model::{
-    Catalog, Column, Composite, Constraint, DefaultGrant, DepKey, Domain, Enum, Extension, Function, Grant, Index,
-    Policy, QName, Sequence, Table, Trigger, View,
+    Catalog, Column, Composite, Constraint, DefaultGrant, DepKey, Domain, Enum, Extension, Function, Grant,
+    IdentityOptions, Index, Partition, Policy, QName, Range, Sequence, Table, Trigger, View,
 };
 use crate::executor::{db_message, search_path};
 
@@ -133,6 +133,10 @@ pub async fn introspect(client: &Client, scope: &Scope) -> Result<Catalog, Autog
 const NOT_EXTENSION_MEMBER: &str = "NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.objid = {oid} \
      AND dep.classid = '{class}'::regclass AND dep.deptype = 'e')";
 
+/// A function PostgreSQL made as part of another object (a range type's constructors) stands with it.
+const NOT_INTERNAL_FUNCTION: &str = "NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_proc'::regclass \
+     AND i.objid = p.oid AND i.deptype = 'i')";
+
 fn not_member(oid: &str, class: &str) -> String {
     NOT_EXTENSION_MEMBER.replace("{oid}", oid).replace("{class}", class)
 }
@@ -195,9 +199,16 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         .query(
             &format!(
                 "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), c.relname::text, \
-                 obj_description(c.oid, 'pg_class'), c.relrowsecurity, c.relforcerowsecurity \
+                 obj_description(c.oid, 'pg_class'), c.relrowsecurity, c.relforcerowsecurity, \
+                 CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END, \
+                 pn.nspname::text, quote_ident(pn.nspname), quote_ident(pc.relname), \
+                 pg_get_expr(c.relpartbound, c.oid), \
+                 (SELECT count(*)::int4 - 1 FROM pg_partition_ancestors(c.oid)), \
+                 ARRAY(SELECT o FROM unnest(c.reloptions) o ORDER BY o) \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1) AND NOT c.relispartition AND {}",
+                 LEFT JOIN pg_inherits ih ON ih.inhrelid = c.oid AND c.relispartition \
+                 LEFT JOIN pg_class pc ON pc.oid = ih.inhparent LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1) AND {}",
                 not_member("c.oid", "pg_class")
             ),
             &[sch],
@@ -208,6 +219,14 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         if is_ignored(row, 3) {
             continue;
         }
+        let partition_of = match row.get::<_, Option<String>>(8) {
+            Some(_) => Some(Partition {
+                parent: names.qname(row, 8, 9, 10),
+                bound: names.def(&row.get::<_, Option<String>>(11).unwrap_or_default()),
+                level: row.get(12),
+            }),
+            None => None,
+        };
         catalog.tables.insert(
             names.qname(row, 0, 1, 2),
             Table {
@@ -216,6 +235,9 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
                 comment: row.get(4),
                 is_rls_enabled: row.get(5),
                 is_rls_forced: row.get(6),
+                partition_key: row.get::<_, Option<String>>(7).map(|k| names.def(&k)),
+                partition_of,
+                options: row.get(13),
             },
         );
     }
@@ -225,9 +247,18 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         .query(
             "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), quote_ident(a.attname), \
              format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), \
-             a.attidentity::text, a.attgenerated::text, col_description(c.oid, a.attnum) \
+             a.attidentity::text, a.attgenerated::text, col_description(c.oid, a.attnum), \
+             CASE WHEN a.attcollation <> t.typcollation THEN CASE WHEN cn.nspname = 'pg_catalog' \
+               THEN quote_ident(co.collname) ELSE quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END END, \
+             s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle, c.relispartition \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_collation co ON co.oid = a.attcollation LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace \
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             LEFT JOIN pg_depend sd ON a.attidentity <> '' AND sd.refclassid = 'pg_class'::regclass \
+               AND sd.refobjid = c.oid AND sd.refobjsubid = a.attnum AND sd.classid = 'pg_class'::regclass \
+               AND sd.deptype = 'i' \
+             LEFT JOIN pg_sequence s ON s.seqrelid = sd.objid \
              WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND n.nspname = ANY($1) \
              ORDER BY c.oid, a.attnum",
             &[sch],
@@ -238,6 +269,10 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         let Some(table) = catalog.tables.get_mut(&names.qname(row, 0, 1, 2)) else {
             continue;
         };
+        // A partition's columns are its parent's.
+        if row.get::<_, bool>(17) {
+            continue;
+        }
         let expr: Option<String> = row.get(6);
         let identity: String = row.get(7);
         let generated: String = row.get(8);
@@ -250,6 +285,15 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             identity: identity.chars().next(),
             generated: if is_generated { expr } else { None },
             comment: row.get(9),
+            collation: row.get::<_, Option<String>>(10).map(|c| names.def(&c)),
+            identity_options: row.get::<_, Option<i64>>(11).map(|start| IdentityOptions {
+                start,
+                increment: row.get(12),
+                min: row.get(13),
+                max: row.get(14),
+                cache: row.get(15),
+                is_cycle: row.get(16),
+            }),
         });
     }
 
@@ -259,7 +303,8 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), quote_ident(co.conname), \
              co.contype::text, pg_get_constraintdef(co.oid) \
              FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE co.contype IN ('p', 'u', 'c', 'x', 'f') AND n.nspname = ANY($1)",
+             WHERE co.contype IN ('p', 'u', 'c', 'x', 'f') AND n.nspname = ANY($1) AND co.conislocal \
+             AND co.conparentid = 0",
             &[sch],
         )
         .await
@@ -285,7 +330,9 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
              t.relname::text, pg_get_indexdef(i.indexrelid), obj_description(ic.oid, 'pg_class') \
              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
              JOIN pg_namespace n ON n.oid = ic.relnamespace \
-             WHERE n.nspname = ANY($1) AND t.relkind IN ('r', 'p', 'm') AND NOT EXISTS (SELECT 1 FROM pg_constraint co \
+             WHERE n.nspname = ANY($1) AND t.relkind IN ('r', 'p', 'm') \
+             AND NOT EXISTS (SELECT 1 FROM pg_inherits ih WHERE ih.inhrelid = i.indexrelid) \
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint co \
              WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x'))",
             &[sch],
         )
@@ -303,7 +350,8 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             name.clone(),
             Index {
                 table: QName::new(name.schema.clone(), row.get::<_, String>(3)),
-                definition: names.def(row.get(5)),
+                // A partitioned table's index reads `ON ONLY`, which would not build it on the partitions.
+                definition: names.def(row.get(5)).replacen(" ON ONLY ", " ON ", 1),
             },
         );
     }
@@ -427,8 +475,9 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
                  pg_get_function_identity_arguments(p.oid), p.prokind = 'p', pg_get_functiondef(p.oid), \
                  obj_description(p.oid, 'pg_proc') \
                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                 WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND {}",
-                not_member("p.oid", "pg_proc")
+                 WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND {} AND {}",
+                not_member("p.oid", "pg_proc"),
+                NOT_INTERNAL_FUNCTION
             ),
             &[sch],
         )
@@ -460,7 +509,7 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), quote_ident(tg.tgname), \
              pg_get_triggerdef(tg.oid), c.relname::text \
              FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE NOT tg.tgisinternal AND n.nspname = ANY($1)",
+             WHERE NOT tg.tgisinternal AND tg.tgparentid = 0 AND n.nspname = ANY($1)",
             &[sch],
         )
         .await
@@ -551,6 +600,39 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
                     .zip(attr_types.iter().map(|t| names.def(t)))
                     .collect(),
                 order: row.get(4),
+            },
+        );
+    }
+
+    // Range types (their multirange types come with them).
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(t.typname), \
+                 format_type(r.rngsubtype, NULL), CASE WHEN r.rngsubdiff <> 0 THEN r.rngsubdiff::regproc::text END, \
+                 CASE WHEN r.rngcollation <> 0 AND r.rngcollation <> st.typcollation \
+                   THEN quote_ident(co.collname) END, t.oid::int8, obj_description(t.oid, 'pg_type') \
+                 FROM pg_range r JOIN pg_type t ON t.oid = r.rngtypid JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 JOIN pg_type st ON st.oid = r.rngsubtype LEFT JOIN pg_collation co ON co.oid = r.rngcollation \
+                 WHERE n.nspname = ANY($1) AND {}",
+                not_member("t.oid", "pg_type")
+            ),
+            &[sch],
+        )
+        .await
+        .map_err(fail("range types"))?;
+    for row in &rows {
+        let name = names.qname(row, 0, 1, 2);
+        if let Some(comment) = row.get::<_, Option<String>>(7) {
+            catalog.comments.insert(("TYPE".into(), name.to_string()), comment);
+        }
+        catalog.ranges.insert(
+            name,
+            Range {
+                subtype: names.def(row.get(3)),
+                subtype_diff: row.get::<_, Option<String>>(4).map(|f| names.def(&f)),
+                collation: row.get(5),
+                order: row.get(6),
             },
         );
     }
@@ -680,7 +762,7 @@ fn grants_sql() -> String {
            a.is_grantable, pg_get_function_identity_arguments(p.oid) \
          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, \
            LATERAL aclexplode(coalesce(p.proacl, acldefault('f'::\"char\", p.proowner))) a \
-         WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND a.grantee <> p.proowner AND {} \
+         WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND a.grantee <> p.proowner AND {} AND {} \
          UNION ALL SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(n.nspname), 'SCHEMA', '', {grantee}, \
            a.privilege_type, a.is_grantable, '' \
          FROM pg_namespace n, LATERAL aclexplode(coalesce(n.nspacl, acldefault('n'::\"char\", n.nspowner))) a \
@@ -693,6 +775,7 @@ fn grants_sql() -> String {
            OR (t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class rc WHERE rc.oid = t.typrelid AND rc.relkind = 'c')))",
         not_member("c.oid", "pg_class"),
         not_member("p.oid", "pg_proc"),
+        NOT_INTERNAL_FUNCTION,
         not_member("n.oid", "pg_namespace"),
         not_member("t.oid", "pg_type"),
     )

@@ -54,6 +54,7 @@ pub struct Catalog {
     pub composites: BTreeMap<QName, Composite>,
     /// Row-level security policies by (table, policy name).
     pub policies: BTreeMap<(QName, String), Policy>,
+    pub ranges: BTreeMap<QName, Range>,
     /// (dependant, referenced) links between the objects above, read from `pg_depend` (views through their
     /// `pg_rewrite` rule). Only used to find what must be dropped and created around a recreated type or a
     /// retyped column; never a difference of its own.
@@ -130,9 +131,10 @@ pub struct Sequence {
     pub owned_by: Option<(QName, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Table {
-    /// Columns in their table order; compared by name (the order is not part of a difference).
+    /// Columns in their table order; compared by name (the order is not part of a difference). Empty for a
+    /// partition, whose columns are its parent's.
     pub columns: Vec<Column>,
     /// Primary key, unique, check, exclusion and foreign-key constraints, by name.
     pub constraints: BTreeMap<String, Constraint>,
@@ -141,6 +143,22 @@ pub struct Table {
     pub is_rls_enabled: bool,
     /// `FORCE ROW LEVEL SECURITY` (policies apply to the table's owner too).
     pub is_rls_forced: bool,
+    /// `pg_get_partkeydef` of a partitioned table, for example `RANGE (created_at)`.
+    pub partition_key: Option<String>,
+    /// The table this one is a partition of, and its bound.
+    pub partition_of: Option<Partition>,
+    /// Storage parameters (`fillfactor=70`, `autovacuum_enabled=false`), sorted.
+    pub options: Vec<String>,
+}
+
+/// Where a partition belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub parent: QName,
+    /// `pg_get_expr` of the bound: `FOR VALUES FROM (...) TO (...)`, `FOR VALUES IN (...)`, `DEFAULT`.
+    pub bound: String,
+    /// How many tables up the root is (1 for a partition of a root), so parents are created first.
+    pub level: i32,
 }
 
 impl Table {
@@ -149,7 +167,7 @@ impl Table {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
     /// `format_type` text, for example `character varying(20)` or `integer[]`.
@@ -162,6 +180,34 @@ pub struct Column {
     /// The expression of a `GENERATED ALWAYS AS (...) STORED` column.
     pub generated: Option<String>,
     pub comment: Option<String>,
+    /// `COLLATE` name when it is not the type's default collation.
+    pub collation: Option<String>,
+    /// The options of an identity column's sequence.
+    pub identity_options: Option<IdentityOptions>,
+}
+
+/// An identity column's sequence options (its type follows the column's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityOptions {
+    pub start: i64,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cache: i64,
+    pub is_cycle: bool,
+}
+
+/// A range type (`CREATE TYPE ... AS RANGE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    /// `format_type` of the subtype.
+    pub subtype: String,
+    /// `SUBTYPE_DIFF` function, when there is one.
+    pub subtype_diff: Option<String>,
+    /// `COLLATION`, when not the subtype's default.
+    pub collation: Option<String>,
+    /// Creation order (the catalog oid order).
+    pub order: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::model::{
-    Catalog, Column, Composite, Constraint, DefaultGrant, Domain, Function, Grant, Index, Policy, QName, Sequence,
-    Table, Trigger, View,
+    Catalog, Column, Composite, Constraint, DefaultGrant, Domain, Function, Grant, IdentityOptions, Index, Partition,
+    Policy, QName, Range, Sequence, Table, Trigger, View,
 };
 
 /// An operation kind a user adds: renders its own SQL and names its reverse. Produced by a [`Comparator`].
@@ -210,6 +210,8 @@ pub enum Op {
         column: String,
         from: Option<char>,
         to: Option<char>,
+        /// The sequence options of the side that has the identity (for `ADD GENERATED ... AS IDENTITY`).
+        options: Option<IdentityOptions>,
     },
     AddConstraint {
         table: QName,
@@ -293,6 +295,45 @@ pub enum Op {
         target: CommentTarget,
         from: Option<String>,
         to: Option<String>,
+    },
+    CreateRange {
+        name: QName,
+        range: Range,
+    },
+    DropRange {
+        name: QName,
+        range: Range,
+    },
+    /// `ALTER TABLE ... SET (...)` / `RESET (...)`: storage parameters, sorted `key=value` texts.
+    SetTableOptions {
+        table: QName,
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    /// `ALTER TABLE parent ATTACH PARTITION table ...`.
+    AttachPartition {
+        table: QName,
+        partition: Partition,
+    },
+    /// `ALTER TABLE parent DETACH PARTITION table`.
+    DetachPartition {
+        table: QName,
+        partition: Partition,
+    },
+    /// `ALTER COLUMN ... TYPE same_type COLLATE ...`.
+    AlterColumnCollation {
+        table: QName,
+        column: String,
+        data_type: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// `ALTER COLUMN ... SET INCREMENT BY ...` and the other options of an identity column's sequence.
+    AlterIdentityOptions {
+        table: QName,
+        column: String,
+        from: IdentityOptions,
+        to: IdentityOptions,
     },
     /// `GRANT` or `REVOKE` one privilege on one object.
     Grant {
@@ -533,11 +574,13 @@ impl Op {
                 column,
                 from,
                 to,
+                options,
             } => Op::AlterColumnIdentity {
                 table,
                 column,
                 from: to,
                 to: from,
+                options,
             },
             Op::AddConstraint {
                 table,
@@ -607,6 +650,39 @@ impl Op {
                 from: to,
                 to: from,
             },
+            Op::CreateRange { name, range } => Op::DropRange { name, range },
+            Op::DropRange { name, range } => Op::CreateRange { name, range },
+            Op::SetTableOptions { table, from, to } => Op::SetTableOptions {
+                table,
+                from: to,
+                to: from,
+            },
+            Op::AttachPartition { table, partition } => Op::DetachPartition { table, partition },
+            Op::DetachPartition { table, partition } => Op::AttachPartition { table, partition },
+            Op::AlterColumnCollation {
+                table,
+                column,
+                data_type,
+                from,
+                to,
+            } => Op::AlterColumnCollation {
+                table,
+                column,
+                data_type,
+                from: to,
+                to: from,
+            },
+            Op::AlterIdentityOptions {
+                table,
+                column,
+                from,
+                to,
+            } => Op::AlterIdentityOptions {
+                table,
+                column,
+                from: to,
+                to: from,
+            },
             Op::Grant {
                 grant,
                 is_grantable,
@@ -650,6 +726,7 @@ impl Op {
             | Op::DropComposite { .. }
             | Op::DropAttribute { .. }
             | Op::DropSequence { .. }
+            | Op::DropRange { .. }
             | Op::DropTable { .. } => true,
             Op::RecreateDomain { from, to, .. } => !is_widening(&from.base_type, &to.base_type),
             Op::RecreateComposite { from, to, .. } => from.attributes.iter().any(|(a, t)| {
@@ -797,6 +874,37 @@ impl Op {
                 "change",
                 format!("comment on {} {}", target.kind.to_lowercase(), target.name),
             ),
+            Op::CreateRange { name, .. } => ("add", format!("range type {name}")),
+            Op::DropRange { name, .. } => ("drop", format!("range type {name}")),
+            Op::SetTableOptions { table, from, to } => (
+                "change",
+                format!("storage parameters of {table} ({} to {})", list(from), list(to)),
+            ),
+            Op::AttachPartition { table, partition } => (
+                "add",
+                format!("partition {table} of {} ({})", partition.parent, partition.bound),
+            ),
+            Op::DetachPartition { table, partition } => (
+                "drop",
+                format!("partition {table} of {} ({})", partition.parent, partition.bound),
+            ),
+            Op::AlterColumnCollation {
+                table,
+                column,
+                from,
+                to,
+                ..
+            } => (
+                "change",
+                format!(
+                    "collation of column {table}.{column} ({} to {})",
+                    from.as_deref().unwrap_or("default"),
+                    to.as_deref().unwrap_or("default")
+                ),
+            ),
+            Op::AlterIdentityOptions { table, column, .. } => {
+                ("change", format!("identity options of column {table}.{column}"))
+            }
             Op::Grant { grant, is_revoke, .. } => (
                 if *is_revoke { "drop" } else { "add" },
                 format!(
@@ -826,6 +934,14 @@ impl Op {
             Op::RenameColumn { table, from, to } => ("change", format!("name of column {table}.{from} (to {to})")),
             Op::Custom(op) => ("change", op.summary()),
         }
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
     }
 }
 
