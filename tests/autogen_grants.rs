@@ -4,13 +4,13 @@ use crate::autogen_corpus::check_case;
 use crate::harness::{TempProject, TestDb};
 
 /// Roles with names unique to this test, dropped again when the test passed (roles are shared by the cluster).
-struct TestRoles {
-    admin: TestDb,
-    names: Vec<String>,
+pub struct TestRoles {
+    pub admin: TestDb,
+    pub names: Vec<String>,
 }
 
 impl TestRoles {
-    fn new(hint: &str, n: usize) -> TestRoles {
+    pub fn new(hint: &str, n: usize) -> TestRoles {
         let admin = TestDb::new(&format!("roles {hint}"));
         let names: Vec<String> = (0..n).map(|i| format!("{}_r{i}", admin.name())).collect();
         let sql: String = names.iter().map(|r| format!("CREATE ROLE {r} NOLOGIN;")).collect();

@@ -8,6 +8,7 @@ mod harness;
 
 mod autogen_cli;
 mod autogen_corpus;
+mod autogen_drift;
 mod autogen_grants;
 mod backfill_tests;
 mod extend_tests;

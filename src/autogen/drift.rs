@@ -13,7 +13,7 @@ use super::diff::diff;
 use super::introspect::{introspect, Scope};
 use super::model::Catalog;
 use super::ops::Op;
-use super::scratch::{build_at, store_tables, DevServer};
+use super::scratch::{build_as_schema_tenant, build_at, store_tables, DevServer};
 use crate::error::error_chain;
 use crate::fleet::{self, Engine, Place, Server, Tenant};
 use crate::revision::RevisionId;
@@ -100,37 +100,54 @@ pub fn differences(ops: &[Op]) -> Vec<DriftDifference> {
         .collect()
 }
 
-/// Expected catalogs per version-row set: (whole database, home schema only).
-type Expected = BTreeMap<Vec<RevisionId>, Result<(Catalog, Catalog), String>>;
+/// Expected catalogs per version-row set: the whole database (for database tenants) and the home schema built
+/// as a schema tenant (for schema tenants), each built only when a tenant needs it.
+type Expected = BTreeMap<Vec<RevisionId>, (Result<Catalog, String>, Result<Catalog, String>)>;
 
 /// Compare every tenant with the schema at its own revisions, in tenant order.
 pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<Server>]) -> Vec<DriftReport> {
     let engine = target.engine;
     let versions = fleet::read_versions(tenants, servers, engine.store.as_ref(), target.concurrency).await;
     let ignore = store_tables(engine);
+    let shared = &engine.exec.shared_schemas;
+    // Which kinds of tenant sit at each set of version rows.
+    let mut needed: BTreeMap<&Vec<RevisionId>, (bool, bool)> = BTreeMap::new();
+    for (tenant, rows) in tenants.iter().zip(&versions) {
+        if let Some(rows) = rows.rows() {
+            let entry = needed.entry(rows).or_default();
+            match tenant.place {
+                Place::Database(_) => entry.0 = true,
+                Place::Schema(_) => entry.1 = true,
+            }
+        }
+    }
+    let not_built = || Err("no expected schema was built".to_string());
     let mut expected: Expected = BTreeMap::new();
-    for rows in versions.iter().filter_map(fleet::Versions::rows) {
-        if expected.contains_key(rows) {
+    for (rows, (is_database, is_schema)) in needed {
+        if let Some(unknown) = rows.iter().find(|r| !engine.scripts.contains_key(*r)) {
+            let e = format!("revision {unknown} is not in this migration set");
+            expected.insert(rows.clone(), (Err(e.clone()), Err(e)));
             continue;
         }
-        let built = if let Some(unknown) = rows.iter().find(|r| !engine.scripts.contains_key(*r)) {
-            Err(format!("revision {unknown} is not in this migration set"))
-        } else {
-            let shared = &engine.exec.shared_schemas;
-            let scopes = [
-                Scope::database(ignore.clone()).with_shared(shared),
-                Scope::schema("public", ignore.clone()).with_shared(shared),
-            ];
-            build_at(target.dev, engine, rows, &scopes)
+        let whole = if is_database {
+            let scope = Scope::database(ignore.clone()).with_shared(shared);
+            build_at(target.dev, engine, rows, std::slice::from_ref(&scope))
                 .await
                 .map_err(|e| error_chain(&e))
-                .map(|mut c| {
-                    let home = c.pop().unwrap_or_default();
-                    let whole = c.pop().unwrap_or_default();
-                    (whole, home)
-                })
+                .map(|mut c| c.pop().unwrap_or_default())
+        } else {
+            not_built()
         };
-        expected.insert(rows.clone(), built);
+        let home = if is_schema {
+            let scope = Scope::schema("public", ignore.clone()).with_shared(shared);
+            build_as_schema_tenant(target.dev, engine, rows, std::slice::from_ref(&scope))
+                .await
+                .map_err(|e| error_chain(&e))
+                .map(|mut c| c.pop().unwrap_or_default())
+        } else {
+            not_built()
+        };
+        expected.insert(rows.clone(), (whole, home));
     }
     let expected = &expected;
     let ignore = &ignore;
@@ -150,16 +167,9 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
             }
         };
         report.revisions = rows.clone();
-        let (whole, home) = match expected.get(&rows) {
-            Some(Ok(pair)) => pair,
-            Some(Err(e)) => {
-                report.error = Some(e.clone());
-                return report;
-            }
-            None => {
-                report.error = Some("no expected schema was built".into());
-                return report;
-            }
+        let Some((whole, home)) = expected.get(&rows) else {
+            report.error = Some("no expected schema was built".into());
+            return report;
         };
         let (conn, scope, want) = match &tenant.place {
             Place::Schema(schema) => (
@@ -172,6 +182,13 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
                 Scope::database(ignore.clone()).with_shared(&engine.exec.shared_schemas),
                 whole,
             ),
+        };
+        let want = match want {
+            Ok(want) => want,
+            Err(e) => {
+                report.error = Some(e.clone());
+                return report;
+            }
         };
         let conn = match conn {
             Ok(conn) => conn,

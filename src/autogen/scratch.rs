@@ -134,9 +134,13 @@ async fn with_scratch<T>(
     }
 }
 
-/// The tables a catalog leaves out: the version and history tables.
+/// The tables a catalog leaves out: the version and history tables, the shared set's too.
 pub fn store_tables(engine: &Engine) -> Vec<String> {
-    engine.store.owned_tables()
+    let mut tables = engine.store.owned_tables();
+    if let Some(shared) = &engine.shared {
+        tables.extend(shared.store.owned_tables());
+    }
+    tables
 }
 
 /// Upgrade a scratch database to `targets` (each an id; none means base) and read it once per scope.
@@ -146,7 +150,19 @@ pub async fn build_at(
     targets: &[RevisionId],
     scopes: &[Scope],
 ) -> Result<Vec<Catalog>, AutogenError> {
-    build_renamed(server, engine, targets, &[], scopes).await
+    build(server, engine, targets, &[], scopes, false).await
+}
+
+/// As [`build_at`], with the revisions run as they run for a schema tenant: in `public` as the tenant's
+/// schema, `shared_schemas` after it on `search_path` (which decides what unqualified names in their
+/// expressions resolve to, so a schema tenant is compared with a build that resolved them the same way).
+pub async fn build_as_schema_tenant(
+    server: &DevServer,
+    engine: &Engine,
+    targets: &[RevisionId],
+    scopes: &[Scope],
+) -> Result<Vec<Catalog>, AutogenError> {
+    build(server, engine, targets, &[], scopes, true).await
 }
 
 /// As [`build_at`], with the `--rename` hints applied after the upgrade, so the catalog is the head's schema
@@ -158,9 +174,20 @@ pub async fn build_renamed(
     renames: &[Rename],
     scopes: &[Scope],
 ) -> Result<Vec<Catalog>, AutogenError> {
+    build(server, engine, targets, renames, scopes, false).await
+}
+
+async fn build(
+    server: &DevServer,
+    engine: &Engine,
+    targets: &[RevisionId],
+    renames: &[Rename],
+    scopes: &[Scope],
+    is_schema_tenant: bool,
+) -> Result<Vec<Catalog>, AutogenError> {
     with_scratch(server, "rev", async |client: &Client| {
         let mut exec = engine.exec.clone();
-        exec.schema = None;
+        exec.schema = is_schema_tenant.then(|| "public".to_string());
         let stop = AtomicBool::new(false);
         // What belongs to the database (extensions, shared tables) comes first, as a fleet run does it.
         if let Some(shared) = &engine.shared {
