@@ -10,6 +10,7 @@ mod autogen_cli;
 mod autogen_corpus;
 mod autogen_drift;
 mod autogen_grants;
+mod autogen_large;
 mod backfill_tests;
 mod extend_tests;
 mod fleet_config;

@@ -6,7 +6,7 @@
 //! what makes a schema tenant's schema compare equal to `public` of a scratch database. Objects that belong to
 //! an extension are left out (the extension stands for them).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use tokio_postgres::{Client, Row};
 
@@ -713,28 +713,46 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         );
     }
 
+    // Dependency links, joined here rather than in SQL: the planner cannot estimate the object list.
     let rows = client.query(DEPENDS_SQL, &[sch]).await.map_err(fail("dependencies"))?;
+    let mut objects: HashMap<(i64, i64), Vec<(Option<i32>, DepKey)>> = HashMap::new();
     for row in &rows {
-        let key = |at: usize| -> Option<DepKey> {
-            let kind: &str = row.get(at);
-            let name = names.qname(row, at + 1, at + 2, at + 3);
-            let second = || row.get::<_, Option<String>>(at + 4).unwrap_or_default();
-            Some(match kind {
-                "type" => DepKey::Type(name),
-                "column" => DepKey::Column(name, second()),
-                "default" => DepKey::Default(name, second()),
-                "constraint" => DepKey::Constraint(name, second()),
-                "index" => DepKey::Index(name),
-                "view" => DepKey::View(name),
-                "function" => DepKey::Function(format!("{name}({})", names.def(&second()))),
-                "trigger" => DepKey::Trigger(name, second()),
-                "policy" => DepKey::Policy(name, second()),
-                _ => return None,
-            })
+        let kind: &str = row.get(3);
+        let name = names.qname(row, 4, 5, 6);
+        let second = || row.get::<_, Option<String>>(7).unwrap_or_default();
+        let key = match kind {
+            "type" => DepKey::Type(name),
+            "column" => DepKey::Column(name, second()),
+            "default" => DepKey::Default(name, second()),
+            "constraint" => DepKey::Constraint(name, second()),
+            "index" => DepKey::Index(name),
+            "view" => DepKey::View(name),
+            "function" => DepKey::Function(format!("{name}({})", names.def(&second()))),
+            "trigger" => DepKey::Trigger(name, second()),
+            "policy" => DepKey::Policy(name, second()),
+            _ => continue,
         };
-        if let (Some(dependant), Some(referenced)) = (key(0), key(5)) {
+        objects
+            .entry((row.get(0), row.get(1)))
+            .or_default()
+            .push((row.get(2), key));
+    }
+    let find = |class: i64, oid: i64, sub: i32| {
+        objects
+            .get(&(class, oid))
+            .and_then(|keys| keys.iter().find(|(s, _)| s.is_none_or(|s| s == sub)))
+            .map(|(_, key)| key)
+    };
+    let rows = client
+        .query(DEPEND_LINKS_SQL, &[])
+        .await
+        .map_err(fail("dependency links"))?;
+    for row in &rows {
+        let dependant = find(row.get(0), row.get(1), row.get(2));
+        let referenced = find(row.get(3), row.get(4), row.get(5));
+        if let (Some(dependant), Some(referenced)) = (dependant, referenced) {
             if dependant != referenced {
-                catalog.depends.insert((dependant, referenced));
+                catalog.depends.insert((dependant.clone(), referenced.clone()));
             }
         }
     }
@@ -800,11 +818,11 @@ const DEFAULT_PRIVILEGES_SQL: &str = "SELECT quote_ident(pg_get_userbyid(d.defac
           WHERE d.defaclnamespace = 0 EXCEPT SELECT * FROM aclexplode(d.defaclacl)) y) a \
     WHERE ((d.defaclnamespace = 0 AND NOT $2) OR n.nspname = ANY($1)) AND a.grantee <> d.defaclrole";
 
-/// Every dependency link between objects of the schemas `$1`, each side as (kind, schema, quoted schema, quoted
-/// name, second name): a column's, default's, constraint's, trigger's or policy's table and its own name; a
+/// Every object of the schemas `$1` a dependency link can name, as (class, oid, column number or NULL for any,
+/// kind, schema, quoted schema, quoted name, second name): a column's, default's, constraint's, trigger's or policy's table and its own name; a
 /// function's name and identity arguments. A view's links are its `pg_rewrite` rule's; a primary key's, unique
 /// or exclusion constraint's are its index's (foreign keys depend on that); an array type stands for
-/// its element type and a composite type's attributes for the type. Internal and extension links are left out.
+/// its element type and a composite type's attributes for the type.
 const DEPENDS_SQL: &str = "WITH objs (classid, objid, sub, kind, nsp, name, second) AS ( \
     SELECT 'pg_class'::regclass, c.oid, a.attnum::int, 'column', c.relnamespace, c.relname::text, a.attname::text \
       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
@@ -841,11 +859,11 @@ const DEPENDS_SQL: &str = "WITH objs (classid, objid, sub, kind, nsp, name, seco
       quote_ident(o.name) AS name, CASE WHEN o.kind = 'function' THEN o.second ELSE quote_ident(o.second) END AS second \
     FROM objs o JOIN pg_namespace n ON n.oid = o.nsp WHERE n.nspname = ANY($1) \
 ) \
-SELECT DISTINCT a.kind, a.nsp, a.nspq, a.name, a.second, b.kind, b.nsp, b.nspq, b.name, b.second \
-FROM pg_depend d \
-JOIN named a ON a.classid = d.classid AND a.objid = d.objid AND (a.sub IS NULL OR a.sub = d.objsubid) \
-JOIN named b ON b.classid = d.refclassid AND b.objid = d.refobjid AND (b.sub IS NULL OR b.sub = d.refobjsubid) \
-WHERE d.deptype IN ('n', 'a')";
+SELECT classid::int8, objid::int8, sub, kind, nsp, nspq, name, second FROM named";
+
+/// The `pg_depend` links between user objects (PostgreSQL's own have oids below 16384).
+const DEPEND_LINKS_SQL: &str = "SELECT classid::int8, objid::int8, objsubid, refclassid::int8, refobjid::int8, \
+    refobjsubid FROM pg_depend WHERE deptype IN ('n', 'a') AND objid >= 16384 AND refobjid >= 16384";
 
 #[cfg(test)]
 mod tests {
