@@ -43,6 +43,7 @@ GRANT EXECUTE ON FUNCTION is_open(order_status) TO {role};
 GRANT USAGE ON SEQUENCE order_numbers TO {role};
 REVOKE USAGE ON TYPE order_status FROM PUBLIC;
 GRANT USAGE ON TYPE order_status TO {role};
+ALTER FUNCTION touch() OWNER TO {role};
 "
     )
 }

@@ -131,3 +131,26 @@ async fn a_grant_to_a_missing_role_is_reported() {
         .get(0);
     assert_eq!(n, 0);
 }
+
+#[tokio::test]
+async fn owners_round_trip() {
+    let roles = TestRoles::new("owners", 1);
+    let r = &roles.names[0];
+    let owned = format!(
+        "{OBJECTS} ALTER TABLE t OWNER TO {r}; ALTER VIEW v OWNER TO {r}; ALTER FUNCTION f() OWNER TO {r}; \
+         ALTER PROCEDURE p() OWNER TO {r}; ALTER SCHEMA app OWNER TO {r}; ALTER TYPE mood OWNER TO {r}; \
+         ALTER DOMAIN pos OWNER TO {r}; ALTER SEQUENCE s OWNER TO {r};"
+    );
+    let file = check_case("owners_set", OBJECTS, &owned, &[]).await;
+    assert!(file.contains(&format!("ALTER VIEW v OWNER TO {r};")), "{file}");
+    assert!(file.contains("ALTER DOMAIN pos OWNER TO CURRENT_USER;"), "{file}");
+    check_case("owners_new_and_dropped", "", &owned, &[]).await;
+    // A recreated view and type get their owner again.
+    let changed = owned
+        .replace(
+            "CREATE VIEW v AS SELECT id FROM t",
+            "CREATE VIEW v AS SELECT id, id + 1 AS next FROM t",
+        )
+        .replace("ENUM ('a', 'b')", "ENUM ('b', 'a')");
+    check_case("owners_recreated", &owned, &changed, &[]).await;
+}

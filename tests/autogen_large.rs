@@ -106,8 +106,8 @@ async fn large_schema_round_trips() {
     let roles = TestRoles::new("large", 1);
     let role = &roles.names[0];
     let (v1, v2) = (schema(1, role), schema(2, role));
-    // From nothing to version 1, then from version 1 to version 2.
-    check_case_with("large_create", "", &v1, &[], true).await;
+    // Version 1 to version 2 (creating every kind from nothing is what the small cases do; this one is about
+    // a schema of some size changing under its dependants).
     let file = check_case_with("large_change", &v1, &v2, &[], true).await;
     assert!(file.contains("ALTER TYPE status_0 ADD VALUE 'archived'"), "{file}");
     assert!(

@@ -1373,6 +1373,34 @@ fn grants(from: &Catalog, to: &Catalog, b: &mut Buckets) {
             acl_ops(on, default, new, &mut b.grants);
         }
     }
+    // Owners: one going back to the current user goes first (before the object may be dropped), one set goes
+    // last (after the object is created); a recreated object gets its owner again.
+    let keys: BTreeSet<&String> = from.owners.keys().chain(to.owners.keys()).collect();
+    for on in keys {
+        let (old, new) = (from.owners.get(on), to.owners.get(on));
+        let is_recreated = recreated.contains(on.as_str());
+        if old == new && !is_recreated {
+            continue;
+        }
+        let alter = old.or(new).map(|(a, _)| a.clone()).unwrap_or_default();
+        let (old, new) = (old.map(|(_, r)| r.clone()), new.map(|(_, r)| r.clone()));
+        let set = |from: Option<String>, to: Option<String>| Op::SetOwner {
+            on: on.clone(),
+            alter: alter.clone(),
+            from,
+            to,
+        };
+        if is_recreated || new.is_none() {
+            if old.is_some() {
+                b.revokes.push(set(old.clone(), None));
+            }
+            if new.is_some() {
+                b.grants.push(set(None, new));
+            }
+        } else {
+            b.grants.push(set(old, new));
+        }
+    }
     let keys: BTreeSet<_> = from
         .default_privileges
         .keys()

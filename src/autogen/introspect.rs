@@ -693,6 +693,24 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         );
     }
     let rows = client
+        .query(&owners_sql(), &[sch, &scope.home])
+        .await
+        .map_err(fail("owners"))?;
+    for row in &rows {
+        if is_ignored(row, 5) {
+            continue;
+        }
+        let kind: &str = row.get(3);
+        let alter: &str = row.get(4);
+        let name = names.qname(row, 0, 1, 2);
+        let on = match kind {
+            "SCHEMA" => format!("SCHEMA {}", name.name),
+            "FUNCTION" | "PROCEDURE" => format!("{kind} {name}({})", names.def(row.get::<_, &str>(7))),
+            _ => format!("{kind} {name}"),
+        };
+        catalog.owners.insert(on, (alter.to_string(), row.get(6)));
+    }
+    let rows = client
         .query(DEFAULT_PRIVILEGES_SQL, &[sch, &scope.is_home_only])
         .await
         .map_err(fail("default privileges"))?;
@@ -791,6 +809,42 @@ fn grants_sql() -> String {
            LATERAL aclexplode(coalesce(t.typacl, acldefault('T'::\"char\", t.typowner))) a \
          WHERE n.nspname = ANY($1) AND a.grantee <> t.typowner AND {} AND (t.typtype IN ('e', 'd', 'r') \
            OR (t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class rc WHERE rc.oid = t.typrelid AND rc.relkind = 'c')))",
+        not_member("c.oid", "pg_class"),
+        not_member("p.oid", "pg_proc"),
+        NOT_INTERNAL_FUNCTION,
+        not_member("n.oid", "pg_namespace"),
+        not_member("t.oid", "pg_type"),
+    )
+}
+
+/// Owners that are not the current user: (schema, quoted schema, quoted name, GRANT kind, ALTER kind, bare name,
+/// owner, function arguments), for the objects `grants_sql` reads.
+fn owners_sql() -> String {
+    let owner = "quote_ident(pg_get_userbyid(o.owner))";
+    format!(
+        "SELECT o.nsp, quote_ident(o.nsp), quote_ident(o.name), o.kind, o.alter_kind, o.name, {owner}, o.args FROM ( \
+           SELECT n.nspname::text AS nsp, c.relname::text AS name, \
+             CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, \
+             CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' \
+               ELSE 'TABLE' END AS alter_kind, c.relowner AS owner, ''::text AS args \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+           WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND NOT c.relispartition AND n.nspname = ANY($1) AND {} \
+             AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.objid = c.oid AND i.classid = 'pg_class'::regclass \
+               AND i.deptype = 'i') \
+           UNION ALL SELECT n.nspname::text, p.proname::text, \
+             CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, \
+             CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, p.proowner, \
+             pg_get_function_identity_arguments(p.oid) \
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+           WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND {} AND {} \
+           UNION ALL SELECT n.nspname::text, n.nspname::text, 'SCHEMA', 'SCHEMA', n.nspowner, '' FROM pg_namespace n \
+           WHERE n.nspname = ANY($1) AND n.nspname <> $2 AND {} \
+           UNION ALL SELECT n.nspname::text, t.typname::text, 'TYPE', CASE t.typtype WHEN 'd' THEN 'DOMAIN' \
+             ELSE 'TYPE' END, t.typowner, '' \
+           FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+           WHERE n.nspname = ANY($1) AND {} AND (t.typtype IN ('e', 'd', 'r') \
+             OR (t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class rc WHERE rc.oid = t.typrelid AND rc.relkind = 'c'))) \
+         ) o WHERE o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)",
         not_member("c.oid", "pg_class"),
         not_member("p.oid", "pg_proc"),
         NOT_INTERNAL_FUNCTION,

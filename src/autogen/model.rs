@@ -66,6 +66,9 @@ pub struct Catalog {
     /// from PostgreSQL's built-in defaults (grants beyond them, and revoked ones): by grant, whether
     /// `WITH GRANT OPTION`.
     pub default_privileges: BTreeMap<DefaultGrant, bool>,
+    /// Owners other than the role reading the catalog (the one that ran the revisions), by object as `GRANT ... ON`
+    /// names it (`TABLE v` for a view too): the `ALTER` word for the object (`VIEW`, `DOMAIN`, ...) and the role.
+    pub owners: BTreeMap<String, (String, String)>,
 }
 
 /// One privilege on one object for one role.

@@ -335,6 +335,14 @@ pub enum Op {
         from: IdentityOptions,
         to: IdentityOptions,
     },
+    /// `ALTER kind name OWNER TO`: `on` as `GRANT ... ON` names the object, `alter` the `ALTER` word; `None`
+    /// is the role running the revision (`CURRENT_USER`).
+    SetOwner {
+        on: String,
+        alter: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
     /// `GRANT` or `REVOKE` one privilege on one object.
     Grant {
         grant: Grant,
@@ -379,6 +387,9 @@ pub fn granted_roles(ops: &[Op]) -> Vec<String> {
         match op {
             Op::Grant { grant, .. } => {
                 roles.insert(grant.grantee.clone());
+            }
+            Op::SetOwner { from, to, .. } => {
+                roles.extend(from.iter().chain(to).cloned());
             }
             Op::DefaultPrivilege { grant, .. } => {
                 roles.insert(grant.grantee.clone());
@@ -683,6 +694,12 @@ impl Op {
                 from: to,
                 to: from,
             },
+            Op::SetOwner { on, alter, from, to } => Op::SetOwner {
+                on,
+                alter,
+                from: to,
+                to: from,
+            },
             Op::Grant {
                 grant,
                 is_grantable,
@@ -905,6 +922,15 @@ impl Op {
             Op::AlterIdentityOptions { table, column, .. } => {
                 ("change", format!("identity options of column {table}.{column}"))
             }
+            Op::SetOwner { on, from, to, .. } => (
+                "change",
+                format!(
+                    "owner of {} ({} to {})",
+                    on.to_lowercase_kind(),
+                    from.as_deref().unwrap_or("the current user"),
+                    to.as_deref().unwrap_or("the current user")
+                ),
+            ),
             Op::Grant { grant, is_revoke, .. } => (
                 if *is_revoke { "drop" } else { "add" },
                 format!(

@@ -542,6 +542,13 @@ impl Renderer for DefaultRenderer {
             Op::AlterIdentityOptions { table, column, to, .. } => {
                 vec![alter(table, column, identity_options(to, "SET "))]
             }
+            Op::SetOwner { on, alter, to, .. } => {
+                let name = on.split_once(' ').map(|(_, n)| n).unwrap_or(on);
+                vec![format!(
+                    "ALTER {alter} {name} OWNER TO {}",
+                    to.as_deref().unwrap_or("CURRENT_USER")
+                )]
+            }
             Op::Grant {
                 grant,
                 is_grantable,
