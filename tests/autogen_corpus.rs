@@ -364,6 +364,10 @@ enum_dependants! {
         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.note := 'touched'; RETURN NEW; END $$; \
         CREATE TRIGGER touch_open BEFORE UPDATE ON orders FOR EACH ROW WHEN (NEW.status = 'pending') EXECUTE FUNCTION touch(); \
         CREATE TRIGGER touch_fn BEFORE INSERT ON orders FOR EACH ROW WHEN (is_open(NEW.status)) EXECUTE FUNCTION touch();";
+    enum_under_a_domain: "CREATE DOMAIN open_status AS order_status NOT NULL CONSTRAINT not_shipped CHECK (VALUE <> 'shipped'); \
+        COMMENT ON DOMAIN open_status IS 'still open'; \
+        CREATE TABLE tickets (id int, s open_status DEFAULT 'pending'); CREATE INDEX tickets_s ON tickets (id) WHERE s::order_status = 'pending'; \
+        CREATE VIEW open_tickets AS SELECT id, s FROM tickets;";
     enum_under_a_policy: "ALTER TABLE orders ENABLE ROW LEVEL SECURITY; \
         CREATE POLICY open_only ON orders FOR SELECT USING (status = 'pending');";
 }

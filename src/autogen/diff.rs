@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{Catalog, Column, Composite, DepKey, Domain, Grant, Policy, QName, Table};
-use super::ops::{CommentTarget, Comparator, EnumUsage, Op};
+use super::ops::{CommentTarget, Comparator, DomainUsage, EnumUsage, Op};
 
 #[derive(Default)]
 struct Buckets {
@@ -66,6 +66,8 @@ struct Buckets {
     recreated_comments: BTreeSet<(String, String)>,
     /// Objects dropped and created again because something they depend on is recreated or retyped.
     forced: Forced,
+    /// Domains recreated together with the enum type they are over.
+    enum_domains: BTreeSet<QName>,
 }
 
 impl Buckets {
@@ -567,6 +569,11 @@ fn domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
 }
 
 fn domain_ops(from: &Catalog, to: &Catalog, b: &mut Buckets, name: &QName, old: &Domain, new: &Domain) {
+    if b.enum_domains.contains(name) {
+        // Recreated from its old to its new definition with the enum type it is over.
+        b.recreated(from, to, "DOMAIN", name);
+        return;
+    }
     if old.same(new) {
         return;
     }
@@ -694,6 +701,23 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                     .into_iter()
                     .filter(|u| to.tables.get(&u.table).is_some_and(|t| t.column(&u.column).is_some()))
                     .collect();
+                // Domains over the type, kept over it, are recreated with it (PostgreSQL has no ALTER DOMAIN
+                // ... TYPE, and the old type cannot be dropped while they use it).
+                let type_text = name.to_string();
+                let mut domains = Vec::new();
+                for (dname, d) in &from.domains {
+                    if let Some(nd) = to.domains.get(dname) {
+                        if d.base_type == type_text && nd.base_type == type_text {
+                            domains.push(DomainUsage {
+                                name: dname.clone(),
+                                from: d.clone(),
+                                to: nd.clone(),
+                                usages: kept_usages(from, to, dname),
+                            });
+                            b.enum_domains.insert(dname.clone());
+                        }
+                    }
+                }
                 if is_additive {
                     // The downgrade recreates the type.
                     b.recreated(from, to, "TYPE", name);
@@ -706,6 +730,7 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                                 before,
                                 all_from: values.clone(),
                                 usages: usages.clone(),
+                                domains: domains.clone(),
                             });
                         }
                     }
@@ -715,6 +740,7 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                         from: values.clone(),
                         to: new.clone(),
                         usages,
+                        domains,
                     });
                     b.recreated(from, to, "TYPE", name);
                 }
@@ -1259,10 +1285,15 @@ fn recreated_objects(b: &Buckets) -> BTreeSet<String> {
             Op::CreateEnum { name, .. } | Op::CreateDomain { name, .. } | Op::CreateComposite { name, .. } => {
                 created.insert(format!("TYPE {name}"));
             }
-            Op::RecreateEnum { name, .. }
-            | Op::AddEnumValue { name, .. }
-            | Op::RecreateDomain { name, .. }
-            | Op::RecreateComposite { name, .. } => {
+            Op::RecreateEnum { name, domains, .. } | Op::AddEnumValue { name, domains, .. } => {
+                dropped.insert(format!("TYPE {name}"));
+                created.insert(format!("TYPE {name}"));
+                for d in domains {
+                    dropped.insert(format!("TYPE {}", d.name));
+                    created.insert(format!("TYPE {}", d.name));
+                }
+            }
+            Op::RecreateDomain { name, .. } | Op::RecreateComposite { name, .. } => {
                 dropped.insert(format!("TYPE {name}"));
                 created.insert(format!("TYPE {name}"));
             }
@@ -1703,6 +1734,56 @@ mod tests {
             &composite(&[("b", "text"), ("a", "integer")]),
             &["change attributes of type pair"],
         );
+    }
+
+    #[test]
+    fn dependants_of_a_recreated_enum_are_dropped_before_and_created_after() {
+        let with_labels = |labels: &[&str]| {
+            let mut c = domain_column("mood");
+            let mood = QName::new("public", "mood");
+            let index = QName::new("public", "t_sad");
+            c.enums.insert(
+                mood.clone(),
+                crate::autogen::model::Enum {
+                    labels: labels.iter().map(|l| l.to_string()).collect(),
+                    order: 1,
+                },
+            );
+            c.indexes.insert(
+                index.clone(),
+                crate::autogen::model::Index {
+                    table: QName::new("public", "t"),
+                    definition: "CREATE INDEX t_sad ON t USING btree (id) WHERE (id = 'sad'::mood)".into(),
+                },
+            );
+            // Only the catalog's links say the index depends on the type: no name matching.
+            c.depends.insert((DepKey::Index(index), DepKey::Type(mood)));
+            c
+        };
+        let (two, three) = (with_labels(&["sad", "ok"]), with_labels(&["sad", "ok", "happy"]));
+        check(
+            &three,
+            &two,
+            &[
+                "drop index t_sad on t",
+                "change labels of type mood (sad, ok, happy to sad, ok)",
+                "add index t_sad on t",
+            ],
+        );
+        check(
+            &two,
+            &three,
+            &[
+                "drop index t_sad on t",
+                "add label 'happy' of type mood",
+                "add index t_sad on t",
+            ],
+        );
+        let mut unlinked = two.clone();
+        unlinked.depends.clear();
+        let mut unlinked_three = three.clone();
+        unlinked_three.depends.clear();
+        check(&unlinked, &unlinked_three, &["add label 'happy' of type mood"]);
     }
 
     #[test]

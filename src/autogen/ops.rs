@@ -72,6 +72,8 @@ pub enum Op {
         before: Option<String>,
         all_from: Vec<String>,
         usages: Vec<EnumUsage>,
+        /// Domains over the type, recreated with it by the downgrade.
+        domains: Vec<DomainUsage>,
     },
     /// Replace an enum type by one with other labels: PostgreSQL cannot drop a label, so the type is renamed,
     /// recreated, and every column using it is converted through text. Rows holding a removed label fail.
@@ -80,6 +82,9 @@ pub enum Op {
         from: Vec<String>,
         to: Vec<String>,
         usages: Vec<EnumUsage>,
+        /// Domains over the type: recreated over the new type (and their columns converted) before the old type
+        /// is dropped.
+        domains: Vec<DomainUsage>,
     },
     /// `CREATE DOMAIN` with its default, `NOT NULL` and CHECK constraints.
     CreateDomain {
@@ -402,6 +407,25 @@ pub fn granted_roles(ops: &[Op]) -> Vec<String> {
     roles.into_iter().collect()
 }
 
+/// A domain over a recreated type, as it is before (`from`) and after (`to`), with the columns using it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainUsage {
+    pub name: QName,
+    pub from: Domain,
+    pub to: Domain,
+    pub usages: Vec<EnumUsage>,
+}
+
+impl DomainUsage {
+    fn reverse(self) -> DomainUsage {
+        DomainUsage {
+            from: self.to,
+            to: self.from,
+            ..self
+        }
+    }
+}
+
 /// The widening type changes that cannot lose data.
 fn is_widening(from: &str, to: &str) -> bool {
     let rank = |t: &str| match t {
@@ -456,6 +480,7 @@ impl Op {
                 value,
                 all_from,
                 usages,
+                domains,
                 ..
             } => {
                 let mut to_values = all_from.clone();
@@ -469,13 +494,21 @@ impl Op {
                     from: from_values,
                     to: to_values,
                     usages,
+                    domains: domains.into_iter().map(DomainUsage::reverse).collect(),
                 }
             }
-            Op::RecreateEnum { name, from, to, usages } => Op::RecreateEnum {
+            Op::RecreateEnum {
+                name,
+                from,
+                to,
+                usages,
+                domains,
+            } => Op::RecreateEnum {
                 name,
                 from: to,
                 to: from,
                 usages,
+                domains: domains.into_iter().map(DomainUsage::reverse).collect(),
             },
             Op::CreateDomain { name, domain } => Op::DropDomain { name, domain },
             Op::DropDomain { name, domain } => Op::CreateDomain { name, domain },

@@ -211,7 +211,13 @@ impl Renderer for DefaultRenderer {
                 ),
                 None => format!("ALTER TYPE {name} ADD VALUE {}", quote_literal(value)),
             }],
-            Op::RecreateEnum { name, from, to, usages } => {
+            Op::RecreateEnum {
+                name,
+                from,
+                to,
+                usages,
+                domains,
+            } => {
                 let old = super::model::QName::new(name.schema.clone(), "flotilla_old_enum");
                 let mut out = Vec::new();
                 let removed: Vec<&String> = from.iter().filter(|v| !to.contains(v)).collect();
@@ -236,6 +242,25 @@ impl Renderer for DefaultRenderer {
                     if let Some(d) = &u.default {
                         out.push(alter(&u.table, &u.column, format!("SET DEFAULT {d}")));
                     }
+                }
+                for d in domains {
+                    let old_domain = QName::new(d.name.schema.clone(), "flotilla_old_domain");
+                    out.push(format!("ALTER DOMAIN {} RENAME TO flotilla_old_domain", d.name));
+                    out.push(domain_def(&d.name, &d.to));
+                    for u in &d.usages {
+                        if u.default.is_some() {
+                            out.push(alter(&u.table, &u.column, "DROP DEFAULT".into()));
+                        }
+                        out.push(alter(
+                            &u.table,
+                            &u.column,
+                            format!("TYPE {} USING {}::text::{name}::{}", d.name, u.column, d.name),
+                        ));
+                        if let Some(default) = &u.default {
+                            out.push(alter(&u.table, &u.column, format!("SET DEFAULT {default}")));
+                        }
+                    }
+                    out.push(format!("DROP DOMAIN {old_domain}"));
                 }
                 out.push(format!("DROP TYPE {old}"));
                 out
