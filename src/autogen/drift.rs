@@ -52,11 +52,14 @@ pub struct DriftGroup {
     pub tenants: Vec<String>,
 }
 
+/// What makes two reports one group: revisions, differences, error.
+type GroupKey<'a> = (Vec<RevisionId>, Vec<(&'a str, String)>, Option<String>);
+
 /// Group the drifted and failed reports by identical outcome, largest group first (then in order of first
 /// appearance); tenants without drift are left out.
 pub fn group_drift(reports: &[DriftReport]) -> Vec<DriftGroup> {
     let mut groups: Vec<DriftGroup> = Vec::new();
-    let mut index: BTreeMap<(Vec<RevisionId>, Vec<(&str, String)>, Option<String>), usize> = BTreeMap::new();
+    let mut index: BTreeMap<GroupKey, usize> = BTreeMap::new();
     for r in reports.iter().filter(|r| r.is_drifted() || r.error.is_some()) {
         let differences = r.differences.iter().map(|d| (d.kind, d.object.clone())).collect();
         let key = (r.revisions.clone(), differences, r.error.clone());

@@ -219,14 +219,11 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         if is_ignored(row, 3) {
             continue;
         }
-        let partition_of = match row.get::<_, Option<String>>(8) {
-            Some(_) => Some(Partition {
-                parent: names.qname(row, 8, 9, 10),
-                bound: names.def(&row.get::<_, Option<String>>(11).unwrap_or_default()),
-                level: row.get(12),
-            }),
-            None => None,
-        };
+        let partition_of = row.get::<_, Option<String>>(8).map(|_| Partition {
+            parent: names.qname(row, 8, 9, 10),
+            bound: names.def(&row.get::<_, Option<String>>(11).unwrap_or_default()),
+            level: row.get(12),
+        });
         catalog.tables.insert(
             names.qname(row, 0, 1, 2),
             Table {
@@ -733,7 +730,9 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
 
     // Dependency links, joined here rather than in SQL: the planner cannot estimate the object list.
     let rows = client.query(DEPENDS_SQL, &[sch]).await.map_err(fail("dependencies"))?;
-    let mut objects: HashMap<(i64, i64), Vec<(Option<i32>, DepKey)>> = HashMap::new();
+    // (class, oid) → (column number, or none for any), object.
+    type Objects = HashMap<(i64, i64), Vec<(Option<i32>, DepKey)>>;
+    let mut objects: Objects = HashMap::new();
     for row in &rows {
         let kind: &str = row.get(3);
         let name = names.qname(row, 4, 5, 6);
