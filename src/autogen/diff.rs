@@ -1046,6 +1046,13 @@ fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                         to: new.options.clone(),
                     });
                 }
+                if table.partition_key != new.partition_key {
+                    b.alter_columns.push(Op::ChangePartitionKey {
+                        table: name.clone(),
+                        from: table.partition_key.clone(),
+                        to: new.partition_key.clone(),
+                    });
+                }
                 if table.partition_of != new.partition_of {
                     if let Some(p) = &table.partition_of {
                         b.detach_partitions.push(Op::DetachPartition {
@@ -1784,6 +1791,32 @@ mod tests {
         let mut unlinked_three = three.clone();
         unlinked_three.depends.clear();
         check(&unlinked, &unlinked_three, &["add label 'happy' of type mood"]);
+    }
+
+    #[test]
+    fn a_changed_partition_key_is_reported() {
+        let keyed = |key: &str| {
+            let mut c = Catalog::default();
+            let mut t = table(None);
+            t.partition_key = Some(key.into());
+            c.tables.insert(QName::new("public", "t"), t);
+            c
+        };
+        check(
+            &keyed("RANGE (id)"),
+            &keyed("LIST (id)"),
+            &["change partition key of t (RANGE (id) to LIST (id))"],
+        );
+        let ops = diff(&keyed("RANGE (id)"), &keyed("LIST (id)"));
+        let options = crate::autogen::RenderOptions::default();
+        let rendered = crate::autogen::render(&ops, &crate::autogen::Registry::standard(&options), &options);
+        assert!(
+            rendered
+                .upgrade
+                .starts_with("-- flotilla: the partition key of t changes"),
+            "{}",
+            rendered.upgrade
+        );
     }
 
     #[test]

@@ -315,6 +315,13 @@ pub enum Op {
         from: Vec<String>,
         to: Vec<String>,
     },
+    /// A partitioned table whose partition key changes: PostgreSQL cannot change it in place, so the revision
+    /// holds a comment asking to recreate the table by hand (and `check` and drift report it).
+    ChangePartitionKey {
+        table: QName,
+        from: Option<String>,
+        to: Option<String>,
+    },
     /// `ALTER TABLE parent ATTACH PARTITION table ...`.
     AttachPartition {
         table: QName,
@@ -701,6 +708,11 @@ impl Op {
                 from: to,
                 to: from,
             },
+            Op::ChangePartitionKey { table, from, to } => Op::ChangePartitionKey {
+                table,
+                from: to,
+                to: from,
+            },
             Op::AttachPartition { table, partition } => Op::DetachPartition { table, partition },
             Op::DetachPartition { table, partition } => Op::AttachPartition { table, partition },
             Op::AlterColumnCollation {
@@ -929,6 +941,14 @@ impl Op {
             Op::SetTableOptions { table, from, to } => (
                 "change",
                 format!("storage parameters of {table} ({} to {})", list(from), list(to)),
+            ),
+            Op::ChangePartitionKey { table, from, to } => (
+                "change",
+                format!(
+                    "partition key of {table} ({} to {})",
+                    from.as_deref().unwrap_or("none"),
+                    to.as_deref().unwrap_or("none")
+                ),
             ),
             Op::AttachPartition { table, partition } => (
                 "add",

@@ -546,6 +546,12 @@ impl Renderer for DefaultRenderer {
                 }
                 out
             }
+            Op::ChangePartitionKey { table, from, to } => vec![format!(
+                "-- flotilla: the partition key of {table} changes ({} to {}): PostgreSQL cannot change it in place; \
+                 recreate the table and its partitions here by hand",
+                from.as_deref().unwrap_or("none"),
+                to.as_deref().unwrap_or("none")
+            )],
             Op::AttachPartition { table, partition } => vec![format!(
                 "ALTER TABLE {} ATTACH PARTITION {table} {}",
                 partition.parent, partition.bound
