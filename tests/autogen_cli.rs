@@ -219,7 +219,8 @@ async fn fleet_drift_finds_hand_modified_tenants_only() {
     assert!(solo_diff.contains("default of column items.price"), "{solo_diff}");
     let text = project.flotilla().args(["fleet", "drift"]).assert_code(1);
     assert!(
-        text.stdout.contains("b (at 000000000002): drifted"),
+        text.stdout
+            .contains("1 tenant(s) at 000000000002 drifted: b\n    missing index items_name on items\n    missing column items.name\n    extra index extra_idx on items\n"),
         "{}",
         text.report()
     );
@@ -228,6 +229,32 @@ async fn fleet_drift_finds_hand_modified_tenants_only() {
         .flotilla()
         .args(["fleet", "drift", "--tenant", "a"])
         .assert_code(0);
+    // Tenants drifted the same way print as one block with their count; another drift is another block.
+    client
+        .batch_execute("CREATE INDEX extra_idx ON tenant_a.items (price); ALTER TABLE tenant_a.items DROP COLUMN name;")
+        .await
+        .unwrap();
+    let text = project.flotilla().args(["fleet", "drift"]).assert_code(1);
+    assert!(
+        text.stdout.contains(
+            "2 tenant(s) at 000000000002 drifted: a, b\n    missing index items_name on items\n    missing column items.name\n    extra index extra_idx on items\n"
+        ),
+        "{}",
+        text.report()
+    );
+    assert_eq!(text.stdout.matches("tenant(s) at").count(), 2, "{}", text.report());
+    assert!(
+        text.stdout.contains("1 tenant(s) at 000000000002 drifted: solo\n"),
+        "{}",
+        text.report()
+    );
+    let json = project
+        .flotilla()
+        .args(["fleet", "drift", "--format", "json"])
+        .assert_code(1)
+        .json();
+    assert_eq!(json["groups"][0]["tenants"], serde_json::json!(["a", "b"]), "{json:#}");
+    assert_eq!(json["groups"].as_array().unwrap().len(), 2, "{json:#}");
 }
 
 #[test]
@@ -264,4 +291,49 @@ fn first_revision_of_an_empty_project() {
     project.flotilla().args(["upgrade", "head"]).assert_success();
     project.flotilla().arg("check").assert_code(0);
     project.flotilla().args(["downgrade", "base"]).assert_success();
+}
+
+#[test]
+fn a_drop_and_an_add_of_the_same_type_suggest_rename() {
+    let project = project("");
+    project.write(
+        "schema/schema.sql",
+        "CREATE TABLE items (id int PRIMARY KEY, title text, price int DEFAULT 0);\nCREATE INDEX items_name ON items (title);\n",
+    );
+    let out = project
+        .flotilla()
+        .args(["revision", "--autogenerate", "-m", "maybe renamed"])
+        .assert_success();
+    assert!(
+        out.stdout.contains(
+            "Hint: column items.name was dropped and items.title added with the same type (text): if it was renamed, \
+             rerun with --rename items.name=title"
+        ),
+        "{}",
+        out.report()
+    );
+    // A hint naming nothing at the head is a usage error, and no revision is written.
+    let out = project
+        .flotilla()
+        .args([
+            "revision",
+            "--autogenerate",
+            "-m",
+            "x",
+            "--rename",
+            "items.nosuch=title",
+        ])
+        .assert_code(2);
+    assert!(
+        out.stderr
+            .contains("--rename items.nosuch=title does not apply to the schema at the head"),
+        "{}",
+        out.report()
+    );
+    let out = project
+        .flotilla()
+        .args(["revision", "--autogenerate", "-m", "x", "--rename", "a.b=c.d"])
+        .assert_code(2);
+    assert!(out.stderr.contains("bad --rename a.b=c.d"), "{}", out.report());
+    assert_eq!(n_revisions(&project), 3);
 }

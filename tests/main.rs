@@ -8,6 +8,9 @@ mod harness;
 
 mod autogen_cli;
 mod autogen_corpus;
+mod autogen_drift;
+mod autogen_grants;
+mod autogen_large;
 mod backfill_tests;
 mod cli_man;
 mod extend_tests;

@@ -10,11 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Catalog, Column, Composite, Domain, Policy, QName, Table};
-use super::ops::{CommentTarget, Comparator, EnumUsage, Op};
+use super::model::{Catalog, Column, Composite, DepKey, Domain, Grant, Policy, QName, Table};
+use super::ops::{CommentTarget, Comparator, DomainUsage, EnumUsage, Op};
 
 #[derive(Default)]
 struct Buckets {
+    revokes: Vec<Op>,
     drop_comments: Vec<Op>,
     drop_triggers: Vec<Op>,
     drop_policies: Vec<Op>,
@@ -24,8 +25,11 @@ struct Buckets {
     drop_fks: Vec<Op>,
     drop_indexes: Vec<Op>,
     drop_constraints: Vec<Op>,
+    drop_defaults: Vec<Op>,
     drop_columns: Vec<Op>,
     disown_sequences: Vec<Op>,
+    detach_partitions: Vec<Op>,
+    drop_partitions: Vec<Op>,
     drop_tables: Vec<Op>,
     drop_sequences: Vec<Op>,
     drop_functions: Vec<Op>,
@@ -38,10 +42,14 @@ struct Buckets {
     create_sequences: Vec<Op>,
     create_functions: Vec<Op>,
     create_tables: Vec<Op>,
+    create_partitions: Vec<Op>,
     add_columns: Vec<Op>,
     alter_columns: Vec<Op>,
     drop_types_late: Vec<Op>,
     drop_schemas_late: Vec<Op>,
+    readd_columns: Vec<Op>,
+    attach_partitions: Vec<Op>,
+    set_defaults: Vec<Op>,
     own_sequences: Vec<Op>,
     add_constraints: Vec<Op>,
     add_fks: Vec<Op>,
@@ -51,15 +59,21 @@ struct Buckets {
     create_triggers: Vec<Op>,
     enable_rls: Vec<Op>,
     create_policies: Vec<Op>,
+    grants: Vec<Op>,
     set_comments: Vec<Op>,
     custom: Vec<Op>,
     /// Comments of recreated types, already handled: dropped from the old type and set on the new one.
     recreated_comments: BTreeSet<(String, String)>,
+    /// Objects dropped and created again because something they depend on is recreated or retyped.
+    forced: Forced,
+    /// Domains recreated together with the enum type they are over.
+    enum_domains: BTreeSet<QName>,
 }
 
 impl Buckets {
     fn into_ops(self) -> Vec<Op> {
         [
+            self.revokes,
             self.drop_comments,
             self.drop_triggers,
             self.drop_policies,
@@ -69,8 +83,11 @@ impl Buckets {
             self.drop_fks,
             self.drop_indexes,
             self.drop_constraints,
+            self.drop_defaults,
             self.drop_columns,
             self.disown_sequences,
+            self.detach_partitions,
+            self.drop_partitions,
             self.drop_tables,
             self.drop_sequences,
             self.drop_functions,
@@ -83,10 +100,14 @@ impl Buckets {
             self.create_sequences,
             self.create_functions,
             self.create_tables,
+            self.create_partitions,
             self.add_columns,
             self.alter_columns,
             self.drop_types_late,
             self.drop_schemas_late,
+            self.readd_columns,
+            self.attach_partitions,
+            self.set_defaults,
             self.own_sequences,
             self.add_constraints,
             self.add_fks,
@@ -96,6 +117,7 @@ impl Buckets {
             self.create_triggers,
             self.enable_rls,
             self.create_policies,
+            self.grants,
             self.set_comments,
             self.custom,
         ]
@@ -130,6 +152,118 @@ impl Buckets {
     }
 }
 
+/// The objects a revision drops and creates again although they did not change themselves, because something
+/// they depend on changes under them: a recreated enum, domain or composite type (an enum whose labels change
+/// at all, since the downgrade of added labels recreates it), a column whose type changes, a generated column
+/// that is dropped and added, a view that is recreated. The links come from both catalogs' `pg_depend`, so the
+/// upgrade drops what the old schema holds and the downgrade what the new one holds; dependants of dependants
+/// (a view on a view, a trigger on a function taking the type) follow.
+#[derive(Default)]
+struct Forced {
+    keys: BTreeSet<DepKey>,
+}
+
+impl Forced {
+    fn new(from: &Catalog, to: &Catalog) -> Forced {
+        let mut roots: Vec<DepKey> = Vec::new();
+        for (name, e) in &from.enums {
+            if to.enums.get(name).is_some_and(|n| n.labels != e.labels) {
+                roots.push(DepKey::Type(name.clone()));
+            }
+        }
+        for (name, d) in &from.domains {
+            if to.domains.get(name).is_some_and(|n| n.base_type != d.base_type) {
+                roots.push(DepKey::Type(name.clone()));
+            }
+        }
+        for (name, c) in &from.composites {
+            if to.composites.get(name).is_some_and(|n| n.attributes != c.attributes) {
+                roots.push(DepKey::Type(name.clone()));
+            }
+        }
+        for (name, table) in &from.tables {
+            let Some(new) = to.tables.get(name) else { continue };
+            for column in &table.columns {
+                if let Some(n) = new.column(&column.name) {
+                    if n.data_type != column.data_type
+                        || n.generated != column.generated
+                        || n.collation != column.collation
+                    {
+                        roots.push(DepKey::Column(name.clone(), column.name.clone()));
+                    }
+                }
+            }
+        }
+        // A primary key or unique constraint that goes away or changes takes the foreign keys using it along.
+        for (name, table) in &from.tables {
+            let Some(new) = to.tables.get(name) else { continue };
+            for (cname, c) in &table.constraints {
+                if matches!(c.kind, 'p' | 'u' | 'x') && new.constraints.get(cname) != Some(c) {
+                    roots.push(DepKey::Constraint(name.clone(), cname.clone()));
+                }
+            }
+        }
+        for (name, view) in &from.views {
+            if to
+                .views
+                .get(name)
+                .is_some_and(|n| n.definition != view.definition || n.is_materialized != view.is_materialized)
+            {
+                roots.push(DepKey::View(name.clone()));
+            }
+        }
+        let mut dependants: BTreeMap<&DepKey, Vec<&DepKey>> = BTreeMap::new();
+        for (dependant, referenced) in from.depends.iter().chain(&to.depends) {
+            dependants.entry(referenced).or_default().push(dependant);
+        }
+        let is_generated = |table: &QName, column: &str| {
+            [from, to].iter().any(|c| {
+                c.tables
+                    .get(table)
+                    .and_then(|t| t.column(column))
+                    .is_some_and(|c| c.generated.is_some())
+            })
+        };
+        let mut keys: BTreeSet<DepKey> = roots.iter().cloned().collect();
+        while let Some(key) = roots.pop() {
+            let mut next: Vec<DepKey> = dependants
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .map(|k| (*k).clone())
+                .collect();
+            // A generated column is dropped and added again with its expression: what depends on the column follows.
+            if let DepKey::Default(table, column) = &key {
+                if is_generated(table, column) {
+                    next.push(DepKey::Column(table.clone(), column.clone()));
+                }
+            }
+            for k in next {
+                if keys.insert(k.clone()) {
+                    roots.push(k);
+                }
+            }
+        }
+        Forced { keys }
+    }
+
+    fn contains(&self, key: &DepKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Whether a column's default (not a generated expression) is dropped before and set after: it depends on
+    /// a changed object, and the column itself does not change type (its own conversion handles its default).
+    fn is_default(&self, table: &QName, column: &str) -> bool {
+        self.contains(&DepKey::Default(table.clone(), column.to_string()))
+            && !self.contains(&DepKey::Column(table.clone(), column.to_string()))
+    }
+
+    /// Whether a generated column is dropped and added again.
+    fn is_generated(&self, table: &QName, column: &str) -> bool {
+        self.contains(&DepKey::Default(table.clone(), column.to_string()))
+    }
+}
+
 /// The operations that turn `from` into `to`.
 pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Op> {
     diff_with(from, to, &[])
@@ -137,7 +271,10 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Op> {
 
 /// As [`diff`], with the operations of user comparators appended.
 pub fn diff_with(from: &Catalog, to: &Catalog, comparators: &[Box<dyn Comparator>]) -> Vec<Op> {
-    let mut b = Buckets::default();
+    let mut b = Buckets {
+        forced: Forced::new(from, to),
+        ..Buckets::default()
+    };
     schemas(from, to, &mut b);
     types(from, to, &mut b);
     sequences(from, to, &mut b);
@@ -147,6 +284,7 @@ pub fn diff_with(from: &Catalog, to: &Catalog, comparators: &[Box<dyn Comparator
     views(from, to, &mut b);
     triggers(from, to, &mut b);
     policies(from, to, &mut b);
+    grants(from, to, &mut b);
     let keys: BTreeSet<&(String, String)> = from.comments.keys().chain(to.comments.keys()).collect();
     for key in keys {
         if b.recreated_comments.contains(key) {
@@ -302,6 +440,17 @@ fn dropped_types(from: &Catalog, to: &Catalog, b: &mut Buckets) {
             dropped.push((e.order, name, op));
         }
     }
+    for (name, range) in &from.ranges {
+        if to.ranges.get(name).is_none_or(|r| {
+            r.subtype != range.subtype || r.subtype_diff != range.subtype_diff || r.collation != range.collation
+        }) {
+            let op = Op::DropRange {
+                name: name.clone(),
+                range: range.clone(),
+            };
+            dropped.push((range.order, name, op));
+        }
+    }
     // Types built on other types are dropped first (enums, built on nothing, last among equals); once one waits
     // for columns, the older ones (which it may be built on) wait too.
     dropped.sort_by_key(|(order, _, _)| std::cmp::Reverse(*order));
@@ -392,6 +541,19 @@ fn domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
             created.push((composite.order, op));
         }
     }
+    for (name, range) in &to.ranges {
+        if from.ranges.get(name).is_none_or(|r| {
+            r.subtype != range.subtype || r.subtype_diff != range.subtype_diff || r.collation != range.collation
+        }) {
+            created.push((
+                range.order,
+                Op::CreateRange {
+                    name: name.clone(),
+                    range: range.clone(),
+                },
+            ));
+        }
+    }
     created.sort_by_key(|(order, _)| *order);
     b.create_types.extend(created.into_iter().map(|(_, op)| op));
     for (name, domain) in &to.domains {
@@ -407,6 +569,11 @@ fn domains_and_composites(from: &Catalog, to: &Catalog, b: &mut Buckets) {
 }
 
 fn domain_ops(from: &Catalog, to: &Catalog, b: &mut Buckets, name: &QName, old: &Domain, new: &Domain) {
+    if b.enum_domains.contains(name) {
+        // Recreated from its old to its new definition with the enum type it is over.
+        b.recreated(from, to, "DOMAIN", name);
+        return;
+    }
     if old.same(new) {
         return;
     }
@@ -534,6 +701,23 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                     .into_iter()
                     .filter(|u| to.tables.get(&u.table).is_some_and(|t| t.column(&u.column).is_some()))
                     .collect();
+                // Domains over the type, kept over it, are recreated with it (PostgreSQL has no ALTER DOMAIN
+                // ... TYPE, and the old type cannot be dropped while they use it).
+                let type_text = name.to_string();
+                let mut domains = Vec::new();
+                for (dname, d) in &from.domains {
+                    if let Some(nd) = to.domains.get(dname) {
+                        if d.base_type == type_text && nd.base_type == type_text {
+                            domains.push(DomainUsage {
+                                name: dname.clone(),
+                                from: d.clone(),
+                                to: nd.clone(),
+                                usages: kept_usages(from, to, dname),
+                            });
+                            b.enum_domains.insert(dname.clone());
+                        }
+                    }
+                }
                 if is_additive {
                     // The downgrade recreates the type.
                     b.recreated(from, to, "TYPE", name);
@@ -546,6 +730,7 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                                 before,
                                 all_from: values.clone(),
                                 usages: usages.clone(),
+                                domains: domains.clone(),
                             });
                         }
                     }
@@ -555,6 +740,7 @@ fn enums(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                         from: values.clone(),
                         to: new.clone(),
                         usages,
+                        domains,
                     });
                     b.recreated(from, to, "TYPE", name);
                 }
@@ -638,6 +824,10 @@ fn functions(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     for (key, f) in &from.functions {
         match to.functions.get(key) {
             None => b.drop_functions.push(Op::DropFunction { function: f.clone() }),
+            Some(new) if b.forced.contains(&DepKey::Function(key.clone())) => {
+                b.drop_functions.push(Op::DropFunction { function: f.clone() });
+                b.create_functions.push(Op::CreateFunction { function: new.clone() });
+            }
             Some(new) if new.definition != f.definition => b.create_functions.push(Op::ReplaceFunction {
                 from: f.clone(),
                 to: new.clone(),
@@ -654,8 +844,12 @@ fn functions(from: &Catalog, to: &Catalog, b: &mut Buckets) {
 
 fn constraint_ops(b: &mut Buckets, table: &QName, old: &Table, new: Option<&Table>) {
     let is_new_table = false;
+    // A primary key, unique or exclusion constraint over a retyped column is rebuilt by PostgreSQL itself.
+    let is_forced = |b: &Buckets, name: &String, c: &super::model::Constraint| {
+        matches!(c.kind, 'c' | 'f') && b.forced.contains(&DepKey::Constraint(table.clone(), name.clone()))
+    };
     for (name, c) in &old.constraints {
-        let same = new.and_then(|t| t.constraints.get(name)) == Some(c);
+        let same = new.and_then(|t| t.constraints.get(name)) == Some(c) && !is_forced(b, name, c);
         // A dropped table takes its own non-FK constraints with it (the reverse recreates them inline).
         if same || (new.is_none() && c.kind != 'f') {
             continue;
@@ -674,7 +868,7 @@ fn constraint_ops(b: &mut Buckets, table: &QName, old: &Table, new: Option<&Tabl
     }
     if let Some(new) = new {
         for (name, c) in &new.constraints {
-            if old.constraints.get(name) == Some(c) {
+            if old.constraints.get(name) == Some(c) && !is_forced(b, name, c) {
                 continue;
             }
             let op = Op::AddConstraint {
@@ -698,13 +892,15 @@ fn column_comment(b: &mut Buckets, table: &QName, column: &str, from: Option<&St
 
 fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
     let col = || old.name.clone();
-    if old.generated != new.generated || (old.generated.is_some() && old.data_type != new.data_type) {
+    let is_regenerated = old.generated.is_some() && b.forced.is_generated(table, &old.name);
+    if old.generated != new.generated || (old.generated.is_some() && old.data_type != new.data_type) || is_regenerated {
         column_comment(b, table, &old.name, old.comment.as_ref(), None);
         b.drop_columns.push(Op::DropColumn {
             table: table.clone(),
             column: old.clone(),
         });
-        b.add_columns.push(Op::AddColumn {
+        // After every column changed type: the expression may use one.
+        b.readd_columns.push(Op::AddColumn {
             table: table.clone(),
             column: new.clone(),
         });
@@ -712,7 +908,25 @@ fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
         return;
     }
     let is_type_change = old.data_type != new.data_type;
-    let is_default_change = old.default != new.default;
+    if b.forced.is_default(table, &old.name) {
+        if old.default.is_some() {
+            b.drop_defaults.push(Op::AlterColumnDefault {
+                table: table.clone(),
+                column: col(),
+                from: old.default.clone(),
+                to: None,
+            });
+        }
+        if new.default.is_some() {
+            b.set_defaults.push(Op::AlterColumnDefault {
+                table: table.clone(),
+                column: col(),
+                from: None,
+                to: new.default.clone(),
+            });
+        }
+    }
+    let is_default_change = old.default != new.default && !b.forced.is_default(table, &old.name);
     if is_type_change && is_default_change && old.default.is_some() {
         // The old default may not cast to the new type: drop it first, set the new one after.
         b.alter_columns.push(Op::AlterColumnDefault {
@@ -722,12 +936,33 @@ fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
             to: None,
         });
     }
+    // A type change resets the collation to the new type's default: the old one is taken off first and the
+    // new one put on after, so the downgrade restores it too.
+    let is_collation_change = old.collation != new.collation || (is_type_change && old.collation.is_some());
+    if is_collation_change && is_type_change && old.collation.is_some() {
+        b.alter_columns.push(Op::AlterColumnCollation {
+            table: table.clone(),
+            column: col(),
+            data_type: old.data_type.clone(),
+            from: old.collation.clone(),
+            to: None,
+        });
+    }
     if is_type_change {
         b.alter_columns.push(Op::AlterColumnType {
             table: table.clone(),
             column: col(),
             from: old.data_type.clone(),
             to: new.data_type.clone(),
+        });
+    }
+    if is_collation_change && (!is_type_change || new.collation.is_some()) {
+        b.alter_columns.push(Op::AlterColumnCollation {
+            table: table.clone(),
+            column: col(),
+            data_type: new.data_type.clone(),
+            from: if is_type_change { None } else { old.collation.clone() },
+            to: new.collation.clone(),
         });
     }
     if is_default_change {
@@ -747,6 +982,7 @@ fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
             column: col(),
             from: old.identity,
             to: None,
+            options: old.identity_options.clone(),
         });
     }
     if old.is_not_null != new.is_not_null {
@@ -762,12 +998,27 @@ fn column_ops(b: &mut Buckets, table: &QName, old: &Column, new: &Column) {
             column: col(),
             from: old.identity,
             to: new.identity,
+            options: new.identity_options.clone(),
         });
+    }
+    if let (Some(_), Some(_), Some(a), Some(c)) =
+        (old.identity, new.identity, &old.identity_options, &new.identity_options)
+    {
+        if a != c {
+            b.alter_columns.push(Op::AlterIdentityOptions {
+                table: table.clone(),
+                column: col(),
+                from: a.clone(),
+                to: c.clone(),
+            });
+        }
     }
     column_comment(b, table, &old.name, old.comment.as_ref(), new.comment.as_ref());
 }
 
 fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    // Partitions go before their parents and come after them, deepest first and last.
+    let mut partitions: Vec<(std::cmp::Reverse<i32>, Op)> = Vec::new();
     for (name, table) in &from.tables {
         let new = to.tables.get(name);
         constraint_ops(b, name, table, new);
@@ -777,13 +1028,49 @@ fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                 for column in &table.columns {
                     column_comment(b, name, &column.name, column.comment.as_ref(), None);
                 }
-                b.drop_tables.push(Op::DropTable {
+                let op = Op::DropTable {
                     name: name.clone(),
                     table: table.clone(),
-                });
+                };
+                match &table.partition_of {
+                    Some(p) => partitions.push((std::cmp::Reverse(p.level), op)),
+                    None => b.drop_tables.push(op),
+                }
             }
             Some(new) => {
                 b.comment("TABLE", name.to_string(), table.comment.as_ref(), new.comment.as_ref());
+                if table.options != new.options {
+                    b.alter_columns.push(Op::SetTableOptions {
+                        table: name.clone(),
+                        from: table.options.clone(),
+                        to: new.options.clone(),
+                    });
+                }
+                if table.partition_key != new.partition_key {
+                    b.alter_columns.push(Op::ChangePartitionKey {
+                        table: name.clone(),
+                        from: table.partition_key.clone(),
+                        to: new.partition_key.clone(),
+                    });
+                }
+                if table.partition_of != new.partition_of {
+                    if let Some(p) = &table.partition_of {
+                        b.detach_partitions.push(Op::DetachPartition {
+                            table: name.clone(),
+                            partition: p.clone(),
+                        });
+                    }
+                    if let Some(p) = &new.partition_of {
+                        b.attach_partitions.push(Op::AttachPartition {
+                            table: name.clone(),
+                            partition: p.clone(),
+                        });
+                    }
+                }
+                // A partition's columns are its parent's: a table attached or detached keeps its own.
+                if table.partition_of.is_some() || new.partition_of.is_some() {
+                    continue;
+                }
                 if table.is_rls_enabled != new.is_rls_enabled {
                     let op = Op::SetRowSecurity {
                         table: name.clone(),
@@ -830,14 +1117,21 @@ fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
             }
         }
     }
+    partitions.sort_by_key(|(level, _)| *level);
+    b.drop_partitions.extend(partitions.into_iter().map(|(_, op)| op));
+    let mut partitions: Vec<(i32, Op)> = Vec::new();
     for (name, table) in &to.tables {
         if from.tables.contains_key(name) {
             continue;
         }
-        b.create_tables.push(Op::CreateTable {
+        let op = Op::CreateTable {
             name: name.clone(),
             table: table.clone(),
-        });
+        };
+        match &table.partition_of {
+            Some(p) => partitions.push((p.level, op)),
+            None => b.create_tables.push(op),
+        }
         for (cname, c) in &table.constraints {
             if c.kind == 'f' {
                 b.add_fks.push(Op::AddConstraint {
@@ -853,6 +1147,8 @@ fn tables(from: &Catalog, to: &Catalog, b: &mut Buckets) {
             column_comment(b, name, &column.name, None, column.comment.as_ref());
         }
     }
+    partitions.sort_by_key(|(level, _)| *level);
+    b.create_partitions.extend(partitions.into_iter().map(|(_, op)| op));
 }
 
 fn indexes(from: &Catalog, to: &Catalog, b: &mut Buckets) {
@@ -861,44 +1157,54 @@ fn indexes(from: &Catalog, to: &Catalog, b: &mut Buckets) {
         (Some(a), Some(c)) => a.definition != c.definition || a.is_materialized != c.is_materialized,
         _ => false,
     };
+    let is_forced = |name: &QName| b.forced.contains(&DepKey::Index(name.clone()));
+    let (mut dropped, mut created) = (Vec::new(), Vec::new());
     for (name, index) in &from.indexes {
-        if to.indexes.get(name) != Some(index) || recreated(&index.table) {
+        if to.indexes.get(name) != Some(index) || recreated(&index.table) || is_forced(name) {
             let op = Op::DropIndex {
                 name: name.clone(),
                 index: index.clone(),
                 is_new_table: !to.tables.contains_key(&index.table),
             };
-            if from.views.contains_key(&index.table) {
-                b.drop_view_indexes.push(op);
-            } else {
-                b.drop_indexes.push(op);
-            }
+            dropped.push((from.views.contains_key(&index.table), op));
         }
     }
     for (name, index) in &to.indexes {
-        if from.indexes.get(name) != Some(index) || recreated(&index.table) {
+        if from.indexes.get(name) != Some(index) || recreated(&index.table) || is_forced(name) {
             let op = Op::CreateIndex {
                 name: name.clone(),
                 index: index.clone(),
                 is_new_table: !from.tables.contains_key(&index.table),
             };
-            if to.views.contains_key(&index.table) {
-                b.create_view_indexes.push(op);
-            } else {
-                b.create_indexes.push(op);
-            }
+            created.push((to.views.contains_key(&index.table), op));
+        }
+    }
+    for (is_view, op) in dropped {
+        if is_view {
+            b.drop_view_indexes.push(op);
+        } else {
+            b.drop_indexes.push(op);
+        }
+    }
+    for (is_view, op) in created {
+        if is_view {
+            b.create_view_indexes.push(op);
+        } else {
+            b.create_indexes.push(op);
         }
     }
 }
 
 fn views(from: &Catalog, to: &Catalog, b: &mut Buckets) {
-    let same = |a: &super::model::View, c: &super::model::View| {
-        a.definition == c.definition && a.is_materialized == c.is_materialized
+    let same = |name: &QName, a: &super::model::View, c: &super::model::View| {
+        a.definition == c.definition
+            && a.is_materialized == c.is_materialized
+            && !b.forced.contains(&DepKey::View(name.clone()))
     };
     let mut dropped: Vec<_> = from
         .views
         .iter()
-        .filter(|(name, view)| !to.views.get(*name).is_some_and(|new| same(view, new)))
+        .filter(|(name, view)| !to.views.get(*name).is_some_and(|new| same(name, view, new)))
         .collect();
     // Views built on other views are dropped first and created last.
     dropped.sort_by_key(|(_, v)| std::cmp::Reverse(v.order));
@@ -911,7 +1217,7 @@ fn views(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     let mut created: Vec<_> = to
         .views
         .iter()
-        .filter(|(name, view)| !from.views.get(*name).is_some_and(|old| same(old, view)))
+        .filter(|(name, view)| !from.views.get(*name).is_some_and(|old| same(name, old, view)))
         .collect();
     created.sort_by_key(|(_, v)| v.order);
     for (name, view) in created {
@@ -926,7 +1232,7 @@ fn triggers(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     let all: BTreeMap<_, _> = from.triggers.iter().chain(to.triggers.iter()).collect();
     for (key, _) in all {
         let (old, new) = (from.triggers.get(key), to.triggers.get(key));
-        if old == new {
+        if old == new && !b.forced.contains(&DepKey::Trigger(key.0.clone(), key.1.clone())) {
             continue;
         }
         if let Some(t) = old {
@@ -941,6 +1247,220 @@ fn triggers(from: &Catalog, to: &Catalog, b: &mut Buckets) {
                 table: key.0.clone(),
                 name: key.1.clone(),
                 trigger: t.clone(),
+            });
+        }
+    }
+}
+
+/// The objects (as `GRANT ... ON` names them) the revision drops and creates again, or replaces by a new type of
+/// the same name: their privileges are revoked before and granted again after.
+fn recreated_objects(b: &Buckets) -> BTreeSet<String> {
+    let all = [
+        &b.drop_views,
+        &b.create_views,
+        &b.drop_functions,
+        &b.create_functions,
+        &b.drop_tables,
+        &b.create_tables,
+        &b.drop_types,
+        &b.drop_types_late,
+        &b.create_types,
+    ];
+    let mut dropped = BTreeSet::new();
+    let mut created = BTreeSet::new();
+    let function = |f: &super::model::Function| {
+        let kind = if f.is_procedure { "PROCEDURE" } else { "FUNCTION" };
+        format!("{kind} {}({})", f.name, f.identity_args)
+    };
+    for op in all.into_iter().flatten() {
+        match op {
+            Op::DropView { name, .. } | Op::DropTable { name, .. } => {
+                dropped.insert(format!("TABLE {name}"));
+            }
+            Op::CreateView { name, .. } | Op::CreateTable { name, .. } => {
+                created.insert(format!("TABLE {name}"));
+            }
+            Op::DropFunction { function: f } => {
+                dropped.insert(function(f));
+            }
+            Op::CreateFunction { function: f } => {
+                created.insert(function(f));
+            }
+            Op::DropEnum { name, .. } | Op::DropDomain { name, .. } | Op::DropComposite { name, .. } => {
+                dropped.insert(format!("TYPE {name}"));
+            }
+            Op::CreateEnum { name, .. } | Op::CreateDomain { name, .. } | Op::CreateComposite { name, .. } => {
+                created.insert(format!("TYPE {name}"));
+            }
+            Op::RecreateEnum { name, domains, .. } | Op::AddEnumValue { name, domains, .. } => {
+                dropped.insert(format!("TYPE {name}"));
+                created.insert(format!("TYPE {name}"));
+                for d in domains {
+                    dropped.insert(format!("TYPE {}", d.name));
+                    created.insert(format!("TYPE {}", d.name));
+                }
+            }
+            Op::RecreateDomain { name, .. } | Op::RecreateComposite { name, .. } => {
+                dropped.insert(format!("TYPE {name}"));
+                created.insert(format!("TYPE {name}"));
+            }
+            _ => {}
+        }
+    }
+    dropped.intersection(&created).cloned().collect()
+}
+
+/// Privileges by object: (grantee, privilege) → grantable.
+type Acl = BTreeMap<(String, String), bool>;
+
+fn acls(catalog: &Catalog) -> BTreeMap<&str, Acl> {
+    let mut out: BTreeMap<&str, Acl> = BTreeMap::new();
+    for (g, is_grantable) in &catalog.grants {
+        out.entry(g.on.as_str())
+            .or_default()
+            .insert((g.grantee.clone(), g.privilege.clone()), *is_grantable);
+    }
+    out
+}
+
+/// The functions and types of a catalog as `GRANT ... ON` names them, with the privileges PostgreSQL gives a
+/// new one (`EXECUTE` or `USAGE` to `PUBLIC`); other objects start with none but their owner's.
+fn defaulted_objects(catalog: &Catalog) -> BTreeMap<String, Acl> {
+    let public = |privilege: &str| -> Acl { [(("PUBLIC".to_string(), privilege.to_string()), false)].into() };
+    let mut out = BTreeMap::new();
+    for (key, f) in &catalog.functions {
+        let kind = if f.is_procedure { "PROCEDURE" } else { "FUNCTION" };
+        out.insert(format!("{kind} {key}"), public("EXECUTE"));
+    }
+    let types = catalog
+        .enums
+        .keys()
+        .chain(catalog.domains.keys())
+        .chain(catalog.composites.keys());
+    for name in types {
+        out.insert(format!("TYPE {name}"), public("USAGE"));
+    }
+    out
+}
+
+/// Grant and revoke to turn `from` into `to` on one object; `bucket` takes them.
+fn acl_ops(on: &str, from: &Acl, to: &Acl, bucket: &mut Vec<Op>) {
+    let grant = |(grantee, privilege): &(String, String)| Grant {
+        on: on.to_string(),
+        grantee: grantee.clone(),
+        privilege: privilege.clone(),
+    };
+    for (key, is_grantable) in from {
+        if to.get(key) != Some(is_grantable) {
+            bucket.push(Op::Grant {
+                grant: grant(key),
+                is_grantable: *is_grantable,
+                is_revoke: true,
+            });
+        }
+    }
+    for (key, is_grantable) in to {
+        if from.get(key) != Some(is_grantable) {
+            bucket.push(Op::Grant {
+                grant: grant(key),
+                is_grantable: *is_grantable,
+                is_revoke: false,
+            });
+        }
+    }
+}
+
+/// Privileges. An object that goes away first has its privileges brought back to PostgreSQL's defaults (so the
+/// downgrade, which creates it again, restores them); a new or recreated one goes from the defaults to its
+/// privileges after it is created.
+fn grants(from: &Catalog, to: &Catalog, b: &mut Buckets) {
+    let recreated = recreated_objects(b);
+    let (old_acls, new_acls) = (acls(from), acls(to));
+    let (old_defaulted, new_defaulted) = (defaulted_objects(from), defaulted_objects(to));
+    let empty = Acl::new();
+    let objects: BTreeSet<&str> = old_acls
+        .keys()
+        .chain(new_acls.keys())
+        .copied()
+        .chain(old_defaulted.keys().map(String::as_str))
+        .chain(new_defaulted.keys().map(String::as_str))
+        .collect();
+    for on in objects {
+        let old = old_acls.get(on).unwrap_or(&empty);
+        let new = new_acls.get(on).unwrap_or(&empty);
+        let default = old_defaulted.get(on).or(new_defaulted.get(on)).unwrap_or(&empty);
+        // Objects other than functions and types are known only by their privileges: they are on both sides.
+        let in_from = !default.is_empty() && old_defaulted.contains_key(on) || default.is_empty();
+        let in_to = !default.is_empty() && new_defaulted.contains_key(on) || default.is_empty();
+        let is_recreated = recreated.contains(on);
+        if in_from && in_to && !is_recreated {
+            let mut revokes = Vec::new();
+            acl_ops(on, old, new, &mut revokes);
+            for op in revokes {
+                match op {
+                    Op::Grant { is_revoke: true, .. } => b.revokes.push(op),
+                    _ => b.grants.push(op),
+                }
+            }
+            continue;
+        }
+        if in_from {
+            acl_ops(on, old, default, &mut b.revokes);
+        }
+        if in_to {
+            acl_ops(on, default, new, &mut b.grants);
+        }
+    }
+    // Owners: one going back to the current user goes first (before the object may be dropped), one set goes
+    // last (after the object is created); a recreated object gets its owner again.
+    let keys: BTreeSet<&String> = from.owners.keys().chain(to.owners.keys()).collect();
+    for on in keys {
+        let (old, new) = (from.owners.get(on), to.owners.get(on));
+        let is_recreated = recreated.contains(on.as_str());
+        if old == new && !is_recreated {
+            continue;
+        }
+        let alter = old.or(new).map(|(a, _)| a.clone()).unwrap_or_default();
+        let (old, new) = (old.map(|(_, r)| r.clone()), new.map(|(_, r)| r.clone()));
+        let set = |from: Option<String>, to: Option<String>| Op::SetOwner {
+            on: on.clone(),
+            alter: alter.clone(),
+            from,
+            to,
+        };
+        if is_recreated || new.is_none() {
+            if old.is_some() {
+                b.revokes.push(set(old.clone(), None));
+            }
+            if new.is_some() {
+                b.grants.push(set(None, new));
+            }
+        } else {
+            b.grants.push(set(old, new));
+        }
+    }
+    let keys: BTreeSet<_> = from
+        .default_privileges
+        .keys()
+        .chain(to.default_privileges.keys())
+        .collect();
+    for key in keys {
+        let (old, new) = (from.default_privileges.get(key), to.default_privileges.get(key));
+        if old == new {
+            continue;
+        }
+        if let Some(is_grantable) = old {
+            b.revokes.push(Op::DefaultPrivilege {
+                grant: key.clone(),
+                is_grantable: *is_grantable,
+                is_revoke: true,
+            });
+        }
+        if let Some(is_grantable) = new {
+            b.grants.push(Op::DefaultPrivilege {
+                grant: key.clone(),
+                is_grantable: *is_grantable,
+                is_revoke: false,
             });
         }
     }
@@ -999,7 +1519,8 @@ fn policies(from: &Catalog, to: &Catalog, b: &mut Buckets) {
     let all: BTreeSet<_> = from.policies.keys().chain(to.policies.keys()).collect();
     for key in all {
         let (old, new) = (from.policies.get(key), to.policies.get(key));
-        let is_unstable = has_unstable_columns(from, to, &key.0);
+        let is_unstable =
+            has_unstable_columns(from, to, &key.0) || b.forced.contains(&DepKey::Policy(key.0.clone(), key.1.clone()));
         if old == new && !is_unstable {
             continue;
         }
@@ -1060,15 +1581,10 @@ mod tests {
                 name: "id".into(),
                 data_type: "integer".into(),
                 is_not_null: true,
-                default: None,
-                identity: None,
-                generated: None,
-                comment: None,
+                ..Default::default()
             }],
             constraints,
-            comment: None,
-            is_rls_enabled: false,
-            is_rls_forced: false,
+            ..Default::default()
         }
     }
 
@@ -1080,7 +1596,27 @@ mod tests {
         c
     }
 
+    /// A database's catalog lists PostgreSQL's default privileges of its functions and types; these built by
+    /// hand get them here.
+    fn with_default_grants(catalog: &Catalog) -> Catalog {
+        let mut c = catalog.clone();
+        for (on, acl) in defaulted_objects(catalog) {
+            for ((grantee, privilege), is_grantable) in acl {
+                c.grants.insert(
+                    Grant {
+                        on: on.clone(),
+                        grantee,
+                        privilege,
+                    },
+                    is_grantable,
+                );
+            }
+        }
+        c
+    }
+
     fn check(from: &Catalog, to: &Catalog, expected: &[&str]) {
+        let (from, to) = (&with_default_grants(from), &with_default_grants(to));
         let got: Vec<String> = diff(from, to)
             .iter()
             .map(|op| {
@@ -1204,6 +1740,82 @@ mod tests {
             &abc,
             &composite(&[("b", "text"), ("a", "integer")]),
             &["change attributes of type pair"],
+        );
+    }
+
+    #[test]
+    fn dependants_of_a_recreated_enum_are_dropped_before_and_created_after() {
+        let with_labels = |labels: &[&str]| {
+            let mut c = domain_column("mood");
+            let mood = QName::new("public", "mood");
+            let index = QName::new("public", "t_sad");
+            c.enums.insert(
+                mood.clone(),
+                crate::autogen::model::Enum {
+                    labels: labels.iter().map(|l| l.to_string()).collect(),
+                    order: 1,
+                },
+            );
+            c.indexes.insert(
+                index.clone(),
+                crate::autogen::model::Index {
+                    table: QName::new("public", "t"),
+                    definition: "CREATE INDEX t_sad ON t USING btree (id) WHERE (id = 'sad'::mood)".into(),
+                },
+            );
+            // Only the catalog's links say the index depends on the type: no name matching.
+            c.depends.insert((DepKey::Index(index), DepKey::Type(mood)));
+            c
+        };
+        let (two, three) = (with_labels(&["sad", "ok"]), with_labels(&["sad", "ok", "happy"]));
+        check(
+            &three,
+            &two,
+            &[
+                "drop index t_sad on t",
+                "change labels of type mood (sad, ok, happy to sad, ok)",
+                "add index t_sad on t",
+            ],
+        );
+        check(
+            &two,
+            &three,
+            &[
+                "drop index t_sad on t",
+                "add label 'happy' of type mood",
+                "add index t_sad on t",
+            ],
+        );
+        let mut unlinked = two.clone();
+        unlinked.depends.clear();
+        let mut unlinked_three = three.clone();
+        unlinked_three.depends.clear();
+        check(&unlinked, &unlinked_three, &["add label 'happy' of type mood"]);
+    }
+
+    #[test]
+    fn a_changed_partition_key_is_reported() {
+        let keyed = |key: &str| {
+            let mut c = Catalog::default();
+            let mut t = table(None);
+            t.partition_key = Some(key.into());
+            c.tables.insert(QName::new("public", "t"), t);
+            c
+        };
+        check(
+            &keyed("RANGE (id)"),
+            &keyed("LIST (id)"),
+            &["change partition key of t (RANGE (id) to LIST (id))"],
+        );
+        let ops = diff(&keyed("RANGE (id)"), &keyed("LIST (id)"));
+        let options = crate::autogen::RenderOptions::default();
+        let rendered = crate::autogen::render(&ops, &crate::autogen::Registry::standard(&options), &options);
+        assert!(
+            rendered
+                .upgrade
+                .starts_with("-- flotilla: the partition key of t changes"),
+            "{}",
+            rendered.upgrade
         );
     }
 

@@ -35,6 +35,10 @@ pub enum AutogenError {
         #[source]
         source: crate::graph::GraphError,
     },
+    #[error("bad --rename {hint}: {reason}")]
+    BadRename { hint: String, reason: String },
+    #[error("--rename {hint} does not apply to the schema at the head: {message}")]
+    RenameFailed { hint: String, message: String },
     #[error("introspection query ({what}) failed: {message}")]
     Introspect { what: &'static str, message: String },
 }

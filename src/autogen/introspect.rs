@@ -6,14 +6,14 @@
 //! what makes a schema tenant's schema compare equal to `public` of a scratch database. Objects that belong to
 //! an extension are left out (the extension stands for them).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use tokio_postgres::{Client, Row};
 
 use super::error::AutogenError;
 use super::model::{
-    Catalog, Column, Composite, Constraint, Domain, Enum, Extension, Function, Index, Policy, QName, Sequence, Table,
-    Trigger, View,
+    Catalog, Column, Composite, Constraint, DefaultGrant, DepKey, Domain, Enum, Extension, Function, Grant,
+    IdentityOptions, Index, Partition, Policy, QName, Range, Sequence, Table, Trigger, View,
 };
 use crate::executor::{db_message, search_path};
 
@@ -133,6 +133,10 @@ pub async fn introspect(client: &Client, scope: &Scope) -> Result<Catalog, Autog
 const NOT_EXTENSION_MEMBER: &str = "NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.objid = {oid} \
      AND dep.classid = '{class}'::regclass AND dep.deptype = 'e')";
 
+/// A function PostgreSQL made as part of another object (a range type's constructors) stands with it.
+const NOT_INTERNAL_FUNCTION: &str = "NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_proc'::regclass \
+     AND i.objid = p.oid AND i.deptype = 'i')";
+
 fn not_member(oid: &str, class: &str) -> String {
     NOT_EXTENSION_MEMBER.replace("{oid}", oid).replace("{class}", class)
 }
@@ -195,9 +199,16 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         .query(
             &format!(
                 "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), c.relname::text, \
-                 obj_description(c.oid, 'pg_class'), c.relrowsecurity, c.relforcerowsecurity \
+                 obj_description(c.oid, 'pg_class'), c.relrowsecurity, c.relforcerowsecurity, \
+                 CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END, \
+                 pn.nspname::text, quote_ident(pn.nspname), quote_ident(pc.relname), \
+                 pg_get_expr(c.relpartbound, c.oid), \
+                 (SELECT count(*)::int4 - 1 FROM pg_partition_ancestors(c.oid)), \
+                 ARRAY(SELECT o FROM unnest(c.reloptions) o ORDER BY o) \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1) AND NOT c.relispartition AND {}",
+                 LEFT JOIN pg_inherits ih ON ih.inhrelid = c.oid AND c.relispartition \
+                 LEFT JOIN pg_class pc ON pc.oid = ih.inhparent LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1) AND {}",
                 not_member("c.oid", "pg_class")
             ),
             &[sch],
@@ -208,6 +219,11 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         if is_ignored(row, 3) {
             continue;
         }
+        let partition_of = row.get::<_, Option<String>>(8).map(|_| Partition {
+            parent: names.qname(row, 8, 9, 10),
+            bound: names.def(&row.get::<_, Option<String>>(11).unwrap_or_default()),
+            level: row.get(12),
+        });
         catalog.tables.insert(
             names.qname(row, 0, 1, 2),
             Table {
@@ -216,6 +232,9 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
                 comment: row.get(4),
                 is_rls_enabled: row.get(5),
                 is_rls_forced: row.get(6),
+                partition_key: row.get::<_, Option<String>>(7).map(|k| names.def(&k)),
+                partition_of,
+                options: row.get(13),
             },
         );
     }
@@ -225,9 +244,18 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         .query(
             "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), quote_ident(a.attname), \
              format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), \
-             a.attidentity::text, a.attgenerated::text, col_description(c.oid, a.attnum) \
+             a.attidentity::text, a.attgenerated::text, col_description(c.oid, a.attnum), \
+             CASE WHEN a.attcollation <> t.typcollation THEN CASE WHEN cn.nspname = 'pg_catalog' \
+               THEN quote_ident(co.collname) ELSE quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END END, \
+             s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle, c.relispartition \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_collation co ON co.oid = a.attcollation LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace \
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             LEFT JOIN pg_depend sd ON a.attidentity <> '' AND sd.refclassid = 'pg_class'::regclass \
+               AND sd.refobjid = c.oid AND sd.refobjsubid = a.attnum AND sd.classid = 'pg_class'::regclass \
+               AND sd.deptype = 'i' \
+             LEFT JOIN pg_sequence s ON s.seqrelid = sd.objid \
              WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND n.nspname = ANY($1) \
              ORDER BY c.oid, a.attnum",
             &[sch],
@@ -238,6 +266,10 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         let Some(table) = catalog.tables.get_mut(&names.qname(row, 0, 1, 2)) else {
             continue;
         };
+        // A partition's columns are its parent's.
+        if row.get::<_, bool>(17) {
+            continue;
+        }
         let expr: Option<String> = row.get(6);
         let identity: String = row.get(7);
         let generated: String = row.get(8);
@@ -250,6 +282,15 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             identity: identity.chars().next(),
             generated: if is_generated { expr } else { None },
             comment: row.get(9),
+            collation: row.get::<_, Option<String>>(10).map(|c| names.def(&c)),
+            identity_options: row.get::<_, Option<i64>>(11).map(|start| IdentityOptions {
+                start,
+                increment: row.get(12),
+                min: row.get(13),
+                max: row.get(14),
+                cache: row.get(15),
+                is_cycle: row.get(16),
+            }),
         });
     }
 
@@ -259,7 +300,8 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), quote_ident(co.conname), \
              co.contype::text, pg_get_constraintdef(co.oid) \
              FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE co.contype IN ('p', 'u', 'c', 'x', 'f') AND n.nspname = ANY($1)",
+             WHERE co.contype IN ('p', 'u', 'c', 'x', 'f') AND n.nspname = ANY($1) AND co.conislocal \
+             AND co.conparentid = 0",
             &[sch],
         )
         .await
@@ -285,7 +327,9 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
              t.relname::text, pg_get_indexdef(i.indexrelid), obj_description(ic.oid, 'pg_class') \
              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
              JOIN pg_namespace n ON n.oid = ic.relnamespace \
-             WHERE n.nspname = ANY($1) AND t.relkind IN ('r', 'p', 'm') AND NOT EXISTS (SELECT 1 FROM pg_constraint co \
+             WHERE n.nspname = ANY($1) AND t.relkind IN ('r', 'p', 'm') \
+             AND NOT EXISTS (SELECT 1 FROM pg_inherits ih WHERE ih.inhrelid = i.indexrelid) \
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint co \
              WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x'))",
             &[sch],
         )
@@ -303,7 +347,8 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             name.clone(),
             Index {
                 table: QName::new(name.schema.clone(), row.get::<_, String>(3)),
-                definition: names.def(row.get(5)),
+                // A partitioned table's index reads `ON ONLY`, which would not build it on the partitions.
+                definition: names.def(row.get(5)).replacen(" ON ONLY ", " ON ", 1),
             },
         );
     }
@@ -427,8 +472,9 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
                  pg_get_function_identity_arguments(p.oid), p.prokind = 'p', pg_get_functiondef(p.oid), \
                  obj_description(p.oid, 'pg_proc') \
                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                 WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND {}",
-                not_member("p.oid", "pg_proc")
+                 WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND {} AND {}",
+                not_member("p.oid", "pg_proc"),
+                NOT_INTERNAL_FUNCTION
             ),
             &[sch],
         )
@@ -460,7 +506,7 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), quote_ident(tg.tgname), \
              pg_get_triggerdef(tg.oid), c.relname::text \
              FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE NOT tg.tgisinternal AND n.nspname = ANY($1)",
+             WHERE NOT tg.tgisinternal AND tg.tgparentid = 0 AND n.nspname = ANY($1)",
             &[sch],
         )
         .await
@@ -555,6 +601,39 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
         );
     }
 
+    // Range types (their multirange types come with them).
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(t.typname), \
+                 format_type(r.rngsubtype, NULL), CASE WHEN r.rngsubdiff <> 0 THEN r.rngsubdiff::regproc::text END, \
+                 CASE WHEN r.rngcollation <> 0 AND r.rngcollation <> st.typcollation \
+                   THEN quote_ident(co.collname) END, t.oid::int8, obj_description(t.oid, 'pg_type') \
+                 FROM pg_range r JOIN pg_type t ON t.oid = r.rngtypid JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 JOIN pg_type st ON st.oid = r.rngsubtype LEFT JOIN pg_collation co ON co.oid = r.rngcollation \
+                 WHERE n.nspname = ANY($1) AND {}",
+                not_member("t.oid", "pg_type")
+            ),
+            &[sch],
+        )
+        .await
+        .map_err(fail("range types"))?;
+    for row in &rows {
+        let name = names.qname(row, 0, 1, 2);
+        if let Some(comment) = row.get::<_, Option<String>>(7) {
+            catalog.comments.insert(("TYPE".into(), name.to_string()), comment);
+        }
+        catalog.ranges.insert(
+            name,
+            Range {
+                subtype: names.def(row.get(3)),
+                subtype_diff: row.get::<_, Option<String>>(4).map(|f| names.def(&f)),
+                collation: row.get(5),
+                order: row.get(6),
+            },
+        );
+    }
+
     // Row-level security policies.
     let rows = client
         .query(
@@ -585,8 +664,259 @@ async fn read(client: &Client, scope: &Scope) -> Result<Catalog, AutogenError> {
             },
         );
     }
+
+    let rows = client
+        .query(&grants_sql(), &[sch, &scope.home])
+        .await
+        .map_err(fail("grants"))?;
+    for row in &rows {
+        if is_ignored(row, 4) {
+            continue;
+        }
+        let kind: &str = row.get(3);
+        let name = names.qname(row, 0, 1, 2);
+        let on = match kind {
+            "SCHEMA" => format!("SCHEMA {}", name.name),
+            "FUNCTION" | "PROCEDURE" => format!("{kind} {name}({})", names.def(row.get::<_, &str>(8))),
+            _ => format!("{kind} {name}"),
+        };
+        catalog.grants.insert(
+            Grant {
+                on,
+                grantee: row.get(5),
+                privilege: row.get(6),
+            },
+            row.get(7),
+        );
+    }
+    let rows = client
+        .query(&owners_sql(), &[sch, &scope.home])
+        .await
+        .map_err(fail("owners"))?;
+    for row in &rows {
+        if is_ignored(row, 5) {
+            continue;
+        }
+        let kind: &str = row.get(3);
+        let alter: &str = row.get(4);
+        let name = names.qname(row, 0, 1, 2);
+        let on = match kind {
+            "SCHEMA" => format!("SCHEMA {}", name.name),
+            "FUNCTION" | "PROCEDURE" => format!("{kind} {name}({})", names.def(row.get::<_, &str>(7))),
+            _ => format!("{kind} {name}"),
+        };
+        catalog.owners.insert(on, (alter.to_string(), row.get(6)));
+    }
+    let rows = client
+        .query(DEFAULT_PRIVILEGES_SQL, &[sch, &scope.is_home_only])
+        .await
+        .map_err(fail("default privileges"))?;
+    for row in &rows {
+        let schema = row
+            .get::<_, Option<String>>(1)
+            .map(|raw| names.schema(&raw, row.get::<_, &str>(2)));
+        catalog.default_privileges.insert(
+            DefaultGrant {
+                role: row.get(0),
+                schema,
+                objects: row.get(3),
+                grantee: row.get(4),
+                privilege: row.get(5),
+                is_revoked: row.get(7),
+            },
+            row.get(6),
+        );
+    }
+
+    // Dependency links, joined here rather than in SQL: the planner cannot estimate the object list.
+    let rows = client.query(DEPENDS_SQL, &[sch]).await.map_err(fail("dependencies"))?;
+    // (class, oid) → (column number, or none for any), object.
+    type Objects = HashMap<(i64, i64), Vec<(Option<i32>, DepKey)>>;
+    let mut objects: Objects = HashMap::new();
+    for row in &rows {
+        let kind: &str = row.get(3);
+        let name = names.qname(row, 4, 5, 6);
+        let second = || row.get::<_, Option<String>>(7).unwrap_or_default();
+        let key = match kind {
+            "type" => DepKey::Type(name),
+            "column" => DepKey::Column(name, second()),
+            "default" => DepKey::Default(name, second()),
+            "constraint" => DepKey::Constraint(name, second()),
+            "index" => DepKey::Index(name),
+            "view" => DepKey::View(name),
+            "function" => DepKey::Function(format!("{name}({})", names.def(&second()))),
+            "trigger" => DepKey::Trigger(name, second()),
+            "policy" => DepKey::Policy(name, second()),
+            _ => continue,
+        };
+        objects
+            .entry((row.get(0), row.get(1)))
+            .or_default()
+            .push((row.get(2), key));
+    }
+    let find = |class: i64, oid: i64, sub: i32| {
+        objects
+            .get(&(class, oid))
+            .and_then(|keys| keys.iter().find(|(s, _)| s.is_none_or(|s| s == sub)))
+            .map(|(_, key)| key)
+    };
+    let rows = client
+        .query(DEPEND_LINKS_SQL, &[])
+        .await
+        .map_err(fail("dependency links"))?;
+    for row in &rows {
+        let dependant = find(row.get(0), row.get(1), row.get(2));
+        let referenced = find(row.get(3), row.get(4), row.get(5));
+        if let (Some(dependant), Some(referenced)) = (dependant, referenced) {
+            if dependant != referenced {
+                catalog.depends.insert((dependant.clone(), referenced.clone()));
+            }
+        }
+    }
     Ok(catalog)
 }
+
+/// Privileges (`aclexplode` of the object's ACL, PostgreSQL's default when it has none), less the owner's
+/// own: (schema, quoted schema, quoted name, GRANT kind, bare name, grantee, privilege, grantable, function
+/// arguments). The home schema's own privileges are left out: a schema tenant's schema and a scratch database's
+/// `public` are made differently.
+fn grants_sql() -> String {
+    let grantee = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END";
+    format!(
+        "SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(c.relname), \
+           CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.relname::text, {grantee}, a.privilege_type, \
+           a.is_grantable, ''::text \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, \
+           LATERAL aclexplode(coalesce(c.relacl, acldefault((CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END)::\"char\", c.relowner))) a \
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND NOT c.relispartition AND n.nspname = ANY($1) \
+           AND a.grantee <> c.relowner AND {} \
+           AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.objid = c.oid AND i.classid = 'pg_class'::regclass \
+             AND i.deptype = 'i') \
+         UNION ALL SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(p.proname), \
+           CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, '', {grantee}, a.privilege_type, \
+           a.is_grantable, pg_get_function_identity_arguments(p.oid) \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, \
+           LATERAL aclexplode(coalesce(p.proacl, acldefault('f'::\"char\", p.proowner))) a \
+         WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND a.grantee <> p.proowner AND {} AND {} \
+         UNION ALL SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(n.nspname), 'SCHEMA', '', {grantee}, \
+           a.privilege_type, a.is_grantable, '' \
+         FROM pg_namespace n, LATERAL aclexplode(coalesce(n.nspacl, acldefault('n'::\"char\", n.nspowner))) a \
+         WHERE n.nspname = ANY($1) AND n.nspname <> $2 AND a.grantee <> n.nspowner AND {} \
+         UNION ALL SELECT n.nspname::text, quote_ident(n.nspname), quote_ident(t.typname), 'TYPE', '', {grantee}, \
+           a.privilege_type, a.is_grantable, '' \
+         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace, \
+           LATERAL aclexplode(coalesce(t.typacl, acldefault('T'::\"char\", t.typowner))) a \
+         WHERE n.nspname = ANY($1) AND a.grantee <> t.typowner AND {} AND (t.typtype IN ('e', 'd', 'r') \
+           OR (t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class rc WHERE rc.oid = t.typrelid AND rc.relkind = 'c')))",
+        not_member("c.oid", "pg_class"),
+        not_member("p.oid", "pg_proc"),
+        NOT_INTERNAL_FUNCTION,
+        not_member("n.oid", "pg_namespace"),
+        not_member("t.oid", "pg_type"),
+    )
+}
+
+/// Owners that are not the current user: (schema, quoted schema, quoted name, GRANT kind, ALTER kind, bare name,
+/// owner, function arguments), for the objects `grants_sql` reads.
+fn owners_sql() -> String {
+    let owner = "quote_ident(pg_get_userbyid(o.owner))";
+    format!(
+        "SELECT o.nsp, quote_ident(o.nsp), quote_ident(o.name), o.kind, o.alter_kind, o.name, {owner}, o.args FROM ( \
+           SELECT n.nspname::text AS nsp, c.relname::text AS name, \
+             CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, \
+             CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' \
+               ELSE 'TABLE' END AS alter_kind, c.relowner AS owner, ''::text AS args \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+           WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND NOT c.relispartition AND n.nspname = ANY($1) AND {} \
+             AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.objid = c.oid AND i.classid = 'pg_class'::regclass \
+               AND i.deptype = 'i') \
+           UNION ALL SELECT n.nspname::text, p.proname::text, \
+             CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, \
+             CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, p.proowner, \
+             pg_get_function_identity_arguments(p.oid) \
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+           WHERE p.prokind IN ('f', 'p') AND n.nspname = ANY($1) AND {} AND {} \
+           UNION ALL SELECT n.nspname::text, n.nspname::text, 'SCHEMA', 'SCHEMA', n.nspowner, '' FROM pg_namespace n \
+           WHERE n.nspname = ANY($1) AND n.nspname <> $2 AND {} \
+           UNION ALL SELECT n.nspname::text, t.typname::text, 'TYPE', CASE t.typtype WHEN 'd' THEN 'DOMAIN' \
+             ELSE 'TYPE' END, t.typowner, '' \
+           FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+           WHERE n.nspname = ANY($1) AND {} AND (t.typtype IN ('e', 'd', 'r') \
+             OR (t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class rc WHERE rc.oid = t.typrelid AND rc.relkind = 'c'))) \
+         ) o WHERE o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+        not_member("c.oid", "pg_class"),
+        not_member("p.oid", "pg_proc"),
+        NOT_INTERNAL_FUNCTION,
+        not_member("n.oid", "pg_namespace"),
+        not_member("t.oid", "pg_type"),
+    )
+}
+
+/// Default privileges: (role, schema, quoted schema, objects, grantee, privilege, grantable, revoked). Entries
+/// without a schema (only read for a whole database, `$2` false) are read as their difference from PostgreSQL's
+/// built-in defaults: what they grant beyond them, and what of them they revoke.
+const DEFAULT_PRIVILEGES_SQL: &str = "SELECT quote_ident(pg_get_userbyid(d.defaclrole)), n.nspname::text, \
+    quote_ident(n.nspname), CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' \
+      WHEN 'f' THEN 'FUNCTIONS' WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END, \
+    CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, a.privilege_type, \
+    a.is_grantable, a.is_revoked \
+    FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace, \
+      LATERAL (SELECT x.grantee, x.privilege_type, x.is_grantable, false AS is_revoked FROM ( \
+          SELECT * FROM aclexplode(d.defaclacl) EXCEPT SELECT * FROM aclexplode(acldefault( \
+            (CASE d.defaclobjtype WHEN 'S' THEN 's' ELSE d.defaclobjtype END)::\"char\", d.defaclrole)) \
+          WHERE d.defaclnamespace = 0) x \
+        UNION ALL SELECT y.grantee, y.privilege_type, y.is_grantable, true FROM ( \
+          SELECT * FROM aclexplode(acldefault( \
+            (CASE d.defaclobjtype WHEN 'S' THEN 's' ELSE d.defaclobjtype END)::\"char\", d.defaclrole)) \
+          WHERE d.defaclnamespace = 0 EXCEPT SELECT * FROM aclexplode(d.defaclacl)) y) a \
+    WHERE ((d.defaclnamespace = 0 AND NOT $2) OR n.nspname = ANY($1)) AND a.grantee <> d.defaclrole";
+
+/// Every object of the schemas `$1` a dependency link can name, as (class, oid, column number or NULL for any,
+/// kind, schema, quoted schema, quoted name, second name): a column's, default's, constraint's, trigger's or policy's table and its own name; a
+/// function's name and identity arguments. A view's links are its `pg_rewrite` rule's; a primary key's, unique
+/// or exclusion constraint's are its index's (foreign keys depend on that); an array type stands for
+/// its element type and a composite type's attributes for the type.
+const DEPENDS_SQL: &str = "WITH objs (classid, objid, sub, kind, nsp, name, second) AS ( \
+    SELECT 'pg_class'::regclass, c.oid, a.attnum::int, 'column', c.relnamespace, c.relname::text, a.attname::text \
+      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+      WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped \
+    UNION ALL SELECT 'pg_class'::regclass, c.oid, NULL, CASE c.relkind WHEN 'c' THEN 'type' WHEN 'i' THEN 'index' \
+      WHEN 'I' THEN 'index' ELSE 'view' END, c.relnamespace, c.relname::text, NULL FROM pg_class c \
+      WHERE c.relkind IN ('v', 'm', 'c') OR (c.relkind IN ('i', 'I') AND NOT EXISTS (SELECT 1 FROM pg_constraint co \
+        WHERE co.conindid = c.oid AND co.contype IN ('p', 'u', 'x'))) \
+    UNION ALL SELECT 'pg_rewrite'::regclass, r.oid, NULL, 'view', c.relnamespace, c.relname::text, NULL \
+      FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class WHERE c.relkind IN ('v', 'm') \
+    UNION ALL SELECT 'pg_constraint'::regclass, co.oid, NULL, 'constraint', c.relnamespace, c.relname::text, \
+      co.conname::text FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid WHERE co.contype IN ('c', 'f') \
+    UNION ALL SELECT 'pg_class'::regclass, co.conindid, NULL, 'constraint', c.relnamespace, c.relname::text, \
+      co.conname::text FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid \
+      WHERE co.contype IN ('p', 'u', 'x') \
+    UNION ALL SELECT 'pg_constraint'::regclass, co.oid, NULL, 'type', t.typnamespace, t.typname::text, NULL \
+      FROM pg_constraint co JOIN pg_type t ON t.oid = co.contypid \
+    UNION ALL SELECT 'pg_attrdef'::regclass, d.oid, NULL, 'default', c.relnamespace, c.relname::text, a.attname::text \
+      FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid \
+      JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+    UNION ALL SELECT 'pg_proc'::regclass, p.oid, NULL, 'function', p.pronamespace, p.proname::text, \
+      pg_get_function_identity_arguments(p.oid) FROM pg_proc p WHERE p.prokind IN ('f', 'p') \
+    UNION ALL SELECT 'pg_trigger'::regclass, tg.oid, NULL, 'trigger', c.relnamespace, c.relname::text, \
+      tg.tgname::text FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid WHERE NOT tg.tgisinternal \
+    UNION ALL SELECT 'pg_policy'::regclass, p.oid, NULL, 'policy', c.relnamespace, c.relname::text, \
+      p.polname::text FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid \
+    UNION ALL SELECT 'pg_type'::regclass, t.oid, NULL, 'type', e.typnamespace, e.typname::text, NULL \
+      FROM pg_type t JOIN pg_type e ON e.oid = CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 \
+        THEN t.typelem ELSE t.oid END \
+      WHERE e.typtype IN ('e', 'd') OR (e.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class rc \
+        WHERE rc.oid = e.typrelid AND rc.relkind = 'c')) \
+), named AS ( \
+    SELECT o.classid, o.objid, o.sub, o.kind, n.nspname::text AS nsp, quote_ident(n.nspname) AS nspq, \
+      quote_ident(o.name) AS name, CASE WHEN o.kind = 'function' THEN o.second ELSE quote_ident(o.second) END AS second \
+    FROM objs o JOIN pg_namespace n ON n.oid = o.nsp WHERE n.nspname = ANY($1) \
+) \
+SELECT classid::int8, objid::int8, sub, kind, nsp, nspq, name, second FROM named";
+
+/// The `pg_depend` links between user objects (PostgreSQL's own have oids below 16384).
+const DEPEND_LINKS_SQL: &str = "SELECT classid::int8, objid::int8, objsubid, refclassid::int8, refobjid::int8, \
+    refobjsubid FROM pg_depend WHERE deptype IN ('n', 'a') AND objid >= 16384 AND refobjid >= 16384";
 
 #[cfg(test)]
 mod tests {

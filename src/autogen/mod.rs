@@ -11,20 +11,22 @@ mod error;
 mod introspect;
 mod model;
 mod ops;
+mod rename;
 mod render;
 mod scratch;
 
 pub use diff::{diff, diff_with};
-pub use drift::{differences, drift, DriftDifference, DriftReport, DriftTarget};
+pub use drift::{differences, drift, group_drift, DriftDifference, DriftGroup, DriftReport, DriftTarget};
 pub use error::AutogenError;
 pub use introspect::{introspect, Scope};
 pub use model::{
-    Catalog, Column, Composite, Constraint, Domain, Enum, Extension, Function, Index, Policy, QName, Sequence, Table,
-    Trigger, View,
+    Catalog, Column, Composite, Constraint, DefaultGrant, DepKey, Domain, Enum, Extension, Function, Grant, Index,
+    Policy, QName, Sequence, Table, Trigger, View,
 };
-pub use ops::{CommentTarget, Comparator, CustomOp, Op};
+pub use ops::{granted_roles, CommentTarget, Comparator, CustomOp, Op};
+pub use rename::{quote_name, rename_suggestions, Rename};
 pub use render::{
     concurrently, render, upgrade_text, DefaultRenderer, OnlineRenderer, Registry, RenderContext, RenderOptions,
     RenderedRevision, Renderer, Statement,
 };
-pub use scratch::{build_at, desired_files, load_desired, store_tables, DevServer, Scratch};
+pub use scratch::{build_at, build_renamed, desired_files, load_desired, store_tables, DevServer, Scratch};

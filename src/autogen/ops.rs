@@ -8,7 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::model::{
-    Catalog, Column, Composite, Constraint, Domain, Function, Index, Policy, QName, Sequence, Table, Trigger, View,
+    Catalog, Column, Composite, Constraint, DefaultGrant, Domain, Function, Grant, IdentityOptions, Index, Partition,
+    Policy, QName, Range, Sequence, Table, Trigger, View,
 };
 
 /// An operation kind a user adds: renders its own SQL and names its reverse. Produced by a [`Comparator`].
@@ -71,6 +72,8 @@ pub enum Op {
         before: Option<String>,
         all_from: Vec<String>,
         usages: Vec<EnumUsage>,
+        /// Domains over the type, recreated with it by the downgrade.
+        domains: Vec<DomainUsage>,
     },
     /// Replace an enum type by one with other labels: PostgreSQL cannot drop a label, so the type is renamed,
     /// recreated, and every column using it is converted through text. Rows holding a removed label fail.
@@ -79,6 +82,9 @@ pub enum Op {
         from: Vec<String>,
         to: Vec<String>,
         usages: Vec<EnumUsage>,
+        /// Domains over the type: recreated over the new type (and their columns converted) before the old type
+        /// is dropped.
+        domains: Vec<DomainUsage>,
     },
     /// `CREATE DOMAIN` with its default, `NOT NULL` and CHECK constraints.
     CreateDomain {
@@ -209,6 +215,8 @@ pub enum Op {
         column: String,
         from: Option<char>,
         to: Option<char>,
+        /// The sequence options of the side that has the identity (for `ADD GENERATED ... AS IDENTITY`).
+        options: Option<IdentityOptions>,
     },
     AddConstraint {
         table: QName,
@@ -293,6 +301,83 @@ pub enum Op {
         from: Option<String>,
         to: Option<String>,
     },
+    CreateRange {
+        name: QName,
+        range: Range,
+    },
+    DropRange {
+        name: QName,
+        range: Range,
+    },
+    /// `ALTER TABLE ... SET (...)` / `RESET (...)`: storage parameters, sorted `key=value` texts.
+    SetTableOptions {
+        table: QName,
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    /// A partitioned table whose partition key changes: PostgreSQL cannot change it in place, so the revision
+    /// holds a comment asking to recreate the table by hand (and `check` and drift report it).
+    ChangePartitionKey {
+        table: QName,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// `ALTER TABLE parent ATTACH PARTITION table ...`.
+    AttachPartition {
+        table: QName,
+        partition: Partition,
+    },
+    /// `ALTER TABLE parent DETACH PARTITION table`.
+    DetachPartition {
+        table: QName,
+        partition: Partition,
+    },
+    /// `ALTER COLUMN ... TYPE same_type COLLATE ...`.
+    AlterColumnCollation {
+        table: QName,
+        column: String,
+        data_type: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// `ALTER COLUMN ... SET INCREMENT BY ...` and the other options of an identity column's sequence.
+    AlterIdentityOptions {
+        table: QName,
+        column: String,
+        from: IdentityOptions,
+        to: IdentityOptions,
+    },
+    /// `ALTER kind name OWNER TO`: `on` as `GRANT ... ON` names the object, `alter` the `ALTER` word; `None`
+    /// is the role running the revision (`CURRENT_USER`).
+    SetOwner {
+        on: String,
+        alter: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// `GRANT` or `REVOKE` one privilege on one object.
+    Grant {
+        grant: Grant,
+        is_grantable: bool,
+        is_revoke: bool,
+    },
+    /// `ALTER DEFAULT PRIVILEGES ... GRANT` or `REVOKE` one privilege.
+    DefaultPrivilege {
+        grant: DefaultGrant,
+        is_grantable: bool,
+        is_revoke: bool,
+    },
+    /// `ALTER TABLE ... RENAME TO` (a `--rename` hint); `to` is the bare new name, in the same schema.
+    RenameTable {
+        name: QName,
+        to: String,
+    },
+    /// `ALTER TABLE ... RENAME COLUMN` (a `--rename` hint).
+    RenameColumn {
+        table: QName,
+        from: String,
+        to: String,
+    },
     Custom(Arc<dyn CustomOp>),
 }
 
@@ -304,6 +389,48 @@ pub struct EnumUsage {
     pub default: Option<String>,
     /// The column holds an array of the type (only enum recreations convert those).
     pub is_array: bool,
+}
+
+/// The roles (not `PUBLIC`) that operations grant to, revoke from or name in default privileges, sorted: they
+/// must exist wherever the revision runs.
+pub fn granted_roles(ops: &[Op]) -> Vec<String> {
+    let mut roles = std::collections::BTreeSet::new();
+    for op in ops {
+        match op {
+            Op::Grant { grant, .. } => {
+                roles.insert(grant.grantee.clone());
+            }
+            Op::SetOwner { from, to, .. } => {
+                roles.extend(from.iter().chain(to).cloned());
+            }
+            Op::DefaultPrivilege { grant, .. } => {
+                roles.insert(grant.grantee.clone());
+                roles.insert(grant.role.clone());
+            }
+            _ => {}
+        }
+    }
+    roles.remove("PUBLIC");
+    roles.into_iter().collect()
+}
+
+/// A domain over a recreated type, as it is before (`from`) and after (`to`), with the columns using it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainUsage {
+    pub name: QName,
+    pub from: Domain,
+    pub to: Domain,
+    pub usages: Vec<EnumUsage>,
+}
+
+impl DomainUsage {
+    fn reverse(self) -> DomainUsage {
+        DomainUsage {
+            from: self.to,
+            to: self.from,
+            ..self
+        }
+    }
 }
 
 /// The widening type changes that cannot lose data.
@@ -360,6 +487,7 @@ impl Op {
                 value,
                 all_from,
                 usages,
+                domains,
                 ..
             } => {
                 let mut to_values = all_from.clone();
@@ -373,13 +501,21 @@ impl Op {
                     from: from_values,
                     to: to_values,
                     usages,
+                    domains: domains.into_iter().map(DomainUsage::reverse).collect(),
                 }
             }
-            Op::RecreateEnum { name, from, to, usages } => Op::RecreateEnum {
+            Op::RecreateEnum {
+                name,
+                from,
+                to,
+                usages,
+                domains,
+            } => Op::RecreateEnum {
                 name,
                 from: to,
                 to: from,
                 usages,
+                domains: domains.into_iter().map(DomainUsage::reverse).collect(),
             },
             Op::CreateDomain { name, domain } => Op::DropDomain { name, domain },
             Op::DropDomain { name, domain } => Op::CreateDomain { name, domain },
@@ -489,11 +625,13 @@ impl Op {
                 column,
                 from,
                 to,
+                options,
             } => Op::AlterColumnIdentity {
                 table,
                 column,
                 from: to,
                 to: from,
+                options,
             },
             Op::AddConstraint {
                 table,
@@ -563,6 +701,77 @@ impl Op {
                 from: to,
                 to: from,
             },
+            Op::CreateRange { name, range } => Op::DropRange { name, range },
+            Op::DropRange { name, range } => Op::CreateRange { name, range },
+            Op::SetTableOptions { table, from, to } => Op::SetTableOptions {
+                table,
+                from: to,
+                to: from,
+            },
+            Op::ChangePartitionKey { table, from, to } => Op::ChangePartitionKey {
+                table,
+                from: to,
+                to: from,
+            },
+            Op::AttachPartition { table, partition } => Op::DetachPartition { table, partition },
+            Op::DetachPartition { table, partition } => Op::AttachPartition { table, partition },
+            Op::AlterColumnCollation {
+                table,
+                column,
+                data_type,
+                from,
+                to,
+            } => Op::AlterColumnCollation {
+                table,
+                column,
+                data_type,
+                from: to,
+                to: from,
+            },
+            Op::AlterIdentityOptions {
+                table,
+                column,
+                from,
+                to,
+            } => Op::AlterIdentityOptions {
+                table,
+                column,
+                from: to,
+                to: from,
+            },
+            Op::SetOwner { on, alter, from, to } => Op::SetOwner {
+                on,
+                alter,
+                from: to,
+                to: from,
+            },
+            Op::Grant {
+                grant,
+                is_grantable,
+                is_revoke,
+            } => Op::Grant {
+                grant,
+                is_grantable,
+                is_revoke: !is_revoke,
+            },
+            Op::DefaultPrivilege {
+                grant,
+                is_grantable,
+                is_revoke,
+            } => Op::DefaultPrivilege {
+                grant,
+                is_grantable,
+                is_revoke: !is_revoke,
+            },
+            Op::RenameTable { name, to } => Op::RenameTable {
+                name: QName::new(name.schema, to),
+                to: name.name,
+            },
+            Op::RenameColumn { table, from, to } => Op::RenameColumn {
+                table,
+                from: to,
+                to: from,
+            },
             Op::Custom(op) => op.reverse(),
         }
     }
@@ -579,6 +788,7 @@ impl Op {
             | Op::DropComposite { .. }
             | Op::DropAttribute { .. }
             | Op::DropSequence { .. }
+            | Op::DropRange { .. }
             | Op::DropTable { .. } => true,
             Op::RecreateDomain { from, to, .. } => !is_widening(&from.base_type, &to.base_type),
             Op::RecreateComposite { from, to, .. } => from.attributes.iter().any(|(a, t)| {
@@ -726,7 +936,104 @@ impl Op {
                 "change",
                 format!("comment on {} {}", target.kind.to_lowercase(), target.name),
             ),
+            Op::CreateRange { name, .. } => ("add", format!("range type {name}")),
+            Op::DropRange { name, .. } => ("drop", format!("range type {name}")),
+            Op::SetTableOptions { table, from, to } => (
+                "change",
+                format!("storage parameters of {table} ({} to {})", list(from), list(to)),
+            ),
+            Op::ChangePartitionKey { table, from, to } => (
+                "change",
+                format!(
+                    "partition key of {table} ({} to {})",
+                    from.as_deref().unwrap_or("none"),
+                    to.as_deref().unwrap_or("none")
+                ),
+            ),
+            Op::AttachPartition { table, partition } => (
+                "add",
+                format!("partition {table} of {} ({})", partition.parent, partition.bound),
+            ),
+            Op::DetachPartition { table, partition } => (
+                "drop",
+                format!("partition {table} of {} ({})", partition.parent, partition.bound),
+            ),
+            Op::AlterColumnCollation {
+                table,
+                column,
+                from,
+                to,
+                ..
+            } => (
+                "change",
+                format!(
+                    "collation of column {table}.{column} ({} to {})",
+                    from.as_deref().unwrap_or("default"),
+                    to.as_deref().unwrap_or("default")
+                ),
+            ),
+            Op::AlterIdentityOptions { table, column, .. } => {
+                ("change", format!("identity options of column {table}.{column}"))
+            }
+            Op::SetOwner { on, from, to, .. } => (
+                "change",
+                format!(
+                    "owner of {} ({} to {})",
+                    on.to_lowercase_kind(),
+                    from.as_deref().unwrap_or("the current user"),
+                    to.as_deref().unwrap_or("the current user")
+                ),
+            ),
+            Op::Grant { grant, is_revoke, .. } => (
+                if *is_revoke { "drop" } else { "add" },
+                format!(
+                    "privilege {} on {} to {}",
+                    grant.privilege,
+                    grant.on.to_lowercase_kind(),
+                    grant.grantee
+                ),
+            ),
+            Op::DefaultPrivilege { grant, is_revoke, .. } => (
+                if *is_revoke { "drop" } else { "add" },
+                format!(
+                    "default {}privilege {} on {} created by {}{} to {}",
+                    if grant.is_revoked { "revoke of " } else { "" },
+                    grant.privilege,
+                    grant.objects.to_lowercase(),
+                    grant.role,
+                    grant
+                        .schema
+                        .as_ref()
+                        .map(|s| format!(" in schema {s}"))
+                        .unwrap_or_default(),
+                    grant.grantee
+                ),
+            ),
+            Op::RenameTable { name, to } => ("change", format!("name of table {name} (to {to})")),
+            Op::RenameColumn { table, from, to } => ("change", format!("name of column {table}.{from} (to {to})")),
             Op::Custom(op) => ("change", op.summary()),
+        }
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// `TABLE t` as `table t`: the kind word lower case, the name as it is.
+trait LowerKind {
+    fn to_lowercase_kind(&self) -> String;
+}
+
+impl LowerKind for String {
+    fn to_lowercase_kind(&self) -> String {
+        match self.split_once(' ') {
+            Some((kind, name)) => format!("{} {name}", kind.to_lowercase()),
+            None => self.clone(),
         }
     }
 }

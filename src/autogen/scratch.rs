@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 use super::error::AutogenError;
 use super::introspect::{introspect, Scope};
 use super::model::Catalog;
+use super::rename::Rename;
 use crate::config::TlsMode;
 use crate::executor::{db_message, quote_ident, Session};
 use crate::fleet::Engine;
@@ -133,9 +134,13 @@ async fn with_scratch<T>(
     }
 }
 
-/// The tables a catalog leaves out: the version and history tables.
+/// The tables a catalog leaves out: the version and history tables, the shared set's too.
 pub fn store_tables(engine: &Engine) -> Vec<String> {
-    engine.store.owned_tables()
+    let mut tables = engine.store.owned_tables();
+    if let Some(shared) = &engine.shared {
+        tables.extend(shared.store.owned_tables());
+    }
+    tables
 }
 
 /// Upgrade a scratch database to `targets` (each an id; none means base) and read it once per scope.
@@ -145,9 +150,44 @@ pub async fn build_at(
     targets: &[RevisionId],
     scopes: &[Scope],
 ) -> Result<Vec<Catalog>, AutogenError> {
+    build(server, engine, targets, &[], scopes, false).await
+}
+
+/// As [`build_at`], with the revisions run as they run for a schema tenant: in `public` as the tenant's
+/// schema, `shared_schemas` after it on `search_path` (which decides what unqualified names in their
+/// expressions resolve to, so a schema tenant is compared with a build that resolved them the same way).
+pub async fn build_as_schema_tenant(
+    server: &DevServer,
+    engine: &Engine,
+    targets: &[RevisionId],
+    scopes: &[Scope],
+) -> Result<Vec<Catalog>, AutogenError> {
+    build(server, engine, targets, &[], scopes, true).await
+}
+
+/// As [`build_at`], with the `--rename` hints applied after the upgrade, so the catalog is the head's schema
+/// with those names (PostgreSQL rewrites every view, index and constraint that refers to them).
+pub async fn build_renamed(
+    server: &DevServer,
+    engine: &Engine,
+    targets: &[RevisionId],
+    renames: &[Rename],
+    scopes: &[Scope],
+) -> Result<Vec<Catalog>, AutogenError> {
+    build(server, engine, targets, renames, scopes, false).await
+}
+
+async fn build(
+    server: &DevServer,
+    engine: &Engine,
+    targets: &[RevisionId],
+    renames: &[Rename],
+    scopes: &[Scope],
+    is_schema_tenant: bool,
+) -> Result<Vec<Catalog>, AutogenError> {
     with_scratch(server, "rev", async |client: &Client| {
         let mut exec = engine.exec.clone();
-        exec.schema = None;
+        exec.schema = is_schema_tenant.then(|| "public".to_string());
         let stop = AtomicBool::new(false);
         // What belongs to the database (extensions, shared tables) comes first, as a fleet run does it.
         if let Some(shared) = &engine.shared {
@@ -179,6 +219,15 @@ pub async fn build_at(
         let closed = session.close().await.map_err(AutogenError::Exec);
         result?;
         closed?;
+        for rename in renames {
+            client
+                .batch_execute(&rename.sql())
+                .await
+                .map_err(|e| AutogenError::RenameFailed {
+                    hint: rename.to_string(),
+                    message: db_message(&e),
+                })?;
+        }
         let mut out = Vec::with_capacity(scopes.len());
         for scope in scopes {
             out.push(introspect(client, scope).await?);

@@ -470,6 +470,10 @@ pub struct AutogenArgs {
     /// Write a revision even when nothing differs.
     #[arg(long, requires = "autogenerate")]
     pub allow_empty: bool,
+    /// A renamed table (`old=new`, `schema.old=schema.new`) or column (`[schema.]table.old=new`), written as
+    /// RENAME instead of a drop and an add; repeatable.
+    #[arg(long, requires = "autogenerate", value_name = "OLD=NEW")]
+    pub rename: Vec<String>,
     #[command(flatten)]
     pub source: DesiredArgs,
 }

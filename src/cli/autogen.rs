@@ -22,7 +22,12 @@ use crate::revision::RevisionId;
 fn failed(e: autogen::AutogenError) -> CliError {
     use autogen::AutogenError as E;
     let code = match &e {
-        E::ReadDesired { .. } | E::NoDesired { .. } | E::LoadDesired { .. } | E::Plan { .. } => ExitCode::Usage,
+        E::ReadDesired { .. }
+        | E::NoDesired { .. }
+        | E::LoadDesired { .. }
+        | E::Plan { .. }
+        | E::BadRename { .. }
+        | E::RenameFailed { .. } => ExitCode::Usage,
         _ => ExitCode::Failed,
     };
     CliError::new(code, e)
@@ -56,6 +61,7 @@ async fn head_and_desired(
     global: &GlobalArgs,
     engine: &Engine,
     targets: &[RevisionId],
+    renames: &[autogen::Rename],
     source: &DesiredArgs,
 ) -> Result<(Catalog, Catalog), CliError> {
     let dev = dev_server(ctx, global, source.dev_url.as_deref())?;
@@ -63,7 +69,7 @@ async fn head_and_desired(
     // Fail on a missing desired schema before creating any database.
     autogen::desired_files(&path).map_err(|e| CliError::new(ExitCode::Usage, e))?;
     let scope = Scope::database(autogen::store_tables(engine));
-    let head = autogen::build_at(&dev, engine, targets, std::slice::from_ref(&scope))
+    let head = autogen::build_renamed(&dev, engine, targets, renames, std::slice::from_ref(&scope))
         .await
         .map_err(failed)?
         .pop()
@@ -80,17 +86,36 @@ pub(super) async fn generate(
     parents: &[RevisionId],
     args: &AutogenArgs,
 ) -> Result<Option<RenderedRevision>, CliError> {
-    let (head, desired) = head_and_desired(ctx, global, engine, parents, &args.source).await?;
+    let renames = args
+        .rename
+        .iter()
+        .map(|r| autogen::Rename::parse(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)?;
+    let (head, desired) = head_and_desired(ctx, global, engine, parents, &renames, &args.source).await?;
     let options = RenderOptions {
         allow_destructive: args.allow_destructive,
         online: args.online,
     };
     let registry = autogen::Registry::standard(&options);
-    let ops = autogen::diff_with(&head, &desired, &registry.comparators);
+    // The head was read with the renames applied: they come first, and last in the downgrade.
+    let mut ops: Vec<Op> = renames.iter().map(autogen::Rename::op).collect();
+    ops.extend(autogen::diff_with(&head, &desired, &registry.comparators));
     for op in &ops {
         let (verb, object) = op.summary();
         let mark = if op.is_destructive() { " (destructive)" } else { "" };
         println!("Detected {verb} {object}{mark}");
+    }
+    for hint in autogen::rename_suggestions(&ops) {
+        println!("Hint: {hint}");
+    }
+    let roles = autogen::granted_roles(&ops);
+    if !roles.is_empty() {
+        println!(
+            "Note: the revision grants privileges to {}: revisions do not create roles, so they must exist on every \
+             server before it runs",
+            roles.join(", ")
+        );
     }
     if ops.is_empty() && !args.allow_empty {
         return Ok(None);
@@ -127,7 +152,7 @@ pub async fn check(global: &GlobalArgs, args: CheckArgs) -> Result<ExitCode, Cli
         exec: ctx.exec.clone(),
         shared: loaded.shared.clone(),
     };
-    let (head, desired) = head_and_desired(&ctx, global, &engine, &heads, &args.source).await?;
+    let (head, desired) = head_and_desired(&ctx, global, &engine, &heads, &[], &args.source).await?;
     let ops = autogen::diff(&head, &desired);
     let sql = autogen::upgrade_text(&ops);
     match ctx.format {
@@ -180,25 +205,35 @@ pub(super) async fn drift(
                 "differences": r.differences,
                 "error": r.error,
             })).collect::<Vec<_>>(),
+            "groups": autogen::group_drift(&reports),
         })),
         Format::Text => {
             println!(
                 "{} tenant(s) compared: {n_drifted} drifted, {n_failed} could not be compared",
                 reports.len()
             );
-            for r in &reports {
-                let at = if r.revisions.is_empty() {
+            // Tenants that drifted the same way print as one block: a count, the tenant list, the differences.
+            for g in autogen::group_drift(&reports) {
+                let at = if g.revisions.is_empty() {
                     "base".to_string()
                 } else {
-                    r.revisions.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(",")
+                    g.revisions.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(",")
                 };
-                if let Some(e) = &r.error {
-                    println!("{} (at {at}): error: {e}", r.tenant);
-                } else if r.is_drifted() {
-                    println!("{} (at {at}): drifted", r.tenant);
-                    for d in &r.differences {
-                        println!("    {} {}", d.kind, d.object);
-                    }
+                let what = if g.error.is_some() {
+                    "could not be compared"
+                } else {
+                    "drifted"
+                };
+                println!(
+                    "\n{} tenant(s) at {at} {what}: {}",
+                    g.tenants.len(),
+                    g.tenants.join(", ")
+                );
+                if let Some(e) = &g.error {
+                    println!("    error: {e}");
+                }
+                for d in &g.differences {
+                    println!("    {} {}", d.kind, d.object);
                 }
             }
         }
