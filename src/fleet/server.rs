@@ -415,7 +415,10 @@ impl Server {
         };
         match tokio::time::timeout(limit, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(ConnectError::Pool(format!("no answer within {}", crate::observe::human::duration(limit)))),
+            Err(_) => Err(ConnectError::Pool(format!(
+                "no answer within {}",
+                crate::observe::human::duration(limit)
+            ))),
         }
     }
 

@@ -345,9 +345,11 @@ pub(crate) async fn run_tenant(
         let result = match ctx.limits.tenant_timeout {
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(result) => result,
-                Err(_) => {
-                    Err(Failure::permanent(format!("tenant_timeout ({}) exceeded", crate::observe::human::duration(limit)), "tenant_timeout").into())
-                }
+                Err(_) => Err(Failure::permanent(
+                    format!("tenant_timeout ({}) exceeded", crate::observe::human::duration(limit)),
+                    "tenant_timeout",
+                )
+                .into()),
             },
             None => work.await,
         };
