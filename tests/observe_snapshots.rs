@@ -47,6 +47,14 @@ async fn observe_snapshots_of_a_fleet_run() {
             ".run.finished_at" => "[time]",
             ".tenants[].updated_at" => "[time]",
             ".tenants[].duration_ms" => "[ms]",
+            ".tenants[].runner" => "[runner]",
+            ".run.runners[].id" => "[runner]",
+            ".run.runners[].host" => "[host]",
+            ".run.runners[].pid" => "[pid]",
+            ".run.runners[].started_at" => "[time]",
+            ".run.runners[].heartbeat_at" => "[time]",
+            ".run.runners[].finished_at" => "[time]",
+            ".run.runners[].is_live" => "[bool]",
         });
 
         let current = fleet.fleet(&["current", "--format", "json"]).assert_success();

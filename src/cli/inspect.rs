@@ -113,16 +113,29 @@ pub fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
     let ids = loaded.graph.resolve(&args.revision, &[])?;
-    for id in &ids {
-        let s = script(&loaded, id);
-        match ctx.format {
-            Format::Json => {
+    if ctx.format == Format::Json {
+        // One document: the revision itself, or `revisions` when the target names several (`heads`).
+        let mut docs: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| {
+                let s = script(&loaded, id);
                 let mut v = revision_json(&loaded.graph, s);
                 v["upgrade"] = json!(s.upgrade.text);
                 v["downgrade"] = json!(s.downgrade.text);
                 v["upgrade_checksum"] = json!(s.upgrade.checksum);
-                print_json(&v);
-            }
+                v
+            })
+            .collect();
+        match docs.len() {
+            1 => print_json(&docs.remove(0)),
+            _ => print_json(&json!({ "revisions": docs })),
+        }
+        return Ok(ExitCode::Ok);
+    }
+    for id in &ids {
+        let s = script(&loaded, id);
+        match ctx.format {
+            Format::Json => {}
             Format::Text => {
                 print_verbose(&loaded, s);
                 println!(
@@ -252,7 +265,7 @@ pub async fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<ExitCode, CliEr
         PlanDirection::Downgrade => loaded.graph.plan_downgrade(&rows, &args.target)?,
     };
     match ctx.format {
-        Format::Json => println!("{}", plan.to_json()),
+        Format::Json => print_json(&serde_json::to_value(&plan).unwrap_or_default()),
         Format::Text => {
             if plan.steps.is_empty() {
                 println!("Nothing to do");
