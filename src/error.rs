@@ -37,6 +37,8 @@ pub enum ExitCode {
     /// The ledger could not be written during the run (disk full, file removed, I/O error): the run stopped
     /// starting tenants, and what the ledger shows may lag behind the databases.
     LedgerFailed = 6,
+    /// `fleet plan`: some selected tenant would change (a CI gate; 0 when nothing would run).
+    WouldChange = 10,
     /// Interrupted by SIGINT/SIGTERM: the database is at a recorded revision (the version table says what
     /// committed), and for a fleet the ledger records what is left to do.
     Interrupted = 130,
@@ -58,5 +60,6 @@ Exit codes:
   4    another run holds the migration lock (waited lock_wait), or fleet retry of a run still in progress
   5    a no-transaction revision failed part way earlier: inspect, then `flotilla resolve`
   6    the ledger could not be written during a fleet run: the run stopped (check `fleet current`)
+  10   fleet plan: some selected tenant would change (0: nothing would run)
   130  interrupted (SIGINT/SIGTERM): the database is at a recorded revision;
        `flotilla upgrade` or `flotilla fleet retry` resumes";

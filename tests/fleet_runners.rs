@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fleet_support::{finish, wait_for, Fleet, Revisions};
-use crate::harness::connect;
+use crate::harness::{cluster, connect};
 
 fn runner_fleet(hint: &str, n: usize, max_connections: usize) -> Fleet {
     let fleet = Fleet::new(hint, n, 0, Revisions::Fixture("fleet_runners"), max_connections);
@@ -184,6 +184,19 @@ async fn placement_by_tag_splits_a_run_between_runners() {
         assert_eq!(parity_of[runner], tags[&id], "{id} went to the runner of its parity");
     }
     assert_eq!(applications(&fleet).await.len(), 20);
+    let mut cmd = fleet.project.flotilla();
+    cmd.args(["fleet", "status", "--ledger"]).arg(&fleet.ledger);
+    let text = cmd.assert_success();
+    assert!(
+        text.stdout.contains("Shared run placed: 2 runners"),
+        "{}",
+        text.report()
+    );
+    assert!(
+        text.stdout.contains("parity=even") && text.stdout.contains("parity=odd"),
+        "{}",
+        text.report()
+    );
 }
 
 #[test]
@@ -193,4 +206,51 @@ fn server_placement_names_a_known_server() {
         .upgrade(&["--run-name", "x", "--server", "nowhere"])
         .assert_code(2);
     assert!(out.stderr.contains("--server nowhere"), "{}", out.report());
+}
+
+#[tokio::test]
+async fn runners_together_keep_the_server_connection_cap() {
+    const CAP: i64 = 3;
+    let fleet = runner_fleet("runners_cap", 60, CAP as usize);
+    let runners: Vec<_> = (0..2)
+        .map(|_| fleet.spawn_upgrade(&["--run-name", "capped", "--concurrency", "4"]))
+        .collect();
+    let admin = connect(cluster().url()).await.unwrap();
+    let db = fleet.db.name().to_string();
+    let mut samples = Vec::new();
+    let mut runners: Vec<_> = runners.into_iter().map(Some).collect();
+    while runners
+        .iter_mut()
+        .any(|r| r.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none()))
+    {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flotilla' AND datname = $1",
+                &[&db],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        samples.push(n);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for child in runners.iter_mut().filter_map(Option::take) {
+        let (code, stdout, stderr) = finish(child, Duration::from_secs(10));
+        assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    }
+    let max = samples.iter().copied().max().unwrap_or(0);
+    assert!(
+        max <= CAP,
+        "{max} connections at once from two runners (cap {CAP}): {samples:?}"
+    );
+    assert!(max > 1, "the cap was never exercised: {samples:?}");
+    let applied = applications(&fleet).await;
+    assert_eq!(applied.len(), 60);
+    // Both runners did work: the budget was shared, not held by one.
+    let status = fleet.status(None);
+    let runners: BTreeSet<String> = tenants_by_id(&status)
+        .values()
+        .filter_map(|t| t["runner"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(runners.len(), 2, "{runners:?}");
 }

@@ -16,6 +16,7 @@ mod fleet_isolation;
 mod fleet_ledger_faults;
 mod fleet_names;
 mod fleet_outages;
+mod fleet_plan;
 mod fleet_retry;
 mod fleet_run;
 mod fleet_runners;

@@ -165,6 +165,12 @@ pub enum FleetCommand {
     /// Set every selected tenant's version rows without running SQL.
     #[command(after_help = "Examples:\n  flotilla fleet stamp head --tenant acme")]
     Stamp(FleetStampArgs),
+    /// What `fleet upgrade TARGET` would run, changing nothing: one line per distinct plan with its tenant count
+    /// (exit 0 when nothing would run, 10 when something would, 1 when tenants are missing or unreachable).
+    #[command(
+        after_help = "Examples:\n  flotilla fleet plan head\n  flotilla fleet plan head -v --tag tier=gold\n  flotilla fleet plan head --format json"
+    )]
+    Plan(FleetPlanArgs),
     /// How many tenants sit at each revision, and which are behind, ahead, or unreachable.
     #[command(after_help = "Examples:\n  flotilla fleet current\n  flotilla fleet current --format json")]
     Current(FleetCurrentArgs),
@@ -334,6 +340,20 @@ pub struct FleetCurrentArgs {
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// List every tenant, not only the counts and the exceptions.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetPlanArgs {
+    /// The upgrade target: `head`, `heads`, a revision id or prefix, a label, `+N`.
+    pub target: String,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Database tenants read at once (schema tenants are read in bulk, per server database).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// List the tenants of each plan.
     #[arg(short, long)]
     pub verbose: bool,
 }

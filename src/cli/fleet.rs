@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::args::{
-    FleetCommand, FleetCurrentArgs, FleetDriftArgs, FleetStatusArgs, Format, GlobalArgs, RunArgs, SelectArgs,
+    FleetCommand, FleetCurrentArgs, FleetDriftArgs, FleetPlanArgs, FleetStatusArgs, Format, GlobalArgs, RunArgs,
+    SelectArgs,
 };
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
@@ -41,6 +42,7 @@ pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRout
         FleetCommand::Downgrade(a) => migrate(global, Action::Downgrade(a.target), a.select, a.run, route, None).await,
         FleetCommand::Stamp(a) => migrate(global, Action::Stamp(a.revisions), a.select, a.run, route, None).await,
         FleetCommand::Current(a) => current(global, a).await,
+        FleetCommand::Plan(a) => plan(global, a).await,
         FleetCommand::Status(a) => status(global, a),
         FleetCommand::Retry(a) => retry(global, a.run_id, a.select, a.run, route).await,
         FleetCommand::Drift(a) => drift(global, a).await,
@@ -366,6 +368,7 @@ async fn migrate(
         .collect();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let mut queue = None;
+    let mut rate_share = None;
     let lease = run
         .lease
         .unwrap_or(ledger::DEFAULT_LEASE)
@@ -416,7 +419,19 @@ async fn migrate(
         if !joined.is_new {
             eprintln!("Joined run {name} ({}) as runner {}", joined.run, open.runner.id);
         }
-        let sink = LedgerSink::new(Box::new(ledger), joined.run.clone(), Some(lease / 3));
+        // Runners of a named run share each server's max_connections, and the start rate, between them.
+        let is_shared = run.run_name.is_some();
+        let rate_part = (is_shared && rate > 0.0).then(|| {
+            let (tx, rx) = tokio::sync::watch::channel(rate);
+            rate_share = Some(rx);
+            (rate, tx)
+        });
+        let duties = fleet::WriterDuties {
+            heartbeat: Some(lease / 3),
+            share: if is_shared { setup.servers.clone() } else { Vec::new() },
+            rate: rate_part,
+        };
+        let sink = LedgerSink::new(Box::new(ledger), joined.run.clone(), duties);
         queue = sink.queue();
         sinks.push(Box::new(sink));
         joined.run.to_string()
@@ -447,6 +462,7 @@ async fn migrate(
             }
         },
         queue,
+        rate_share,
     };
     // Only a dry run prints per-tenant plans after the run, so only it keeps a copy of the tenant list.
     let tenants = if run.dry_run {
@@ -804,6 +820,192 @@ fn hidden_failures(
     Ok(notes)
 }
 
+/// `fleet plan TARGET`: every selected tenant's version rows (schema tenants in bulk), grouped by what an upgrade
+/// to TARGET would run from there.
+async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliError> {
+    let ctx = Ctx::load(global)?;
+    let loaded = ctx.load_scripts()?;
+    let action = Action::Upgrade(args.target.clone());
+    check_target(&loaded, &action)?;
+    let selection = selection(&ctx, &args.select)?;
+    let mut setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
+    let chosen = select_tenants(&mut setup.tenants, &selection)?;
+    let concurrency = args.concurrency.unwrap_or(setup.file.defaults.concurrency);
+    let versions = fleet::read_versions(&chosen, &setup.servers, ctx.store.as_ref(), concurrency).await;
+    // One group per distinct (current rows, steps), in order of first appearance, then largest first.
+    struct Group {
+        from: Vec<RevisionId>,
+        steps: Vec<crate::graph::Step>,
+        members: Vec<usize>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    let mut group_of: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut missing, mut unreachable, mut unplannable) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (tenant, result)) in chosen.iter().zip(&versions).enumerate() {
+        let rows = match result {
+            fleet::Versions::At(rows) => rows,
+            fleet::Versions::Missing(e) => {
+                missing.push(json!({"id": tenant.id, "error": e}));
+                continue;
+            }
+            fleet::Versions::Unreachable(e) => {
+                unreachable.push(json!({"id": tenant.id, "error": e}));
+                continue;
+            }
+        };
+        let steps = match loaded.graph.plan_upgrade(rows, &args.target) {
+            Ok(plan) => plan.steps,
+            Err(e) => {
+                unplannable.push(json!({"id": tenant.id, "from": rows, "error": e.to_string()}));
+                continue;
+            }
+        };
+        let mut key = ledger::rows_text(rows);
+        for step in &steps {
+            key.push(' ');
+            key.push_str(step.revision.as_str());
+        }
+        let g = *group_of.entry(key).or_insert_with(|| {
+            groups.push(Group {
+                from: rows.clone(),
+                steps,
+                members: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[g].members.push(i);
+    }
+    groups.sort_by_key(|g| (g.steps.is_empty(), std::cmp::Reverse(g.members.len())));
+    let n_would_change: usize = groups
+        .iter()
+        .filter(|g| !g.steps.is_empty())
+        .map(|g| g.members.len())
+        .sum();
+    let n_at_target: usize = groups
+        .iter()
+        .filter(|g| g.steps.is_empty())
+        .map(|g| g.members.len())
+        .sum();
+    let step_json = |step: &crate::graph::Step| {
+        let script = loaded.scripts.get(&step.revision);
+        json!({
+            "revision": step.revision,
+            "message": script.map(|s| s.meta.message.as_str()),
+            "transactional": script.is_none_or(|s| s.is_transactional),
+            "backfill": script.is_some_and(|s| s.upgrade.has_backfill()),
+        })
+    };
+    match ctx.format {
+        Format::Json => print_json(&json!({
+            "v": 1,
+            "target": args.target,
+            "n_tenants": chosen.len(),
+            "n_would_change": n_would_change,
+            "n_at_target": n_at_target,
+            "plans": groups.iter().map(|g| {
+                let mut to = crate::graph::Plan { direction: crate::graph::Direction::Up, steps: g.steps.clone() }
+                    .apply_rows(&g.from);
+                to.sort();
+                json!({
+                    "from": g.from,
+                    "to": to,
+                    "n_tenants": g.members.len(),
+                    "steps": g.steps.iter().map(step_json).collect::<Vec<_>>(),
+                    "tenants": if args.verbose {
+                        json!(g.members.iter().map(|i| &chosen[*i].id).collect::<Vec<_>>())
+                    } else {
+                        json!(null)
+                    },
+                })
+            }).collect::<Vec<_>>(),
+            "missing": missing,
+            "unreachable": unreachable,
+            "unplannable": unplannable,
+        })),
+        Format::Text => {
+            println!(
+                "Plan to {}: would change {} / at target {n_at_target}; nothing was changed",
+                args.target,
+                crate::observe::count(n_would_change, "tenant")
+            );
+            for g in &groups {
+                let mut to = crate::graph::Plan {
+                    direction: crate::graph::Direction::Up,
+                    steps: g.steps.clone(),
+                }
+                .apply_rows(&g.from);
+                to.sort();
+                if g.steps.is_empty() {
+                    println!(
+                        "{:>7} at {} already",
+                        crate::observe::count(g.members.len(), "tenant"),
+                        ledger::rows_text(&g.from)
+                    );
+                } else {
+                    println!(
+                        "{:>7} from {} to {}: {}",
+                        crate::observe::count(g.members.len(), "tenant"),
+                        ledger::rows_text(&g.from),
+                        ledger::rows_text(&to),
+                        crate::observe::count(g.steps.len(), "step")
+                    );
+                }
+                for step in &g.steps {
+                    let v = step_json(step);
+                    let mut flags = Vec::new();
+                    if v["transactional"] == false {
+                        flags.push("no transaction");
+                    }
+                    if v["backfill"] == true {
+                        flags.push("backfill");
+                    }
+                    let flags = if flags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", flags.join(", "))
+                    };
+                    println!(
+                        "          upgrade {} {}{flags}",
+                        step.revision,
+                        v["message"].as_str().unwrap_or_default()
+                    );
+                }
+                if args.verbose {
+                    for i in &g.members {
+                        println!("          tenant {}", chosen[*i].id);
+                    }
+                }
+            }
+            for (title, list) in [
+                ("missing", &missing),
+                ("unreachable", &unreachable),
+                ("no plan", &unplannable),
+            ] {
+                if list.is_empty() {
+                    continue;
+                }
+                println!("{title}: {}", list.len());
+                for item in list {
+                    println!(
+                        "    {}: {}",
+                        item["id"].as_str().unwrap_or_default(),
+                        item["error"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(
+        if !missing.is_empty() || !unreachable.is_empty() || !unplannable.is_empty() {
+            ExitCode::Failed
+        } else if n_would_change > 0 {
+            ExitCode::WouldChange
+        } else {
+            ExitCode::Ok
+        },
+    )
+}
+
 async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
@@ -995,19 +1197,65 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                     (None, _) => format!("(in progress: process {} on {})", run.pid, run.host),
                 }
             );
+            // A shared run lists its runners, and which runner holds or last held each tenant.
+            let is_shared = run.name.is_some() || run.runners.len() > 1;
+            if is_shared {
+                println!(
+                    "Shared run {}: {}",
+                    run.name.as_deref().unwrap_or("-"),
+                    crate::observe::count(run.runners.len(), "runner")
+                );
+                for r in &run.runners {
+                    let placement = if r.placement.is_everything() {
+                        "all tenants".to_string()
+                    } else {
+                        let mut parts: Vec<String> =
+                            r.placement.servers.iter().map(|s| format!("server={s}")).collect();
+                        parts.extend(r.placement.tags.iter().map(|(k, v)| format!("{k}={v}")));
+                        parts.join(" ")
+                    };
+                    let standing = match (&r.finished_at, r.is_live) {
+                        (Some(at), _) => format!("finished {at} (exit {})", r.exit_code.unwrap_or_default()),
+                        (None, true) => "live".to_string(),
+                        (None, false) => "lease lapsed (its tenants go to other runners)".to_string(),
+                    };
+                    println!(
+                        "  runner {} (pid {} on {}): {placement}; last heartbeat {}; {standing}",
+                        r.id, r.pid, r.host, r.heartbeat_at
+                    );
+                }
+            }
+            let runner_of = |t: &ledger::TenantRecord| {
+                if is_shared {
+                    format!(" {:<28}", t.runner.as_deref().unwrap_or("-"))
+                } else {
+                    String::new()
+                }
+            };
             println!(
-                "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}  error",
-                "tenant", "status", "from", "to", "attempts", "ms"
+                "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}{}  error",
+                "tenant",
+                "status",
+                "from",
+                "to",
+                "attempts",
+                "ms",
+                if is_shared {
+                    format!(" {:<28}", "runner")
+                } else {
+                    String::new()
+                }
             );
             for t in &tenants {
                 println!(
-                    "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}  {}",
+                    "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}{}  {}",
                     t.tenant_id,
                     t.status_label(state),
                     t.from_revision.as_deref().unwrap_or("-"),
                     t.to_revision.as_deref().unwrap_or("-"),
                     t.attempts,
                     t.duration_ms.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                    runner_of(t),
                     match (&t.sqlstate, &t.error) {
                         (Some(code), Some(e)) => format!("[{code}] {e}"),
                         (None, Some(e)) => e.clone(),

@@ -14,8 +14,8 @@ mod store;
 pub use error::{classify_pg, db_message, is_transient_pg, ErrorClass, ExecError, ExecFailure};
 pub use offline::{OfflineInput, OfflineRenderer, PsqlRenderer};
 pub use session::{
-    direction_word, search_path, session_reset_sql, stamp_sql, ExecEvent, ExecOptions, ReadSession, Report,
-    ResetSession, Session, StepRecord, TransactionPer,
+    direction_word, schema_exists_sql, search_path, session_reset_sql, stamp_sql, ExecEvent, ExecOptions, ReadSession,
+    Report, ResetSession, Session, StepRecord, TransactionPer,
 };
 pub use sql::{quote_ident, quote_literal};
 pub use store::{Blocked, HistoryEntry, HistoryRow, StoreSettings, TableStore, VersionStore};

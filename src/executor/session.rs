@@ -216,7 +216,8 @@ fn settings_sql(opts: &ExecOptions) -> Vec<String> {
 
 /// An SQL boolean: whether `schema` exists. `to_regclass` answers NULL for a table in a missing schema, which
 /// must not read as "no version table yet".
-fn schema_exists_sql(schema: &str) -> String {
+/// A boolean SQL expression: whether `schema` exists.
+pub fn schema_exists_sql(schema: &str) -> String {
     format!(
         "EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {})",
         quote_literal(schema)

@@ -6,7 +6,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::ledger::{Claim, Ledger, RunId, TenantStatus, TenantUpdate};
+use crate::fleet::server::Server;
+use crate::ledger::{Claim, Ledger, LedgerError, RunId, ServerDemand, TenantStatus, TenantUpdate};
 use crate::observe::{FleetEvent, Sink};
 
 /// Flush when this many tenants changed, or when this much time passed since the last flush.
@@ -59,64 +60,164 @@ fn joined(rows: &[String]) -> Option<String> {
     (!rows.is_empty()).then(|| rows.join(","))
 }
 
-impl LedgerSink {
-    /// Take over `ledger` for the run `run` (already begun or joined), renewing the runner's lease every
-    /// `heartbeat` when given.
-    pub fn new(mut ledger: Box<dyn Ledger>, run: RunId, heartbeat: Option<Duration>) -> LedgerSink {
-        let (tx, rx) = mpsc::channel::<Cmd>();
-        let thread_run = run.clone();
-        let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-        let thread_failure = failure.clone();
-        let thread = std::thread::Builder::new()
-            .name("flotilla-ledger".into())
-            .spawn(move || {
-                let mut next_beat = heartbeat.map(|every| Instant::now() + every);
-                loop {
-                    let cmd = match next_beat {
-                        Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                            Ok(cmd) => Some(cmd),
-                            Err(mpsc::RecvTimeoutError::Timeout) => None,
-                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                        },
-                        None => match rx.recv() {
-                            Ok(cmd) => Some(cmd),
-                            Err(_) => break,
-                        },
-                    };
-                    let outcome = match cmd {
-                        None => {
-                            next_beat = heartbeat.map(|every| Instant::now() + every);
-                            ledger.heartbeat(&thread_run)
-                        }
-                        Some(Cmd::Record(updates)) => ledger.record(&thread_run, &updates),
-                        Some(Cmd::Finish(code)) => {
-                            next_beat = None;
-                            ledger.finish_run(&thread_run, code)
-                        }
-                        Some(Cmd::Sync(reply)) => {
-                            let _ = reply.send(());
-                            Ok(())
-                        }
-                        Some(Cmd::Halt) => ledger.halt(&thread_run),
-                        Some(Cmd::Claim { max, reply }) => {
-                            // A claim renews the lease too.
-                            next_beat = heartbeat.map(|every| Instant::now() + every);
-                            let claim = ledger.claim(&thread_run, max);
-                            let answer = match &claim {
-                                Ok(claim) => Ok(claim.clone()),
-                                Err(e) => Err(crate::error::error_chain(e)),
-                            };
-                            let _ = reply.send(answer);
-                            claim.map(|_| ())
-                        }
-                    };
-                    if let Err(e) = outcome {
-                        tracing::error!(error = %e, "could not write the ledger");
-                        let mut slot = thread_failure.lock().unwrap_or_else(|p| p.into_inner());
-                        slot.get_or_insert_with(|| crate::error::error_chain(&e));
-                    }
+/// How often a runner of a shared run renews its share of each server's connection budget.
+const SHARE_EVERY: Duration = Duration::from_millis(250);
+
+/// What the writer thread does besides writing: renew the runner's lease, and share connection budgets.
+#[derive(Default)]
+pub struct WriterDuties {
+    /// Renew the lease this often.
+    pub heartbeat: Option<Duration>,
+    /// Share these servers' connection budgets with the other runners of the run (see
+    /// [`crate::ledger::Ledger::share_connections`]): each server's cap becomes this runner's share.
+    pub share: Vec<Arc<Server>>,
+    /// The run's start rate (tenants per second) and where to send this runner's part of it: the rate split
+    /// between the runners that have work.
+    pub rate: Option<(f64, tokio::sync::watch::Sender<f64>)>,
+}
+
+/// The writer thread: the one user of the ledger value.
+struct Writer {
+    ledger: Box<dyn Ledger>,
+    run: RunId,
+    duties: WriterDuties,
+    next_beat: Option<Instant>,
+    next_share: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Cmd>, failure: Arc<Mutex<Option<String>>>) {
+        // Before any worker starts, so a shared run's runner never opens more than its share.
+        let first = self.share();
+        self.note(first, &failure);
+        loop {
+            let next = match (self.next_beat, self.next_share) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let cmd = match next {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(cmd) => Some(cmd),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(cmd) => Some(cmd),
+                    Err(_) => break,
+                },
+            };
+            let outcome = match cmd {
+                None => self.timers(),
+                Some(cmd) => self.command(cmd),
+            };
+            self.note(outcome, &failure);
+        }
+    }
+
+    fn note(&self, outcome: Result<(), LedgerError>, failure: &Mutex<Option<String>>) {
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "could not write the ledger");
+            let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| crate::error::error_chain(&e));
+        }
+    }
+
+    /// A due heartbeat or share.
+    fn timers(&mut self) -> Result<(), LedgerError> {
+        let now = Instant::now();
+        if self.next_share.is_some_and(|at| at <= now) {
+            self.share()?;
+        }
+        if self.next_beat.is_some_and(|at| at <= now) {
+            self.next_beat = self.duties.heartbeat.map(|every| now + every);
+            self.ledger.heartbeat(&self.run)?;
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, cmd: Cmd) -> Result<(), LedgerError> {
+        match cmd {
+            Cmd::Record(updates) => self.ledger.record(&self.run, &updates),
+            Cmd::Finish(code) => {
+                self.next_beat = None;
+                self.next_share = None;
+                self.ledger.finish_run(&self.run, code)
+            }
+            Cmd::Sync(reply) => {
+                let _ = reply.send(());
+                Ok(())
+            }
+            Cmd::Halt => self.ledger.halt(&self.run),
+            Cmd::Claim { max, reply } => {
+                // A claim renews the lease too.
+                self.next_beat = self.duties.heartbeat.map(|every| Instant::now() + every);
+                let claim = self.ledger.claim(&self.run, max);
+                let answer = match &claim {
+                    Ok(claim) => Ok(claim.clone()),
+                    Err(e) => Err(crate::error::error_chain(e)),
+                };
+                let _ = reply.send(answer);
+                claim.map(|_| ())
+            }
+        }
+    }
+
+    /// Renew this runner's share of each server's connections and apply it to the server's cap.
+    fn share(&mut self) -> Result<(), LedgerError> {
+        if self.duties.share.is_empty() {
+            return Ok(());
+        }
+        self.next_share = Some(Instant::now() + SHARE_EVERY);
+        let demands: Vec<ServerDemand> = self
+            .duties
+            .share
+            .iter()
+            .map(|server| {
+                let n_workers = server.n_workers();
+                if n_workers == 0 && server.open_connections() > 0 {
+                    // Idle pooled connections would hold a share this runner does not use.
+                    server.close_idle();
+                }
+                ServerDemand {
+                    server: server.name.clone(),
+                    cap: server.configured_connections(),
+                    want: n_workers.min(server.configured_connections()),
+                    in_use: server.open_connections(),
                 }
             })
+            .collect();
+        let shares = self.ledger.share_connections(&self.run, &demands)?;
+        for (server, share) in self.duties.share.iter().zip(shares.connections) {
+            server.set_share(share);
+        }
+        if let Some((rate, tx)) = &self.duties.rate {
+            let part = rate / shares.n_busy_runners.max(1) as f64;
+            tx.send_if_modified(|now| {
+                let is_new = (*now - part).abs() > f64::EPSILON;
+                *now = part;
+                is_new
+            });
+        }
+        Ok(())
+    }
+}
+
+impl LedgerSink {
+    /// Take over `ledger` for the run `run` (already begun or joined), with the writer thread's other `duties`.
+    pub fn new(ledger: Box<dyn Ledger>, run: RunId, duties: WriterDuties) -> LedgerSink {
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let thread_failure = failure.clone();
+        let writer = Writer {
+            ledger,
+            run: run.clone(),
+            next_beat: duties.heartbeat.map(|every| Instant::now() + every),
+            next_share: None,
+            duties,
+        };
+        let thread = std::thread::Builder::new()
+            .name("flotilla-ledger".into())
+            .spawn(move || writer.run(rx, thread_failure))
             .ok();
         if thread.is_none() {
             *failure.lock().unwrap_or_else(|p| p.into_inner()) =

@@ -6,8 +6,10 @@
 //! connections count too, and a database tenant that finds every permit held by idle pooled connections
 //! closes them to make room.
 //!
-//! The cap can only go down during a run: a server that answers 53300 (too many connections) keeps the cap at
-//! what was open then. The server also holds its circuit breaker (`fleet::breaker`), which its workers share.
+//! The cap is the lowest of three limits: `max_connections` from the tenants file; what was open when the server
+//! answered 53300 (too many connections), for the rest of the run; and, in a shared run, this runner's share of
+//! the server's connection budget, which the ledger hands out among the run's runners (`set_share`). The server
+//! also holds its circuit breaker (`fleet::breaker`), which its workers share.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -36,11 +38,54 @@ pub struct Server {
     pg_config: tokio_postgres::Config,
     tls: TlsMode,
     permits: Arc<Semaphore>,
-    /// The connection cap now: `max_connections` until a 53300 lowers it.
+    /// The limits the cap is the lowest of, and the cap the permits stand for now.
+    limits: Mutex<Limits>,
+    /// The cap now (a copy of `limits.cap`, read without the lock).
     cap: AtomicUsize,
     open: Arc<AtomicUsize>,
+    /// Workers of this run on this server right now (waiting for a connection or using one).
+    n_workers: AtomicUsize,
+    /// The runtime the server was made in: a cap lowered from the ledger's thread waits for permits there.
+    runtime: Option<tokio::runtime::Handle>,
+    /// Permits a lowered cap still has to take as connections close.
+    owed: Arc<AtomicUsize>,
     pool: Pool,
     breaker: Mutex<Breaker>,
+}
+
+/// The limits on a server's open connections; the cap is the lowest.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// `max_connections` from the tenants file.
+    configured: usize,
+    /// What was open when the server answered 53300.
+    refused_at: Option<usize>,
+    /// This runner's share of the run's budget for the server (shared runs).
+    share: Option<usize>,
+    /// The lowest of the above: what the semaphore's permits stand for.
+    cap: usize,
+}
+
+impl Limits {
+    fn lowest(&self) -> usize {
+        let mut cap = self.configured;
+        if let Some(n) = self.refused_at {
+            cap = cap.min(n);
+        }
+        if let Some(n) = self.share {
+            cap = cap.min(n);
+        }
+        cap
+    }
+}
+
+/// A worker counted in [`Server::n_workers`] while it lives.
+pub(crate) struct WorkerGuard(Arc<Server>);
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.0.n_workers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a connection could not be had.
@@ -228,8 +273,17 @@ impl Server {
             pg_config,
             tls,
             permits,
+            limits: Mutex::new(Limits {
+                configured: max_connections,
+                refused_at: None,
+                share: None,
+                cap: max_connections,
+            }),
             cap: AtomicUsize::new(max_connections),
             open,
+            n_workers: AtomicUsize::new(0),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            owed: Arc::new(AtomicUsize::new(0)),
             pool,
             breaker: Mutex::new(Breaker::default()),
         })
@@ -256,27 +310,90 @@ impl Server {
     /// that low (a concurrent refusal lowered it, or it is 1).
     pub fn lower_cap(&self) -> Option<(usize, usize)> {
         let open = self.open_connections();
-        let mut cap = self.cap.load(Ordering::Relaxed);
-        let new = loop {
-            let new = lowered_cap(cap, open)?;
-            match self
-                .cap
-                .compare_exchange(cap, new, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => break new,
-                Err(now) => cap = now,
+        let mut limits = self.limits();
+        let new = lowered_cap(limits.cap, open)?;
+        limits.refused_at = Some(limits.refused_at.map_or(new, |n| n.min(new)));
+        let old = limits.cap;
+        self.apply(&mut limits);
+        Some((old, limits.cap))
+    }
+
+    /// `max_connections` from the tenants file: the most this runner ever opens to the server.
+    pub fn configured_connections(&self) -> usize {
+        self.limits().configured
+    }
+
+    /// Set this runner's share of the server's connection budget (a shared run's ledger decides it). A lower
+    /// cap takes effect as connections close; nothing in use is closed.
+    pub fn set_share(&self, share: usize) {
+        let mut limits = self.limits();
+        limits.share = Some(share);
+        self.apply(&mut limits);
+    }
+
+    /// Workers of this run on this server right now (waiting for a connection or using one).
+    pub fn n_workers(&self) -> usize {
+        self.n_workers.load(Ordering::Relaxed)
+    }
+
+    /// Count a worker on this server until the guard drops.
+    pub(crate) fn worker(self: &Arc<Server>) -> WorkerGuard {
+        self.n_workers.fetch_add(1, Ordering::Relaxed);
+        WorkerGuard(self.clone())
+    }
+
+    fn limits(&self) -> MutexGuard<'_, Limits> {
+        self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make the permits stand for the lowest limit. Raising adds permits (first cancelling permits still owed
+    /// from an earlier lowering); lowering forgets the free permits at once and owes the rest, which a task takes
+    /// as connections close, so nothing in use is closed. The pool keeps its size: the permits cap it.
+    fn apply(&self, limits: &mut Limits) {
+        let new = limits.lowest();
+        let old = limits.cap;
+        limits.cap = new;
+        self.cap.store(new, Ordering::Relaxed);
+        if new > old {
+            let raise = new - old;
+            let owed = self
+                .owed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |owed| {
+                    Some(owed.saturating_sub(raise))
+                })
+                .unwrap_or(0);
+            self.permits.add_permits(raise - owed.min(raise));
+        } else if new < old {
+            let mut lower = old - new;
+            while lower > 0 {
+                match self.permits.try_acquire() {
+                    Ok(permit) => {
+                        permit.forget();
+                        lower -= 1;
+                    }
+                    Err(_) => break,
+                }
             }
-        };
-        // Permits held by open connections come back when those close; taking them then and forgetting them
-        // lowers the cap without closing anything in use. The pool keeps its size: the permits cap it.
-        let permits = self.permits.clone();
-        let n = u32::try_from(cap - new).unwrap_or(u32::MAX);
-        tokio::spawn(async move {
-            if let Ok(taken) = permits.acquire_many_owned(n).await {
-                taken.forget();
+            if lower > 0 {
+                self.owed.fetch_add(lower, Ordering::AcqRel);
+                let (permits, owed) = (self.permits.clone(), self.owed.clone());
+                let collect = async move {
+                    while owed.load(Ordering::Acquire) > 0 {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            break;
+                        };
+                        // A raise may have cancelled the debt while this waited: then the permit goes back.
+                        let paid = owed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| o.checked_sub(1));
+                        if paid.is_ok() {
+                            permit.forget();
+                        }
+                    }
+                };
+                if let Some(runtime) = &self.runtime {
+                    drop(runtime.spawn(collect));
+                }
             }
-        });
-        Some((cap, new))
+        }
     }
 
     /// Whether the server answers: one connection to the server URL's database under the cap, closed at once.

@@ -304,6 +304,8 @@ pub(crate) async fn run_tenant(
     first_attempt: u32,
     cancel: CancellationToken,
 ) {
+    // Counted as demand on the server while it lives (a shared run's ledger shares connections by it).
+    let _counted = server.worker();
     let started = Instant::now();
     let mut attempt = first_attempt;
     // Retries spent on transient errors; waiting out an outage or a lowered cap spends none.

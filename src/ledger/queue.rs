@@ -135,3 +135,73 @@ pub struct RunnerRecord {
     pub finished_at: Option<String>,
     pub exit_code: Option<i32>,
 }
+
+/// One server's connection budget as a runner of a shared run sees it, for [`super::Ledger::share_connections`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerDemand {
+    pub server: String,
+    /// The server's `max_connections`: the budget of the whole run on that server.
+    pub cap: usize,
+    /// The connections this runner could use there now (0: no work there).
+    pub want: usize,
+    /// The connections this runner has open there now (its share never drops below them, since nothing in use
+    /// is closed).
+    pub in_use: usize,
+}
+
+/// A runner's part of a shared run's budgets, from [`super::Ledger::share_connections`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shares {
+    /// Connections this runner may open, per server, in the order of the demands.
+    pub connections: Vec<usize>,
+    /// Live runners of the run with work on some server (this one included when it has work; at least 1): the
+    /// run's start rate is split between them.
+    pub n_busy_runners: usize,
+}
+
+/// The share rule, one server at a time: a fair part of the cap for every live runner that wants some, never
+/// more than the runner wants, never more than the others leave free, and never below what the runner has open.
+/// `others` holds (granted, wants any) of every other live runner.
+pub fn fair_share(demand: &ServerDemand, others: &[(usize, bool)]) -> usize {
+    let n_wanting = others.iter().filter(|(_, wants)| *wants).count() + usize::from(demand.want > 0);
+    let fair = demand.cap.div_ceil(n_wanting.max(1));
+    let held: usize = others.iter().map(|(granted, _)| granted).sum();
+    let free = demand.cap.saturating_sub(held);
+    demand.want.min(fair).min(free).max(demand.in_use)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demand(cap: usize, want: usize, in_use: usize) -> ServerDemand {
+        ServerDemand {
+            server: "s".into(),
+            cap,
+            want,
+            in_use,
+        }
+    }
+
+    #[test]
+    fn shares_split_the_cap_and_never_exceed_what_others_leave() {
+        // Alone: what it wants, up to the cap.
+        assert_eq!(fair_share(&demand(10, 4, 0), &[]), 4);
+        assert_eq!(fair_share(&demand(10, 16, 0), &[]), 10);
+        // Two wanting runners: half each; a newcomer gets only what the first leaves free until it shrinks.
+        assert_eq!(fair_share(&demand(10, 10, 0), &[(10, true)]), 0);
+        assert_eq!(
+            fair_share(&demand(10, 10, 10), &[(0, true)]),
+            10,
+            "never below what is open"
+        );
+        assert_eq!(fair_share(&demand(10, 10, 3), &[(0, true)]), 5);
+        assert_eq!(fair_share(&demand(10, 10, 0), &[(5, true)]), 5);
+        // A runner without work there takes nothing, and does not count against the others' fair part.
+        assert_eq!(fair_share(&demand(10, 0, 0), &[(10, true)]), 0);
+        assert_eq!(fair_share(&demand(10, 10, 0), &[(0, false)]), 10);
+        // Three runners over a cap of 4: at most 2 each, and never past the cap together.
+        assert_eq!(fair_share(&demand(4, 4, 0), &[(2, true), (2, true)]), 0);
+        assert_eq!(fair_share(&demand(4, 4, 0), &[(2, true), (1, true)]), 1);
+    }
+}

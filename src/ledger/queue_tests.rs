@@ -277,6 +277,52 @@ pub(crate) fn check_last_runner_finishes(store: &impl Store) {
     assert!(late.is_finished);
 }
 
+/// Runners of one run share each server's connection budget: together never more than the cap, a fair part
+/// each once the first lets go of what it does not use, and everything for the last one standing.
+pub(crate) fn check_connection_shares(store: &impl Store) {
+    let (ids, tags) = tenant_rows(2);
+    let mut a = store.connect();
+    let mut b = store.connect();
+    let ja = a
+        .open_run(
+            &open(Some("shares"), Placement::default(), LONG),
+            &new_tenants(&ids, &tags, 0),
+        )
+        .unwrap();
+    b.open_run(&open(Some("shares"), Placement::default(), LONG), &[])
+        .unwrap();
+    let demand = |want, in_use| ServerDemand {
+        server: "a".into(),
+        cap: 4,
+        want,
+        in_use,
+    };
+    assert_eq!(a.share_connections(&ja.run, &[demand(4, 0)]).unwrap().connections, [4]);
+    assert_eq!(
+        b.share_connections(&ja.run, &[demand(4, 0)]).unwrap().connections,
+        [0],
+        "a holds the whole cap"
+    );
+    // a uses one connection now: it keeps its fair half, and b gets the rest.
+    assert_eq!(a.share_connections(&ja.run, &[demand(4, 1)]).unwrap().connections, [2]);
+    let b_shares = b.share_connections(&ja.run, &[demand(4, 0)]).unwrap();
+    assert_eq!(b_shares.connections, [2]);
+    assert_eq!(
+        b_shares.n_busy_runners, 2,
+        "both want connections: the rate is split in two"
+    );
+    // A runner with no work there gives its part back.
+    assert_eq!(a.share_connections(&ja.run, &[demand(0, 0)]).unwrap().connections, [0]);
+    assert_eq!(b.share_connections(&ja.run, &[demand(4, 2)]).unwrap().connections, [4]);
+    a.share_connections(&ja.run, &[demand(4, 0)]).unwrap();
+    b.finish_run(&ja.run, 0).unwrap();
+    assert_eq!(
+        a.share_connections(&ja.run, &[demand(4, 0)]).unwrap().connections,
+        [4],
+        "a finished runner holds nothing"
+    );
+}
+
 struct SqliteStore(tempfile::TempDir);
 
 impl SqliteStore {
@@ -320,4 +366,9 @@ fn sqlite_canaries_and_halt() {
 #[test]
 fn sqlite_last_runner_finishes() {
     check_last_runner_finishes(&SqliteStore::new());
+}
+
+#[test]
+fn sqlite_connection_shares() {
+    check_connection_shares(&SqliteStore::new());
 }

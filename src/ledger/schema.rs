@@ -1,7 +1,7 @@
 //! The ledger's own schema, versioned with `PRAGMA user_version` and migrated forward on open.
 
 /// The schema version this code writes. Opening a ledger with a higher version is an error.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `MIGRATIONS[i]` takes a ledger from version `i` to `i + 1`. Append only; never edit a shipped entry.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -67,6 +67,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         finished_at TEXT,
         exit_code INTEGER,
         PRIMARY KEY (run_seq, id)
+     ) WITHOUT ROWID;",
+    // 3 -> 4: each runner's share of each server's connection budget in a shared run.
+    "CREATE TABLE flotilla_connection_shares (
+        run_seq INTEGER NOT NULL REFERENCES flotilla_runs (seq) ON DELETE CASCADE,
+        server TEXT NOT NULL,
+        runner TEXT NOT NULL,
+        granted INTEGER NOT NULL,
+        wants INTEGER NOT NULL,
+        PRIMARY KEY (run_seq, server, runner)
      ) WITHOUT ROWID;",
 ];
 

@@ -9,7 +9,10 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 
 use super::error::LedgerError;
 use super::id::RunId;
-use super::queue::{Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord};
+use super::queue::{
+    fair_share, Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord, ServerDemand,
+    Shares,
+};
 use super::record::{NewTenant, RunRecord, RunSelector, TenantRecord, TenantUpdate};
 use super::schema::{MIGRATIONS, SCHEMA_VERSION};
 use super::status::{StatusCounts, TenantStatus};
@@ -548,6 +551,63 @@ impl Ledger for SqliteLedger {
         Ok(())
     }
 
+    fn share_connections(&mut self, run: &RunId, demands: &[ServerDemand]) -> Result<Shares, LedgerError> {
+        let active = self.active(run)?;
+        let (seq, me) = (active.seq, active.runner.id.clone());
+        let path = self.path.clone();
+        let err = |action| sqlite_err(&path, action);
+        let now = now_ms();
+        // The write lock serializes every runner's shares, so each sees the others' latest.
+        let tx = self.write_tx()?;
+        let mut granted = Vec::with_capacity(demands.len());
+        {
+            let mut others = tx
+                .prepare_cached(
+                    "SELECT s.granted, s.wants FROM flotilla_connection_shares s
+                     JOIN flotilla_runners r ON r.run_seq = s.run_seq AND r.id = s.runner
+                     WHERE s.run_seq = ?1 AND s.server = ?2 AND s.runner <> ?3
+                       AND r.finished_at IS NULL AND r.lease_until_ms >= ?4",
+                )
+                .map_err(err("read connection shares"))?;
+            let mut record = tx
+                .prepare_cached(
+                    "INSERT INTO flotilla_connection_shares (run_seq, server, runner, granted, wants)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (run_seq, server, runner) DO UPDATE SET granted = ?4, wants = ?5",
+                )
+                .map_err(err("record a connection share"))?;
+            for demand in demands {
+                let held: Vec<(usize, bool)> = others
+                    .query_map(params![seq, demand.server, me, now], |row| {
+                        Ok((row.get::<_, i64>(0)?.max(0) as usize, row.get::<_, bool>(1)?))
+                    })
+                    .and_then(|rows| rows.collect())
+                    .map_err(err("read connection shares"))?;
+                let share = fair_share(demand, &held);
+                record
+                    .execute(params![seq, demand.server, me, share as i64, demand.want > 0])
+                    .map_err(err("record a connection share"))?;
+                granted.push(share);
+            }
+        }
+        let n_busy_others: i64 = tx
+            .query_row(
+                "SELECT COUNT(DISTINCT s.runner) FROM flotilla_connection_shares s
+                 JOIN flotilla_runners r ON r.run_seq = s.run_seq AND r.id = s.runner
+                 WHERE s.run_seq = ?1 AND s.runner <> ?2 AND s.wants
+                   AND r.finished_at IS NULL AND r.lease_until_ms >= ?3",
+                params![seq, me, now],
+                |row| row.get(0),
+            )
+            .map_err(err("count busy runners"))?;
+        tx.commit().map_err(err("commit connection shares"))?;
+        let is_busy = demands.iter().any(|d| d.want > 0);
+        Ok(Shares {
+            connections: granted,
+            n_busy_runners: (n_busy_others as usize + usize::from(is_busy)).max(1),
+        })
+    }
+
     fn halt(&mut self, run: &RunId) -> Result<(), LedgerError> {
         let (seq, _) = locate(&self.conn, &self.path, run.as_str())?;
         self.conn
@@ -651,6 +711,11 @@ impl Ledger for SqliteLedger {
             params![seq, me],
         )
         .map_err(err("give back unstarted tenants"))?;
+        tx.execute(
+            "DELETE FROM flotilla_connection_shares WHERE run_seq = ?1 AND runner IS ?2",
+            params![seq, me],
+        )
+        .map_err(err("release connection shares"))?;
         tx.execute(
             "UPDATE flotilla_runners SET finished_at = ?3, exit_code = ?4 WHERE run_seq = ?1 AND id IS ?2",
             params![seq, me, finished_at, exit_code],

@@ -2,7 +2,7 @@
 
 use super::error::LedgerError;
 use super::id::RunId;
-use super::queue::{Claim, Joined, OpenRun, Placement, RunnerInfo};
+use super::queue::{Claim, Joined, OpenRun, Placement, RunnerInfo, ServerDemand, Shares};
 use super::record::{NewRun, NewTenant, RunRecord, RunSelector, TenantRecord, TenantUpdate};
 use super::status::TenantStatus;
 
@@ -43,6 +43,21 @@ pub trait Ledger: Send {
     /// Errors: [`LedgerError::NotRunner`], [`LedgerError::LeaseLost`] when the lease had lapsed already (another
     /// runner may hold this runner's tenants now), a backend error.
     fn heartbeat(&mut self, run: &RunId) -> Result<(), LedgerError>;
+
+    /// Shares each server's connection budget (its `cap`) among the run's live runners by
+    /// [`super::queue::fair_share`], recording this runner's part, and returns that part per server, in the order
+    /// of `demands`, with how many live runners have work (the run's start rate is split between them). A runner
+    /// applies its part to its cap on each server, so the runners together never open more than the cap.
+    ///
+    /// The default keeps no shared budget and grants each runner its own cap and the whole rate: a backend that
+    /// cannot share says so in its documentation.
+    fn share_connections(&mut self, run: &RunId, demands: &[ServerDemand]) -> Result<Shares, LedgerError> {
+        let _ = run;
+        Ok(Shares {
+            connections: demands.iter().map(|d| d.cap).collect(),
+            n_busy_runners: 1,
+        })
+    }
 
     /// Marks the run halted: no runner claims anything more from it.
     fn halt(&mut self, run: &RunId) -> Result<(), LedgerError>;

@@ -47,6 +47,7 @@ pub async fn run_with_signals(
     let (tx, rx) = mpsc::unbounded_channel();
     let pinned = Arc::new(RwLock::new(std::mem::take(&mut req.pinned)));
     let queue = req.queue.take();
+    let rate_share = req.rate_share.take();
     let ctx = Arc::new(WorkerCtx {
         engine,
         action: req.action.clone(),
@@ -74,6 +75,7 @@ pub async fn run_with_signals(
     if let Some(queue) = queue {
         shell = shell.with_queue(queue, &state, pinned);
     }
+    shell.rate_share = rate_share;
     shell.drive(state, rx, launch).await
 }
 
@@ -145,6 +147,8 @@ pub(super) struct Shell<S> {
     /// The earliest wake-up asked for (the start rate, a claim to ask again).
     wake: Option<Instant>,
     claiming: Option<Claiming>,
+    /// This runner's part of a shared run's start rate.
+    rate_share: Option<tokio::sync::watch::Receiver<f64>>,
 }
 
 impl<S: SignalSource> Shell<S> {
@@ -166,6 +170,7 @@ impl<S: SignalSource> Shell<S> {
             delayed: BinaryHeap::new(),
             wake: None,
             claiming: None,
+            rate_share: None,
         }
     }
 
@@ -219,6 +224,13 @@ impl<S: SignalSource> Shell<S> {
                 _ = self.signals.next() => Some(Input::Signal),
                 Some(msg) = rx.recv() => Some(self.input_of(msg)),
                 Some(joined) = self.workers.join_next_with_id() => self.exited(joined),
+                rate = rate_changed(self.rate_share.as_mut()) => match rate {
+                    Some(rate) => Some(Input::Rate(rate)),
+                    None => {
+                        self.rate_share = None;
+                        None
+                    }
+                },
                 answer = answer_of(asking) => self.claiming.as_mut().map(|c| {
                     c.asking = None;
                     c.input_of(answer)
@@ -353,6 +365,14 @@ fn panic_message(e: JoinError) -> String {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".to_string()),
         Err(_) => "(cancelled before it finished)".to_string(),
+    }
+}
+
+/// The next rate share; `None` once its sender is gone; never without a receiver.
+async fn rate_changed(rx: Option<&mut tokio::sync::watch::Receiver<f64>>) -> Option<f64> {
+    match rx {
+        Some(rx) => rx.changed().await.ok().map(|()| *rx.borrow_and_update()),
+        None => std::future::pending().await,
     }
 }
 

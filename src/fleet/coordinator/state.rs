@@ -43,6 +43,8 @@ pub struct FleetRequest {
     pub source: Source,
     /// The ledger's claim handle, for [`Source::Claims`].
     pub queue: Option<crate::fleet::record::LedgerQueue>,
+    /// In a shared run, this runner's part of `rate` as it changes (the rate split between busy runners).
+    pub rate_share: Option<tokio::sync::watch::Receiver<f64>>,
 }
 
 /// Where a run's tenants come from.
@@ -101,6 +103,8 @@ pub(super) enum Input {
     Tick { open: Vec<usize> },
     /// A sink that must stop the run (the ledger) failed.
     SinkFailed(String),
+    /// This runner's part of the start rate changed (a shared run's runners split it).
+    Rate(f64),
     /// The ledger answered a [`Decision::Claim`]: these tenants (index, target the run resolved earlier) are
     /// this runner's now.
     Claimed {
@@ -222,7 +226,7 @@ impl Coordinator {
             // Claimed runs leave the canary phase to the ledger, which sees every runner's canaries.
             n_canaries_left: if claims.is_some() { 0 } else { n_canaries },
             concurrency: req.concurrency.max(1),
-            pacer: req.rate.and_then(Pacer::new),
+            pacer: req.rate.and_then(|rate| Pacer::new(rate, Instant::now())),
             max_failures: req.max_failures,
             max_failure_rate: req.max_failure_rate,
             lock_requeue_for: req.lock_requeue_for,
@@ -307,6 +311,7 @@ impl Coordinator {
                 }
             }
             Input::Claimed { tenants, state } => self.on_claimed(tenants, state, now, &mut out),
+            Input::Rate(rate) => self.pacer = Pacer::new(rate, now),
             Input::SinkFailed(e) => {
                 if self.outcome.ledger_failure.is_none() {
                     tracing::error!(
@@ -843,13 +848,13 @@ struct Pacer {
 
 impl Pacer {
     /// `None` for a rate that allows every start at once (zero, negative, or too high to measure).
-    fn new(rate: f64) -> Option<Pacer> {
+    fn new(rate: f64, now: Instant) -> Option<Pacer> {
         if rate.is_nan() || rate <= 0.0 {
             return None;
         }
         let period = Duration::try_from_secs_f64(1.0 / rate).ok()?;
         let quota = governor::Quota::with_period(period)?;
-        let clock = GivenClock(Arc::new(Mutex::new(Instant::now())));
+        let clock = GivenClock(Arc::new(Mutex::new(now)));
         let limiter = governor::RateLimiter::direct_with_clock(quota, clock.clone());
         Some(Pacer { clock, limiter })
     }

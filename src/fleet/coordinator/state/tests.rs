@@ -41,6 +41,7 @@ pub(in crate::fleet::coordinator) fn request(n: usize) -> FleetRequest {
         is_dry_run: false,
         source: Source::Local,
         queue: None,
+        rate_share: None,
     }
 }
 
@@ -551,4 +552,19 @@ fn a_failed_canary_of_a_claimed_run_halts_it() {
         &["tenant_failed t0 sql #1", "run_halted t0 canary", "finish"],
     );
     assert_eq!(run.finish(), (ExitCode::Halted, [0, 1, 0, 0, 2]));
+}
+
+#[test]
+fn a_new_rate_share_paces_the_next_starts() {
+    let mut req = request(3);
+    req.rate = Some(100.0);
+    let mut run = Run::new(req);
+    run.check(Input::Begin, &["run_started", "start 0#1", "wake"]);
+    // Other runners joined: this one's part drops to 1/s. The new pace lets one start through (the wait so far is
+    // reported), then the next waits a full new period.
+    run.check(Input::Rate(1.0), &["rate_limited", "start 1#1", "wake"]);
+    run.advance(Duration::from_millis(500));
+    run.check(Input::Wake, &["wake"]);
+    run.advance(Duration::from_millis(500));
+    run.check(Input::Wake, &["rate_limited", "start 2#1"]);
 }
