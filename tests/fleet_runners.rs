@@ -59,6 +59,11 @@ async fn three_runners_migrate_every_tenant_exactly_once() {
     for child in runners {
         let (code, stdout, stderr) = finish(child, Duration::from_secs(240));
         assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+        // A runner's summary counts its own tenants: the others' are neither unstarted nor to retry.
+        assert!(
+            !stdout.contains("retry the") && stdout.contains("not started  0"),
+            "stdout:\n{stdout}"
+        );
         outputs.push(stderr);
     }
     let applied = applications(&fleet).await;

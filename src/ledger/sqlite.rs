@@ -79,8 +79,18 @@ impl SqliteLedger {
         let err = |action| sqlite_err(&path, action);
         // The busy timeout comes first: switching to WAL needs a lock another process may hold.
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err("set the busy timeout"))?;
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
-            .map_err(err("switch to WAL mode"))?;
+        // Runners started at once on a new file race to switch it to WAL, and SQLite does not always wait on the
+        // busy timeout for that switch: try again for as long as the busy timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0)) {
+                Ok(_) => break,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(err("switch to WAL mode")(e)),
+            }
+        }
         // With WAL, NORMAL loses at most the last commits on power loss, never consistency; the coordinator
         // flushes often, so the ledger is behind by a batch at worst.
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -205,6 +215,11 @@ fn insert_runner(tx: &Transaction<'_>, path: &Path, seq: i64, runner: &RunnerInf
 
 /// Whether the tenant row's holder (`runner`, joined as `r`) no longer holds it: none, finished, or lapsed.
 const HOLDER_GONE: &str = "(t.runner IS NULL OR r.id IS NULL OR r.finished_at IS NOT NULL OR r.lease_until_ms < ?2)";
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _)
+        if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+}
 
 fn is_unique_violation(err: &rusqlite::Error) -> bool {
     matches!(err, rusqlite::Error::SqliteFailure(e, _)

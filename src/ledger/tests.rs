@@ -188,3 +188,22 @@ fn reader_sees_committed_state_while_a_writer_holds_the_lock() {
     tx.commit().unwrap();
     check_statuses(&reader, &run, &[("t1", Succeeded), ("t2", Failed)]);
 }
+
+#[test]
+fn runners_opening_a_new_ledger_file_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new/ledger.db");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let opened: Vec<_> = (0..8)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                SqliteLedger::open(&path).map(|_| ())
+            })
+        })
+        .collect();
+    for handle in opened {
+        handle.join().unwrap().expect("every runner opens the new ledger");
+    }
+}

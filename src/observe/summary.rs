@@ -122,6 +122,9 @@ pub struct SummaryCollector {
     retry_command: Option<String>,
     halt: Option<Halt>,
     outages: Vec<Outage>,
+    /// The coordinator's count of tenants never started, from `run_finished`: in a shared run, the tenants
+    /// other runners took are neither this runner's nor unstarted, though this runner's list holds them.
+    not_started: Option<usize>,
 }
 
 impl SummaryCollector {
@@ -134,7 +137,18 @@ impl SummaryCollector {
     }
 
     pub fn counts(&self) -> StateCounts {
-        self.book.counts()
+        self.settled_counts()
+    }
+
+    /// The counts, with the tenants left pending at the end limited to those the coordinator says it never
+    /// started (the rest belonged to other runners of a shared run).
+    fn settled_counts(&self) -> StateCounts {
+        let mut counts = self.book.counts();
+        if let Some(n) = self.not_started.filter(|n| *n < counts.by_status.pending) {
+            counts.n_tenants -= counts.by_status.pending - n;
+            counts.by_status.pending = n;
+        }
+        counts
     }
 
     /// The summary so far. Without `run_finished`, the wall time runs up to now.
@@ -160,7 +174,7 @@ impl SummaryCollector {
             run_id: self.run_id.clone(),
             command: self.command.clone(),
             target: self.target.clone(),
-            counts: self.book.counts(),
+            counts: self.settled_counts(),
             n_retries: self.n_retries,
             wall_time,
             slowest,
@@ -232,9 +246,15 @@ impl Sink for SummaryCollector {
                     group.examples.push(tenant.clone());
                 }
             }
-            FleetEvent::RunFinished { at, exit_code, .. } => {
+            FleetEvent::RunFinished {
+                at,
+                exit_code,
+                not_started,
+                ..
+            } => {
                 self.finished_at = Some(*at);
                 self.exit_code = Some(*exit_code);
+                self.not_started = Some(*not_started);
             }
             FleetEvent::ServerOutage { server, down, n_waited } => self.outages.push(Outage {
                 server: server.clone(),
