@@ -5,8 +5,20 @@ use std::time::Duration;
 
 use crate::fleet_support::{finish, wait_for, Fleet, Revisions, SLOW_REVISIONS};
 
-/// How many tenants the ledger shows running, read straight from SQLite (without creating the file).
+/// How many tenants the ledger shows running: read straight from SQLite (without creating the file), or through
+/// `fleet status` on a PostgreSQL ledger.
 fn running_tenants(fleet: &Fleet) -> Option<usize> {
+    if fleet.test_ledger.is_postgres() {
+        let mut cmd = fleet.project.flotilla();
+        cmd.args(["fleet", "status", "--format", "json", "--ledger"]).arg(&fleet.ledger);
+        let out = cmd.output();
+        let n = if out.code() == Some(0) {
+            out.json()["run"]["counts"]["running"].as_u64().unwrap_or(0)
+        } else {
+            0
+        };
+        return (n > 0).then_some(n as usize);
+    }
     let conn = rusqlite::Connection::open_with_flags(&fleet.ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
     conn.query_row(
         "SELECT count(*) FROM flotilla_run_tenants WHERE status = 'running'",

@@ -15,6 +15,8 @@ fn settings(project: &std::path::Path) -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(&regex_escape(&project.display().to_string()), "[project]");
     settings.add_filter(r"\d{8}T\d{6}Z-[0-9a-f]{4}", "[run-id]");
+    // The ledger is a file in the project or a control database's url (FLOTILLA_TEST_LEDGER=postgres).
+    settings.add_filter(r"--ledger \S+", "--ledger [ledger]");
     settings.add_filter(r"\[(\d+:)?\d{2}:\d{2}\]", "[clock]");
     settings.add_filter(r"\b\d+(\.\d)?(ms|s)\b|\b\d+m\d{2}s\b|\b\d+h\d{2}m\b", "[duration]");
     settings.add_filter(r"\d+\.\d(/s| tenants/s)", "[rate]$1");
