@@ -10,7 +10,8 @@ use crate::fleet_support::{finish, wait_for, Fleet, Revisions, SLOW_REVISIONS};
 fn running_tenants(fleet: &Fleet) -> Option<usize> {
     if fleet.test_ledger.is_postgres() {
         let mut cmd = fleet.project.flotilla();
-        cmd.args(["fleet", "status", "--format", "json", "--ledger"]).arg(&fleet.ledger);
+        cmd.args(["fleet", "status", "--format", "json", "--ledger"])
+            .arg(&fleet.ledger);
         let out = cmd.output();
         let n = if out.code() == Some(0) {
             out.json()["run"]["counts"]["running"].as_u64().unwrap_or(0)
