@@ -74,6 +74,24 @@ async fn observe_password_never_appears_in_any_output() {
     let metrics = std::fs::read(&textfile).unwrap();
     assert!(!metrics.is_empty());
     assert_absent(&secret, "the metrics textfile", &metrics);
+    if fleet.test_ledger.is_postgres() {
+        // The control database's ledger tables, every row as text.
+        let client = crate::harness::connect(&fleet.ledger.display().to_string())
+            .await
+            .unwrap();
+        for table in ["runs", "runners", "tenants", "connection_shares"] {
+            let rows = client
+                .query_one(
+                    &format!("SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM flotilla_ledger.{table} t"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let text: String = rows.get(0);
+            assert_absent(&secret, &format!("the ledger table {table}"), text.as_bytes());
+        }
+        return;
+    }
     let mut n_ledger_files = 0;
     for entry in std::fs::read_dir(fleet.ledger.parent().unwrap()).unwrap() {
         let path = entry.unwrap().path();
