@@ -846,6 +846,8 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
     // One group per distinct (current rows, steps), in order of first appearance, then largest first.
     struct Group {
         from: Vec<RevisionId>,
+        /// The version rows the plan leads to, sorted.
+        to: Vec<RevisionId>,
         steps: Vec<crate::graph::Step>,
         members: Vec<usize>,
     }
@@ -864,22 +866,25 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
                 continue;
             }
         };
-        let steps = match loaded.graph.plan_upgrade(rows, &args.target) {
-            Ok(plan) => plan.steps,
+        let plan = match loaded.graph.plan_upgrade(rows, &args.target) {
+            Ok(plan) => plan,
             Err(e) => {
                 unplannable.push(json!({"id": tenant.id, "from": rows, "error": e.to_string()}));
                 continue;
             }
         };
         let mut key = ledger::rows_text(rows);
-        for step in &steps {
+        for step in &plan.steps {
             key.push(' ');
             key.push_str(step.revision.as_str());
         }
         let g = *group_of.entry(key).or_insert_with(|| {
+            let mut to = plan.apply_rows(rows);
+            to.sort();
             groups.push(Group {
                 from: rows.clone(),
-                steps,
+                to,
+                steps: plan.steps,
                 members: Vec::new(),
             });
             groups.len() - 1
@@ -914,12 +919,9 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
             "n_would_change": n_would_change,
             "n_at_target": n_at_target,
             "plans": groups.iter().map(|g| {
-                let mut to = crate::graph::Plan { direction: crate::graph::Direction::Up, steps: g.steps.clone() }
-                    .apply_rows(&g.from);
-                to.sort();
                 json!({
                     "from": g.from,
-                    "to": to,
+                    "to": g.to,
                     "n_tenants": g.members.len(),
                     "steps": g.steps.iter().map(step_json).collect::<Vec<_>>(),
                     "tenants": if args.verbose {
@@ -940,12 +942,6 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
                 crate::observe::count(n_would_change, "tenant")
             );
             for g in &groups {
-                let mut to = crate::graph::Plan {
-                    direction: crate::graph::Direction::Up,
-                    steps: g.steps.clone(),
-                }
-                .apply_rows(&g.from);
-                to.sort();
                 if g.steps.is_empty() {
                     println!(
                         "{:>7} at {} already",
@@ -957,7 +953,7 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
                         "{:>7} from {} to {}: {}",
                         crate::observe::count(g.members.len(), "tenant"),
                         ledger::rows_text(&g.from),
-                        ledger::rows_text(&to),
+                        ledger::rows_text(&g.to),
                         crate::observe::count(g.steps.len(), "step")
                     );
                 }
@@ -987,23 +983,11 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
                     }
                 }
             }
-            for (title, list) in [
+            print_problems(&[
                 ("missing", &missing),
                 ("unreachable", &unreachable),
                 ("no plan", &unplannable),
-            ] {
-                if list.is_empty() {
-                    continue;
-                }
-                println!("{title}: {}", list.len());
-                for item in list {
-                    println!(
-                        "    {}: {}",
-                        item["id"].as_str().unwrap_or_default(),
-                        item["error"].as_str().unwrap_or_default()
-                    );
-                }
-            }
+            ]);
         }
     }
     Ok(
@@ -1015,6 +999,23 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
             ExitCode::Ok
         },
     )
+}
+
+/// Lists of tenants that could not be read or planned (`id`, `error`), under their titles; empty lists print nothing.
+fn print_problems(lists: &[(&str, &Vec<serde_json::Value>)]) {
+    for (title, list) in lists {
+        if list.is_empty() {
+            continue;
+        }
+        println!("{title}: {}", list.len());
+        for item in list.iter() {
+            println!(
+                "    {}: {}",
+                item["id"].as_str().unwrap_or_default(),
+                item["error"].as_str().unwrap_or_default()
+            );
+        }
+    }
 }
 
 async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode, CliError> {
@@ -1082,19 +1083,7 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
             };
             show("behind", &behind);
             show("ahead (revisions this migration set does not know)", &ahead);
-            for (title, list) in [("missing", &missing), ("unreachable", &unreachable)] {
-                if list.is_empty() {
-                    continue;
-                }
-                println!("{title}: {}", list.len());
-                for item in list {
-                    println!(
-                        "    {}: {}",
-                        item["id"].as_str().unwrap_or_default(),
-                        item["error"].as_str().unwrap_or_default()
-                    );
-                }
-            }
+            print_problems(&[("missing", &missing), ("unreachable", &unreachable)]);
         }
     }
     Ok(if unreachable.is_empty() && missing.is_empty() {
