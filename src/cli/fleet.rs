@@ -18,9 +18,9 @@ use super::output::print_json;
 use super::run_options::{self, RunOptions, RUN_OPTIONS_VERSION};
 use crate::config::{self, TenantsFile};
 use crate::error::ExitCode;
-use crate::fleet::{self, Action, Engine, FleetRequest, LedgerSink, Selection, Server, Tenant, TenantLimits};
+use crate::fleet::{self, Action, Engine, FleetRequest, LedgerWriter, Selection, Server, Tenant, TenantLimits};
 use crate::ledger::{self, Ledger, NewRun, NewTenant, OpenRun, Placement, RunSelector, RunnerInfo};
-use crate::observe::{LogRoute, Sink};
+use crate::observe::LogRoute;
 use crate::revision::RevisionId;
 
 pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRoute) -> Result<ExitCode, CliError> {
@@ -373,8 +373,7 @@ async fn migrate(
     let pinned_text: Vec<Option<String>> = (0..chosen.len())
         .map(|i| pinned.get(&i).map(|rows| ledger::rows_text(rows)))
         .collect();
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    let mut queue = None;
+    let mut writer = None;
     let mut rate_share = None;
     let lease = run
         .lease
@@ -438,9 +437,7 @@ async fn migrate(
             share: if is_shared { setup.servers.clone() } else { Vec::new() },
             rate: rate_part,
         };
-        let sink = LedgerSink::new(ledger, joined.run.clone(), duties);
-        queue = sink.queue();
-        sinks.push(Box::new(sink));
+        writer = Some(LedgerWriter::new(ledger, joined.run.clone(), duties));
         joined.run.to_string()
     };
     // Named by the redacted location: a password given in --ledger never reaches the output.
@@ -451,7 +448,7 @@ async fn migrate(
         ),
         None => format!("flotilla fleet retry --run {run_id}"),
     };
-    sinks.extend(super::watch::sinks(&ctx, &run, route, retry_command).await?);
+    let sinks = super::watch::sinks(&ctx, &run, route, retry_command).await?;
     let request = FleetRequest {
         run_id: run_id.clone(),
         action,
@@ -472,7 +469,7 @@ async fn migrate(
                 poll: (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(2)),
             }
         },
-        queue,
+        ledger: writer,
         rate_share,
     };
     // Only a dry run prints per-tenant plans after the run, so only it keeps a copy of the tenant list.

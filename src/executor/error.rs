@@ -142,28 +142,101 @@ impl ExecError {
         }
     }
 
-    /// A short reason for metrics labels and retry logs (bounded set of values).
-    pub fn reason(&self) -> &'static str {
+    /// What kind of failure this is, for metrics labels, the ledger and retry logs (a bounded set).
+    pub fn reason(&self) -> FailureKind {
         match self {
-            ExecError::Locked { .. } => "locked",
-            ExecError::Blocked(_) => "blocked",
+            ExecError::Locked { .. } => FailureKind::Locked,
+            ExecError::Blocked(_) => FailureKind::Blocked,
             ExecError::Step { pg, .. } | ExecError::Db { pg, .. } => match pg.code().map(|c| c.code()) {
-                Some("53300") => "too_many_connections",
-                Some("40001") => "serialization_failure",
-                Some("40P01") => "deadlock",
-                Some("55P03") => "lock_timeout",
-                Some("57P01" | "57P02" | "57P03") => "server_shutdown",
-                Some(_) => "sql_error",
-                None => "connection",
+                Some("53300") => FailureKind::TooManyConnections,
+                Some("40001") => FailureKind::SerializationFailure,
+                Some("40P01") => FailureKind::Deadlock,
+                Some("55P03") => FailureKind::LockTimeout,
+                Some("57P01" | "57P02" | "57P03") => FailureKind::ServerShutdown,
+                Some(_) => FailureKind::SqlError,
+                None => FailureKind::Connection,
             },
             ExecError::NoTransactionInRunMode(_)
             | ExecError::MissingScript(_)
             | ExecError::BackfillInRunMode(_)
             | ExecError::IrreversibleBackfill { .. }
-            | ExecError::BackfillScriptChanged { .. } => "plan",
-            ExecError::SchemaMissing { .. } => "schema_missing",
-            ExecError::Interrupted => "interrupted",
+            | ExecError::BackfillScriptChanged { .. } => FailureKind::Plan,
+            ExecError::SchemaMissing { .. } => FailureKind::SchemaMissing,
+            ExecError::Interrupted => FailureKind::Interrupted,
         }
+    }
+}
+
+/// Why a tenant's attempt failed or is retried: a short fixed word where it leaves the process (the ledger's
+/// `error_kind`, NDJSON `error_kind`/`reason`, the `reason` label of metrics), a value everywhere inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Another run holds the tenant's migration lock.
+    Locked,
+    /// A no-transaction revision was left part way by an earlier run (`resolve` first).
+    Blocked,
+    TooManyConnections,
+    SerializationFailure,
+    Deadlock,
+    LockTimeout,
+    ServerShutdown,
+    /// Any other SQL error.
+    SqlError,
+    /// The connection failed or was lost.
+    Connection,
+    /// The server refused the login.
+    Auth,
+    /// Something other than PostgreSQL answered.
+    NotPostgres,
+    /// The server stayed away longer than the run waits for it.
+    ServerUnavailable,
+    /// The plan cannot run (a missing script, a no-transaction or backfill revision in a mode that forbids it).
+    Plan,
+    SchemaMissing,
+    /// The run was stopped while this tenant ran.
+    Interrupted,
+    TenantTimeout,
+    /// The database's shared revisions failed.
+    SharedFailed,
+    /// The plan needs a shared revision the database lacks.
+    SharedMissing,
+    /// `fleet stamp --from` could not adopt the other tool's history.
+    StampFrom,
+    /// The worker panicked or ended without an outcome.
+    Panic,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Locked => "locked",
+            FailureKind::Blocked => "blocked",
+            FailureKind::TooManyConnections => "too_many_connections",
+            FailureKind::SerializationFailure => "serialization_failure",
+            FailureKind::Deadlock => "deadlock",
+            FailureKind::LockTimeout => "lock_timeout",
+            FailureKind::ServerShutdown => "server_shutdown",
+            FailureKind::SqlError => "sql_error",
+            FailureKind::Connection => "connection",
+            FailureKind::Auth => "auth",
+            FailureKind::NotPostgres => "not_postgres",
+            FailureKind::ServerUnavailable => "server_unavailable",
+            FailureKind::Plan => "plan",
+            FailureKind::SchemaMissing => "schema_missing",
+            FailureKind::Interrupted => "interrupted",
+            FailureKind::TenantTimeout => "tenant_timeout",
+            FailureKind::SharedFailed => "shared_failed",
+            FailureKind::SharedMissing => "shared_missing",
+            FailureKind::StampFrom => "stamp_from",
+            FailureKind::Panic => "panic",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -13,6 +13,7 @@ mod store;
 
 pub use error::{
     classify_pg, db_message, is_not_postgres, is_transient_pg, server_at, ErrorClass, ExecError, ExecFailure,
+    FailureKind,
 };
 pub use offline::{OfflineInput, OfflineRenderer, PsqlRenderer};
 pub use session::{

@@ -210,7 +210,7 @@ mod tests {
     }
 
     fn failure(message: &str) -> Failure {
-        Failure::permanent(message.to_string(), "connection")
+        Failure::permanent(message.to_string(), crate::executor::FailureKind::Connection)
     }
 
     /// The gate's answer, with instants as milliseconds after `t0`.

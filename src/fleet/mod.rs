@@ -19,7 +19,7 @@ pub use coordinator::{run, run_with_signals, FleetOutcome, FleetRequest, Source}
 pub use current::{read_versions, Versions};
 pub use discover::{discover, merge, source_origin, Origin};
 pub use error::{FleetError, TenantProblem};
-pub use record::{LedgerQueue, LedgerSink, WriterDuties};
+pub use record::{LedgerQueue, LedgerWriter, WriterDuties};
 pub use server::{Conn, ConnectError, Server};
 pub use shared::{MissingShared, SharedEngine, SharedError};
 pub use tenant::{parse_tag, place_kind, Place, Selection, Tenant};

@@ -1,14 +1,16 @@
-//! The ledger as a sink of run events: the coordinator's events become batched tenant updates, written by a
-//! thread of their own so SQLite never blocks the runtime.
+//! The ledger writer: the tenant rows the coordinator decides ([`Decision::Record`]) are batched and written by a
+//! thread of their own, so the ledger never blocks the runtime; claims, heartbeats, halts and the connection and
+//! rate shares of a shared run go through the same thread.
+//!
+//! [`Decision::Record`]: crate::fleet::coordinator
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::fleet::server::Server;
-use crate::ledger::{Claim, Ledger, LedgerError, RunId, ServerDemand, TenantStatus, TenantUpdate};
-use crate::observe::{FleetEvent, Sink};
+use crate::ledger::{Claim, Ledger, LedgerError, RunId, ServerDemand, TenantUpdate};
 
 /// Flush when this many tenants changed, or when this much time passed since the last flush.
 const FLUSH_EVERY_N: usize = 500;
@@ -44,20 +46,16 @@ impl LedgerQueue {
     }
 }
 
-pub struct LedgerSink {
+/// The coordinator's handle on the ledger of a recorded run.
+pub struct LedgerWriter {
     run: RunId,
     tx: Option<mpsc::Sender<Cmd>>,
     thread: Option<JoinHandle<()>>,
-    tenants: BTreeMap<String, TenantUpdate>,
-    dirty: BTreeSet<String>,
+    /// Rows not sent to the thread yet, by tenant: only the latest row of a tenant is written.
+    dirty: BTreeMap<String, TenantUpdate>,
     last_flush: Instant,
-    exit_code: Option<i32>,
     /// The first write that failed, set by the writer thread.
     failure: Arc<Mutex<Option<String>>>,
-}
-
-fn joined(rows: &[String]) -> Option<String> {
-    (!rows.is_empty()).then(|| rows.join(","))
 }
 
 /// How often a runner of a shared run renews its share of each server's connection budget.
@@ -202,9 +200,9 @@ impl Writer {
     }
 }
 
-impl LedgerSink {
+impl LedgerWriter {
     /// Take over `ledger` for the run `run` (already begun or joined), with the writer thread's other `duties`.
-    pub fn new(ledger: Box<dyn Ledger>, run: RunId, duties: WriterDuties) -> LedgerSink {
+    pub fn new(ledger: Box<dyn Ledger>, run: RunId, duties: WriterDuties) -> LedgerWriter {
         let (tx, rx) = mpsc::channel::<Cmd>();
         let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let thread_failure = failure.clone();
@@ -223,14 +221,12 @@ impl LedgerSink {
             *failure.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some("could not start the ledger writer thread".to_string());
         }
-        LedgerSink {
+        LedgerWriter {
             run,
             tx: Some(tx),
             thread,
-            tenants: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            dirty: BTreeMap::new(),
             last_flush: Instant::now(),
-            exit_code: None,
             failure,
         }
     }
@@ -244,141 +240,27 @@ impl LedgerSink {
         self.tx.as_ref().map(|tx| LedgerQueue { tx: tx.clone() })
     }
 
-    fn update(&mut self, tenant: &str, change: impl FnOnce(&mut TenantUpdate)) {
-        let entry = self
-            .tenants
-            .entry(tenant.to_string())
-            .or_insert_with(|| TenantUpdate::new(tenant, TenantStatus::Pending));
-        change(entry);
-        self.dirty.insert(tenant.to_string());
+    /// Write `row` (the whole current state of its tenant) with the next batch.
+    pub fn record(&mut self, row: TenantUpdate) {
+        self.dirty.insert(row.tenant_id.clone(), row);
+        self.flush_if_due();
     }
 
-    fn flush(&mut self) {
-        self.last_flush = Instant::now();
-        if self.dirty.is_empty() {
-            return;
-        }
-        let mut updates = Vec::with_capacity(self.dirty.len());
-        for id in std::mem::take(&mut self.dirty) {
-            let Some(update) = self.tenants.get(&id) else { continue };
-            // A tenant that reached its final state sends no more updates: forget it, so memory stays flat
-            // however large the fleet.
-            if matches!(
-                update.status,
-                TenantStatus::Succeeded | TenantStatus::Failed | TenantStatus::Skipped | TenantStatus::Interrupted
-            ) {
-                updates.extend(self.tenants.remove(&id));
-            } else {
-                updates.push(update.clone());
-            }
-        }
-        if let Some(tx) = &self.tx {
-            if tx.send(Cmd::Record(updates)).is_err() {
-                let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-                slot.get_or_insert_with(|| "the ledger writer thread stopped".to_string());
-            }
-        }
-    }
-}
-
-impl Sink for LedgerSink {
-    fn event(&mut self, event: &FleetEvent) {
-        match event {
-            FleetEvent::TenantStarted { tenant, attempt, .. } => self.update(tenant, |u| {
-                u.status = TenantStatus::Running;
-                u.attempts = *attempt;
-            }),
-            FleetEvent::TenantPlanned { tenant, from, to, .. } => self.update(tenant, |u| {
-                u.from_revision = joined(from);
-                u.to_revision = joined(from);
-                u.target_revision = Some(crate::ledger::rows_text(to));
-            }),
-            FleetEvent::TenantRetrying {
-                tenant,
-                error,
-                reason,
-                sqlstate,
-                attempt,
-                ..
-            } => self.update(tenant, |u| {
-                u.error = Some(error.clone());
-                u.error_kind = Some(reason.clone());
-                u.sqlstate = sqlstate.clone();
-                u.attempts = *attempt;
-            }),
-            FleetEvent::TenantSucceeded {
-                tenant,
-                from,
-                to,
-                attempts,
-                duration,
-                ..
-            } => self.update(tenant, |u| {
-                u.status = TenantStatus::Succeeded;
-                u.from_revision = joined(from);
-                u.to_revision = joined(to);
-                u.attempts = *attempts;
-                u.duration_ms = Some(duration.as_millis() as u64);
-                u.error = None;
-                u.error_kind = None;
-                u.sqlstate = None;
-                u.failed_revision = None;
-            }),
-            FleetEvent::TenantSkipped { tenant, at } => self.update(tenant, |u| {
-                u.status = TenantStatus::Skipped;
-                u.from_revision = joined(at);
-                u.to_revision = joined(at);
-                u.error = None;
-                u.error_kind = None;
-                u.sqlstate = None;
-            }),
-            FleetEvent::TenantFailed {
-                tenant,
-                from,
-                to,
-                failed_revision,
-                error,
-                error_kind,
-                sqlstate,
-                attempts,
-                duration,
-            } => self.update(tenant, |u| {
-                u.status = TenantStatus::Failed;
-                u.error_kind = Some(error_kind.clone());
-                u.from_revision = joined(from);
-                u.to_revision = joined(to);
-                u.failed_revision = failed_revision.clone();
-                u.error = Some(error.clone());
-                u.sqlstate = sqlstate.clone();
-                u.attempts = *attempts;
-                u.duration_ms = Some(duration.as_millis() as u64);
-            }),
-            FleetEvent::TenantInterrupted { tenant, from, to } => self.update(tenant, |u| {
-                u.status = TenantStatus::Interrupted;
-                if !from.is_empty() || !to.is_empty() {
-                    u.from_revision = joined(from);
-                    u.to_revision = joined(to);
-                }
-            }),
-            FleetEvent::RunFinished { exit_code, .. } => self.exit_code = Some(*exit_code),
-            // A halt reaches the other runners through the ledger: they claim nothing more (halting a halted run
-            // again changes nothing).
-            FleetEvent::RunHalted { .. } => {
-                self.flush();
-                if let Some(tx) = &self.tx {
-                    let _ = tx.send(Cmd::Halt);
-                }
-            }
-            // Other events change no tenant record, but they come often enough (the coordinator samples connections
-            // every second) to flush a tenant that started a long revision.
-            _ => {}
-        }
+    /// Send the batch when it is large or old enough (the shell calls this at least once a second).
+    pub fn flush_if_due(&mut self) {
         if self.dirty.len() >= FLUSH_EVERY_N || self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush();
         }
     }
 
-    fn sync(&mut self) {
+    /// This runner halted the run: the other runners claim nothing more (halting a halted run changes nothing).
+    pub fn halt(&mut self) {
+        self.flush();
+        self.send(Cmd::Halt);
+    }
+
+    /// Write everything recorded so far and wait until it is written; then the first failure, if any.
+    pub fn sync(&mut self) -> Result<(), String> {
         self.flush();
         let (reply, done) = mpsc::channel();
         if let Some(tx) = &self.tx {
@@ -386,22 +268,53 @@ impl Sink for LedgerSink {
                 let _ = done.recv();
             }
         }
+        self.health()
     }
 
-    fn health(&self) -> Result<(), String> {
+    /// The first failure of the ledger, or `Ok`.
+    pub fn health(&self) -> Result<(), String> {
         match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(format!("the ledger could not be written: {e}")),
             None => Ok(()),
         }
     }
 
-    fn finish(&mut self) {
+    /// Close this runner's part of the run with `exit_code` (the last live runner closes the run) and wait for
+    /// the thread; then the first failure, if any.
+    pub fn finish(&mut self, exit_code: i32) -> Result<(), String> {
         self.flush();
         if let Some(tx) = self.tx.take() {
-            if let Some(code) = self.exit_code {
-                let _ = tx.send(Cmd::Finish(code));
-            }
+            let _ = tx.send(Cmd::Finish(exit_code));
         }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.health()
+    }
+
+    fn flush(&mut self) {
+        self.last_flush = Instant::now();
+        if self.dirty.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.dirty).into_values().collect();
+        self.send(Cmd::Record(rows));
+    }
+
+    fn send(&mut self, cmd: Cmd) {
+        let is_sent = self.tx.as_ref().is_some_and(|tx| tx.send(cmd).is_ok());
+        if !is_sent {
+            let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| "the ledger writer thread stopped".to_string());
+        }
+    }
+}
+
+impl Drop for LedgerWriter {
+    /// A writer dropped without [`LedgerWriter::finish`] (a run that never ran) still writes what it has.
+    fn drop(&mut self) {
+        self.flush();
+        self.tx = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -21,7 +21,7 @@ use super::breaker::{clock_text, Gate};
 use super::server::{ConnectError, Server};
 use super::shared::SharedEngine;
 use super::tenant::{Place, Tenant};
-use crate::executor::{ErrorClass, ExecError, ExecEvent, ExecOptions, Session, VersionStore};
+use crate::executor::{ErrorClass, ExecError, ExecEvent, ExecOptions, FailureKind, Session, VersionStore};
 use crate::graph::{Direction, GraphError, Plan, RevisionGraph, Step};
 use crate::revision::RevisionId;
 use crate::script::Script;
@@ -146,7 +146,7 @@ pub(crate) enum WorkerMsg {
 pub struct Failure {
     pub message: String,
     pub sqlstate: Option<String>,
-    pub reason: &'static str,
+    pub reason: FailureKind,
     pub is_transient: bool,
     pub failed_revision: Option<RevisionId>,
     pub is_locked: bool,
@@ -181,10 +181,10 @@ impl Failure {
             ConnectError::NotPostgres { .. } => (None, ErrorClass::Fatal),
         };
         let reason = match class {
-            _ if matches!(e, ConnectError::NotPostgres { .. }) => "not_postgres",
-            ErrorClass::TooManyConnections => "too_many_connections",
-            ErrorClass::Fatal => "auth",
-            _ => "connection",
+            _ if matches!(e, ConnectError::NotPostgres { .. }) => FailureKind::NotPostgres,
+            ErrorClass::TooManyConnections => FailureKind::TooManyConnections,
+            ErrorClass::Fatal => FailureKind::Auth,
+            _ => FailureKind::Connection,
         };
         Failure {
             message: e.to_string(),
@@ -197,7 +197,7 @@ impl Failure {
         }
     }
 
-    pub(crate) fn permanent(message: String, reason: &'static str) -> Failure {
+    pub(crate) fn permanent(message: String, reason: FailureKind) -> Failure {
         Failure {
             message,
             sqlstate: None,
@@ -347,7 +347,7 @@ pub(crate) async fn run_tenant(
                 Ok(result) => result,
                 Err(_) => Err(Failure::permanent(
                     format!("tenant_timeout ({}) exceeded", crate::observe::human::duration(limit)),
-                    "tenant_timeout",
+                    FailureKind::TenantTimeout,
                 )
                 .into()),
             },
@@ -580,7 +580,7 @@ async fn wait_for_server(ctx: &WorkerCtx, server: &Server, index: usize) -> Resu
                     clock_text(since.elapsed()),
                     clock_text(limits.outage_budget)
                 );
-                return Err(Some(Failure::permanent(message, "server_unavailable")));
+                return Err(Some(Failure::permanent(message, FailureKind::ServerUnavailable)));
             }
             Gate::Wait(until) => {
                 if !sleep_unless_stopped(&ctx.stop, until).await {
@@ -684,7 +684,7 @@ async fn apply_shared(
                 super::shared::SharedError::Exec(exec) => exec.sqlstate(),
                 _ => None,
             },
-            reason: "shared_failed",
+            reason: FailureKind::SharedFailed,
             is_transient: e.is_transient(),
             failed_revision: None,
             is_locked: false,
@@ -795,7 +795,7 @@ async fn stamp_from(
         .await
         .map_err(|e| match e {
             StampFromError::Exec(e) => Failure::from_exec(&e),
-            StampFromError::Adopt(e) => Failure::permanent(e.to_string(), "stamp_from"),
+            StampFromError::Adopt(e) => Failure::permanent(e.to_string(), FailureKind::StampFrom),
         })?;
     for ignored in &report.ignored {
         tracing::warn!(table = table.name(), version = %ignored.version, "{}", ignored.why);
@@ -842,7 +842,7 @@ async fn drive(
             let rows = engine
                 .graph
                 .stamp(from, &targets, false)
-                .map_err(|e| Failure::permanent(e.to_string(), "plan"))?;
+                .map_err(|e| Failure::permanent(e.to_string(), FailureKind::Plan))?;
             let mut sorted = rows.clone();
             sorted.sort();
             if sorted == from {
@@ -862,7 +862,7 @@ async fn drive(
             });
         }
     }
-    .map_err(|e| Failure::permanent(e.to_string(), "plan"))?;
+    .map_err(|e| Failure::permanent(e.to_string(), FailureKind::Plan))?;
     if plan.steps.is_empty() {
         return Ok(Attempt::Skipped { at: from.to_vec() });
     }
@@ -880,7 +880,7 @@ async fn drive(
                      nothing was changed",
                     missing.revision, missing.shared
                 ),
-                "shared_missing",
+                FailureKind::SharedMissing,
             )
             .into());
         }

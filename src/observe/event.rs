@@ -1,9 +1,98 @@
-//! The fleet's event model. Workers report to the coordinator; the coordinator turns that into these events
-//! and hands each to every sink in order, so the ledger, progress, metrics and the NDJSON stream never disagree.
+//! The fleet's event model. Workers report to the coordinator; the coordinator turns that into these events,
+//! each with its current counts ([`RunEvent`]), and hands each to every sink in order, so progress, metrics and
+//! the NDJSON stream never disagree and never count for themselves. Values are typed (tenant ids, revision
+//! ids, directions, failure kinds); they become words only where they leave the process (NDJSON, text, metric
+//! labels), through their `Serialize` and `Display`.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+
+use super::tally::StateCounts;
+use crate::executor::FailureKind;
+use crate::graph::Direction;
+use crate::revision::RevisionId;
+
+/// A tenant's id in an event: cheap to clone, a string where it leaves the process.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+impl Serialize for TenantId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl TenantId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for TenantId {
+    fn from(id: &str) -> Self {
+        TenantId(id.into())
+    }
+}
+
+impl From<String> for TenantId {
+    fn from(id: String) -> Self {
+        TenantId(id.into())
+    }
+}
+
+impl std::ops::Deref for TenantId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a run stopped starting tenants. Serialised as the sentence `reason` has always had in NDJSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaltReason {
+    /// A canary failed.
+    Canary,
+    /// `--max-failures` or `--max-failure-rate` was passed.
+    FailureThreshold { n_failed: usize, n_finished: usize },
+    /// Another runner of the shared run halted it.
+    OtherRunner,
+}
+
+impl fmt::Display for HaltReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HaltReason::Canary => f.write_str("canary"),
+            HaltReason::FailureThreshold { n_failed, n_finished } => {
+                write!(f, "failure threshold ({n_failed} failed of {n_finished} finished)")
+            }
+            HaltReason::OtherRunner => f.write_str("halted by another runner"),
+        }
+    }
+}
+
+impl Serialize for HaltReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// An event as the coordinator hands it to sinks: what happened, and the run's tenant counts right after it.
+#[derive(Debug, Clone)]
+pub struct RunEvent {
+    pub event: FleetEvent,
+    /// Tenants per state, as the coordinator holds them after this event (they always add up to `n_tenants`).
+    pub counts: StateCounts,
+}
 
 /// One thing that happened in a fleet run. Serialised (NDJSON) as an object with an `event` field naming the
 /// variant in snake_case and, for tenant events, a `tenant` field.
@@ -20,67 +109,68 @@ pub enum FleetEvent {
         at: SystemTime,
     },
     TenantStarted {
-        tenant: String,
+        tenant: TenantId,
         server: String,
         attempt: u32,
     },
     /// The tenant's plan is known (after reading its version rows).
     TenantPlanned {
-        tenant: String,
-        from: Vec<String>,
+        tenant: TenantId,
+        from: Vec<RevisionId>,
         /// The version rows the plan leads to: the tenant's absolute target, kept for `fleet retry`.
-        to: Vec<String>,
+        to: Vec<RevisionId>,
         n_steps: usize,
     },
     RevisionStarted {
-        tenant: String,
-        revision: String,
-        direction: String,
+        tenant: TenantId,
+        revision: RevisionId,
+        direction: Direction,
     },
     RevisionApplied {
-        tenant: String,
-        revision: String,
-        direction: String,
+        tenant: TenantId,
+        revision: RevisionId,
+        direction: Direction,
         #[serde(with = "millis", rename = "duration_ms")]
         duration: Duration,
     },
     /// Rows a backfill has done so far in this tenant (cumulative) and its estimate.
     BackfillProgress {
-        tenant: String,
-        revision: String,
+        tenant: TenantId,
+        revision: RevisionId,
         rows_done: u64,
         rows_estimated: Option<u64>,
     },
     TenantRetrying {
-        tenant: String,
+        tenant: TenantId,
         attempt: u32,
-        reason: String,
+        /// What failed ([`FailureKind::Locked`]: put back because another run holds the tenant's lock).
+        reason: FailureKind,
         error: String,
         sqlstate: Option<String>,
         #[serde(with = "millis", rename = "delay_ms")]
         delay: Duration,
     },
     TenantSucceeded {
-        tenant: String,
-        from: Vec<String>,
-        to: Vec<String>,
+        tenant: TenantId,
+        from: Vec<RevisionId>,
+        to: Vec<RevisionId>,
         n_steps: usize,
         attempts: u32,
         #[serde(with = "millis", rename = "duration_ms")]
         duration: Duration,
     },
     TenantSkipped {
-        tenant: String,
-        at: Vec<String>,
+        tenant: TenantId,
+        at: Vec<RevisionId>,
     },
     TenantFailed {
-        tenant: String,
-        from: Vec<String>,
-        to: Vec<String>,
-        failed_revision: Option<String>,
+        tenant: TenantId,
+        from: Vec<RevisionId>,
+        to: Vec<RevisionId>,
+        failed_revision: Option<RevisionId>,
         error: String,
-        /// What kind of failure (`sql_error`, `schema_missing`, `connection`, `locked`, ...): a short fixed word.
-        error_kind: String,
+        /// What kind of failure (`sql_error`, `schema_missing`, `connection`, `locked`, ...).
+        error_kind: FailureKind,
         sqlstate: Option<String>,
         attempts: u32,
         #[serde(with = "millis", rename = "duration_ms")]
@@ -89,9 +179,9 @@ pub enum FleetEvent {
     /// The tenant stopped before reaching the target: `from`/`to` are its version rows before and after (empty
     /// and equal when it never started).
     TenantInterrupted {
-        tenant: String,
-        from: Vec<String>,
-        to: Vec<String>,
+        tenant: TenantId,
+        from: Vec<RevisionId>,
+        to: Vec<RevisionId>,
     },
     /// Time a tenant start waited for the rate limiter.
     RateLimited {
@@ -112,10 +202,9 @@ pub enum FleetEvent {
     },
     /// A failed canary or the failure threshold stopped the run from starting more tenants.
     RunHalted {
-        /// `canary`, or the threshold that was passed.
-        reason: String,
+        reason: HaltReason,
         /// The tenant whose failure halted the run, and its error.
-        tenant: Option<String>,
+        tenant: Option<TenantId>,
         error: Option<String>,
     },
     RunFinished {
@@ -134,7 +223,7 @@ pub enum FleetEvent {
 
 impl FleetEvent {
     /// The tenant an event is about, if any.
-    pub fn tenant(&self) -> Option<&str> {
+    pub fn tenant(&self) -> Option<&TenantId> {
         match self {
             FleetEvent::TenantStarted { tenant, .. }
             | FleetEvent::TenantPlanned { tenant, .. }
@@ -152,19 +241,24 @@ impl FleetEvent {
 }
 
 /// A consumer of run events. Called from the coordinator only, in event order.
+///
+/// A sink that returns an error is logged once and left out of the rest of the run: a display or metrics sink
+/// never stops a run. (The ledger is not a sink: the coordinator writes it from its own decisions, and a failed
+/// ledger write stops the run.)
 pub trait Sink: Send {
-    fn event(&mut self, event: &FleetEvent);
-    /// Write out everything received so far and wait until it is written (the coordinator calls it before it
-    /// decides the run's exit code).
-    fn sync(&mut self) {}
-    /// A failure that must stop the run (the ledger could not be written), or `Ok`. Display sinks never fail
-    /// a run: they log their errors.
-    fn health(&self) -> Result<(), String> {
+    /// What the sink is, for the message when it fails (`progress`, `metrics`, `events file`, ...).
+    fn name(&self) -> &'static str;
+    fn event(&mut self, event: &RunEvent) -> Result<(), SinkError>;
+    /// The run is over: flush, print or write whatever is final.
+    fn finish(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
-    /// The run is over: flush, print or write whatever is final.
-    fn finish(&mut self) {}
 }
+
+/// Why a sink could not take an event (the sink is then disabled for the rest of the run).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
 
 mod millis {
     use std::time::Duration;

@@ -14,8 +14,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use super::event::{FleetEvent, Sink};
-use super::tally::StateBook;
+use super::event::{FleetEvent, RunEvent, Sink, SinkError};
+use super::tally::StateCounts;
+use crate::executor::FailureKind;
 use crate::ledger::TenantStatus;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -28,9 +29,6 @@ pub const TENANT_DURATION_BUCKETS: [f64; 17] = [
 
 /// The sqlstate label of an error without one (connection refused, timeout, TLS).
 pub const NO_SQLSTATE: &str = "none";
-
-/// The reason of a lock requeue's `TenantRetrying` event.
-const LOCK_REQUEUE_REASON: &str = "locked";
 
 /// The run's metrics. Cloning shares them (the HTTP server and the textfile writer hold clones).
 #[derive(Clone)]
@@ -65,10 +63,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn state_index(state: TenantStatus) -> usize {
-    TenantStatus::ALL.iter().position(|s| *s == state).unwrap_or(0)
 }
 
 /// Registers a collector and records its name. The names are fixed and the registry is fresh, so a failure
@@ -261,7 +255,8 @@ fn unix_seconds(t: SystemTime) -> f64 {
 /// Updates [`Metrics`] from events. Per event: at most a couple of hash lookups and atomic adds.
 pub struct MetricsSink {
     metrics: Metrics,
-    book: StateBook,
+    /// The counts last set on the `flotilla_tenants` gauges.
+    counts: Option<StateCounts>,
     /// The last cumulative backfill count per in-flight tenant, to turn `backfill_progress` into deltas.
     backfill: HashMap<Box<str>, (String, u64)>,
 }
@@ -270,7 +265,7 @@ impl MetricsSink {
     pub fn new(metrics: Metrics) -> Self {
         Self {
             metrics,
-            book: StateBook::new(),
+            counts: None,
             backfill: HashMap::new(),
         }
     }
@@ -279,8 +274,12 @@ impl MetricsSink {
         &self.metrics
     }
 
-    fn set_states(&self) {
-        let counts = self.book.counts();
+    /// The `flotilla_tenants` gauges from the coordinator's counts (only when they changed).
+    fn set_states(&mut self, counts: StateCounts) {
+        if self.counts == Some(counts) {
+            return;
+        }
+        self.counts = Some(counts);
         for (gauge, state) in self.metrics.tenants.iter().zip(TenantStatus::ALL) {
             gauge.set(counts.get(state) as i64);
         }
@@ -295,14 +294,18 @@ impl MetricsSink {
 }
 
 impl Sink for MetricsSink {
-    fn event(&mut self, event: &FleetEvent) {
-        let m = &self.metrics;
-        if let Some(t) = self.book.apply(event) {
-            let counts = self.book.counts();
-            m.tenants[state_index(t.from)].set(counts.get(t.from) as i64);
-            m.tenants[state_index(t.to)].set(counts.get(t.to) as i64);
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn event(&mut self, run_event: &RunEvent) -> Result<(), SinkError> {
+        if let FleetEvent::RunStarted { .. } = &run_event.event {
+            self.backfill.clear();
+            self.counts = None;
         }
-        match event {
+        self.set_states(run_event.counts);
+        let m = &self.metrics;
+        match &run_event.event {
             FleetEvent::RunStarted {
                 run_id,
                 command,
@@ -310,8 +313,6 @@ impl Sink for MetricsSink {
                 at,
                 ..
             } => {
-                self.backfill.clear();
-                self.set_states();
                 m.run_start.set(unix_seconds(*at));
                 m.run_end.set(0.0);
                 m.run_info.reset();
@@ -333,9 +334,9 @@ impl Sink for MetricsSink {
                 let last = self
                     .backfill
                     .entry(tenant.as_str().into())
-                    .or_insert_with(|| (revision.clone(), *rows_done));
-                if last.0 != *revision {
-                    *last = (revision.clone(), *rows_done);
+                    .or_insert_with(|| (revision.to_string(), *rows_done));
+                if last.0 != revision.as_str() {
+                    *last = (revision.to_string(), *rows_done);
                 }
                 // A retried batch can report fewer rows than before; only growth counts, so nothing is counted twice.
                 if *rows_done > last.1 {
@@ -345,7 +346,7 @@ impl Sink for MetricsSink {
             }
             // The coordinator reports a tenant locked by another runner as retrying with reason "locked", but it
             // goes back to the queue without spending a retry and without an error.
-            FleetEvent::TenantRetrying { reason, .. } if reason == LOCK_REQUEUE_REASON => {
+            FleetEvent::TenantRetrying { reason, .. } if *reason == FailureKind::Locked => {
                 m.requeues.with_label_values(&[reason.as_str()]).inc();
             }
             FleetEvent::TenantRetrying { reason, sqlstate, .. } => {
@@ -384,6 +385,7 @@ impl Sink for MetricsSink {
             | FleetEvent::RunHalted { .. }
             | FleetEvent::ServerOutage { .. } => {}
         }
+        Ok(())
     }
 }
 

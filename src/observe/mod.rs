@@ -21,7 +21,7 @@ mod textfile;
 
 pub use color::ColorChoice;
 pub use error::{os_reason, ObserveError};
-pub use event::{FleetEvent, Sink};
+pub use event::{FleetEvent, HaltReason, RunEvent, Sink, SinkError, TenantId};
 pub use fanout::Fanout;
 pub use logging::{init_logging, log_filter, LogFormat, LogRoute, RoutedLine, DEFAULT_LOG_FILTER};
 pub use metrics::{Metrics, MetricsSink, METRICS_CONTENT_TYPE, NO_SQLSTATE, TENANT_DURATION_BUCKETS};

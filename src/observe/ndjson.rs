@@ -13,7 +13,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::error::ObserveError;
-use super::event::{FleetEvent, Sink};
+use super::event::{FleetEvent, RunEvent, Sink, SinkError};
 
 /// The version written in each line's `v` field. Bump it when a field changes meaning or goes away.
 pub const NDJSON_VERSION: u32 = 1;
@@ -77,29 +77,33 @@ impl NdjsonSink {
         Ok(())
     }
 
-    fn fail(&mut self, err: std::io::Error) {
+    fn fail(&mut self, err: std::io::Error) -> SinkError {
         self.has_failed = true;
-        tracing::warn!(stream = %self.name, error = %err, "cannot write the event stream; no more events go to it");
+        SinkError(format!(
+            "cannot write the event stream {}: {}; no more events go to it",
+            self.name,
+            super::os_reason(&err)
+        ))
     }
 }
 
 impl Sink for NdjsonSink {
-    fn event(&mut self, event: &FleetEvent) {
-        if self.has_failed {
-            return;
-        }
-        if let Err(err) = self.try_write(event) {
-            self.fail(err);
-        }
+    fn name(&self) -> &'static str {
+        "event stream"
     }
 
-    fn finish(&mut self) {
+    fn event(&mut self, event: &RunEvent) -> Result<(), SinkError> {
         if self.has_failed {
-            return;
+            return Ok(());
         }
-        if let Err(err) = self.out.flush() {
-            self.fail(err);
+        self.try_write(&event.event).map_err(|err| self.fail(err))
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        if self.has_failed {
+            return Ok(());
         }
+        self.out.flush().map_err(|err| self.fail(err))
     }
 }
 

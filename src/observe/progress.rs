@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use super::color;
-use super::event::{FleetEvent, Sink};
+use super::event::{FleetEvent, RunEvent, Sink, SinkError};
 use super::human::{clock, thousands, UNKNOWN_CLOCK};
 use super::logging::LogRoute;
 use super::summary::{rate, render_summary_colored, summary_json, SummaryCollector, SummaryData};
 use super::tally::StateCounts;
+use crate::graph::Direction;
+use crate::revision::RevisionId;
 
 /// How progress is shown while a run is in progress. The summary is printed in every mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -178,19 +180,23 @@ impl ProgressSink {
 }
 
 impl Sink for ProgressSink {
-    fn event(&mut self, event: &FleetEvent) {
-        self.summary.event(event);
-        let counts = self.summary.counts();
-        match &mut self.display {
-            Display::Bar(bars) => bars.event(event, counts),
-            Display::Plain(plain) => plain.event(event, counts),
-            Display::None => {}
-        }
+    fn name(&self) -> &'static str {
+        "progress"
     }
 
-    fn finish(&mut self) {
+    fn event(&mut self, event: &RunEvent) -> Result<(), SinkError> {
+        self.summary.event(event)?;
+        match &mut self.display {
+            Display::Bar(bars) => bars.event(&event.event, event.counts),
+            Display::Plain(plain) => plain.event(&event.event, event.counts),
+            Display::None => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
         if std::mem::replace(&mut self.is_finished, true) {
-            return;
+            return Ok(());
         }
         match &mut self.display {
             Display::Bar(bars) => bars.finish(),
@@ -204,11 +210,12 @@ impl Sink for ProgressSink {
                 Ok(text) => format!("{text}\n"),
                 Err(_) => format!("{}\n", summary_json(&data)),
             },
-            SummaryFormat::None => return,
+            SummaryFormat::None => return Ok(()),
         };
         // The summary is the last thing the run prints; if stdout is gone there is nobody left to tell.
         let _ = self.summary_out.write_all(text.as_bytes());
         let _ = self.summary_out.flush();
+        Ok(())
     }
 }
 
@@ -387,7 +394,7 @@ struct BarDisplay {
 
 struct Inflight {
     started: Instant,
-    revision: Option<(String, String)>,
+    revision: Option<(RevisionId, Direction)>,
     rows: Option<(u64, Option<u64>)>,
     line: Option<ProgressBar>,
 }
@@ -395,7 +402,7 @@ struct Inflight {
 impl Inflight {
     fn message(&self) -> String {
         let mut msg = match &self.revision {
-            Some((revision, direction)) => format!("{direction} {revision}"),
+            Some((revision, direction)) => format!("{} {revision}", crate::executor::direction_word(*direction)),
             None => "planning".to_string(),
         };
         if let Some((done, estimated)) = self.rows {
@@ -511,7 +518,7 @@ impl BarDisplay {
                 direction,
             } => {
                 if let Some(t) = self.inflight.get_mut(tenant.as_str()) {
-                    t.revision = Some((revision.clone(), direction.clone()));
+                    t.revision = Some((revision.clone(), *direction));
                     t.rows = None;
                     update_line(t);
                 }
@@ -543,9 +550,6 @@ impl BarDisplay {
                         self.n_lines -= 1;
                     }
                 }
-                if let Some(fleet) = &self.fleet {
-                    fleet.inc(1);
-                }
                 self.fill_lines();
             }
             _ => {}
@@ -560,6 +564,9 @@ impl BarDisplay {
                 | FleetEvent::TenantInterrupted { .. }
         ) {
             if let Some(fleet) = &self.fleet {
+                // The coordinator's counts: a shared run's runner learns at its end which tenants were its own.
+                fleet.set_length(counts.n_tenants as u64);
+                fleet.set_position(counts.done() as u64);
                 fleet.set_message(counts_text(&counts, self.columns >= WIDE_COLUMNS));
             }
         }

@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::event::{FleetEvent, Sink};
+use super::event::{FleetEvent, RunEvent, Sink, SinkError};
 use super::human::{duration, thousands};
-use super::tally::{StateBook, StateCounts};
+use super::tally::StateCounts;
+use crate::executor::FailureKind;
 
 /// How many of the slowest tenants the summary lists.
 pub const N_SLOWEST: usize = 5;
@@ -108,7 +109,8 @@ pub(crate) fn rate(n: usize, elapsed: Duration) -> f64 {
 /// Collects the summary from events. Cheap per event: a hash lookup, and a heap of [`N_SLOWEST`].
 #[derive(Debug, Default)]
 pub struct SummaryCollector {
-    book: StateBook,
+    /// The coordinator's counts after the last event.
+    counts: StateCounts,
     run_id: String,
     command: String,
     target: String,
@@ -122,9 +124,6 @@ pub struct SummaryCollector {
     retry_command: Option<String>,
     halt: Option<Halt>,
     outages: Vec<Outage>,
-    /// The coordinator's count of tenants never started, from `run_finished`: in a shared run, the tenants
-    /// other runners took are neither this runner's nor unstarted, though this runner's list holds them.
-    not_started: Option<usize>,
 }
 
 impl SummaryCollector {
@@ -137,18 +136,7 @@ impl SummaryCollector {
     }
 
     pub fn counts(&self) -> StateCounts {
-        self.settled_counts()
-    }
-
-    /// The counts, with the tenants left pending at the end limited to those the coordinator says it never
-    /// started (the rest belonged to other runners of a shared run).
-    fn settled_counts(&self) -> StateCounts {
-        let mut counts = self.book.counts();
-        if let Some(n) = self.not_started.filter(|n| *n < counts.by_status.pending) {
-            counts.n_tenants -= counts.by_status.pending - n;
-            counts.by_status.pending = n;
-        }
-        counts
+        self.counts
     }
 
     /// The summary so far. Without `run_finished`, the wall time runs up to now.
@@ -174,7 +162,7 @@ impl SummaryCollector {
             run_id: self.run_id.clone(),
             command: self.command.clone(),
             target: self.target.clone(),
-            counts: self.settled_counts(),
+            counts: self.counts,
             n_retries: self.n_retries,
             wall_time,
             slowest,
@@ -197,7 +185,12 @@ impl SummaryCollector {
 }
 
 impl Sink for SummaryCollector {
-    fn event(&mut self, event: &FleetEvent) {
+    fn name(&self) -> &'static str {
+        "summary"
+    }
+
+    fn event(&mut self, run_event: &RunEvent) -> Result<(), SinkError> {
+        let event = &run_event.event;
         if let FleetEvent::RunStarted { .. } = event {
             let retry_command = self.retry_command.take();
             *self = Self {
@@ -205,7 +198,7 @@ impl Sink for SummaryCollector {
                 ..Self::default()
             };
         }
-        self.book.apply(event);
+        self.counts = run_event.counts;
         match event {
             FleetEvent::RunStarted {
                 run_id,
@@ -220,7 +213,7 @@ impl Sink for SummaryCollector {
                 self.started_at = Some(*at);
             }
             // A tenant put back because another runner holds its lock is requeued, not retried.
-            FleetEvent::TenantRetrying { reason, .. } if reason != "locked" => self.n_retries += 1,
+            FleetEvent::TenantRetrying { reason, .. } if *reason != FailureKind::Locked => self.n_retries += 1,
             FleetEvent::TenantSucceeded { tenant, duration, .. } => self.record_duration(tenant, *duration),
             FleetEvent::TenantFailed {
                 tenant,
@@ -243,18 +236,12 @@ impl Sink for SummaryCollector {
                 let group = &mut self.failures[idx];
                 group.count += 1;
                 if group.examples.len() < N_EXAMPLES {
-                    group.examples.push(tenant.clone());
+                    group.examples.push(tenant.to_string());
                 }
             }
-            FleetEvent::RunFinished {
-                at,
-                exit_code,
-                not_started,
-                ..
-            } => {
+            FleetEvent::RunFinished { at, exit_code, .. } => {
                 self.finished_at = Some(*at);
                 self.exit_code = Some(*exit_code);
-                self.not_started = Some(*not_started);
             }
             FleetEvent::ServerOutage { server, down, n_waited } => self.outages.push(Outage {
                 server: server.clone(),
@@ -263,13 +250,14 @@ impl Sink for SummaryCollector {
             }),
             FleetEvent::RunHalted { reason, tenant, error } => {
                 self.halt.get_or_insert(Halt {
-                    reason: reason.clone(),
-                    tenant: tenant.clone(),
+                    reason: reason.to_string(),
+                    tenant: tenant.as_ref().map(|t| t.to_string()),
                     error: error.clone(),
                 });
             }
             _ => {}
         }
+        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::error::ObserveError;
-use super::event::{FleetEvent, Sink};
+use super::event::{RunEvent, Sink, SinkError};
 use super::metrics::Metrics;
 
 /// Writes `content` to `path` atomically: a temporary file beside it (`<path>.tmp.<pid>`), then a rename.
@@ -36,7 +36,6 @@ pub fn write_atomically(path: &Path, content: &str) -> Result<(), ObserveError> 
 pub struct TextfileWriter {
     path: PathBuf,
     metrics: Metrics,
-    has_warned: Arc<AtomicBool>,
     stop: Option<mpsc::Sender<()>>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -44,19 +43,19 @@ pub struct TextfileWriter {
 impl TextfileWriter {
     /// Writes the file once now (so a bad path fails before the run), then every `interval`.
     ///
-    /// Errors: [`ObserveError::Textfile`] when the first write fails. Later failures are logged once.
+    /// Errors: [`ObserveError::Textfile`] when the first write fails. Later failures are logged once and retried; a failure of the last write, at the end of the run, is the sink's error.
     pub fn start(path: impl Into<PathBuf>, metrics: Metrics, interval: Duration) -> Result<Self, ObserveError> {
         let path = path.into();
         write_atomically(&path, &metrics.render())?;
         let has_warned = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = mpsc::channel::<()>();
         let interval = interval.max(Duration::from_millis(100));
-        let (t_path, t_metrics, t_warned) = (path.clone(), metrics.clone(), Arc::clone(&has_warned));
+        let (t_path, t_metrics) = (path.clone(), metrics.clone());
         let ticker = std::thread::Builder::new()
             .name("flotilla-textfile".into())
             .spawn(move || loop {
                 match stopped.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => write_or_warn(&t_path, &t_metrics, &t_warned),
+                    Err(RecvTimeoutError::Timeout) => write_or_warn(&t_path, &t_metrics, &has_warned),
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                 }
             })
@@ -64,7 +63,6 @@ impl TextfileWriter {
         Ok(Self {
             path,
             metrics,
-            has_warned,
             stop: Some(stop),
             ticker,
         })
@@ -96,11 +94,18 @@ fn write_or_warn(path: &Path, metrics: &Metrics, has_warned: &AtomicBool) {
 }
 
 impl Sink for TextfileWriter {
-    fn event(&mut self, _event: &FleetEvent) {}
+    fn name(&self) -> &'static str {
+        "metrics textfile"
+    }
 
-    fn finish(&mut self) {
+    fn event(&mut self, _event: &RunEvent) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// The last write: its failure is the sink's (the ticker's earlier failures were warned about and retried).
+    fn finish(&mut self) -> Result<(), SinkError> {
         self.stop_ticker();
-        write_or_warn(&self.path, &self.metrics, &self.has_warned);
+        write_atomically(&self.path, &self.metrics.render()).map_err(|e| SinkError(e.to_string()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The coordinator's async shell: the only place that waits. It turns worker messages, worker exits (a
-//! `JoinSet`), requeue and rate timers, the connection tick, signals and the ledger sink's health into
-//! [`Input`]s for the state machine, and carries its [`Decision`]s out: spawning workers, feeding sinks,
-//! stopping and cancelling. It decides nothing itself.
+//! `JoinSet`), requeue and rate timers, the connection tick, signals and the ledger writer's health into
+//! [`Input`]s for the state machine, and carries its [`Decision`]s out: spawning workers, feeding sinks, writing
+//! the ledger rows it decided, stopping and cancelling. It decides nothing itself.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -15,12 +15,12 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Coordinator, Decision, FleetOutcome, FleetRequest, Input};
-use crate::fleet::record::LedgerQueue;
+use crate::fleet::record::{LedgerQueue, LedgerWriter};
 use crate::fleet::server::Server;
 use crate::fleet::tenant::Tenant;
 use crate::fleet::worker::{run_tenant, Engine, WorkerCtx, WorkerMsg};
 use crate::ledger::Claim;
-use crate::observe::{FleetEvent, Sink};
+use crate::observe::{Fanout, Sink};
 use crate::revision::RevisionId;
 use crate::signals::{SignalSource, Signals};
 
@@ -46,7 +46,7 @@ pub async fn run_with_signals(
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::unbounded_channel();
     let pinned = Arc::new(RwLock::new(std::mem::take(&mut req.pinned)));
-    let queue = req.queue.take();
+    let ledger = req.ledger.take();
     let rate_share = req.rate_share.take();
     let ctx = Arc::new(WorkerCtx {
         engine,
@@ -72,8 +72,8 @@ pub async fn run_with_signals(
         )
     };
     let mut shell = Shell::new(servers, sinks, signals, stop);
-    if let Some(queue) = queue {
-        shell = shell.with_queue(queue, &state, pinned);
+    if let Some(ledger) = ledger {
+        shell = shell.with_ledger(ledger, &state, pinned);
     }
     shell.rate_share = rate_share;
     shell.drive(state, rx, launch).await
@@ -95,8 +95,8 @@ impl Claiming {
     fn input_of(&self, answer: Result<Result<Claim, String>, tokio::sync::oneshot::error::RecvError>) -> Input {
         let claim = match answer {
             Ok(Ok(claim)) => claim,
-            Ok(Err(e)) => return Input::SinkFailed(format!("the ledger could not hand out tenants: {e}")),
-            Err(_) => return Input::SinkFailed("the ledger writer thread stopped".to_string()),
+            Ok(Err(e)) => return Input::LedgerFailed(format!("the ledger could not hand out tenants: {e}")),
+            Err(_) => return Input::LedgerFailed("the ledger writer thread stopped".to_string()),
         };
         let mut tenants = Vec::with_capacity(claim.tenants.len());
         for t in claim.tenants {
@@ -131,7 +131,9 @@ pub(super) struct Launch {
 
 pub(super) struct Shell<S> {
     servers: Vec<Arc<Server>>,
-    sinks: Vec<Box<dyn Sink>>,
+    sinks: Fanout,
+    /// A recorded run's ledger.
+    ledger: Option<LedgerWriter>,
     signals: S,
     /// What the executor checks between revisions (it takes a flag, not a token).
     stop: Arc<AtomicBool>,
@@ -160,7 +162,8 @@ impl<S: SignalSource> Shell<S> {
     ) -> Shell<S> {
         Shell {
             servers,
-            sinks,
+            sinks: Fanout::from(sinks),
+            ledger: None,
             signals,
             stop,
             cancel: CancellationToken::new(),
@@ -174,13 +177,18 @@ impl<S: SignalSource> Shell<S> {
         }
     }
 
-    /// Claim tenants through `queue` ([`Decision::Claim`]); `pinned` receives the targets of [`Decision::Pin`].
-    fn with_queue(
+    /// Record the run in `ledger` and claim tenants from it ([`Decision::Claim`]); `pinned` receives the targets
+    /// of [`Decision::Pin`].
+    fn with_ledger(
         mut self,
-        queue: LedgerQueue,
+        ledger: LedgerWriter,
         state: &Coordinator,
         pinned: Arc<RwLock<BTreeMap<usize, Vec<RevisionId>>>>,
     ) -> Shell<S> {
+        let Some(queue) = ledger.queue() else {
+            return self;
+        };
+        self.ledger = Some(ledger);
         self.claiming = Some(Claiming {
             queue,
             index_of: state.tenant_indices(),
@@ -208,10 +216,13 @@ impl<S: SignalSource> Shell<S> {
             if self.carry_out(&state, decisions, &mut launch).await {
                 break;
             }
-            if !state.has_ledger_failure() {
-                if let Some(e) = self.sink_failure() {
-                    decisions = state.handle(Input::SinkFailed(e), Instant::now());
-                    continue;
+            if let Some(ledger) = &mut self.ledger {
+                ledger.flush_if_due();
+                if !state.has_ledger_failure() {
+                    if let Err(e) = ledger.health() {
+                        decisions = state.handle(Input::LedgerFailed(e), Instant::now());
+                        continue;
+                    }
                 }
             }
             let due_at = self.delayed.peek().map(|Reverse((at, _, _))| *at);
@@ -256,17 +267,19 @@ impl<S: SignalSource> Shell<S> {
         for server in &self.servers {
             server.close_idle();
         }
-        for sink in &mut self.sinks {
-            sink.sync();
+        let synced = self.ledger.as_mut().and_then(|l| l.sync().err());
+        let mut finished = state.finish(synced);
+        // The ledger closes first, so the closing event (and the summary) carry the code the run exits with.
+        if let Some(ledger) = &mut self.ledger {
+            if let Err(e) = ledger.finish(state.exit_code().code()) {
+                state.closing_failed(e);
+                if let crate::observe::FleetEvent::RunFinished { exit_code, .. } = &mut finished.event {
+                    *exit_code = state.exit_code().code();
+                }
+            }
         }
-        let finished = state.finish(self.sink_failure());
-        self.emit(&finished);
-        for sink in &mut self.sinks {
-            sink.finish();
-        }
-        if let Some(e) = self.sink_failure() {
-            state.closing_failed(e);
-        }
+        self.sinks.event(&finished);
+        self.sinks.finish();
         state.into_outcome()
     }
 
@@ -300,7 +313,16 @@ impl<S: SignalSource> Shell<S> {
                         c.pinned.write().unwrap_or_else(|p| p.into_inner()).insert(index, rows);
                     }
                 }
-                Decision::Emit(event) => self.emit(&event),
+                Decision::Emit(event) => self.sinks.event(&event),
+                Decision::Record(row) => match &mut self.ledger {
+                    Some(ledger) => ledger.record(row),
+                    None => tracing::error!("a ledger row was decided without a ledger"),
+                },
+                Decision::HaltRun => {
+                    if let Some(ledger) = &mut self.ledger {
+                        ledger.halt();
+                    }
+                }
                 Decision::Stop => {
                     self.stop.store(true, Ordering::Relaxed);
                     self.cancel.cancel();
@@ -343,17 +365,6 @@ impl<S: SignalSource> Shell<S> {
             self.tokens.remove(&index);
         }
         Some(Input::Exited { index, attempt, panic })
-    }
-
-    fn emit(&mut self, event: &FleetEvent) {
-        for sink in &mut self.sinks {
-            sink.event(event);
-        }
-    }
-
-    /// The first sink failure that must stop the run (the ledger's).
-    fn sink_failure(&self) -> Option<String> {
-        self.sinks.iter().find_map(|s| s.health().err())
     }
 }
 

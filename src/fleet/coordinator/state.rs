@@ -1,6 +1,7 @@
 //! The coordinator's decisions: every rule of a fleet run (dispatch under the concurrency, the start rate and the
 //! canary phase; the canary and failure-threshold halts; the lock requeue and its deadline; the first and second
-//! signal; the ledger failure stop; the final counts and exit code) as one synchronous state machine.
+//! signal; the ledger failure stop; the final counts and exit code; each tenant's ledger row) as one synchronous
+//! state machine.
 //!
 //! [`Coordinator::handle`] takes one [`Input`] and the current instant and returns the [`Decision`]s to carry out.
 //! It never touches a channel, a timer, a sink or a connection, so unit tests drive it with fake worker messages;
@@ -11,11 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::ExitCode;
+use crate::executor::FailureKind;
 use crate::fleet::tenant::Tenant;
 use crate::fleet::worker::{Action, Outcome, TenantLimits, WorkerMsg};
 use crate::graph::Step;
-use crate::ledger::{ClaimState, TenantStatus};
-use crate::observe::FleetEvent;
+use crate::ledger::{ClaimState, StatusCounts, TenantStatus, TenantUpdate};
+use crate::observe::{FleetEvent, HaltReason, RunEvent, StateCounts, TenantId};
 use crate::revision::RevisionId;
 
 /// One fleet run, resolved: the selected tenants in dispatch order and every limit.
@@ -41,8 +43,8 @@ pub struct FleetRequest {
     pub is_dry_run: bool,
     /// Where the tenants to start come from.
     pub source: Source,
-    /// The ledger's claim handle, for [`Source::Claims`].
-    pub queue: Option<crate::fleet::record::LedgerQueue>,
+    /// The ledger of a recorded run ([`Source::Claims`]): tenant rows, claims, heartbeats, halts.
+    pub ledger: Option<crate::fleet::record::LedgerWriter>,
     /// In a shared run, this runner's part of `rate` as it changes (the rate split between busy runners).
     pub rate_share: Option<tokio::sync::watch::Receiver<f64>>,
 }
@@ -101,8 +103,8 @@ pub(super) enum Input {
     Signal,
     /// The periodic tick: open connections per server, in server order.
     Tick { open: Vec<usize> },
-    /// A sink that must stop the run (the ledger) failed.
-    SinkFailed(String),
+    /// The ledger could not be written or read: the run must stop.
+    LedgerFailed(String),
     /// This runner's part of the start rate changed (a shared run's runners split it).
     Rate(f64),
     /// The ledger answered a [`Decision::Claim`]: these tenants (index, target the run resolved earlier) are
@@ -117,32 +119,26 @@ pub(super) enum Input {
 #[derive(Debug)]
 pub(super) enum Decision {
     /// Spawn a worker for tenant `index`, starting at `attempt`.
-    Start {
-        index: usize,
-        attempt: u32,
-    },
+    Start { index: usize, attempt: u32 },
     /// Report [`Input::Due`] for this tenant at `at`.
-    Requeue {
-        index: usize,
-        attempt: u32,
-        at: Instant,
-    },
+    Requeue { index: usize, attempt: u32, at: Instant },
     /// Report [`Input::Wake`] at this instant (replacing any earlier request).
     WakeAt(Instant),
-    Emit(FleetEvent),
+    /// Hand this event, with the counts right after it, to the sinks.
+    Emit(RunEvent),
+    /// Write this row of the tenant to the ledger (a recorded run): the whole current state of the tenant, built
+    /// from what the coordinator decided, never from the display events.
+    Record(TenantUpdate),
+    /// This runner halted the run: tell the other runners through the ledger.
+    HaltRun,
     /// Tell every worker to stop after its current revision, and wake any that sleeps or waits.
     Stop,
     /// Cancel the running statements of these tenants.
     CancelStatements(Vec<usize>),
-    /// Ask the ledger for up to `max` more tenants; it answers with [`Input::Claimed`] (or a sink failure).
-    Claim {
-        max: usize,
-    },
+    /// Ask the ledger for up to `max` more tenants; it answers with [`Input::Claimed`] (or a ledger failure).
+    Claim { max: usize },
     /// Keep this target for tenant `index` (the run resolved it earlier): the worker plans to it.
-    Pin {
-        index: usize,
-        rows: Vec<RevisionId>,
-    },
+    Pin { index: usize, rows: Vec<RevisionId> },
     /// Nothing is in flight and nothing will start: sync the sinks and call [`Coordinator::finish`].
     Finish,
 }
@@ -176,6 +172,10 @@ pub(super) struct Coordinator {
     tenants: Vec<Tenant>,
     server_names: Vec<String>,
     states: Vec<TenantStatus>,
+    /// `states` counted, for every event.
+    counts: StateCounts,
+    /// The ledger rows of the tenants in flight in a recorded run (a finished tenant's row is sent and dropped).
+    rows: HashMap<usize, TenantUpdate>,
     n_canaries: usize,
     n_canaries_left: usize,
     concurrency: usize,
@@ -222,6 +222,14 @@ impl Coordinator {
             tenants: req.tenants,
             server_names,
             states: vec![TenantStatus::Pending; n],
+            counts: StateCounts {
+                n_tenants: n,
+                by_status: StatusCounts {
+                    pending: n,
+                    ..StatusCounts::default()
+                },
+            },
+            rows: HashMap::new(),
             n_canaries,
             // Claimed runs leave the canary phase to the ledger, which sees every runner's canaries.
             n_canaries_left: if claims.is_some() { 0 } else { n_canaries },
@@ -269,7 +277,7 @@ impl Coordinator {
             .collect()
     }
 
-    /// Whether a ledger failure was already reported (the shell stops asking the sinks).
+    /// Whether a ledger failure was already reported (the shell stops asking the ledger writer).
     pub(super) fn has_ledger_failure(&self) -> bool {
         self.outcome.ledger_failure.is_some()
     }
@@ -281,14 +289,17 @@ impl Coordinator {
             return out;
         }
         match input {
-            Input::Begin => out.push(Decision::Emit(FleetEvent::RunStarted {
-                run_id: self.run_id.clone(),
-                command: self.command.to_string(),
-                target: self.target.clone(),
-                n_tenants: self.tenants.len(),
-                concurrency: self.concurrency,
-                at: SystemTime::now(),
-            })),
+            Input::Begin => {
+                let started = FleetEvent::RunStarted {
+                    run_id: self.run_id.clone(),
+                    command: self.command.to_string(),
+                    target: self.target.clone(),
+                    n_tenants: self.tenants.len(),
+                    concurrency: self.concurrency,
+                    at: SystemTime::now(),
+                };
+                self.emit(started, &mut out);
+            }
             Input::Worker(msg) => self.on_message(msg, now, &mut out),
             Input::Connected { index } => {
                 if self.in_flight.contains_key(&index) {
@@ -303,16 +314,13 @@ impl Coordinator {
             Input::Wake => {}
             Input::Signal => self.on_signal(&mut out),
             Input::Tick { open } => {
-                for (server, open) in self.server_names.iter().zip(open) {
-                    out.push(Decision::Emit(FleetEvent::Connections {
-                        server: server.clone(),
-                        open,
-                    }));
+                for (server, open) in self.server_names.clone().into_iter().zip(open) {
+                    self.emit(FleetEvent::Connections { server, open }, &mut out);
                 }
             }
             Input::Claimed { tenants, state } => self.on_claimed(tenants, state, now, &mut out),
             Input::Rate(rate) => self.pacer = Pacer::new(rate, now),
-            Input::SinkFailed(e) => {
+            Input::LedgerFailed(e) => {
                 if self.outcome.ledger_failure.is_none() {
                     tracing::error!(
                         "{e}; no new tenants start, and tenants in flight stop after their current revision"
@@ -357,12 +365,11 @@ impl Coordinator {
                 }
             }
             if let Some(since) = self.rate_wait_since.take() {
-                out.push(Decision::Emit(FleetEvent::RateLimited {
-                    waited: now.saturating_duration_since(since),
-                }));
+                let waited = now.saturating_duration_since(since);
+                self.emit(FleetEvent::RateLimited { waited }, out);
             }
             self.ready.pop_front();
-            self.states[index] = TenantStatus::Running;
+            self.set_state(index, TenantStatus::Running);
             self.in_flight.insert(
                 index,
                 Flight {
@@ -429,11 +436,12 @@ impl Coordinator {
             ClaimState::Halted if !self.outcome.is_halted => {
                 tracing::error!("another runner halted the run: no new tenants start");
                 self.outcome.is_halted = true;
-                out.push(Decision::Emit(FleetEvent::RunHalted {
-                    reason: "halted by another runner".into(),
+                let halted = FleetEvent::RunHalted {
+                    reason: HaltReason::OtherRunner,
                     tenant: None,
                     error: None,
-                }));
+                };
+                self.emit(halted, out);
             }
             _ => {}
         }
@@ -472,7 +480,7 @@ impl Coordinator {
             None => "the worker ended without an outcome".to_string(),
         };
         tracing::error!(tenant = %self.tenants[index].id, "{error}");
-        self.fail(index, error, "panic", attempts, out);
+        self.fail(index, error, FailureKind::Panic, attempts, out);
         self.after_finish(index, out);
     }
 
@@ -482,7 +490,7 @@ impl Coordinator {
             server, down, n_waited, ..
         } = msg
         {
-            out.push(Decision::Emit(FleetEvent::ServerOutage { server, down, n_waited }));
+            self.emit(FleetEvent::ServerOutage { server, down, n_waited }, out);
             return;
         }
         let index = msg_index(&msg);
@@ -490,10 +498,14 @@ impl Coordinator {
         let Some(flight) = self.in_flight.get_mut(&index) else {
             return;
         };
-        let tenant = self.tenants[index].id.clone();
+        let tenant = TenantId::from(self.tenants[index].id.as_str());
         let event = match msg {
             WorkerMsg::Started { attempt, .. } => {
                 flight.attempt = attempt;
+                self.record(index, out, |row| {
+                    row.status = TenantStatus::Running;
+                    row.attempts = attempt;
+                });
                 let server = self.server_names[self.tenants[index].server].clone();
                 FleetEvent::TenantStarted {
                     tenant,
@@ -505,18 +517,25 @@ impl Coordinator {
                 self.connected.insert(index);
                 return;
             }
-            WorkerMsg::Planned { from, to, steps, .. } => FleetEvent::TenantPlanned {
-                tenant,
-                from: ids(&from),
-                to: ids(&to),
-                n_steps: steps.len(),
-            },
+            WorkerMsg::Planned { from, to, steps, .. } => {
+                self.record(index, out, |row| {
+                    row.from_revision = joined(&from);
+                    row.to_revision = joined(&from);
+                    row.target_revision = Some(crate::ledger::rows_text(&to));
+                });
+                FleetEvent::TenantPlanned {
+                    tenant,
+                    from,
+                    to,
+                    n_steps: steps.len(),
+                }
+            }
             WorkerMsg::RevisionStarted {
                 revision, direction, ..
             } => FleetEvent::RevisionStarted {
                 tenant,
-                revision: revision.to_string(),
-                direction: crate::executor::direction_word(direction).to_string(),
+                revision,
+                direction,
             },
             WorkerMsg::RevisionApplied {
                 revision,
@@ -525,8 +544,8 @@ impl Coordinator {
                 ..
             } => FleetEvent::RevisionApplied {
                 tenant,
-                revision: revision.to_string(),
-                direction: crate::executor::direction_word(direction).to_string(),
+                revision,
+                direction,
                 duration: elapsed,
             },
             WorkerMsg::BackfillProgress {
@@ -536,7 +555,7 @@ impl Coordinator {
                 ..
             } => FleetEvent::BackfillProgress {
                 tenant,
-                revision: revision.to_string(),
+                revision,
                 rows_done,
                 rows_estimated,
             },
@@ -547,10 +566,16 @@ impl Coordinator {
                 ..
             } => {
                 flight.attempt = attempt;
+                self.record(index, out, |row| {
+                    row.error = Some(failure.message.clone());
+                    row.error_kind = Some(failure.reason.to_string());
+                    row.sqlstate = failure.sqlstate.clone();
+                    row.attempts = attempt;
+                });
                 FleetEvent::TenantRetrying {
                     tenant,
                     attempt,
-                    reason: failure.reason.to_string(),
+                    reason: failure.reason,
                     error: failure.message,
                     sqlstate: failure.sqlstate,
                     delay,
@@ -564,29 +589,38 @@ impl Coordinator {
             }
             WorkerMsg::ServerRecovered { .. } => return,
         };
-        out.push(Decision::Emit(event));
+        self.emit(event, out);
     }
 
     fn on_done(&mut self, index: usize, outcome: Outcome, now: Instant, out: &mut Vec<Decision>) {
-        let tenant = self.tenants[index].id.clone();
+        let tenant = TenantId::from(self.tenants[index].id.as_str());
         let event = match outcome {
             Outcome::Locked { attempts } => {
-                self.states[index] = TenantStatus::Pending;
-                out.push(Decision::Emit(FleetEvent::TenantRetrying {
+                // Put back, not retried: the ledger keeps the tenant this runner's (running) meanwhile.
+                self.set_state(index, TenantStatus::Pending);
+                let error = "another run holds this tenant's migration lock; trying again later in the run";
+                self.record(index, out, |row| {
+                    row.error = Some(error.to_string());
+                    row.error_kind = Some(FailureKind::Locked.to_string());
+                    row.sqlstate = None;
+                    row.attempts = attempts;
+                });
+                let retrying = FleetEvent::TenantRetrying {
                     tenant,
                     attempt: attempts,
-                    reason: "locked".into(),
-                    error: "another run holds this tenant's migration lock; trying again later in the run".into(),
+                    reason: FailureKind::Locked,
+                    error: error.into(),
                     sqlstate: None,
                     delay: Duration::ZERO,
-                }));
+                };
+                self.emit(retrying, out);
                 let since = *self.first_locked.entry(index).or_insert(now);
                 if now.saturating_duration_since(since) >= self.lock_requeue_for {
                     let error = format!(
                         "another run held this tenant's migration lock for longer than {}",
                         crate::observe::human::duration(self.lock_requeue_for)
                     );
-                    self.fail(index, error, "locked", attempts, out);
+                    self.fail(index, error, FailureKind::Locked, attempts, out);
                     self.after_finish(index, out);
                 } else {
                     let delay = Duration::from_millis(200 * u64::from(attempts.min(10)));
@@ -606,28 +640,30 @@ impl Coordinator {
                 attempts,
                 elapsed,
             } => {
-                self.finish_tenant(index, TenantStatus::Succeeded);
                 self.outcome.n_succeeded += 1;
+                self.settle(index, TenantStatus::Succeeded, out, |row| {
+                    row.from_revision = joined(&from);
+                    row.to_revision = joined(&to);
+                    row.attempts = attempts;
+                    row.duration_ms = Some(elapsed.as_millis() as u64);
+                    row.error = None;
+                    row.error_kind = None;
+                    row.sqlstate = None;
+                    row.failed_revision = None;
+                });
                 FleetEvent::TenantSucceeded {
                     tenant,
-                    from: ids(&from),
-                    to: ids(&to),
+                    from,
+                    to,
                     n_steps,
                     attempts,
                     duration: elapsed,
                 }
             }
-            Outcome::Skipped { at, .. } => {
-                self.finish_tenant(index, TenantStatus::Skipped);
-                self.outcome.n_skipped += 1;
-                FleetEvent::TenantSkipped { tenant, at: ids(&at) }
-            }
+            Outcome::Skipped { at, .. } => self.skipped(index, tenant, at, out),
             Outcome::Planned { from, steps } => {
-                self.finish_tenant(index, TenantStatus::Skipped);
-                self.outcome.n_skipped += 1;
-                let at = ids(&from);
-                self.outcome.planned.push((index, from, steps));
-                FleetEvent::TenantSkipped { tenant, at }
+                self.outcome.planned.push((index, from.clone(), steps));
+                self.skipped(index, tenant, from, out)
             }
             Outcome::Failed {
                 from,
@@ -636,58 +672,127 @@ impl Coordinator {
                 attempts,
                 elapsed,
             } => {
-                self.finish_tenant(index, TenantStatus::Failed);
                 self.n_failed += 1;
                 self.outcome.n_failed += 1;
                 self.outcome.failed.push((index, failure.message.clone()));
+                self.settle(index, TenantStatus::Failed, out, |row| {
+                    row.from_revision = joined(&from);
+                    row.to_revision = joined(&to);
+                    row.failed_revision = failure.failed_revision.as_ref().map(|r| r.to_string());
+                    row.error = Some(failure.message.clone());
+                    row.error_kind = Some(failure.reason.to_string());
+                    row.sqlstate = failure.sqlstate.clone();
+                    row.attempts = attempts;
+                    row.duration_ms = Some(elapsed.as_millis() as u64);
+                });
                 FleetEvent::TenantFailed {
                     tenant,
-                    from: ids(&from),
-                    to: ids(&to),
-                    failed_revision: failure.failed_revision.map(|r| r.to_string()),
+                    from,
+                    to,
+                    failed_revision: failure.failed_revision,
                     error: failure.message,
-                    error_kind: failure.reason.into(),
+                    error_kind: failure.reason,
                     sqlstate: failure.sqlstate,
                     attempts,
                     duration: elapsed,
                 }
             }
             Outcome::Interrupted { from, to, .. } => {
-                self.finish_tenant(index, TenantStatus::Interrupted);
                 self.outcome.n_interrupted += 1;
-                FleetEvent::TenantInterrupted {
-                    tenant,
-                    from: ids(&from),
-                    to: ids(&to),
-                }
+                self.settle(index, TenantStatus::Interrupted, out, |row| {
+                    if !from.is_empty() || !to.is_empty() {
+                        row.from_revision = joined(&from);
+                        row.to_revision = joined(&to);
+                    }
+                });
+                FleetEvent::TenantInterrupted { tenant, from, to }
             }
         };
-        out.push(Decision::Emit(event));
+        self.emit(event, out);
         self.after_finish(index, out);
     }
 
+    /// Tenant `index` was already at its target (or, in a dry run, planned): skipped.
+    fn skipped(&mut self, index: usize, tenant: TenantId, at: Vec<RevisionId>, out: &mut Vec<Decision>) -> FleetEvent {
+        self.outcome.n_skipped += 1;
+        self.settle(index, TenantStatus::Skipped, out, |row| {
+            row.from_revision = joined(&at);
+            row.to_revision = joined(&at);
+            row.error = None;
+            row.error_kind = None;
+            row.sqlstate = None;
+        });
+        FleetEvent::TenantSkipped { tenant, at }
+    }
+
     /// Fail tenant `index` for a reason of the coordinator's own (lock contention past the deadline, a panic).
-    fn fail(&mut self, index: usize, error: String, error_kind: &str, attempts: u32, out: &mut Vec<Decision>) {
-        self.finish_tenant(index, TenantStatus::Failed);
+    fn fail(&mut self, index: usize, error: String, error_kind: FailureKind, attempts: u32, out: &mut Vec<Decision>) {
         self.n_failed += 1;
         self.outcome.n_failed += 1;
         self.outcome.failed.push((index, error.clone()));
-        out.push(Decision::Emit(FleetEvent::TenantFailed {
-            tenant: self.tenants[index].id.clone(),
+        self.settle(index, TenantStatus::Failed, out, |row| {
+            row.error = Some(error.clone());
+            row.error_kind = Some(error_kind.to_string());
+            row.sqlstate = None;
+            row.attempts = attempts;
+        });
+        let failed = FleetEvent::TenantFailed {
+            tenant: TenantId::from(self.tenants[index].id.as_str()),
             from: Vec::new(),
             to: Vec::new(),
             failed_revision: None,
             error,
-            error_kind: error_kind.into(),
+            error_kind,
             sqlstate: None,
             attempts,
             duration: Duration::ZERO,
-        }));
+        };
+        self.emit(failed, out);
     }
 
-    fn finish_tenant(&mut self, index: usize, state: TenantStatus) {
-        self.states[index] = state;
+    /// Tenant `index` reached its final `state`: count it, and send its last ledger row, changed by `change`.
+    fn settle(
+        &mut self,
+        index: usize,
+        state: TenantStatus,
+        out: &mut Vec<Decision>,
+        change: impl FnOnce(&mut TenantUpdate),
+    ) {
+        self.set_state(index, state);
         self.n_finished += 1;
+        self.record(index, out, |row| {
+            row.status = state;
+            change(row);
+        });
+        self.rows.remove(&index);
+    }
+
+    fn set_state(&mut self, index: usize, to: TenantStatus) {
+        let from = std::mem::replace(&mut self.states[index], to);
+        if from != to {
+            self.counts.by_status.move_one(from, to);
+        }
+    }
+
+    /// Change the ledger row of tenant `index` and send it whole (a recorded run only).
+    fn record(&mut self, index: usize, out: &mut Vec<Decision>, change: impl FnOnce(&mut TenantUpdate)) {
+        if self.claims.is_none() {
+            return;
+        }
+        let row = self
+            .rows
+            .entry(index)
+            .or_insert_with(|| TenantUpdate::new(self.tenants[index].id.as_str(), TenantStatus::Running));
+        change(row);
+        out.push(Decision::Record(row.clone()));
+    }
+
+    /// Hand `event` to the sinks with the counts as they stand now.
+    fn emit(&self, event: FleetEvent, out: &mut Vec<Decision>) {
+        out.push(Decision::Emit(RunEvent {
+            event,
+            counts: self.counts,
+        }));
     }
 
     /// After a tenant reached its final state: count a finished canary (one of the first `n_canaries`; a failed
@@ -697,12 +802,7 @@ impl Coordinator {
             self.n_canaries_left = self.n_canaries_left.saturating_sub(1);
             if self.states[index] == TenantStatus::Failed {
                 tracing::error!(tenant = %self.tenants[index].id, "canary failed: halting before the rest of the fleet");
-                self.outcome.is_halted = true;
-                out.push(Decision::Emit(FleetEvent::RunHalted {
-                    reason: "canary".into(),
-                    tenant: Some(self.tenants[index].id.clone()),
-                    error: self.last_error(index),
-                }));
+                self.halt(HaltReason::Canary, index, out);
             }
         }
         if self.exceeds_threshold() && !self.outcome.is_halted {
@@ -710,15 +810,25 @@ impl Coordinator {
                 failed = self.n_failed,
                 "failure threshold exceeded: no new tenants start"
             );
-            self.outcome.is_halted = true;
-            out.push(Decision::Emit(FleetEvent::RunHalted {
-                reason: format!(
-                    "failure threshold ({} failed of {} finished)",
-                    self.n_failed, self.n_finished
-                ),
-                tenant: Some(self.tenants[index].id.clone()),
-                error: self.last_error(index),
-            }));
+            let reason = HaltReason::FailureThreshold {
+                n_failed: self.n_failed,
+                n_finished: self.n_finished,
+            };
+            self.halt(reason, index, out);
+        }
+    }
+
+    /// This runner halts the run because of tenant `index`.
+    fn halt(&mut self, reason: HaltReason, index: usize, out: &mut Vec<Decision>) {
+        self.outcome.is_halted = true;
+        let halted = FleetEvent::RunHalted {
+            reason,
+            tenant: Some(TenantId::from(self.tenants[index].id.as_str())),
+            error: self.last_error(index),
+        };
+        self.emit(halted, out);
+        if self.claims.is_some() {
+            out.push(Decision::HaltRun);
         }
     }
 
@@ -748,8 +858,8 @@ impl Coordinator {
     }
 
     /// After [`Decision::Finish`] and the sinks' sync: count the tenants that never started, decide the exit code
-    /// (`sink_failure` is the sinks' health after the sync) and return the closing event.
-    pub(super) fn finish(&mut self, sink_failure: Option<String>) -> FleetEvent {
+    /// (`ledger_failure` is the ledger writer's health after its sync) and return the closing event.
+    pub(super) fn finish(&mut self, ledger_failure: Option<String>) -> RunEvent {
         // Tenants that never started (stopped, halted) stay pending: "not started", and retry picks them up. A
         // claimed run counts those it claimed, and, unless the ledger said every tenant is done, those it never
         // got to claim (exact for a lone runner; with other runners, some of those may be theirs).
@@ -761,8 +871,12 @@ impl Coordinator {
             _ => (0..self.states.len()).filter(is_pending).count(),
         };
         if self.outcome.ledger_failure.is_none() {
-            self.outcome.ledger_failure = sink_failure;
+            self.outcome.ledger_failure = ledger_failure;
         }
+        // Tenants left pending that this runner never started are other runners' (a shared run): not this run's.
+        let n_elsewhere = self.counts.pending.saturating_sub(self.outcome.n_not_started);
+        self.counts.n_tenants -= n_elsewhere;
+        self.counts.by_status.pending -= n_elsewhere;
         let o = &mut self.outcome;
         o.exit_code = if o.ledger_failure.is_some() {
             ExitCode::LedgerFailed
@@ -777,15 +891,18 @@ impl Coordinator {
         } else {
             ExitCode::Ok
         };
-        FleetEvent::RunFinished {
-            run_id: self.run_id.clone(),
-            succeeded: o.n_succeeded,
-            failed: o.n_failed,
-            skipped: o.n_skipped,
-            interrupted: o.n_interrupted,
-            not_started: o.n_not_started,
-            exit_code: o.exit_code.code(),
-            at: SystemTime::now(),
+        RunEvent {
+            event: FleetEvent::RunFinished {
+                run_id: self.run_id.clone(),
+                succeeded: o.n_succeeded,
+                failed: o.n_failed,
+                skipped: o.n_skipped,
+                interrupted: o.n_interrupted,
+                not_started: o.n_not_started,
+                exit_code: o.exit_code.code(),
+                at: SystemTime::now(),
+            },
+            counts: self.counts,
         }
     }
 
@@ -795,6 +912,11 @@ impl Coordinator {
             self.outcome.ledger_failure = Some(e);
             self.outcome.exit_code = ExitCode::LedgerFailed;
         }
+    }
+
+    /// The exit code [`Coordinator::finish`] decided.
+    pub(super) fn exit_code(&self) -> ExitCode {
+        self.outcome.exit_code
     }
 
     pub(super) fn into_outcome(self) -> FleetOutcome {
@@ -816,8 +938,9 @@ fn msg_index(msg: &WorkerMsg) -> usize {
     }
 }
 
-fn ids(rows: &[RevisionId]) -> Vec<String> {
-    rows.iter().map(|r| r.to_string()).collect()
+/// Version rows as the ledger's `from_revision`/`to_revision` hold them: comma-joined, `None` for none.
+fn joined(rows: &[RevisionId]) -> Option<String> {
+    (!rows.is_empty()).then(|| rows.iter().map(RevisionId::as_str).collect::<Vec<_>>().join(","))
 }
 
 /// governor's clock for the coordinator: the instant `handle` was given, so the rate decision stays synchronous
