@@ -169,8 +169,7 @@ impl ExecError {
 
 /// Why a tenant's attempt failed or is retried: a short fixed word where it leaves the process (the ledger's
 /// `error_kind`, NDJSON `error_kind`/`reason`, the `reason` label of metrics), a value everywhere inside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
     /// Another run holds the tenant's migration lock.
     Locked,
@@ -231,6 +230,12 @@ impl FailureKind {
             FailureKind::StampFrom => "stamp_from",
             FailureKind::Panic => "panic",
         }
+    }
+}
+
+impl serde::Serialize for FailureKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

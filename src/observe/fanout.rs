@@ -61,3 +61,54 @@ impl From<Vec<Box<dyn Sink>>> for Fanout {
         Fanout { sinks }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::observe::testing::sample_run_events;
+
+    /// Counts the events it takes; fails at the `fail_at`-th.
+    struct Counting {
+        seen: Arc<Mutex<usize>>,
+        fail_at: Option<usize>,
+    }
+
+    impl Sink for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+
+        fn event(&mut self, _event: &RunEvent) -> Result<(), SinkError> {
+            let mut seen = self.seen.lock().unwrap();
+            *seen += 1;
+            match self.fail_at {
+                Some(n) if *seen == n => Err(SinkError("broken".into())),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_is_switched_off_and_the_others_go_on() {
+        let (broken, healthy) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
+        let mut fanout = Fanout::new()
+            .with(Counting {
+                seen: broken.clone(),
+                fail_at: Some(2),
+            })
+            .with(Counting {
+                seen: healthy.clone(),
+                fail_at: None,
+            });
+        let events = sample_run_events();
+        for e in &events {
+            fanout.event(e);
+        }
+        fanout.finish();
+        assert_eq!(*broken.lock().unwrap(), 2);
+        assert_eq!(*healthy.lock().unwrap(), events.len());
+        assert_eq!(fanout.len(), 1);
+    }
+}

@@ -392,7 +392,7 @@ impl Sink for MetricsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::testing::{sample_run, TENANTS};
+    use crate::observe::testing::{bare, rev, sample_run_events, t, with_counts, TENANTS};
 
     /// The value of one sample line, e.g. `flotilla_tenants{state="failed"}`.
     pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
@@ -439,8 +439,8 @@ mod tests {
     fn states_add_up_at_every_event() {
         let metrics = Metrics::new();
         let mut sink = MetricsSink::new(metrics.clone());
-        for event in sample_run() {
-            sink.event(&event);
+        for event in sample_run_events() {
+            sink.event(&event).unwrap();
             let text = metrics.render();
             let sum: f64 = TenantStatus::ALL
                 .iter()
@@ -454,13 +454,13 @@ mod tests {
     fn sample_run_values() {
         let metrics = Metrics::new();
         let mut sink = MetricsSink::new(metrics.clone());
-        let events = sample_run();
-        sink.event(&events[0]);
+        let events = sample_run_events();
+        sink.event(&events[0]).unwrap();
         check(&metrics.render(), "flotilla_tenants{state=\"pending\"}", 5.0);
         for event in &events[1..] {
-            sink.event(event);
+            sink.event(event).unwrap();
         }
-        sink.finish();
+        sink.finish().unwrap();
         let text = metrics.render();
         for (state, n) in [
             ("pending", 0),
@@ -505,14 +505,15 @@ mod tests {
     fn errors_without_sqlstate_use_none() {
         let metrics = Metrics::new();
         let mut sink = MetricsSink::new(metrics.clone());
-        sink.event(&FleetEvent::TenantRetrying {
-            tenant: "x".into(),
+        sink.event(&bare(FleetEvent::TenantRetrying {
+            tenant: t("x"),
             attempt: 1,
-            reason: "timeout".into(),
+            reason: FailureKind::TenantTimeout,
             error: "timed out".into(),
             sqlstate: None,
             delay: std::time::Duration::ZERO,
-        });
+        }))
+        .unwrap();
         check(&metrics.render(), "flotilla_errors_total{sqlstate=\"none\"}", 1.0);
     }
 
@@ -520,17 +521,17 @@ mod tests {
     fn lock_requeues_are_counted_apart_from_retries() {
         let metrics = Metrics::new();
         let mut sink = MetricsSink::new(metrics.clone());
-        let retrying = |reason: &str| FleetEvent::TenantRetrying {
-            tenant: "x".into(),
+        let retrying = |reason: FailureKind| FleetEvent::TenantRetrying {
+            tenant: t("x"),
             attempt: 1,
-            reason: reason.into(),
+            reason,
             error: "e".into(),
             sqlstate: None,
             delay: std::time::Duration::ZERO,
         };
-        sink.event(&retrying("locked"));
-        sink.event(&retrying("locked"));
-        sink.event(&retrying("deadlock"));
+        for reason in [FailureKind::Locked, FailureKind::Locked, FailureKind::Deadlock] {
+            sink.event(&bare(retrying(reason))).unwrap();
+        }
         let text = metrics.render();
         check(&text, "flotilla_tenant_requeues_total{reason=\"locked\"}", 2.0);
         check(&text, "flotilla_tenant_retries_total{reason=\"deadlock\"}", 1.0);
@@ -547,8 +548,8 @@ mod tests {
         let metrics = Metrics::new();
         let mut sink = MetricsSink::new(metrics.clone());
         let progress = |revision: &str, rows_done| FleetEvent::BackfillProgress {
-            tenant: "x".into(),
-            revision: revision.into(),
+            tenant: t("x"),
+            revision: rev(revision),
             rows_done,
             rows_estimated: None,
         };
@@ -560,7 +561,7 @@ mod tests {
             progress("r2", 0),
             progress("r2", 30),
         ] {
-            sink.event(&e);
+            sink.event(&bare(e)).unwrap();
         }
         check(&metrics.render(), "flotilla_backfill_rows_total", 180.0);
     }
@@ -571,12 +572,13 @@ mod tests {
         let mut sink = MetricsSink::new(metrics.clone());
         // The first report (before any batch) carries the 500 rows an earlier run committed.
         for rows_done in [500, 600, 700] {
-            sink.event(&FleetEvent::BackfillProgress {
-                tenant: "x".into(),
-                revision: "r1".into(),
+            sink.event(&bare(FleetEvent::BackfillProgress {
+                tenant: t("x"),
+                revision: rev("r1"),
                 rows_done,
                 rows_estimated: Some(700),
-            });
+            }))
+            .unwrap();
         }
         check(&metrics.render(), "flotilla_backfill_rows_total", 200.0);
     }
@@ -585,15 +587,16 @@ mod tests {
     fn a_new_run_replaces_run_info() {
         let metrics = Metrics::new();
         let mut sink = MetricsSink::new(metrics.clone());
-        sink.event(&sample_run()[0]);
-        sink.event(&FleetEvent::RunStarted {
+        sink.event(&sample_run_events()[0]).unwrap();
+        let second = with_counts([FleetEvent::RunStarted {
             run_id: "run-2".into(),
             command: "downgrade".into(),
             target: "r1".into(),
             n_tenants: 3,
             concurrency: 1,
             at: SystemTime::UNIX_EPOCH,
-        });
+        }]);
+        sink.event(&second[0]).unwrap();
         let text = metrics.render();
         assert!(!text.contains("run-1"), "{text}");
         check(&text, "flotilla_tenants{state=\"pending\"}", 3.0);

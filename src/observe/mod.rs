@@ -32,5 +32,7 @@ pub use summary::{
     count, render_summary, render_summary_colored, summary_json, FailureGroup, SlowTenant, SummaryCollector,
     SummaryData, N_EXAMPLES, N_SLOWEST,
 };
-pub use tally::{StateBook, StateCounts, Transition};
+pub use tally::StateCounts;
+#[cfg(test)]
+pub use tally::{StateBook, Transition};
 pub use textfile::{write_atomically, TextfileWriter};

@@ -110,14 +110,14 @@ impl Sink for NdjsonSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::testing::sample_run;
+    use crate::observe::testing::{sample_run, sample_run_events};
 
     fn write_sample(path: &Path) {
         let mut sink = NdjsonSink::create(path).unwrap();
-        for e in sample_run() {
-            sink.event(&e);
+        for e in sample_run_events() {
+            sink.event(&e).unwrap();
         }
-        sink.finish();
+        sink.finish().unwrap();
     }
 
     #[test]
@@ -142,7 +142,7 @@ mod tests {
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
                 "{line}"
             );
-            assert_eq!(v["tenant"].as_str(), event.tenant(), "{line}");
+            assert_eq!(v["tenant"].as_str(), event.tenant().map(|t| t.as_str()), "{line}");
         }
         let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(first["event"], "run_started");
@@ -158,8 +158,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.ndjson");
         let mut sink = NdjsonSink::create(&path).unwrap();
-        for e in sample_run() {
-            sink.event(&e);
+        for e in sample_run_events() {
+            sink.event(&e).unwrap();
         }
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), sample_run().len());
@@ -178,12 +178,19 @@ mod tests {
     }
 
     #[test]
-    fn write_errors_stop_the_stream_quietly() {
+    fn a_write_error_is_reported_once_then_the_stream_stays_quiet() {
         let mut sink = NdjsonSink::from_writer(Box::new(Broken), "broken");
-        for e in sample_run() {
-            sink.event(&e);
-        }
-        sink.finish();
+        let mut errors: Vec<String> = sample_run_events()
+            .iter()
+            .filter_map(|e| sink.event(e).err())
+            .map(|e| e.to_string())
+            .collect();
+        errors.extend(sink.finish().err().map(|e| e.to_string()));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("broken") && errors[0].contains("disk full"),
+            "{errors:?}"
+        );
         assert!(sink.has_failed);
     }
 

@@ -658,7 +658,7 @@ impl InsertBeforeMore for MultiProgress {
 mod tests {
     use super::*;
     use crate::ledger::StatusCounts;
-    use crate::observe::testing::sample_run;
+    use crate::observe::testing::{sample_run, sample_run_events};
 
     /// A writer the test can read back after the sink is done with it.
     #[derive(Clone, Default)]
@@ -807,7 +807,7 @@ mod tests {
             feed(
                 &mut bars,
                 FleetEvent::TenantStarted {
-                    tenant: format!("a-rather-long-tenant-name-{i:05}"),
+                    tenant: format!("a-rather-long-tenant-name-{i:05}").into(),
                     server: "db1".into(),
                     attempt: 1,
                 },
@@ -817,12 +817,12 @@ mod tests {
             feed(
                 &mut bars,
                 FleetEvent::TenantFailed {
-                    tenant: format!("a-rather-long-tenant-name-{i:05}"),
+                    tenant: format!("a-rather-long-tenant-name-{i:05}").into(),
                     from: vec![],
                     to: vec![],
                     failed_revision: None,
                     error: "e".into(),
-                    error_kind: "sql_error".into(),
+                    error_kind: crate::executor::FailureKind::SqlError,
                     sqlstate: None,
                     attempts: 1,
                     duration: Duration::from_millis(5),
@@ -883,11 +883,11 @@ mod tests {
             ..ProgressOptions::default()
         };
         let mut sink = ProgressSink::build(opts, Box::new(progress.clone()), Box::new(summary.clone()), false);
-        for e in sample_run() {
-            sink.event(&e);
+        for e in sample_run_events() {
+            sink.event(&e).unwrap();
         }
-        sink.finish();
-        sink.finish();
+        sink.finish().unwrap();
+        sink.finish().unwrap();
         drop(sink);
         (progress.text(), summary.text())
     }

@@ -101,7 +101,7 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::testing::sample_run;
+    use crate::observe::testing::sample_run_events;
     use crate::observe::{MetricsSink, Sink};
 
     async fn get(addr: SocketAddr, request: &str) -> String {
@@ -116,8 +116,8 @@ mod tests {
     async fn serves_metrics_and_404s_the_rest() {
         let metrics = Metrics::new();
         let mut sink = MetricsSink::new(metrics.clone());
-        for e in sample_run() {
-            sink.event(&e);
+        for e in sample_run_events() {
+            sink.event(&e).unwrap();
         }
         let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), metrics.clone()).await.unwrap();
         assert_ne!(addr.port(), 0);

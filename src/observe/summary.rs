@@ -420,12 +420,13 @@ pub fn summary_json(data: &SummaryData) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::testing::sample_run;
+    use crate::observe::testing::{sample_run, with_counts};
+    use crate::revision::RevisionId;
 
     fn collect(events: &[FleetEvent], retry: Option<&str>) -> SummaryData {
         let mut c = SummaryCollector::new(retry.map(str::to_string));
-        for e in events {
-            c.event(e);
+        for e in with_counts(events.iter().cloned()) {
+            c.event(&e).unwrap();
         }
         c.data()
     }
@@ -435,9 +436,9 @@ mod tests {
             tenant: tenant.into(),
             from: vec![],
             to: vec![],
-            failed_revision: Some("r2".into()),
+            failed_revision: Some(RevisionId::new("r2")),
             error: error.into(),
-            error_kind: "sql_error".into(),
+            error_kind: FailureKind::SqlError,
             sqlstate: sqlstate.map(str::to_string),
             attempts: 1,
             duration: Duration::from_millis(ms),

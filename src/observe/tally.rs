@@ -1,13 +1,18 @@
-//! The state of every tenant in the current run, kept from events, with counts per [`TenantStatus`].
-//!
-//! Progress, the summary and the `flotilla_tenants` gauge all count through a [`StateBook`], so they agree on
-//! what "running" or "done" means. It owns no display or metric; callers read the counts after each event.
+//! Tenant counts per [`TenantStatus`]: [`StateCounts`] is what the coordinator hands every sink with each event,
+//! so progress, the summary and the `flotilla_tenants` gauge show the coordinator's own counts and never
+//! recount. [`StateBook`] (tests only) derives the same counts from a list of events, for sink tests that feed
+//! synthetic runs.
 
+#[cfg(test)]
 use std::collections::HashMap;
+#[cfg(test)]
 use std::hash::{Hash, Hasher};
 
+#[cfg(test)]
 use super::event::FleetEvent;
-use crate::ledger::{StatusCounts, TenantStatus};
+use crate::ledger::StatusCounts;
+#[cfg(test)]
+use crate::ledger::TenantStatus;
 
 /// Tenants per state, the ledger's [`StatusCounts`] (read through `Deref`) with the run's size; the six counts
 /// always add up to `n_tenants`.
@@ -27,6 +32,7 @@ impl std::ops::Deref for StateCounts {
 }
 
 /// A state change the last event caused.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
     pub from: TenantStatus,
@@ -39,6 +45,7 @@ pub struct Transition {
 /// kept only as a 64-bit hash of its id, so a book of 10,000 tenants costs well under 1 MB (each sink that counts
 /// keeps one). Two ids sharing a hash would make the second look finished early: with 64 bits, about one run in
 /// 10^11 of 10,000 tenants.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct StateBook {
     live: HashMap<Box<str>, TenantStatus>,
@@ -46,12 +53,14 @@ pub struct StateBook {
     counts: StateCounts,
 }
 
+#[cfg(test)]
 fn id_hash(tenant: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     tenant.hash(&mut hasher);
     hasher.finish()
 }
 
+#[cfg(test)]
 impl StateBook {
     pub fn new() -> Self {
         Self::default()

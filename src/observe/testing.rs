@@ -2,7 +2,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::event::FleetEvent;
+use super::event::{FleetEvent, RunEvent, TenantId};
+use super::tally::StateBook;
+use crate::executor::FailureKind;
+use crate::graph::Direction;
+use crate::revision::RevisionId;
 
 pub const TENANTS: [&str; 5] = ["t-alpha", "t-beta", "t-gamma", "t-delta", "t-epsilon"];
 
@@ -12,6 +16,42 @@ pub fn start_time() -> SystemTime {
 
 fn s(v: &str) -> String {
     v.to_string()
+}
+
+pub fn t(id: &str) -> TenantId {
+    TenantId::from(id)
+}
+
+pub fn rev(id: &str) -> RevisionId {
+    RevisionId::new(id)
+}
+
+/// `events` with the counts a coordinator would give each (counted by a [`StateBook`]).
+pub fn with_counts(events: impl IntoIterator<Item = FleetEvent>) -> Vec<RunEvent> {
+    let mut book = StateBook::new();
+    events
+        .into_iter()
+        .map(|event| {
+            book.apply(&event);
+            RunEvent {
+                event,
+                counts: book.counts(),
+            }
+        })
+        .collect()
+}
+
+/// One event with zero counts, for a sink test that does not look at counts.
+pub fn bare(event: FleetEvent) -> RunEvent {
+    RunEvent {
+        event,
+        counts: Default::default(),
+    }
+}
+
+/// [`sample_run`] with counts.
+pub fn sample_run_events() -> Vec<RunEvent> {
+    with_counts(sample_run())
 }
 
 /// Five tenants: two succeed (one after a retry), one fails, one is skipped, one is interrupted.
@@ -32,137 +72,137 @@ pub fn sample_run() -> Vec<FleetEvent> {
         },
         FleetEvent::RateLimited { waited: ms(250) },
         FleetEvent::TenantStarted {
-            tenant: s("t-alpha"),
+            tenant: t("t-alpha"),
             server: s("db1"),
             attempt: 1,
         },
         FleetEvent::TenantPlanned {
-            tenant: s("t-alpha"),
-            from: vec![s("r0")],
-            to: vec![s("r2")],
+            tenant: t("t-alpha"),
+            from: vec![rev("r0")],
+            to: vec![rev("r2")],
             n_steps: 2,
         },
         FleetEvent::RevisionStarted {
-            tenant: s("t-alpha"),
-            revision: s("r1"),
-            direction: s("upgrade"),
+            tenant: t("t-alpha"),
+            revision: rev("r1"),
+            direction: Direction::Up,
         },
         FleetEvent::BackfillProgress {
-            tenant: s("t-alpha"),
-            revision: s("r1"),
+            tenant: t("t-alpha"),
+            revision: rev("r1"),
             rows_done: 100,
             rows_estimated: Some(1000),
         },
         FleetEvent::BackfillProgress {
-            tenant: s("t-alpha"),
-            revision: s("r1"),
+            tenant: t("t-alpha"),
+            revision: rev("r1"),
             rows_done: 400,
             rows_estimated: Some(1000),
         },
         FleetEvent::RevisionApplied {
-            tenant: s("t-alpha"),
-            revision: s("r1"),
-            direction: s("upgrade"),
+            tenant: t("t-alpha"),
+            revision: rev("r1"),
+            direction: Direction::Up,
             duration: ms(1500),
         },
         FleetEvent::RevisionStarted {
-            tenant: s("t-alpha"),
-            revision: s("r2"),
-            direction: s("upgrade"),
+            tenant: t("t-alpha"),
+            revision: rev("r2"),
+            direction: Direction::Up,
         },
         FleetEvent::RevisionApplied {
-            tenant: s("t-alpha"),
-            revision: s("r2"),
-            direction: s("upgrade"),
+            tenant: t("t-alpha"),
+            revision: rev("r2"),
+            direction: Direction::Up,
             duration: ms(400),
         },
         FleetEvent::TenantSucceeded {
-            tenant: s("t-alpha"),
-            from: vec![s("r0")],
-            to: vec![s("r2")],
+            tenant: t("t-alpha"),
+            from: vec![rev("r0")],
+            to: vec![rev("r2")],
             n_steps: 2,
             attempts: 1,
             duration: ms(2000),
         },
         FleetEvent::TenantStarted {
-            tenant: s("t-beta"),
+            tenant: t("t-beta"),
             server: s("db1"),
             attempt: 1,
         },
         FleetEvent::RevisionStarted {
-            tenant: s("t-beta"),
-            revision: s("r1"),
-            direction: s("upgrade"),
+            tenant: t("t-beta"),
+            revision: rev("r1"),
+            direction: Direction::Up,
         },
         FleetEvent::TenantRetrying {
-            tenant: s("t-beta"),
+            tenant: t("t-beta"),
             attempt: 1,
-            reason: s("connection"),
+            reason: FailureKind::Connection,
             error: s("connection reset by peer"),
             sqlstate: Some(s("08006")),
             delay: ms(1000),
         },
         FleetEvent::TenantStarted {
-            tenant: s("t-beta"),
+            tenant: t("t-beta"),
             server: s("db1"),
             attempt: 2,
         },
         FleetEvent::RevisionStarted {
-            tenant: s("t-beta"),
-            revision: s("r1"),
-            direction: s("upgrade"),
+            tenant: t("t-beta"),
+            revision: rev("r1"),
+            direction: Direction::Up,
         },
         FleetEvent::RevisionApplied {
-            tenant: s("t-beta"),
-            revision: s("r1"),
-            direction: s("upgrade"),
+            tenant: t("t-beta"),
+            revision: rev("r1"),
+            direction: Direction::Up,
             duration: ms(3000),
         },
         FleetEvent::TenantSucceeded {
-            tenant: s("t-beta"),
-            from: vec![s("r0")],
-            to: vec![s("r1")],
+            tenant: t("t-beta"),
+            from: vec![rev("r0")],
+            to: vec![rev("r1")],
             n_steps: 1,
             attempts: 2,
             duration: ms(5000),
         },
         FleetEvent::TenantStarted {
-            tenant: s("t-gamma"),
+            tenant: t("t-gamma"),
             server: s("db2"),
             attempt: 1,
         },
         FleetEvent::RevisionStarted {
-            tenant: s("t-gamma"),
-            revision: s("r2"),
-            direction: s("upgrade"),
+            tenant: t("t-gamma"),
+            revision: rev("r2"),
+            direction: Direction::Up,
         },
         FleetEvent::TenantFailed {
-            tenant: s("t-gamma"),
-            from: vec![s("r1")],
-            to: vec![s("r1")],
-            failed_revision: Some(s("r2")),
+            tenant: t("t-gamma"),
+            from: vec![rev("r1")],
+            to: vec![rev("r1")],
+            failed_revision: Some(rev("r2")),
             error: s("duplicate key value violates unique constraint \"users_pkey\""),
-            error_kind: s("sql_error"),
+            error_kind: FailureKind::SqlError,
             sqlstate: Some(s("23505")),
             attempts: 1,
             duration: ms(800),
         },
         FleetEvent::TenantStarted {
-            tenant: s("t-delta"),
+            tenant: t("t-delta"),
             server: s("db2"),
             attempt: 1,
         },
         FleetEvent::TenantSkipped {
-            tenant: s("t-delta"),
-            at: vec![s("r2")],
+            tenant: t("t-delta"),
+            at: vec![rev("r2")],
         },
         FleetEvent::TenantStarted {
-            tenant: s("t-epsilon"),
+            tenant: t("t-epsilon"),
             server: s("db2"),
             attempt: 1,
         },
         FleetEvent::TenantInterrupted {
-            tenant: s("t-epsilon"),
+            tenant: t("t-epsilon"),
             from: vec![],
             to: vec![],
         },

@@ -118,7 +118,7 @@ impl Drop for TextfileWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::testing::sample_run;
+    use crate::observe::testing::sample_run_events;
     use crate::observe::MetricsSink;
 
     #[test]
@@ -129,11 +129,11 @@ mod tests {
         let mut sink = MetricsSink::new(metrics.clone());
         let mut textfile = TextfileWriter::start(&path, metrics.clone(), Duration::from_secs(3600)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), metrics.render());
-        for e in sample_run() {
-            sink.event(&e);
-            textfile.event(&e);
+        for e in sample_run_events() {
+            sink.event(&e).unwrap();
+            textfile.event(&e).unwrap();
         }
-        textfile.finish();
+        textfile.finish().unwrap();
         let written = std::fs::read_to_string(&path).unwrap();
         assert_eq!(written, metrics.render());
         assert!(written.contains("flotilla_tenants{state=\"failed\"} 1"));

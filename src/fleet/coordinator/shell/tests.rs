@@ -20,13 +20,18 @@ fn request(n: usize) -> FleetRequest {
 struct Recorder(Arc<Mutex<Vec<String>>>);
 
 impl Sink for Recorder {
-    fn event(&mut self, event: &FleetEvent) {
-        let v = serde_json::to_value(event).expect("events serialize");
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    fn event(&mut self, event: &crate::observe::RunEvent) -> Result<(), crate::observe::SinkError> {
+        let v = serde_json::to_value(&event.event).expect("events serialize");
         let mut line = v["event"].as_str().expect("tagged").to_string();
         if let Some(tenant) = v.get("tenant").and_then(|t| t.as_str()) {
             line = format!("{line} {tenant}");
         }
         self.0.lock().expect("not poisoned").push(line);
+        Ok(())
     }
 }
 

@@ -40,7 +40,7 @@ pub(in crate::fleet::coordinator) fn request(n: usize) -> FleetRequest {
         lock_requeue_for: Duration::from_secs(10),
         is_dry_run: false,
         source: Source::Local,
-        queue: None,
+        ledger: None,
         rate_share: None,
     }
 }
@@ -59,10 +59,29 @@ impl Run {
         }
     }
 
-    /// Handle `input` and compare the decisions, in the short words of [`show`].
+    /// Handle `input` and compare the decisions, in the short words of [`show`] (ledger rows left out: see
+    /// [`Run::rows`]).
     fn check(&mut self, input: Input, expected: &[&str]) {
-        let got: Vec<String> = self.co.handle(input, self.now).iter().map(show).collect();
+        let got: Vec<String> = self
+            .co
+            .handle(input, self.now)
+            .iter()
+            .filter(|d| !matches!(d, Decision::Record(_)))
+            .map(show)
+            .collect();
         assert_eq!(got, expected);
+    }
+
+    /// Handle `input` and return the ledger rows it decided.
+    fn rows(&mut self, input: Input) -> Vec<crate::ledger::TenantUpdate> {
+        self.co
+            .handle(input, self.now)
+            .into_iter()
+            .filter_map(|d| match d {
+                Decision::Record(row) => Some(row),
+                _ => None,
+            })
+            .collect()
     }
 
     fn advance(&mut self, by: Duration) {
@@ -90,8 +109,10 @@ fn show(decision: &Decision) -> String {
         Decision::Finish => "finish".into(),
         Decision::Claim { max } => format!("claim {max}"),
         Decision::Pin { index, rows } => format!("pin {index} {}", crate::ledger::rows_text(rows)),
+        Decision::Record(row) => format!("record {} {}", row.tenant_id, row.status.as_str()),
+        Decision::HaltRun => "halt_run".into(),
         Decision::Emit(event) => {
-            let v = serde_json::to_value(event).expect("events serialize");
+            let v = serde_json::to_value(&event.event).expect("events serialize");
             let mut words = vec![v["event"].as_str().expect("tagged").to_string()];
             for key in ["tenant", "error_kind", "reason"] {
                 if let Some(s) = v.get(key).and_then(|s| s.as_str()) {
@@ -126,7 +147,7 @@ fn failure() -> Failure {
     Failure {
         message: "relation exists".into(),
         sqlstate: Some("42P07".into()),
-        reason: "sql",
+        reason: crate::executor::FailureKind::SqlError,
         is_transient: false,
         failed_revision: None,
         is_locked: false,
@@ -181,7 +202,10 @@ fn a_failed_canary_halts_before_the_rest_start() {
         ..request(5)
     });
     run.check(Input::Begin, &["run_started", "start 0#1", "start 1#1"]);
-    run.check(done(0, failed()), &["tenant_failed t0 sql #1", "run_halted t0 canary"]);
+    run.check(
+        done(0, failed()),
+        &["tenant_failed t0 sql_error #1", "run_halted t0 canary"],
+    );
     // The other canary in flight still finishes; nothing else starts.
     run.check(done(1, ok()), &["tenant_succeeded t1 #1", "finish"]);
     assert_eq!(run.finish(), (ExitCode::Halted, [1, 1, 0, 0, 3]));
@@ -195,11 +219,11 @@ fn more_failures_than_max_failures_halt() {
         ..request(5)
     });
     run.check(Input::Begin, &["run_started", "start 0#1", "start 1#1"]);
-    run.check(done(0, failed()), &["tenant_failed t0 sql #1", "start 2#1"]);
+    run.check(done(0, failed()), &["tenant_failed t0 sql_error #1", "start 2#1"]);
     run.check(
         done(1, failed()),
         &[
-            "tenant_failed t1 sql #1",
+            "tenant_failed t1 sql_error #1",
             "run_halted t1 failure threshold (2 failed of 2 finished)",
         ],
     );
@@ -216,8 +240,8 @@ fn the_failure_rate_is_judged_after_min_20_n_finished() {
             ..request(4)
         });
         run.check(Input::Begin, &["run_started", "start 0#1"]);
-        run.check(done(0, failed()), &["tenant_failed t0 sql #1", "start 1#1"]);
-        run.check(done(1, failed()), &["tenant_failed t1 sql #1", "start 2#1"]);
+        run.check(done(0, failed()), &["tenant_failed t0 sql_error #1", "start 1#1"]);
+        run.check(done(1, failed()), &["tenant_failed t1 sql_error #1", "start 2#1"]);
         // Two of three failed is above the rate, but only three of four finished.
         run.check(done(2, ok()), &["tenant_succeeded t2 #1", "start 3#1"]);
         run
@@ -226,7 +250,7 @@ fn the_failure_rate_is_judged_after_min_20_n_finished() {
     run.check(
         done(3, failed()),
         &[
-            "tenant_failed t3 sql #1",
+            "tenant_failed t3 sql_error #1",
             "run_halted t3 failure threshold (3 failed of 4 finished)",
             "finish",
         ],
@@ -307,7 +331,7 @@ fn worker_messages_become_events_with_their_attempt() {
             failure: failure(),
             delay: Duration::from_millis(300),
         }),
-        &["tenant_retrying t0 sql #1"],
+        &["tenant_retrying t0 sql_error #1"],
     );
     run.check(
         Input::Worker(WorkerMsg::Started { index: 0, attempt: 2 }),
@@ -334,7 +358,7 @@ fn a_ledger_failure_stops_like_a_first_signal() {
         ..request(3)
     });
     run.check(Input::Begin, &["run_started", "start 0#1"]);
-    run.check(Input::SinkFailed("ledger: disk full".into()), &["stop"]);
+    run.check(Input::LedgerFailed("ledger: disk full".into()), &["stop"]);
     run.check(Input::Connected { index: 0 }, &[]);
     // The stop is already sent, so the first signal cancels.
     run.check(Input::Signal, &["cancel [0]"]);
@@ -549,7 +573,12 @@ fn a_failed_canary_of_a_claimed_run_halts_it() {
     run.check(claimed(&[0], ClaimState::Wait), &["wake", "start 0#1"]);
     run.check(
         done(0, failed()),
-        &["tenant_failed t0 sql #1", "run_halted t0 canary", "finish"],
+        &[
+            "tenant_failed t0 sql_error #1",
+            "run_halted t0 canary",
+            "halt_run",
+            "finish",
+        ],
     );
     assert_eq!(run.finish(), (ExitCode::Halted, [0, 1, 0, 0, 2]));
 }
@@ -567,4 +596,184 @@ fn a_new_rate_share_paces_the_next_starts() {
     run.check(Input::Wake, &["wake"]);
     run.advance(Duration::from_millis(500));
     run.check(Input::Wake, &["rate_limited", "start 2#1"]);
+}
+
+fn rev(id: &str) -> RevisionId {
+    RevisionId::new(id)
+}
+
+/// The rows of a ledger row a test looks at: tenant, status, from, to, target, attempts, error kind.
+fn row_words(row: &crate::ledger::TenantUpdate) -> String {
+    let none = || "-".to_string();
+    format!(
+        "{} {} from={} to={} target={} #{} {}",
+        row.tenant_id,
+        row.status.as_str(),
+        row.from_revision.clone().unwrap_or_else(none),
+        row.to_revision.clone().unwrap_or_else(none),
+        row.target_revision.clone().unwrap_or_else(none),
+        row.attempts,
+        row.error_kind.clone().unwrap_or_else(none),
+    )
+}
+
+#[test]
+fn a_recorded_run_writes_each_tenants_row_from_its_outcome() {
+    let mut run = claimed_run(3, 3);
+    run.check(Input::Begin, &["run_started", "claim 6"]);
+    run.check(
+        claimed(&[0, 1, 2], ClaimState::Done),
+        &["start 0#1", "start 1#1", "start 2#1"],
+    );
+    let words = |rows: Vec<crate::ledger::TenantUpdate>| rows.iter().map(row_words).collect::<Vec<_>>();
+    let started = run.rows(Input::Worker(WorkerMsg::Started { index: 0, attempt: 1 }));
+    assert_eq!(words(started), ["t0 running from=- to=- target=- #1 -"]);
+    let planned = run.rows(Input::Worker(WorkerMsg::Planned {
+        index: 0,
+        from: vec![rev("a")],
+        to: vec![rev("c")],
+        steps: Vec::new(),
+    }));
+    assert_eq!(words(planned), ["t0 running from=a to=a target=c #1 -"]);
+    let retrying = run.rows(Input::Worker(WorkerMsg::Retrying {
+        index: 0,
+        attempt: 2,
+        failure: Failure {
+            reason: crate::executor::FailureKind::Deadlock,
+            ..failure()
+        },
+        delay: Duration::ZERO,
+    }));
+    assert_eq!(words(retrying), ["t0 running from=a to=a target=c #2 deadlock"]);
+    // The outcome decides the final row; the retry's error is cleared, the target the plan resolved stays.
+    let succeeded = run.rows(done(
+        0,
+        Outcome::Succeeded {
+            from: vec![rev("a")],
+            to: vec![rev("c")],
+            n_steps: 2,
+            attempts: 2,
+            elapsed: Duration::from_millis(1500),
+        },
+    ));
+    assert_eq!(words(succeeded.clone()), ["t0 succeeded from=a to=c target=c #2 -"]);
+    assert_eq!(
+        (succeeded[0].duration_ms, succeeded[0].error.as_deref()),
+        (Some(1500), None)
+    );
+    let failed_row = run.rows(done(
+        1,
+        Outcome::Failed {
+            from: vec![rev("a")],
+            to: vec![rev("b")],
+            failure: Failure {
+                failed_revision: Some(rev("c")),
+                ..failure()
+            },
+            attempts: 1,
+            elapsed: Duration::ZERO,
+        },
+    ));
+    assert_eq!(
+        words(failed_row.clone()),
+        ["t1 failed from=a to=b target=- #1 sql_error"]
+    );
+    assert_eq!(
+        (
+            failed_row[0].failed_revision.as_deref(),
+            failed_row[0].sqlstate.as_deref()
+        ),
+        (Some("c"), Some("42P07"))
+    );
+    // A worker that panics: the coordinator's own failure is recorded too.
+    let panicked = run.rows(Input::Exited {
+        index: 2,
+        attempt: 1,
+        panic: Some("boom".into()),
+    });
+    assert_eq!(words(panicked), ["t2 failed from=- to=- target=- #1 panic"]);
+}
+
+#[test]
+fn a_lock_requeue_keeps_the_row_running_and_a_dry_run_records_nothing() {
+    let mut run = claimed_run(1, 1);
+    run.check(Input::Begin, &["run_started", "claim 2"]);
+    run.check(claimed(&[0], ClaimState::Done), &["start 0#1"]);
+    let locked = run.rows(done(0, Outcome::Locked { attempts: 1 }));
+    assert_eq!(
+        locked.iter().map(row_words).collect::<Vec<_>>(),
+        ["t0 running from=- to=- target=- #1 locked"]
+    );
+
+    let mut dry = Run::new(request(2));
+    let mut decisions = dry.co.handle(Input::Begin, dry.now);
+    decisions.extend(
+        dry.co
+            .handle(Input::Worker(WorkerMsg::Started { index: 0, attempt: 1 }), dry.now),
+    );
+    decisions.extend(dry.co.handle(done(0, ok()), dry.now));
+    assert!(!decisions
+        .iter()
+        .any(|d| matches!(d, Decision::Record(_) | Decision::HaltRun)));
+}
+
+/// The counts every emitted event carries, as (pending, running, succeeded, failed) after each.
+fn emitted_counts(decisions: &[Decision]) -> Vec<(String, [usize; 4])> {
+    decisions
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Emit(e) => {
+                let c = e.counts;
+                let sum: usize = crate::ledger::TenantStatus::ALL.iter().map(|s| c.get(*s)).sum();
+                assert_eq!(sum, c.n_tenants, "{e:?}");
+                Some((show(d), [c.pending, c.running, c.succeeded, c.failed]))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_event_carries_the_coordinators_counts() {
+    let mut run = Run::new(FleetRequest {
+        concurrency: 2,
+        ..request(3)
+    });
+    let begin = run.co.handle(Input::Begin, run.now);
+    assert_eq!(emitted_counts(&begin), [("run_started".to_string(), [3, 0, 0, 0])]);
+    let started = run
+        .co
+        .handle(Input::Worker(WorkerMsg::Started { index: 0, attempt: 1 }), run.now);
+    assert_eq!(
+        emitted_counts(&started),
+        [("tenant_started t0 #1".to_string(), [1, 2, 0, 0])]
+    );
+    let locked = run.co.handle(done(1, Outcome::Locked { attempts: 1 }), run.now);
+    // Put back after lock contention: pending again, not running.
+    assert_eq!(
+        emitted_counts(&locked),
+        [("tenant_retrying t1 locked #1".to_string(), [2, 1, 0, 0])]
+    );
+    // The freed slot went to t2 when t1 was put back.
+    let succeeded = run.co.handle(done(0, ok()), run.now);
+    assert_eq!(
+        emitted_counts(&succeeded),
+        [("tenant_succeeded t0 #1".to_string(), [1, 1, 1, 0])]
+    );
+    let failed_now = run.co.handle(done(2, failed()), run.now);
+    assert_eq!(
+        emitted_counts(&failed_now),
+        [("tenant_failed t2 sql_error #1".to_string(), [1, 0, 1, 1])]
+    );
+}
+
+#[test]
+fn a_shared_runners_closing_counts_leave_out_the_tenants_other_runners_took() {
+    let mut run = claimed_run(4, 2);
+    run.check(Input::Begin, &["run_started", "claim 4"]);
+    run.check(claimed(&[1], ClaimState::Done), &["start 1#1"]);
+    run.check(done(1, ok()), &["tenant_succeeded t1 #1", "finish"]);
+    let closing = run.co.finish(None);
+    assert_eq!(closing.counts.n_tenants, 1);
+    assert_eq!((closing.counts.succeeded, closing.counts.pending), (1, 0));
 }
