@@ -147,3 +147,57 @@ fn fleet_plan_groups_tenants_by_plan_and_gates_on_its_exit_code() {
         done.report()
     );
 }
+
+/// `fleet upgrade` skips the schema tenants its bulk read finds at the target without a worker (no
+/// `tenant_started`, no attempt), records them as skipped, and still runs every other tenant: the schema
+/// tenants behind, the database tenants (read by their own workers), and the missing schema (which fails).
+#[test]
+fn upgrade_skips_schema_tenants_at_the_target_without_a_session() {
+    let fleet = mixed_fleet();
+    let events = fleet.project.path().join("events.ndjson");
+    fleet
+        .upgrade(&["--events", &crate::fleet_support::Fleet::path_arg(&events)])
+        .assert_code(1);
+    let events = crate::fleet_support::read_events(&events);
+    let started: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "tenant_started")
+        .map(|e| e["tenant"].as_str().unwrap())
+        .collect();
+    let skipped: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "tenant_skipped")
+        .map(|e| e["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        skipped,
+        ["db_01", "tenant_0001", "tenant_0002", "tenant_0003"].into(),
+        "every tenant at head is skipped"
+    );
+    assert_eq!(
+        started,
+        [
+            "db_01",
+            "db_02",
+            "tenant_0004",
+            "tenant_0005",
+            "tenant_0006",
+            "tenant_0007",
+            "tenant_0008"
+        ]
+        .into(),
+        "schema tenants at head start no worker; database tenants and tenants behind do"
+    );
+    let status = crate::fleet_support::Fleet::status_tenants(&fleet.status(None));
+    for id in ["tenant_0001", "tenant_0002", "tenant_0003"] {
+        assert_eq!(status[id]["status"], "skipped", "{id}: {}", status[id]);
+        assert_eq!(status[id]["attempts"], 0, "{id}: {}", status[id]);
+    }
+    assert_eq!(status["tenant_0004"]["status"], "succeeded");
+    assert_eq!(status["tenant_0008"]["status"], "failed");
+    let finished = events.iter().find(|e| e["event"] == "run_finished").unwrap();
+    assert_eq!(
+        (finished["skipped"].as_u64(), finished["failed"].as_u64()),
+        (Some(4), Some(1))
+    );
+}

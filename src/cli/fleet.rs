@@ -244,6 +244,37 @@ fn retry_of(ledger: &dyn Ledger, run: &ledger::RunId) -> Result<RetryOf, CliErro
     Ok(RetryOf { only, pinned })
 }
 
+/// The schema tenants of an upgrade or downgrade run already at their target, read in bulk before the run so
+/// the run skips them without a session each (`fleet plan`'s read). Not for a dry run (it shows each plan), a
+/// stamp, or a project with shared revisions (a tenant at its target may still need its database's shared ones).
+#[allow(clippy::too_many_arguments)]
+async fn tenants_at_target(
+    ctx: &Ctx,
+    loaded: &Loaded,
+    action: &Action,
+    chosen: &[Tenant],
+    servers: &[Arc<Server>],
+    pinned: &BTreeMap<usize, Vec<RevisionId>>,
+    concurrency: usize,
+    is_dry_run: bool,
+) -> std::collections::HashMap<usize, Vec<RevisionId>> {
+    let is_migration = matches!(action, Action::Upgrade(_) | Action::Downgrade(_));
+    if is_dry_run || !is_migration || loaded.shared.is_some() {
+        return Default::default();
+    }
+    // Tenants share a handful of distinct version rows: plan each (rows, pinned target) once.
+    let mut is_done_for: std::collections::HashMap<(Vec<RevisionId>, Option<Vec<RevisionId>>), bool> =
+        Default::default();
+    fleet::schema_tenants_at_target(chosen, servers, ctx.store.as_ref(), concurrency, |i, rows| {
+        let pin = pinned.get(&i);
+        *is_done_for.entry((rows.to_vec(), pin.cloned())).or_insert_with(|| {
+            fleet::migration_plan(&loaded.graph, action, rows, pin.map(Vec::as_slice))
+                .is_some_and(|plan| plan.is_ok_and(|plan| plan.steps.is_empty()))
+        })
+    })
+    .await
+}
+
 async fn migrate(
     global: &GlobalArgs,
     action: Action,
@@ -370,6 +401,17 @@ async fn migrate(
         .enumerate()
         .filter_map(|(i, t)| Some((i, pinned.get(&t.id)?.clone())))
         .collect();
+    let at_target = tenants_at_target(
+        &ctx,
+        &loaded,
+        &action,
+        &chosen,
+        &setup.servers,
+        &pinned,
+        concurrency,
+        run.dry_run,
+    )
+    .await;
     let pinned_text: Vec<Option<String>> = (0..chosen.len())
         .map(|i| pinned.get(&i).map(|rows| ledger::rows_text(rows)))
         .collect();
@@ -454,6 +496,7 @@ async fn migrate(
         action,
         tenants: chosen,
         pinned,
+        at_target,
         n_canaries,
         concurrency,
         rate: (rate > 0.0).then_some(rate),

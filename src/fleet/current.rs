@@ -1,5 +1,6 @@
 //! `fleet current`: read every selected tenant's version rows (no lock, no writes) under the same caps.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
@@ -54,24 +55,7 @@ pub async fn read_versions(
     concurrency: usize,
 ) -> Vec<Versions> {
     let mut out: Vec<Option<Versions>> = vec![None; tenants.len()];
-    // Schema tenants, grouped by server.
-    let mut by_server: Vec<Vec<(usize, &str)>> = vec![Vec::new(); servers.len()];
-    for (i, tenant) in tenants.iter().enumerate() {
-        if let Place::Schema(schema) = &tenant.place {
-            by_server[tenant.server].push((i, schema.as_str()));
-        }
-    }
-    let bulk = stream::iter(
-        by_server
-            .iter()
-            .enumerate()
-            .filter(|(_, group)| !group.is_empty())
-            .map(|(server, group)| read_schemas(&servers[server], group, store)),
-    )
-    .buffer_unordered(concurrency.max(1))
-    .collect::<Vec<_>>()
-    .await;
-    for (i, versions) in bulk.into_iter().flatten() {
+    for (i, versions) in read_schema_tenants(tenants, servers, store, concurrency).await {
         out[i] = Some(versions);
     }
     let databases = stream::iter(
@@ -89,6 +73,55 @@ pub async fn read_versions(
     }
     out.into_iter()
         .map(|v| v.unwrap_or_else(|| Versions::Unreachable("not read".to_string())))
+        .collect()
+}
+
+/// The version rows of the schema tenants among `tenants` (by tenant index; database tenants are left out), in
+/// bulk per server database, `concurrency` server databases at a time.
+pub async fn read_schema_tenants(
+    tenants: &[Tenant],
+    servers: &[Arc<Server>],
+    store: &dyn VersionStore,
+    concurrency: usize,
+) -> Vec<(usize, Versions)> {
+    let mut by_server: Vec<Vec<(usize, &str)>> = vec![Vec::new(); servers.len()];
+    for (i, tenant) in tenants.iter().enumerate() {
+        if let Place::Schema(schema) = &tenant.place {
+            by_server[tenant.server].push((i, schema.as_str()));
+        }
+    }
+    stream::iter(
+        by_server
+            .iter()
+            .enumerate()
+            .filter(|(_, group)| !group.is_empty())
+            .map(|(server, group)| read_schemas(&servers[server], group, store)),
+    )
+    .buffer_unordered(concurrency.max(1))
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The schema tenants already at their target, read in bulk before a run (never a session per tenant): by
+/// tenant index, their version rows. `is_done(index, rows)` says whether a tenant at `rows` has nothing to do;
+/// a tenant that cannot be read is left out (its worker reports why).
+pub async fn schema_tenants_at_target(
+    tenants: &[Tenant],
+    servers: &[Arc<Server>],
+    store: &dyn VersionStore,
+    concurrency: usize,
+    mut is_done: impl FnMut(usize, &[RevisionId]) -> bool,
+) -> HashMap<usize, Vec<RevisionId>> {
+    read_schema_tenants(tenants, servers, store, concurrency)
+        .await
+        .into_iter()
+        .filter_map(|(i, versions)| match versions {
+            Versions::At(rows) if is_done(i, &rows) => Some((i, rows)),
+            _ => None,
+        })
         .collect()
 }
 

@@ -16,11 +16,11 @@ mod tenant;
 mod worker;
 
 pub use coordinator::{run, run_with_signals, FleetOutcome, FleetRequest, Source};
-pub use current::{read_versions, Versions};
+pub use current::{read_versions, schema_tenants_at_target, Versions};
 pub use discover::{discover, merge, source_origin, Origin};
 pub use error::{FleetError, TenantProblem};
 pub use record::{LedgerQueue, LedgerWriter, WriterDuties};
 pub use server::{Conn, ConnectError, Server};
 pub use shared::{MissingShared, SharedEngine, SharedError};
 pub use tenant::{parse_tag, place_kind, Place, Selection, Tenant};
-pub use worker::{Action, Engine, Failure, Outcome, TenantLimits};
+pub use worker::{migration_plan, Action, Engine, Failure, Outcome, TenantLimits};

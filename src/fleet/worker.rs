@@ -486,6 +486,24 @@ pub(crate) async fn run_tenant(
     let _ = ctx.tx.send(WorkerMsg::Done { index, outcome });
 }
 
+/// The plan of an upgrade or downgrade from the version rows `from`: to `pinned`, the absolute target an earlier
+/// run resolved for the tenant, when there is one, else to the action's target. `None` for a stamp action.
+/// The worker plans with it, and the run start uses it to find tenants already at their target.
+pub fn migration_plan(
+    graph: &RevisionGraph,
+    action: &Action,
+    from: &[RevisionId],
+    pinned: Option<&[RevisionId]>,
+) -> Option<Result<Plan, String>> {
+    Some(match (action, pinned) {
+        (Action::Upgrade(_), Some(rows)) => plan_upgrade_to(graph, from, rows).map_err(|e| e.to_string()),
+        (Action::Downgrade(_), Some(rows)) => plan_downgrade_to(graph, from, rows),
+        (Action::Upgrade(target), None) => graph.plan_upgrade(from, target).map_err(|e| e.to_string()),
+        (Action::Downgrade(target), None) => graph.plan_downgrade_checked(from, target).map_err(|e| e.to_string()),
+        (Action::Stamp(_) | Action::StampFrom(_), _) => return None,
+    })
+}
+
 /// An upgrade to exactly `rows` (an earlier run's resolved target): each row in turn, from where the last left.
 fn plan_upgrade_to(graph: &RevisionGraph, from: &[RevisionId], rows: &[RevisionId]) -> Result<Plan, GraphError> {
     let mut current = from.to_vec();
@@ -829,13 +847,10 @@ async fn drive(
         .get(&index)
         .cloned();
     let plan: Plan = match (&ctx.action, pinned.as_ref()) {
-        (Action::Upgrade(_), Some(rows)) => plan_upgrade_to(&engine.graph, from, rows).map_err(|e| e.to_string()),
-        (Action::Downgrade(_), Some(rows)) => plan_downgrade_to(&engine.graph, from, rows),
-        (Action::Upgrade(target), None) => engine.graph.plan_upgrade(from, target).map_err(|e| e.to_string()),
-        (Action::Downgrade(target), None) => engine
-            .graph
-            .plan_downgrade_checked(from, target)
-            .map_err(|e| e.to_string()),
+        (Action::Upgrade(_) | Action::Downgrade(_), _) => {
+            migration_plan(&engine.graph, &ctx.action, from, pinned.as_deref())
+                .unwrap_or_else(|| Err("only an upgrade or a downgrade is planned here".to_string()))
+        }
         (Action::StampFrom(_), _) => Err("stamp --from is decided by `stamp_from`, not planned".to_string()),
         (Action::Stamp(targets), _) => {
             let targets: Vec<&str> = targets.iter().map(String::as_str).collect();

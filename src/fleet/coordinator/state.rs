@@ -28,6 +28,9 @@ pub struct FleetRequest {
     /// By tenant index: the absolute target (version rows) an earlier run resolved for the tenant, used
     /// instead of the action's target so a retried relative target never moves a tenant further.
     pub pinned: BTreeMap<usize, Vec<RevisionId>>,
+    /// By tenant index: tenants known, before the run, to be at their target (their version rows, read in bulk):
+    /// each is skipped when its turn comes, without a worker, a connection, a concurrency slot or a start.
+    pub at_target: HashMap<usize, Vec<RevisionId>>,
     /// The first `n_canaries` tenants run first; if any fails, the run halts before the rest start.
     pub n_canaries: usize,
     pub concurrency: usize,
@@ -143,6 +146,9 @@ pub(super) enum Decision {
     Finish,
 }
 
+/// How many tenants a claim asks for while tenants known to be at their target remain.
+const SKIP_CLAIM_BATCH: usize = 256;
+
 /// Where the claims of a [`Source::Claims`] run stand.
 struct Claims {
     poll: Duration,
@@ -176,6 +182,8 @@ pub(super) struct Coordinator {
     counts: StateCounts,
     /// The ledger rows of the tenants in flight in a recorded run (a finished tenant's row is sent and dropped).
     rows: HashMap<usize, TenantUpdate>,
+    /// See [`FleetRequest::at_target`]; a tenant leaves it when skipped.
+    at_target: HashMap<usize, Vec<RevisionId>>,
     n_canaries: usize,
     n_canaries_left: usize,
     concurrency: usize,
@@ -230,6 +238,7 @@ impl Coordinator {
                 },
             },
             rows: HashMap::new(),
+            at_target: req.at_target,
             n_canaries,
             // Claimed runs leave the canary phase to the ledger, which sees every runner's canaries.
             n_canaries_left: if claims.is_some() { 0 } else { n_canaries },
@@ -347,14 +356,25 @@ impl Coordinator {
         out
     }
 
-    /// Start as many tenants as the concurrency, the canary phase and the start rate allow right now.
+    /// Start as many tenants as the concurrency, the canary phase and the start rate allow right now; skip at
+    /// once the tenants known to be at their target.
     fn dispatch(&mut self, now: Instant, out: &mut Vec<Decision>) {
-        while !self.is_stopping && !self.outcome.is_halted && self.in_flight.len() < self.concurrency {
+        while !self.is_stopping && !self.outcome.is_halted {
             let Some((index, attempt)) = self.ready.front() else {
                 break;
             };
             // During the canary phase only canaries start.
             if self.n_canaries_left > 0 && index >= self.n_canaries {
+                break;
+            }
+            if let Some(at) = self.at_target.remove(&index) {
+                self.ready.pop_front();
+                let skipped = self.skipped(index, TenantId::from(self.tenants[index].id.as_str()), at, out);
+                self.emit(skipped, out);
+                self.after_finish(index, out);
+                continue;
+            }
+            if self.in_flight.len() >= self.concurrency {
                 break;
             }
             if let Some(pacer) = &mut self.pacer {
@@ -387,6 +407,7 @@ impl Coordinator {
         let n_in_flight = self.in_flight.len();
         let concurrency = self.concurrency;
         let is_open = !self.is_stopping && !self.outcome.is_halted;
+        let has_skips = !self.at_target.is_empty();
         let Some(claims) = &mut self.claims else {
             return;
         };
@@ -398,8 +419,10 @@ impl Coordinator {
             ClaimState::Wait if claims.next_at.is_some_and(|at| now < at) => return,
             ClaimState::More | ClaimState::Wait => {}
         }
-        // Enough for the free slots and as many again, so a finishing worker finds the next tenant ready.
+        // Enough for the free slots and as many again, so a finishing worker finds the next tenant ready; larger
+        // batches while tenants known to be at their target may come (they are skipped without a slot).
         let max = (2 * concurrency).saturating_sub(n_ready + n_in_flight).max(1);
+        let max = if has_skips { max.max(SKIP_CLAIM_BATCH) } else { max };
         claims.is_asking = true;
         claims.next_at = None;
         out.push(Decision::Claim { max });

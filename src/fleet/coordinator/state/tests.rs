@@ -24,6 +24,7 @@ pub(in crate::fleet::coordinator) fn request(n: usize) -> FleetRequest {
             })
             .collect(),
         pinned: Default::default(),
+        at_target: Default::default(),
         n_canaries: 0,
         concurrency: n.max(1),
         rate: None,
@@ -776,4 +777,59 @@ fn a_shared_runners_closing_counts_leave_out_the_tenants_other_runners_took() {
     let closing = run.co.finish(None);
     assert_eq!(closing.counts.n_tenants, 1);
     assert_eq!((closing.counts.succeeded, closing.counts.pending), (1, 0));
+}
+
+#[test]
+fn tenants_known_at_target_are_skipped_without_a_slot_and_recorded() {
+    let mut req = request(4);
+    req.concurrency = 1;
+    req.source = Source::Claims {
+        poll: Duration::from_millis(500),
+    };
+    req.at_target = [(1, vec![rev("c")]), (2, vec![rev("c")])].into();
+    let mut run = Run::new(req);
+    // Known skips to come: claims ask for a large batch.
+    run.check(Input::Begin, &["run_started", "claim 256"]);
+    // t0 takes the one slot; t1 and t2 are skipped at once although no slot is free; t3 waits for the slot.
+    let decisions = run.co.handle(claimed(&[0, 1, 2, 3], ClaimState::Done), run.now);
+    let shown: Vec<String> = decisions.iter().map(show).collect();
+    assert_eq!(
+        shown,
+        [
+            "start 0#1",
+            "record t1 skipped",
+            "tenant_skipped t1",
+            "record t2 skipped",
+            "tenant_skipped t2",
+        ]
+    );
+    let rows: Vec<String> = decisions
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Record(row) => Some(row_words(row)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "t1 skipped from=c to=c target=- #0 -",
+            "t2 skipped from=c to=c target=- #0 -"
+        ]
+    );
+    run.check(done(0, ok()), &["tenant_succeeded t0 #1", "start 3#1"]);
+    run.check(done(3, ok()), &["tenant_succeeded t3 #1", "finish"]);
+    assert_eq!(run.finish(), (ExitCode::Ok, [2, 0, 2, 0, 0]));
+}
+
+#[test]
+fn a_skipped_canary_counts_as_a_finished_canary() {
+    let mut req = request(3);
+    req.n_canaries = 1;
+    req.at_target = [(0, vec![rev("c")])].into();
+    let mut run = Run::new(req);
+    run.check(
+        Input::Begin,
+        &["run_started", "tenant_skipped t0", "start 1#1", "start 2#1"],
+    );
 }
