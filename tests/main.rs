@@ -27,6 +27,7 @@ mod fleet_runners;
 mod fleet_select;
 mod fleet_shared;
 mod fleet_support;
+mod fleet_waves;
 mod harness_tests;
 mod import_alembic;
 mod import_fleet;

@@ -266,6 +266,22 @@ pub struct RunArgs {
     /// Stop starting tenants once more than P% of finished tenants failed (judged after 20 finished; exit 3).
     #[arg(long, value_name = "P%")]
     pub max_failure_rate: Option<String>,
+    /// Migrate in cumulative waves, e.g. `1,5%,25%,100%` (counts or percentages of the selected tenants): a
+    /// wave starts only when the one before finished with at most --max-failure-rate of its tenants failed
+    /// (default 0%); otherwise the run halts (exit 3).
+    #[arg(long, value_name = "SIZES", conflicts_with_all = ["waves_by", "canary", "canary_tag"], help_heading = "Waves")]
+    pub waves: Option<String>,
+    /// One wave per value of a tag: `tag=ring` (values in natural order, tenants without it last) or
+    /// `ring:canary,early,main` (this order).
+    #[arg(long, value_name = "tag=KEY", conflicts_with_all = ["canary", "canary_tag"], help_heading = "Waves")]
+    pub waves_by: Option<String>,
+    /// Wait this long between waves, e.g. 10m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, help_heading = "Waves")]
+    pub wave_pause: Option<Duration>,
+    /// Run this shell command before each next wave, with FLOTILLA_RUN_ID, FLOTILLA_WAVE (the wave about to
+    /// start, from 2) and FLOTILLA_WAVES set; a non-zero exit halts the run (exit 3).
+    #[arg(long, value_name = "CMD", help_heading = "Waves")]
+    pub wave_gate: Option<String>,
     /// Progress display: bar on a terminal, plain lines otherwise (auto), or none (only the summary). `bar`
     /// without a terminal on stderr shows plain lines after a one-line note.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]

@@ -244,6 +244,45 @@ fn retry_of(ledger: &dyn Ledger, run: &ledger::RunId) -> Result<RetryOf, CliErro
     Ok(RetryOf { only, pinned })
 }
 
+/// The waves `--waves` or `--waves-by` ask for, with `chosen` reordered into them (`None` without those flags).
+fn wave_run(
+    run: &RunArgs,
+    chosen: &mut [Tenant],
+    max_failure_rate: Option<f64>,
+    n_canaries: usize,
+) -> Result<Option<fleet::WaveRun>, CliError> {
+    let spec = match (&run.waves, &run.waves_by) {
+        (Some(text), _) => fleet::waves::parse_sizes(text).map_err(|e| CliError::usage(format!("--waves {e}")))?,
+        (None, Some(text)) => fleet::waves::parse_by(text).map_err(|e| CliError::usage(format!("--waves-by {e}")))?,
+        (None, None) => {
+            if run.wave_pause.is_some() || run.wave_gate.is_some() {
+                return Err(CliError::usage(
+                    "--wave-pause and --wave-gate need --waves or --waves-by",
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    if n_canaries > 0 {
+        return Err(CliError::usage(
+            "--waves and --waves-by replace --canary and --canary-tag: make the first wave the canaries",
+        ));
+    }
+    if run.run_name.is_some() {
+        return Err(CliError::usage(
+            "--waves with --run-name is not supported yet: a wave gate would need every runner of the shared run \
+             to see the wave end; run the waves with one runner",
+        ));
+    }
+    let waves = fleet::waves::plan(&spec, chosen);
+    Ok(Some(fleet::WaveRun {
+        waves,
+        max_failure_rate: max_failure_rate.unwrap_or(0.0),
+        pause: run.wave_pause.unwrap_or_default(),
+        has_gate: run.wave_gate.is_some(),
+    }))
+}
+
 /// The schema tenants of an upgrade or downgrade run already at their target, read in bulk before the run so
 /// the run skips them without a session each (`fleet plan`'s read). Not for a dry run (it shows each plan), a
 /// stamp, or a project with shared revisions (a tenant at its target may still need its database's shared ones).
@@ -353,6 +392,7 @@ async fn migrate(
         (None, Some(n)) => n.min(chosen.len()),
         (None, None) => 0,
     };
+    let waves = wave_run(&run, &mut chosen, max_failure_rate, n_canaries)?;
     let defaults = &setup.file.defaults;
     let concurrency = run.concurrency.unwrap_or(defaults.concurrency).max(1);
     let rate = run.rate.unwrap_or(defaults.rate);
@@ -394,6 +434,10 @@ async fn migrate(
             Action::Stamp(r) => Some(r.clone()),
             _ => None,
         },
+        waves: run.waves.clone(),
+        waves_by: run.waves_by.clone(),
+        wave_pause_ms: run_options::millis(run.wave_pause),
+        wave_gate: run.wave_gate.clone(),
     };
     // Each retried tenant keeps the absolute target its first plan was made for.
     let pinned: BTreeMap<usize, Vec<RevisionId>> = chosen
@@ -497,6 +541,8 @@ async fn migrate(
         tenants: chosen,
         pinned,
         at_target,
+        waves,
+        wave_gate: run.wave_gate.clone(),
         n_canaries,
         concurrency,
         rate: (rate > 0.0).then_some(rate),
@@ -769,6 +815,18 @@ fn inherit(select: &mut SelectArgs, run: &mut RunArgs, stored: &RunOptions) -> V
     take!("--canary", run.canary, stored.canary);
     take!("--canary-tag", run.canary_tag, stored.canary_tag.clone());
     take!("--max-failures", run.max_failures, stored.max_failures);
+    if run.waves.is_some() || run.waves_by.is_some() {
+        overridden.push("--waves");
+    } else {
+        run.waves = stored.waves.clone();
+        run.waves_by = stored.waves_by.clone();
+    }
+    take!(
+        "--wave-pause",
+        run.wave_pause,
+        run_options::duration(stored.wave_pause_ms)
+    );
+    take!("--wave-gate", run.wave_gate, stored.wave_gate.clone());
     take!(
         "--max-failure-rate",
         run.max_failure_rate,

@@ -34,6 +34,11 @@ pub struct RunOptions {
     pub backfill_fleet_rate: Option<f64>,
     pub force: bool,
     pub stamp_revisions: Option<Vec<String>>,
+    /// `--waves`, `--waves-by`, `--wave-pause`, `--wave-gate` as given.
+    pub waves: Option<String>,
+    pub waves_by: Option<String>,
+    pub wave_pause_ms: Option<u64>,
+    pub wave_gate: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -59,6 +64,10 @@ impl Default for RunOptions {
             backfill_fleet_rate: None,
             force: false,
             stamp_revisions: None,
+            waves: None,
+            waves_by: None,
+            wave_pause_ms: None,
+            wave_gate: None,
         }
     }
 }
@@ -94,6 +103,10 @@ impl RunOptions {
         push("--canary-tag", self.canary_tag.clone());
         push("--max-failures", self.max_failures.map(|n| n.to_string()));
         push("--max-failure-rate", self.max_failure_rate.clone());
+        push("--waves", self.waves.clone());
+        push("--waves-by", self.waves_by.clone());
+        push("--wave-pause", self.wave_pause_ms.map(|ms| format!("{ms}ms")));
+        push("--wave-gate", self.wave_gate.clone());
         push("--concurrency", self.concurrency.map(|n| n.to_string()));
         push("--rate", self.rate.map(|n| n.to_string()));
         push("--retries", self.retries.map(|n| n.to_string()));

@@ -13,9 +13,10 @@ mod record;
 mod server;
 mod shared;
 mod tenant;
+pub mod waves;
 mod worker;
 
-pub use coordinator::{run, run_with_signals, FleetOutcome, FleetRequest, Source};
+pub use coordinator::{run, run_with_signals, FleetOutcome, FleetRequest, Source, WaveRun};
 pub use current::{read_versions, schema_tenants_at_target, Versions};
 pub use discover::{discover, merge, source_origin, Origin};
 pub use error::{FleetError, TenantProblem};

@@ -60,6 +60,14 @@ impl fmt::Display for TenantId {
 /// Why a run stopped starting tenants. Serialised as the sentence `reason` has always had in NDJSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HaltReason {
+    /// More of a wave's tenants failed than `--max-failure-rate` allows (`wave` is 1-based).
+    WaveFailed {
+        wave: usize,
+        n_failed: usize,
+        n_tenants: usize,
+    },
+    /// The `--wave-gate` command before `wave` failed.
+    WaveGateRefused { wave: usize },
     /// A canary failed.
     Canary,
     /// `--max-failures` or `--max-failure-rate` was passed.
@@ -76,6 +84,12 @@ impl fmt::Display for HaltReason {
                 write!(f, "failure threshold ({n_failed} failed of {n_finished} finished)")
             }
             HaltReason::OtherRunner => f.write_str("halted by another runner"),
+            HaltReason::WaveFailed {
+                wave,
+                n_failed,
+                n_tenants,
+            } => write!(f, "wave {wave} failure gate ({n_failed} failed of {n_tenants})"),
+            HaltReason::WaveGateRefused { wave } => write!(f, "wave gate refused wave {wave}"),
         }
     }
 }
@@ -199,6 +213,13 @@ pub enum FleetEvent {
         #[serde(with = "millis", rename = "down_ms")]
         down: Duration,
         n_waited: usize,
+    },
+    /// A wave of the run opened (`wave` is 1-based; `name` is what the wave is: `5%`, `ring=canary`).
+    WaveStarted {
+        wave: usize,
+        n_waves: usize,
+        name: String,
+        n_tenants: usize,
     },
     /// A failed canary or the failure threshold stopped the run from starting more tenants.
     RunHalted {

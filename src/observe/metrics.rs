@@ -48,6 +48,7 @@ pub struct Metrics {
     rate_limit_wait: Counter,
     run_start: Gauge,
     run_end: Gauge,
+    wave: IntGauge,
     run_info: IntGaugeVec,
 }
 
@@ -199,6 +200,15 @@ impl Metrics {
             ))
             .unwrap(),
         );
+        let wave = register(
+            r,
+            n,
+            IntGauge::with_opts(opts(
+                "flotilla_wave",
+                "The wave of the run whose tenants may start (1-based); 0 for a run without waves.",
+            ))
+            .unwrap(),
+        );
         let run_info = register(
             r,
             n,
@@ -223,6 +233,7 @@ impl Metrics {
             rate_limit_wait,
             run_start,
             run_end,
+            wave,
             run_info,
         }
     }
@@ -315,6 +326,7 @@ impl Sink for MetricsSink {
             } => {
                 m.run_start.set(unix_seconds(*at));
                 m.run_end.set(0.0);
+                m.wave.set(0);
                 m.run_info.reset();
                 m.run_info
                     .with_label_values(&[run_id.as_str(), target.as_str(), command.as_str()])
@@ -379,6 +391,7 @@ impl Sink for MetricsSink {
             }
             FleetEvent::RateLimited { waited } => m.rate_limit_wait.inc_by(waited.as_secs_f64()),
             FleetEvent::RunFinished { at, .. } => m.run_end.set(unix_seconds(*at)),
+            FleetEvent::WaveStarted { wave, .. } => m.wave.set(*wave as i64),
             FleetEvent::TenantStarted { .. }
             | FleetEvent::TenantPlanned { .. }
             | FleetEvent::RevisionStarted { .. }
@@ -427,6 +440,7 @@ mod tests {
                 "flotilla_tenant_requeues_total",
                 "flotilla_tenant_retries_total",
                 "flotilla_tenants",
+                "flotilla_wave",
             ]
         );
         let text = metrics.render();

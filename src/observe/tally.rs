@@ -112,6 +112,7 @@ impl StateBook {
             FleetEvent::TenantSkipped { tenant, .. } => (tenant, TenantStatus::Skipped),
             FleetEvent::TenantInterrupted { tenant, .. } => (tenant, TenantStatus::Interrupted),
             FleetEvent::RateLimited { .. }
+            | FleetEvent::WaveStarted { .. }
             | FleetEvent::Connections { .. }
             | FleetEvent::RunHalted { .. }
             | FleetEvent::ServerOutage { .. }

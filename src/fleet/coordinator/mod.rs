@@ -5,4 +5,4 @@ mod shell;
 mod state;
 
 pub use shell::{run, run_with_signals};
-pub use state::{FleetOutcome, FleetRequest, Source};
+pub use state::{FleetOutcome, FleetRequest, Source, WaveRun};

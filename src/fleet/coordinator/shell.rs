@@ -48,6 +48,10 @@ pub async fn run_with_signals(
     let pinned = Arc::new(RwLock::new(std::mem::take(&mut req.pinned)));
     let ledger = req.ledger.take();
     let rate_share = req.rate_share.take();
+    let wave_gate = req.wave_gate.take().map(|command| WaveGateCommand {
+        command,
+        run_id: req.run_id.clone(),
+    });
     let ctx = Arc::new(WorkerCtx {
         engine,
         action: req.action.clone(),
@@ -76,6 +80,7 @@ pub async fn run_with_signals(
         shell = shell.with_ledger(ledger, &state, pinned);
     }
     shell.rate_share = rate_share;
+    shell.wave_gate = wave_gate;
     shell.drive(state, rx, launch).await
 }
 
@@ -151,6 +156,63 @@ pub(super) struct Shell<S> {
     claiming: Option<Claiming>,
     /// This runner's part of a shared run's start rate.
     rate_share: Option<tokio::sync::watch::Receiver<f64>>,
+    /// The `--wave-gate` command, and the answer of the one running.
+    wave_gate: Option<WaveGateCommand>,
+    gate_answer: Option<tokio::sync::oneshot::Receiver<(usize, Result<(), String>)>>,
+}
+
+/// `--wave-gate`: a shell command run before each next wave, with the run id and the wave in its environment.
+struct WaveGateCommand {
+    command: String,
+    run_id: String,
+}
+
+impl WaveGateCommand {
+    /// Run the command for `wave` (1-based) on a task of its own; its verdict comes on the receiver.
+    fn start(&self, wave: usize, n_waves: usize) -> tokio::sync::oneshot::Receiver<(usize, Result<(), String>)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(&self.command)
+            .env("FLOTILLA_RUN_ID", &self.run_id)
+            .env("FLOTILLA_WAVE", wave.to_string())
+            .env("FLOTILLA_WAVES", n_waves.to_string())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        tokio::spawn(async move {
+            let verdict = match cmd.output().await {
+                Ok(out) => {
+                    for line in String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .chain(String::from_utf8_lossy(&out.stderr).lines())
+                    {
+                        tracing::info!(wave, "wave gate: {line}");
+                    }
+                    if out.status.success() {
+                        Ok(())
+                    } else {
+                        let last = String::from_utf8_lossy(&out.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .to_string();
+                        Err(format!(
+                            "the wave gate command {}{}",
+                            out.status,
+                            if last.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {last}")
+                            }
+                        ))
+                    }
+                }
+                Err(e) => Err(format!("the wave gate command could not start: {e}")),
+            };
+            let _ = tx.send((wave, verdict));
+        });
+        rx
+    }
 }
 
 impl<S: SignalSource> Shell<S> {
@@ -174,6 +236,8 @@ impl<S: SignalSource> Shell<S> {
             wake: None,
             claiming: None,
             rate_share: None,
+            wave_gate: None,
+            gate_answer: None,
         }
     }
 
@@ -246,6 +310,13 @@ impl<S: SignalSource> Shell<S> {
                     c.asking = None;
                     c.input_of(answer)
                 }),
+                verdict = answer_of(self.gate_answer.as_mut()) => {
+                    self.gate_answer = None;
+                    Some(match verdict {
+                        Ok((wave, result)) => Input::WaveGate { wave, result },
+                        Err(_) => Input::WaveGate { wave: 0, result: Err("the wave gate task ended".into()) },
+                    })
+                }
                 () = sleep_until(due_at), if due_at.is_some() => {
                     self.delayed.pop().map(|Reverse((_, index, attempt))| Input::Due { index, attempt })
                 }
@@ -334,6 +405,10 @@ impl<S: SignalSource> Shell<S> {
                         }
                     }
                 }
+                Decision::RunWaveGate { wave } => match &self.wave_gate {
+                    Some(gate) => self.gate_answer = Some(gate.start(wave, state.n_waves())),
+                    None => tracing::error!("a wave gate was asked for without a command"),
+                },
                 Decision::Finish => is_finished = true,
             }
         }
@@ -387,10 +462,10 @@ async fn rate_changed(rx: Option<&mut tokio::sync::watch::Receiver<f64>>) -> Opt
     }
 }
 
-/// The claim answer, when one is awaited; never otherwise.
-async fn answer_of(
-    asking: Option<&mut tokio::sync::oneshot::Receiver<Result<Claim, String>>>,
-) -> Result<Result<Claim, String>, tokio::sync::oneshot::error::RecvError> {
+/// The answer awaited (a claim, a wave gate's verdict), when one is; never otherwise.
+async fn answer_of<T>(
+    asking: Option<&mut tokio::sync::oneshot::Receiver<T>>,
+) -> Result<T, tokio::sync::oneshot::error::RecvError> {
     match asking {
         Some(rx) => rx.await,
         None => std::future::pending().await,

@@ -31,6 +31,9 @@ pub struct FleetRequest {
     /// By tenant index: tenants known, before the run, to be at their target (their version rows, read in bulk):
     /// each is skipped when its turn comes, without a worker, a connection, a concurrency slot or a start.
     pub at_target: HashMap<usize, Vec<RevisionId>>,
+    /// Stages of the run (`--waves`, `--waves-by`): the tenants are ordered by wave, and a wave starts only when the
+    /// one before it finished under its failure-rate gate, the pause and the gate command.
+    pub waves: Option<WaveRun>,
     /// The first `n_canaries` tenants run first; if any fails, the run halts before the rest start.
     pub n_canaries: usize,
     pub concurrency: usize,
@@ -48,8 +51,43 @@ pub struct FleetRequest {
     pub source: Source,
     /// The ledger of a recorded run ([`Source::Claims`]): tenant rows, claims, heartbeats, halts.
     pub ledger: Option<crate::fleet::record::LedgerWriter>,
+    /// `--wave-gate`: the command run before each next wave (see [`FleetRequest::waves`]).
+    pub wave_gate: Option<String>,
     /// In a shared run, this runner's part of `rate` as it changes (the rate split between busy runners).
     pub rate_share: Option<tokio::sync::watch::Receiver<f64>>,
+}
+
+/// The waves of a run and what opens each next one.
+#[derive(Debug, Clone)]
+pub struct WaveRun {
+    pub waves: crate::fleet::waves::Waves,
+    /// A wave opens the next only when its share of failed tenants is at most this (0: none may fail).
+    pub max_failure_rate: f64,
+    /// Wait this long between waves.
+    pub pause: Duration,
+    /// Run the gate command (`--wave-gate`) before each next wave: [`Decision::RunWaveGate`].
+    pub has_gate: bool,
+}
+
+/// Where the waves of a run stand.
+struct WaveState {
+    run: WaveRun,
+    /// The wave tenants may start in (0-based).
+    current: usize,
+    /// Per wave: tenants finished, and of those failed.
+    n_finished: Vec<usize>,
+    n_failed: Vec<usize>,
+    opening: Opening,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// The current wave is open.
+    Open,
+    /// The current wave finished under its gate; the next opens at this instant (after `--wave-pause`).
+    Pausing(Instant),
+    /// The gate command for the next wave runs.
+    Asking,
 }
 
 /// Where a run's tenants come from.
@@ -108,6 +146,8 @@ pub(super) enum Input {
     Tick { open: Vec<usize> },
     /// The ledger could not be written or read: the run must stop.
     LedgerFailed(String),
+    /// The `--wave-gate` command before wave `wave` (1-based) passed, or why it did not.
+    WaveGate { wave: usize, result: Result<(), String> },
     /// This runner's part of the start rate changed (a shared run's runners split it).
     Rate(f64),
     /// The ledger answered a [`Decision::Claim`]: these tenants (index, target the run resolved earlier) are
@@ -142,6 +182,8 @@ pub(super) enum Decision {
     Claim { max: usize },
     /// Keep this target for tenant `index` (the run resolved it earlier): the worker plans to it.
     Pin { index: usize, rows: Vec<RevisionId> },
+    /// Run the `--wave-gate` command before wave `wave` (1-based); it answers with [`Input::WaveGate`].
+    RunWaveGate { wave: usize },
     /// Nothing is in flight and nothing will start: sync the sinks and call [`Coordinator::finish`].
     Finish,
 }
@@ -205,6 +247,8 @@ pub(super) struct Coordinator {
     n_failed: usize,
     /// `Some` for a [`Source::Claims`] run.
     claims: Option<Claims>,
+    /// `Some` for a run in waves.
+    waves: Option<WaveState>,
     outcome: FleetOutcome,
 }
 
@@ -258,6 +302,13 @@ impl Coordinator {
             n_finished: 0,
             n_failed: 0,
             claims,
+            waves: req.waves.map(|run| WaveState {
+                n_finished: vec![0; run.waves.len()],
+                n_failed: vec![0; run.waves.len()],
+                run,
+                current: 0,
+                opening: Opening::Open,
+            }),
             outcome: FleetOutcome {
                 exit_code: ExitCode::Ok,
                 n_succeeded: 0,
@@ -308,6 +359,7 @@ impl Coordinator {
                     at: SystemTime::now(),
                 };
                 self.emit(started, &mut out);
+                self.announce_wave(&mut out);
             }
             Input::Worker(msg) => self.on_message(msg, now, &mut out),
             Input::Connected { index } => {
@@ -329,6 +381,7 @@ impl Coordinator {
             }
             Input::Claimed { tenants, state } => self.on_claimed(tenants, state, now, &mut out),
             Input::Rate(rate) => self.pacer = Pacer::new(rate, now),
+            Input::WaveGate { wave, result } => self.on_wave_gate(wave, result, &mut out),
             Input::LedgerFailed(e) => {
                 if self.outcome.ledger_failure.is_none() {
                     tracing::error!(
@@ -342,6 +395,7 @@ impl Coordinator {
                 }
             }
         }
+        self.check_wave(now, &mut out);
         self.dispatch(now, &mut out);
         self.ask_for_more(now, &mut out);
         let is_claimed_out = self
@@ -366,6 +420,12 @@ impl Coordinator {
             // During the canary phase only canaries start.
             if self.n_canaries_left > 0 && index >= self.n_canaries {
                 break;
+            }
+            // Only the open wave's tenants start.
+            if let Some(w) = &self.waves {
+                if w.opening != Opening::Open || index >= w.run.waves.ends[w.current] {
+                    break;
+                }
             }
             if let Some(at) = self.at_target.remove(&index) {
                 self.ready.pop_front();
@@ -783,6 +843,13 @@ impl Coordinator {
     ) {
         self.set_state(index, state);
         self.n_finished += 1;
+        if let Some(w) = &mut self.waves {
+            let wave = w.run.waves.wave_of(index);
+            w.n_finished[wave] += 1;
+            if state == TenantStatus::Failed {
+                w.n_failed[wave] += 1;
+            }
+        }
         self.record(index, out, |row| {
             row.status = state;
             change(row);
@@ -843,16 +910,119 @@ impl Coordinator {
 
     /// This runner halts the run because of tenant `index`.
     fn halt(&mut self, reason: HaltReason, index: usize, out: &mut Vec<Decision>) {
+        let tenant = Some(TenantId::from(self.tenants[index].id.as_str()));
+        let error = self.last_error(index);
+        self.halt_for(reason, tenant, error, out);
+    }
+
+    fn halt_for(
+        &mut self,
+        reason: HaltReason,
+        tenant: Option<TenantId>,
+        error: Option<String>,
+        out: &mut Vec<Decision>,
+    ) {
         self.outcome.is_halted = true;
-        let halted = FleetEvent::RunHalted {
-            reason,
-            tenant: Some(TenantId::from(self.tenants[index].id.as_str())),
-            error: self.last_error(index),
-        };
+        let halted = FleetEvent::RunHalted { reason, tenant, error };
         self.emit(halted, out);
         if self.claims.is_some() {
             out.push(Decision::HaltRun);
         }
+    }
+
+    /// Announce the open wave.
+    fn announce_wave(&self, out: &mut Vec<Decision>) {
+        if let Some(w) = &self.waves {
+            tracing::info!(
+                "wave {}/{} ({}): {} starting",
+                w.current + 1,
+                w.run.waves.len(),
+                w.run.waves.names[w.current],
+                crate::observe::count(w.run.waves.size(w.current), "tenant")
+            );
+            let started = FleetEvent::WaveStarted {
+                wave: w.current + 1,
+                n_waves: w.run.waves.len(),
+                name: w.run.waves.names[w.current].clone(),
+                n_tenants: w.run.waves.size(w.current),
+            };
+            self.emit(started, out);
+        }
+    }
+
+    /// When the open wave has finished: halt if too many of its tenants failed, else pause, then ask the gate
+    /// command, then open the next wave.
+    fn check_wave(&mut self, now: Instant, out: &mut Vec<Decision>) {
+        if self.is_stopping || self.outcome.is_halted {
+            return;
+        }
+        let Some(w) = &mut self.waves else {
+            return;
+        };
+        let current = w.current;
+        if w.opening == Opening::Open {
+            let size = w.run.waves.size(current);
+            if current + 1 >= w.run.waves.len() || w.n_finished[current] < size {
+                return;
+            }
+            let n_failed = w.n_failed[current];
+            if n_failed as f64 > w.run.max_failure_rate * size as f64 {
+                tracing::error!(wave = current + 1, n_failed, "the wave's failure gate stopped the run");
+                let reason = HaltReason::WaveFailed {
+                    wave: current + 1,
+                    n_failed,
+                    n_tenants: size,
+                };
+                self.halt_for(reason, None, None, out);
+                return;
+            }
+            let at = now + w.run.pause;
+            w.opening = Opening::Pausing(at);
+            if !w.run.pause.is_zero() {
+                tracing::info!(
+                    wave = current + 2,
+                    "wave {} finished; the next wave starts after the pause",
+                    current + 1
+                );
+                out.push(Decision::WakeAt(at));
+                return;
+            }
+        }
+        if let Opening::Pausing(at) = w.opening {
+            if now < at {
+                return;
+            }
+            if w.run.has_gate {
+                w.opening = Opening::Asking;
+                out.push(Decision::RunWaveGate { wave: current + 2 });
+            } else {
+                self.open_next_wave(out);
+            }
+        }
+    }
+
+    fn on_wave_gate(&mut self, wave: usize, result: Result<(), String>, out: &mut Vec<Decision>) {
+        let Some(w) = &self.waves else {
+            return;
+        };
+        if w.opening != Opening::Asking || wave != w.current + 2 {
+            return;
+        }
+        match result {
+            Ok(()) => self.open_next_wave(out),
+            Err(error) => {
+                tracing::error!(wave, "the wave gate refused the next wave: {error}");
+                self.halt_for(HaltReason::WaveGateRefused { wave }, None, Some(error), out);
+            }
+        }
+    }
+
+    fn open_next_wave(&mut self, out: &mut Vec<Decision>) {
+        if let Some(w) = &mut self.waves {
+            w.current += 1;
+            w.opening = Opening::Open;
+        }
+        self.announce_wave(out);
     }
 
     fn exceeds_threshold(&self) -> bool {
@@ -935,6 +1105,11 @@ impl Coordinator {
             self.outcome.ledger_failure = Some(e);
             self.outcome.exit_code = ExitCode::LedgerFailed;
         }
+    }
+
+    /// How many waves the run has (1 for a run without waves).
+    pub(super) fn n_waves(&self) -> usize {
+        self.waves.as_ref().map_or(1, |w| w.run.waves.len())
     }
 
     /// The exit code [`Coordinator::finish`] decided.

@@ -25,6 +25,8 @@ pub(in crate::fleet::coordinator) fn request(n: usize) -> FleetRequest {
             .collect(),
         pinned: Default::default(),
         at_target: Default::default(),
+        waves: None,
+        wave_gate: None,
         n_canaries: 0,
         concurrency: n.max(1),
         rate: None,
@@ -112,6 +114,7 @@ fn show(decision: &Decision) -> String {
         Decision::Pin { index, rows } => format!("pin {index} {}", crate::ledger::rows_text(rows)),
         Decision::Record(row) => format!("record {} {}", row.tenant_id, row.status.as_str()),
         Decision::HaltRun => "halt_run".into(),
+        Decision::RunWaveGate { wave } => format!("run_wave_gate {wave}"),
         Decision::Emit(event) => {
             let v = serde_json::to_value(&event.event).expect("events serialize");
             let mut words = vec![v["event"].as_str().expect("tagged").to_string()];
@@ -832,4 +835,112 @@ fn a_skipped_canary_counts_as_a_finished_canary() {
         Input::Begin,
         &["run_started", "tenant_skipped t0", "start 1#1", "start 2#1"],
     );
+}
+
+/// `n` tenants in waves ending at `ends`, at concurrency `c`.
+fn wave_run(n: usize, c: usize, ends: &[usize], max_failure_rate: f64, pause: Duration, has_gate: bool) -> Run {
+    let mut req = request(n);
+    req.concurrency = c;
+    req.waves = Some(super::WaveRun {
+        waves: crate::fleet::waves::Waves {
+            ends: ends.to_vec(),
+            names: ends.iter().map(|e| e.to_string()).collect(),
+        },
+        max_failure_rate,
+        pause,
+        has_gate,
+    });
+    Run::new(req)
+}
+
+#[test]
+fn a_wave_starts_only_when_the_one_before_finished() {
+    let mut run = wave_run(4, 4, &[1, 4], 0.0, Duration::ZERO, false);
+    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1"]);
+    run.check(
+        done(0, ok()),
+        &[
+            "tenant_succeeded t0 #1",
+            "wave_started",
+            "start 1#1",
+            "start 2#1",
+            "start 3#1",
+        ],
+    );
+    for i in 1..3 {
+        run.check(done(i, ok()), &[format!("tenant_succeeded t{i} #1").as_str()]);
+    }
+    run.check(done(3, ok()), &["tenant_succeeded t3 #1", "finish"]);
+    assert_eq!(run.finish(), (ExitCode::Ok, [4, 0, 0, 0, 0]));
+}
+
+#[test]
+fn a_failure_in_a_wave_halts_the_run_at_the_default_rate_and_passes_under_a_given_rate() {
+    let mut run = wave_run(4, 2, &[2, 4], 0.0, Duration::ZERO, false);
+    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1", "start 1#1"]);
+    run.check(done(0, failed()), &["tenant_failed t0 sql_error #1"]);
+    run.check(
+        done(1, ok()),
+        &[
+            "tenant_succeeded t1 #1",
+            "run_halted wave 1 failure gate (1 failed of 2)",
+            "finish",
+        ],
+    );
+    assert_eq!(run.finish(), (ExitCode::Halted, [1, 1, 0, 0, 2]));
+
+    let mut run = wave_run(4, 2, &[2, 4], 0.5, Duration::ZERO, false);
+    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1", "start 1#1"]);
+    run.check(done(0, failed()), &["tenant_failed t0 sql_error #1"]);
+    run.check(
+        done(1, ok()),
+        &["tenant_succeeded t1 #1", "wave_started", "start 2#1", "start 3#1"],
+    );
+}
+
+#[test]
+fn the_next_wave_waits_for_the_pause_then_the_gate() {
+    let mut run = wave_run(2, 2, &[1, 2], 0.0, Duration::from_secs(60), true);
+    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1"]);
+    run.check(done(0, ok()), &["tenant_succeeded t0 #1", "wake"]);
+    run.advance(Duration::from_secs(30));
+    run.check(Input::Wake, &[]);
+    run.advance(Duration::from_secs(30));
+    run.check(Input::Wake, &["run_wave_gate 2"]);
+    // An answer for another wave changes nothing.
+    run.check(
+        Input::WaveGate {
+            wave: 3,
+            result: Ok(()),
+        },
+        &[],
+    );
+    run.check(
+        Input::WaveGate {
+            wave: 2,
+            result: Ok(()),
+        },
+        &["wave_started", "start 1#1"],
+    );
+}
+
+#[test]
+fn a_refusing_gate_halts_and_a_signal_in_the_pause_stops() {
+    let mut run = wave_run(2, 2, &[1, 2], 0.0, Duration::ZERO, true);
+    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1"]);
+    run.check(done(0, ok()), &["tenant_succeeded t0 #1", "run_wave_gate 2"]);
+    run.check(
+        Input::WaveGate {
+            wave: 2,
+            result: Err("exit status: 1".into()),
+        },
+        &["run_halted wave gate refused wave 2", "finish"],
+    );
+    assert_eq!(run.finish(), (ExitCode::Halted, [1, 0, 0, 0, 1]));
+
+    let mut run = wave_run(2, 2, &[1, 2], 0.0, Duration::from_secs(600), false);
+    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1"]);
+    run.check(done(0, ok()), &["tenant_succeeded t0 #1", "wake"]);
+    run.check(Input::Signal, &["stop", "finish"]);
+    assert_eq!(run.finish(), (ExitCode::Interrupted, [1, 0, 0, 0, 1]));
 }

@@ -1,0 +1,131 @@
+//! Waves (`--waves`, `--waves-by`, `--wave-pause`, `--wave-gate`): each wave starts only after the one before it
+//! finished under its failure gate and the gate command passed; a refused gate halts the run, and `fleet retry`
+//! goes on from there with the same waves.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::fleet_support::{read_events, Fleet, Revisions};
+
+/// The order events name tenants in: (event, tenant or wave) pairs of the kinds that matter here.
+fn timeline(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e["event"].as_str()? {
+            "wave_started" => Some(format!("wave {} {}", e["wave"], e["name"].as_str()?)),
+            "tenant_started" => Some(format!("start {}", e["tenant"].as_str()?)),
+            "tenant_succeeded" => Some(format!("ok {}", e["tenant"].as_str()?)),
+            "run_halted" => Some(format!("halted {}", e["reason"].as_str()?)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn position(timeline: &[String], line: &str) -> usize {
+    timeline
+        .iter()
+        .position(|l| l == line)
+        .unwrap_or_else(|| panic!("{line} not in {timeline:#?}"))
+}
+
+#[tokio::test]
+async fn waves_open_in_turn_after_the_gate_and_each_waits_for_the_last() {
+    let fleet = Fleet::new("fleet_waves", 6, 0, Revisions::Repo, 8);
+    let dir = fleet.project.path();
+    let events = dir.join("events.ndjson");
+    let gate_log = dir.join("gate.log");
+    let gate = format!(
+        "echo \"$FLOTILLA_RUN_ID $FLOTILLA_WAVE/$FLOTILLA_WAVES\" >> {}",
+        gate_log.display()
+    );
+    fleet
+        .upgrade(&[
+            "--waves",
+            "1,50%,100%",
+            "--wave-gate",
+            &gate,
+            "--events",
+            &Fleet::path_arg(&events),
+        ])
+        .assert_success();
+    let events = read_events(&events);
+    let line = timeline(&events);
+    let waves: Vec<&String> = line.iter().filter(|l| l.starts_with("wave")).collect();
+    assert_eq!(waves, ["wave 1 1", "wave 2 50%", "wave 3 100%"], "{line:#?}");
+    // Wave 1 is tenant_0001 alone; wave 2 (up to 50%: 3 tenants) starts only after it finished.
+    assert!(position(&line, "ok tenant_0001") < position(&line, "wave 2 50%"));
+    for later in ["tenant_0002", "tenant_0003"] {
+        assert!(position(&line, "wave 2 50%") < position(&line, &format!("start {later}")));
+        assert!(position(&line, &format!("ok {later}")) < position(&line, "wave 3 100%"));
+    }
+    let run_id = events[0]["run_id"].as_str().unwrap().to_string();
+    let gate_calls = std::fs::read_to_string(&gate_log).unwrap();
+    assert_eq!(gate_calls, format!("{run_id} 2/3\n{run_id} 3/3\n"));
+    let versions = fleet.versions().await;
+    assert!(
+        versions.values().all(|rows| rows == &[crate::fleet_support::REPO_HEAD]),
+        "{versions:?}"
+    );
+}
+
+#[test]
+fn a_refused_gate_halts_after_the_wave_and_retry_goes_on_from_there() {
+    let fleet = Fleet::new("fleet_waves_gate", 4, 0, Revisions::Repo, 8);
+    let out = fleet
+        .upgrade(&[
+            "--waves-by",
+            "tag=parity",
+            "--wave-gate",
+            "echo 'error rate too high' >&2; exit 7",
+        ])
+        .assert_code(3);
+    let stderr = out.stderr;
+    assert!(stderr.contains("wave gate refused wave 2"), "{stderr}");
+    assert!(stderr.contains("error rate too high"), "{stderr}");
+    let status = Fleet::status_tenants(&fleet.status(None));
+    let states: BTreeMap<&str, &str> = status
+        .iter()
+        .map(|(id, t)| (id.as_str(), t["status"].as_str().unwrap()))
+        .collect();
+    // parity=even (0002, 0004) is the first wave in natural order; the odd ones never started.
+    assert_eq!(
+        states,
+        BTreeMap::from([
+            ("tenant_0001", "pending"),
+            ("tenant_0002", "succeeded"),
+            ("tenant_0003", "pending"),
+            ("tenant_0004", "succeeded"),
+        ])
+    );
+    // The retry inherits the waves and the gate; a gate given again replaces the stored one.
+    let out = fleet.retry(&["--wave-gate", "true"]).assert_success();
+    assert!(out.stdout.contains("--waves-by tag=parity"), "{}", out.stdout);
+    let status = Fleet::status_tenants(&fleet.status(None));
+    assert!(status.values().all(|t| t["status"] == "succeeded"), "{status:?}");
+}
+
+#[tokio::test]
+async fn bad_wave_flags_are_refused_before_anything_runs() {
+    let fleet = Fleet::new("fleet_waves_bad", 2, 0, Revisions::Repo, 8);
+    for (args, says) in [
+        (vec!["--waves", "10,5"], "--waves `5` after 10: waves are cumulative"),
+        (vec!["--waves", "0"], "--waves `0`"),
+        (
+            vec!["--wave-pause", "1s"],
+            "--wave-pause and --wave-gate need --waves or --waves-by",
+        ),
+        (vec!["--waves-by", "tag="], "--waves-by"),
+        (
+            vec!["--waves", "1", "--run-name", "w"],
+            "--waves with --run-name is not supported yet",
+        ),
+    ] {
+        let out = fleet.upgrade(&args).assert_code(2);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
+    let out = fleet.upgrade(&["--waves", "1", "--canary", "1"]).assert_code(2);
+    assert!(out.stderr.contains("cannot be used with"), "{}", out.stderr);
+    let versions = fleet.versions().await;
+    assert!(versions.values().all(Vec::is_empty), "nothing ran: {versions:?}");
+}
