@@ -80,9 +80,9 @@ fn a_refused_gate_halts_after_the_wave_and_retry_goes_on_from_there() {
             "echo 'error rate too high' >&2; exit 7",
         ])
         .assert_code(3);
-    let stderr = out.stderr;
-    assert!(stderr.contains("wave gate refused wave 2"), "{stderr}");
-    assert!(stderr.contains("error rate too high"), "{stderr}");
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(said.contains("wave gate refused wave 2"), "{said}");
+    assert!(said.contains("failed (exit status: 7): error rate too high"), "{said}");
     let status = Fleet::status_tenants(&fleet.status(None));
     let states: BTreeMap<&str, &str> = status
         .iter()
@@ -92,9 +92,9 @@ fn a_refused_gate_halts_after_the_wave_and_retry_goes_on_from_there() {
     assert_eq!(
         states,
         BTreeMap::from([
-            ("tenant_0001", "pending"),
+            ("tenant_0001", "not_started"),
             ("tenant_0002", "succeeded"),
-            ("tenant_0003", "pending"),
+            ("tenant_0003", "not_started"),
             ("tenant_0004", "succeeded"),
         ])
     );

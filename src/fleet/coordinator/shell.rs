@@ -197,7 +197,7 @@ impl WaveGateCommand {
                             .unwrap_or_default()
                             .to_string();
                         Err(format!(
-                            "the wave gate command {}{}",
+                            "the wave gate command failed ({}){}",
                             out.status,
                             if last.is_empty() {
                                 String::new()
