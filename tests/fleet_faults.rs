@@ -123,7 +123,7 @@ async fn fleet_sigint_stops_cleanly_and_retry_finishes() {
     let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events), "--concurrency", "3"]);
 
     wait_for("a tenant_succeeded event", Duration::from_secs(60), || {
-        read_events_lenient(&events)
+        crate::fleet_support::read_events_so_far(&events)
             .iter()
             .any(|e| e["event"] == "tenant_succeeded")
             .then_some(())
@@ -184,10 +184,6 @@ async fn fleet_sigint_stops_cleanly_and_retry_finishes() {
 }
 
 /// Events written so far; a last line still being written is ignored.
-fn read_events_lenient(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
 
 #[test]
 fn fleet_events_helper_parses_lines() {
@@ -200,5 +196,5 @@ fn fleet_events_helper_parses_lines() {
     .unwrap();
     assert_eq!(read_events(&path).len(), 2);
     std::fs::write(&path, "{\"event\":\"run_started\"}\n{\"event\":\"ten").unwrap();
-    assert_eq!(read_events_lenient(&path).len(), 1);
+    assert_eq!(crate::fleet_support::read_events_so_far(&path).len(), 1);
 }

@@ -334,6 +334,12 @@ pub fn read_events(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The events of a run still writing them: lines that do not parse yet (being written) are left out.
+pub fn read_events_so_far(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
 /// The output of a child started with [`Fleet::spawn`], after it exits (with a deadline).
 pub fn finish(mut child: Child, timeout: Duration) -> (Option<i32>, String, String) {
     use std::io::Read;

@@ -16,6 +16,7 @@ mod cli_man;
 mod extend_tests;
 mod fleet_config;
 mod fleet_faults;
+mod fleet_health;
 mod fleet_isolation;
 mod fleet_ledger_faults;
 mod fleet_names;

@@ -84,6 +84,7 @@ async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
         let mut server = Server::new(spec.name.clone(), pg, tls, spec.max_connections).map_err(usage)?;
         server.lock_timeout = spec.lock_timeout;
         server.statement_timeout = spec.statement_timeout;
+        server.health = fleet::health::ServerHealth::new(spec.health.clone());
         server.password_origin = Some(origin);
         servers.push(Arc::new(server));
         index_of.insert(spec.name.clone(), i);

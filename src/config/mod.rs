@@ -7,6 +7,7 @@
 mod doc;
 mod duration;
 mod error;
+mod health;
 mod ledger;
 mod pgpass;
 mod project;
@@ -18,6 +19,7 @@ mod url;
 pub use doc::{process_env, EnvLookup};
 pub use duration::{parse_duration, DurationError};
 pub use error::{same_name, ConfigError, Location, Problem, ProblemKind, UrlOrigin};
+pub use health::HealthLimits;
 pub use ledger::{is_postgres_url, resolve_ledger, LedgerLocation, LedgerPassword};
 pub use pgpass::{pgpass_path, Ignored as PgPassIgnored, PgPassKey};
 pub use project::{

@@ -45,6 +45,13 @@ const SERVER_KEYS: &[&str] = &[
     "key_file",
     "lock_timeout",
     "statement_timeout",
+    // Health throttling (`config/health.rs`).
+    "health",
+    "pause_lock_waiters",
+    "pause_free_connections",
+    "pause_replay_lag",
+    "pause_query",
+    "pause_query_above",
 ];
 const TENANT_KEYS: &[&str] = &["id", "server", "schema", "database", "tags"];
 const SOURCE_KEYS: &[&str] = &["server", "schemas_like", "databases_like", "query", "tags"];
@@ -257,6 +264,8 @@ pub struct Server {
     pub lock_timeout: Option<Duration>,
     /// Overrides `[defaults]` for tenants on this server.
     pub statement_timeout: Option<Duration>,
+    /// When this server's work pauses (health throttling); off unless configured.
+    pub health: super::health::HealthLimits,
     /// Where the entry starts.
     pub at: Location,
     password_at: Option<Location>,
@@ -737,7 +746,12 @@ fn read_server(
     let password_file = optional_string(doc, table, "password_file");
     let (password, password_at) = match (password_env, password_file) {
         (Some(_), Some(file)) => {
-            doc.report(file.span(), ProblemKind::PasswordEnvAndFile { server: server_name });
+            doc.report(
+                file.span(),
+                ProblemKind::PasswordEnvAndFile {
+                    server: server_name.clone(),
+                },
+            );
             (PasswordSource::None, None)
         }
         (Some(var), None) => (
@@ -774,6 +788,7 @@ fn read_server(
     let key_file = cert_key(doc, "key_file");
     let lock_timeout = get(table, "lock_timeout").and_then(|v| doc.duration("lock_timeout", v));
     let statement_timeout = get(table, "statement_timeout").and_then(|v| doc.duration("statement_timeout", v));
+    let health = super::health::read(doc, table, &server_name);
 
     let name = name?;
     let url = url?;
@@ -802,6 +817,7 @@ fn read_server(
             max_connections,
             lock_timeout,
             statement_timeout,
+            health,
             at: doc.loc(span.start),
             password_at,
         },

@@ -9,6 +9,7 @@ mod coordinator;
 mod current;
 mod discover;
 mod error;
+pub mod health;
 mod record;
 mod server;
 mod shared;

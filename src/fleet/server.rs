@@ -51,6 +51,8 @@ pub struct Server {
     owed: Arc<AtomicUsize>,
     pool: Pool,
     breaker: Mutex<Breaker>,
+    /// When this server's tenants wait for it to be less loaded (health throttling; off unless configured).
+    pub health: super::health::ServerHealth,
 }
 
 /// The limits on a server's open connections; the cap is the lowest.
@@ -293,6 +295,7 @@ impl Server {
             owed: Arc::new(AtomicUsize::new(0)),
             pool,
             breaker: Mutex::new(Breaker::default()),
+            health: super::health::ServerHealth::new(super::health::HealthLimits::default()),
         })
     }
 
@@ -436,6 +439,43 @@ impl Server {
     }
 
     /// A connection to the server URL's own database, from the shared pool.
+    /// Read the health signals this server's limits configure, on one pooled connection.
+    pub async fn sample_health(&self) -> Result<super::health::HealthSample, String> {
+        let limits = &self.health.limits;
+        let conn = self.pooled().await.map_err(|e| e.to_string())?;
+        let client = conn.client();
+        let row = client
+            .query_one(&super::health::sample_sql(limits), &[])
+            .await
+            .map_err(|e| crate::executor::db_message(&e))?;
+        let mut sample = super::health::HealthSample {
+            lock_waiters: row.get(0),
+            free_connections: row.get(1),
+            replay_lag_secs: row.get(2),
+            query_value: None,
+        };
+        if let Some(query) = &limits.query {
+            let messages = client
+                .simple_query(query)
+                .await
+                .map_err(|e| format!("pause_query: {}", crate::executor::db_message(&e)))?;
+            let first = messages.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
+                _ => None,
+            });
+            sample.query_value = match first.flatten() {
+                Some(text) => Some(
+                    text.trim()
+                        .parse::<f64>()
+                        .map_err(|_| format!("pause_query gave `{text}`, not a number"))?,
+                ),
+                None => None,
+            };
+        }
+        conn.release().await;
+        Ok(sample)
+    }
+
     pub async fn pooled(&self) -> Result<Conn, ConnectError> {
         match self.pool.get().await {
             Ok(object) => Ok(Conn {

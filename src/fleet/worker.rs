@@ -132,6 +132,12 @@ pub(crate) enum WorkerMsg {
         index: usize,
         outcome: Outcome,
     },
+    /// This worker found its server over its health limits, or back under them (reported once per change).
+    ServerHealth {
+        index: usize,
+        server: String,
+        change: super::health::Change,
+    },
     /// This worker's probe found its server back after an outage (reported once per outage).
     ServerRecovered {
         index: usize,
@@ -338,6 +344,24 @@ pub(crate) async fn run_tenant(
                     elapsed: started.elapsed(),
                 };
             }
+        }
+        // A server over its health limits holds its tenants here (other servers' tenants go on).
+        let is_healthy = server
+            .health
+            .wait(
+                &cancel,
+                || server.sample_health(),
+                |change| {
+                    let _ = ctx.tx.send(WorkerMsg::ServerHealth {
+                        index,
+                        server: server.name.clone(),
+                        change,
+                    });
+                },
+            )
+            .await;
+        if !is_healthy {
+            break interrupted(from, attempt - 1, started);
         }
         let _ = ctx.tx.send(WorkerMsg::Started { index, attempt });
         let attempt_started = Instant::now();

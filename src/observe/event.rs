@@ -214,6 +214,17 @@ pub enum FleetEvent {
         down: Duration,
         n_waited: usize,
     },
+    /// A server's health signals passed a threshold: its tenants wait before they start (`reason` says which).
+    ServerPaused {
+        server: String,
+        reason: String,
+    },
+    /// A paused server is back under its thresholds; its tenants go on.
+    ServerResumed {
+        server: String,
+        #[serde(with = "millis", rename = "paused_ms")]
+        paused: Duration,
+    },
     /// A wave of the run opened (`wave` is 1-based; `name` is what the wave is: `5%`, `ring=canary`).
     WaveStarted {
         wave: usize,

@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Counter, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use super::event::{FleetEvent, RunEvent, Sink, SinkError};
@@ -45,6 +45,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     backfill_rows: IntCounter,
     connections: IntGaugeVec,
+    server_paused: CounterVec,
     rate_limit_wait: Counter,
     run_start: Gauge,
     run_end: Gauge,
@@ -173,6 +174,18 @@ impl Metrics {
             )
             .unwrap(),
         );
+        let server_paused = register(
+            r,
+            n,
+            CounterVec::new(
+                opts(
+                    "flotilla_server_paused_seconds_total",
+                    "Time a server's tenants waited because its health signals passed a threshold (counted when it resumes).",
+                ),
+                &["server"],
+            )
+            .unwrap(),
+        );
         let rate_limit_wait = register(
             r,
             n,
@@ -230,6 +243,7 @@ impl Metrics {
             errors,
             backfill_rows,
             connections,
+            server_paused,
             rate_limit_wait,
             run_start,
             run_end,
@@ -392,11 +406,17 @@ impl Sink for MetricsSink {
             FleetEvent::RateLimited { waited } => m.rate_limit_wait.inc_by(waited.as_secs_f64()),
             FleetEvent::RunFinished { at, .. } => m.run_end.set(unix_seconds(*at)),
             FleetEvent::WaveStarted { wave, .. } => m.wave.set(*wave as i64),
+            FleetEvent::ServerResumed { server, paused } => {
+                m.server_paused
+                    .with_label_values(&[server.as_str()])
+                    .inc_by(paused.as_secs_f64());
+            }
             FleetEvent::TenantStarted { .. }
             | FleetEvent::TenantPlanned { .. }
             | FleetEvent::RevisionStarted { .. }
             | FleetEvent::RunHalted { .. }
-            | FleetEvent::ServerOutage { .. } => {}
+            | FleetEvent::ServerOutage { .. }
+            | FleetEvent::ServerPaused { .. } => {}
         }
         Ok(())
     }
@@ -436,6 +456,7 @@ mod tests {
                 "flotilla_run_end_timestamp_seconds",
                 "flotilla_run_info",
                 "flotilla_run_start_timestamp_seconds",
+                "flotilla_server_paused_seconds_total",
                 "flotilla_tenant_duration_seconds",
                 "flotilla_tenant_requeues_total",
                 "flotilla_tenant_retries_total",

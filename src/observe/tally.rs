@@ -113,6 +113,8 @@ impl StateBook {
             FleetEvent::TenantInterrupted { tenant, .. } => (tenant, TenantStatus::Interrupted),
             FleetEvent::RateLimited { .. }
             | FleetEvent::WaveStarted { .. }
+            | FleetEvent::ServerPaused { .. }
+            | FleetEvent::ServerResumed { .. }
             | FleetEvent::Connections { .. }
             | FleetEvent::RunHalted { .. }
             | FleetEvent::ServerOutage { .. }

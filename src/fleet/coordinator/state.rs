@@ -576,6 +576,20 @@ impl Coordinator {
             self.emit(FleetEvent::ServerOutage { server, down, n_waited }, out);
             return;
         }
+        if let WorkerMsg::ServerHealth { server, change, .. } = msg {
+            let event = match change {
+                crate::fleet::health::Change::Paused(reason) => {
+                    tracing::warn!(server = %server, "pausing the server's tenants: {reason}");
+                    FleetEvent::ServerPaused { server, reason }
+                }
+                crate::fleet::health::Change::Resumed(paused) => {
+                    tracing::info!(server = %server, "resuming the server's tenants after {}", crate::observe::human::duration(paused));
+                    FleetEvent::ServerResumed { server, paused }
+                }
+            };
+            self.emit(event, out);
+            return;
+        }
         let index = msg_index(&msg);
         // A message from a worker that no longer counts (its tenant failed when it panicked) changes nothing.
         let Some(flight) = self.in_flight.get_mut(&index) else {
@@ -670,7 +684,7 @@ impl Coordinator {
                 self.on_done(index, outcome, now, out);
                 return;
             }
-            WorkerMsg::ServerRecovered { .. } => return,
+            WorkerMsg::ServerRecovered { .. } | WorkerMsg::ServerHealth { .. } => return,
         };
         self.emit(event, out);
     }
@@ -1132,6 +1146,7 @@ fn msg_index(msg: &WorkerMsg) -> usize {
         | WorkerMsg::BackfillProgress { index, .. }
         | WorkerMsg::Retrying { index, .. }
         | WorkerMsg::Done { index, .. }
+        | WorkerMsg::ServerHealth { index, .. }
         | WorkerMsg::ServerRecovered { index, .. } => *index,
     }
 }

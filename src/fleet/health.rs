@@ -1,0 +1,343 @@
+//! Health throttling: cheap signals of a server's load (sessions waiting on locks, free connection slots,
+//! replica replay lag, and a user query returning one number), sampled at most once a second per server and
+//! shared by all its tenants. Over a threshold, that server's tenant starts wait (other servers' tenants go
+//! on); they resume when every signal is back under the resume fraction of its threshold (hysteresis).
+//!
+//! [`judge`] decides from a sample, purely; [`ServerHealth`] samples and waits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+pub use crate::config::HealthLimits;
+
+/// One statement reading every built-in signal `limits` configures (NULL for the others).
+pub fn sample_sql(limits: &HealthLimits) -> String {
+    let lock = if limits.lock_waiters.is_some() {
+        "(SELECT count(*) FROM pg_catalog.pg_locks WHERE NOT granted)::float8"
+    } else {
+        "NULL::float8"
+    };
+    let free = if limits.free_connections.is_some() {
+        "(current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int \
+         - (SELECT count(*) FROM pg_catalog.pg_stat_activity))::float8"
+    } else {
+        "NULL::float8"
+    };
+    let lag = if limits.replay_lag.is_some() {
+        "(SELECT coalesce(extract(epoch FROM max(replay_lag)), 0) FROM pg_catalog.pg_stat_replication)::float8"
+    } else {
+        "NULL::float8"
+    };
+    format!("SELECT {lock}, {free}, {lag}")
+}
+
+/// What one sample read (`None`: not configured, or the query gave no number).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HealthSample {
+    pub lock_waiters: Option<f64>,
+    pub free_connections: Option<f64>,
+    pub replay_lag_secs: Option<f64>,
+    pub query_value: Option<f64>,
+}
+
+/// Pause or go, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Go,
+    Pause(String),
+}
+
+/// Decide from `sample` whether the server's work should wait; `is_paused` applies the hysteresis (a paused
+/// server goes on only when every signal is under [`HealthLimits::RESUME_FRACTION`] of its threshold).
+pub fn judge(limits: &HealthLimits, sample: &HealthSample, is_paused: bool) -> Verdict {
+    let f = if is_paused { HealthLimits::RESUME_FRACTION } else { 1.0 };
+    let mut reasons = Vec::new();
+    if let (Some(max), Some(v)) = (limits.lock_waiters, sample.lock_waiters) {
+        let limit = max as f64 * f;
+        if v >= limit {
+            reasons.push(format!("{v} sessions wait on locks (pause at {max})"));
+        }
+    }
+    if let (Some(min), Some(v)) = (limits.free_connections, sample.free_connections) {
+        let limit = min as f64 / f;
+        if v < limit {
+            reasons.push(format!("{v} free connection slots (pause under {min})"));
+        }
+    }
+    if let (Some(max), Some(v)) = (limits.replay_lag, sample.replay_lag_secs) {
+        let limit = max.as_secs_f64() * f;
+        if v > limit {
+            reasons.push(format!(
+                "replica replay lag {v:.1}s (pause over {}s)",
+                max.as_secs_f64()
+            ));
+        }
+    }
+    if let (Some(max), Some(v)) = (limits.query_above, sample.query_value) {
+        let limit = max * f;
+        if v > limit {
+            reasons.push(format!("the health query gave {v} (pause over {max})"));
+        }
+    }
+    if reasons.is_empty() {
+        Verdict::Go
+    } else {
+        Verdict::Pause(reasons.join("; "))
+    }
+}
+
+/// How often a server is sampled at most.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// One server's health: the last verdict, when it was sampled, and the time its work spent paused.
+pub struct ServerHealth {
+    pub limits: HealthLimits,
+    /// Sample at most this often ([`SAMPLE_EVERY`]).
+    every: Duration,
+    state: tokio::sync::Mutex<State>,
+    paused_ms: AtomicU64,
+}
+
+struct State {
+    sampled_at: Option<Instant>,
+    verdict: Verdict,
+    /// Since when the server has been paused (for the paused-time count).
+    paused_since: Option<Instant>,
+}
+
+/// A change of a server's state that the run reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Paused(String),
+    Resumed(Duration),
+}
+
+impl ServerHealth {
+    pub fn new(limits: HealthLimits) -> ServerHealth {
+        Self::sampled_every(limits, SAMPLE_EVERY)
+    }
+
+    pub fn sampled_every(limits: HealthLimits, every: Duration) -> ServerHealth {
+        ServerHealth {
+            limits,
+            every,
+            state: tokio::sync::Mutex::new(State {
+                sampled_at: None,
+                verdict: Verdict::Go,
+                paused_since: None,
+            }),
+            paused_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Total time this server's work has waited so far.
+    pub fn paused(&self) -> Duration {
+        Duration::from_millis(self.paused_ms.load(Ordering::Relaxed))
+    }
+
+    /// Wait until the server is healthy (at once when it is, or when its limits are off), sampling with
+    /// `sample` at most once a second however many tenants wait; `report` hears each pause and resume once.
+    /// Returns false when `cancel` stopped the wait.
+    pub async fn wait<F, Fut>(&self, cancel: &CancellationToken, mut sample: F, mut report: impl FnMut(Change)) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<HealthSample, String>>,
+    {
+        if self.limits.is_off() {
+            return true;
+        }
+        loop {
+            let wait_until = {
+                let mut state = self.state.lock().await;
+                let now = Instant::now();
+                let is_due = state.sampled_at.is_none_or(|at| now.duration_since(at) >= self.every);
+                if is_due {
+                    let is_paused = state.verdict != Verdict::Go;
+                    let verdict = match sample().await {
+                        Ok(s) => judge(&self.limits, &s, is_paused),
+                        // A signal that cannot be read pauses nothing: the tenants' own errors say more.
+                        Err(e) => {
+                            tracing::warn!("could not read the server's health signals: {e}");
+                            Verdict::Go
+                        }
+                    };
+                    let now = Instant::now();
+                    match (&state.verdict, &verdict) {
+                        (Verdict::Go, Verdict::Pause(why)) => {
+                            state.paused_since = Some(now);
+                            report(Change::Paused(why.clone()));
+                        }
+                        (Verdict::Pause(_), Verdict::Go) => {
+                            let since = state.paused_since.take().unwrap_or(now);
+                            let paused = now.duration_since(since);
+                            self.paused_ms.fetch_add(paused.as_millis() as u64, Ordering::Relaxed);
+                            report(Change::Resumed(paused));
+                        }
+                        _ => {}
+                    }
+                    state.sampled_at = Some(now);
+                    state.verdict = verdict;
+                }
+                if state.verdict == Verdict::Go {
+                    return true;
+                }
+                state.sampled_at.map_or(now, |at| at + self.every)
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return false,
+                () = tokio::time::sleep_until(wait_until.into()) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> HealthLimits {
+        HealthLimits {
+            query: Some("SELECT 1".into()),
+            query_above: Some(100.0),
+            ..HealthLimits::defaults()
+        }
+    }
+
+    fn sample(lock: f64, free: f64, lag: f64, query: f64) -> HealthSample {
+        HealthSample {
+            lock_waiters: Some(lock),
+            free_connections: Some(free),
+            replay_lag_secs: Some(lag),
+            query_value: Some(query),
+        }
+    }
+
+    #[test]
+    fn each_signal_over_its_threshold_pauses_and_says_why() {
+        let l = limits();
+        assert_eq!(judge(&l, &sample(0.0, 50.0, 0.0, 0.0), false), Verdict::Go);
+        for (s, says) in [
+            (sample(10.0, 50.0, 0.0, 0.0), "10 sessions wait on locks"),
+            (sample(0.0, 4.0, 0.0, 0.0), "4 free connection slots"),
+            (sample(0.0, 50.0, 31.0, 0.0), "replica replay lag 31.0s"),
+            (sample(0.0, 50.0, 0.0, 101.0), "the health query gave 101"),
+        ] {
+            match judge(&l, &s, false) {
+                Verdict::Pause(why) => assert!(why.contains(says), "{why}"),
+                Verdict::Go => panic!("{s:?} should pause"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_paused_server_resumes_only_under_the_resume_fraction() {
+        let l = limits();
+        // 90 is under the threshold (100) but over 80% of it: a paused server stays paused, a running one runs.
+        assert!(matches!(
+            judge(&l, &sample(0.0, 50.0, 0.0, 90.0), true),
+            Verdict::Pause(_)
+        ));
+        assert_eq!(judge(&l, &sample(0.0, 50.0, 0.0, 90.0), false), Verdict::Go);
+        assert_eq!(judge(&l, &sample(0.0, 50.0, 0.0, 79.0), true), Verdict::Go);
+        // Free connections: 6 is over the threshold (5) but under 5 / 0.8.
+        assert!(matches!(
+            judge(&l, &sample(0.0, 6.0, 0.0, 0.0), true),
+            Verdict::Pause(_)
+        ));
+        assert_eq!(judge(&l, &sample(0.0, 7.0, 0.0, 0.0), true), Verdict::Go);
+    }
+
+    #[test]
+    fn signals_not_configured_or_not_read_never_pause() {
+        let l = HealthLimits {
+            lock_waiters: Some(1),
+            ..HealthLimits::default()
+        };
+        assert_eq!(judge(&l, &sample(0.0, 0.0, 1000.0, 1e9), false), Verdict::Go);
+        assert_eq!(judge(&l, &HealthSample::default(), false), Verdict::Go);
+        assert!(HealthLimits::default().is_off());
+        assert!(!l.is_off());
+    }
+
+    #[tokio::test]
+    async fn waiters_share_one_sample_per_interval_and_resume_together() {
+        let health = ServerHealth::sampled_every(
+            HealthLimits {
+                query: Some("q".into()),
+                query_above: Some(10.0),
+                ..HealthLimits::default()
+            },
+            Duration::from_millis(20),
+        );
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+        let values = std::sync::Arc::new(std::sync::Mutex::new(vec![50.0, 50.0, 50.0, 1.0]));
+        let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let cancel = CancellationToken::new();
+        let waiter = |health: &'static ServerHealth| {
+            let (samples, values, changes, cancel) = (samples.clone(), values.clone(), changes.clone(), cancel.clone());
+            async move {
+                health
+                    .wait(
+                        &cancel,
+                        || {
+                            let v = {
+                                let mut values = values.lock().unwrap();
+                                if values.len() > 1 {
+                                    values.remove(0)
+                                } else {
+                                    values[0]
+                                }
+                            };
+                            samples.lock().unwrap().push(v);
+                            async move {
+                                Ok(HealthSample {
+                                    query_value: Some(v),
+                                    ..HealthSample::default()
+                                })
+                            }
+                        },
+                        |c| changes.lock().unwrap().push(c),
+                    )
+                    .await
+            }
+        };
+        let health: &'static ServerHealth = Box::leak(Box::new(health));
+        let (a, b) = tokio::join!(waiter(health), waiter(health));
+        assert!(a && b);
+        // Three samples over the threshold, one per interval, then one under: four samples for two waiters.
+        assert_eq!(*samples.lock().unwrap(), [50.0, 50.0, 50.0, 1.0]);
+        let changes = changes.lock().unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(matches!(&changes[0], Change::Paused(why) if why.contains("gave 50")));
+        assert!(
+            matches!(changes[1], Change::Resumed(d) if d >= Duration::from_millis(60)),
+            "{changes:?}"
+        );
+        assert!(health.paused() >= Duration::from_millis(60));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_ends_the_wait() {
+        let health = ServerHealth::new(HealthLimits {
+            lock_waiters: Some(1),
+            ..HealthLimits::default()
+        });
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let waited = health
+            .wait(
+                &cancel,
+                || async {
+                    Ok(HealthSample {
+                        lock_waiters: Some(5.0),
+                        ..HealthSample::default()
+                    })
+                },
+                |_| {},
+            )
+            .await;
+        assert!(!waited);
+    }
+}
