@@ -10,6 +10,7 @@ mod current;
 mod discover;
 mod error;
 mod record;
+pub mod rollback;
 mod server;
 mod shared;
 mod tenant;

@@ -1,0 +1,237 @@
+//! `fleet rollback --run ID`, the deciding part: from one run's ledger records, which tenants that run changed and
+//! the version rows each goes back to; for each, the downgrade back and the revisions on it whose downgrade does not
+//! undo their upgrade; and whether a tenant moved since the run (so going back would undo more than the run did).
+//!
+//! Pure: the CLI reads the ledger and the tenants' rows, refuses on what this module finds, and runs the rollback as
+//! an ordinary fleet downgrade whose tenants each have their target pinned to their rows before the run.
+
+use std::collections::BTreeMap;
+
+use crate::graph::{Plan, RevisionGraph};
+use crate::ledger::{rows_of, TenantRecord};
+use crate::revision::RevisionId;
+use crate::script::Script;
+
+/// A tenant the run changed: its version rows before and after the run, each sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub tenant_id: String,
+    /// Where the rollback takes it back to (empty: base).
+    pub from: Vec<RevisionId>,
+    /// Where the run left it.
+    pub to: Vec<RevisionId>,
+}
+
+fn sorted_rows(text: Option<&str>) -> Vec<RevisionId> {
+    // The ledger leaves both sides empty for a tenant at base; a tenant that got no further than its connection
+    // has neither side either, and so compares as unchanged.
+    let mut rows: Vec<RevisionId> = text.map(rows_of).unwrap_or_default().into_iter().map(RevisionId::from).collect();
+    rows.sort();
+    rows
+}
+
+/// The tenants of a run whose recorded rows after the run differ from those before it, in the order given.
+///
+/// The status does not matter: a tenant that failed or was interrupted part way, after some of its revisions
+/// committed, was changed by the run as much as one that succeeded, and goes back too. A tenant that failed,
+/// was skipped or was interrupted without a committed revision, or never started, has equal rows and is left out.
+pub fn changed(records: &[TenantRecord]) -> Vec<Changed> {
+    records
+        .iter()
+        .filter_map(|t| {
+            let from = sorted_rows(t.from_revision.as_deref());
+            let to = sorted_rows(t.to_revision.as_deref());
+            (from != to).then(|| Changed {
+                tenant_id: t.tenant_id.clone(),
+                from,
+                to,
+            })
+        })
+        .collect()
+}
+
+/// Why a revision's downgrade does not undo its upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Irreversible {
+    /// The upgrade backfills data, the backfill does not say `reverse=none`, and the downgrade has no backfill.
+    Backfill,
+    /// The upgrade runs SQL and the downgrade section is missing or holds no statement.
+    NoDowngrade,
+}
+
+impl Irreversible {
+    /// Why `script`'s downgrade does not undo its upgrade, or `None` when it does (as far as the file says).
+    pub fn of(script: &Script) -> Option<Irreversible> {
+        if !script.is_data_reversible() {
+            Some(Irreversible::Backfill)
+        } else if script.downgrade.statements.is_empty() && !script.upgrade.statements.is_empty() {
+            Some(Irreversible::NoDowngrade)
+        } else {
+            None
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Irreversible::Backfill => "its backfill has no reverse",
+            Irreversible::NoDowngrade => "it has no downgrade SQL (missing or empty downgrade section)",
+        }
+    }
+}
+
+/// One tenant's way back: the downgrade from `at` to exactly `changed.from`, and its irreversible revisions.
+#[derive(Debug, Clone)]
+pub struct WayBack {
+    pub plan: Plan,
+    /// The plan's revisions whose downgrade does not undo their upgrade, in plan order.
+    pub irreversible: Vec<(RevisionId, Irreversible)>,
+}
+
+/// The downgrade from `at` (the tenant's rows now, or the run's `to` when they could not be read) to exactly `from`.
+///
+/// Errors: a text naming why no downgrade reaches `from` (an unknown revision, or rows a downgrade cannot leave
+/// exactly), or naming a revision of the plan that `scripts` lacks.
+pub fn way_back(
+    graph: &RevisionGraph,
+    scripts: &BTreeMap<RevisionId, Script>,
+    at: &[RevisionId],
+    from: &[RevisionId],
+) -> Result<WayBack, String> {
+    let plan = super::worker::plan_downgrade_to(graph, at, from)?;
+    let mut irreversible = Vec::new();
+    for step in &plan.steps {
+        let script = scripts
+            .get(&step.revision)
+            .ok_or_else(|| format!("revision {} has no revision file", step.revision))?;
+        if let Some(why) = Irreversible::of(script) {
+            irreversible.push((step.revision.clone(), why));
+        }
+    }
+    Ok(WayBack { plan, irreversible })
+}
+
+/// Whether a tenant now at `now` moved since the run: it is neither where the run left it nor already back where
+/// the run found it. Going back from there would undo what a later change did too.
+pub fn has_moved(changed: &Changed, now: &[RevisionId]) -> bool {
+    let mut now = now.to_vec();
+    now.sort();
+    now != changed.to && now != changed.from
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::ledger::TenantStatus;
+    use crate::script::parse_script;
+
+    fn record(id: &str, status: TenantStatus, from: Option<&str>, to: Option<&str>) -> TenantRecord {
+        TenantRecord {
+            tenant_id: id.to_string(),
+            server: "s".to_string(),
+            kind: "schema".to_string(),
+            status,
+            from_revision: from.map(str::to_string),
+            to_revision: to.map(str::to_string),
+            failed_revision: None,
+            attempts: 1,
+            duration_ms: None,
+            error: None,
+            error_kind: None,
+            sqlstate: None,
+            target_revision: None,
+            runner: None,
+            updated_at: String::new(),
+        }
+    }
+
+    fn ids(rows: &[&str]) -> Vec<RevisionId> {
+        rows.iter().map(|r| RevisionId::from(*r)).collect()
+    }
+
+    #[test]
+    fn only_tenants_whose_rows_moved_are_changed() {
+        use TenantStatus::*;
+        let records = [
+            record("base_to_b", Succeeded, None, Some("b")),
+            record("a_to_c", Succeeded, Some("a"), Some("c")),
+            record("failed_after_b", Failed, Some("a"), Some("b")),
+            record("failed_at_once", Failed, Some("a"), Some("a")),
+            record("no_connection", Failed, None, None),
+            record("skipped", Skipped, Some("c"), Some("c")),
+            record("interrupted_part_way", Interrupted, None, Some("a")),
+            record("interrupted_unchanged", Interrupted, Some("a"), Some("a")),
+            record("never_started", Pending, None, None),
+            record("two_heads", Succeeded, Some("y,x"), Some("x,z")),
+        ];
+        let got: Vec<(String, Vec<RevisionId>, Vec<RevisionId>)> =
+            changed(&records).into_iter().map(|c| (c.tenant_id, c.from, c.to)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("base_to_b".to_string(), ids(&[]), ids(&["b"])),
+                ("a_to_c".to_string(), ids(&["a"]), ids(&["c"])),
+                ("failed_after_b".to_string(), ids(&["a"]), ids(&["b"])),
+                ("interrupted_part_way".to_string(), ids(&[]), ids(&["a"])),
+                ("two_heads".to_string(), ids(&["x", "y"]), ids(&["x", "z"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn moved_means_neither_where_the_run_left_it_nor_back_already() {
+        let c = Changed {
+            tenant_id: "t".into(),
+            from: ids(&["a"]),
+            to: ids(&["c"]),
+        };
+        assert!(!has_moved(&c, &ids(&["c"])));
+        assert!(!has_moved(&c, &ids(&["a"])));
+        assert!(has_moved(&c, &ids(&["d"])));
+        assert!(has_moved(&c, &ids(&[])));
+    }
+
+    fn scripts(files: &[&str]) -> (RevisionGraph, BTreeMap<RevisionId, Script>) {
+        let scripts: Vec<Script> = files
+            .iter()
+            .map(|text| parse_script(Path::new("x.sql"), text).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let graph = crate::script::build_graph(&scripts).unwrap_or_else(|e| panic!("{e}"));
+        let by_id = scripts.into_iter().map(|s| (s.meta.id.clone(), s)).collect();
+        (graph, by_id)
+    }
+
+    const A: &str = "-- revision: a\n-- down_revision:\n-- flotilla:upgrade\nCREATE TABLE t (id int);\n\
+                     -- flotilla:downgrade\nDROP TABLE t;\n";
+    const B_NO_DOWN: &str = "-- revision: b\n-- down_revision: a\n-- flotilla:upgrade\nCREATE INDEX ON t (id);\n";
+    const C_EMPTY_DOWN: &str =
+        "-- revision: c\n-- down_revision: b\n-- flotilla:upgrade\nINSERT INTO t VALUES (1);\n-- flotilla:downgrade\n";
+    const D_BACKFILL: &str = "-- revision: d\n-- down_revision: c\n-- flotilla:upgrade\n\
+                              -- flotilla:backfill table=t key=id\nUPDATE t SET id = id WHERE {{batch}};\n\
+                              -- flotilla:downgrade\nSELECT 1;\n";
+    const E_MERGE_LIKE: &str = "-- revision: e\n-- down_revision: d\n-- flotilla:upgrade\n";
+
+    #[test]
+    fn the_way_back_names_each_revision_that_cannot_be_undone() {
+        let (graph, scripts) = scripts(&[A, B_NO_DOWN, C_EMPTY_DOWN, D_BACKFILL, E_MERGE_LIKE]);
+        let back = way_back(&graph, &scripts, &ids(&["e"]), &ids(&["a"])).expect("a way back");
+        let steps: Vec<&str> = back.plan.steps.iter().map(|s| s.revision.as_str()).collect();
+        assert_eq!(steps, ["e", "d", "c", "b"]);
+        assert_eq!(
+            back.irreversible,
+            vec![
+                (RevisionId::from("d"), Irreversible::Backfill),
+                (RevisionId::from("c"), Irreversible::NoDowngrade),
+                (RevisionId::from("b"), Irreversible::NoDowngrade),
+            ]
+        );
+
+        let to_base = way_back(&graph, &scripts, &ids(&["a"]), &[]).expect("down to base");
+        assert_eq!(to_base.plan.steps.len(), 1);
+        assert!(to_base.irreversible.is_empty());
+
+        let err = way_back(&graph, &scripts, &ids(&["a"]), &ids(&["zz"])).expect_err("unknown revision");
+        assert!(err.contains("zz"), "{err}");
+    }
+}
