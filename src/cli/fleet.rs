@@ -1451,7 +1451,10 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
         )));
     }
     let by_id: BTreeMap<&str, &Tenant> = setup.tenants.iter().map(|t| (t.id.as_str(), t)).collect();
-    changed.retain(|c| tags.iter().all(|(k, v)| by_id[c.tenant_id.as_str()].tags.get(k) == Some(v)));
+    changed.retain(|c| {
+        tags.iter()
+            .all(|(k, v)| by_id[c.tenant_id.as_str()].tags.get(k) == Some(v))
+    });
     let text = ctx.format == Format::Text;
     if changed.is_empty() {
         if text {
@@ -1524,7 +1527,11 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
         if !refusal.irreversible.is_empty() {
             message.push_str(&format!(
                 "\nrevisions whose downgrade does not undo their upgrade{}:{}",
-                if run.backfill.force { " (--force given)" } else { " (--force rolls back past them)" },
+                if run.backfill.force {
+                    " (--force given)"
+                } else {
+                    " (--force rolls back past them)"
+                },
                 Refusal::lines(&refusal.irreversible)
             ));
         }
@@ -1563,5 +1570,13 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
     };
     // `migrate` selects by `only` (and applies --tenant, --tag and --exclude again, to the same tenants; in a run
     // shared with --run-name, --tag places this runner instead).
-    migrate(global, Action::Downgrade(undone.id.to_string()), select, run, route, Some(retry)).await
+    migrate(
+        global,
+        Action::Downgrade(undone.id.to_string()),
+        select,
+        run,
+        route,
+        Some(retry),
+    )
+    .await
 }

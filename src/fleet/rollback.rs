@@ -25,7 +25,12 @@ pub struct Changed {
 fn sorted_rows(text: Option<&str>) -> Vec<RevisionId> {
     // The ledger leaves both sides empty for a tenant at base; a tenant that got no further than its connection
     // has neither side either, and so compares as unchanged.
-    let mut rows: Vec<RevisionId> = text.map(rows_of).unwrap_or_default().into_iter().map(RevisionId::from).collect();
+    let mut rows: Vec<RevisionId> = text
+        .map(rows_of)
+        .unwrap_or_default()
+        .into_iter()
+        .map(RevisionId::from)
+        .collect();
     rows.sort();
     rows
 }
@@ -165,8 +170,10 @@ mod tests {
             record("never_started", Pending, None, None),
             record("two_heads", Succeeded, Some("y,x"), Some("x,z")),
         ];
-        let got: Vec<(String, Vec<RevisionId>, Vec<RevisionId>)> =
-            changed(&records).into_iter().map(|c| (c.tenant_id, c.from, c.to)).collect();
+        let got: Vec<(String, Vec<RevisionId>, Vec<RevisionId>)> = changed(&records)
+            .into_iter()
+            .map(|c| (c.tenant_id, c.from, c.to))
+            .collect();
         assert_eq!(
             got,
             vec![
