@@ -680,7 +680,7 @@ async fn retry(
                 .and_then(|o| o.stamp_revisions)
                 .unwrap_or_default(),
         ),
-        ROLLBACK => Action::Downgrade(last.target.clone()),
+        ROLLBACK => rollback_action(&last.target),
         other => {
             return Err(CliError::usage(format!(
                 "run {} (`{other}`) cannot be retried",
@@ -1473,7 +1473,30 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
     let rows_text = ledger::rows_text::<RevisionId>;
     let mut refusal = Refusal::default();
     let mut n_unread = 0;
-    for (c, now) in changed.iter().zip(&now) {
+    let mut is_kept = vec![true; changed.len()];
+    for ((c, now), is_kept) in changed.iter().zip(&now).zip(&mut is_kept) {
+        if c.is_unsure {
+            let mut rows = now.rows().cloned();
+            if let Some(r) = rows.as_mut() {
+                r.sort();
+            }
+            // Still where its plan started: the run committed nothing there, and there is nothing to undo.
+            if rows.as_ref() == Some(&c.from) {
+                *is_kept = false;
+            } else {
+                refusal.blocking.push(json!({
+                    "id": c.tenant_id,
+                    "why": format!(
+                        "the run's process died while this tenant ran, so the ledger does not know what it \
+                         committed; it was at {} before the run and is now {} (downgrade it explicitly, or leave \
+                         it out with --exclude)",
+                        rows_text(&c.from),
+                        rows.map_or_else(|| "unreadable".to_string(), |r| format!("at {}", rows_text(&r)))
+                    ),
+                }));
+            }
+            continue;
+        }
         let at = match now.rows() {
             Some(rows) if fleet::rollback::has_moved(c, rows) => {
                 refusal.blocking.push(json!({
@@ -1509,6 +1532,19 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
                 "why": format!("no way back to {}: {e}", rows_text(&c.from)),
             })),
         }
+    }
+    let mut kept = is_kept.into_iter();
+    changed.retain(|_| kept.next().unwrap_or(false));
+    if changed.is_empty() && refusal.blocking.is_empty() {
+        if text {
+            println!(
+                "Nothing to roll back: run {} committed nothing on the selected tenants",
+                undone.id
+            );
+        } else {
+            print_json(&json!({"run": undone.id, "n_tenants": 0}));
+        }
+        return Ok(ExitCode::Ok);
     }
     let is_refused = !refusal.blocking.is_empty() || (!refusal.irreversible.is_empty() && !run.backfill.force);
     if is_refused {
@@ -1572,11 +1608,18 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
     // shared with --run-name, --tag places this runner instead).
     migrate(
         global,
-        Action::Downgrade(undone.id.to_string()),
+        rollback_action(undone.id.as_str()),
         select,
         run,
         route,
         Some(retry),
     )
     .await
+}
+
+/// The action of a rollback of `run` and of its retries: a downgrade whose every tenant has its target pinned.
+/// The target text is what progress, the summary and metrics show; it names no revision, so a tenant that somehow
+/// had no pinned target fails to plan instead of going anywhere.
+fn rollback_action(run: &str) -> Action {
+    Action::Downgrade(format!("before {run}"))
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::graph::{Plan, RevisionGraph};
-use crate::ledger::{rows_of, TenantRecord};
+use crate::ledger::{rows_of, TenantRecord, TenantStatus};
 use crate::revision::RevisionId;
 use crate::script::Script;
 
@@ -20,6 +20,9 @@ pub struct Changed {
     pub from: Vec<RevisionId>,
     /// Where the run left it.
     pub to: Vec<RevisionId>,
+    /// The run ended without this tenant's outcome (its process died while the tenant ran): the ledger does not
+    /// know what committed, and `to` is only where its plan started.
+    pub is_unsure: bool,
 }
 
 fn sorted_rows(text: Option<&str>) -> Vec<RevisionId> {
@@ -40,16 +43,19 @@ fn sorted_rows(text: Option<&str>) -> Vec<RevisionId> {
 /// The status does not matter: a tenant that failed or was interrupted part way, after some of its revisions
 /// committed, was changed by the run as much as one that succeeded, and goes back too. A tenant that failed,
 /// was skipped or was interrupted without a committed revision, or never started, has equal rows and is left out.
+/// A tenant still recorded as running (the run's process died under it) is included as unsure, whatever its rows.
 pub fn changed(records: &[TenantRecord]) -> Vec<Changed> {
     records
         .iter()
         .filter_map(|t| {
             let from = sorted_rows(t.from_revision.as_deref());
             let to = sorted_rows(t.to_revision.as_deref());
-            (from != to).then(|| Changed {
+            let is_unsure = t.status == TenantStatus::Running;
+            (from != to || is_unsure).then(|| Changed {
                 tenant_id: t.tenant_id.clone(),
                 from,
                 to,
+                is_unsure,
             })
         })
         .collect()
@@ -128,7 +134,6 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::ledger::TenantStatus;
     use crate::script::parse_script;
 
     fn record(id: &str, status: TenantStatus, from: Option<&str>, to: Option<&str>) -> TenantRecord {
@@ -169,19 +174,26 @@ mod tests {
             record("interrupted_unchanged", Interrupted, Some("a"), Some("a")),
             record("never_started", Pending, None, None),
             record("two_heads", Succeeded, Some("y,x"), Some("x,z")),
+            record("running_when_the_process_died", Running, Some("a"), Some("a")),
         ];
-        let got: Vec<(String, Vec<RevisionId>, Vec<RevisionId>)> = changed(&records)
+        let got: Vec<(String, Vec<RevisionId>, Vec<RevisionId>, bool)> = changed(&records)
             .into_iter()
-            .map(|c| (c.tenant_id, c.from, c.to))
+            .map(|c| (c.tenant_id, c.from, c.to, c.is_unsure))
             .collect();
         assert_eq!(
             got,
             vec![
-                ("base_to_b".to_string(), ids(&[]), ids(&["b"])),
-                ("a_to_c".to_string(), ids(&["a"]), ids(&["c"])),
-                ("failed_after_b".to_string(), ids(&["a"]), ids(&["b"])),
-                ("interrupted_part_way".to_string(), ids(&[]), ids(&["a"])),
-                ("two_heads".to_string(), ids(&["x", "y"]), ids(&["x", "z"])),
+                ("base_to_b".to_string(), ids(&[]), ids(&["b"]), false),
+                ("a_to_c".to_string(), ids(&["a"]), ids(&["c"]), false),
+                ("failed_after_b".to_string(), ids(&["a"]), ids(&["b"]), false),
+                ("interrupted_part_way".to_string(), ids(&[]), ids(&["a"]), false),
+                ("two_heads".to_string(), ids(&["x", "y"]), ids(&["x", "z"]), false),
+                (
+                    "running_when_the_process_died".to_string(),
+                    ids(&["a"]),
+                    ids(&["a"]),
+                    true
+                ),
             ]
         );
     }
@@ -192,6 +204,7 @@ mod tests {
             tenant_id: "t".into(),
             from: ids(&["a"]),
             to: ids(&["c"]),
+            is_unsure: false,
         };
         assert!(!has_moved(&c, &ids(&["c"])));
         assert!(!has_moved(&c, &ids(&["a"])));
