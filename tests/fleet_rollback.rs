@@ -262,3 +262,38 @@ fn fleet_rollback_of_an_unknown_or_non_upgrade_run_is_refused() {
     let out = rollback(&fleet, &downgrade, &["--only-failed"]).assert_code(2);
     assert!(out.stderr.contains("--only-failed"), "{}", out.report());
 }
+
+#[tokio::test]
+async fn fleet_rollback_refuses_a_tenant_an_abandoned_run_left_running_after_it_committed() {
+    use crate::fleet_support::SLOW_REVISIONS;
+    let fleet = Fleet::new("rollback_abandoned", 2, 0, Revisions::Fixture("fleet_slow"), 1);
+    let mut child = fleet.spawn_upgrade(&["--concurrency", "1"]);
+    // tenant_0001 has committed its first revision and sleeps in its second: the ledger still says running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fleet.versions().await["tenant_0001"] != rows(&[SLOW_REVISIONS[0]]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tenant_0001 never reached its first revision"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let status = fleet.status(None);
+    assert_eq!(status["run"]["state"], "abandoned");
+    let run = status["run"]["id"].as_str().expect("run id").to_string();
+
+    let out = rollback(&fleet, &run, &[]).assert_code(2);
+    assert!(
+        out.stderr
+            .contains("tenant_0001: the run's process died while this tenant ran")
+            && out.stderr.contains(&format!("now at {}", SLOW_REVISIONS[0])),
+        "{}",
+        out.report()
+    );
+    assert_eq!(fleet.versions().await["tenant_0001"], rows(&[SLOW_REVISIONS[0]]));
+    // Left out, nothing else was changed by that run.
+    let out = rollback(&fleet, &run, &["--exclude", "tenant_0001"]).assert_success();
+    assert!(out.stdout.contains("Nothing to roll back"), "{}", out.report());
+}

@@ -1374,7 +1374,8 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
             undone.id, undone.command
         )));
     }
-    if undone.state(&hostname()) == ledger::RunState::Live {
+    let state = undone.state(&hostname());
+    if state == ledger::RunState::Live {
         return Err(CliError::new(
             ExitCode::Locked,
             anyhow::anyhow!(
@@ -1389,7 +1390,7 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
         .tenants(&undone.id, None)
         .map_err(|e| CliError::new(ExitCode::Usage, e))?;
     drop(ledger);
-    let mut changed = fleet::rollback::changed(&records);
+    let mut changed = fleet::rollback::changed(&records, state == ledger::RunState::Abandoned);
     // --tenant and --exclude name tenants of the run: a typo must not roll back what it meant to leave alone.
     let in_run: BTreeSet<&str> = records.iter().map(|t| t.tenant_id.as_str()).collect();
     for (flag, ids) in [("--tenant", &select.tenant), ("--exclude", &select.exclude)] {
@@ -1487,7 +1488,8 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
                 refusal.blocking.push(json!({
                     "id": c.tenant_id,
                     "why": format!(
-                        "the run's process died while this tenant ran, so the ledger does not know what it \
+                        "the run's process died while this tenant ran (or was about to), so the ledger does not \
+                         know what it \
                          committed; it was at {} before the run and is now {} (downgrade it explicitly, or leave \
                          it out with --exclude)",
                         rows_text(&c.from),

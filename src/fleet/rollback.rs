@@ -43,14 +43,18 @@ fn sorted_rows(text: Option<&str>) -> Vec<RevisionId> {
 /// The status does not matter: a tenant that failed or was interrupted part way, after some of its revisions
 /// committed, was changed by the run as much as one that succeeded, and goes back too. A tenant that failed,
 /// was skipped or was interrupted without a committed revision, or never started, has equal rows and is left out.
-/// A tenant still recorded as running (the run's process died under it) is included as unsure, whatever its rows.
-pub fn changed(records: &[TenantRecord]) -> Vec<Changed> {
+///
+/// A tenant still recorded as running, or, in a run whose process died (`is_abandoned`), recorded as pending but
+/// claimed by a runner, may have committed revisions the ledger never heard of: it is included as unsure, whatever
+/// its rows.
+pub fn changed(records: &[TenantRecord], is_abandoned: bool) -> Vec<Changed> {
     records
         .iter()
         .filter_map(|t| {
             let from = sorted_rows(t.from_revision.as_deref());
             let to = sorted_rows(t.to_revision.as_deref());
-            let is_unsure = t.status == TenantStatus::Running;
+            let is_claimed = t.status == TenantStatus::Pending && t.runner.is_some();
+            let is_unsure = t.status == TenantStatus::Running || (is_abandoned && is_claimed);
             (from != to || is_unsure).then(|| Changed {
                 tenant_id: t.tenant_id.clone(),
                 from,
@@ -175,8 +179,12 @@ mod tests {
             record("never_started", Pending, None, None),
             record("two_heads", Succeeded, Some("y,x"), Some("x,z")),
             record("running_when_the_process_died", Running, Some("a"), Some("a")),
+            TenantRecord {
+                runner: Some("r1".into()),
+                ..record("claimed_when_the_process_died", Pending, None, None)
+            },
         ];
-        let got: Vec<(String, Vec<RevisionId>, Vec<RevisionId>, bool)> = changed(&records)
+        let got: Vec<(String, Vec<RevisionId>, Vec<RevisionId>, bool)> = changed(&records, true)
             .into_iter()
             .map(|c| (c.tenant_id, c.from, c.to, c.is_unsure))
             .collect();
@@ -194,8 +202,12 @@ mod tests {
                     ids(&["a"]),
                     true
                 ),
+                ("claimed_when_the_process_died".to_string(), ids(&[]), ids(&[]), true),
             ]
         );
+        // A finished run gave its claimed but unstarted tenants back: pending means never started.
+        let finished = changed(&records, false);
+        assert!(finished.iter().all(|c| c.tenant_id != "claimed_when_the_process_died"));
     }
 
     #[test]
