@@ -213,10 +213,10 @@ async fn fleet_retry_of_a_rollback_goes_back_to_the_rows_before_the_run() {
     fleet.fleet(&["upgrade", A, "--progress", "none"]).assert_success();
     fleet.fleet(&["upgrade", C, "--progress", "none"]).assert_success();
     let run = latest_run_id(&fleet);
-    // tenant_0002 cannot drop `prices` while a view uses it.
+    // tenant_0002 cannot drop `notes` while a view uses it: its rollback stops after c3's downgrade.
     fleet
         .db
-        .execute("CREATE VIEW tenant_0002.prices_view AS SELECT * FROM tenant_0002.prices");
+        .execute("CREATE VIEW tenant_0002.notes_view AS SELECT * FROM tenant_0002.notes");
     let out = rollback(&fleet, &run, &[]).assert_code(1);
     let status = fleet.status(None);
     let rollback_run = status["run"]["id"].as_str().expect("run id").to_string();
@@ -226,10 +226,18 @@ async fn fleet_retry_of_a_rollback_goes_back_to_the_rows_before_the_run() {
     assert_eq!(tenants["tenant_0002"]["target_revision"], A);
     let versions = fleet.versions().await;
     assert_eq!(versions["tenant_0001"], rows(&[A]));
-    assert_eq!(versions["tenant_0002"], rows(&[C]));
+    assert_eq!(versions["tenant_0002"], rows(&[B]));
     assert_eq!(versions["tenant_0003"], rows(&[A]));
 
-    fleet.db.execute("DROP VIEW tenant_0002.prices_view");
+    // Part of the way back is not "moved since the run": rolling the run back again would be accepted.
+    let again = rollback(&fleet, &run, &["--dry-run", "-v"]).assert_success();
+    assert!(
+        again.stdout.contains(&format!("1 tenant from {B} to {A}")) && again.stdout.contains("tenant tenant_0002"),
+        "{}",
+        again.report()
+    );
+
+    fleet.db.execute("DROP VIEW tenant_0002.notes_view");
     let out = fleet.retry(&[]).assert_success();
     assert!(out.stdout.contains("Retrying 1 tenant"), "{}", out.report());
     let versions = fleet.versions().await;

@@ -1500,7 +1500,7 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
             continue;
         }
         let at = match now.rows() {
-            Some(rows) if fleet::rollback::has_moved(c, rows) => {
+            Some(rows) if fleet::rollback::has_moved(&loaded.graph, c, rows) => {
                 refusal.blocking.push(json!({
                     "id": c.tenant_id,
                     "why": format!(

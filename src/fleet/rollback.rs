@@ -125,12 +125,29 @@ pub fn way_back(
     Ok(WayBack { plan, irreversible })
 }
 
-/// Whether a tenant now at `now` moved since the run: it is neither where the run left it nor already back where
-/// the run found it. Going back from there would undo what a later change did too.
-pub fn has_moved(changed: &Changed, now: &[RevisionId]) -> bool {
+/// Whether a tenant now at `now` moved since the run: it is neither where the run left it, nor already back where
+/// the run found it, nor part of the way back between the two (where an earlier rollback that failed part way left
+/// it). Going back from anywhere else would undo what a later change did too.
+pub fn has_moved(graph: &RevisionGraph, changed: &Changed, now: &[RevisionId]) -> bool {
     let mut now = now.to_vec();
     now.sort();
-    now != changed.to && now != changed.from
+    if now == changed.to || now == changed.from {
+        return false;
+    }
+    let Ok(plan) = super::worker::plan_downgrade_to(graph, &changed.to, &changed.from) else {
+        return true;
+    };
+    let mut rows = changed.to.clone();
+    for step in &plan.steps {
+        rows.retain(|r| !step.delete_rows.contains(r));
+        rows.extend(step.insert_rows.iter().cloned());
+        let mut sorted = rows.clone();
+        sorted.sort();
+        if sorted == now {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -211,17 +228,20 @@ mod tests {
     }
 
     #[test]
-    fn moved_means_neither_where_the_run_left_it_nor_back_already() {
+    fn moved_means_off_the_way_between_where_the_run_found_and_left_it() {
+        let (graph, _) = scripts(&[A, B_NO_DOWN, C_EMPTY_DOWN, D_BACKFILL]);
         let c = Changed {
             tenant_id: "t".into(),
             from: ids(&["a"]),
             to: ids(&["c"]),
             is_unsure: false,
         };
-        assert!(!has_moved(&c, &ids(&["c"])));
-        assert!(!has_moved(&c, &ids(&["a"])));
-        assert!(has_moved(&c, &ids(&["d"])));
-        assert!(has_moved(&c, &ids(&[])));
+        assert!(!has_moved(&graph, &c, &ids(&["c"])), "where the run left it");
+        assert!(!has_moved(&graph, &c, &ids(&["a"])), "back already");
+        assert!(!has_moved(&graph, &c, &ids(&["b"])), "part of the way back");
+        assert!(has_moved(&graph, &c, &ids(&["d"])), "a later upgrade");
+        assert!(has_moved(&graph, &c, &ids(&[])), "below where the run found it");
+        assert!(has_moved(&graph, &c, &ids(&["zz"])), "unknown rows");
     }
 
     fn scripts(files: &[&str]) -> (RevisionGraph, BTreeMap<RevisionId, Script>) {
