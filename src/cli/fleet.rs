@@ -1320,7 +1320,7 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
 /// The ledger command of a rollback run.
 const ROLLBACK: &str = "rollback";
 
-/// What stops a rollback before it changes anything, per tenant.
+/// What stops a rollback before it changes anything, per tenant, as people and scripts read it.
 #[derive(Default)]
 struct Refusal {
     /// Tenants that moved since the run, or have no way back: never overridden.
@@ -1330,6 +1330,41 @@ struct Refusal {
 }
 
 impl Refusal {
+    fn of(problems: &[(fleet::rollback::Changed, fleet::rollback::Problem)]) -> Refusal {
+        use fleet::rollback::Problem;
+        let rows_text = ledger::rows_text::<RevisionId>;
+        let mut out = Refusal::default();
+        for (c, problem) in problems {
+            let why = match problem {
+                Problem::Irreversible(revision, why) => {
+                    out.irreversible.push(json!({
+                        "id": c.tenant_id,
+                        "revision": revision,
+                        "why": format!("revision {revision}: {}", why.describe()),
+                    }));
+                    continue;
+                }
+                Problem::Moved(now) => format!(
+                    "moved since the run: now at {}, the run left it at {} (roll back the later change first, or \
+                     leave it out with --exclude)",
+                    rows_text(now),
+                    rows_text(&c.to)
+                ),
+                Problem::Unsure(now) => format!(
+                    "the run's process died while this tenant ran (or was about to), so the ledger does not know \
+                     what it committed; it was at {} before the run and is now {} (downgrade it explicitly, or \
+                     leave it out with --exclude)",
+                    rows_text(&c.from),
+                    now.as_ref()
+                        .map_or_else(|| "unreadable".to_string(), |r| format!("at {}", rows_text(r)))
+                ),
+                Problem::NoWayBack(e) => format!("no way back to {}: {e}", rows_text(&c.from)),
+            };
+            out.blocking.push(json!({"id": c.tenant_id, "why": why}));
+        }
+        out
+    }
+
     fn lines(list: &[serde_json::Value]) -> String {
         list.iter()
             .map(|v| {
@@ -1471,72 +1506,10 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
     // Where each tenant is now: one moved since the run would lose more than the run did.
     let concurrency = run.concurrency.unwrap_or(setup.file.defaults.concurrency).max(1);
     let now = fleet::read_versions(&chosen, &setup.servers, ctx.store.as_ref(), concurrency).await;
-    let rows_text = ledger::rows_text::<RevisionId>;
-    let mut refusal = Refusal::default();
-    let mut n_unread = 0;
-    let mut is_kept = vec![true; changed.len()];
-    for ((c, now), is_kept) in changed.iter().zip(&now).zip(&mut is_kept) {
-        if c.is_unsure {
-            let mut rows = now.rows().cloned();
-            if let Some(r) = rows.as_mut() {
-                r.sort();
-            }
-            // Still where its plan started: the run committed nothing there, and there is nothing to undo.
-            if rows.as_ref() == Some(&c.from) {
-                *is_kept = false;
-            } else {
-                refusal.blocking.push(json!({
-                    "id": c.tenant_id,
-                    "why": format!(
-                        "the run's process died while this tenant ran (or was about to), so the ledger does not \
-                         know what it \
-                         committed; it was at {} before the run and is now {} (downgrade it explicitly, or leave \
-                         it out with --exclude)",
-                        rows_text(&c.from),
-                        rows.map_or_else(|| "unreadable".to_string(), |r| format!("at {}", rows_text(&r)))
-                    ),
-                }));
-            }
-            continue;
-        }
-        let at = match now.rows() {
-            Some(rows) if fleet::rollback::has_moved(&loaded.graph, c, rows) => {
-                refusal.blocking.push(json!({
-                    "id": c.tenant_id,
-                    "why": format!(
-                        "moved since the run: now at {}, the run left it at {} (roll back the later change first, \
-                         or leave it out with --exclude)",
-                        rows_text(rows),
-                        rows_text(&c.to)
-                    ),
-                }));
-                continue;
-            }
-            Some(rows) => rows.clone(),
-            // Unreadable now: checked from where the run left it; its worker fails it, and a retry goes on.
-            None => {
-                n_unread += 1;
-                c.to.clone()
-            }
-        };
-        match fleet::rollback::way_back(&loaded.graph, &loaded.scripts, &at, &c.from) {
-            Ok(back) => {
-                for (revision, why) in back.irreversible {
-                    refusal.irreversible.push(json!({
-                        "id": c.tenant_id,
-                        "revision": revision,
-                        "why": format!("revision {revision}: {}", why.describe()),
-                    }));
-                }
-            }
-            Err(e) => refusal.blocking.push(json!({
-                "id": c.tenant_id,
-                "why": format!("no way back to {}: {e}", rows_text(&c.from)),
-            })),
-        }
-    }
-    let mut kept = is_kept.into_iter();
-    changed.retain(|_| kept.next().unwrap_or(false));
+    let now: Vec<Option<Vec<RevisionId>>> = now.iter().map(|v| v.rows().cloned()).collect();
+    let review = fleet::rollback::review(changed, &now, &loaded.graph, &loaded.scripts);
+    let refusal = Refusal::of(&review.problems);
+    let (changed, n_unread) = (review.kept, review.n_unread);
     if changed.is_empty() && refusal.blocking.is_empty() {
         if text {
             println!(

@@ -150,6 +150,82 @@ pub fn has_moved(graph: &RevisionGraph, changed: &Changed, now: &[RevisionId]) -
     true
 }
 
+/// What stops one tenant's rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// It moved since the run (see [`has_moved`]): now at these rows.
+    Moved(Vec<RevisionId>),
+    /// The run's process died under it (see [`Changed::is_unsure`]) and it is not where its plan started: now at
+    /// these rows, or unreadable.
+    Unsure(Option<Vec<RevisionId>>),
+    /// No downgrade reaches its rows before the run exactly: why.
+    NoWayBack(String),
+    /// A revision on its way back whose downgrade does not undo its upgrade; the only problem `--force` overrides.
+    Irreversible(RevisionId, Irreversible),
+}
+
+impl Problem {
+    pub fn is_forcible(&self) -> bool {
+        matches!(self, Problem::Irreversible(..))
+    }
+}
+
+/// A rollback reviewed against where its tenants are now, before anything changes.
+#[derive(Debug, Default)]
+pub struct Review {
+    /// The tenants to roll back: every changed one, less the unsure ones still where their plan started.
+    pub kept: Vec<Changed>,
+    /// Each problem with its tenant, in the order of the tenants.
+    pub problems: Vec<(Changed, Problem)>,
+    /// Kept tenants whose rows could not be read now; they were checked from where the run left them.
+    pub n_unread: usize,
+}
+
+/// Reviews each changed tenant against `now`, its rows read now in the same order (`None`: unreadable), planning
+/// its way back from there (or from where the run left it, when unreadable).
+pub fn review(
+    changed: Vec<Changed>,
+    now: &[Option<Vec<RevisionId>>],
+    graph: &RevisionGraph,
+    scripts: &BTreeMap<RevisionId, Script>,
+) -> Review {
+    let mut out = Review::default();
+    for (c, now) in changed.into_iter().zip(now) {
+        let now = now.clone().map(|mut rows| {
+            rows.sort();
+            rows
+        });
+        if c.is_unsure {
+            // Still where its plan started: the run committed nothing there, and there is nothing to undo.
+            if now.as_ref() != Some(&c.from) {
+                out.problems.push((c, Problem::Unsure(now)));
+            }
+            continue;
+        }
+        let at = match now {
+            Some(rows) if has_moved(graph, &c, &rows) => {
+                out.problems.push((c, Problem::Moved(rows)));
+                continue;
+            }
+            Some(rows) => rows,
+            None => {
+                out.n_unread += 1;
+                c.to.clone()
+            }
+        };
+        match way_back(graph, scripts, &at, &c.from) {
+            Ok(back) => {
+                for (revision, why) in back.irreversible {
+                    out.problems.push((c.clone(), Problem::Irreversible(revision, why)));
+                }
+                out.kept.push(c);
+            }
+            Err(e) => out.problems.push((c, Problem::NoWayBack(e))),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -242,6 +318,62 @@ mod tests {
         assert!(has_moved(&graph, &c, &ids(&["d"])), "a later upgrade");
         assert!(has_moved(&graph, &c, &ids(&[])), "below where the run found it");
         assert!(has_moved(&graph, &c, &ids(&["zz"])), "unknown rows");
+    }
+
+    #[test]
+    fn review_keeps_what_can_go_back_and_names_every_problem() {
+        let (graph, scripts) = scripts(&[A, B_NO_DOWN, C_EMPTY_DOWN, D_BACKFILL]);
+        let c = |id: &str, from: &[&str], to: &[&str], is_unsure: bool| Changed {
+            tenant_id: id.into(),
+            from: ids(from),
+            to: ids(to),
+            is_unsure,
+        };
+        let changed = vec![
+            c("fine", &[], &["a"], false),
+            c("unread", &[], &["a"], false),
+            c("moved", &["a"], &["b"], false),
+            c("forcible", &["a"], &["c"], false),
+            c("unsure_unchanged", &["a"], &["a"], true),
+            c("unsure_moved", &["a"], &["a"], true),
+            c("gone_revision", &["zz"], &["a"], false),
+        ];
+        let now = [
+            Some(ids(&["a"])),
+            None,
+            Some(ids(&["d"])),
+            Some(ids(&["c"])),
+            Some(ids(&["a"])),
+            Some(ids(&["b"])),
+            Some(ids(&["a"])),
+        ];
+        let review = review(changed, &now, &graph, &scripts);
+        let kept: Vec<&str> = review.kept.iter().map(|c| c.tenant_id.as_str()).collect();
+        assert_eq!(kept, ["fine", "unread", "forcible"]);
+        assert_eq!(review.n_unread, 1);
+        let problems: Vec<(&str, &Problem)> = review.problems.iter().map(|(c, p)| (c.tenant_id.as_str(), p)).collect();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert_eq!(problems[0], ("moved", &Problem::Moved(ids(&["d"]))));
+        assert_eq!(
+            problems[1],
+            (
+                "forcible",
+                &Problem::Irreversible("c".into(), Irreversible::NoDowngrade)
+            )
+        );
+        assert_eq!(
+            problems[2],
+            (
+                "forcible",
+                &Problem::Irreversible("b".into(), Irreversible::NoDowngrade)
+            )
+        );
+        assert_eq!(problems[3], ("unsure_moved", &Problem::Unsure(Some(ids(&["b"])))));
+        assert!(
+            matches!(problems[4], ("gone_revision", Problem::NoWayBack(_))),
+            "{problems:?}"
+        );
+        assert!(problems[1].1.is_forcible() && !problems[0].1.is_forcible());
     }
 
     fn scripts(files: &[&str]) -> (RevisionGraph, BTreeMap<RevisionId, Script>) {
