@@ -80,6 +80,13 @@ async fn fleet_rollback_restores_exactly_the_tenants_a_run_changed() {
     );
     assert_eq!(latest_run_id(&fleet), run, "a dry run records no run");
 
+    // --tenant narrows the rollback to one of the tenants the run changed.
+    let out = rollback(&fleet, &run, &["--tenant", "tenant_0002"]).assert_success();
+    let mut want = fleet_versions_after_run();
+    want.insert("tenant_0002".into(), rows(&[A]));
+    assert_eq!(fleet.versions().await, want, "{}", out.report());
+
+    // The whole rollback: tenant_0002 is back already and is skipped.
     let out = rollback(&fleet, &run, &[]).assert_success();
     assert!(
         out.stdout.contains(&format!("Rollback of run {run}")),
@@ -118,7 +125,9 @@ async fn fleet_rollback_restores_exactly_the_tenants_a_run_changed() {
     assert_eq!(tenants["tenant_0001"]["target_revision"], "base");
     assert_eq!(tenants["tenant_0002"]["target_revision"], A);
     assert_eq!(tenants["tenant_0004"]["target_revision"], A);
-    assert!(tenants.values().all(|t| t["status"] == "succeeded"), "{status}");
+    assert_eq!(tenants["tenant_0001"]["status"], "succeeded", "{status}");
+    assert_eq!(tenants["tenant_0002"]["status"], "skipped", "{status}");
+    assert_eq!(tenants["tenant_0004"]["status"], "succeeded", "{status}");
     let text = fleet.fleet(&["status"]).assert_success();
     assert!(text.stdout.contains(&format!("rollback {run}")), "{}", text.report());
 }
