@@ -30,7 +30,7 @@ pub enum ExitCode {
     /// The fleet run was halted by the failure threshold or a failed canary.
     Halted = 3,
     /// Another run holds the database's migration lock and it was not released within `lock_wait`; or
-    /// `fleet retry` named a run still in progress.
+    /// `fleet retry` or `fleet rollback` named a run still in progress.
     Locked = 4,
     /// A no-transaction revision failed part way earlier; the operator must inspect and `flotilla resolve`.
     NeedsResolve = 5,
@@ -57,7 +57,8 @@ Exit codes:
   1    a revision or tenant failed (or check/validate found differences)
   2    usage, configuration, revision-file or revision-graph error: nothing ran
   3    fleet run halted by --max-failures/--max-failure-rate or a failed canary
-  4    another run holds the migration lock (waited lock_wait), or fleet retry of a run still in progress
+  4    another run holds the migration lock (waited lock_wait), or fleet retry/rollback of a run still in
+       progress
   5    a no-transaction revision failed part way earlier: inspect, then `flotilla resolve`
   6    the ledger could not be written during a fleet run: the run stopped (check `fleet current`)
   10   fleet plan: some selected tenant would change (0: nothing would run)

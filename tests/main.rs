@@ -23,6 +23,7 @@ mod fleet_names;
 mod fleet_outages;
 mod fleet_plan;
 mod fleet_retry;
+mod fleet_rollback;
 mod fleet_run;
 mod fleet_runners;
 mod fleet_select;

@@ -207,6 +207,14 @@ pub enum FleetCommand {
     /// its plan was made for, with the same options.
     #[command(after_help = "Examples:\n  flotilla fleet retry\n  flotilla fleet retry --concurrency 4")]
     Retry(FleetRetryArgs),
+    /// Undo one run: downgrade every tenant it changed back to the revisions it had before that run, and only
+    /// those. Refuses, changing nothing, when a revision on the way back cannot be undone (a backfill without
+    /// reverse, no downgrade SQL) unless --force, or when a tenant moved since the run. The rollback is a run of
+    /// its own (`fleet status`, `fleet retry`).
+    #[command(
+        after_help = "Examples:\n  flotilla fleet rollback --run 20261127T235212Z-3fa1 --dry-run\n  flotilla fleet rollback --run 20261127T235212Z-3fa1 --concurrency 4\n  flotilla fleet rollback --run 20261127T235212Z-3fa1 --exclude acme --force"
+    )]
+    Rollback(FleetRollbackArgs),
     /// Compare each tenant's schema with the schema at its own revision (exit 1 when any drifted).
     #[command(after_help = "Examples:\n  flotilla fleet drift\n  flotilla fleet drift --tag tier=gold --format json")]
     Drift(FleetDriftArgs),
@@ -428,6 +436,18 @@ pub struct FleetRetryArgs {
     /// The run to retry (default: the latest run in the ledger).
     #[arg(long = "run", value_name = "ID")]
     pub run_id: Option<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetRollbackArgs {
+    /// The run to undo, by id (`fleet status` shows it).
+    #[arg(long = "run", value_name = "ID")]
+    pub run_id: String,
+    /// Which of the tenants the run changed to roll back (default: all of them; `--only-failed` is refused).
     #[command(flatten)]
     pub select: SelectArgs,
     #[command(flatten)]

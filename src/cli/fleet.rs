@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::args::{
-    FleetCommand, FleetCurrentArgs, FleetDriftArgs, FleetPlanArgs, FleetStatusArgs, Format, GlobalArgs, RunArgs,
-    SelectArgs,
+    FleetCommand, FleetCurrentArgs, FleetDriftArgs, FleetPlanArgs, FleetRollbackArgs, FleetStatusArgs, Format,
+    GlobalArgs, RunArgs, SelectArgs,
 };
 use super::context::{Ctx, Loaded};
 use super::error::CliError;
@@ -49,6 +49,7 @@ pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRout
         FleetCommand::Status(a) => status(global, a),
         FleetCommand::Retry(a) => retry(global, a.run_id, a.select, a.run, route).await,
         FleetCommand::Drift(a) => drift(global, a).await,
+        FleetCommand::Rollback(a) => rollback(global, a, route).await,
     }
 }
 
@@ -220,6 +221,16 @@ struct RetryOf {
     only: BTreeSet<String>,
     /// Each tenant's absolute target, resolved when that run first planned it.
     pinned: BTreeMap<String, Vec<RevisionId>>,
+    /// How the run is recorded when not as its action's own command (a rollback, and its retries).
+    recorded: Option<Recorded>,
+}
+
+/// The command and target a run is recorded under instead of its action's: `fleet rollback` records a downgrade
+/// as `rollback` of the run it undoes, so `fleet status` says so and `fleet retry` knows it.
+#[derive(Debug, Clone)]
+struct Recorded {
+    command: &'static str,
+    target: String,
 }
 
 /// The failed, interrupted and unstarted tenants of `run`, with the targets their plans were made for.
@@ -242,7 +253,11 @@ fn retry_of(ledger: &dyn Ledger, run: &ledger::RunId) -> Result<RetryOf, CliErro
             Some((t.tenant_id, rows))
         })
         .collect();
-    Ok(RetryOf { only, pinned })
+    Ok(RetryOf {
+        only,
+        pinned,
+        recorded: None,
+    })
 }
 
 /// The waves `--waves` or `--waves-by` ask for, with `chosen` reordered into them (`None` without those flags).
@@ -325,7 +340,11 @@ async fn migrate(
 ) -> Result<ExitCode, CliError> {
     let ctx = Ctx::load(global)?;
     let loaded = ctx.load_scripts()?;
-    check_target(&loaded, &action)?;
+    let recorded = retry.as_ref().and_then(|r| r.recorded.clone());
+    // A recorded rollback pins every tenant's target; its action's target only names the run it undoes.
+    if recorded.is_none() {
+        check_target(&loaded, &action)?;
+    }
     // A shared run holds every selected tenant; `--tag` then places this runner instead of selecting.
     let mut placement = Placement {
         servers: run.server.clone(),
@@ -490,8 +509,8 @@ async fn migrate(
             })
             .collect();
         let new_run = NewRun {
-            command: action.command().to_string(),
-            target: action.target(),
+            command: recorded.as_ref().map_or(action.command(), |r| r.command).to_string(),
+            target: recorded.as_ref().map_or_else(|| action.target(), |r| r.target.clone()),
             options: options.to_value(),
             user: std::env::var("USER").unwrap_or_default(),
             host: hostname(),
@@ -748,6 +767,7 @@ async fn retry(
                 .and_then(|o| o.stamp_revisions)
                 .unwrap_or_default(),
         ),
+        ROLLBACK => rollback_action(&last.target),
         other => {
             return Err(CliError::usage(format!(
                 "run {} (`{other}`) cannot be retried",
@@ -755,7 +775,13 @@ async fn retry(
             )))
         }
     };
-    let retry = retry_of(&*ledger, &last.id)?;
+    let mut retry = retry_of(&*ledger, &last.id)?;
+    if last.command == ROLLBACK {
+        retry.recorded = Some(Recorded {
+            command: ROLLBACK,
+            target: last.target.clone(),
+        });
+    }
     let text = ctx.format == Format::Text;
     if text {
         for note in hidden_failures(&*ledger, &last, &select)? {
@@ -1388,4 +1414,286 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
     } else {
         ExitCode::Ok
     })
+}
+
+/// The ledger command of a rollback run.
+const ROLLBACK: &str = "rollback";
+
+/// What stops a rollback before it changes anything, per tenant, as people and scripts read it.
+#[derive(Default)]
+struct Refusal {
+    /// Tenants that moved since the run, or have no way back: never overridden.
+    blocking: Vec<serde_json::Value>,
+    /// Revisions on a tenant's way back whose downgrade does not undo their upgrade: `--force` overrides.
+    irreversible: Vec<serde_json::Value>,
+}
+
+impl Refusal {
+    fn of(problems: &[(fleet::rollback::Changed, fleet::rollback::Problem)]) -> Refusal {
+        use fleet::rollback::Problem;
+        let rows_text = ledger::rows_text::<RevisionId>;
+        let mut out = Refusal::default();
+        for (c, problem) in problems {
+            let why = match problem {
+                Problem::Irreversible(revision, why) => {
+                    out.irreversible.push(json!({
+                        "id": c.tenant_id,
+                        "revision": revision,
+                        "why": format!("revision {revision}: {}", why.describe()),
+                    }));
+                    continue;
+                }
+                Problem::Moved(now) => format!(
+                    "moved since the run: now at {}, the run left it at {} (roll back the later change first, or \
+                     leave it out with --exclude)",
+                    rows_text(now),
+                    rows_text(&c.to)
+                ),
+                Problem::Unsure(now) => format!(
+                    "the run's process died while this tenant ran (or was about to), so the ledger does not know \
+                     what it committed; it was at {} before the run and is now {} (downgrade it explicitly, or \
+                     leave it out with --exclude)",
+                    rows_text(&c.from),
+                    now.as_ref()
+                        .map_or_else(|| "unreadable".to_string(), |r| format!("at {}", rows_text(r)))
+                ),
+                Problem::NoWayBack(e) => format!("no way back to {}: {e}", rows_text(&c.from)),
+            };
+            out.blocking.push(json!({"id": c.tenant_id, "why": why}));
+        }
+        out
+    }
+
+    fn lines(list: &[serde_json::Value]) -> String {
+        list.iter()
+            .map(|v| {
+                format!(
+                    "\n  {}: {}",
+                    v["id"].as_str().unwrap_or_default(),
+                    v["why"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+/// `fleet rollback --run ID`: downgrade every tenant run ID changed back to its version rows before that run, and
+/// only those (`fleet::rollback` decides which and checks the way back), as a run of its own recorded as
+/// `rollback ID`, each tenant's target pinned, so `fleet status` shows it and `fleet retry` goes back to the same
+/// rows. Refuses with exit 2, changing nothing, when a tenant moved since the run or has no way back, or when a
+/// revision on a way back cannot be undone and `--force` is not given; exit 4 while the run is in progress.
+async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute) -> Result<ExitCode, CliError> {
+    let FleetRollbackArgs {
+        run_id,
+        mut select,
+        run,
+    } = args;
+    if select.only_failed {
+        return Err(CliError::usage(
+            "--only-failed selects from the latest run; `fleet rollback --run ID` rolls back the tenants run ID \
+             changed (narrow them with --tenant, --tag or --exclude)",
+        ));
+    }
+    let ctx = Ctx::load(global)?;
+    let loaded = ctx.load_scripts()?;
+    let path = ledger_path(&ctx, select.ledger.as_ref())?;
+    let ledger = open_ledger(&path)?;
+    let undone = ledger
+        .run(&RunSelector::Id(run_id.clone()))
+        .map_err(|e| CliError::new(ExitCode::Usage, e))?
+        .ok_or_else(|| CliError::usage(format!("no run `{run_id}` in the ledger {path}")))?;
+    if undone.command != "upgrade" {
+        return Err(CliError::usage(format!(
+            "run {} is a `{}` run; `fleet rollback` undoes upgrade runs only",
+            undone.id, undone.command
+        )));
+    }
+    let state = undone.state(&hostname());
+    if state == ledger::RunState::Live {
+        return Err(CliError::new(
+            ExitCode::Locked,
+            anyhow::anyhow!(
+                "run {} is still in progress (process {} on {}); roll it back once it has ended",
+                undone.id,
+                undone.pid,
+                undone.host
+            ),
+        ));
+    }
+    let records = ledger
+        .tenants(&undone.id, None)
+        .map_err(|e| CliError::new(ExitCode::Usage, e))?;
+    drop(ledger);
+    let mut changed = fleet::rollback::changed(&records, state == ledger::RunState::Abandoned);
+    // --tenant and --exclude name tenants of the run: a typo must not roll back what it meant to leave alone.
+    let in_run: BTreeSet<&str> = records.iter().map(|t| t.tenant_id.as_str()).collect();
+    for (flag, ids) in [("--tenant", &select.tenant), ("--exclude", &select.exclude)] {
+        let unknown: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !in_run.contains(id))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(CliError::usage(format!(
+                "tenant id(s) given with {flag} are not in run {}: {}",
+                undone.id,
+                unknown.join(", ")
+            )));
+        }
+    }
+    let unchanged: Vec<&str> = select
+        .tenant
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !changed.iter().any(|c| c.tenant_id == *id))
+        .collect();
+    if !unchanged.is_empty() {
+        return Err(CliError::usage(format!(
+            "run {} did not change these tenants (they failed or were skipped before any revision committed, or \
+             never started), so there is nothing of theirs to roll back: {}",
+            undone.id,
+            unchanged.join(", ")
+        )));
+    }
+    changed.retain(|c| {
+        (select.tenant.is_empty() || select.tenant.contains(&c.tenant_id)) && !select.exclude.contains(&c.tenant_id)
+    });
+    // The run's own tenants file, unless the command line names one.
+    if select.tenants.is_none() {
+        select.tenants = RunOptions::from_stored(&undone.options)
+            .and_then(|o| o.tenants_file)
+            .map(PathBuf::from);
+    }
+    let tenants_file = tenants_path(&ctx, &select);
+    let mut setup = setup(&ctx, &tenants_file).await?;
+    let tags = select
+        .tag
+        .iter()
+        .map(|t| fleet::parse_tag(t).map_err(|e| CliError::usage(format!("--tag {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let missing: Vec<&str> = changed
+        .iter()
+        .map(|c| c.tenant_id.as_str())
+        .filter(|id| !setup.tenants.iter().any(|t| t.id == *id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CliError::usage(format!(
+            "run {} changed tenants that {} no longer holds, so they cannot be reached: {} (restore them there, \
+             or leave them out with --exclude)",
+            undone.id,
+            tenants_file.display(),
+            missing.join(", ")
+        )));
+    }
+    let by_id: BTreeMap<&str, &Tenant> = setup.tenants.iter().map(|t| (t.id.as_str(), t)).collect();
+    changed.retain(|c| {
+        tags.iter()
+            .all(|(k, v)| by_id[c.tenant_id.as_str()].tags.get(k) == Some(v))
+    });
+    let text = ctx.format == Format::Text;
+    if changed.is_empty() {
+        if text {
+            println!("Nothing to roll back: run {} changed no selected tenant", undone.id);
+        } else {
+            print_json(&json!({"run": undone.id, "n_tenants": 0}));
+        }
+        return Ok(ExitCode::Ok);
+    }
+    let chosen: Vec<Tenant> = changed.iter().map(|c| by_id[c.tenant_id.as_str()].clone()).collect();
+    drop(by_id);
+    setup.tenants.clear();
+    // Where each tenant is now: one moved since the run would lose more than the run did.
+    let concurrency = run.concurrency.unwrap_or(setup.file.defaults.concurrency).max(1);
+    let now = fleet::read_versions(&chosen, &setup.servers, ctx.store.as_ref(), concurrency).await;
+    let now: Vec<Option<Vec<RevisionId>>> = now.iter().map(|v| v.rows().cloned()).collect();
+    let review = fleet::rollback::review(changed, &now, &loaded.graph, &loaded.scripts);
+    let refusal = Refusal::of(&review.problems);
+    let (changed, n_unread) = (review.kept, review.n_unread);
+    if changed.is_empty() && refusal.blocking.is_empty() {
+        if text {
+            println!(
+                "Nothing to roll back: run {} committed nothing on the selected tenants",
+                undone.id
+            );
+        } else {
+            print_json(&json!({"run": undone.id, "n_tenants": 0}));
+        }
+        return Ok(ExitCode::Ok);
+    }
+    let is_refused = !refusal.blocking.is_empty() || (!refusal.irreversible.is_empty() && !run.backfill.force);
+    if is_refused {
+        if !text {
+            print_json(&json!({
+                "run": undone.id,
+                "refused": true,
+                "blocking": refusal.blocking,
+                "irreversible": refusal.irreversible,
+            }));
+        }
+        let mut message = format!("refusing to roll back run {}; nothing was changed", undone.id);
+        if !refusal.blocking.is_empty() {
+            message.push_str(&Refusal::lines(&refusal.blocking));
+        }
+        if !refusal.irreversible.is_empty() {
+            message.push_str(&format!(
+                "\nrevisions whose downgrade does not undo their upgrade{}:{}",
+                if run.backfill.force {
+                    " (--force given)"
+                } else {
+                    " (--force rolls back past them)"
+                },
+                Refusal::lines(&refusal.irreversible)
+            ));
+        }
+        return Err(CliError::usage(message));
+    }
+    if text {
+        println!(
+            "Rollback of run {} ({} {}, started {}): {} go back to their revisions before it",
+            undone.id,
+            undone.command,
+            undone.target,
+            undone.started_at,
+            crate::observe::count(changed.len(), "tenant")
+        );
+        if !refusal.irreversible.is_empty() {
+            println!(
+                "  --force: past revisions whose downgrade does not undo their upgrade:{}",
+                Refusal::lines(&refusal.irreversible)
+            );
+        }
+        if n_unread > 0 {
+            println!(
+                "  {} could not be read now; their workers try again (then `fleet retry`)",
+                crate::observe::count(n_unread, "tenant")
+            );
+        }
+    }
+    drop(setup);
+    let retry = RetryOf {
+        only: changed.iter().map(|c| c.tenant_id.clone()).collect(),
+        pinned: changed.into_iter().map(|c| (c.tenant_id, c.from)).collect(),
+        recorded: Some(Recorded {
+            command: ROLLBACK,
+            target: undone.id.to_string(),
+        }),
+    };
+    // `migrate` selects by `only` (and applies --tenant, --tag and --exclude again, to the same tenants; in a run
+    // shared with --run-name, --tag places this runner instead).
+    migrate(
+        global,
+        rollback_action(undone.id.as_str()),
+        select,
+        run,
+        route,
+        Some(retry),
+    )
+    .await
+}
+
+/// The action of a rollback of `run` and of its retries: a downgrade whose every tenant has its target pinned.
+/// The target text is what progress, the summary and metrics show; it names no revision, so a tenant that somehow
+/// had no pinned target fails to plan instead of going anywhere.
+fn rollback_action(run: &str) -> Action {
+    Action::Downgrade(format!("before {run}"))
 }

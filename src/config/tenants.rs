@@ -1108,7 +1108,8 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
                  lock_timeout, statement_timeout, tenant_timeout, backoff_base, backoff_max, backoff_jitter, \
                  outage_budget)",
                 "7:1: unknown key `port` in [[servers]] (expected one of: name, url, password_env, password_file, \
-                 max_connections, sslmode, ca_file, cert_file, key_file, lock_timeout, statement_timeout)",
+                 max_connections, sslmode, ca_file, cert_file, key_file, lock_timeout, statement_timeout, health, \
+                 pause_lock_waiters, pause_free_connections, pause_replay_lag, pause_query, pause_query_above)",
             ],
         );
         check_err("servers = 3", &["1:11: `servers` must be an array, found integer"]);
@@ -1468,5 +1469,45 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
             }
         }
         go(&t, &p)
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::TenantsFile;
+    use crate::config::HealthLimits;
+
+    fn health_of(server_keys: &str) -> Result<HealthLimits, String> {
+        let text = format!("[[servers]]\nname = \"a\"\nurl = \"postgres://m@h/app\"\n{server_keys}");
+        TenantsFile::parse(Path::new("/fleet/tenants.toml"), &text, &|_| None)
+            .map(|f| f.servers[0].health.clone())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn health_is_off_unless_configured_and_true_takes_the_defaults() {
+        assert!(health_of("").unwrap().is_off());
+        assert_eq!(health_of("health = true\n").unwrap(), HealthLimits::defaults());
+        let limits = health_of("health = true\npause_lock_waiters = 3\npause_replay_lag = \"5s\"\n").unwrap();
+        assert_eq!(limits.lock_waiters, Some(3));
+        assert_eq!(limits.replay_lag, Some(Duration::from_secs(5)));
+        assert_eq!(limits.free_connections, Some(HealthLimits::DEFAULT_FREE_CONNECTIONS));
+        let query = health_of("pause_query = \"SELECT 1\"\npause_query_above = 2.5\n").unwrap();
+        assert_eq!(
+            (query.query.as_deref(), query.query_above),
+            (Some("SELECT 1"), Some(2.5))
+        );
+        assert_eq!(query.lock_waiters, None);
+    }
+
+    #[test]
+    fn bad_health_keys_name_their_line() {
+        let err = health_of("pause_query_above = 3\n").unwrap_err();
+        assert!(err.contains("4:") && err.contains("`pause_query`"), "{err}");
+        let err = health_of("pause_lock_waiters = -1\n").unwrap_err();
+        assert!(err.contains("4:") && err.contains("pause_lock_waiters"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ mod discover;
 mod error;
 pub mod health;
 mod record;
+pub mod rollback;
 mod server;
 mod shared;
 mod tenant;

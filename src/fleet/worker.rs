@@ -545,7 +545,11 @@ fn plan_upgrade_to(graph: &RevisionGraph, from: &[RevisionId], rows: &[RevisionI
 
 /// A downgrade to exactly `rows` (an earlier run's resolved target). Downgrading to one of them removes
 /// everything above it; the rows it leaves must be exactly `rows`, or the tenant fails instead of guessing.
-fn plan_downgrade_to(graph: &RevisionGraph, from: &[RevisionId], rows: &[RevisionId]) -> Result<Plan, String> {
+pub(super) fn plan_downgrade_to(
+    graph: &RevisionGraph,
+    from: &[RevisionId],
+    rows: &[RevisionId],
+) -> Result<Plan, String> {
     let Some(first) = rows.first() else {
         return graph.plan_downgrade(from, "base").map_err(|e| e.to_string());
     };
