@@ -14,4 +14,4 @@ mod throttle;
 pub use batch::{run_backfill, BackfillRun, BatchOutcome};
 pub use spec::{BackfillSpec, BackfillSpecError, Estimate, BATCH_PLACEHOLDER};
 pub use sql::{progress_create_sql, progress_key, progress_table, render_offline_loop, Bounds, PROGRESS_TABLE};
-pub use throttle::{BatchSizer, RowThrottle};
+pub use throttle::{BatchGate, BatchSizer, RowThrottle};

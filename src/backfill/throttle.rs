@@ -90,6 +90,19 @@ impl BatchSizer {
     }
 }
 
+/// What a backfill waits on before each batch besides its row budgets: the fleet's health throttling of the
+/// tenant's server (a server over its limits holds its batches as it holds its tenant starts).
+pub trait BatchGate: Send + Sync {
+    /// Wait until a batch may run; false when the run is stopping (the backfill then stops at its checkpoint).
+    fn wait(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
+}
+
+impl std::fmt::Debug for dyn BatchGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchGate")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

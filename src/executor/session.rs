@@ -94,6 +94,8 @@ pub struct ExecOptions {
     pub backfill_rate: Option<f64>,
     /// The fleet-wide backfill budget, shared by every tenant of a run.
     pub backfill_fleet: Option<Arc<RowThrottle>>,
+    /// Waited on before each backfill batch (a fleet run's health throttling of the tenant's server).
+    pub batch_gate: Option<Arc<dyn crate::backfill::BatchGate>>,
     /// Downgrade past revisions whose backfill declares no reverse (`--force`).
     pub is_irreversible_allowed: bool,
 }
@@ -112,6 +114,7 @@ impl Default for ExecOptions {
             after_each: Vec::new(),
             backfill_rate: None,
             backfill_fleet: None,
+            batch_gate: None,
             is_irreversible_allowed: false,
         }
     }

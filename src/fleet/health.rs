@@ -193,6 +193,36 @@ impl ServerHealth {
     }
 }
 
+/// A fleet tenant's [`crate::backfill::BatchGate`]: its server's health, reported as the worker reports it.
+pub(crate) struct HealthGate {
+    pub(crate) server: std::sync::Arc<super::server::Server>,
+    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<super::worker::WorkerMsg>,
+    pub(crate) index: usize,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl crate::backfill::BatchGate for HealthGate {
+    fn wait(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let server = &self.server;
+            server
+                .health
+                .wait(
+                    &self.cancel,
+                    || server.sample_health(),
+                    |change| {
+                        let _ = self.tx.send(super::worker::WorkerMsg::ServerHealth {
+                            index: self.index,
+                            server: server.name.clone(),
+                            change,
+                        });
+                    },
+                )
+                .await
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -326,6 +326,13 @@ pub(crate) async fn run_tenant(
     let mut from: Option<Vec<RevisionId>> = None;
     // Steps committed by earlier attempts that failed part way, so the outcome counts the whole tenant.
     let mut n_steps_before = 0;
+    // The server's health throttling, before the tenant starts and before each of its backfill batches.
+    let gate = Arc::new(super::health::HealthGate {
+        server: server.clone(),
+        tx: ctx.tx.clone(),
+        index,
+        cancel: cancel.clone(),
+    });
     let outcome = loop {
         // A retry that was waiting out its backoff when the run was interrupted does not start again.
         if attempt > first_attempt && ctx.stop.load(Ordering::Relaxed) {
@@ -346,26 +353,12 @@ pub(crate) async fn run_tenant(
             }
         }
         // A server over its health limits holds its tenants here (other servers' tenants go on).
-        let is_healthy = server
-            .health
-            .wait(
-                &cancel,
-                || server.sample_health(),
-                |change| {
-                    let _ = ctx.tx.send(WorkerMsg::ServerHealth {
-                        index,
-                        server: server.name.clone(),
-                        change,
-                    });
-                },
-            )
-            .await;
-        if !is_healthy {
+        if !crate::backfill::BatchGate::wait(&*gate).await {
             break interrupted(from, attempt - 1, started);
         }
         let _ = ctx.tx.send(WorkerMsg::Started { index, attempt });
         let attempt_started = Instant::now();
-        let work = one_attempt(&ctx, &server, &tenant, index);
+        let work = one_attempt(&ctx, &server, &tenant, index, &gate);
         let result = match ctx.limits.tenant_timeout {
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(result) => result,
@@ -768,7 +761,13 @@ async fn shared_of_server(
     result
 }
 
-async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: usize) -> Result<Attempt, AttemptError> {
+async fn one_attempt(
+    ctx: &WorkerCtx,
+    server: &Server,
+    tenant: &Tenant,
+    index: usize,
+    gate: &Arc<super::health::HealthGate>,
+) -> Result<Attempt, AttemptError> {
     let mut shared_applied = match (applies_shared(ctx), &tenant.place) {
         (Some(shared), Place::Schema(_)) => Some(shared_of_server(ctx, shared, server, tenant.server).await?),
         _ => None,
@@ -795,6 +794,9 @@ async fn one_attempt(ctx: &WorkerCtx, server: &Server, tenant: &Tenant, index: u
     opts.lock_wait = Duration::ZERO;
     if server.lock_timeout.is_some() {
         opts.lock_timeout = server.lock_timeout;
+    }
+    if !server.health.limits.is_off() {
+        opts.batch_gate = Some(gate.clone());
     }
     if server.statement_timeout.is_some() {
         opts.statement_timeout = server.statement_timeout;
