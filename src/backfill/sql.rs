@@ -115,6 +115,40 @@ pub fn checkpoint_sql(table: &str, revision: &str, direction: &str, upper: &[Str
     )
 }
 
+/// Where a backfill's checkpoint is recorded: the progress table and the key of the row.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressRow<'a> {
+    pub table: &'a str,
+    pub revision: &'a str,
+    /// `up` or `down`.
+    pub direction: &'a str,
+}
+
+/// One batch as one simple-query message: the transaction (settings, the statement over `bounds`, the
+/// checkpoint), then, after its `COMMIT`, the keyset query for the next batch of `next_limit` keys.
+///
+/// The keyset query runs outside the batch's transaction, so it holds none of its locks, and its answer comes
+/// back with the batch's, so a batch costs one round trip. Statements are separated by a newline, so a
+/// trailing `--` comment in the statement cannot swallow the next one.
+pub fn batch_sql(
+    spec: &BackfillSpec,
+    statement: &str,
+    progress: ProgressRow<'_>,
+    bounds: &Bounds,
+    n_rows: u64,
+    next_limit: u64,
+) -> String {
+    format!(
+        "BEGIN;\nSET LOCAL flotilla.revision = {revision};\nSET LOCAL flotilla.direction = {direction};\n\
+         {statement};\n{checkpoint};\nCOMMIT;\n{next}",
+        revision = quote_literal(progress.revision),
+        direction = quote_literal(progress.direction),
+        statement = substitute(statement, &predicate(spec, bounds)),
+        checkpoint = checkpoint_sql(progress.table, progress.revision, progress.direction, &bounds.upper, n_rows),
+        next = upper_sql(spec, Some(&bounds.upper), next_limit),
+    )
+}
+
 /// The count the progress display divides by: `reltuples`, or -1 when the table was never analysed.
 pub fn estimate_sql(spec: &BackfillSpec) -> String {
     format!(
