@@ -45,7 +45,9 @@ fn last_rows(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
     let mut last = Vec::new();
     for message in messages {
         match message {
-            SimpleQueryMessage::Row(row) => current.push((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect()),
+            SimpleQueryMessage::Row(row) => {
+                current.push((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect())
+            }
             SimpleQueryMessage::CommandComplete(_) => last = std::mem::take(&mut current),
             _ => {}
         }

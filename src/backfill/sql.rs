@@ -144,7 +144,13 @@ pub fn batch_sql(
         revision = quote_literal(progress.revision),
         direction = quote_literal(progress.direction),
         statement = substitute(statement, &predicate(spec, bounds)),
-        checkpoint = checkpoint_sql(progress.table, progress.revision, progress.direction, &bounds.upper, n_rows),
+        checkpoint = checkpoint_sql(
+            progress.table,
+            progress.revision,
+            progress.direction,
+            &bounds.upper,
+            n_rows
+        ),
         next = upper_sql(spec, Some(&bounds.upper), next_limit),
     )
 }
@@ -265,6 +271,44 @@ mod tests {
         assert_eq!(
             substitute("UPDATE t SET x = 1 WHERE {{batch}} AND y", "k <= ('5')"),
             "UPDATE t SET x = 1 WHERE (k <= ('5')) AND y"
+        );
+    }
+
+    #[test]
+    fn backfill_batch_message_runs_keyset_query_after_commit() {
+        let s = spec("table=t key=id batch_size=10");
+        let bounds = Bounds {
+            lower: Some(vec!["10".into()]),
+            upper: vec!["20".into()],
+        };
+        let progress = ProgressRow {
+            table: "\"p\"",
+            revision: "r1",
+            direction: "up",
+        };
+        let sql = batch_sql(
+            &s,
+            "UPDATE t SET x = 1 WHERE {{batch}} -- note",
+            progress,
+            &bounds,
+            10,
+            5,
+        );
+        let statements: Vec<&str> = sql.split(";\n").collect();
+        assert_eq!(statements[0], "BEGIN", "{sql}");
+        assert_eq!(
+            statements[3],
+            "UPDATE t SET x = 1 WHERE ((id) > ('10') AND (id) <= ('20')) -- note"
+        );
+        assert!(
+            statements[4].starts_with("UPDATE \"p\" SET checkpoint = ARRAY['20']::text[]"),
+            "{sql}"
+        );
+        assert_eq!(statements[5], "COMMIT");
+        assert_eq!(
+            statements[6],
+            upper_sql(&s, Some(&["20".to_string()]), 5),
+            "the keyset query comes last"
         );
     }
 
