@@ -517,3 +517,126 @@ async fn backfill_ctrl_c_stops_between_batches_and_resumes() {
         .assert_success();
     assert_eq!(one_i64(&db, "SELECT count(*) FROM c WHERE n <> 1").await, 0);
 }
+
+/// A batch's message ends with the next batch's keyset query after its `COMMIT`. A batch whose `COMMIT` fails
+/// (here a deferred foreign key) must stop the run there: no later batch may commit, or the checkpoint would
+/// move past the failed batch's rows and the rerun would skip them.
+#[tokio::test]
+async fn backfill_failed_commit_stops_before_any_later_batch() {
+    let db = TestDb::new("backfill commit fails");
+    db.execute(
+        "CREATE TABLE parent (id int PRIMARY KEY);
+         INSERT INTO parent VALUES (1);
+         CREATE TABLE t (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0,
+                         p int NOT NULL DEFAULT 1 REFERENCES parent DEFERRABLE INITIALLY DEFERRED);
+         INSERT INTO t (id) SELECT i FROM generate_series(1, 200) i;",
+    );
+    // Row 57 points at a parent that does not exist yet: its batch, (50, 60], fails at COMMIT.
+    let text = revision(
+        "ii01",
+        "",
+        "table=t key=id batch_size=10",
+        "UPDATE t SET n = n + 1, p = CASE WHEN id = 57 THEN 999 ELSE p END WHERE {{batch}}",
+        "",
+        "",
+    );
+    let project = project(&[("ii01_deferred.sql", &text)]);
+    let out = project.flotilla().args(["--url", db.url(), "upgrade", "head"]).output();
+    assert_ne!(out.code(), Some(0), "{}", out.report());
+    assert!(
+        out.stderr.contains("foreign key"),
+        "the first error is reported:\n{}",
+        out.report()
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM t WHERE id <= 50 AND n = 1").await,
+        50
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM t WHERE id > 50 AND n <> 0").await,
+        0,
+        "no batch after the failed one committed"
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT rows_done FROM flotilla_backfill_progress").await,
+        50
+    );
+    db.execute("INSERT INTO parent VALUES (999);");
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM t WHERE n = 1").await, 200);
+}
+
+/// The same exactly-once guarantee as `backfill_resumes_after_sigkill_exactly_once`, without a throttle, so
+/// the process dies while a batch's message (its transaction, then the next keyset query) is on the server.
+#[tokio::test]
+async fn backfill_unthrottled_resumes_after_sigkill_exactly_once() {
+    let db = TestDb::new("backfill unthrottled sigkill");
+    db.execute(
+        "CREATE TABLE counters (id bigint PRIMARY KEY, n integer NOT NULL DEFAULT 0);
+         INSERT INTO counters (id) SELECT i * 3 FROM generate_series(1, 6000) i;",
+    );
+    // The sleep makes each batch take about 20 ms, so the kill lands part way.
+    let text = revision(
+        "jj01",
+        "",
+        "table=counters key=id batch_size=50",
+        "UPDATE counters SET n = n + 1 WHERE {{batch}} AND (SELECT pg_sleep(0.02)) IS NOT NULL",
+        "",
+        "",
+    );
+    let project = project(&[("jj01_backfill.sql", &text)]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .current_dir(project.path())
+        .args(["--url", db.url(), "upgrade", "head"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start flotilla");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut is_progressing = false;
+    while Instant::now() < deadline {
+        let row = db
+            .client()
+            .await
+            .query_opt("SELECT rows_done FROM flotilla_backfill_progress", &[])
+            .await;
+        if let Ok(Some(row)) = row {
+            if row.get::<_, i64>(0) >= 1000 {
+                is_progressing = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(is_progressing, "backfill never made progress");
+    // The server may still be running the batch already sent; wait until the killed session is gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while one_i64(
+        &db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND state <> 'idle'",
+    )
+    .await
+        > 0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = one_i64(&db, "SELECT rows_done FROM flotilla_backfill_progress").await;
+    assert!(
+        done < 6000,
+        "killed after the backfill had finished: nothing was resumed"
+    );
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM counters WHERE n = 1").await, done);
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM counters WHERE n > 1").await, 0);
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM counters WHERE n <> 1").await, 0);
+}

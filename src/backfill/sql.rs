@@ -115,6 +115,46 @@ pub fn checkpoint_sql(table: &str, revision: &str, direction: &str, upper: &[Str
     )
 }
 
+/// Where a backfill's checkpoint is recorded: the progress table and the key of the row.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressRow<'a> {
+    pub table: &'a str,
+    pub revision: &'a str,
+    /// `up` or `down`.
+    pub direction: &'a str,
+}
+
+/// One batch as one simple-query message: the transaction (settings, the statement over `bounds`, the
+/// checkpoint), then, after its `COMMIT`, the keyset query for the next batch of `next_limit` keys.
+///
+/// The keyset query runs outside the batch's transaction, so it holds none of its locks, and its answer comes
+/// back with the batch's, so a batch costs one round trip. Statements are separated by a newline, so a
+/// trailing `--` comment in the statement cannot swallow the next one.
+pub fn batch_sql(
+    spec: &BackfillSpec,
+    statement: &str,
+    progress: ProgressRow<'_>,
+    bounds: &Bounds,
+    n_rows: u64,
+    next_limit: u64,
+) -> String {
+    format!(
+        "BEGIN;\nSET LOCAL flotilla.revision = {revision};\nSET LOCAL flotilla.direction = {direction};\n\
+         {statement};\n{checkpoint};\nCOMMIT;\n{next}",
+        revision = quote_literal(progress.revision),
+        direction = quote_literal(progress.direction),
+        statement = substitute(statement, &predicate(spec, bounds)),
+        checkpoint = checkpoint_sql(
+            progress.table,
+            progress.revision,
+            progress.direction,
+            &bounds.upper,
+            n_rows
+        ),
+        next = upper_sql(spec, Some(&bounds.upper), next_limit),
+    )
+}
+
 /// The count the progress display divides by: `reltuples`, or -1 when the table was never analysed.
 pub fn estimate_sql(spec: &BackfillSpec) -> String {
     format!(
@@ -231,6 +271,44 @@ mod tests {
         assert_eq!(
             substitute("UPDATE t SET x = 1 WHERE {{batch}} AND y", "k <= ('5')"),
             "UPDATE t SET x = 1 WHERE (k <= ('5')) AND y"
+        );
+    }
+
+    #[test]
+    fn backfill_batch_message_runs_keyset_query_after_commit() {
+        let s = spec("table=t key=id batch_size=10");
+        let bounds = Bounds {
+            lower: Some(vec!["10".into()]),
+            upper: vec!["20".into()],
+        };
+        let progress = ProgressRow {
+            table: "\"p\"",
+            revision: "r1",
+            direction: "up",
+        };
+        let sql = batch_sql(
+            &s,
+            "UPDATE t SET x = 1 WHERE {{batch}} -- note",
+            progress,
+            &bounds,
+            10,
+            5,
+        );
+        let statements: Vec<&str> = sql.split(";\n").collect();
+        assert_eq!(statements[0], "BEGIN", "{sql}");
+        assert_eq!(
+            statements[3],
+            "UPDATE t SET x = 1 WHERE ((id) > ('10') AND (id) <= ('20')) -- note"
+        );
+        assert!(
+            statements[4].starts_with("UPDATE \"p\" SET checkpoint = ARRAY['20']::text[]"),
+            "{sql}"
+        );
+        assert_eq!(statements[5], "COMMIT");
+        assert_eq!(
+            statements[6],
+            upper_sql(&s, Some(&["20".to_string()]), 5),
+            "the keyset query comes last"
         );
     }
 
