@@ -76,3 +76,57 @@ fn a_health_query_without_its_threshold_is_refused_with_its_line() {
     assert!(out.stderr.contains("pause_query_above"), "{}", out.stderr);
     assert!(out.stderr.contains("tenants.toml:"), "{}", out.stderr);
 }
+
+/// The last `rows_done` a tenant's backfill reported.
+fn rows_done(events: &[serde_json::Value]) -> u64 {
+    events
+        .iter()
+        .filter(|e| e["event"] == "backfill_progress")
+        .filter_map(|e| e["rows_done"].as_u64())
+        .next_back()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_backfill_holds_its_batches_while_its_server_is_over_its_limit() {
+    let fleet = Fleet::new(
+        "fleet_health_backfill",
+        1,
+        0,
+        Revisions::Fixture("fleet_backfill_slow"),
+        4,
+    );
+    fleet
+        .db
+        .execute("CREATE TABLE public.health_signal (v int); INSERT INTO public.health_signal VALUES (0);");
+    fleet.write_tenants(4, HEALTH);
+    let events = fleet.project.path().join("events.ndjson");
+    let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events)]);
+    wait_for("the backfill to start", Duration::from_secs(30), || {
+        (rows_done(&events_so_far(&events)) >= 30).then_some(())
+    });
+    fleet.db.execute("UPDATE public.health_signal SET v = 100;");
+    wait_for("the server to pause", Duration::from_secs(30), || {
+        events_so_far(&events)
+            .iter()
+            .any(|e| e["event"] == "server_paused")
+            .then_some(())
+    });
+    let held_at = rows_done(&events_so_far(&events));
+    std::thread::sleep(Duration::from_millis(2000));
+    // At most the batch already under way when the pause was decided commits meanwhile.
+    let later = rows_done(&events_so_far(&events));
+    assert!(later <= held_at + 10, "held at {held_at}, then {later}");
+    assert!(later < 300, "the backfill did not finish while held");
+    fleet.db.execute("UPDATE public.health_signal SET v = 0;");
+    let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let client = fleet.db.client().await;
+    let wrong: i64 = client
+        .query_one("SELECT count(*) FROM tenant_0001.counters WHERE n <> 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0, "every row backfilled exactly once across the pause");
+    assert!(events_so_far(&events).iter().any(|e| e["event"] == "server_resumed"));
+}

@@ -26,6 +26,8 @@ pub struct BackfillRun<'a> {
     pub rows_per_second: Option<f64>,
     /// The fleet-wide budget, shared with every other tenant of the run.
     pub fleet: Option<Arc<RowThrottle>>,
+    /// Waited on before each batch (the fleet's health throttling of this server).
+    pub gate: Option<Arc<dyn super::throttle::BatchGate>>,
     pub stop: &'a AtomicBool,
 }
 
@@ -117,6 +119,11 @@ pub async fn run_backfill(
         };
         if run.stop.load(Ordering::Relaxed) {
             return Ok(BatchOutcome::Stopped { rows_done });
+        }
+        if let Some(gate) = &run.gate {
+            if !gate.wait().await {
+                return Ok(BatchOutcome::Stopped { rows_done });
+            }
         }
         let started = Instant::now();
         let bounds = Bounds {

@@ -174,6 +174,7 @@ pub(crate) async fn run_phased(
                     direction: word,
                     rows_per_second: opts.backfill_rate,
                     fleet: opts.backfill_fleet.clone(),
+                    gate: opts.batch_gate.clone(),
                     stop,
                 };
                 let mut on_progress = |rows_done: u64, rows_estimated: Option<u64>| {
