@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::de::{DeArray, DeTable, DeValue};
@@ -23,11 +24,14 @@ pub fn process_env(name: &str) -> Option<String> {
 
 /// A file being read, plus the problems found so far.
 pub(crate) struct Doc<'a> {
-    pub path: PathBuf,
+    pub path: Arc<Path>,
     text: &'a str,
     line_starts: Vec<usize>,
     env: EnvLookup<'a>,
     problems: Vec<Problem>,
+    /// While a piece of the text is being read ([`Doc::parse_piece`]): where each of its segments starts, in the
+    /// piece and in the text, so spans in the piece's tree report positions in the file. Empty: the whole text.
+    segments: Vec<(usize, usize)>,
 }
 
 impl<'a> Doc<'a> {
@@ -35,11 +39,45 @@ impl<'a> Doc<'a> {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         Doc {
-            path: path.to_path_buf(),
+            path: Arc::from(path),
             text,
             line_starts,
             env,
             problems: Vec::new(),
+            segments: Vec::new(),
+        }
+    }
+
+    /// Parses `piece`, made of the ranges `segments` of the text laid end to end, and reads spans as pointing
+    /// into it from now on (until the next piece). `None` when the piece has a syntax error: nothing is
+    /// reported, so the caller can parse the whole text with [`Doc::parse`] for the errors as the file has them.
+    pub fn parse_piece<'p>(&mut self, piece: &'p str, segments: &[Range<usize>]) -> Option<Spanned<DeTable<'p>>> {
+        let (table, errors) = DeTable::parse_recoverable(piece);
+        if !errors.is_empty() {
+            return None;
+        }
+        self.read_piece(segments);
+        Some(table)
+    }
+
+    /// Reads spans as pointing into the piece made of `segments` (ranges of the text laid end to end) again.
+    pub fn read_piece(&mut self, segments: &[Range<usize>]) {
+        self.segments.clear();
+        let mut at = 0;
+        for range in segments {
+            self.segments.push((at, range.start));
+            at += range.len();
+        }
+    }
+
+    /// The offset in the text of `offset` in the piece being read.
+    pub fn offset_in_text(&self, offset: usize) -> usize {
+        match self.segments.partition_point(|&(piece, _)| piece <= offset) {
+            0 => offset,
+            i => {
+                let (piece, text) = self.segments[i - 1];
+                text + (offset - piece)
+            }
         }
     }
 
@@ -77,7 +115,13 @@ impl<'a> Doc<'a> {
         }
     }
 
+    /// The file position of `offset` (in the piece being read, if any).
     pub fn loc(&self, offset: usize) -> Location {
+        self.loc_in_text(self.offset_in_text(offset))
+    }
+
+    /// The file position of `offset` in the whole text.
+    pub fn loc_in_text(&self, offset: usize) -> Location {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset);
         let start = self.line_starts[line - 1];
@@ -95,6 +139,10 @@ impl<'a> Doc<'a> {
 
     pub fn report(&mut self, span: Range<usize>, kind: ProblemKind) {
         let at = self.loc(span.start);
+        self.report_at(at, kind);
+    }
+
+    pub fn report_at(&mut self, at: Location, kind: ProblemKind) {
         self.problems.push(Problem { at, kind });
     }
 
@@ -117,7 +165,8 @@ impl<'a> Doc<'a> {
             return Some(raw.to_string());
         }
         // Point at the `$` itself when the source text is the value verbatim (no escapes, single line).
-        let verbatim = span.len() >= 2 && self.text.get(span.start + 1..span.end - 1) == Some(raw);
+        let start = self.offset_in_text(span.start);
+        let verbatim = span.len() >= 2 && self.text.get(start + 1..start + span.len() - 1) == Some(raw);
         let at = |i: usize| {
             if verbatim {
                 span.start + 1 + i..span.start + 1 + i

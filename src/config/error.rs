@@ -6,14 +6,16 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::duration::DurationError;
 
 /// A position in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Location {
-    pub path: PathBuf,
+    /// Shared by every location in one file, so a location kept per tenant costs no copy of the path.
+    pub path: Arc<Path>,
     /// 1-based.
     pub line: usize,
     /// 1-based, in characters.

@@ -12,6 +12,7 @@ mod ledger;
 mod pgpass;
 mod project;
 mod secret;
+mod split;
 mod tenants;
 mod tls;
 mod url;

@@ -692,7 +692,7 @@ mod tests {
             .problems()
             .iter()
             .map(|p| {
-                assert_eq!(p.at.path, Path::new("/p/flotilla.toml"));
+                assert_eq!(&*p.at.path, Path::new("/p/flotilla.toml"));
                 format!("{}:{}: {}", p.at.line, p.at.column, p.kind)
             })
             .collect();

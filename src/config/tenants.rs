@@ -17,6 +17,7 @@ use super::doc::{entry, get, Doc, EnvLookup};
 use super::error::{ConfigError, Location, ProblemKind};
 use super::pgpass::{self, PgPassKey, PgPassLookup};
 use super::project::check_identifier;
+use super::split;
 use super::tls::{tls_mode, ClientCert, SslMode, TlsMode, SSLMODE_CHOICES};
 use super::url::DbUrl;
 
@@ -501,20 +502,96 @@ impl TenantsFile {
     }
 
     /// Checks `text` as if read from `path` (which anchors relative paths and error locations).
+    ///
+    /// The `[[tenants]]` entries are parsed [`TENANTS_PER_PIECE`] at a time apart from the rest of the file when
+    /// [`split`] finds that safe, so reading 100,000 listed tenants never holds the whole document's tokens and
+    /// tree at once; the answer and every problem are the same as when the file is parsed whole.
     pub fn parse(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<TenantsFile, ConfigError> {
+        TenantsFile::parse_in_pieces(path, text, env, Some(TENANTS_PER_PIECE))
+    }
+
+    /// [`TenantsFile::parse`] with `per_piece` entries a piece; `None`: the whole document at once.
+    fn parse_in_pieces(
+        path: &Path,
+        text: &str,
+        env: EnvLookup<'_>,
+        per_piece: Option<usize>,
+    ) -> Result<TenantsFile, ConfigError> {
+        if let Some(split) = per_piece.and_then(|n| split::split(text, "tenants", n)) {
+            if let Some(file) = TenantsFile::parse_split(path, text, env, &split) {
+                return file;
+            }
+        }
         let mut doc = Doc::new(path, text, env);
         let root = doc.parse()?;
         let root = root.get_ref();
+        let mut reader = Reader::new(&mut doc, root, 0);
+        for (table, span) in tables(&mut doc, root, "tenants") {
+            reader.tenant(&mut doc, table, span);
+        }
+        reader.finish(doc, root)
+    }
+
+    /// The file read as the rest and its pieces of entries; `None` when a piece has a syntax error, or when the
+    /// rest defines `tenants` too (the whole document reports both).
+    fn parse_split(
+        path: &Path,
+        text: &str,
+        env: EnvLookup<'_>,
+        split: &split::Split,
+    ) -> Option<Result<TenantsFile, ConfigError>> {
+        let mut doc = Doc::new(path, text, env);
+        let rest: String = split.rest.iter().map(|r| &text[r.clone()]).collect();
+        let root = doc.parse_piece(&rest, &split.rest)?;
+        let root = root.get_ref();
+        if get(root, "tenants").is_some() {
+            return None;
+        }
+        let mut reader = Reader::new(&mut doc, root, split.n_entries);
+        for chunk in &split.chunks {
+            let piece = doc.parse_piece(&text[chunk.clone()], std::slice::from_ref(chunk))?;
+            for (table, span) in tables(&mut doc, piece.get_ref(), "tenants") {
+                reader.tenant(&mut doc, table, span);
+            }
+        }
+        doc.read_piece(&split.rest);
+        Some(reader.finish(doc, root))
+    }
+
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+/// How many `[[tenants]]` entries are parsed at once (see [`TenantsFile::parse`]): a few MB of tokens and tree.
+const TENANTS_PER_PIECE: usize = 1000;
+
+/// What reading a tenants file collects: the fleet defaults and servers first, then every `[[tenants]]` entry
+/// (from the whole document or a piece at a time), then, in [`Reader::finish`], the checks across entries and the
+/// sources.
+struct Reader {
+    defaults: FleetDefaults,
+    servers: Vec<Server>,
+    known: Vec<String>,
+    /// Every entry with an id, in file order; an entry with another problem holds a placeholder (`is_valid`
+    /// false) so that duplicate ids are still found.
+    tenants: Vec<TenantSpec>,
+    is_valid: Vec<bool>,
+    /// Where each entry's id is, as an offset in the text.
+    id_at: Vec<usize>,
+}
+
+impl Reader {
+    fn new(doc: &mut Doc<'_>, root: &DeTable<'_>, n_entries: usize) -> Reader {
         doc.check_keys(root, "the tenants file", KEYS);
         let defaults = match get(root, "defaults") {
-            Some(value) => read_defaults(&mut doc, value),
+            Some(value) => read_defaults(doc, value),
             None => FleetDefaults::default(),
         };
-
         let mut servers = Vec::new();
         let mut server_at: BTreeMap<String, Location> = BTreeMap::new();
-        for (table, span) in tables(&mut doc, root, "servers") {
-            if let Some((server, name_span)) = read_server(&mut doc, table, span) {
+        for (table, span) in tables(doc, root, "servers") {
+            if let Some((server, name_span)) = read_server(doc, table, span) {
                 if let Some(first) = server_at.get(&server.name) {
                     let kind = ProblemKind::DuplicateServer {
                         name: server.name.clone(),
@@ -527,30 +604,45 @@ impl TenantsFile {
                 }
             }
         }
-        let known: Vec<String> = server_at.keys().cloned().collect();
+        Reader {
+            defaults,
+            servers,
+            known: server_at.into_keys().collect(),
+            tenants: Vec::with_capacity(n_entries),
+            is_valid: Vec::with_capacity(n_entries),
+            id_at: Vec::with_capacity(n_entries),
+        }
+    }
 
-        let mut ids: Vec<Spanned<String>> = Vec::new();
-        let mut specs: Vec<Option<TenantSpec>> = Vec::new();
-        for (table, span) in tables(&mut doc, root, "tenants") {
-            let (id, tenant) = read_tenant(&mut doc, table, span, &known);
-            // A duplicate id is reported even when the entry has other problems too.
-            let Some(id) = id else { continue };
-            ids.push(id);
-            specs.push(tenant);
-        }
-        for (first, later) in clashes(ids.len(), |i| Some(ids[i].get_ref())) {
+    fn tenant(&mut self, doc: &mut Doc<'_>, table: &DeTable<'_>, span: std::ops::Range<usize>) {
+        let (id, tenant) = read_tenant(doc, table, span.clone(), &self.known);
+        // A duplicate id is reported even when the entry has other problems too.
+        let Some(id) = id else { return };
+        self.id_at.push(doc.offset_in_text(id.span().start));
+        self.is_valid.push(tenant.is_some());
+        self.tenants.push(tenant.unwrap_or_else(|| TenantSpec {
+            id: TenantId(id.into_inner()),
+            server: String::new(),
+            target: TenantTarget::Schema(String::new()),
+            tags: BTreeMap::new(),
+            at: doc.loc(span.start),
+        }));
+    }
+
+    fn finish(mut self, mut doc: Doc<'_>, root: &DeTable<'_>) -> Result<TenantsFile, ConfigError> {
+        let specs = &self.tenants;
+        for (first, later) in clashes(specs.len(), |i| Some(specs[i].id.as_str())) {
             let kind = ProblemKind::DuplicateTenant {
-                id: ids[later].get_ref().clone(),
-                first: doc.loc(ids[first].span().start),
+                id: specs[later].id.to_string(),
+                first: doc.loc_in_text(self.id_at[first]),
             };
-            doc.report(ids[later].span(), kind);
-            specs[later] = None;
+            doc.report_at(doc.loc_in_text(self.id_at[later]), kind);
+            self.is_valid[later] = false;
         }
-        let place = |i: usize| specs[i].as_ref().map(|t| (t.server.as_str(), t.target.place_key()));
+        let is_valid = &self.is_valid;
+        let place = |i: usize| is_valid[i].then(|| (specs[i].server.as_str(), specs[i].target.place_key()));
         for (first, later) in clashes(specs.len(), place) {
-            let (Some(a), Some(b)) = (&specs[first], &specs[later]) else {
-                continue;
-            };
+            let (a, b) = (&specs[first], &specs[later]);
             let kind = ProblemKind::DuplicatePlace {
                 id: b.id.to_string(),
                 first_id: a.id.to_string(),
@@ -559,27 +651,25 @@ impl TenantsFile {
                 kind: b.target.kind(),
                 names: [a.target.name().to_string(), b.target.name().to_string()],
             };
-            doc.report(ids[later].span(), kind);
+            doc.report_at(doc.loc_in_text(self.id_at[later]), kind);
         }
-        let tenants: Vec<TenantSpec> = specs.into_iter().flatten().collect();
-
         let mut sources = Vec::new();
         for (table, span) in tables(&mut doc, root, "sources") {
-            sources.extend(read_source(&mut doc, table, span, &known));
+            sources.extend(read_source(&mut doc, table, span, &self.known));
         }
-
+        let path = doc.path.to_path_buf();
         doc.finish()?;
+        // In place: a copy of the list would double the peak.
+        let mut flags = self.is_valid.iter();
+        self.tenants.retain(|_| flags.next().copied().unwrap_or(false));
+        self.tenants.shrink_to_fit();
         Ok(TenantsFile {
-            path: path.to_path_buf(),
-            defaults,
-            servers,
-            tenants,
+            path,
+            defaults: self.defaults,
+            servers: self.servers,
+            tenants: self.tenants,
             sources,
         })
-    }
-
-    pub fn server(&self, name: &str) -> Option<&Server> {
-        self.servers.iter().find(|s| s.name == name)
     }
 }
 
@@ -1232,6 +1322,63 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
                 "26:10: `schema` is not a valid PostgreSQL identifier: it is longer than 63 bytes",
             ],
         );
+    }
+
+    /// The file read two entries a piece gives the same answer, and the same problems at the same places, as
+    /// the file read whole.
+    #[test]
+    fn pieces_read_as_the_whole_file() {
+        let entry = |id: &str, server: &str, schema: &str| {
+            format!("[[tenants]]\nid = \"{id}\"\nserver = \"{server}\"\nschema = \"{schema}\"\n")
+        };
+        let valid = format!(
+            "# fleet\n[defaults]\nconcurrency = 4\n{SERVER}{}{}\n[[servers]]\nname = \"eu-2\"\n\
+             url = \"postgres://${{DB_HOST}}/app\"\n{}[[tenants]]\nid = \"t4\"\nserver = \"eu-2\"\n\
+             database = \"d4\" # a comment [[tenants]]\ntags = {{ ring = 1, canary = true, \"x]\" = \"[\" }}\n\
+             {}[[sources]]\nserver = \"eu-2\"\nschemas_like = \"t_%\"\ntags = {{ kind = \"schema\" }}\n{}",
+            entry("t1", "eu-1", "s1"),
+            entry("t2", "eu-1", "s2"),
+            entry("t3", "eu-2", "s3"),
+            entry("t5", "eu-1", "s5"),
+            entry("t6", "eu-2", "s6"),
+        );
+        let invalid = format!(
+            "{SERVER}{}{}{}{}{}[[tenants]]\nid = \"t6\"\nserver = \"eu-1\"\nschema = \"x${{NOPE}}\"\n{}\
+             [[tenants]]\nid = \"t8\"\nserver = \"eu-1\"\nschema = \"s8\"\nrole = 1\n",
+            entry("t1", "eu-1", "s1"),
+            entry("t2", "eu-1", "s2"),
+            entry("t3", "eu-9", "s3"),
+            entry("t1", "eu-1", "s4"),
+            entry("t5", "eu-1", "s2"),
+            entry("t7", "eu-1", ""),
+        );
+        let syntax = format!(
+            "{SERVER}{}{}[[tenants]]\nid = \"t3\n",
+            entry("t1", "eu-1", "s1"),
+            entry("t2", "eu-1", "s2")
+        );
+        let sub_table = format!("{SERVER}{}[tenants.tags]\nring = \"1\"\n", entry("t1", "eu-1", "s1"));
+        for (text, is_split) in [(valid, true), (invalid, true), (syntax, true), (sub_table, false)] {
+            assert_eq!(split::split(&text, "tenants", 2).is_some(), is_split, "{text}");
+            let path = Path::new("/fleet/tenants.toml");
+            let show = |r: Result<TenantsFile, ConfigError>| match r {
+                Ok(file) => format!("{file:?}"),
+                Err(e) => e.to_string(),
+            };
+            let whole = show(TenantsFile::parse_in_pieces(path, &text, &env, None));
+            for per_piece in [1, 2, 1000] {
+                let pieces = show(TenantsFile::parse_in_pieces(path, &text, &env, Some(per_piece)));
+                assert_eq!(pieces, whole, "{per_piece} a piece:\n{text}");
+            }
+        }
+        let file = parse(&format!(
+            "{SERVER}{}{}",
+            entry("t1", "eu-1", "s1"),
+            entry("t2", "eu-1", "s2")
+        ))
+        .expect("parse");
+        assert_eq!(file.tenants[1].at.to_string(), "/fleet/tenants.toml:8:1");
+        assert_eq!(file.tenants.capacity(), 2);
     }
 
     #[test]

@@ -370,7 +370,7 @@ mod tests {
         let config = config.map(|s| Located {
             value: DbUrl::parse(s).expect("config url"),
             at: Location {
-                path: "flotilla.toml".into(),
+                path: std::path::Path::new("flotilla.toml").into(),
                 line: 3,
                 column: 7,
             },

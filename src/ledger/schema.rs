@@ -1,7 +1,7 @@
 //! The ledger's own schema, versioned with `PRAGMA user_version` and migrated forward on open.
 
 /// The schema version this code writes. Opening a ledger with a higher version is an error.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `MIGRATIONS[i]` takes a ledger from version `i` to `i + 1`. Append only; never edit a shipped entry.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -77,6 +77,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         wants INTEGER NOT NULL,
         PRIMARY KEY (run_seq, server, runner)
      ) WITHOUT ROWID;",
+    // 4 -> 5: a claim walks a run's unfinished tenants in dispatch order, canaries apart, and stops at the
+    // first few it may take, instead of reading and sorting every unfinished tenant (issue 16). The `status`
+    // condition must stay word for word the one in `sqlite.rs`'s claim queries, or SQLite will not use the index.
+    "CREATE INDEX flotilla_run_tenants_unfinished ON flotilla_run_tenants (run_seq, canary, position)
+        WHERE status IN ('pending', 'running', 'interrupted');",
 ];
 
 #[cfg(test)]

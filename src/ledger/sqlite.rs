@@ -213,8 +213,74 @@ fn insert_runner(tx: &Transaction<'_>, path: &Path, seq: i64, runner: &RunnerInf
     Ok(())
 }
 
-/// Whether the tenant row's holder (`runner`, joined as `r`) no longer holds it: none, finished, or lapsed.
-const HOLDER_GONE: &str = "(t.runner IS NULL OR r.id IS NULL OR r.finished_at IS NOT NULL OR r.lease_until_ms < ?2)";
+/// Whether a canary of run `?1` is unfinished.
+///
+/// The claim queries name the index `flotilla_run_tenants_unfinished` (schema version 5): without statistics
+/// SQLite prefers the primary key, which reads every tenant of the run. Their `status` condition is the index's,
+/// word for word, as a partial index requires.
+const CANARY_PHASE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM flotilla_run_tenants
+                                  INDEXED BY flotilla_run_tenants_unfinished
+                                  WHERE run_seq = ?1 AND canary = 1
+                                    AND status IN ('pending', 'running', 'interrupted'))";
+
+/// A runner's placement over a tenant row `t`: `?servers` is a JSON array of server names (empty: any server),
+/// `?tags` a JSON array of `[key, value]` pairs the tenant's tags (a JSON object of strings) must all have.
+macro_rules! placement_sql {
+    ($servers:literal, $tags:literal) => {
+        concat!(
+            "(",
+            $servers,
+            " = '[]' OR t.server IN (SELECT value FROM json_each(",
+            $servers,
+            ")))
+             AND NOT EXISTS (SELECT 1 FROM json_each(",
+            $tags,
+            ") p
+                             WHERE (SELECT q.value FROM json_each(t.tags) q
+                                    WHERE q.key = p.value ->> 0 AND q.type = 'text') IS NOT p.value ->> 1)"
+        )
+    };
+}
+
+/// The tenants of run `?1` a claim takes, at most `?5`, in dispatch order: unfinished, of this runner's
+/// placement (`?6` servers, `?7` tags), canaries or not as `?4` says, and either interrupted or held by nobody
+/// alive at `?2` (no runner, a finished one, or one whose lease lapsed); this runner's (`?3`) own tenants only
+/// when interrupted. It walks `flotilla_run_tenants_unfinished` in position order and stops at the limit.
+const CLAIM_SQL: &str = concat!(
+    "SELECT t.tenant_id, t.target_revision, t.attempts
+     FROM flotilla_run_tenants t INDEXED BY flotilla_run_tenants_unfinished
+     WHERE t.run_seq = ?1 AND t.canary = ?4 AND t.status IN ('pending', 'running', 'interrupted')
+       AND (t.status = 'interrupted' OR t.runner IS NULL
+            OR NOT EXISTS (SELECT 1 FROM flotilla_runners r
+                           WHERE r.run_seq = t.run_seq AND r.id = t.runner
+                             AND r.finished_at IS NULL AND r.lease_until_ms >= ?2))
+       AND (t.runner IS NOT ?3 OR t.status = 'interrupted')
+       AND ",
+    placement_sql!("?6", "?7"),
+    "
+     ORDER BY t.position
+     LIMIT ?5"
+);
+
+/// Whether run `?1` has an unfinished tenant of this runner's placement (`?3` servers, `?4` tags) that is not
+/// this runner's (`?2`) to finish: held by another runner, free, or interrupted.
+const IS_LEFT_SQL: &str = concat!(
+    "SELECT EXISTS (
+         SELECT 1 FROM flotilla_run_tenants t INDEXED BY flotilla_run_tenants_unfinished
+         WHERE t.run_seq = ?1 AND t.status IN ('pending', 'running', 'interrupted')
+           AND (t.runner IS NOT ?2 OR t.status = 'interrupted')
+           AND ",
+    placement_sql!("?3", "?4"),
+    ")"
+);
+
+/// [`Placement`] as the claim queries take it: its servers as a JSON array, its tags as a JSON array of pairs.
+fn placement_params(placement: &Placement) -> (String, String) {
+    let servers = serde_json::Value::from(placement.servers.clone()).to_string();
+    let pairs: Vec<[&str; 2]> = placement.tags.iter().map(|(k, v)| [k.as_str(), v.as_str()]).collect();
+    let tags = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_string());
+    (servers, tags)
+}
 
 fn is_busy(err: &rusqlite::Error) -> bool {
     matches!(err, rusqlite::Error::SqliteFailure(e, _)
@@ -460,63 +526,26 @@ impl Ledger for SqliteLedger {
             params![seq, me, self::now(), now + lease],
         )
         .map_err(err("renew the lease"))?;
-        // While a canary is unfinished, only canaries are handed out.
+        // While a canary is unfinished, only canaries are handed out; once none is, every unfinished tenant is
+        // a non-canary, so each claim reads one side of the index.
         let is_canary_phase: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM flotilla_run_tenants WHERE run_seq = ?1 AND canary = 1
-                                  AND status NOT IN ('succeeded', 'skipped', 'failed'))",
-                [seq],
-                |row| row.get(0),
-            )
+            .query_row(CANARY_PHASE_SQL, [seq], |row| row.get(0))
             .map_err(err("read the canary phase"))?;
-        let mut claimed = Vec::new();
-        let mut n_left = 0usize;
-        {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT t.tenant_id, t.server, t.tags, t.target_revision, t.attempts, t.canary, t.status,
-                            {HOLDER_GONE} AS is_free, t.runner IS ?3 AS is_mine
-                     FROM flotilla_run_tenants t
-                     LEFT JOIN flotilla_runners r ON r.run_seq = t.run_seq AND r.id = t.runner
-                     WHERE t.run_seq = ?1 AND t.status IN ('pending', 'running', 'interrupted')
-                     ORDER BY t.position"
-                ))
-                .map_err(err("find claimable tenants"))?;
-            let mut rows = stmt
-                .query(params![seq, now, me])
-                .map_err(err("find claimable tenants"))?;
-            while let Some(row) = rows.next().map_err(err("find claimable tenants"))? {
-                let read = || -> rusqlite::Result<_> {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, Option<String>>(3)?,
-                        row.get::<_, u32>(4)?,
-                        row.get::<_, bool>(5)?,
-                        row.get::<_, String>(6)?,
-                        row.get::<_, bool>(7)?,
-                        row.get::<_, bool>(8)?,
-                    ))
-                };
-                let (tenant_id, server, tags, target_revision, attempts, is_canary, status, is_free, is_mine) =
-                    read().map_err(err("find claimable tenants"))?;
-                let tags: serde_json::Value = serde_json::from_str(&tags).unwrap_or_default();
-                if !placement.admits(&server, &tags) || (is_mine && status != "interrupted") {
-                    continue;
-                }
-                let is_claimable = (is_free || status == "interrupted") && (is_canary || !is_canary_phase);
-                if is_claimable && claimed.len() < max {
-                    claimed.push(ClaimedTenant {
-                        tenant_id,
-                        target_revision,
-                        attempts,
-                    });
-                } else {
-                    n_left += 1;
-                }
-            }
-        }
+        let (servers, tags) = placement_params(&placement);
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let claimed: Vec<ClaimedTenant> = tx
+            .prepare_cached(CLAIM_SQL)
+            .and_then(|mut stmt| {
+                stmt.query_map(params![seq, now, me, is_canary_phase, limit, servers, tags], |row| {
+                    Ok(ClaimedTenant {
+                        tenant_id: row.get(0)?,
+                        target_revision: row.get(1)?,
+                        attempts: row.get(2)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(err("find claimable tenants"))?;
         {
             let mut take = tx
                 .prepare_cached(
@@ -530,14 +559,21 @@ impl Ledger for SqliteLedger {
                     .map_err(err("claim tenants"))?;
             }
         }
-        tx.commit().map_err(err("commit the claim"))?;
         let state = if claimed.len() == max && max > 0 {
             ClaimState::More
-        } else if n_left > 0 {
-            ClaimState::Wait
         } else {
-            ClaimState::Done
+            // Anything of this placement still unfinished and not this runner's (the tenants just claimed
+            // included): held by others or waiting for the canaries.
+            let is_left: bool = tx
+                .query_row(IS_LEFT_SQL, params![seq, me, servers, tags], |row| row.get(0))
+                .map_err(err("look for tenants left"))?;
+            if is_left {
+                ClaimState::Wait
+            } else {
+                ClaimState::Done
+            }
         };
+        tx.commit().map_err(err("commit the claim"))?;
         Ok(Claim {
             tenants: claimed,
             state,
@@ -912,5 +948,82 @@ fn locate_unfinished(conn: &Connection, path: &Path, run: &RunId) -> Result<i64,
             run: run.to_string(),
         }),
         (seq, false) => Ok(seq),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `detail` column of SQLite's plan for `sql`, one line per step.
+    fn plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map(params, |row| row.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    /// A claim walks the index of unfinished tenants in dispatch order and stops at its limit: no step reads
+    /// every unfinished tenant of the run or sorts them (issue 16).
+    #[test]
+    fn claims_walk_the_unfinished_tenants_in_order() {
+        let ledger = SqliteLedger::open_in_memory().unwrap();
+        let placement = Placement {
+            servers: vec!["eu-1".to_string()],
+            tags: vec![("ring".to_string(), "1".to_string())],
+        };
+        let (servers, tags) = placement_params(&placement);
+        assert_eq!((servers.as_str(), tags.as_str()), (r#"["eu-1"]"#, r#"[["ring","1"]]"#));
+        let claim = plan(&ledger.conn, CLAIM_SQL, params![1, 0, "me", false, 10, servers, tags]);
+        assert!(
+            claim.contains("USING INDEX flotilla_run_tenants_unfinished (run_seq=? AND canary=?)"),
+            "{claim}"
+        );
+        assert!(!claim.contains("TEMP B-TREE"), "{claim}");
+        let canary = plan(&ledger.conn, CANARY_PHASE_SQL, [1]);
+        assert!(
+            canary.contains("flotilla_run_tenants_unfinished (run_seq=? AND canary=?)"),
+            "{canary}"
+        );
+        let left = plan(&ledger.conn, IS_LEFT_SQL, params![1, "me", servers, tags]);
+        assert!(left.contains("flotilla_run_tenants_unfinished (run_seq=?)"), "{left}");
+    }
+
+    /// A ledger written before the claim index (schema version 4) is migrated on open and keeps its runs.
+    #[test]
+    fn version_4_ledgers_get_the_claim_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..4] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute_batch(
+                "INSERT INTO flotilla_runs (id, command, target, options, user, host, pid, started_at)
+                 VALUES ('r1', 'upgrade', 'head', '{}', 'u', 'h', 1, '2026-12-04T00:00:00Z');
+                 INSERT INTO flotilla_run_tenants (run_seq, tenant_id, server, kind, status, updated_at)
+                 VALUES (1, 't1', 's', 'schema', 'pending', '2026-12-04T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        let ledger = SqliteLedger::open(&path).unwrap();
+        let version: i64 = ledger
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let n_index: i64 = ledger
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'flotilla_run_tenants_unfinished'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(n_index, 1);
+        let run = ledger.run(&RunSelector::Latest).unwrap().expect("the run");
+        assert_eq!(run.id.to_string(), "r1");
+        assert_eq!(ledger.tenants(&run.id, None).unwrap().len(), 1);
     }
 }
