@@ -94,12 +94,14 @@ async fn a_backfill_holds_its_batches_while_its_server_is_over_its_limit() {
         1,
         0,
         Revisions::Fixture("fleet_backfill_slow"),
-        4,
+        1,
     );
     fleet
         .db
         .execute("CREATE TABLE public.health_signal (v int); INSERT INTO public.health_signal VALUES (0);");
-    fleet.write_tenants(4, HEALTH);
+    // One connection, held by the tenant's backfill while it waits: the signals are read on a connection of
+    // their own, or the wait would never end.
+    fleet.write_tenants(1, HEALTH);
     let events = fleet.project.path().join("events.ndjson");
     let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events)]);
     wait_for("the backfill to start", Duration::from_secs(30), || {

@@ -53,6 +53,9 @@ pub struct Server {
     breaker: Mutex<Breaker>,
     /// When this server's tenants wait for it to be less loaded (health throttling; off unless configured).
     pub health: super::health::ServerHealth,
+    /// The connection health signals are read on: one of its own, outside the cap, because the tenants
+    /// waiting for the server to recover hold the cap's permits (their backfills keep their connections).
+    health_client: tokio::sync::Mutex<Option<Client>>,
 }
 
 /// The limits on a server's open connections; the cap is the lowest.
@@ -296,6 +299,7 @@ impl Server {
             pool,
             breaker: Mutex::new(Breaker::default()),
             health: super::health::ServerHealth::new(super::health::HealthLimits::default()),
+            health_client: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -439,11 +443,28 @@ impl Server {
     }
 
     /// A connection to the server URL's own database, from the shared pool.
-    /// Read the health signals this server's limits configure, on one pooled connection.
+    /// Read the health signals this server's limits configure, on the server's health connection (opened on first use).
     pub async fn sample_health(&self) -> Result<super::health::HealthSample, String> {
         let limits = &self.health.limits;
-        let conn = self.pooled().await.map_err(|e| e.to_string())?;
-        let client = conn.client();
+        let mut slot = self.health_client.lock().await;
+        if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            let permit = Arc::new(Semaphore::new(1))
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
+            let (client, _driver) = open_connection(
+                self.pg_config.clone(),
+                self.tls.clone(),
+                permit,
+                Arc::new(AtomicUsize::new(0)),
+            )
+            .await
+            .map_err(|e| self.pg_error(e).to_string())?;
+            *slot = Some(client);
+        }
+        let Some(client) = slot.as_ref() else {
+            return Err("no connection for the health signals".to_string());
+        };
         let row = client
             .query_one(&super::health::sample_sql(limits), &[])
             .await
@@ -472,7 +493,6 @@ impl Server {
                 None => None,
             };
         }
-        conn.release().await;
         Ok(sample)
     }
 
