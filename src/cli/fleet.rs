@@ -979,6 +979,7 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
     let mut groups: Vec<Group> = Vec::new();
     let mut group_of: BTreeMap<String, usize> = BTreeMap::new();
     let (mut missing, mut unreachable, mut unplannable) = (Vec::new(), Vec::new(), Vec::new());
+    let mut plans: std::collections::HashMap<Vec<RevisionId>, Result<crate::graph::Plan, String>> = Default::default();
     for (i, (tenant, result)) in chosen.iter().zip(&versions).enumerate() {
         let rows = match result {
             fleet::Versions::At(rows) => rows,
@@ -991,10 +992,14 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
                 continue;
             }
         };
-        let plan = match loaded.graph.plan_upgrade(rows, &args.target) {
-            Ok(plan) => plan,
+        // Tenants share a handful of distinct version rows: each is planned once.
+        let planned = plans
+            .entry(rows.clone())
+            .or_insert_with(|| loaded.graph.plan_upgrade(rows, &args.target).map_err(|e| e.to_string()));
+        let plan = match planned {
+            Ok(plan) => plan.clone(),
             Err(e) => {
-                unplannable.push(json!({"id": tenant.id, "from": rows, "error": e.to_string()}));
+                unplannable.push(json!({"id": tenant.id, "from": rows, "error": e}));
                 continue;
             }
         };
