@@ -61,6 +61,13 @@ pub trait VersionStore: fmt::Debug + Send + Sync {
     /// a pooled session's `search_path`. A store that names its own schema stays as it is.
     fn in_schema(&self, schema: &str) -> Arc<dyn VersionStore>;
 
+    /// Where the version table is, as (schema, table), when the store knows (a store placed in a schema by
+    /// [`VersionStore::in_schema`]): bulk reads then find many tenants' tables in one catalog query instead of
+    /// an [`VersionStore::exists_sql`] expression each. `None` (the default): only `exists_sql` is used.
+    fn version_table_at(&self) -> Option<(String, String)> {
+        None
+    }
+
     /// The tables the store owns, unqualified, so schema comparisons (autogenerate) leave them out.
     fn owned_tables(&self) -> Vec<String>;
 }
@@ -324,6 +331,10 @@ impl VersionStore for TableStore {
 
     fn schema(&self) -> Option<&str> {
         self.settings.schema.as_deref()
+    }
+
+    fn version_table_at(&self) -> Option<(String, String)> {
+        Some((self.settings.schema.clone()?, self.settings.table.clone()))
     }
 
     fn in_schema(&self, schema: &str) -> Arc<dyn VersionStore> {
