@@ -25,26 +25,13 @@ async fn one_i64(db: &TestDb, sql: &str) -> i64 {
     db.client().await.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
 }
 
-#[tokio::test]
-async fn backfill_resumes_after_sigkill_exactly_once() {
-    let db = TestDb::new("backfill sigkill");
-    db.execute(
-        "CREATE TABLE counters (id bigint PRIMARY KEY, n integer NOT NULL DEFAULT 0);
-         INSERT INTO counters (id) SELECT i * 7 FROM generate_series(1, 20000) i;",
-    );
-    // The pre phase would fail if it ran twice, so the rerun also proves it is not repeated.
-    let text = revision(
-        "aa01",
-        "ALTER TABLE counters ADD COLUMN note text;",
-        "table=counters key=id batch_size=200",
-        "UPDATE counters SET n = n + 1, note = 'x' WHERE {{batch}}",
-        "ALTER TABLE counters ALTER COLUMN note SET NOT NULL;",
-        "ALTER TABLE counters DROP COLUMN note;",
-    );
-    let project = project(&[("aa01_backfill.sql", &text)]);
+/// `upgrade head` (plus `extra`) as a child, SIGKILLed once a backfill checkpoint shows at least `rows` rows
+/// done; returns the checkpoint's count at the kill (panics when the backfill never got that far).
+async fn kill_part_way(db: &TestDb, project: &TempProject, extra: &[&str], rows: i64) -> i64 {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .current_dir(project.path())
-        .args(["--url", db.url(), "upgrade", "head", "--backfill-rate", "8000"])
+        .args(["--url", db.url(), "upgrade", "head"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -62,16 +49,36 @@ async fn backfill_resumes_after_sigkill_exactly_once() {
             .await;
         if let Ok(Some(row)) = row {
             let done: i64 = row.get(0);
-            if done >= 2000 {
+            if done >= rows {
                 break Some(done);
             }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
     // Kill is SIGKILL on unix: no chance to roll back or release anything.
     let _ = child.kill();
     let _ = child.wait();
-    let done_at_kill = done_at_kill.expect("backfill never made progress");
+    done_at_kill.expect("backfill never made progress")
+}
+
+#[tokio::test]
+async fn backfill_resumes_after_sigkill_exactly_once() {
+    let db = TestDb::new("backfill sigkill");
+    db.execute(
+        "CREATE TABLE counters (id bigint PRIMARY KEY, n integer NOT NULL DEFAULT 0);
+         INSERT INTO counters (id) SELECT i * 7 FROM generate_series(1, 20000) i;",
+    );
+    // The pre phase would fail if it ran twice, so the rerun also proves it is not repeated.
+    let text = revision(
+        "aa01",
+        "ALTER TABLE counters ADD COLUMN note text;",
+        "table=counters key=id batch_size=200",
+        "UPDATE counters SET n = n + 1, note = 'x' WHERE {{batch}}",
+        "ALTER TABLE counters ALTER COLUMN note SET NOT NULL;",
+        "ALTER TABLE counters DROP COLUMN note;",
+    );
+    let project = project(&[("aa01_backfill.sql", &text)]);
+    let done_at_kill = kill_part_way(&db, &project, &["--backfill-rate", "8000"], 2000).await;
     assert!(
         done_at_kill < 20000,
         "killed after the backfill had finished: nothing was resumed"
@@ -588,32 +595,7 @@ async fn backfill_unthrottled_resumes_after_sigkill_exactly_once() {
         "",
     );
     let project = project(&[("jj01_backfill.sql", &text)]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .current_dir(project.path())
-        .args(["--url", db.url(), "upgrade", "head"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start flotilla");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut is_progressing = false;
-    while Instant::now() < deadline {
-        let row = db
-            .client()
-            .await
-            .query_opt("SELECT rows_done FROM flotilla_backfill_progress", &[])
-            .await;
-        if let Ok(Some(row)) = row {
-            if row.get::<_, i64>(0) >= 1000 {
-                is_progressing = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(is_progressing, "backfill never made progress");
+    kill_part_way(&db, &project, &[], 1000).await;
     // The server may still be running the batch already sent; wait until the killed session is gone.
     let deadline = Instant::now() + Duration::from_secs(30);
     while one_i64(

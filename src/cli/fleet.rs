@@ -968,7 +968,8 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
     let chosen = select_tenants(&mut setup.tenants, &selection)?;
     let concurrency = args.concurrency.unwrap_or(setup.file.defaults.concurrency);
     let versions = fleet::read_versions(&chosen, &setup.servers, ctx.store.as_ref(), concurrency).await;
-    // One group per distinct (current rows, steps), in order of first appearance, then largest first.
+    // One group per distinct set of current rows (its plan follows from them), in order of first appearance, then
+    // largest first.
     struct Group {
         from: Vec<RevisionId>,
         /// The version rows the plan leads to, sorted.
@@ -977,9 +978,9 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
         members: Vec<usize>,
     }
     let mut groups: Vec<Group> = Vec::new();
-    let mut group_of: BTreeMap<String, usize> = BTreeMap::new();
+    // A plan depends only on the version rows, so tenants at the same rows share a group, planned once.
+    let mut group_of: std::collections::HashMap<Vec<RevisionId>, Result<usize, String>> = Default::default();
     let (mut missing, mut unreachable, mut unplannable) = (Vec::new(), Vec::new(), Vec::new());
-    let mut plans: std::collections::HashMap<Vec<RevisionId>, Result<crate::graph::Plan, String>> = Default::default();
     for (i, (tenant, result)) in chosen.iter().zip(&versions).enumerate() {
         let rows = match result {
             fleet::Versions::At(rows) => rows,
@@ -992,34 +993,24 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
                 continue;
             }
         };
-        // Tenants share a handful of distinct version rows: each is planned once.
-        let planned = plans
-            .entry(rows.clone())
-            .or_insert_with(|| loaded.graph.plan_upgrade(rows, &args.target).map_err(|e| e.to_string()));
-        let plan = match planned {
-            Ok(plan) => plan.clone(),
-            Err(e) => {
-                unplannable.push(json!({"id": tenant.id, "from": rows, "error": e}));
-                continue;
-            }
-        };
-        let mut key = ledger::rows_text(rows);
-        for step in &plan.steps {
-            key.push(' ');
-            key.push_str(step.revision.as_str());
-        }
-        let g = *group_of.entry(key).or_insert_with(|| {
-            let mut to = plan.apply_rows(rows);
-            to.sort();
-            groups.push(Group {
-                from: rows.clone(),
-                to,
-                steps: plan.steps,
-                members: Vec::new(),
+        if !group_of.contains_key(rows) {
+            let group = loaded.graph.plan_upgrade(rows, &args.target).map(|plan| {
+                let mut to = plan.apply_rows(rows);
+                to.sort();
+                groups.push(Group {
+                    from: rows.clone(),
+                    to,
+                    steps: plan.steps,
+                    members: Vec::new(),
+                });
+                groups.len() - 1
             });
-            groups.len() - 1
-        });
-        groups[g].members.push(i);
+            group_of.insert(rows.clone(), group.map_err(|e| e.to_string()));
+        }
+        match &group_of[rows] {
+            Ok(g) => groups[*g].members.push(i),
+            Err(e) => unplannable.push(json!({"id": tenant.id, "from": rows, "error": e})),
+        }
     }
     groups.sort_by_key(|g| (g.steps.is_empty(), std::cmp::Reverse(g.members.len())));
     let n_would_change: usize = groups
