@@ -115,6 +115,16 @@ pub enum ProblemKind {
     UrlScheme { url: String },
     #[error("the url of server `{server}` contains a password; put the password in password_env or password_file")]
     PasswordInUrl { server: String },
+    #[error(
+        "a replica url of server `{server}` contains a password; replicas are reached with the server's password \
+         (password_env, password_file or the password file)"
+    )]
+    ReplicaPasswordInUrl { server: String },
+    #[error(
+        "replica url `{url}` of server `{server}` sets TLS parameters; replicas are reached with the server's TLS \
+         settings (sslmode, ca_file, cert_file, key_file)"
+    )]
+    ReplicaTls { server: String, url: String },
     #[error("server `{server}` sets both `password_env` and `password_file`; set only one")]
     PasswordEnvAndFile { server: String },
     #[error("password environment variable `{var}` for server `{server}` is not set")]

@@ -20,7 +20,7 @@ mod url;
 pub use doc::{process_env, EnvLookup};
 pub use duration::{parse_duration, DurationError};
 pub use error::{same_name, ConfigError, Location, Problem, ProblemKind, UrlOrigin};
-pub use health::HealthLimits;
+pub use health::{HealthLimits, Replica};
 pub use ledger::{is_postgres_url, resolve_ledger, LedgerLocation, LedgerPassword};
 pub use pgpass::{pgpass_path, Ignored as PgPassIgnored, PgPassKey};
 pub use project::{

@@ -53,6 +53,7 @@ const SERVER_KEYS: &[&str] = &[
     "pause_replay_lag",
     "pause_query",
     "pause_query_above",
+    "replica_urls",
 ];
 const TENANT_KEYS: &[&str] = &["id", "server", "schema", "database", "tags"];
 const SOURCE_KEYS: &[&str] = &["server", "schemas_like", "databases_like", "query", "tags"];
@@ -1199,7 +1200,8 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
                  outage_budget)",
                 "7:1: unknown key `port` in [[servers]] (expected one of: name, url, password_env, password_file, \
                  max_connections, sslmode, ca_file, cert_file, key_file, lock_timeout, statement_timeout, health, \
-                 pause_lock_waiters, pause_free_connections, pause_replay_lag, pause_query, pause_query_above)",
+                 pause_lock_waiters, pause_free_connections, pause_replay_lag, pause_query, pause_query_above, \
+                 replica_urls)",
             ],
         );
         check_err("servers = 3", &["1:11: `servers` must be an array, found integer"]);

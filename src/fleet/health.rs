@@ -3,7 +3,13 @@
 //! shared by all its tenants. Over a threshold, that server's tenant starts wait (other servers' tenants go
 //! on); they resume when every signal is back under the resume fraction of its threshold (hysteresis).
 //!
-//! [`judge`] decides from a sample, purely; [`ServerHealth`] samples and waits.
+//! Replay lag comes from the primary's `pg_stat_replication` and from each replica the server lists in
+//! `replica_urls`, read on a connection of its own. A listed replica that cannot be read, or that is not in
+//! recovery, pauses the server: nothing else in the run would notice it, and its lag is what the operator asked
+//! to watch.
+//!
+//! [`judge`] and [`replica_state`] decide from a sample, purely; [`ServerHealth`] samples and waits (the
+//! server's own signals are read by `Server::sample_health`, the replicas by [`ServerHealth::sample_replicas`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,13 +39,58 @@ pub fn sample_sql(limits: &HealthLimits) -> String {
     format!("SELECT {lock}, {free}, {lag}")
 }
 
+/// The statement a listed replica answers: whether it is in recovery, whether it has replayed all the WAL it
+/// received (NULL when it receives none by streaming), and the seconds since the last transaction it replayed
+/// committed on the primary (NULL before its first since it started).
+pub const REPLICA_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
+     pg_catalog.pg_last_wal_replay_lsn() >= pg_catalog.pg_last_wal_receive_lsn(), \
+     extract(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp())::float8";
+
 /// What one sample read (`None`: not configured, or the query gave no number).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthSample {
     pub lock_waiters: Option<f64>,
     pub free_connections: Option<f64>,
     pub replay_lag_secs: Option<f64>,
     pub query_value: Option<f64>,
+    /// One reading per listed replica (`replica_urls`), in the order listed.
+    pub replicas: Vec<ReplicaReading>,
+}
+
+/// One listed replica's reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaReading {
+    /// The replica's url as messages show it.
+    pub replica: String,
+    pub state: ReplicaState,
+}
+
+/// What a listed replica's answer means for its lag.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicaState {
+    /// Seconds behind the primary; `None` when it cannot tell (WAL waits, but the replica has replayed no
+    /// transaction since it started).
+    Lag(Option<f64>),
+    /// `pg_is_in_recovery()` is false: not a standby, or promoted.
+    NotInRecovery,
+    /// It could not be reached or read (the driver's message; the url holds no password).
+    Unreadable(String),
+}
+
+/// The lag [`REPLICA_SQL`]'s answer means. A replica that has replayed everything it received is caught up (lag
+/// 0), however long ago its last replayed transaction committed: otherwise an idle primary would look ever
+/// more lagged. Otherwise the lag is the time since the last replayed transaction committed, an upper bound (its
+/// first unreplayed transaction may be younger). A replica fed only from a WAL archive receives nothing by
+/// streaming, so it is judged by that upper bound even when idle.
+pub fn replica_state(is_in_recovery: bool, is_caught_up: Option<bool>, since_replay_secs: Option<f64>) -> ReplicaState {
+    if !is_in_recovery {
+        return ReplicaState::NotInRecovery;
+    }
+    if is_caught_up == Some(true) {
+        return ReplicaState::Lag(Some(0.0));
+    }
+    // A clock a little behind the primary's gives a negative age.
+    ReplicaState::Lag(since_replay_secs.map(|s| s.max(0.0)))
 }
 
 /// Pause or go, and why.
@@ -75,6 +126,22 @@ pub fn judge(limits: &HealthLimits, sample: &HealthSample, is_paused: bool) -> V
             ));
         }
     }
+    if let Some(max) = limits.replay_lag {
+        for reading in &sample.replicas {
+            let replica = &reading.replica;
+            match &reading.state {
+                ReplicaState::Lag(Some(v)) if *v > max.as_secs_f64() * f => reasons.push(format!(
+                    "replica `{replica}` replay lag {v:.1}s (pause over {}s)",
+                    max.as_secs_f64()
+                )),
+                ReplicaState::Lag(_) => {}
+                ReplicaState::NotInRecovery => reasons.push(format!(
+                    "replica `{replica}` is not in recovery (not a standby, or promoted)"
+                )),
+                ReplicaState::Unreadable(e) => reasons.push(format!("replica `{replica}` cannot be read: {e}")),
+            }
+        }
+    }
     if let (Some(max), Some(v)) = (limits.query_above, sample.query_value) {
         let limit = max * f;
         if v > limit {
@@ -98,6 +165,8 @@ pub struct ServerHealth {
     every: Duration,
     state: tokio::sync::Mutex<State>,
     paused_ms: AtomicU64,
+    /// One connection per listed replica, opened on first use and again after it fails.
+    replica_clients: Vec<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
 }
 
 struct State {
@@ -120,8 +189,10 @@ impl ServerHealth {
     }
 
     pub fn sampled_every(limits: HealthLimits, every: Duration) -> ServerHealth {
+        let replica_clients = limits.replicas.iter().map(|_| tokio::sync::Mutex::new(None)).collect();
         ServerHealth {
             limits,
+            replica_clients,
             every,
             state: tokio::sync::Mutex::new(State {
                 sampled_at: None,
@@ -193,6 +264,58 @@ impl ServerHealth {
     }
 }
 
+impl ServerHealth {
+    /// Read every listed replica at once, each on its connection (opened with `server`'s configuration, see
+    /// [`crate::config::Replica::pg_config`], and `tls`), each given at most [`HealthLimits::REPLICA_TIMEOUT`].
+    pub(crate) async fn sample_replicas(
+        &self,
+        server: &tokio_postgres::Config,
+        tls: &crate::config::TlsMode,
+    ) -> Vec<ReplicaReading> {
+        let reads = self
+            .limits
+            .replicas
+            .iter()
+            .zip(&self.replica_clients)
+            .map(|(replica, slot)| async move {
+                let read = async {
+                    let mut slot = slot.lock().await;
+                    if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                        let client = super::server::connect_outside_cap(replica.pg_config(server), tls.clone())
+                            .await
+                            .map_err(|e| crate::executor::db_message(&e))?;
+                        *slot = Some(client);
+                    }
+                    let Some(client) = slot.as_ref() else {
+                        return Err("no connection".to_string());
+                    };
+                    let result = client.query_one(REPLICA_SQL, &[]).await;
+                    let row = match result {
+                        Ok(row) => row,
+                        Err(e) => {
+                            *slot = None;
+                            return Err(crate::executor::db_message(&e));
+                        }
+                    };
+                    Ok(replica_state(row.get(0), row.get(1), row.get(2)))
+                };
+                let state = match tokio::time::timeout(HealthLimits::REPLICA_TIMEOUT, read).await {
+                    Ok(Ok(state)) => state,
+                    Ok(Err(e)) => ReplicaState::Unreadable(e),
+                    Err(_) => ReplicaState::Unreadable(format!(
+                        "no answer within {}",
+                        crate::observe::human::duration(HealthLimits::REPLICA_TIMEOUT)
+                    )),
+                };
+                ReplicaReading {
+                    replica: replica.shown().to_string(),
+                    state,
+                }
+            });
+        futures_util::future::join_all(reads).await
+    }
+}
+
 /// A fleet tenant's [`crate::backfill::BatchGate`]: its server's health, reported as the worker reports it.
 pub(crate) struct HealthGate {
     pub(crate) server: std::sync::Arc<super::server::Server>,
@@ -241,6 +364,7 @@ mod tests {
             free_connections: Some(free),
             replay_lag_secs: Some(lag),
             query_value: Some(query),
+            replicas: Vec::new(),
         }
     }
 
@@ -289,6 +413,86 @@ mod tests {
         assert_eq!(judge(&l, &HealthSample::default(), false), Verdict::Go);
         assert!(HealthLimits::default().is_off());
         assert!(!l.is_off());
+    }
+
+    fn replica(state: ReplicaState) -> ReplicaReading {
+        ReplicaReading {
+            replica: "postgres://r1:5433/app".into(),
+            state,
+        }
+    }
+
+    fn with_replicas(states: Vec<ReplicaState>) -> HealthSample {
+        HealthSample {
+            replicas: states.into_iter().map(replica).collect(),
+            ..HealthSample::default()
+        }
+    }
+
+    #[test]
+    fn a_replica_is_caught_up_when_it_replayed_all_it_received_however_old_its_last_transaction() {
+        for (in_recovery, caught_up, since, expected) in [
+            // An idle primary: nothing to replay, the last transaction an hour old.
+            (true, Some(true), Some(3600.0), ReplicaState::Lag(Some(0.0))),
+            (true, Some(false), Some(42.5), ReplicaState::Lag(Some(42.5))),
+            // Streaming, but nothing replayed since the replica started: it cannot tell.
+            (true, Some(false), None, ReplicaState::Lag(None)),
+            // Fed from an archive only: judged by its last replayed transaction.
+            (true, None, Some(7.0), ReplicaState::Lag(Some(7.0))),
+            (true, Some(false), Some(-0.2), ReplicaState::Lag(Some(0.0))),
+            (false, None, None, ReplicaState::NotInRecovery),
+            (false, Some(true), Some(1.0), ReplicaState::NotInRecovery),
+        ] {
+            assert_eq!(
+                replica_state(in_recovery, caught_up, since),
+                expected,
+                "{in_recovery} {caught_up:?} {since:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_listed_replica_pauses_when_it_lags_cannot_be_read_or_is_not_a_standby() {
+        let l = HealthLimits {
+            replay_lag: Some(Duration::from_secs(10)),
+            ..HealthLimits::default()
+        };
+        let lag = |v: Option<f64>| with_replicas(vec![ReplicaState::Lag(Some(0.0)), ReplicaState::Lag(v)]);
+        assert_eq!(judge(&l, &lag(Some(10.0)), false), Verdict::Go);
+        assert_eq!(judge(&l, &lag(None), false), Verdict::Go);
+        assert_eq!(
+            judge(&l, &lag(Some(12.0)), false),
+            Verdict::Pause("replica `postgres://r1:5433/app` replay lag 12.0s (pause over 10s)".into())
+        );
+        // Hysteresis: 9s holds a paused server (over 80% of 10s), 7s lets it go.
+        assert!(matches!(judge(&l, &lag(Some(9.0)), true), Verdict::Pause(_)));
+        assert_eq!(judge(&l, &lag(Some(7.0)), true), Verdict::Go);
+        for (state, says) in [
+            (
+                ReplicaState::Unreadable("connection refused".into()),
+                "replica `postgres://r1:5433/app` cannot be read: connection refused",
+            ),
+            (
+                ReplicaState::NotInRecovery,
+                "replica `postgres://r1:5433/app` is not in recovery",
+            ),
+        ] {
+            for is_paused in [false, true] {
+                match judge(&l, &with_replicas(vec![state.clone()]), is_paused) {
+                    Verdict::Pause(why) => assert!(why.contains(says), "{why}"),
+                    Verdict::Go => panic!("{state:?} should pause"),
+                }
+            }
+        }
+        // Without a replay-lag threshold the replicas are not judged (loading turns it on when any is listed).
+        let off = HealthLimits {
+            lock_waiters: Some(1),
+            ..HealthLimits::default()
+        };
+        assert_eq!(
+            judge(&off, &with_replicas(vec![ReplicaState::NotInRecovery]), false),
+            Verdict::Go
+        );
     }
 
     #[tokio::test]

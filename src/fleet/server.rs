@@ -182,6 +182,20 @@ async fn open_connection(
     Ok((client, handle))
 }
 
+/// A connection outside the server's cap and count (health signals: the tenants waiting for the server to
+/// recover hold the cap's permits).
+pub(super) async fn connect_outside_cap(
+    config: tokio_postgres::Config,
+    tls: TlsMode,
+) -> Result<Client, tokio_postgres::Error> {
+    let permit = Arc::new(Semaphore::new(1))
+        .acquire_owned()
+        .await
+        .expect("a new semaphore is not closed");
+    let (client, _driver) = open_connection(config, tls, permit, Arc::new(AtomicUsize::new(0))).await?;
+    Ok(client)
+}
+
 /// One open connection in the count, and its permit of the cap. The count goes down before the permit is
 /// released, so the count never exceeds the cap.
 struct OpenGuard {
@@ -448,18 +462,9 @@ impl Server {
         let limits = &self.health.limits;
         let mut slot = self.health_client.lock().await;
         if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            let permit = Arc::new(Semaphore::new(1))
-                .acquire_owned()
+            let client = connect_outside_cap(self.pg_config.clone(), self.tls.clone())
                 .await
-                .map_err(|e| e.to_string())?;
-            let (client, _driver) = open_connection(
-                self.pg_config.clone(),
-                self.tls.clone(),
-                permit,
-                Arc::new(AtomicUsize::new(0)),
-            )
-            .await
-            .map_err(|e| self.pg_error(e).to_string())?;
+                .map_err(|e| self.pg_error(e).to_string())?;
             *slot = Some(client);
         }
         let Some(client) = slot.as_ref() else {
@@ -474,6 +479,7 @@ impl Server {
             free_connections: row.get(1),
             replay_lag_secs: row.get(2),
             query_value: None,
+            replicas: Vec::new(),
         };
         if let Some(query) = &limits.query {
             let messages = client
@@ -493,6 +499,8 @@ impl Server {
                 None => None,
             };
         }
+        drop(slot);
+        sample.replicas = self.health.sample_replicas(&self.pg_config, &self.tls).await;
         Ok(sample)
     }
 
