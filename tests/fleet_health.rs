@@ -1,10 +1,14 @@
 //! Health throttling: a server whose `pause_query` number is over `pause_query_above` holds its tenants before
 //! they start, and lets them go when the number is back under the resume fraction; the pause is reported as
-//! events and counted in `flotilla_server_paused_seconds_total`.
+//! events and counted in `flotilla_server_paused_seconds_total`. The replay-lag signal is driven by a real
+//! streaming standby of the test cluster (`harness::Standby`) whose replay is paused, read through a listed
+//! replica url and through the primary's `pg_stat_replication`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::fleet_support::{finish, read_events_so_far as events_so_far, wait_for, Fleet, Revisions, REPO_HEAD};
+use crate::harness::{connect, version_rows, Standby, VERSION_TABLE};
 
 const HEALTH: &str = "pause_query = \"SELECT v FROM public.health_signal\"\npause_query_above = 10\n";
 
@@ -131,4 +135,195 @@ async fn a_backfill_holds_its_batches_while_its_server_is_over_its_limit() {
         .get(0);
     assert_eq!(wrong, 0, "every row backfilled exactly once across the pause");
     assert!(events_so_far(&events).iter().any(|e| e["event"] == "server_resumed"));
+}
+
+const TENANT_TABLES: &str = "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'tenant_0001'";
+
+/// The first column of the first row `sql` returns on `url`, as text.
+fn query_text(url: &str, sql: &str) -> Option<String> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    crate::harness::block_on(async move {
+        let client = connect(&url).await.expect("connect");
+        let rows = client.simple_query(&sql).await.expect("query");
+        rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+    })
+}
+
+/// The standby, paused, has received WAL it has not replayed and last replayed a transaction over two seconds
+/// ago, so its lag (`now() - pg_last_xact_replay_timestamp()`) is already over a one-second threshold.
+fn pause_replay_behind(standby: &Standby, fleet: &Fleet) {
+    fleet
+        .db
+        .execute("CREATE TABLE IF NOT EXISTS public.replay_probe (n int); INSERT INTO public.replay_probe VALUES (0);");
+    wait_for("the standby to replay", Duration::from_secs(30), || {
+        standby.is_caught_up().then_some(())
+    });
+    standby.query("SELECT pg_wal_replay_pause()");
+    fleet.db.execute("INSERT INTO public.replay_probe VALUES (1);");
+    wait_for("the standby to fall behind", Duration::from_secs(30), || {
+        let age = standby.query("SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp()) > 2");
+        (standby.is_behind() && age.as_deref() == Some("t")).then_some(())
+    });
+}
+
+/// After the run, the standby replays it too: every tenant's version rows on it are the primary's.
+async fn standby_has_the_run(standby: &Standby, fleet: &Fleet) {
+    wait_for("the standby to catch up", Duration::from_secs(60), || {
+        standby.is_caught_up().then_some(())
+    });
+    let client = connect(&standby.db_url(fleet.db.name()))
+        .await
+        .expect("connect to the standby");
+    for t in &fleet.tenants {
+        let schema = t.schema.as_ref().expect("schema tenants");
+        let rows = version_rows(&client, &format!("{schema}.{VERSION_TABLE}")).await;
+        assert_eq!(rows, [REPO_HEAD], "{} on the standby", t.id);
+    }
+}
+
+/// Asserts the run held its tenants while the server was paused with a replay-lag reason that `says`, and
+/// finished every tenant at head once it resumed.
+async fn held_until_replayed(fleet: &Fleet, events: &std::path::Path, says: &str, code: Option<i32>, out: &str) {
+    assert_eq!(code, Some(0), "{out}");
+    let events = events_so_far(events);
+    let paused = events.iter().find(|e| e["event"] == "server_paused").expect("a pause");
+    let reason = paused["reason"].as_str().unwrap();
+    assert!(reason.contains(says) && reason.contains("replay lag"), "{paused}");
+    let resumed_at = events
+        .iter()
+        .position(|e| e["event"] == "server_resumed")
+        .expect("a resume");
+    let first_start = events
+        .iter()
+        .position(|e| e["event"] == "tenant_started")
+        .expect("tenants started");
+    assert!(resumed_at < first_start, "no tenant starts before the resume");
+    let versions = fleet.versions().await;
+    assert!(versions.values().all(|rows| rows == &[REPO_HEAD]), "{versions:?}");
+}
+
+#[tokio::test]
+async fn a_listed_replica_behind_its_primary_holds_the_servers_tenants_until_it_replays() {
+    let standby = Standby::start();
+    let fleet = Fleet::new("fleet_health_replica", 3, 0, Revisions::Repo, 4);
+    pause_replay_behind(&standby, &fleet);
+    let replica = standby.db_url(fleet.db.name());
+    fleet.write_tenants(
+        4,
+        &format!("pause_replay_lag = \"1s\"\nreplica_urls = [\"{replica}\"]\n"),
+    );
+    let events = fleet.project.path().join("events.ndjson");
+    let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events)]);
+    wait_for("the server to pause", Duration::from_secs(30), || {
+        events_so_far(&events)
+            .iter()
+            .any(|e| e["event"] == "server_paused")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !events_so_far(&events).iter().any(|e| e["event"] == "tenant_started"),
+        "no tenant starts while the replica lags"
+    );
+    standby.query("SELECT pg_wal_replay_resume()");
+    let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
+    let says = format!("replica `{replica}`");
+    held_until_replayed(&fleet, &events, &says, code, &format!("{stdout}\n{stderr}")).await;
+    standby_has_the_run(&standby, &fleet).await;
+}
+
+#[tokio::test]
+async fn the_primarys_replication_view_of_a_paused_standby_holds_the_servers_tenants() {
+    let standby = Standby::start();
+    let fleet = Fleet::new("fleet_health_replication", 3, 0, Revisions::Repo, 4);
+    pause_replay_behind(&standby, &fleet);
+    // The primary measures replay lag when the standby reports, which it does as WAL arrives: keep writing.
+    let is_done = AtomicBool::new(false);
+    let events = fleet.project.path().join("events.ndjson");
+    let (code, out) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !is_done.load(Ordering::Relaxed) {
+                fleet.db.execute("INSERT INTO public.replay_probe VALUES (2);");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        wait_for("the primary to see the lag", Duration::from_secs(30), || {
+            let lag = query_text(
+                fleet.db.url(),
+                "SELECT coalesce(extract(epoch FROM max(replay_lag)), 0) > 2 FROM pg_stat_replication",
+            );
+            (lag.as_deref() == Some("t")).then_some(())
+        });
+        fleet.write_tenants(4, "pause_replay_lag = \"1s\"\n");
+        let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events)]);
+        wait_for("the server to pause", Duration::from_secs(30), || {
+            events_so_far(&events)
+                .iter()
+                .any(|e| e["event"] == "server_paused")
+                .then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!events_so_far(&events).iter().any(|e| e["event"] == "tenant_started"));
+        standby.query("SELECT pg_wal_replay_resume()");
+        let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
+        is_done.store(true, Ordering::Relaxed);
+        (code, format!("{stdout}\n{stderr}"))
+    });
+    held_until_replayed(&fleet, &events, "replica replay lag", code, &out).await;
+    standby_has_the_run(&standby, &fleet).await;
+}
+
+#[test]
+fn an_unreachable_replica_pauses_its_server_and_says_why() {
+    let fleet = Fleet::new("fleet_health_replica_down", 1, 0, Revisions::Repo, 2);
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let replica = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    fleet.write_tenants(2, &format!("replica_urls = \"{replica}\"\n"));
+    let events = fleet.project.path().join("events.ndjson");
+    assert_eq!(query_text(fleet.db.url(), TENANT_TABLES).as_deref(), Some("0"));
+    let mut child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events)]);
+    let paused = wait_for("the server to pause", Duration::from_secs(30), || {
+        events_so_far(&events)
+            .into_iter()
+            .find(|e| e["event"] == "server_paused")
+    });
+    let reason = paused["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("replica `{replica}` cannot be read")),
+        "{paused}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!events_so_far(&events).iter().any(|e| e["event"] == "tenant_started"));
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(
+        query_text(fleet.db.url(), TENANT_TABLES).as_deref(),
+        Some("0"),
+        "the held tenant was never touched"
+    );
+}
+
+#[test]
+fn a_replica_url_with_a_password_is_refused_without_showing_it() {
+    let fleet = Fleet::new("fleet_health_replica_pw", 1, 0, Revisions::Repo, 2);
+    fleet.write_tenants(
+        2,
+        "replica_urls = [\"postgres://reader:hunter2@127.0.0.1:1/postgres\"]\n",
+    );
+    let out = fleet.upgrade(&[]).assert_code(2);
+    assert!(out.stderr.contains("tenants.toml:"), "{}", out.stderr);
+    assert!(out.stderr.contains("replica url"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("hunter2") && !out.stdout.contains("hunter2"),
+        "{}",
+        out.stderr
+    );
 }

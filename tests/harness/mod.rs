@@ -12,6 +12,7 @@ mod db;
 mod ledger;
 mod project;
 mod runtime;
+mod standby;
 
 pub use catalog::{catalog_snapshot, schemas, tables, version_rows, VERSION_TABLE};
 pub use cli::{child_env, flotilla, psql, Cmd, CmdOutput};
@@ -23,3 +24,4 @@ pub use db::{
 pub use ledger::{ledger_backend, parse_ledger_backend, LedgerBackend, TestLedger, TEST_LEDGER_ENV};
 pub use project::{fixtures_dir, repo_dir, TempProject};
 pub use runtime::{block_on, connect};
+pub use standby::Standby;
