@@ -282,4 +282,24 @@ mod tests {
             assert!(!err.contains("hunter2"), "{keys}: {err}");
         }
     }
+
+    #[test]
+    fn the_examples_commented_health_keys_parse() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tenants.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let keys = ["health", "pause_", "replica_urls"];
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if keys.iter().any(|k| rest.starts_with(k)) && rest.contains(" = ") => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file = TenantsFile::parse(&path, &uncommented, &|_| None).expect("the example with its health keys");
+        let health = &file.servers[0].health;
+        assert_eq!(health.replicas.len(), 1);
+        assert_eq!(health.replay_lag, Some(Duration::from_secs(60)));
+        assert!(health.query.is_some());
+    }
 }
