@@ -153,13 +153,22 @@ fn query_text(url: &str, sql: &str) -> Option<String> {
 }
 
 /// The standby, paused, has received WAL it has not replayed and last replayed a transaction over two seconds
-/// ago, so its lag (`now() - pg_last_xact_replay_timestamp()`) is already over a one-second threshold.
+/// ago, so its lag (`now() - pg_last_xact_replay_timestamp()`) is already over a one-second threshold. Before
+/// pausing, it has replayed everything `fleet` wrote so far (a commit reaches it only once the primary flushed
+/// it, so being caught up alone proves nothing).
 fn pause_replay_behind(standby: &Standby, fleet: &Fleet) {
     fleet
         .db
         .execute("CREATE TABLE IF NOT EXISTS public.replay_probe (n int); INSERT INTO public.replay_probe VALUES (0);");
+    let db = fleet.db.name();
     wait_for("the standby to replay", Duration::from_secs(30), || {
-        standby.is_caught_up().then_some(())
+        let seen = standby.query_in(db, "SELECT to_regclass('public.replay_probe') IS NOT NULL");
+        let has_row = seen.as_deref() == Some("t")
+            && standby
+                .query_in(db, "SELECT count(*) > 0 FROM public.replay_probe")
+                .as_deref()
+                == Some("t");
+        (has_row && standby.is_caught_up()).then_some(())
     });
     standby.query("SELECT pg_wal_replay_pause()");
     fleet.db.execute("INSERT INTO public.replay_probe VALUES (1);");
@@ -169,18 +178,25 @@ fn pause_replay_behind(standby: &Standby, fleet: &Fleet) {
     });
 }
 
-/// After the run, the standby replays it too: every tenant's version rows on it are the primary's.
+/// After the run, the standby replays it too: every tenant's version rows on it become the primary's.
 async fn standby_has_the_run(standby: &Standby, fleet: &Fleet) {
-    wait_for("the standby to catch up", Duration::from_secs(60), || {
-        standby.is_caught_up().then_some(())
-    });
-    let client = connect(&standby.db_url(fleet.db.name()))
-        .await
-        .expect("connect to the standby");
+    let url = standby.db_url(fleet.db.name());
+    let client = connect(&url).await.expect("connect to the standby");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for t in &fleet.tenants {
         let schema = t.schema.as_ref().expect("schema tenants");
-        let rows = version_rows(&client, &format!("{schema}.{VERSION_TABLE}")).await;
-        assert_eq!(rows, [REPO_HEAD], "{} on the standby", t.id);
+        loop {
+            let rows = version_rows(&client, &format!("{schema}.{VERSION_TABLE}")).await;
+            if rows == [REPO_HEAD] {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} on the standby: {rows:?}",
+                t.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -205,15 +221,33 @@ async fn held_until_replayed(fleet: &Fleet, events: &std::path::Path, says: &str
     assert!(versions.values().all(|rows| rows == &[REPO_HEAD]), "{versions:?}");
 }
 
+/// The test cluster's pg_hba.conf (scripts/pg-cluster) asks members of this role for a scram password on TCP.
+const PASSWORD_GROUP: &str = "flotilla_password_login";
+
+/// The replica is read as a role that must send a password, which only the server's `password_file` holds: the
+/// replica connection takes the server's password, and it never shows.
 #[tokio::test]
 async fn a_listed_replica_behind_its_primary_holds_the_servers_tenants_until_it_replays() {
     let standby = Standby::start();
     let fleet = Fleet::new("fleet_health_replica", 3, 0, Revisions::Repo, 4);
+    let role = format!("flotilla_replica_reader_{}", std::process::id());
+    let secret = format!("Rp-{}-x", std::process::id());
+    fleet.db.execute(&format!(
+        "DO $$ BEGIN CREATE ROLE {PASSWORD_GROUP} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n\
+         DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD '{secret}' IN ROLE {PASSWORD_GROUP};"
+    ));
+    let password_file = fleet.project.path().join("server.password");
+    std::fs::write(&password_file, format!("{secret}\n")).unwrap();
     pause_replay_behind(&standby, &fleet);
-    let replica = standby.db_url(fleet.db.name());
+    let replica = standby
+        .db_url(fleet.db.name())
+        .replacen("postgres@", &format!("{role}@"), 1);
     fleet.write_tenants(
         4,
-        &format!("pause_replay_lag = \"1s\"\nreplica_urls = [\"{replica}\"]\n"),
+        &format!(
+            "password_file = \"{}\"\npause_replay_lag = \"1s\"\nreplica_urls = [\"{replica}\"]\n",
+            password_file.display()
+        ),
     );
     let events = fleet.project.path().join("events.ndjson");
     let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events)]);
@@ -230,9 +264,12 @@ async fn a_listed_replica_behind_its_primary_holds_the_servers_tenants_until_it_
     );
     standby.query("SELECT pg_wal_replay_resume()");
     let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
-    let says = format!("replica `{replica}`");
+    let says = format!("replica `{replica}` replay lag");
     held_until_replayed(&fleet, &events, &says, code, &format!("{stdout}\n{stderr}")).await;
+    let all_output = format!("{stdout}{stderr}{}", std::fs::read_to_string(&events).unwrap());
+    assert!(!all_output.contains(&secret), "{all_output}");
     standby_has_the_run(&standby, &fleet).await;
+    fleet.db.execute(&format!("DROP ROLE {role}"));
 }
 
 #[tokio::test]
@@ -276,16 +313,9 @@ async fn the_primarys_replication_view_of_a_paused_standby_holds_the_servers_ten
     standby_has_the_run(&standby, &fleet).await;
 }
 
-#[test]
-fn an_unreachable_replica_pauses_its_server_and_says_why() {
-    let fleet = Fleet::new("fleet_health_replica_down", 1, 0, Revisions::Repo, 2);
-    // A port nobody listens on: bound, then closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let replica = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+/// Runs an upgrade whose server lists `replica` (with `fleet`'s tenants file) and asserts the server pauses with a
+/// reason that says `says`, holding its tenant untouched.
+fn held_by_a_replica(fleet: &Fleet, replica: &str, says: &str) {
     fleet.write_tenants(2, &format!("replica_urls = \"{replica}\"\n"));
     let events = fleet.project.path().join("events.ndjson");
     assert_eq!(query_text(fleet.db.url(), TENANT_TABLES).as_deref(), Some("0"));
@@ -296,10 +326,7 @@ fn an_unreachable_replica_pauses_its_server_and_says_why() {
             .find(|e| e["event"] == "server_paused")
     });
     let reason = paused["reason"].as_str().unwrap();
-    assert!(
-        reason.contains(&format!("replica `{replica}` cannot be read")),
-        "{paused}"
-    );
+    assert!(reason.contains(&format!("replica `{replica}` {says}")), "{paused}");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!events_so_far(&events).iter().any(|e| e["event"] == "tenant_started"));
     child.kill().unwrap();
@@ -309,6 +336,27 @@ fn an_unreachable_replica_pauses_its_server_and_says_why() {
         Some("0"),
         "the held tenant was never touched"
     );
+}
+
+#[test]
+fn an_unreachable_replica_pauses_its_server_and_says_why() {
+    let fleet = Fleet::new("fleet_health_replica_down", 1, 0, Revisions::Repo, 2);
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let replica = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    held_by_a_replica(&fleet, &replica, "cannot be read");
+}
+
+#[test]
+fn a_listed_replica_that_is_not_a_standby_pauses_its_server() {
+    let fleet = Fleet::new("fleet_health_replica_primary", 1, 0, Revisions::Repo, 2);
+    // The primary itself, listed by mistake (or a promoted replica).
+    let replica = fleet.db.url().to_string();
+    held_by_a_replica(&fleet, &replica, "is not in recovery");
 }
 
 #[test]

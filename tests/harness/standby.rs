@@ -127,9 +127,19 @@ impl Standby {
     /// Runs one statement on the standby's maintenance database and returns its first column of its first row as
     /// text (NULL as `None`).
     pub fn query(&self, sql: &str) -> Option<String> {
-        let (url, sql) = (self.url(), sql.to_string());
+        self.query_in("postgres", sql)
+    }
+
+    /// [`Standby::query`] in database `db_name`; `None` also while the standby has no such database yet (it has not
+    /// replayed its creation), so callers poll.
+    pub fn query_in(&self, db_name: &str, sql: &str) -> Option<String> {
+        let (url, sql) = (self.db_url(db_name), sql.to_string());
         block_on(async move {
-            let client = connect(&url).await.expect("connect to the standby");
+            let client = match connect(&url).await {
+                Ok(client) => client,
+                Err(e) if format!("{e:#}").contains("does not exist") => return None,
+                Err(e) => panic!("connect to the standby: {e:#}"),
+            };
             let rows = client.simple_query(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
             rows.iter().find_map(|m| match m {
                 tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
