@@ -1436,23 +1436,15 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                     wave
                 }
             };
+            let runner_head = if is_shared {
+                format!(" {:<28}", "runner")
+            } else {
+                String::new()
+            };
+            let wave_head = if waves.is_some() { "   wave" } else { "" };
             println!(
-                "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}{}  error",
-                "tenant",
-                "status",
-                "from",
-                "to",
-                "attempts",
-                "duration",
-                format!(
-                    "{}{}",
-                    if is_shared {
-                        format!(" {:<28}", "runner")
-                    } else {
-                        String::new()
-                    },
-                    if waves.is_some() { " wave  " } else { "" }
-                )
+                "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}{runner_head}{wave_head}  error",
+                "tenant", "status", "from", "to", "attempts", "duration",
             );
             for t in &tenants {
                 println!(
