@@ -54,12 +54,7 @@ async fn waves_open_in_turn_after_the_gate_and_each_waits_for_the_last() {
         ])
         .assert_success();
     // The progress line names the open wave.
-    let last_line = out
-        .stderr
-        .lines()
-        .filter(|l| l.contains(" done: "))
-        .last()
-        .unwrap_or_default();
+    let last_line = out.stderr.lines().rfind(|l| l.contains(" done: ")).unwrap_or_default();
     assert!(last_line.ends_with("; wave 3/3 (100%)"), "{}", out.stderr);
     let events = read_events(&events);
     let line = timeline(&events);

@@ -147,10 +147,7 @@ async fn read_schemas(server: &Server, group: &[(usize, &str)], store: &dyn Vers
     let lane = || async {
         let mut out = Vec::new();
         let mut conn = None;
-        loop {
-            let Some(chunk) = chunks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else {
-                break;
-            };
+        while let Some(chunk) = chunks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
             let unreachable = |e: String| chunk.iter().map(move |(i, _)| (*i, Versions::Unreachable(e.clone())));
             if conn.is_none() {
                 match server.pooled().await {
