@@ -456,7 +456,6 @@ impl Server {
         }
     }
 
-    /// A connection to the server URL's own database, from the shared pool.
     /// Read the health signals this server's limits configure, on the server's health connection (opened on first use).
     pub async fn sample_health(&self) -> Result<super::health::HealthSample, String> {
         let limits = &self.health.limits;
@@ -504,6 +503,7 @@ impl Server {
         Ok(sample)
     }
 
+    /// A connection to the server URL's own database, from the shared pool.
     pub async fn pooled(&self) -> Result<Conn, ConnectError> {
         match self.pool.get().await {
             Ok(object) => Ok(Conn {
