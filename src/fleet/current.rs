@@ -181,7 +181,9 @@ async fn read_schemas(server: &Server, group: &[(usize, &str)], store: &dyn Vers
 }
 
 /// For each schema of `chunk` (by its position `k`): whether the schema exists, and whether its version table
-/// does (only when the schema does), from one query over the catalogs.
+/// does, from one query over the catalogs. Each lookup is a scalar subquery on a catalog's unique name index
+/// (`pg_namespace_nspname_index`, `pg_class_relname_nsp_index`), so the cost stays per schema asked about: a
+/// join over the catalogs let the planner hash all of `pg_class`, over a minute per 500 schemas among 100,000.
 fn catalog_probe(chunk: &[(usize, &str)], tables: &[(String, String)]) -> String {
     let array = |items: &mut dyn Iterator<Item = &str>| {
         let quoted: Vec<String> = items.map(quote_literal).collect();
@@ -191,10 +193,11 @@ fn catalog_probe(chunk: &[(usize, &str)], tables: &[(String, String)]) -> String
     let schemas = array(&mut tables.iter().map(|(schema, _)| schema.as_str()));
     let names = array(&mut tables.iter().map(|(_, table)| table.as_str()));
     format!(
-        "SELECT u.k - 1, s.present, s.present AND EXISTS (SELECT FROM pg_catalog.pg_class c \
-           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = u.vschema AND c.relname = u.vtable) \
-         FROM unnest({tenants}, {schemas}, {names}) WITH ORDINALITY AS u(tenant, vschema, vtable, k) \
-         CROSS JOIN LATERAL (SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = u.tenant) AS present) s"
+        "SELECT u.k - 1, \
+           (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = u.tenant) IS NOT NULL, \
+           EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relname = u.vtable \
+             AND c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = u.vschema)) \
+         FROM unnest({tenants}, {schemas}, {names}) WITH ORDINALITY AS u(tenant, vschema, vtable, k)"
     )
 }
 
@@ -233,7 +236,9 @@ async fn read_chunk(
         if let tokio_postgres::SimpleQueryMessage::Row(row) = row {
             let k: usize = row.get(0).and_then(|k| k.parse().ok()).unwrap_or(usize::MAX);
             if let Some(slot) = found.get_mut(k) {
-                *slot = (row.get(1) == Some("t"), row.get(2) == Some("t"));
+                // A missing schema has no version table of its own, wherever its store would look.
+                let has_schema = row.get(1) == Some("t");
+                *slot = (has_schema, has_schema && row.get(2) == Some("t"));
             }
         }
     }
