@@ -201,3 +201,60 @@ fn upgrade_skips_schema_tenants_at_the_target_without_a_session() {
         (Some(4), Some(1))
     );
 }
+
+/// More schemas than one chunk of the bulk read holds (several chunks read in parallel, each read split into
+/// several statements): 1,201 schema tenants at head, at the first revision, without a version table, or with
+/// the schema dropped, set up in SQL; the bulk read equals reading each tenant on its own.
+#[tokio::test]
+async fn bulk_reads_of_many_chunks_agree_with_reading_each_tenant() {
+    let fleet = Fleet::new("fleet_plan_many", 1201, 0, Revisions::Repo, 3);
+    fleet.db.execute(&format!(
+        "DO $$ BEGIN FOR i IN 1..1201 LOOP
+           IF i % 3 <> 2 THEN
+             EXECUTE format('CREATE TABLE tenant_%s.flotilla_version (version_num varchar(255) PRIMARY KEY);
+                             INSERT INTO tenant_%s.flotilla_version VALUES (%L)',
+                            lpad(i::text, 4, '0'), lpad(i::text, 4, '0'), CASE WHEN i % 3 = 0 THEN '{REPO_HEAD}' ELSE '{}' END);
+           END IF;
+           IF i % 100 = 7 THEN EXECUTE format('DROP SCHEMA tenant_%s CASCADE', lpad(i::text, 4, '0')); END IF;
+         END LOOP; END $$;",
+        UPGRADE_ORDER[0]
+    ));
+    let current = fleet
+        .fleet(&["current", "--format", "json", "--verbose"])
+        .assert_code(1)
+        .json();
+    let read: BTreeMap<String, Vec<String>> = current["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let rows = t["revisions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string());
+            (t["id"].as_str().unwrap().to_string(), rows.collect())
+        })
+        .collect();
+    let dropped: Vec<String> = (1..=1201)
+        .filter(|i| i % 100 == 7)
+        .map(|i| format!("tenant_{i:04}"))
+        .collect();
+    let mut direct = fleet.versions().await;
+    for id in &dropped {
+        direct.remove(id);
+    }
+    assert_eq!(read.len(), 1201 - dropped.len());
+    assert_eq!(read, direct, "fleet current's bulk read equals per-tenant reads");
+    assert_eq!(read["tenant_0003"], [REPO_HEAD]);
+    assert_eq!(read["tenant_0004"], [UPGRADE_ORDER[0]]);
+    assert!(read["tenant_0005"].is_empty());
+    let mut missing: Vec<&str> = current["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    missing.sort();
+    assert_eq!(missing, dropped);
+}

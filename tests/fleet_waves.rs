@@ -105,6 +105,60 @@ fn a_refused_gate_halts_after_the_wave_and_retry_goes_on_from_there() {
     assert!(status.values().all(|t| t["status"] == "succeeded"), "{status:?}");
 }
 
+/// Each tenant's wave (1-based) in `fleet status --format json`, by tenant id.
+fn waves_of(status: &Value) -> BTreeMap<String, u64> {
+    Fleet::status_tenants(status)
+        .into_iter()
+        .map(|(id, t)| {
+            (
+                id,
+                t["wave"].as_u64().expect("a run in waves gives each tenant its wave"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_retry_continues_at_the_wave_where_the_run_stopped() {
+    let fleet = Fleet::new("fleet_waves_retry", 6, 0, Revisions::Repo, 8);
+    // tenant_0003, in the second wave, cannot create `users`: that wave's failure gate halts the run.
+    fleet.db.execute("CREATE TABLE tenant_0003.users (id int)");
+    fleet.upgrade(&["--waves", "1,50%,100%"]).assert_code(3);
+    let status = fleet.status(None);
+    assert_eq!(status["run"]["waves"]["of"], 3, "{status}");
+    let first_waves = waves_of(&status);
+    let expected: BTreeMap<String, u64> = [1, 2, 2, 3, 3, 3]
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (format!("tenant_{:04}", i + 1), *w))
+        .collect();
+    assert_eq!(first_waves, expected);
+
+    fleet.db.execute("DROP TABLE tenant_0003.users");
+    let events = fleet.project.path().join("retry.ndjson");
+    fleet.retry(&["--events", &Fleet::path_arg(&events)]).assert_success();
+    let line = timeline(&read_events(&events));
+    let waves: Vec<&String> = line.iter().filter(|l| l.starts_with("wave")).collect();
+    // The retry starts at wave 2 (its failed tenant), then wave 3 (the tenants that never started).
+    assert_eq!(waves, ["wave 2 50%", "wave 3 100%"], "{line:#?}");
+    assert!(position(&line, "ok tenant_0003") < position(&line, "wave 3 100%"));
+    assert!(!line
+        .iter()
+        .any(|l| l == "start tenant_0001" || l == "start tenant_0002"));
+    let status = fleet.status(None);
+    let retry_waves = waves_of(&status);
+    assert_eq!(
+        retry_waves,
+        expected
+            .into_iter()
+            .filter(|(id, _)| id.as_str() >= "tenant_0003")
+            .collect()
+    );
+    assert!(Fleet::status_tenants(&status)
+        .values()
+        .all(|t| t["status"] == "succeeded"));
+}
+
 #[tokio::test]
 async fn bad_wave_flags_are_refused_before_anything_runs() {
     let fleet = Fleet::new("fleet_waves_bad", 2, 0, Revisions::Repo, 8);

@@ -240,6 +240,41 @@ struct RetryOf {
     pinned: BTreeMap<String, Vec<RevisionId>>,
     /// How the run is recorded when not as its action's own command (a rollback, and its retries).
     recorded: Option<Recorded>,
+    /// The waves the retry continues (a run in waves retried without new `--waves`).
+    resume: Option<ResumeWaves>,
+}
+
+/// A run's waves and where its retried tenants stood in them, for [`fleet::waves::resume`].
+#[derive(Debug, Clone)]
+struct ResumeWaves {
+    original: fleet::waves::Waves,
+    /// Each retried tenant's position in the run's dispatch order.
+    positions: BTreeMap<String, usize>,
+    /// The wave the run stopped in (0-based): the last one any of its tenants started in.
+    stage: usize,
+}
+
+impl ResumeWaves {
+    /// The stored waves of `run` with its tenant rows, when the run was in waves.
+    fn of(options: &RunOptions, records: &[ledger::TenantRecord], only: &BTreeSet<String>) -> Option<ResumeWaves> {
+        let original = options.wave_plan.clone().filter(|w| !w.is_empty())?;
+        let last_started = records
+            .iter()
+            .filter(|t| t.status != ledger::TenantStatus::Pending)
+            .map(|t| t.position)
+            .max();
+        let stage = last_started.map_or(0, |p| original.wave_of(p)).min(original.len() - 1);
+        let positions = records
+            .iter()
+            .filter(|t| only.contains(&t.tenant_id))
+            .map(|t| (t.tenant_id.clone(), t.position))
+            .collect();
+        Some(ResumeWaves {
+            original,
+            positions,
+            stage,
+        })
+    }
 }
 
 /// The command and target a run is recorded under instead of its action's: `fleet rollback` records a downgrade
@@ -257,32 +292,41 @@ fn retry_of(ledger: &dyn Ledger, run: &ledger::RunId) -> Result<RetryOf, CliErro
         .map_err(|e| CliError::new(ExitCode::Usage, e))?
         .into_iter()
         .collect();
-    let pinned = ledger
+    let records = ledger
         .tenants(run, None)
-        .map_err(|e| CliError::new(ExitCode::Usage, e))?
-        .into_iter()
+        .map_err(|e| CliError::new(ExitCode::Usage, e))?;
+    let pinned = records
+        .iter()
         .filter(|t| only.contains(&t.tenant_id))
         .filter_map(|t| {
             let rows = ledger::rows_of(t.target_revision.as_deref()?)
                 .into_iter()
                 .map(RevisionId::from)
                 .collect();
-            Some((t.tenant_id, rows))
+            Some((t.tenant_id.clone(), rows))
         })
         .collect();
+    let resume = ledger
+        .run(&RunSelector::Id(run.to_string()))
+        .map_err(|e| CliError::new(ExitCode::Usage, e))?
+        .and_then(|r| RunOptions::from_stored(&r.options))
+        .and_then(|options| ResumeWaves::of(&options, &records, &only));
     Ok(RetryOf {
         only,
         pinned,
         recorded: None,
+        resume,
     })
 }
 
-/// The waves `--waves` or `--waves-by` ask for, with `chosen` reordered into them (`None` without those flags).
+/// The waves `--waves` or `--waves-by` ask for, with `chosen` reordered into them (`None` without those flags);
+/// a retry that inherited them continues the retried run's waves where it stopped (`resume`).
 fn wave_run(
     run: &RunArgs,
     chosen: &mut [Tenant],
     max_failure_rate: Option<f64>,
     n_canaries: usize,
+    resume: Option<&ResumeWaves>,
 ) -> Result<Option<fleet::WaveRun>, CliError> {
     let spec = match (&run.waves, &run.waves_by) {
         (Some(text), _) => fleet::waves::parse_sizes(text).map_err(|e| CliError::usage(format!("--waves {e}")))?,
@@ -307,7 +351,15 @@ fn wave_run(
              to see the wave end; run the waves with one runner",
         ));
     }
-    let waves = fleet::waves::plan(&spec, chosen);
+    let waves = match resume {
+        Some(r) => fleet::waves::resume(
+            &r.original,
+            r.stage,
+            |t| r.positions.get(&t.id).map(|p| r.original.wave_of(*p)),
+            chosen,
+        ),
+        None => fleet::waves::plan(&spec, chosen),
+    };
     Ok(Some(fleet::WaveRun {
         waves,
         max_failure_rate: max_failure_rate.unwrap_or(0.0),
@@ -378,8 +430,10 @@ async fn migrate(
         selection(&ctx, &select)?
     };
     let mut pinned = BTreeMap::new();
+    let mut resume = None;
     match retry {
         Some(retry) => {
+            resume = retry.resume;
             selection.only = Some(retry.only);
             pinned = retry.pinned;
         }
@@ -429,7 +483,7 @@ async fn migrate(
         (None, Some(n)) => n.min(chosen.len()),
         (None, None) => 0,
     };
-    let waves = wave_run(&run, &mut chosen, max_failure_rate, n_canaries)?;
+    let waves = wave_run(&run, &mut chosen, max_failure_rate, n_canaries, resume.as_ref())?;
     let defaults = &setup.defaults;
     let concurrency = run.concurrency.unwrap_or(defaults.concurrency).max(1);
     let rate = run.rate.unwrap_or(defaults.rate);
@@ -475,6 +529,7 @@ async fn migrate(
         waves_by: run.waves_by.clone(),
         wave_pause_ms: run_options::millis(run.wave_pause),
         wave_gate: run.wave_gate.clone(),
+        wave_plan: waves.as_ref().map(|w| w.waves.clone()),
     };
     // Each retried tenant keeps the absolute target its first plan was made for.
     let pinned: BTreeMap<usize, Vec<RevisionId>> = chosen
@@ -817,6 +872,10 @@ async fn retry(
     }
     let stored = RunOptions::from_stored(&last.options).unwrap_or_default();
     let overridden = inherit(&mut select, &mut run, &stored);
+    // New --waves plan the retry afresh; inherited ones continue where the run stopped.
+    if overridden.contains(&"--waves") {
+        retry.resume = None;
+    }
     if text {
         let which = if run_id.is_some() { "run" } else { "the latest run," };
         println!(
@@ -1316,8 +1375,22 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
     if args.failed || select.only_failed {
         tenants.retain(|t| matches!(t.status_label(state), "failed" | "interrupted" | "not_started"));
     }
+    // A run in waves: each tenant's wave from its position.
+    let waves = RunOptions::from_stored(&run.options).and_then(|o| o.wave_plan);
     match ctx.format {
-        Format::Json => print_json(&ledger::status_json(&run, &tenants, state)),
+        Format::Json => {
+            let mut value = ledger::status_json(&run, &tenants, state);
+            if let Some(waves) = &waves {
+                value["run"]["waves"] =
+                    serde_json::json!({ "names": waves.names, "numbers": waves.numbers, "of": waves.of });
+                if let Some(rows) = value["tenants"].as_array_mut() {
+                    for (row, t) in rows.iter_mut().zip(&tenants) {
+                        row["wave"] = serde_json::json!(waves.number_at(t.position));
+                    }
+                }
+            }
+            print_json(&value);
+        }
         Format::Text => {
             println!(
                 "Run {}: {} {} started {} {}",
@@ -1363,26 +1436,32 @@ fn status(global: &GlobalArgs, args: FleetStatusArgs) -> Result<ExitCode, CliErr
                     );
                 }
             }
+            if let Some(waves) = &waves {
+                let names: Vec<String> = (0..waves.len())
+                    .map(|k| format!("{} ({})", waves.number(k), waves.names[k]))
+                    .collect();
+                println!("Waves of {}: {}", waves.of, names.join(", "));
+            }
             let runner_of = |t: &ledger::TenantRecord| {
+                let wave = match &waves {
+                    Some(w) => format!(" {:>6}", w.number_at(t.position)),
+                    None => String::new(),
+                };
                 if is_shared {
-                    format!(" {:<28}", t.runner.as_deref().unwrap_or("-"))
+                    format!(" {:<28}{wave}", t.runner.as_deref().unwrap_or("-"))
                 } else {
-                    String::new()
+                    wave
                 }
             };
+            let runner_head = if is_shared {
+                format!(" {:<28}", "runner")
+            } else {
+                String::new()
+            };
+            let wave_head = if waves.is_some() { "   wave" } else { "" };
             println!(
-                "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}{}  error",
-                "tenant",
-                "status",
-                "from",
-                "to",
-                "attempts",
-                "duration",
-                if is_shared {
-                    format!(" {:<28}", "runner")
-                } else {
-                    String::new()
-                }
+                "{:<24} {:<12} {:<14} {:<14} {:>8} {:>9}{runner_head}{wave_head}  error",
+                "tenant", "status", "from", "to", "attempts", "duration",
             );
             for t in &tenants {
                 println!(
@@ -1690,6 +1769,7 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
             command: ROLLBACK,
             target: undone.id.to_string(),
         }),
+        resume: None,
     };
     // `migrate` selects by `only` (and applies --tenant, --tag and --exclude again, to the same tenants; in a run
     // shared with --run-name, --tag places this runner instead).

@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub waves_by: Option<String>,
     pub wave_pause_ms: Option<u64>,
     pub wave_gate: Option<String>,
+    /// The waves the run was planned into (for `fleet status` and a retry that continues them).
+    pub wave_plan: Option<crate::fleet::waves::Waves>,
 }
 
 impl Default for RunOptions {
@@ -68,6 +70,7 @@ impl Default for RunOptions {
             waves_by: None,
             wave_pause_ms: None,
             wave_gate: None,
+            wave_plan: None,
         }
     }
 }

@@ -43,9 +43,18 @@ impl Versions {
     }
 }
 
-/// Schema tenants read per statement by [`read_schemas`]: a few hundred keeps each statement's text and plan
-/// small while a fleet of 10,000 schemas still costs a few dozen round trips.
-const SCHEMAS_PER_QUERY: usize = 500;
+/// Schema tenants per chunk of [`read_schemas`]: one catalog query finds the chunk's version tables and one
+/// round trip reads them, so a fleet of 10,000 schemas costs a few dozen round trips.
+const SCHEMAS_PER_CHUNK: usize = 500;
+
+/// Version tables per `UNION ALL` statement of a chunk's read. Planning a `UNION ALL` grows faster than its
+/// branches: 10,000 tables read 500 to a statement took 4 s, 50 to a statement 1.4 s (load-tests/FINDINGS.md §8).
+const TABLES_PER_STATEMENT: usize = 50;
+
+/// Chunks of one server database read at once, each on its own pooled connection (at most the server's
+/// connection cap). Opening a table the session has not seen costs the server about 0.1 ms of catalog reads,
+/// which parallel sessions share out.
+const PARALLEL_CHUNKS: usize = 4;
 
 /// Read the version rows of every tenant, in tenant order: schema tenants of a server in bulk (two statements
 /// per few hundred schemas, on one connection, never a session per tenant), database tenants `concurrency` at a
@@ -127,36 +136,37 @@ pub async fn schema_tenants_at_target(
         .collect()
 }
 
-/// The version rows of the schema tenants `group` (tenant index, schema) of one server database, on one pooled
-/// connection: per chunk, one statement tells for each schema whether it and its version table exist, and one
-/// `UNION ALL` reads the rows of those that have the table.
+/// The version rows of the schema tenants `group` (tenant index, schema) of one server database, in chunks read
+/// [`PARALLEL_CHUNKS`] at a time, each on a pooled connection: per chunk, one statement tells for each schema
+/// whether it and its version table exist, and one round trip reads the rows of those that have the table.
 async fn read_schemas(server: &Server, group: &[(usize, &str)], store: &dyn VersionStore) -> Vec<(usize, Versions)> {
-    let conn = match server.pooled().await {
-        Ok(conn) => conn,
-        Err(e) => {
-            let e = e.to_string();
-            return group
-                .iter()
-                .map(|(i, _)| (*i, Versions::Unreachable(e.clone())))
-                .collect();
-        }
-    };
-    let mut out = Vec::with_capacity(group.len());
-    let mut is_clean = true;
-    for chunk in group.chunks(SCHEMAS_PER_QUERY) {
-        match read_chunk(conn.client(), chunk, store).await {
-            Ok(rows) => out.extend(rows),
-            Err(e) => {
-                is_clean = false;
-                let e = db_message(&e);
-                out.extend(chunk.iter().map(|(i, _)| (*i, Versions::Unreachable(e.clone()))));
+    let parallel = PARALLEL_CHUNKS.min(server.max_connections()).max(1);
+    stream::iter(group.chunks(SCHEMAS_PER_CHUNK))
+        .map(|chunk| async move {
+            let unreachable = |e: String| -> Vec<(usize, Versions)> {
+                chunk
+                    .iter()
+                    .map(|(i, _)| (*i, Versions::Unreachable(e.clone())))
+                    .collect()
+            };
+            let conn = match server.pooled().await {
+                Ok(conn) => conn,
+                Err(e) => return unreachable(e.to_string()),
+            };
+            match read_chunk(conn.client(), chunk, store).await {
+                Ok(rows) => {
+                    conn.release().await;
+                    rows
+                }
+                Err(e) => unreachable(db_message(&e)),
             }
-        }
-    }
-    if is_clean {
-        conn.release().await;
-    }
-    out
+        })
+        .buffer_unordered(parallel)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// For each schema of `chunk` (by its position `k`): whether the schema exists, and whether its version table
@@ -225,7 +235,12 @@ async fn read_chunk(
         .collect();
     let mut rows: Vec<Vec<RevisionId>> = vec![Vec::new(); chunk.len()];
     if !reads.is_empty() {
-        for row in client.simple_query(&reads.join(" UNION ALL ")).await? {
+        // Several statements in one message: one round trip, each statement's plan small.
+        let statements: Vec<String> = reads
+            .chunks(TABLES_PER_STATEMENT)
+            .map(|r| r.join(" UNION ALL "))
+            .collect();
+        for row in client.simple_query(&statements.join(";\n")).await? {
             if let tokio_postgres::SimpleQueryMessage::Row(row) = row {
                 let k: usize = row.get(0).and_then(|k| k.parse().ok()).unwrap_or(usize::MAX);
                 if let (Some(slot), Some(rev)) = (rows.get_mut(k), row.get(1)) {

@@ -235,21 +235,9 @@ mod tests {
 
     fn record(id: &str, status: TenantStatus, from: Option<&str>, to: Option<&str>) -> TenantRecord {
         TenantRecord {
-            tenant_id: id.to_string(),
-            server: "s".to_string(),
-            kind: "schema".to_string(),
-            status,
             from_revision: from.map(str::to_string),
             to_revision: to.map(str::to_string),
-            failed_revision: None,
-            attempts: 1,
-            duration_ms: None,
-            error: None,
-            error_kind: None,
-            sqlstate: None,
-            target_revision: None,
-            runner: None,
-            updated_at: String::new(),
+            ..TenantRecord::example(id, status)
         }
     }
 

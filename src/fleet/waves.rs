@@ -4,6 +4,8 @@
 
 use std::cmp::Ordering;
 
+use serde::{Deserialize, Serialize};
+
 use super::tenant::Tenant;
 
 /// What `--waves` or `--waves-by` asked for.
@@ -22,14 +24,40 @@ pub enum WaveSize {
 }
 
 /// The waves of a run: wave `k` (0-based) is the tenants at indices `ends[k-1]..ends[k]` of the run's ordered
-/// tenant list; `names` says what each wave is (`1`, `5%`, `ring=canary`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// tenant list; `names` says what each wave is (`1`, `5%`, `ring=canary`). A run shows wave `k` as `numbers[k]`
+/// of `of`: `k + 1` of `ends.len()` for a new run, the first run's numbers for a retry ([`resume`]). Stored with
+/// the run (its options), so `fleet status` and `fleet retry` know each tenant's wave from its position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waves {
     pub ends: Vec<usize>,
     pub names: Vec<String>,
+    pub numbers: Vec<usize>,
+    pub of: usize,
 }
 
 impl Waves {
+    /// Waves numbered `1..=ends.len()`.
+    pub fn new(ends: Vec<usize>, names: Vec<String>) -> Waves {
+        let numbers = (1..=ends.len()).collect();
+        let of = ends.len();
+        Waves {
+            ends,
+            names,
+            numbers,
+            of,
+        }
+    }
+
+    /// The number wave `wave` (0-based) is shown as (1-based).
+    pub fn number(&self, wave: usize) -> usize {
+        self.numbers.get(wave).copied().unwrap_or(wave + 1)
+    }
+
+    /// The wave number (1-based, as shown) of the tenant at `position` of the run's order.
+    pub fn number_at(&self, position: usize) -> usize {
+        self.number(self.wave_of(position).min(self.len().saturating_sub(1)))
+    }
+
     /// The wave tenant `index` belongs to.
     pub fn wave_of(&self, index: usize) -> usize {
         self.ends.partition_point(|end| *end <= index)
@@ -175,7 +203,41 @@ pub fn plan(spec: &WaveSpec, tenants: &mut [Tenant]) -> Waves {
             }
         }
     }
-    Waves { ends, names }
+    Waves::new(ends, names)
+}
+
+/// The waves a retry of a run in `original` waves runs in, so it continues at the wave where the run stopped:
+/// `stage` (0-based, the last wave any of the run's tenants started in). The retried `tenants` are reordered
+/// (stably) by the wave `wave_of` says they had; those of waves up to `stage` (the stopped wave's rest and the
+/// failures earlier waves tolerated) go first, together, as wave `stage`; later waves keep their number and
+/// name. A tenant `wave_of` knows nothing of joins the last wave.
+pub fn resume(
+    original: &Waves,
+    stage: usize,
+    wave_of: impl Fn(&Tenant) -> Option<usize>,
+    tenants: &mut [Tenant],
+) -> Waves {
+    let last = original.len().saturating_sub(1);
+    let rank = |t: &Tenant| wave_of(t).unwrap_or(last).min(last).max(stage);
+    tenants.sort_by_key(rank);
+    let mut waves = Waves {
+        ends: Vec::new(),
+        names: Vec::new(),
+        numbers: Vec::new(),
+        of: original.of,
+    };
+    let mut end = 0;
+    for wave in stage..original.len() {
+        let count = tenants.iter().filter(|t| rank(t) == wave).count();
+        if count == 0 {
+            continue;
+        }
+        end += count;
+        waves.ends.push(end);
+        waves.names.push(original.names[wave].clone());
+        waves.numbers.push(original.number(wave));
+    }
+    waves
 }
 
 /// Numbers by value, then everything else as text.
@@ -265,6 +327,37 @@ mod tests {
         assert_eq!(ids(&list), ["t4", "t1", "t3", "t0", "t2"]);
         assert_eq!(waves.names, ["ring=canary", "ring=2", "ring not set"]);
         assert_eq!(waves.ends, [1, 3, 5]);
+    }
+
+    #[test]
+    fn a_retry_continues_at_the_stopped_wave_with_earlier_failures_in_it() {
+        // 10 tenants in waves 1 | 2,3 | 4..6 | 7..10; the run stopped in the third wave (0-based 2).
+        let original = Waves::new(
+            vec![1, 3, 6, 10],
+            vec!["1".into(), "30%".into(), "60%".into(), "rest".into()],
+        );
+        let wave_at = |id: &str| {
+            let position: usize = id[1..].parse().unwrap();
+            Some(original.wave_of(position))
+        };
+        // Retried: t2 (a failure wave 2 tolerated), t4 and t5 (wave 3's failures), t6, t9 (never started).
+        let mut list = tenants(&[None; 10]);
+        list.retain(|t| ["t9", "t2", "t6", "t4", "t5"].contains(&t.id.as_str()));
+        let waves = resume(&original, 2, |t| wave_at(&t.id), &mut list);
+        assert_eq!(ids(&list), ["t2", "t4", "t5", "t6", "t9"]);
+        assert_eq!(waves.ends, [3, 5]);
+        assert_eq!(waves.names, ["60%", "rest"]);
+        assert_eq!((waves.number(0), waves.number(1), waves.of), (3, 4, 4));
+        assert_eq!((waves.number_at(0), waves.number_at(4)), (3, 4));
+
+        // A retry of that retry, stopped in its first wave, numbers its waves the same way.
+        let order: Vec<String> = ids(&list).iter().map(|id| id.to_string()).collect();
+        let position = |t: &Tenant| order.iter().position(|id| *id == t.id);
+        let again = resume(&waves, 0, |t| position(t).map(|p| waves.wave_of(p)), &mut list);
+        assert_eq!(
+            (again.ends.clone(), again.numbers.clone(), again.of),
+            (vec![3, 5], vec![3, 4], 4)
+        );
     }
 
     #[test]

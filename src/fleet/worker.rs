@@ -536,17 +536,33 @@ fn plan_upgrade_to(graph: &RevisionGraph, from: &[RevisionId], rows: &[RevisionI
     })
 }
 
-/// A downgrade to exactly `rows` (an earlier run's resolved target). Downgrading to one of them removes
-/// everything above it; the rows it leaves must be exactly `rows`, or the tenant fails instead of guessing.
+/// A downgrade to exactly `rows` (an earlier run's resolved target): to each row in turn, from where the last
+/// left (downgrading to one row removes everything above it, so a tenant whose independent branches all moved
+/// goes back on each). The rows it leaves must be exactly `rows`, or the tenant fails instead of guessing.
 pub(super) fn plan_downgrade_to(
     graph: &RevisionGraph,
     from: &[RevisionId],
     rows: &[RevisionId],
 ) -> Result<Plan, String> {
-    let Some(first) = rows.first() else {
+    if rows.is_empty() {
         return graph.plan_downgrade(from, "base").map_err(|e| e.to_string());
+    }
+    let mut current = from.to_vec();
+    let mut steps = Vec::new();
+    for row in rows {
+        if current.contains(row) {
+            continue;
+        }
+        let plan = graph
+            .plan_downgrade(&current, row.as_str())
+            .map_err(|e| e.to_string())?;
+        current = plan.apply_rows(&current);
+        steps.extend(plan.steps);
+    }
+    let plan = Plan {
+        direction: Direction::Down,
+        steps,
     };
-    let plan = graph.plan_downgrade(from, first.as_str()).map_err(|e| e.to_string())?;
     let mut reached = plan.apply_rows(from);
     reached.sort();
     let mut wanted = rows.to_vec();
@@ -990,8 +1006,51 @@ async fn drive(
 
 #[cfg(test)]
 mod tests {
-    use super::{backoff, jittered, TenantLimits};
+    use super::{backoff, jittered, plan_downgrade_to, TenantLimits};
+    use crate::graph::RevisionGraph;
+    use crate::revision::{RevisionId, RevisionMeta};
     use std::time::Duration;
+
+    fn ids(v: &[&str]) -> Vec<RevisionId> {
+        v.iter().map(|s| RevisionId::new(*s)).collect()
+    }
+
+    /// Two independent branches from base, a1 - a2 and b1 - b2, and m3 merging a2 and b1.
+    fn branches() -> RevisionGraph {
+        let rev = |id: &str, down: &[&str]| RevisionMeta {
+            id: RevisionId::new(id),
+            down_revisions: ids(down),
+            ..Default::default()
+        };
+        RevisionGraph::new(vec![
+            rev("a1", &[]),
+            rev("a2", &["a1"]),
+            rev("b1", &[]),
+            rev("b2", &["b1"]),
+            rev("m3", &["a2", "b1"]),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_downgrade_to_several_rows_goes_back_on_each_branch() {
+        let g = branches();
+        let plan = plan_downgrade_to(&g, &ids(&["a2", "b2"]), &ids(&["a1", "b1"])).unwrap();
+        let mut undone: Vec<&str> = plan.steps.iter().map(|s| s.revision.as_str()).collect();
+        undone.sort();
+        assert_eq!(undone, ["a2", "b2"]);
+        // Through a merge, and to base.
+        let plan = plan_downgrade_to(&g, &ids(&["m3"]), &ids(&["a1", "b1"])).unwrap();
+        assert_eq!(plan.steps.len(), 2, "m3 and a2");
+        assert_eq!(plan_downgrade_to(&g, &ids(&["a2", "b2"]), &[]).unwrap().steps.len(), 4);
+        // Rows no downgrade reaches are refused.
+        assert!(plan_downgrade_to(&g, &ids(&["a2"]), &ids(&["a1", "b1"])).is_err());
+        let err = plan_downgrade_to(&g, &ids(&["m3"]), &ids(&["a2", "b2"])).unwrap_err();
+        assert!(
+            err.contains("cannot reach exactly") || err.contains("ancestor"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn jitter_takes_its_share_of_the_delay_at_random() {

@@ -522,7 +522,7 @@ const TENANT_COLUMNS: &str = concat!(
     "tenant_id, server, kind, status, from_revision, to_revision, failed_revision, attempts, duration_ms, error, \
      sqlstate, ",
     ts!("updated_at"),
-    ", error_kind, target_revision, runner"
+    ", error_kind, target_revision, runner, position"
 );
 
 fn parse_status(text: &str, location: &str) -> Result<TenantStatus, LedgerError> {
@@ -549,6 +549,7 @@ fn tenant_from_row(row: &Row, location: &str) -> Result<TenantRecord, LedgerErro
         error_kind: row.get(12),
         target_revision: row.get(13),
         runner: row.get(14),
+        position: usize::try_from(row.get::<_, i32>(15)).unwrap_or(0),
     })
 }
 

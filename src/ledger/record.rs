@@ -226,9 +226,35 @@ pub struct TenantRecord {
     pub runner: Option<String>,
     /// RFC 3339, UTC, milliseconds: when the row last changed.
     pub updated_at: String,
+    /// Its place in the run's dispatch order (0-based): with the run's stored waves, its wave.
+    #[serde(default)]
+    pub position: usize,
 }
 
 impl TenantRecord {
+    /// A row for tests: a schema tenant on server `s` after one attempt, nothing else set.
+    #[cfg(test)]
+    pub(crate) fn example(id: &str, status: TenantStatus) -> TenantRecord {
+        TenantRecord {
+            tenant_id: id.to_string(),
+            server: "s".to_string(),
+            kind: "schema".to_string(),
+            status,
+            from_revision: None,
+            to_revision: None,
+            failed_revision: None,
+            attempts: 1,
+            duration_ms: None,
+            error: None,
+            error_kind: None,
+            sqlstate: None,
+            target_revision: None,
+            runner: None,
+            updated_at: String::new(),
+            position: 0,
+        }
+    }
+
     /// The status as people and scripts read it: [`TenantRecord::effective_status`], except that a tenant a
     /// finished run never started reads `not_started`.
     pub fn status_label(&self, run_state: RunState) -> &'static str {
@@ -295,21 +321,8 @@ mod tests {
     #[test]
     fn effective_status_interrupts_only_abandoned_unfinished_work() {
         let mut tenant = TenantRecord {
-            tenant_id: "t1".to_string(),
             server: "s1".to_string(),
-            kind: "schema".to_string(),
-            status: TenantStatus::Running,
-            from_revision: None,
-            to_revision: None,
-            failed_revision: None,
-            attempts: 1,
-            duration_ms: None,
-            error: None,
-            error_kind: None,
-            sqlstate: None,
-            target_revision: None,
-            runner: None,
-            updated_at: String::new(),
+            ..TenantRecord::example("t1", TenantStatus::Running)
         };
         assert_eq!(tenant.effective_status(RunState::Live), TenantStatus::Running);
         assert_eq!(tenant.effective_status(RunState::Abandoned), TenantStatus::Interrupted);

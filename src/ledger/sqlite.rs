@@ -332,7 +332,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RunRecord)> {
 }
 
 const TENANT_COLUMNS: &str = "tenant_id, server, kind, status, from_revision, to_revision, failed_revision, \
-                              attempts, duration_ms, error, sqlstate, updated_at, error_kind, target_revision, runner";
+                              attempts, duration_ms, error, sqlstate, updated_at, error_kind, target_revision, runner, position";
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
     Ok(TenantRecord {
@@ -351,6 +351,7 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<TenantRecord> {
         error_kind: row.get(12)?,
         target_revision: row.get(13)?,
         runner: row.get(14)?,
+        position: usize::try_from(row.get::<_, i64>(15)?).unwrap_or(0),
     })
 }
 

@@ -156,9 +156,9 @@ pub(super) struct Shell<S> {
     claiming: Option<Claiming>,
     /// This runner's part of a shared run's start rate.
     rate_share: Option<tokio::sync::watch::Receiver<f64>>,
-    /// The `--wave-gate` command, and the answer of the one running.
+    /// The `--wave-gate` command, and the wave asked about with the answer of the one running.
     wave_gate: Option<WaveGateCommand>,
-    gate_answer: Option<tokio::sync::oneshot::Receiver<(usize, Result<(), String>)>>,
+    gate_answer: Option<(usize, tokio::sync::oneshot::Receiver<Result<(), String>>)>,
 }
 
 /// `--wave-gate`: a shell command run before each next wave, with the run id and the wave in its environment.
@@ -169,7 +169,7 @@ struct WaveGateCommand {
 
 impl WaveGateCommand {
     /// Run the command for `wave` (1-based) on a task of its own; its verdict comes on the receiver.
-    fn start(&self, wave: usize, n_waves: usize) -> tokio::sync::oneshot::Receiver<(usize, Result<(), String>)> {
+    fn start(&self, wave: usize, n_waves: usize) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c")
@@ -209,7 +209,7 @@ impl WaveGateCommand {
                 }
                 Err(e) => Err(format!("the wave gate command could not start: {e}")),
             };
-            let _ = tx.send((wave, verdict));
+            let _ = tx.send(verdict);
         });
         rx
     }
@@ -310,12 +310,8 @@ impl<S: SignalSource> Shell<S> {
                     c.asking = None;
                     c.input_of(answer)
                 }),
-                verdict = answer_of(self.gate_answer.as_mut()) => {
-                    self.gate_answer = None;
-                    Some(match verdict {
-                        Ok((wave, result)) => Input::WaveGate { wave, result },
-                        Err(_) => Input::WaveGate { wave: 0, result: Err("the wave gate task ended".into()) },
-                    })
+                verdict = answer_of(self.gate_answer.as_mut().map(|(_, rx)| rx)) => {
+                    self.gate_answer.take().map(|(wave, _)| gate_input(wave, verdict))
                 }
                 () = sleep_until(due_at), if due_at.is_some() => {
                     self.delayed.pop().map(|Reverse((_, index, attempt))| Input::Due { index, attempt })
@@ -405,10 +401,14 @@ impl<S: SignalSource> Shell<S> {
                         }
                     }
                 }
-                Decision::RunWaveGate { wave } => match &self.wave_gate {
-                    Some(gate) => self.gate_answer = Some(gate.start(wave, state.n_waves())),
-                    None => tracing::error!("a wave gate was asked for without a command"),
-                },
+                Decision::RunWaveGate { wave } => {
+                    let answer = match &self.wave_gate {
+                        Some(gate) => gate.start(wave, state.n_waves()),
+                        // No command to ask: a channel whose sender is gone, so the answer is a refusal.
+                        None => tokio::sync::oneshot::channel().1,
+                    };
+                    self.gate_answer = Some((wave, answer));
+                }
                 Decision::Finish => is_finished = true,
             }
         }
@@ -463,6 +463,13 @@ async fn rate_changed(rx: Option<&mut tokio::sync::watch::Receiver<f64>>) -> Opt
 }
 
 /// The answer awaited (a claim, a wave gate's verdict), when one is; never otherwise.
+/// The wave gate's answer for `wave`; a gate task that ended without one (a panic, a command never asked)
+/// refuses the wave, so the run halts instead of waiting for an answer that never comes.
+fn gate_input(wave: usize, verdict: Result<Result<(), String>, tokio::sync::oneshot::error::RecvError>) -> Input {
+    let result = verdict.unwrap_or_else(|_| Err("the wave gate ended without an answer".into()));
+    Input::WaveGate { wave, result }
+}
+
 async fn answer_of<T>(
     asking: Option<&mut tokio::sync::oneshot::Receiver<T>>,
 ) -> Result<T, tokio::sync::oneshot::error::RecvError> {

@@ -949,14 +949,14 @@ impl Coordinator {
         if let Some(w) = &self.waves {
             tracing::info!(
                 "wave {}/{} ({}): {} starting",
-                w.current + 1,
-                w.run.waves.len(),
+                w.run.waves.number(w.current),
+                w.run.waves.of,
                 w.run.waves.names[w.current],
                 crate::observe::count(w.run.waves.size(w.current), "tenant")
             );
             let started = FleetEvent::WaveStarted {
-                wave: w.current + 1,
-                n_waves: w.run.waves.len(),
+                wave: w.run.waves.number(w.current),
+                n_waves: w.run.waves.of,
                 name: w.run.waves.names[w.current].clone(),
                 n_tenants: w.run.waves.size(w.current),
             };
@@ -981,9 +981,10 @@ impl Coordinator {
             }
             let n_failed = w.n_failed[current];
             if n_failed as f64 > w.run.max_failure_rate * size as f64 {
-                tracing::error!(wave = current + 1, n_failed, "the wave's failure gate stopped the run");
+                let wave = w.run.waves.number(current);
+                tracing::error!(wave, n_failed, "the wave's failure gate stopped the run");
                 let reason = HaltReason::WaveFailed {
-                    wave: current + 1,
+                    wave,
                     n_failed,
                     n_tenants: size,
                 };
@@ -994,9 +995,9 @@ impl Coordinator {
             w.opening = Opening::Pausing(at);
             if !w.run.pause.is_zero() {
                 tracing::info!(
-                    wave = current + 2,
+                    wave = w.run.waves.number(current + 1),
                     "wave {} finished; the next wave starts after the pause",
-                    current + 1
+                    w.run.waves.number(current)
                 );
                 out.push(Decision::WakeAt(at));
                 return;
@@ -1008,7 +1009,9 @@ impl Coordinator {
             }
             if w.run.has_gate {
                 w.opening = Opening::Asking;
-                out.push(Decision::RunWaveGate { wave: current + 2 });
+                out.push(Decision::RunWaveGate {
+                    wave: w.run.waves.number(current + 1),
+                });
             } else {
                 self.open_next_wave(out);
             }
@@ -1019,7 +1022,7 @@ impl Coordinator {
         let Some(w) = &self.waves else {
             return;
         };
-        if w.opening != Opening::Asking || wave != w.current + 2 {
+        if w.opening != Opening::Asking || wave != w.run.waves.number(w.current + 1) {
             return;
         }
         match result {
@@ -1121,9 +1124,9 @@ impl Coordinator {
         }
     }
 
-    /// How many waves the run has (1 for a run without waves).
+    /// How many waves the run shows (1 for a run without waves; a retry shows its first run's count).
     pub(super) fn n_waves(&self) -> usize {
-        self.waves.as_ref().map_or(1, |w| w.run.waves.len())
+        self.waves.as_ref().map_or(1, |w| w.run.waves.of)
     }
 
     /// The exit code [`Coordinator::finish`] decided.

@@ -119,3 +119,16 @@ async fn a_stop_reaches_a_waiting_worker_through_its_token() {
     assert_eq!((outcome.n_interrupted, outcome.n_not_started), (1, 1));
     assert!(events.contains(&"tenant_interrupted t0".to_string()), "{events:?}");
 }
+
+#[tokio::test]
+async fn a_wave_gate_that_ends_without_an_answer_refuses_the_wave_it_was_asked_about() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    drop(tx);
+    match gate_input(3, rx.await) {
+        Input::WaveGate { wave, result } => {
+            assert_eq!(wave, 3);
+            assert!(result.unwrap_err().contains("without an answer"));
+        }
+        _ => panic!("expected a wave gate answer"),
+    }
+}

@@ -128,6 +128,9 @@ fn show(decision: &Decision) -> String {
                     words.push(format!("#{n}"));
                 }
             }
+            if let (Some(wave), Some(of)) = (v["wave"].as_u64(), v["n_waves"].as_u64()) {
+                words.push(format!("{wave}/{of}"));
+            }
             words.join(" ")
         }
     }
@@ -842,10 +845,7 @@ fn wave_run(n: usize, c: usize, ends: &[usize], max_failure_rate: f64, pause: Du
     let mut req = request(n);
     req.concurrency = c;
     req.waves = Some(super::WaveRun {
-        waves: crate::fleet::waves::Waves {
-            ends: ends.to_vec(),
-            names: ends.iter().map(|e| e.to_string()).collect(),
-        },
+        waves: crate::fleet::waves::Waves::new(ends.to_vec(), ends.iter().map(|e| e.to_string()).collect()),
         max_failure_rate,
         pause,
         has_gate,
@@ -856,12 +856,12 @@ fn wave_run(n: usize, c: usize, ends: &[usize], max_failure_rate: f64, pause: Du
 #[test]
 fn a_wave_starts_only_when_the_one_before_finished() {
     let mut run = wave_run(4, 4, &[1, 4], 0.0, Duration::ZERO, false);
-    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1"]);
+    run.check(Input::Begin, &["run_started", "wave_started 1/2", "start 0#1"]);
     run.check(
         done(0, ok()),
         &[
             "tenant_succeeded t0 #1",
-            "wave_started",
+            "wave_started 2/2",
             "start 1#1",
             "start 2#1",
             "start 3#1",
@@ -877,7 +877,10 @@ fn a_wave_starts_only_when_the_one_before_finished() {
 #[test]
 fn a_failure_in_a_wave_halts_the_run_at_the_default_rate_and_passes_under_a_given_rate() {
     let mut run = wave_run(4, 2, &[2, 4], 0.0, Duration::ZERO, false);
-    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1", "start 1#1"]);
+    run.check(
+        Input::Begin,
+        &["run_started", "wave_started 1/2", "start 0#1", "start 1#1"],
+    );
     run.check(done(0, failed()), &["tenant_failed t0 sql_error #1"]);
     run.check(
         done(1, ok()),
@@ -890,18 +893,21 @@ fn a_failure_in_a_wave_halts_the_run_at_the_default_rate_and_passes_under_a_give
     assert_eq!(run.finish(), (ExitCode::Halted, [1, 1, 0, 0, 2]));
 
     let mut run = wave_run(4, 2, &[2, 4], 0.5, Duration::ZERO, false);
-    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1", "start 1#1"]);
+    run.check(
+        Input::Begin,
+        &["run_started", "wave_started 1/2", "start 0#1", "start 1#1"],
+    );
     run.check(done(0, failed()), &["tenant_failed t0 sql_error #1"]);
     run.check(
         done(1, ok()),
-        &["tenant_succeeded t1 #1", "wave_started", "start 2#1", "start 3#1"],
+        &["tenant_succeeded t1 #1", "wave_started 2/2", "start 2#1", "start 3#1"],
     );
 }
 
 #[test]
 fn the_next_wave_waits_for_the_pause_then_the_gate() {
     let mut run = wave_run(2, 2, &[1, 2], 0.0, Duration::from_secs(60), true);
-    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1"]);
+    run.check(Input::Begin, &["run_started", "wave_started 1/2", "start 0#1"]);
     run.check(done(0, ok()), &["tenant_succeeded t0 #1", "wake"]);
     run.advance(Duration::from_secs(30));
     run.check(Input::Wake, &[]);
@@ -920,14 +926,41 @@ fn the_next_wave_waits_for_the_pause_then_the_gate() {
             wave: 2,
             result: Ok(()),
         },
-        &["wave_started", "start 1#1"],
+        &["wave_started 2/2", "start 1#1"],
+    );
+}
+
+#[test]
+fn a_retry_shows_and_gates_its_waves_by_the_first_run_numbers() {
+    let mut req = request(3);
+    req.concurrency = 3;
+    req.waves = Some(super::WaveRun {
+        waves: crate::fleet::waves::Waves {
+            ends: vec![1, 3],
+            names: vec!["25%".into(), "rest".into()],
+            numbers: vec![3, 4],
+            of: 4,
+        },
+        max_failure_rate: 0.0,
+        pause: Duration::ZERO,
+        has_gate: true,
+    });
+    let mut run = Run::new(req);
+    run.check(Input::Begin, &["run_started", "wave_started 3/4", "start 0#1"]);
+    run.check(done(0, ok()), &["tenant_succeeded t0 #1", "run_wave_gate 4"]);
+    run.check(
+        Input::WaveGate {
+            wave: 4,
+            result: Ok(()),
+        },
+        &["wave_started 4/4", "start 1#1", "start 2#1"],
     );
 }
 
 #[test]
 fn a_refusing_gate_halts_and_a_signal_in_the_pause_stops() {
     let mut run = wave_run(2, 2, &[1, 2], 0.0, Duration::ZERO, true);
-    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1"]);
+    run.check(Input::Begin, &["run_started", "wave_started 1/2", "start 0#1"]);
     run.check(done(0, ok()), &["tenant_succeeded t0 #1", "run_wave_gate 2"]);
     run.check(
         Input::WaveGate {
@@ -939,7 +972,7 @@ fn a_refusing_gate_halts_and_a_signal_in_the_pause_stops() {
     assert_eq!(run.finish(), (ExitCode::Halted, [1, 0, 0, 0, 1]));
 
     let mut run = wave_run(2, 2, &[1, 2], 0.0, Duration::from_secs(600), false);
-    run.check(Input::Begin, &["run_started", "wave_started", "start 0#1"]);
+    run.check(Input::Begin, &["run_started", "wave_started 1/2", "start 0#1"]);
     run.check(done(0, ok()), &["tenant_succeeded t0 #1", "wake"]);
     run.check(Input::Signal, &["stop", "finish"]);
     assert_eq!(run.finish(), (ExitCode::Interrupted, [1, 0, 0, 0, 1]));
