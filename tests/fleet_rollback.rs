@@ -230,6 +230,11 @@ async fn fleet_retry_of_a_rollback_goes_back_to_the_rows_before_the_run() {
     let status = fleet.status(None);
     let rollback_run = status["run"]["id"].as_str().expect("run id").to_string();
     assert_eq!(status["run"]["command"], "rollback", "{}", out.report());
+    assert!(
+        out.stdout.contains(&format!(": rollback to before {run},")),
+        "{}",
+        out.report()
+    );
     let tenants = Fleet::status_tenants(&status);
     assert_eq!(tenants["tenant_0002"]["status"], "failed");
     assert_eq!(tenants["tenant_0002"]["target_revision"], A);

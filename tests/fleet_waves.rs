@@ -39,8 +39,12 @@ async fn waves_open_in_turn_after_the_gate_and_each_waits_for_the_last() {
         "echo \"$FLOTILLA_RUN_ID $FLOTILLA_WAVE/$FLOTILLA_WAVES\" >> {}",
         gate_log.display()
     );
-    fleet
-        .upgrade(&[
+    let out = fleet
+        .fleet(&[
+            "upgrade",
+            "head",
+            "--progress",
+            "plain",
             "--waves",
             "1,50%,100%",
             "--wave-gate",
@@ -49,6 +53,9 @@ async fn waves_open_in_turn_after_the_gate_and_each_waits_for_the_last() {
             &Fleet::path_arg(&events),
         ])
         .assert_success();
+    // The progress line names the open wave.
+    let last_line = out.stderr.lines().rfind(|l| l.contains(" done: ")).unwrap_or_default();
+    assert!(last_line.ends_with("; wave 3/3 (100%)"), "{}", out.stderr);
     let events = read_events(&events);
     let line = timeline(&events);
     let waves: Vec<&String> = line.iter().filter(|l| l.starts_with("wave")).collect();

@@ -12,6 +12,6 @@ mod sql;
 mod throttle;
 
 pub use batch::{run_backfill, BackfillRun, BatchOutcome};
-pub use spec::{BackfillSpec, BackfillSpecError, Estimate, BATCH_PLACEHOLDER};
+pub use spec::{BackfillSpec, BackfillSpecError, BatchCommit, Estimate, BATCH_PLACEHOLDER};
 pub use sql::{progress_create_sql, progress_key, progress_table, render_offline_loop, Bounds, PROGRESS_TABLE};
 pub use throttle::{BatchGate, BatchSizer, RowThrottle};

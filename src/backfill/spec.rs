@@ -19,8 +19,23 @@ pub enum Estimate {
     None,
 }
 
+/// How each batch's `COMMIT` waits for the server's write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchCommit {
+    /// `SET LOCAL synchronous_commit = off` in every batch: a batch's `COMMIT` returns without waiting for its
+    /// WAL flush. A server crash can lose the last batches (at most about three `wal_writer_delay`s of them),
+    /// always together with their checkpoints, because WAL is replayed in order; the next run redoes them.
+    /// The revision's last phase (version rows, history row) still commits with the session's setting, and
+    /// its flush makes every earlier batch durable before the revision counts as applied.
+    #[default]
+    Async,
+    /// Every batch commits with the session's `synchronous_commit` (one WAL flush, and with synchronous
+    /// replication one standby confirmation, per batch).
+    Sync,
+}
+
 /// One backfill's declaration: `table=T key=K[,K2...] batch_size=N [pause=D] [target=D] [estimate=E]
-/// [reverse=none]`.
+/// [commit=async|sync] [reverse=none]`.
 ///
 /// Invariant: `table` and every `key` column are SQL identifiers (`[A-Za-z_][A-Za-z0-9_$]*`, the table
 /// optionally `schema.table`), used unquoted so they fold to lower case exactly as in the statement itself.
@@ -35,6 +50,8 @@ pub struct BackfillSpec {
     /// Adaptive sizing: grow or shrink the batch toward this duration per batch.
     pub target: Option<Duration>,
     pub estimate: Estimate,
+    /// `commit=async` (default) or `commit=sync`.
+    pub commit: BatchCommit,
     /// `reverse=none`: the downgrade needs no batched reversal (it drops what the backfill wrote).
     pub is_reverse_none: bool,
 }
@@ -44,7 +61,9 @@ pub struct BackfillSpec {
 pub enum BackfillSpecError {
     #[error("backfill attribute `{text}` is not `name=value`")]
     NotKeyValue { text: String },
-    #[error("unknown backfill attribute `{name}` (known: table, key, batch_size, pause, target, estimate, reverse)")]
+    #[error(
+        "unknown backfill attribute `{name}` (known: table, key, batch_size, pause, target, estimate, commit, reverse)"
+    )]
     UnknownAttribute { name: String },
     #[error("backfill attribute `{name}` given twice")]
     Duplicate { name: String },
@@ -58,6 +77,8 @@ pub enum BackfillSpecError {
     BadDuration { name: &'static str, value: String },
     #[error("`estimate` must be reltuples, count or none, not `{value}`")]
     BadEstimate { value: String },
+    #[error("`commit` must be async or sync, not `{value}`")]
+    BadCommit { value: String },
     #[error(
         "`reverse` may only be `none`, not `{value}`; declare a reverse backfill in the downgrade section instead"
     )]
@@ -82,6 +103,7 @@ impl BackfillSpec {
             pause: Duration::ZERO,
             target: None,
             estimate: Estimate::default(),
+            commit: BatchCommit::default(),
             is_reverse_none: false,
         };
         for word in attrs.split_whitespace() {
@@ -137,6 +159,12 @@ impl BackfillSpec {
                     _ => Err(BackfillSpecError::BadEstimate { value: value.into() }),
                 }
                 .map(|e| spec.estimate = e),
+                "commit" => match value {
+                    "async" => Ok(BatchCommit::Async),
+                    "sync" => Ok(BatchCommit::Sync),
+                    _ => Err(BackfillSpecError::BadCommit { value: value.into() }),
+                }
+                .map(|c| spec.commit = c),
                 "reverse" if value == "none" => {
                     spec.is_reverse_none = true;
                     Ok(())
@@ -183,7 +211,8 @@ mod tests {
     fn backfill_spec_attributes() {
         check("table=orders key=id", Ok(("orders", &["id"], 1000)));
         check(
-            "table=app.orders key=tenant_id,id batch_size=50 pause=10ms target=200ms estimate=count reverse=none",
+            "table=app.orders key=tenant_id,id batch_size=50 pause=10ms target=200ms estimate=count commit=sync \
+             reverse=none",
             Ok(("app.orders", &["tenant_id", "id"], 50)),
         );
         check("table=orders", Err(&[BackfillSpecError::Missing { name: "key" }]));
@@ -212,5 +241,16 @@ mod tests {
         let spec = BackfillSpec::parse("table=t key=id pause=50ms target=200ms").expect("valid");
         assert_eq!(spec.pause, Duration::from_millis(50));
         assert_eq!(spec.target, Some(Duration::from_millis(200)));
+        assert_eq!(
+            spec.commit,
+            BatchCommit::Async,
+            "batches commit without waiting for a flush by default"
+        );
+        let spec = BackfillSpec::parse("table=t key=id commit=sync").expect("valid");
+        assert_eq!(spec.commit, BatchCommit::Sync);
+        check(
+            "table=t key=id commit=off",
+            Err(&[BackfillSpecError::BadCommit { value: "off".into() }]),
+        );
     }
 }

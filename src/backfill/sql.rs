@@ -6,7 +6,7 @@
 
 use crate::executor::{quote_ident, quote_literal};
 
-use super::spec::{BackfillSpec, BATCH_PLACEHOLDER};
+use super::spec::{BackfillSpec, BatchCommit, BATCH_PLACEHOLDER};
 
 /// The progress table's name; it lives next to the version table (same schema rules).
 pub const PROGRESS_TABLE: &str = "flotilla_backfill_progress";
@@ -124,6 +124,15 @@ pub struct ProgressRow<'a> {
     pub direction: &'a str,
 }
 
+/// The batch transaction's setting for `commit=async`: its `COMMIT` does not wait for the WAL flush (see
+/// [`BatchCommit::Async`] for why that cannot lose or repeat a batch), or nothing for `commit=sync`.
+fn commit_setting(spec: &BackfillSpec) -> &'static str {
+    match spec.commit {
+        BatchCommit::Async => "SET LOCAL synchronous_commit = off;\n",
+        BatchCommit::Sync => "",
+    }
+}
+
 /// One batch as one simple-query message: the transaction (settings, the statement over `bounds`, the
 /// checkpoint), then, after its `COMMIT`, the keyset query for the next batch of `next_limit` keys.
 ///
@@ -139,8 +148,9 @@ pub fn batch_sql(
     next_limit: u64,
 ) -> String {
     format!(
-        "BEGIN;\nSET LOCAL flotilla.revision = {revision};\nSET LOCAL flotilla.direction = {direction};\n\
+        "BEGIN;\n{commit}SET LOCAL flotilla.revision = {revision};\nSET LOCAL flotilla.direction = {direction};\n\
          {statement};\n{checkpoint};\nCOMMIT;\n{next}",
+        commit = commit_setting(spec),
         revision = quote_literal(progress.revision),
         direction = quote_literal(progress.direction),
         statement = substitute(statement, &predicate(spec, bounds)),
@@ -198,6 +208,11 @@ pub fn render_offline_loop(
         tag.push('_');
     }
     let where_row = progress_key(revision, direction);
+    // `set_config(.., true)` is `SET LOCAL`: it ends with each batch's COMMIT, so it is set again every batch.
+    let commit = match spec.commit {
+        BatchCommit::Async => "PERFORM set_config('synchronous_commit', 'off', true);\n        ",
+        BatchCommit::Sync => "",
+    };
     format!(
         "DO ${tag}$\n\
          DECLARE\n    \
@@ -216,7 +231,7 @@ pub fn render_offline_loop(
                      pred := format({pred_next}, {last_args}, {hi_args});\n        \
                  END IF;\n        \
                  EXIT WHEN hi IS NULL;\n        \
-                 EXECUTE format({body}, pred);\n        \
+                 {commit}EXECUTE format({body}, pred);\n        \
                  UPDATE {progress_table} SET checkpoint = hi, rows_done = rows_done + n, updated_at = now() WHERE {where_row};\n        \
                  last := hi;\n        \
                  COMMIT;\n    \
@@ -297,19 +312,27 @@ mod tests {
         let statements: Vec<&str> = sql.split(";\n").collect();
         assert_eq!(statements[0], "BEGIN", "{sql}");
         assert_eq!(
-            statements[3],
+            statements[1], "SET LOCAL synchronous_commit = off",
+            "commit=async is the default"
+        );
+        assert_eq!(
+            statements[4],
             "UPDATE t SET x = 1 WHERE ((id) > ('10') AND (id) <= ('20')) -- note"
         );
         assert!(
-            statements[4].starts_with("UPDATE \"p\" SET checkpoint = ARRAY['20']::text[]"),
+            statements[5].starts_with("UPDATE \"p\" SET checkpoint = ARRAY['20']::text[]"),
             "{sql}"
         );
-        assert_eq!(statements[5], "COMMIT");
+        assert_eq!(statements[6], "COMMIT");
         assert_eq!(
-            statements[6],
+            statements[7],
             upper_sql(&s, Some(&["20".to_string()]), 5),
             "the keyset query comes last"
         );
+        let sync = spec("table=t key=id commit=sync");
+        let sql = batch_sql(&sync, "UPDATE t SET x = 1 WHERE {{batch}}", progress, &bounds, 10, 5);
+        assert!(!sql.contains("synchronous_commit"), "{sql}");
+        assert!(sql.starts_with("BEGIN;\nSET LOCAL flotilla.revision"), "{sql}");
     }
 
     #[test]
@@ -319,5 +342,12 @@ mod tests {
         assert!(sql.starts_with("DO $flotilla_backfill$"), "{sql}");
         assert!(sql.contains("'UPDATE t SET s = ''5%%'' WHERE (%s)'"), "{sql}");
         assert!(sql.contains("COMMIT;"), "{sql}");
+        assert!(
+            sql.contains("PERFORM set_config('synchronous_commit', 'off', true);"),
+            "{sql}"
+        );
+        let sync = spec("table=t key=id commit=sync");
+        let sql = render_offline_loop(&sync, "UPDATE t SET n = 1 WHERE {{batch}}", "\"p\"", "r1", "up");
+        assert!(!sql.contains("synchronous_commit"), "{sql}");
     }
 }

@@ -629,6 +629,8 @@ async fn migrate(
     let sinks = super::watch::sinks(&ctx, &run, route, retry_command).await?;
     let request = FleetRequest {
         run_id: run_id.clone(),
+        // A rollback reads `rollback to before RUN` in progress, the summary and metrics.
+        shown_as: recorded.as_ref().map(|r| (r.command, format!("before {}", r.target))),
         action,
         tenants: chosen,
         pinned,

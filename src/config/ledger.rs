@@ -67,8 +67,9 @@ pub enum LedgerPassword {
 /// `ledger_url`, else its `ledger` file (default `.flotilla/ledger.db`).
 ///
 /// A PostgreSQL url without a password takes it from `ledger_password_env` (through `env`) or
-/// `ledger_password_file`, whether the url came from the flag or from the file. Without either, no password is
-/// sent (trust, peer or certificate authentication).
+/// `ledger_password_file`, whether the url came from the flag or from the file; without either, as libpq does,
+/// from `PGPASSWORD`, then from the password file (`PGPASSFILE`, else `~/.pgpass`) line matching the url's host,
+/// port, database and user. Without any, no password is sent (trust, peer or certificate authentication).
 ///
 /// Errors: [`ConfigError::Url`] for a `--ledger` url that does not parse; [`ConfigError::Invalid`] naming the
 /// password setting's line when its variable is unset or its file unreadable (never the password).
@@ -92,7 +93,26 @@ pub fn resolve_ledger(
             url.set_password(&read_password(password, env)?);
             Ok(LedgerLocation::Postgres(url))
         }
+        (LedgerLocation::Postgres(mut url), None) if !url.has_password() => {
+            if let Some(password) = libpq_password(&url, env) {
+                url.set_password(&password);
+            }
+            Ok(LedgerLocation::Postgres(url))
+        }
         (location, _) => Ok(location),
+    }
+}
+
+/// The password libpq would send for `url` when nothing names one: `PGPASSWORD`, else the password file's line
+/// for the url (a file others may read is ignored with a warning, as libpq does).
+fn libpq_password(url: &DbUrl, env: EnvLookup<'_>) -> Option<String> {
+    if let Some(password) = env("PGPASSWORD").filter(|p| !p.is_empty()) {
+        return Some(password);
+    }
+    let path = super::pgpass::pgpass_path(env)?;
+    match super::pgpass::lookup(&path, &super::pgpass::PgPassKey::of(&url.pg_config())) {
+        super::pgpass::PgPassLookup::Found { password, .. } => Some(password.expose().to_string()),
+        _ => None,
     }
 }
 
@@ -195,6 +215,32 @@ mod tests {
         assert_eq!(password_of(&own).as_deref(), Some("mine"));
         // A SQLite ledger has no password.
         assert!(!resolve(None, text).unwrap().is_postgres());
+    }
+
+    #[test]
+    fn without_a_named_source_the_password_comes_from_pgpassword_then_the_password_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgpass = dir.path().join("pgpass");
+        std::fs::write(&pgpass, "other:5432:*:ops:wrong\nctl:5432:flotilla:ops:from-pgpass\n").unwrap();
+        std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let pgpass_text = pgpass.display().to_string();
+        let with = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        };
+        let cfg = project("ledger_url = \"postgres://ops@ctl/flotilla\"");
+        let file_env = with(&[("PGPASSFILE", &pgpass_text)]);
+        let from_file = resolve_ledger(None, &cfg, &file_env).unwrap();
+        assert_eq!(password_of(&from_file).as_deref(), Some("from-pgpass"));
+        assert_eq!(from_file.to_string(), "postgres://ops@ctl/flotilla", "never shown");
+        let both_env = with(&[("PGPASSFILE", &pgpass_text), ("PGPASSWORD", "from-env")]);
+        let from_env = resolve_ledger(None, &cfg, &both_env).unwrap();
+        assert_eq!(password_of(&from_env).as_deref(), Some("from-env"));
+        // A url with its own password, or no matching line, keeps what it has.
+        let own = resolve_ledger(Some(Path::new("postgres://ops:mine@ctl/flotilla")), &cfg, &both_env).unwrap();
+        assert_eq!(password_of(&own).as_deref(), Some("mine"));
+        let other_db = resolve_ledger(Some(Path::new("postgres://ops@ctl/elsewhere")), &cfg, &file_env).unwrap();
+        assert_eq!(password_of(&other_db), None);
     }
 
     #[test]

@@ -51,7 +51,7 @@ const SCHEMAS_PER_CHUNK: usize = 500;
 /// branches: 10,000 tables read 500 to a statement took 4 s, 50 to a statement 1.4 s (load-tests/FINDINGS.md §8).
 const TABLES_PER_STATEMENT: usize = 50;
 
-/// Chunks of one server database read at once, each on its own pooled connection (at most the server's
+/// Chunks of one server database read at once, each lane on its own pooled connection (at most the server's
 /// connection cap). Opening a table the session has not seen costs the server about 0.1 ms of catalog reads,
 /// which parallel sessions share out.
 const PARALLEL_CHUNKS: usize = 4;
@@ -136,33 +136,44 @@ pub async fn schema_tenants_at_target(
         .collect()
 }
 
-/// The version rows of the schema tenants `group` (tenant index, schema) of one server database, in chunks read
-/// [`PARALLEL_CHUNKS`] at a time, each on a pooled connection: per chunk, one statement tells for each schema
+/// The version rows of the schema tenants `group` (tenant index, schema) of one server database, in chunks on
+/// up to [`PARALLEL_CHUNKS`] pooled connections at once, each taking the next chunk until none is left (a
+/// connection is reset only once, when it goes back to the pool). Per chunk, one statement tells for each schema
 /// whether it and its version table exist, and one round trip reads the rows of those that have the table.
 async fn read_schemas(server: &Server, group: &[(usize, &str)], store: &dyn VersionStore) -> Vec<(usize, Versions)> {
-    let parallel = PARALLEL_CHUNKS.min(server.max_connections()).max(1);
-    stream::iter(group.chunks(SCHEMAS_PER_CHUNK))
-        .map(|chunk| async move {
-            let unreachable = |e: String| -> Vec<(usize, Versions)> {
-                chunk
-                    .iter()
-                    .map(|(i, _)| (*i, Versions::Unreachable(e.clone())))
-                    .collect()
-            };
-            let conn = match server.pooled().await {
-                Ok(conn) => conn,
-                Err(e) => return unreachable(e.to_string()),
-            };
-            match read_chunk(conn.client(), chunk, store).await {
-                Ok(rows) => {
-                    conn.release().await;
-                    rows
+    let chunks: Vec<&[(usize, &str)]> = group.chunks(SCHEMAS_PER_CHUNK).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let lanes = PARALLEL_CHUNKS.min(server.max_connections()).min(chunks.len()).max(1);
+    let lane = || async {
+        let mut out = Vec::new();
+        let mut conn = None;
+        while let Some(chunk) = chunks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+            let unreachable = |e: String| chunk.iter().map(move |(i, _)| (*i, Versions::Unreachable(e.clone())));
+            if conn.is_none() {
+                match server.pooled().await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        out.extend(unreachable(e.to_string()));
+                        continue;
+                    }
                 }
-                Err(e) => unreachable(db_message(&e)),
             }
-        })
-        .buffer_unordered(parallel)
-        .collect::<Vec<_>>()
+            let Some(c) = &conn else { continue };
+            match read_chunk(c.client(), chunk, store).await {
+                Ok(rows) => out.extend(rows),
+                Err(e) => {
+                    // The connection is dropped, not pooled: a failed statement may have left it unusable.
+                    conn = None;
+                    out.extend(unreachable(db_message(&e)));
+                }
+            }
+        }
+        if let Some(conn) = conn {
+            conn.release().await;
+        }
+        out
+    };
+    futures_util::future::join_all((0..lanes).map(|_| lane()))
         .await
         .into_iter()
         .flatten()

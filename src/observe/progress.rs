@@ -5,7 +5,7 @@
 //! summary at [`Sink::finish`]. Log lines reach stderr through [`LogRoute`], which prints them above the bars;
 //! this module attaches its bars to the route but does not install any logger (see `logging.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, P
 
 use super::color;
 use super::event::{FleetEvent, RunEvent, Sink, SinkError};
-use super::human::{clock, thousands, UNKNOWN_CLOCK};
+use super::human::{clock, duration, thousands, UNKNOWN_CLOCK};
 use super::logging::LogRoute;
 use super::summary::{rate, render_summary_colored, summary_json, SummaryCollector, SummaryData};
 use super::tally::StateCounts;
@@ -281,6 +281,58 @@ fn eta(elapsed: Duration, done: usize, n_tenants: usize) -> String {
     }
 }
 
+/// What the progress line tells besides the counts: the open wave (`--waves`) and the servers health
+/// throttling holds, with how long each has been paused and the paused time of those that resumed.
+#[derive(Debug, Default, Clone)]
+struct Stage {
+    /// Number, count and name of the open wave.
+    wave: Option<(usize, usize, String)>,
+    /// Paused servers, since when.
+    paused: BTreeMap<String, Instant>,
+    /// Paused time of pauses that ended, all servers.
+    paused_before: Duration,
+}
+
+impl Stage {
+    /// Takes in `event`; true when the stage text changed.
+    fn event(&mut self, event: &FleetEvent, now: Instant) -> bool {
+        match event {
+            FleetEvent::WaveStarted {
+                wave, n_waves, name, ..
+            } => self.wave = Some((*wave, *n_waves, name.clone())),
+            FleetEvent::ServerPaused { server, .. } => {
+                self.paused.entry(server.clone()).or_insert(now);
+            }
+            FleetEvent::ServerResumed { server, paused } => {
+                self.paused.remove(server);
+                self.paused_before += *paused;
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// `; wave 2/4 (5%); paused db-eu 12.0s` (only what applies), or nothing: text to append to a progress
+    /// line. A run whose servers resumed keeps saying how long its servers were paused in all.
+    fn text(&self, now: Instant) -> String {
+        let mut out = String::new();
+        if let Some((wave, of, name)) = &self.wave {
+            out.push_str(&format!("; wave {wave}/{of} ({name})"));
+        }
+        if !self.paused.is_empty() {
+            let servers: Vec<String> = self
+                .paused
+                .iter()
+                .map(|(server, since)| format!("{server} {}", duration(now.saturating_duration_since(*since))))
+                .collect();
+            out.push_str(&format!("; paused {}", servers.join(", ")));
+        } else if !self.paused_before.is_zero() {
+            out.push_str(&format!("; paused {} in all", duration(self.paused_before)));
+        }
+        out
+    }
+}
+
 // ---- plain ------------------------------------------------------------------------------------------------
 
 /// Prints a line every interval from a ticker thread, so a CI log shows signs of life even while no event
@@ -294,6 +346,7 @@ struct PlainDisplay {
 struct PlainState {
     out: Out,
     counts: StateCounts,
+    stage: Stage,
     started: Option<Instant>,
     has_final_line: bool,
 }
@@ -301,7 +354,11 @@ struct PlainState {
 impl PlainState {
     fn print(&mut self, now: Instant) {
         let Some(started) = self.started else { return };
-        let line = format_plain_line(now.saturating_duration_since(started), &self.counts);
+        let line = format!(
+            "{}{}",
+            format_plain_line(now.saturating_duration_since(started), &self.counts),
+            self.stage.text(now)
+        );
         // Progress output is best effort: a closed stderr must not stop the run.
         let _ = writeln!(self.out, "{line}");
         let _ = self.out.flush();
@@ -314,6 +371,7 @@ impl PlainDisplay {
         let shared = Arc::new(Mutex::new(PlainState {
             out,
             counts: StateCounts::default(),
+            stage: Stage::default(),
             started: None,
             has_final_line: false,
         }));
@@ -344,6 +402,7 @@ impl PlainDisplay {
     fn event(&mut self, event: &FleetEvent, counts: StateCounts) {
         let Ok(mut state) = self.shared.lock() else { return };
         state.counts = counts;
+        state.stage.event(event, Instant::now());
         match event {
             FleetEvent::RunStarted { .. } => {
                 state.started = Some(Instant::now());
@@ -390,6 +449,7 @@ struct BarDisplay {
     route: Option<LogRoute>,
     /// The terminal's width when the run started: it picks the fleet bar's layout.
     columns: u16,
+    stage: Stage,
 }
 
 struct Inflight {
@@ -486,10 +546,12 @@ impl BarDisplay {
             waiting: VecDeque::new(),
             n_lines: 0,
             route: None,
+            stage: Stage::default(),
         }
     }
 
     fn event(&mut self, event: &FleetEvent, counts: StateCounts) {
+        let is_stage = self.stage.event(event, Instant::now());
         match event {
             FleetEvent::RunStarted { n_tenants, .. } => {
                 self.clear_inflight();
@@ -554,20 +616,23 @@ impl BarDisplay {
             }
             _ => {}
         }
-        if matches!(
-            event,
-            FleetEvent::RunStarted { .. }
-                | FleetEvent::TenantStarted { .. }
-                | FleetEvent::TenantSucceeded { .. }
-                | FleetEvent::TenantFailed { .. }
-                | FleetEvent::TenantSkipped { .. }
-                | FleetEvent::TenantInterrupted { .. }
-        ) {
+        if is_stage
+            || matches!(
+                event,
+                FleetEvent::RunStarted { .. }
+                    | FleetEvent::TenantStarted { .. }
+                    | FleetEvent::TenantSucceeded { .. }
+                    | FleetEvent::TenantFailed { .. }
+                    | FleetEvent::TenantSkipped { .. }
+                    | FleetEvent::TenantInterrupted { .. }
+            )
+        {
             if let Some(fleet) = &self.fleet {
                 // The coordinator's counts: a shared run's runner learns at its end which tenants were its own.
                 fleet.set_length(counts.n_tenants as u64);
                 fleet.set_position(counts.done() as u64);
-                fleet.set_message(counts_text(&counts, self.columns >= WIDE_COLUMNS));
+                let stage = self.stage.text(Instant::now());
+                fleet.set_message(format!("{}{stage}", counts_text(&counts, self.columns >= WIDE_COLUMNS)));
             }
         }
     }
@@ -697,6 +762,52 @@ mod tests {
                 interrupted: 0,
             },
         }
+    }
+
+    #[test]
+    fn the_stage_text_names_the_wave_and_paused_servers_with_their_time() {
+        let t0 = Instant::now();
+        let mut stage = Stage::default();
+        assert_eq!(stage.text(t0), "");
+        let wave = FleetEvent::WaveStarted {
+            wave: 2,
+            n_waves: 4,
+            name: "5%".into(),
+            n_tenants: 10,
+        };
+        assert!(stage.event(&wave, t0));
+        let paused = |server: &str| FleetEvent::ServerPaused {
+            server: server.into(),
+            reason: "lock waiters 12 (pause over 10)".into(),
+        };
+        assert!(stage.event(&paused("eu"), t0));
+        assert!(stage.event(&paused("us"), t0 + Duration::from_secs(2)));
+        assert_eq!(
+            stage.text(t0 + Duration::from_secs(12)),
+            "; wave 2/4 (5%); paused eu 12.0s, us 10.0s"
+        );
+        let resumed = |server: &str, secs| FleetEvent::ServerResumed {
+            server: server.into(),
+            paused: Duration::from_secs(secs),
+        };
+        assert!(stage.event(&resumed("eu", 13), t0 + Duration::from_secs(13)));
+        assert_eq!(
+            stage.text(t0 + Duration::from_secs(13)),
+            "; wave 2/4 (5%); paused us 11.0s"
+        );
+        assert!(stage.event(&resumed("us", 12), t0 + Duration::from_secs(14)));
+        assert_eq!(
+            stage.text(t0 + Duration::from_secs(60)),
+            "; wave 2/4 (5%); paused 25.0s in all"
+        );
+        assert!(!stage.event(
+            &FleetEvent::ServerOutage {
+                server: "eu".into(),
+                down: Duration::ZERO,
+                n_waited: 0
+            },
+            t0
+        ));
     }
 
     #[test]

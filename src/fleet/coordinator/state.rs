@@ -24,6 +24,9 @@ use crate::revision::RevisionId;
 pub struct FleetRequest {
     pub run_id: String,
     pub action: Action,
+    /// The command and target the run is shown as, when not its action's (`fleet rollback` runs a downgrade
+    /// shown as `rollback` of the run it undoes).
+    pub shown_as: Option<(&'static str, String)>,
     pub tenants: Vec<Tenant>,
     /// By tenant index: the absolute target (version rows) an earlier run resolved for the tenant, used
     /// instead of the action's target so a retried relative target never moves a tenant further.
@@ -269,8 +272,11 @@ impl Coordinator {
         };
         Coordinator {
             run_id: req.run_id,
-            command: req.action.command(),
-            target: req.action.target(),
+            command: req
+                .shown_as
+                .as_ref()
+                .map_or(req.action.command(), |(command, _)| command),
+            target: req.shown_as.map_or_else(|| req.action.target(), |(_, target)| target),
             tenants: req.tenants,
             server_names,
             states: vec![TenantStatus::Pending; n],

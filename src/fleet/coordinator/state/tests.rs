@@ -14,6 +14,7 @@ use crate::revision::RevisionId;
 pub(in crate::fleet::coordinator) fn request(n: usize) -> FleetRequest {
     FleetRequest {
         run_id: "run".into(),
+        shown_as: None,
         action: Action::Upgrade("head".into()),
         tenants: (0..n)
             .map(|i| Tenant {
