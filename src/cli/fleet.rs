@@ -53,9 +53,10 @@ pub async fn dispatch(global: &GlobalArgs, command: FleetCommand, route: LogRout
     }
 }
 
-/// The tenants file, its servers (connection caps and pools), and every tenant (listed and discovered).
+/// The tenants file's defaults, its servers (connection caps and pools), and every tenant (listed and
+/// discovered). The rest of the file is dropped once the tenants are built: its entries moved into them.
 struct FleetSetup {
-    file: TenantsFile,
+    defaults: config::FleetDefaults,
     servers: Vec<Arc<Server>>,
     tenants: Vec<Tenant>,
 }
@@ -76,10 +77,16 @@ fn ledger_path(ctx: &Ctx, explicit: Option<&PathBuf>) -> Result<config::LedgerLo
 }
 
 async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
-    let file = TenantsFile::load(path, &config::process_env)?;
-    let mut servers = Vec::with_capacity(file.servers.len());
+    let TenantsFile {
+        defaults,
+        servers: server_specs,
+        tenants: specs,
+        sources,
+        ..
+    } = TenantsFile::load(path, &config::process_env)?;
+    let mut servers = Vec::with_capacity(server_specs.len());
     let mut index_of = BTreeMap::new();
-    for (i, spec) in file.servers.iter().enumerate() {
+    for (i, spec) in server_specs.iter().enumerate() {
         let (pg, origin) = spec.pg_config_and_origin(None, &config::process_env)?;
         let tls = spec.tls()?;
         let mut server = Server::new(spec.name.clone(), pg, tls, spec.max_connections).map_err(usage)?;
@@ -91,18 +98,24 @@ async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
         index_of.insert(spec.name.clone(), i);
     }
     let _ = ctx;
-    let listed: Vec<Tenant> = file
-        .tenants
-        .iter()
-        .map(|spec| Tenant {
-            id: spec.id.as_str().to_string(),
-            server: index_of[&spec.server],
-            place: spec.target.clone(),
-            tags: Arc::new(spec.tags.clone()),
+    // Each entry moves into its tenant (its strings and its shared tags map), keeping only where it is for
+    // messages, so 100,000 listed tenants are held once rather than as entries and tenants (load-tests/FINDINGS.md).
+    let mut listed_at = Vec::with_capacity(specs.len());
+    let mut listed: Vec<Tenant> = specs
+        .into_iter()
+        .map(|spec| {
+            listed_at.push(spec.at);
+            Tenant {
+                id: spec.id.0,
+                server: spec.server,
+                place: spec.target,
+                tags: spec.tags,
+            }
         })
         .collect();
-    let mut found = Vec::with_capacity(file.sources.len());
-    for (i, source) in file.sources.iter().enumerate() {
+    listed.shrink_to_fit();
+    let mut found = Vec::with_capacity(sources.len());
+    for (i, source) in sources.iter().enumerate() {
         let index = index_of[&source.server];
         let tenants = fleet::discover(&servers[index], index, &source.kind, &source.tags)
             .await
@@ -110,13 +123,17 @@ async fn setup(ctx: &Ctx, path: &Path) -> Result<FleetSetup, CliError> {
         found.push((i, tenants));
     }
     let describe = |origin: fleet::Origin| match origin {
-        fleet::Origin::Listed(i) => format!("the [[tenants]] entry at {}", file.tenants[i].at),
-        fleet::Origin::Source(i) => fleet::source_origin(&file.sources[i]),
+        fleet::Origin::Listed(i) => format!("the [[tenants]] entry at {}", listed_at[i]),
+        fleet::Origin::Source(i) => fleet::source_origin(&sources[i]),
     };
     // A bad set of tenants is a configuration error, as it is when the tenants file lists it.
-    let tenants = fleet::merge(listed, found, &describe, &|i| file.servers[i].name.clone())
+    let tenants = fleet::merge(listed, found, &describe, &|i| server_specs[i].name.clone())
         .map_err(|e| CliError::new(ExitCode::Usage, e))?;
-    Ok(FleetSetup { file, servers, tenants })
+    Ok(FleetSetup {
+        defaults,
+        servers,
+        tenants,
+    })
 }
 
 fn open_ledger(location: &config::LedgerLocation) -> Result<Box<dyn Ledger>, CliError> {
@@ -467,7 +484,7 @@ async fn migrate(
         (None, None) => 0,
     };
     let waves = wave_run(&run, &mut chosen, max_failure_rate, n_canaries, resume.as_ref())?;
-    let defaults = &setup.file.defaults;
+    let defaults = &setup.defaults;
     let concurrency = run.concurrency.unwrap_or(defaults.concurrency).max(1);
     let rate = run.rate.unwrap_or(defaults.rate);
     let retries = run.retries.unwrap_or(defaults.retries);
@@ -1027,7 +1044,7 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
     let selection = selection(&ctx, &args.select)?;
     let mut setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
     let chosen = select_tenants(&mut setup.tenants, &selection)?;
-    let concurrency = args.concurrency.unwrap_or(setup.file.defaults.concurrency);
+    let concurrency = args.concurrency.unwrap_or(setup.defaults.concurrency);
     let versions = fleet::read_versions(&chosen, &setup.servers, ctx.store.as_ref(), concurrency).await;
     // One group per distinct set of current rows (its plan follows from them), in order of first appearance, then
     // largest first.
@@ -1206,7 +1223,7 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
     let selection = selection(&ctx, &args.select)?;
     let mut setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
     let chosen = select_tenants(&mut setup.tenants, &selection)?;
-    let concurrency = args.concurrency.unwrap_or(setup.file.defaults.concurrency);
+    let concurrency = args.concurrency.unwrap_or(setup.defaults.concurrency);
     let versions = fleet::read_versions(&chosen, &setup.servers, ctx.store.as_ref(), concurrency).await;
     let mut heads = loaded.graph.heads();
     heads.sort();
@@ -1283,7 +1300,7 @@ async fn drift(global: &GlobalArgs, args: FleetDriftArgs) -> Result<ExitCode, Cl
     let selection = selection(&ctx, &args.select)?;
     let mut setup = setup(&ctx, &tenants_path(&ctx, &args.select)).await?;
     let chosen = select_tenants(&mut setup.tenants, &selection)?;
-    let concurrency = args.concurrency.unwrap_or(setup.file.defaults.concurrency);
+    let concurrency = args.concurrency.unwrap_or(setup.defaults.concurrency);
     let engine = Engine {
         graph: loaded.graph,
         scripts: loaded.scripts,
@@ -1680,7 +1697,7 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
     drop(by_id);
     setup.tenants.clear();
     // Where each tenant is now: one moved since the run would lose more than the run did.
-    let concurrency = run.concurrency.unwrap_or(setup.file.defaults.concurrency).max(1);
+    let concurrency = run.concurrency.unwrap_or(setup.defaults.concurrency).max(1);
     let now = fleet::read_versions(&chosen, &setup.servers, ctx.store.as_ref(), concurrency).await;
     let now: Vec<Option<Vec<RevisionId>>> = now.iter().map(|v| v.rows().cloned()).collect();
     let review = fleet::rollback::review(changed, &now, &loaded.graph, &loaded.scripts);

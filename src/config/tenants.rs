@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
@@ -448,13 +449,17 @@ pub fn clashes<K: Ord>(n: usize, key: impl Fn(usize) -> Option<K>) -> Vec<(usize
 }
 
 /// A `[[tenants]]` entry.
+///
+/// Kept small, as a file may list 100,000 of them: the server is an index, and entries with equal tags share one
+/// map (every entry without tags shares one empty map), so the fleet can move an entry's strings and tags into
+/// its tenant instead of copying them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantSpec {
     pub id: TenantId,
-    /// The name of a server in the same file.
-    pub server: String,
+    /// Its server's index in [`TenantsFile::servers`].
+    pub server: usize,
     pub target: TenantTarget,
-    pub tags: BTreeMap<String, String>,
+    pub tags: Arc<BTreeMap<String, String>>,
     pub at: Location,
 }
 
@@ -574,6 +579,10 @@ struct Reader {
     defaults: FleetDefaults,
     servers: Vec<Server>,
     known: Vec<String>,
+    /// Each server's index in `servers`, by name.
+    server_index: BTreeMap<String, usize>,
+    /// One map per distinct set of tags, shared by the entries that carry it (see [`TenantSpec`]).
+    tag_maps: std::collections::BTreeSet<Arc<BTreeMap<String, String>>>,
     /// Every entry with an id, in file order; an entry with another problem holds a placeholder (`is_valid`
     /// false) so that duplicate ids are still found.
     tenants: Vec<TenantSpec>,
@@ -605,10 +614,13 @@ impl Reader {
                 }
             }
         }
+        let server_index = servers.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
         Reader {
             defaults,
             servers,
             known: server_at.into_keys().collect(),
+            server_index,
+            tag_maps: std::collections::BTreeSet::new(),
             tenants: Vec::with_capacity(n_entries),
             is_valid: Vec::with_capacity(n_entries),
             id_at: Vec::with_capacity(n_entries),
@@ -616,18 +628,34 @@ impl Reader {
     }
 
     fn tenant(&mut self, doc: &mut Doc<'_>, table: &DeTable<'_>, span: std::ops::Range<usize>) {
-        let (id, tenant) = read_tenant(doc, table, span.clone(), &self.known);
+        let (id, tenant) = read_tenant(doc, table, span.clone(), &self.known, &self.server_index);
         // A duplicate id is reported even when the entry has other problems too.
         let Some(id) = id else { return };
         self.id_at.push(doc.offset_in_text(id.span().start));
         self.is_valid.push(tenant.is_some());
-        self.tenants.push(tenant.unwrap_or_else(|| TenantSpec {
-            id: TenantId(id.into_inner()),
-            server: String::new(),
-            target: TenantTarget::Schema(String::new()),
-            tags: BTreeMap::new(),
-            at: doc.loc(span.start),
-        }));
+        let spec = match tenant {
+            Some(mut spec) => {
+                spec.tags = self.shared_tags(spec.tags);
+                spec
+            }
+            None => TenantSpec {
+                id: TenantId(id.into_inner()),
+                server: 0,
+                target: TenantTarget::Schema(String::new()),
+                tags: self.shared_tags(Arc::default()),
+                at: doc.loc(span.start),
+            },
+        };
+        self.tenants.push(spec);
+    }
+
+    /// The map equal to `tags` that earlier entries already hold, else `tags`, kept for later entries.
+    fn shared_tags(&mut self, tags: Arc<BTreeMap<String, String>>) -> Arc<BTreeMap<String, String>> {
+        if let Some(shared) = self.tag_maps.get(&tags) {
+            return shared.clone();
+        }
+        self.tag_maps.insert(tags.clone());
+        tags
     }
 
     fn finish(mut self, mut doc: Doc<'_>, root: &DeTable<'_>) -> Result<TenantsFile, ConfigError> {
@@ -641,14 +669,14 @@ impl Reader {
             self.is_valid[later] = false;
         }
         let is_valid = &self.is_valid;
-        let place = |i: usize| is_valid[i].then(|| (specs[i].server.as_str(), specs[i].target.place_key()));
+        let place = |i: usize| is_valid[i].then(|| (specs[i].server, specs[i].target.place_key()));
         for (first, later) in clashes(specs.len(), place) {
             let (a, b) = (&specs[first], &specs[later]);
             let kind = ProblemKind::DuplicatePlace {
                 id: b.id.to_string(),
                 first_id: a.id.to_string(),
                 first: a.at.clone(),
-                server: b.server.clone(),
+                server: self.servers[b.server].name.clone(),
                 kind: b.target.kind(),
                 names: [a.target.name().to_string(), b.target.name().to_string()],
             };
@@ -963,12 +991,13 @@ fn read_tenant(
     table: &DeTable<'_>,
     span: std::ops::Range<usize>,
     known: &[String],
+    server_index: &BTreeMap<String, usize>,
 ) -> (Option<Spanned<String>>, Option<TenantSpec>) {
     let section = "[[tenants]]";
     doc.check_keys(table, section, TENANT_KEYS);
     let id = required(doc, table, &span, "id", section);
     let server = required(doc, table, &span, "server", section);
-    let server_ok = server.as_ref().is_some_and(|s| check_server(doc, s, known));
+    let server = server.filter(|s| check_server(doc, s, known));
     let id_text = id.as_ref().map_or("?", |i| i.get_ref().as_str()).to_string();
     let schema = entry(table, "schema");
     let database = entry(table, "database");
@@ -985,12 +1014,12 @@ fn read_tenant(
         (None, Some((_, v))) => identifier(doc, "database", v).map(TenantTarget::Database),
     };
     let tags = read_tags(doc, table);
-    let spec = match (&id, server.filter(|_| server_ok), target) {
+    let spec = match (&id, server.and_then(|s| server_index.get(s.get_ref()).copied()), target) {
         (Some(id), Some(server), Some(target)) => Some(TenantSpec {
             id: TenantId(id.get_ref().clone()),
-            server: server.into_inner(),
+            server,
             target,
-            tags,
+            tags: Arc::new(tags),
             at: doc.loc(span.start),
         }),
         _ => None,
@@ -1383,6 +1412,30 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         assert_eq!(file.tenants.capacity(), 2);
     }
 
+    /// Entries name their server by index and share equal tags maps, read whole or in pieces.
+    #[test]
+    fn entries_share_tags_and_index_servers() {
+        let text = format!(
+            "{SERVER}[[servers]]\nname = \"eu-2\"\nurl = \"postgres://h2/app\"\n\
+             [[tenants]]\nid = \"a\"\nserver = \"eu-2\"\nschema = \"a\"\n\
+             [[tenants]]\nid = \"b\"\nserver = \"eu-1\"\nschema = \"b\"\ntags = {{ ring = 1 }}\n\
+             [[tenants]]\nid = \"c\"\nserver = \"eu-2\"\nschema = \"c\"\n\
+             [[tenants]]\nid = \"d\"\nserver = \"eu-1\"\nschema = \"d\"\ntags = {{ ring = \"1\" }}\n\
+             [[tenants]]\nid = \"e\"\nserver = \"eu-1\"\nschema = \"e\"\ntags = {{ ring = 2 }}\n"
+        );
+        for per_piece in [None, Some(1), Some(1000)] {
+            let file = TenantsFile::parse_in_pieces(Path::new("/t.toml"), &text, &env, per_piece).expect("parse");
+            let t = &file.tenants;
+            let servers: Vec<&str> = t.iter().map(|s| file.servers[s.server].name.as_str()).collect();
+            assert_eq!(servers, ["eu-2", "eu-1", "eu-2", "eu-1", "eu-1"]);
+            assert!(t[0].tags.is_empty() && Arc::ptr_eq(&t[0].tags, &t[2].tags));
+            assert_eq!(t[1].tags["ring"], "1");
+            assert!(Arc::ptr_eq(&t[1].tags, &t[3].tags));
+            assert_eq!(t[4].tags["ring"], "2");
+            assert!(!Arc::ptr_eq(&t[1].tags, &t[4].tags));
+        }
+    }
+
     #[test]
     fn truncation_is_postgresql_s() {
         let ascii = "a".repeat(70);
@@ -1587,7 +1640,11 @@ query = "SELECT id, schema AS schema, tier FROM catalog.tenants WHERE active"
         assert!(!text.contains("password="), "no password in the example");
         // Each tenant is defined once: no listed tenant is also what a source on its server finds.
         for tenant in &file.tenants {
-            for source in file.sources.iter().filter(|s| s.server == tenant.server) {
+            for source in file
+                .sources
+                .iter()
+                .filter(|s| s.server == file.servers[tenant.server].name)
+            {
                 let pattern = match (&source.kind, &tenant.target) {
                     (SourceKind::SchemasLike(p), TenantTarget::Schema(_))
                     | (SourceKind::DatabasesLike(p), TenantTarget::Database(_)) => p,
