@@ -1,7 +1,7 @@
 //! Fleet commands: resolve the tenants file, discovery and selectors into a [`FleetRequest`], run it with the
 //! sinks the flags ask for, and report. Also `fleet current`, `fleet status` and `fleet retry`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -381,14 +381,13 @@ async fn tenants_at_target(
     pinned: &BTreeMap<usize, Vec<RevisionId>>,
     concurrency: usize,
     is_dry_run: bool,
-) -> std::collections::HashMap<usize, Vec<RevisionId>> {
+) -> HashMap<usize, Vec<RevisionId>> {
     let is_migration = matches!(action, Action::Upgrade(_) | Action::Downgrade(_));
     if is_dry_run || !is_migration || loaded.shared.is_some() {
         return Default::default();
     }
     // Tenants share a handful of distinct version rows: plan each (rows, pinned target) once.
-    let mut is_done_for: std::collections::HashMap<(Vec<RevisionId>, Option<Vec<RevisionId>>), bool> =
-        Default::default();
+    let mut is_done_for: HashMap<(Vec<RevisionId>, Option<Vec<RevisionId>>), bool> = Default::default();
     fleet::schema_tenants_at_target(chosen, servers, ctx.store.as_ref(), concurrency, |i, rows| {
         let pin = pinned.get(&i);
         *is_done_for.entry((rows.to_vec(), pin.cloned())).or_insert_with(|| {
@@ -548,9 +547,8 @@ async fn migrate(
         run.dry_run,
     )
     .await;
-    let pinned_text: Vec<Option<String>> = (0..chosen.len())
-        .map(|i| pinned.get(&i).map(|rows| ledger::rows_text(rows)))
-        .collect();
+    // Only pinned tenants have a target text (a map, not an entry per tenant: 100,000 tenants are a run too).
+    let pinned_text: BTreeMap<usize, String> = pinned.iter().map(|(i, rows)| (*i, ledger::rows_text(rows))).collect();
     let mut writer = None;
     let mut rate_share = None;
     let lease = run
@@ -562,22 +560,25 @@ async fn migrate(
     } else {
         let path = ledger_path(&ctx, select.ledger.as_ref())?;
         let mut ledger = open_ledger(&path)?;
-        let tags_text: Vec<Option<String>> = chosen
-            .iter()
-            .map(|t| (!t.tags.is_empty()).then(|| serde_json::json!(*t.tags).to_string()))
-            .collect();
+        // Tenants share their tags maps: each distinct map is written as JSON once.
+        let mut tags_text: HashMap<*const BTreeMap<String, String>, String> = HashMap::new();
+        for t in &chosen {
+            if !t.tags.is_empty() {
+                tags_text
+                    .entry(Arc::as_ptr(&t.tags))
+                    .or_insert_with(|| serde_json::json!(*t.tags).to_string());
+            }
+        }
         let new_tenants: Vec<NewTenant> = chosen
             .iter()
-            .zip(&pinned_text)
-            .zip(&tags_text)
             .enumerate()
-            .map(|(i, ((t, target), tags))| NewTenant {
+            .map(|(i, t)| NewTenant {
                 tenant_id: &t.id,
                 server: &setup.servers[t.server].name,
                 kind: fleet::place_kind(&t.place),
-                target: target.as_deref(),
+                target: pinned_text.get(&i).map(String::as_str),
                 canary: i < n_canaries,
-                tags: tags.as_deref(),
+                tags: tags_text.get(&Arc::as_ptr(&t.tags)).map(String::as_str),
             })
             .collect();
         let new_run = NewRun {
@@ -1057,7 +1058,7 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
     }
     let mut groups: Vec<Group> = Vec::new();
     // A plan depends only on the version rows, so tenants at the same rows share a group, planned once.
-    let mut group_of: std::collections::HashMap<Vec<RevisionId>, Result<usize, String>> = Default::default();
+    let mut group_of: HashMap<Vec<RevisionId>, Result<usize, String>> = Default::default();
     let (mut missing, mut unreachable, mut unplannable) = (Vec::new(), Vec::new(), Vec::new());
     for (i, (tenant, result)) in chosen.iter().zip(&versions).enumerate() {
         let rows = match result {
