@@ -381,21 +381,30 @@ async fn tenants_at_target(
     pinned: &BTreeMap<usize, Vec<RevisionId>>,
     concurrency: usize,
     is_dry_run: bool,
-) -> HashMap<usize, Vec<RevisionId>> {
+) -> HashMap<usize, Arc<[RevisionId]>> {
     let is_migration = matches!(action, Action::Upgrade(_) | Action::Downgrade(_));
     if is_dry_run || !is_migration || loaded.shared.is_some() {
         return Default::default();
     }
     // Tenants share a handful of distinct version rows: plan each (rows, pinned target) once.
     let mut is_done_for: HashMap<(Vec<RevisionId>, Option<Vec<RevisionId>>), bool> = Default::default();
-    fleet::schema_tenants_at_target(chosen, servers, ctx.store.as_ref(), concurrency, |i, rows| {
+    let at_target = fleet::schema_tenants_at_target(chosen, servers, ctx.store.as_ref(), concurrency, |i, rows| {
         let pin = pinned.get(&i);
         *is_done_for.entry((rows.to_vec(), pin.cloned())).or_insert_with(|| {
             fleet::migration_plan(&loaded.graph, action, rows, pin.map(Vec::as_slice))
                 .is_some_and(|plan| plan.is_ok_and(|plan| plan.steps.is_empty()))
         })
     })
-    .await
+    .await;
+    // Held until each tenant's turn: one shared list per distinct set of rows, not one per tenant.
+    let mut shared: HashMap<Vec<RevisionId>, Arc<[RevisionId]>> = HashMap::new();
+    at_target
+        .into_iter()
+        .map(|(i, rows)| {
+            let rows = shared.entry(rows).or_insert_with_key(|rows| Arc::from(rows.as_slice()));
+            (i, Arc::clone(rows))
+        })
+        .collect()
 }
 
 async fn migrate(

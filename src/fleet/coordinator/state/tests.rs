@@ -793,7 +793,7 @@ fn tenants_known_at_target_are_skipped_without_a_slot_and_recorded() {
     req.source = Source::Claims {
         poll: Duration::from_millis(500),
     };
-    req.at_target = [(1, vec![rev("c")]), (2, vec![rev("c")])].into();
+    req.at_target = [(1, vec![rev("c")].into()), (2, vec![rev("c")].into())].into();
     let mut run = Run::new(req);
     // Known skips to come: claims ask for a large batch.
     run.check(Input::Begin, &["run_started", "claim 256"]);
@@ -833,7 +833,7 @@ fn tenants_known_at_target_are_skipped_without_a_slot_and_recorded() {
 fn a_skipped_canary_counts_as_a_finished_canary() {
     let mut req = request(3);
     req.n_canaries = 1;
-    req.at_target = [(0, vec![rev("c")])].into();
+    req.at_target = [(0, vec![rev("c")].into())].into();
     let mut run = Run::new(req);
     run.check(
         Input::Begin,
