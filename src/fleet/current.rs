@@ -48,7 +48,7 @@ impl Versions {
 const SCHEMAS_PER_CHUNK: usize = 500;
 
 /// Version tables per `UNION ALL` statement of a chunk's read. Planning a `UNION ALL` grows faster than its
-/// branches: 10,000 tables read 500 to a statement took 4 s, 50 to a statement 1.4 s (load-tests/FINDINGS.md §8).
+/// branches: 10,000 tables read 500 to a statement took 4 s, 50 to a statement 1.4 s (load-tests/FINDINGS.md §9).
 const TABLES_PER_STATEMENT: usize = 50;
 
 /// Chunks of one server database read at once, each lane on its own pooled connection (at most the server's
