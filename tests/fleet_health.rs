@@ -224,6 +224,24 @@ async fn held_until_replayed(fleet: &Fleet, events: &std::path::Path, says: &str
 /// The test cluster's pg_hba.conf (scripts/pg-cluster) asks members of this role for a scram password on TCP.
 const PASSWORD_GROUP: &str = "flotilla_password_login";
 
+/// An upgrade of `fleet` writing events to `events`, once the server paused it (a replica lagging) and, a moment
+/// later, still no tenant has started.
+fn spawn_held_by_lag(fleet: &Fleet, events: &std::path::Path) -> std::process::Child {
+    let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(events)]);
+    wait_for("the server to pause", Duration::from_secs(30), || {
+        events_so_far(events)
+            .iter()
+            .any(|e| e["event"] == "server_paused")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !events_so_far(events).iter().any(|e| e["event"] == "tenant_started"),
+        "no tenant starts while the replica lags"
+    );
+    child
+}
+
 /// The replica is read as a role that must send a password, which only the server's `password_file` holds: the
 /// replica connection takes the server's password, and it never shows.
 #[tokio::test]
@@ -250,18 +268,7 @@ async fn a_listed_replica_behind_its_primary_holds_the_servers_tenants_until_it_
         ),
     );
     let events = fleet.project.path().join("events.ndjson");
-    let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events)]);
-    wait_for("the server to pause", Duration::from_secs(30), || {
-        events_so_far(&events)
-            .iter()
-            .any(|e| e["event"] == "server_paused")
-            .then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        !events_so_far(&events).iter().any(|e| e["event"] == "tenant_started"),
-        "no tenant starts while the replica lags"
-    );
+    let child = spawn_held_by_lag(&fleet, &events);
     standby.query("SELECT pg_wal_replay_resume()");
     let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
     let says = format!("replica `{replica}` replay lag");
@@ -295,15 +302,7 @@ async fn the_primarys_replication_view_of_a_paused_standby_holds_the_servers_ten
             (lag.as_deref() == Some("t")).then_some(())
         });
         fleet.write_tenants(4, "pause_replay_lag = \"1s\"\n");
-        let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events)]);
-        wait_for("the server to pause", Duration::from_secs(30), || {
-            events_so_far(&events)
-                .iter()
-                .any(|e| e["event"] == "server_paused")
-                .then_some(())
-        });
-        std::thread::sleep(Duration::from_millis(1500));
-        assert!(!events_so_far(&events).iter().any(|e| e["event"] == "tenant_started"));
+        let child = spawn_held_by_lag(&fleet, &events);
         standby.query("SELECT pg_wal_replay_resume()");
         let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
         is_done.store(true, Ordering::Relaxed);

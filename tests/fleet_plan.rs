@@ -34,14 +34,9 @@ fn mixed_fleet() -> Fleet {
     fleet
 }
 
-#[tokio::test]
-async fn bulk_reads_agree_with_reading_each_tenant() {
-    let fleet = mixed_fleet();
-    let current = fleet
-        .fleet(&["current", "--format", "json", "--verbose"])
-        .assert_code(1)
-        .json();
-    let read: BTreeMap<String, Vec<String>> = current["tenants"]
+/// Each tenant's version rows as `fleet current --format json --verbose` read them.
+fn rows_read(current: &Value) -> BTreeMap<String, Vec<String>> {
+    current["tenants"]
         .as_array()
         .unwrap()
         .iter()
@@ -53,7 +48,17 @@ async fn bulk_reads_agree_with_reading_each_tenant() {
                 .map(|r| r.as_str().unwrap().to_string());
             (t["id"].as_str().unwrap().to_string(), rows.collect())
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn bulk_reads_agree_with_reading_each_tenant() {
+    let fleet = mixed_fleet();
+    let current = fleet
+        .fleet(&["current", "--format", "json", "--verbose"])
+        .assert_code(1)
+        .json();
+    let read = rows_read(&current);
     let mut direct = fleet.versions().await;
     direct.remove("tenant_0008");
     assert_eq!(read, direct, "fleet current's bulk read equals per-tenant reads");
@@ -223,19 +228,7 @@ async fn bulk_reads_of_many_chunks_agree_with_reading_each_tenant() {
         .fleet(&["current", "--format", "json", "--verbose"])
         .assert_code(1)
         .json();
-    let read: BTreeMap<String, Vec<String>> = current["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            let rows = t["revisions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r.as_str().unwrap().to_string());
-            (t["id"].as_str().unwrap().to_string(), rows.collect())
-        })
-        .collect();
+    let read = rows_read(&current);
     let dropped: Vec<String> = (1..=1201)
         .filter(|i| i % 100 == 7)
         .map(|i| format!("tenant_{i:04}"))
