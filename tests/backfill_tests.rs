@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::{cluster, connect, repo_dir, TempProject, TestDb};
+use crate::harness::{cluster, connect, own_cluster_dir, pg_cluster, repo_dir, TempProject, TestDb};
 
 const CONFIG: &str = "script_location = \"migrations\"\n";
 
@@ -667,19 +667,7 @@ struct CrashCluster {
 
 impl CrashCluster {
     async fn start() -> CrashCluster {
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        // A run that died before its drop left its cluster behind: destroy those of dead processes.
-        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_prefix("flotilla-crash-pg-")
-                .and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-                pg_cluster("destroy", &entry.path());
-            }
-        }
-        let dir = tmp.join(format!("flotilla-crash-pg-{}", std::process::id()));
-        pg_cluster("destroy", &dir);
+        let dir = own_cluster_dir("flotilla-crash-pg");
         let mut server = CrashCluster {
             dir,
             url: String::new(),
@@ -761,14 +749,6 @@ impl Drop for CrashCluster {
     fn drop(&mut self) {
         pg_cluster("destroy", &self.dir);
     }
-}
-
-fn pg_cluster(action: &str, dir: &Path) {
-    let _ = Command::new(repo_dir().join("scripts/pg-cluster"))
-        .arg(action)
-        .arg(dir)
-        .stdin(Stdio::null())
-        .output();
 }
 
 /// A backfill with `commit` (`async` or `sync`) on database `db` of `server`, the server crashed part way and

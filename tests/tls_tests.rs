@@ -9,7 +9,7 @@ use std::process::Command;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
-use crate::harness::{cluster, psql, repo_dir, Cmd, TempProject};
+use crate::harness::{cluster, own_cluster_dir, pg_cluster, psql, repo_dir, Cmd, TempProject};
 use crate::single_support::assert_contains;
 
 const PROBE: &str = "-- revision: t1\n-- down_revision:\n\n-- flotilla:upgrade\n\
@@ -25,20 +25,7 @@ struct TlsServer {
 
 impl TlsServer {
     fn start() -> TlsServer {
-        // Per process, so two test runs of this checkout never stop each other's server.
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        // A run that died before its drop (Ctrl-C, SIGKILL) left its cluster behind: stop those of dead processes.
-        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_prefix("flotilla-tls-pg-")
-                .and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-                pg_cluster("destroy", &entry.path());
-            }
-        }
-        let dir = tmp.join(format!("flotilla-tls-pg-{}", std::process::id()));
-        pg_cluster("destroy", &dir);
+        let dir = own_cluster_dir("flotilla-tls-pg");
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs).unwrap();
         write_certificates(&certs);
@@ -85,13 +72,6 @@ impl Drop for TlsServer {
     fn drop(&mut self) {
         pg_cluster("destroy", &self.dir);
     }
-}
-
-fn pg_cluster(action: &str, dir: &Path) {
-    let _ = Command::new(repo_dir().join("scripts/pg-cluster"))
-        .arg(action)
-        .arg(dir)
-        .output();
 }
 
 /// `ca.pem` signs `server.crt` (valid for `localhost` only) and `client.crt` (for role `flotilla_cert`);

@@ -211,6 +211,34 @@ fn client_bin_dir() -> Option<PathBuf> {
 }
 
 /// Replaces the database (the path) of a `postgres://` URL, keeping user, host and query parameters.
+/// `scripts/pg-cluster ACTION DIR`, its outcome ignored (used to stop or destroy a test's own cluster).
+pub fn pg_cluster(action: &str, dir: &std::path::Path) {
+    let _ = std::process::Command::new(super::repo_dir().join("scripts/pg-cluster"))
+        .arg(action)
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .output();
+}
+
+/// A fresh directory for a test's own cluster, `PREFIX-PID` under the test binary's temporary directory (per
+/// process, so two test runs of this checkout never stop each other's server), after destroying the clusters
+/// runs that died before their drop (Ctrl-C, SIGKILL) left behind.
+pub fn own_cluster_dir(prefix: &str) -> std::path::PathBuf {
+    let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(&format!("{prefix}-"))
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            pg_cluster("destroy", &entry.path());
+        }
+    }
+    let dir = tmp.join(format!("{prefix}-{}", std::process::id()));
+    pg_cluster("destroy", &dir);
+    dir
+}
+
 pub fn with_database(url: &str, db_name: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         panic!("{DATABASE_URL_ENV} must be a postgres:// URL, got {url:?}");
