@@ -302,4 +302,28 @@ mod tests {
         assert_eq!(health.replay_lag, Some(Duration::from_secs(60)));
         assert!(health.query.is_some());
     }
+
+    #[test]
+    fn health_is_off_unless_configured_and_true_takes_the_defaults() {
+        assert!(health_of("").unwrap().is_off());
+        assert_eq!(health_of("health = true\n").unwrap(), HealthLimits::defaults());
+        let limits = health_of("health = true\npause_lock_waiters = 3\npause_replay_lag = \"5s\"\n").unwrap();
+        assert_eq!(limits.lock_waiters, Some(3));
+        assert_eq!(limits.replay_lag, Some(Duration::from_secs(5)));
+        assert_eq!(limits.free_connections, Some(HealthLimits::DEFAULT_FREE_CONNECTIONS));
+        let query = health_of("pause_query = \"SELECT 1\"\npause_query_above = 2.5\n").unwrap();
+        assert_eq!(
+            (query.query.as_deref(), query.query_above),
+            (Some("SELECT 1"), Some(2.5))
+        );
+        assert_eq!(query.lock_waiters, None);
+    }
+
+    #[test]
+    fn bad_health_keys_name_their_line() {
+        let err = health_of("pause_query_above = 3\n").unwrap_err();
+        assert!(err.contains("4:") && err.contains("`pause_query`"), "{err}");
+        let err = health_of("pause_lock_waiters = -1\n").unwrap_err();
+        assert!(err.contains("4:") && err.contains("pause_lock_waiters"), "{err}");
+    }
 }
