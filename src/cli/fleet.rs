@@ -286,7 +286,8 @@ struct Recorded {
 }
 
 /// The failed, interrupted and unstarted tenants of `run`, with the targets their plans were made for.
-fn retry_of(ledger: &dyn Ledger, run: &ledger::RunId) -> Result<RetryOf, CliError> {
+fn retry_of(ledger: &dyn Ledger, last: &ledger::RunRecord) -> Result<RetryOf, CliError> {
+    let run = &last.id;
     let only: BTreeSet<String> = ledger
         .retry_set(run)
         .map_err(|e| CliError::new(ExitCode::Usage, e))?
@@ -306,11 +307,7 @@ fn retry_of(ledger: &dyn Ledger, run: &ledger::RunId) -> Result<RetryOf, CliErro
             Some((t.tenant_id.clone(), rows))
         })
         .collect();
-    let resume = ledger
-        .run(&RunSelector::Id(run.to_string()))
-        .map_err(|e| CliError::new(ExitCode::Usage, e))?
-        .and_then(|r| RunOptions::from_stored(&r.options))
-        .and_then(|options| ResumeWaves::of(&options, &records, &only));
+    let resume = RunOptions::from_stored(&last.options).and_then(|options| ResumeWaves::of(&options, &records, &only));
     Ok(RetryOf {
         only,
         pinned,
@@ -453,7 +450,7 @@ async fn migrate(
                 .map_err(|e| CliError::new(ExitCode::Usage, e))?
             {
                 if last.command == action.command() && last.target == action.target() {
-                    pinned = retry_of(&*ledger, &last.id)?.pinned;
+                    pinned = retry_of(&*ledger, &last)?.pinned;
                 }
             }
         }
@@ -859,7 +856,7 @@ async fn retry(
             )))
         }
     };
-    let mut retry = retry_of(&*ledger, &last.id)?;
+    let mut retry = retry_of(&*ledger, &last)?;
     if last.command == ROLLBACK {
         retry.recorded = Some(Recorded {
             command: ROLLBACK,
