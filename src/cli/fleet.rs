@@ -383,14 +383,21 @@ async fn tenants_at_target(
     if is_dry_run || !is_migration || loaded.shared.is_some() {
         return Default::default();
     }
-    // Tenants share a handful of distinct version rows: plan each (rows, pinned target) once.
-    let mut is_done_for: HashMap<(Vec<RevisionId>, Option<Vec<RevisionId>>), bool> = Default::default();
+    let is_done = |rows: &[RevisionId], pin: Option<&Vec<RevisionId>>| {
+        fleet::migration_plan(&loaded.graph, action, rows, pin.map(Vec::as_slice))
+            .is_some_and(|plan| plan.is_ok_and(|plan| plan.steps.is_empty()))
+    };
+    // Tenants share a handful of distinct version rows: plan each once (looked up by the borrowed rows, so the
+    // 100,000th tenant at the head allocates nothing). Pinned tenants (a retry's) are planned each.
+    let mut is_done_at: HashMap<Vec<RevisionId>, bool> = Default::default();
     let at_target = fleet::schema_tenants_at_target(chosen, servers, ctx.store.as_ref(), concurrency, |i, rows| {
-        let pin = pinned.get(&i);
-        *is_done_for.entry((rows.to_vec(), pin.cloned())).or_insert_with(|| {
-            fleet::migration_plan(&loaded.graph, action, rows, pin.map(Vec::as_slice))
-                .is_some_and(|plan| plan.is_ok_and(|plan| plan.steps.is_empty()))
-        })
+        if let Some(pin) = pinned.get(&i) {
+            return is_done(rows, Some(pin));
+        }
+        match is_done_at.get(rows) {
+            Some(done) => *done,
+            None => *is_done_at.entry(rows.to_vec()).or_insert(is_done(rows, None)),
+        }
     })
     .await;
     // Held until each tenant's turn: one shared list per distinct set of rows, not one per tenant.
@@ -542,7 +549,7 @@ async fn migrate(
         .enumerate()
         .filter_map(|(i, t)| Some((i, pinned.get(&t.id)?.clone())))
         .collect();
-    let at_target = tenants_at_target(
+    let mut at_target = tenants_at_target(
         &ctx,
         &loaded,
         &action,
@@ -575,6 +582,13 @@ async fn migrate(
                     .or_insert_with(|| serde_json::json!(*t.tags).to_string());
             }
         }
+        // Likewise the version rows of the tenants known at their target, recorded skipped as the run opens.
+        let mut rows_text: HashMap<*const [RevisionId], String> = HashMap::new();
+        for rows in at_target.values() {
+            rows_text
+                .entry(Arc::as_ptr(rows))
+                .or_insert_with(|| rows.iter().map(RevisionId::as_str).collect::<Vec<_>>().join(","));
+        }
         let new_tenants: Vec<NewTenant> = chosen
             .iter()
             .enumerate()
@@ -585,6 +599,10 @@ async fn migrate(
                 target: pinned_text.get(&i).map(String::as_str),
                 canary: i < n_canaries,
                 tags: tags_text.get(&Arc::as_ptr(&t.tags)).map(String::as_str),
+                at_target: at_target
+                    .get(&i)
+                    .and_then(|rows| rows_text.get(&Arc::as_ptr(rows)))
+                    .map(String::as_str),
             })
             .collect();
         let new_run = NewRun {
@@ -609,6 +627,8 @@ async fn migrate(
         }
         if !joined.is_new {
             eprintln!("Joined run {name} ({}) as runner {}", joined.run, open.runner.id);
+            // The runner that opened the run recorded its tenants at their target skipped, and reports them.
+            at_target.clear();
         }
         // Runners of a named run share each server's max_connections, and the start rate, between them.
         let is_shared = run.run_name.is_some();

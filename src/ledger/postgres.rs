@@ -460,6 +460,7 @@ struct TenantArrays {
     targets: Vec<Option<String>>,
     canaries: Vec<bool>,
     tags: Vec<String>,
+    at_target: Vec<Option<String>>,
     /// The first tenant id listed twice.
     duplicate: Option<String>,
 }
@@ -478,6 +479,7 @@ impl TenantArrays {
             arrays.targets.push(t.target.map(str::to_string));
             arrays.canaries.push(t.canary);
             arrays.tags.push(t.tags.unwrap_or("{}").to_string());
+            arrays.at_target.push(t.at_target.map(str::to_string));
         }
         arrays
     }
@@ -921,10 +923,13 @@ fn open_run_tx(
     };
     tx.execute(
         "INSERT INTO flotilla_ledger.tenants
-             (run_seq, tenant_id, position, server, kind, target_revision, canary, tags, status)
-         SELECT $1, t.id, t.ord - 1, t.server, t.kind, t.target, t.canary, t.tags::jsonb, 'pending'
-         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[])
-              WITH ORDINALITY AS t (id, server, kind, target, canary, tags, ord)",
+             (run_seq, tenant_id, position, server, kind, target_revision, canary, tags, status, from_revision,
+              to_revision)
+         SELECT $1, t.id, t.ord - 1, t.server, t.kind, t.target, t.canary, t.tags::jsonb,
+                CASE WHEN t.at_target IS NULL THEN 'pending' ELSE 'skipped' END, nullif(t.at_target, ''),
+                nullif(t.at_target, '')
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[], $8::text[])
+              WITH ORDINALITY AS t (id, server, kind, target, canary, tags, at_target, ord)",
         &[
             &seq,
             &tenants.ids,
@@ -933,6 +938,7 @@ fn open_run_tx(
             &tenants.targets,
             &tenants.canaries,
             &tenants.tags,
+            &tenants.at_target,
         ],
     )
     .map_err(err("record the run's tenants"))?;

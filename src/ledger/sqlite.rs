@@ -448,8 +448,10 @@ impl Ledger for SqliteLedger {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO flotilla_run_tenants (run_seq, tenant_id, server, kind, status, updated_at,
-                                                      target_revision, position, canary, tags)
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, coalesce(?9, '{}'))",
+                                                      target_revision, position, canary, tags, from_revision,
+                                                      to_revision)
+                     VALUES (?1, ?2, ?3, ?4, CASE WHEN ?10 IS NULL THEN 'pending' ELSE 'skipped' END, ?5, ?6, ?7,
+                             ?8, coalesce(?9, '{}'), nullif(?10, ''), nullif(?10, ''))",
                 )
                 .map_err(err("record the run's tenants"))?;
             for (position, tenant) in tenants.iter().enumerate() {
@@ -464,6 +466,7 @@ impl Ledger for SqliteLedger {
                         position as i64,
                         tenant.canary,
                         tenant.tags,
+                        tenant.at_target,
                     ])
                     .map_err(|e| {
                         if is_unique_violation(&e) {

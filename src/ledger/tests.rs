@@ -73,6 +73,7 @@ fn new_tenants<'a>(ids: &[&'a str]) -> Vec<NewTenant<'a>> {
             target: None,
             canary: false,
             tags: None,
+            at_target: None,
         })
         .collect()
 }

@@ -31,9 +31,11 @@ pub struct FleetRequest {
     /// By tenant index: the absolute target (version rows) an earlier run resolved for the tenant, used
     /// instead of the action's target so a retried relative target never moves a tenant further.
     pub pinned: BTreeMap<usize, Vec<RevisionId>>,
-    /// By tenant index: tenants known, before the run, to be at their target (their version rows, read in bulk):
-    /// each is skipped when its turn comes, without a worker, a connection, a concurrency slot or a start.
-    /// Tenants at the same rows share one list (100,000 tenants mostly at one head).
+    /// By tenant index: tenants known, before the run, to be at their target (their version rows, read in bulk).
+    /// A recorded run wrote them skipped when it opened (`NewTenant::at_target`), so they are never claimed; the
+    /// coordinator reports them skipped first, before any tenant starts, without a worker, a connection, a
+    /// concurrency slot, a start or a ledger write each. Tenants at the same rows share one list (100,000
+    /// tenants mostly at one head).
     pub at_target: HashMap<usize, Arc<[RevisionId]>>,
     /// Stages of the run (`--waves`, `--waves-by`): the tenants are ordered by wave, and a wave starts only when the
     /// one before it finished under its failure-rate gate, the pause and the gate command.
@@ -192,8 +194,8 @@ pub(super) enum Decision {
     Finish,
 }
 
-/// How many tenants a claim asks for while tenants known to be at their target remain.
-const SKIP_CLAIM_BATCH: usize = 256;
+/// How many tenants known to be at their target one [`Coordinator::handle`] reports skipped.
+const SKIP_REPORT_BATCH: usize = 1024;
 
 /// Where the claims of a [`Source::Claims`] run stand.
 struct Claims {
@@ -228,8 +230,8 @@ pub(super) struct Coordinator {
     counts: StateCounts,
     /// The ledger rows of the tenants in flight in a recorded run (a finished tenant's row is sent and dropped).
     rows: HashMap<usize, TenantUpdate>,
-    /// See [`FleetRequest::at_target`]; a tenant leaves it when skipped.
-    at_target: HashMap<usize, Arc<[RevisionId]>>,
+    /// See [`FleetRequest::at_target`]: those not reported yet, the lowest index last (reported from the end).
+    at_target: Vec<(usize, Arc<[RevisionId]>)>,
     n_canaries: usize,
     n_canaries_left: usize,
     concurrency: usize,
@@ -289,7 +291,11 @@ impl Coordinator {
                 },
             },
             rows: HashMap::new(),
-            at_target: req.at_target,
+            at_target: {
+                let mut at_target: Vec<_> = req.at_target.into_iter().collect();
+                at_target.sort_unstable_by_key(|(index, _)| std::cmp::Reverse(*index));
+                at_target
+            },
             n_canaries,
             // Claimed runs leave the canary phase to the ledger, which sees every runner's canaries.
             n_canaries_left: if claims.is_some() { 0 } else { n_canaries },
@@ -402,6 +408,7 @@ impl Coordinator {
                 }
             }
         }
+        self.report_at_target(now, &mut out);
         self.check_wave(now, &mut out);
         self.dispatch(now, &mut out);
         self.ask_for_more(now, &mut out);
@@ -410,20 +417,56 @@ impl Coordinator {
             .as_ref()
             .is_none_or(|c| c.state == ClaimState::Done && !c.is_asking);
         let is_drained = self.ready.is_empty() && self.n_delayed == 0 && is_claimed_out;
-        if self.in_flight.is_empty() && (is_drained || self.is_stopping || self.outcome.is_halted) {
+        // The tenants known at their target are all reported, even after a signal: the ledger has them skipped.
+        let is_reported = self.at_target.is_empty();
+        if self.in_flight.is_empty() && is_reported && (is_drained || self.is_stopping || self.outcome.is_halted) {
             self.is_finishing = true;
             out.push(Decision::Finish);
         }
         out
     }
 
-    /// Start as many tenants as the concurrency, the canary phase and the start rate allow right now; skip at
-    /// once the tenants known to be at their target.
+    /// Report the next [`SKIP_REPORT_BATCH`] tenants known to be at their target as skipped (events in bounded
+    /// batches, so 100,000 of them are never held as decisions at once), and ask to be woken for the next.
+    fn report_at_target(&mut self, now: Instant, out: &mut Vec<Decision>) {
+        if self.at_target.is_empty() {
+            return;
+        }
+        for _ in 0..SKIP_REPORT_BATCH {
+            let Some((index, at)) = self.at_target.pop() else {
+                break;
+            };
+            self.outcome.n_skipped += 1;
+            self.count_finished(index, TenantStatus::Skipped);
+            let tenant = TenantId::from(self.tenants[index].id.as_str());
+            self.emit(
+                FleetEvent::TenantSkipped {
+                    tenant,
+                    at: at.to_vec(),
+                },
+                out,
+            );
+            self.after_finish(index, out);
+        }
+        if self.at_target.is_empty() {
+            self.at_target = Vec::new();
+        } else {
+            out.push(Decision::WakeAt(now));
+        }
+    }
+
+    /// Start as many tenants as the concurrency, the canary phase and the start rate allow right now (once the
+    /// tenants known at their target are reported).
     fn dispatch(&mut self, now: Instant, out: &mut Vec<Decision>) {
-        while !self.is_stopping && !self.outcome.is_halted {
+        while !self.is_stopping && !self.outcome.is_halted && self.at_target.is_empty() {
             let Some((index, attempt)) = self.ready.front() else {
                 break;
             };
+            // Reported already (known at its target).
+            if self.states[index] != TenantStatus::Pending {
+                self.ready.pop_front();
+                continue;
+            }
             // During the canary phase only canaries start.
             if self.n_canaries_left > 0 && index >= self.n_canaries {
                 break;
@@ -433,13 +476,6 @@ impl Coordinator {
                 if w.opening != Opening::Open || index >= w.run.waves.ends[w.current] {
                     break;
                 }
-            }
-            if let Some(at) = self.at_target.remove(&index).map(|rows| rows.to_vec()) {
-                self.ready.pop_front();
-                let skipped = self.skipped(index, TenantId::from(self.tenants[index].id.as_str()), at, out);
-                self.emit(skipped, out);
-                self.after_finish(index, out);
-                continue;
             }
             if self.in_flight.len() >= self.concurrency {
                 break;
@@ -474,7 +510,6 @@ impl Coordinator {
         let n_in_flight = self.in_flight.len();
         let concurrency = self.concurrency;
         let is_open = !self.is_stopping && !self.outcome.is_halted;
-        let has_skips = !self.at_target.is_empty();
         let Some(claims) = &mut self.claims else {
             return;
         };
@@ -486,10 +521,8 @@ impl Coordinator {
             ClaimState::Wait if claims.next_at.is_some_and(|at| now < at) => return,
             ClaimState::More | ClaimState::Wait => {}
         }
-        // Enough for the free slots and as many again, so a finishing worker finds the next tenant ready; larger
-        // batches while tenants known to be at their target may come (they are skipped without a slot).
+        // Enough for the free slots and as many again, so a finishing worker finds the next tenant ready.
         let max = (2 * concurrency).saturating_sub(n_ready + n_in_flight).max(1);
-        let max = if has_skips { max.max(SKIP_CLAIM_BATCH) } else { max };
         claims.is_asking = true;
         claims.next_at = None;
         out.push(Decision::Claim { max });
@@ -862,6 +895,16 @@ impl Coordinator {
         out: &mut Vec<Decision>,
         change: impl FnOnce(&mut TenantUpdate),
     ) {
+        self.count_finished(index, state);
+        self.record(index, out, |row| {
+            row.status = state;
+            change(row);
+        });
+        self.rows.remove(&index);
+    }
+
+    /// Tenant `index` reached its final `state`: count it for the run and its wave.
+    fn count_finished(&mut self, index: usize, state: TenantStatus) {
         self.set_state(index, state);
         self.n_finished += 1;
         if let Some(w) = &mut self.waves {
@@ -871,11 +914,6 @@ impl Coordinator {
                 w.n_failed[wave] += 1;
             }
         }
-        self.record(index, out, |row| {
-            row.status = state;
-            change(row);
-        });
-        self.rows.remove(&index);
     }
 
     fn set_state(&mut self, index: usize, to: TenantStatus) {

@@ -32,6 +32,7 @@ fn tenants(ids: &[String]) -> Vec<NewTenant<'_>> {
             target: None,
             canary: false,
             tags: None,
+            at_target: None,
         })
         .collect()
 }

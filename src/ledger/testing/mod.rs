@@ -32,6 +32,7 @@ macro_rules! ledger_suite {
     ($store:expr) => {
         $crate::ledger_suite!(@each $store;
             check_claims_in_order_once,
+            check_tenants_at_target_are_recorded_skipped_and_never_claimed,
             check_named_run_is_shared,
             check_lapsed_lease_hands_tenants_over,
             check_placement,

@@ -47,6 +47,7 @@ fn new_tenants<'a>(ids: &'a [String], tags: &'a [String], n_canaries: usize) -> 
             target: None,
             canary: i < n_canaries,
             tags: Some(tags),
+            at_target: None,
         })
         .collect()
 }
@@ -89,6 +90,45 @@ pub fn check_claims_in_order_once(store: &impl Store) {
     assert!(tenants
         .iter()
         .all(|t| t.runner.as_deref() == Some(run.runners[0].id.as_str())));
+}
+
+/// Tenants known at their target when the run opens are recorded skipped with their version rows, never
+/// claimed, and do not keep a canary phase open; the run finishes when the others are done.
+pub fn check_tenants_at_target_are_recorded_skipped_and_never_claimed(store: &impl Store) {
+    let (ids, tags) = tenant_rows(5);
+    let mut tenants = new_tenants(&ids, &tags, 2);
+    tenants[0].at_target = Some("aaa,bbb");
+    tenants[2].at_target = Some("aaa");
+    // At base: at the target, with no version rows.
+    tenants[3].at_target = Some("");
+    let mut a = store.connect();
+    let joined = a.open_run(&open(None, Placement::default(), LONG), &tenants).unwrap();
+    let stored = a.tenants(&joined.run, None).unwrap();
+    let row = |id: &str| stored.iter().find(|t| t.tenant_id == id).unwrap();
+    assert_eq!(row("t00").status, TenantStatus::Skipped);
+    assert_eq!(row("t00").from_revision.as_deref(), Some("aaa,bbb"));
+    assert_eq!(row("t00").to_revision.as_deref(), Some("aaa,bbb"));
+    assert_eq!(row("t03").status, TenantStatus::Skipped);
+    assert_eq!(row("t03").from_revision, None);
+    assert_eq!(row("t01").status, TenantStatus::Pending);
+    assert_eq!(row("t01").from_revision, None);
+    // The canary t00 is finished, so only the canary t01 is claimable until it finishes.
+    let first = a.claim(&joined.run, 10).unwrap();
+    assert_eq!(claimed_ids(&first), ["t01"]);
+    a.record(&joined.run, &[done("t01")]).unwrap();
+    let rest = a.claim(&joined.run, 10).unwrap();
+    assert_eq!(claimed_ids(&rest), ["t04"]);
+    assert_eq!(rest.state, ClaimState::Done);
+    a.record(&joined.run, &[done("t04")]).unwrap();
+    a.finish_run(&joined.run, 0).unwrap();
+    let run = a.run(&RunSelector::Id(joined.run.to_string())).unwrap().unwrap();
+    assert!(run.is_finished());
+    assert_eq!(run.n_tenants, 5);
+    assert_eq!(
+        a.tenants(&joined.run, Some(&[TenantStatus::Skipped])).unwrap().len(),
+        3,
+        "the skipped rows stay skipped"
+    );
 }
 
 /// Runners giving one name share one run; the second sees the first's tenants, and neither gets a tenant the

@@ -24,6 +24,7 @@ fn new_tenants<'a>(ids: &[&'a str]) -> Vec<NewTenant<'a>> {
             target: None,
             canary: false,
             tags: None,
+            at_target: None,
         })
         .collect()
 }
@@ -487,6 +488,7 @@ pub fn check_target_revisions_are_kept_once_set(store: &impl Store) {
             target: Some("aaa"),
             canary: false,
             tags: None,
+            at_target: None,
         },
         NewTenant {
             tenant_id: "t2",
@@ -495,6 +497,7 @@ pub fn check_target_revisions_are_kept_once_set(store: &impl Store) {
             target: None,
             canary: false,
             tags: None,
+            at_target: None,
         },
     ];
     let run = ledger.begin_run(&new_run("-1"), &tenants).unwrap();

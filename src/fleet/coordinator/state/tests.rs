@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Coordinator, Decision, FleetRequest, Input, Source};
+use super::{Coordinator, Decision, FleetRequest, Input, Source, SKIP_REPORT_BATCH};
 use crate::error::ExitCode;
 use crate::fleet::tenant::{Place, Tenant};
 use crate::fleet::worker::{Action, Failure, Outcome, TenantLimits, WorkerMsg};
@@ -787,58 +787,68 @@ fn a_shared_runners_closing_counts_leave_out_the_tenants_other_runners_took() {
 }
 
 #[test]
-fn tenants_known_at_target_are_skipped_without_a_slot_and_recorded() {
+fn tenants_known_at_target_are_reported_skipped_first_and_never_recorded_again() {
     let mut req = request(4);
     req.concurrency = 1;
     req.source = Source::Claims {
         poll: Duration::from_millis(500),
     };
-    req.at_target = [(1, vec![rev("c")].into()), (2, vec![rev("c")].into())].into();
+    req.at_target = [(2, vec![rev("c")].into()), (1, vec![rev("c")].into())].into();
     let mut run = Run::new(req);
-    // Known skips to come: claims ask for a large batch.
-    run.check(Input::Begin, &["run_started", "claim 256"]);
-    // t0 takes the one slot; t1 and t2 are skipped at once although no slot is free; t3 waits for the slot.
-    let decisions = run.co.handle(claimed(&[0, 1, 2, 3], ClaimState::Done), run.now);
-    let shown: Vec<String> = decisions.iter().map(show).collect();
+    // The ledger wrote them skipped when the run opened: reported in order, without a ledger row, a slot or a
+    // claim (the ledger never hands them out).
+    let begin: Vec<String> = run.co.handle(Input::Begin, run.now).iter().map(show).collect();
     assert_eq!(
-        shown,
-        [
-            "start 0#1",
-            "record t1 skipped",
-            "tenant_skipped t1",
-            "record t2 skipped",
-            "tenant_skipped t2",
-        ]
+        begin,
+        ["run_started", "tenant_skipped t1", "tenant_skipped t2", "claim 2"]
     );
-    let rows: Vec<String> = decisions
-        .iter()
-        .filter_map(|d| match d {
-            Decision::Record(row) => Some(row_words(row)),
-            _ => None,
-        })
-        .collect();
+    run.check(claimed(&[0, 3], ClaimState::Done), &["start 0#1"]);
+    let rows = run.rows(done(0, ok()));
     assert_eq!(
-        rows,
-        [
-            "t1 skipped from=c to=c target=- #0 -",
-            "t2 skipped from=c to=c target=- #0 -"
-        ]
+        rows.iter().map(row_words).collect::<Vec<_>>(),
+        ["t0 succeeded from=- to=- target=- #1 -"]
     );
-    run.check(done(0, ok()), &["tenant_succeeded t0 #1", "start 3#1"]);
     run.check(done(3, ok()), &["tenant_succeeded t3 #1", "finish"]);
     assert_eq!(run.finish(), (ExitCode::Ok, [2, 0, 2, 0, 0]));
 }
 
 #[test]
-fn a_skipped_canary_counts_as_a_finished_canary() {
+fn many_tenants_known_at_target_are_reported_in_batches_before_any_start() {
+    let n = 2 * SKIP_REPORT_BATCH + 3;
+    let mut req = request(n);
+    req.concurrency = 2;
+    // Every tenant but the last is at its target.
+    req.at_target = (0..n - 1).map(|i| (i, Arc::from(vec![rev("c")]))).collect();
+    let mut run = Run::new(req);
+    let count = |decisions: &[Decision], what: &str| decisions.iter().filter(|d| show(d).starts_with(what)).count();
+    let first = run.co.handle(Input::Begin, run.now);
+    assert_eq!(count(&first, "tenant_skipped"), SKIP_REPORT_BATCH);
+    assert_eq!((count(&first, "wake"), count(&first, "start")), (1, 0));
+    // A signal while reporting: nothing starts, but every known skip is still reported before the run finishes
+    // (the ledger has them skipped).
+    let stopped = run.co.handle(Input::Signal, run.now);
+    assert_eq!(count(&stopped, "tenant_skipped"), SKIP_REPORT_BATCH);
+    assert_eq!(count(&stopped, "finish"), 0);
+    let last = run.co.handle(Input::Wake, run.now);
+    assert_eq!(count(&last, "tenant_skipped"), n - 1 - 2 * SKIP_REPORT_BATCH);
+    assert_eq!((count(&last, "wake"), count(&last, "start")), (0, 0));
+    assert_eq!(count(&last, "finish"), 1);
+    assert_eq!(run.finish(), (ExitCode::Interrupted, [0, 0, n - 1, 0, 1]));
+}
+
+#[test]
+fn tenants_known_at_target_are_not_started_after_their_report() {
     let mut req = request(3);
     req.n_canaries = 1;
-    req.at_target = [(0, vec![rev("c")].into())].into();
+    req.at_target = [(0, vec![rev("c")].into()), (2, vec![rev("c")].into())].into();
     let mut run = Run::new(req);
+    // A skipped canary counts as a finished canary; the local queue passes over the reported tenants.
     run.check(
         Input::Begin,
-        &["run_started", "tenant_skipped t0", "start 1#1", "start 2#1"],
+        &["run_started", "tenant_skipped t0", "tenant_skipped t2", "start 1#1"],
     );
+    run.check(done(1, ok()), &["tenant_succeeded t1 #1", "finish"]);
+    assert_eq!(run.finish(), (ExitCode::Ok, [1, 0, 2, 0, 0]));
 }
 
 /// `n` tenants in waves ending at `ends`, at concurrency `c`.
