@@ -176,10 +176,16 @@ impl Writer {
                     // Idle pooled connections would hold a share this runner does not use.
                     server.close_idle();
                 }
+                // The connection reserved for the health signals is wanted as long as the tenants' are.
+                let want = if n_workers == 0 {
+                    0
+                } else {
+                    n_workers + server.n_reserved()
+                };
                 ServerDemand {
                     server: server.name.clone(),
                     cap: server.configured_connections(),
-                    want: n_workers.min(server.configured_connections()),
+                    want: want.min(server.configured_connections()),
                     in_use: server.open_connections(),
                 }
             })
