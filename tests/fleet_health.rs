@@ -752,3 +752,86 @@ fn health_with_one_connection_is_refused_naming_max_connections() {
         out.stderr
     );
 }
+
+/// A process stopped with SIGSTOP until this is dropped (SIGCONT), so a failing test never leaves a standby
+/// backend frozen under the standby's shutdown.
+struct Frozen(i32);
+
+impl Frozen {
+    fn stop(pid: i32) -> Frozen {
+        // SAFETY: kill only sends a signal to a backend pid the standby reported.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "stop the backend");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as in `stop`.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// The listed replica answers at first, then its session stops answering part way through a backfill (its
+/// backend frozen with SIGSTOP): the sample gives up after the replica timeout and the server pauses, holding the
+/// backfill's batches, instead of hanging; once the replica answers again the run resumes and loses nothing.
+#[test]
+fn a_replica_that_stops_answering_mid_run_pauses_its_server_until_it_answers_again() {
+    let standby = Standby::start();
+    let fleet = Fleet::new(
+        "fleet_health_replica_hang",
+        1,
+        0,
+        Revisions::Fixture("fleet_backfill_slow"),
+        2,
+    );
+    let db = fleet.db.name();
+    wait_for("the standby to have the database", Duration::from_secs(30), || {
+        standby.query_in(db, "SELECT 1").map(drop)
+    });
+    let replica = standby.db_url(db);
+    fleet.write_tenants(
+        2,
+        &format!("pause_replay_lag = \"10min\"\nreplica_urls = [\"{replica}\"]\n"),
+    );
+    let events = fleet.project.path().join("events.ndjson");
+    let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events)]);
+    wait_for("the backfill to start", Duration::from_secs(30), || {
+        (rows_done(&events_so_far(&events)) >= 30).then_some(())
+    });
+    assert!(
+        !events_so_far(&events).iter().any(|e| e["event"] == "server_paused"),
+        "the replica answered until now"
+    );
+    let pid: i32 = standby
+        .query("SELECT pid FROM pg_stat_activity WHERE application_name = 'flotilla'")
+        .expect("flotilla's session on the replica")
+        .parse()
+        .unwrap();
+    let frozen = Frozen::stop(pid);
+    let paused = wait_for("the server to pause", Duration::from_secs(30), || {
+        events_so_far(&events)
+            .into_iter()
+            .find(|e| e["event"] == "server_paused")
+    });
+    let reason = paused["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("replica `{replica}` cannot be read: no answer within 5.0s")),
+        "{paused}"
+    );
+    let held_at = rows_done(&events_so_far(&events));
+    std::thread::sleep(Duration::from_millis(2000));
+    let later = rows_done(&events_so_far(&events));
+    assert!(later <= held_at + 10, "held at {held_at}, then {later}");
+    assert!(later < 300, "the backfill did not finish while the replica was silent");
+    drop(frozen);
+    let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(events_so_far(&events).iter().any(|e| e["event"] == "server_resumed"));
+    let wrong = query_text(fleet.db.url(), "SELECT count(*) FROM tenant_0001.counters WHERE n <> 1");
+    assert_eq!(
+        wrong.as_deref(),
+        Some("0"),
+        "every row backfilled exactly once across the pause"
+    );
+}
