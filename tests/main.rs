@@ -15,6 +15,7 @@ mod backfill_tests;
 mod cli_man;
 mod extend_tests;
 mod fleet_config;
+mod fleet_error_paths;
 mod fleet_faults;
 mod fleet_health;
 mod fleet_isolation;

@@ -204,7 +204,8 @@ pub enum FleetCommand {
     )]
     Status(FleetStatusArgs),
     /// Re-run the failed, interrupted and unstarted tenants of a run (the latest by default), each to the target
-    /// its plan was made for, with the same options.
+    /// its plan was made for, with the same options. A run in waves inherits its waves and gate and continues at
+    /// the wave where the run stopped; new --waves plan its tenants afresh.
     #[command(after_help = "Examples:\n  flotilla fleet retry\n  flotilla fleet retry --concurrency 4")]
     Retry(FleetRetryArgs),
     /// Undo one run: downgrade every tenant it changed back to the revisions it had before that run, and only

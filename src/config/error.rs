@@ -125,6 +125,11 @@ pub enum ProblemKind {
          settings (sslmode, ca_file, cert_file, key_file)"
     )]
     ReplicaTls { server: String, url: String },
+    #[error(
+        "server `{server}` has health throttling on and `max_connections = 1`: the health signals are read on one of \
+         the server's connections, which would leave none for its tenants; set `max_connections` to at least 2"
+    )]
+    HealthNeedsTwoConnections { server: String },
     #[error("server `{server}` sets both `password_env` and `password_file`; set only one")]
     PasswordEnvAndFile { server: String },
     #[error("password environment variable `{var}` for server `{server}` is not set")]

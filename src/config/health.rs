@@ -163,6 +163,22 @@ pub(crate) fn read(doc: &mut Doc<'_>, table: &DeTable<'_>, server: &str) -> Heal
         ),
         (None, None) => {}
     }
+    // The signals' connection counts in `max_connections` (fleet/server.rs), so one connection would leave none
+    // for the tenants. A bad value is reported where `max_connections` is read.
+    if !limits.is_off() {
+        if let Some(v) = get(table, "max_connections") {
+            if let toml::de::DeValue::Integer(n) = v.get_ref() {
+                if i64::from_str_radix(n.as_str(), n.radix()) == Ok(1) {
+                    doc.report(
+                        v.span(),
+                        ProblemKind::HealthNeedsTwoConnections {
+                            server: server.to_string(),
+                        },
+                    );
+                }
+            }
+        }
+    }
     limits
 }
 
@@ -325,5 +341,19 @@ mod tests {
         assert!(err.contains("4:") && err.contains("`pause_query`"), "{err}");
         let err = health_of("pause_lock_waiters = -1\n").unwrap_err();
         assert!(err.contains("4:") && err.contains("pause_lock_waiters"), "{err}");
+    }
+
+    #[test]
+    fn health_with_a_single_connection_is_refused_at_its_max_connections_line() {
+        let err = health_of("max_connections = 1\nhealth = true\n").unwrap_err();
+        assert!(err.contains("tenants.toml:4:") && err.contains("at least 2"), "{err}");
+        let err = health_of("pause_query = \"SELECT 1\"\npause_query_above = 2\nmax_connections = 1\n").unwrap_err();
+        assert!(
+            err.contains("tenants.toml:6:") && err.contains("max_connections"),
+            "{err}"
+        );
+        // Without health, one connection is fine; with two, health is.
+        assert!(health_of("max_connections = 1\n").unwrap().is_off());
+        assert!(!health_of("max_connections = 2\nhealth = true\n").unwrap().is_off());
     }
 }

@@ -176,10 +176,16 @@ impl Writer {
                     // Idle pooled connections would hold a share this runner does not use.
                     server.close_idle();
                 }
+                // The connection reserved for the health signals is wanted as long as the tenants' are.
+                let want = if n_workers == 0 {
+                    0
+                } else {
+                    n_workers + server.n_reserved()
+                };
                 ServerDemand {
                     server: server.name.clone(),
                     cap: server.configured_connections(),
-                    want: n_workers.min(server.configured_connections()),
+                    want: want.min(server.configured_connections()),
                     in_use: server.open_connections(),
                 }
             })
@@ -215,7 +221,21 @@ impl LedgerWriter {
         };
         let thread = std::thread::Builder::new()
             .name("flotilla-ledger".into())
-            .spawn(move || writer.run(rx, thread_failure))
+            .spawn(move || {
+                // A thread that dies (a bug, a panic in the driver) must stop the run like a failed write: the
+                // coordinator reads the failure without having to send anything more.
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(rx, thread_failure.clone())));
+                if let Err(panic) = ran {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_string());
+                    let mut slot = thread_failure.lock().unwrap_or_else(|p| p.into_inner());
+                    slot.get_or_insert_with(|| format!("the ledger writer thread stopped: {why}"));
+                }
+            })
             .ok();
         if thread.is_none() {
             *failure.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -263,10 +283,14 @@ impl LedgerWriter {
     pub fn sync(&mut self) -> Result<(), String> {
         self.flush();
         let (reply, done) = mpsc::channel();
-        if let Some(tx) = &self.tx {
-            if tx.send(Cmd::Sync(reply)).is_ok() {
-                let _ = done.recv();
-            }
+        let is_synced = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Cmd::Sync(reply)).is_ok() && done.recv().is_ok());
+        if !is_synced {
+            // The thread stopped before it got to the sync, so what was sent before it may never be written (its
+            // own note of why may not be in yet).
+            self.note_stopped();
         }
         self.health()
     }
@@ -287,9 +311,16 @@ impl LedgerWriter {
             let _ = tx.send(Cmd::Finish(exit_code));
         }
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if thread.join().is_err() {
+                self.note_stopped();
+            }
         }
         self.health()
+    }
+
+    fn note_stopped(&self) {
+        let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| "the ledger writer thread stopped".to_string());
     }
 
     fn flush(&mut self) {
@@ -304,8 +335,7 @@ impl LedgerWriter {
     fn send(&mut self, cmd: Cmd) {
         let is_sent = self.tx.as_ref().is_some_and(|tx| tx.send(cmd).is_ok());
         if !is_sent {
-            let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| "the ledger writer thread stopped".to_string());
+            self.note_stopped();
         }
     }
 }
@@ -318,5 +348,115 @@ impl Drop for LedgerWriter {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::ledger::{Joined, NewRun, NewTenant, OpenRun, RunRecord, RunSelector, SqliteLedger, TenantRecord};
+    use crate::ledger::{TenantStatus, TenantUpdate};
+
+    /// A SQLite ledger whose writer thread dies (a panic) at its `n`-th `record` call (1-based): a bug or a
+    /// broken driver stopping the thread, as opposed to a write the ledger refuses.
+    pub(crate) struct DiesAtRecord {
+        inner: SqliteLedger,
+        n_left: usize,
+    }
+
+    /// A fresh in-memory ledger holding a run of `tenants` (ids `t0`..), and the run's id.
+    pub(crate) fn dies_at_record(n: usize, tenants: usize) -> (DiesAtRecord, RunId) {
+        let mut inner = SqliteLedger::open_in_memory().expect("an in-memory ledger");
+        let ids: Vec<String> = (0..tenants).map(|i| format!("t{i}")).collect();
+        let rows: Vec<NewTenant<'_>> = ids
+            .iter()
+            .map(|id| NewTenant {
+                tenant_id: id,
+                server: "s1",
+                kind: "schema",
+                target: None,
+                canary: false,
+                tags: None,
+            })
+            .collect();
+        let run = NewRun {
+            command: "upgrade".into(),
+            target: "head".into(),
+            options: serde_json::json!({}),
+            user: "test".into(),
+            host: "test".into(),
+        };
+        let id = inner.begin_run(&run, &rows).expect("begin the run");
+        (DiesAtRecord { inner, n_left: n }, id)
+    }
+
+    impl Ledger for DiesAtRecord {
+        fn open_run(&mut self, open: &OpenRun, tenants: &[NewTenant<'_>]) -> Result<Joined, LedgerError> {
+            self.inner.open_run(open, tenants)
+        }
+        fn claim(&mut self, run: &RunId, max: usize) -> Result<Claim, LedgerError> {
+            self.inner.claim(run, max)
+        }
+        fn heartbeat(&mut self, run: &RunId) -> Result<(), LedgerError> {
+            self.inner.heartbeat(run)
+        }
+        fn halt(&mut self, run: &RunId) -> Result<(), LedgerError> {
+            self.inner.halt(run)
+        }
+        fn record(&mut self, run: &RunId, updates: &[TenantUpdate]) -> Result<(), LedgerError> {
+            self.n_left -= 1;
+            assert!(self.n_left > 0, "the ledger writer's driver broke");
+            self.inner.record(run, updates)
+        }
+        fn finish_run(&mut self, run: &RunId, exit_code: i32) -> Result<(), LedgerError> {
+            self.inner.finish_run(run, exit_code)
+        }
+        fn run(&self, which: &RunSelector) -> Result<Option<RunRecord>, LedgerError> {
+            self.inner.run(which)
+        }
+        fn tenants(&self, run: &RunId, statuses: Option<&[TenantStatus]>) -> Result<Vec<TenantRecord>, LedgerError> {
+            self.inner.tenants(run, statuses)
+        }
+        fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, LedgerError> {
+            self.inner.runs(limit)
+        }
+        fn retry_set(&self, run: &RunId) -> Result<Vec<String>, LedgerError> {
+            self.inner.retry_set(run)
+        }
+    }
+
+    #[test]
+    fn a_thread_that_dies_on_the_last_rows_fails_the_sync_and_the_finish() {
+        let (ledger, run) = dies_at_record(1, 1);
+        let mut writer = LedgerWriter::new(Box::new(ledger), run, WriterDuties::default());
+        writer.record(TenantUpdate::new("t0", TenantStatus::Succeeded));
+        // The rows went to the thread, which died writing them: nothing else is sent after them.
+        let synced = writer.sync().expect_err("rows the thread never wrote");
+        assert!(synced.contains("the ledger writer thread stopped"), "{synced}");
+        let finished = writer.finish(0).expect_err("the run cannot finish cleanly");
+        assert!(finished.contains("the ledger writer thread stopped"), "{finished}");
+    }
+
+    #[test]
+    fn a_thread_that_dies_is_seen_without_another_write() {
+        let (ledger, run) = dies_at_record(1, 1);
+        let mut writer = LedgerWriter::new(Box::new(ledger), run, WriterDuties::default());
+        writer.record(TenantUpdate::new("t0", TenantStatus::Running));
+        writer.flush();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let failure = loop {
+            if let Err(e) = writer.health() {
+                break e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the writer's health never showed its thread stopped"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(
+            failure.contains("the ledger writer thread stopped: the ledger writer's driver broke"),
+            "{failure}"
+        );
     }
 }

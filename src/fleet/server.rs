@@ -10,6 +10,11 @@
 //! answered 53300 (too many connections), for the rest of the run; and, in a shared run, this runner's share of
 //! the server's connection budget, which the ledger hands out among the run's runners (`set_share`). The server
 //! also holds its circuit breaker (`fleet::breaker`), which its workers share.
+//!
+//! Health throttling reads its signals on a connection of the server's own, inside the cap: the first sample
+//! reserves one permit for it for the rest of the run (tenants never hold a connection before it, since each waits
+//! for that sample before it connects), so the tenants share one fewer, and the cap never goes below two while
+//! the reservation stands (one for the signals, one for a tenant).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -53,9 +58,17 @@ pub struct Server {
     breaker: Mutex<Breaker>,
     /// When this server's tenants wait for it to be less loaded (health throttling; off unless configured).
     pub health: super::health::ServerHealth,
-    /// The connection health signals are read on: one of its own, outside the cap, because the tenants
-    /// waiting for the server to recover hold the cap's permits (their backfills keep their connections).
-    health_client: tokio::sync::Mutex<Option<Client>>,
+    /// The connection health signals are read on, and the permit of the cap reserved for it: taken at the first
+    /// sample and kept, because the tenants waiting for the server to recover may hold every other permit (their
+    /// backfills keep their connections), so a health connection that has to reconnect still has its slot.
+    health_conn: tokio::sync::Mutex<HealthConn>,
+}
+
+/// The health signals' connection and its reserved permit of the cap.
+#[derive(Default)]
+struct HealthConn {
+    client: Option<Client>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// The limits on a server's open connections; the cap is the lowest.
@@ -67,7 +80,10 @@ struct Limits {
     refused_at: Option<usize>,
     /// This runner's share of the run's budget for the server (shared runs).
     share: Option<usize>,
-    /// The lowest of the above: what the semaphore's permits stand for.
+    /// Permits held for the health signals' connection (0 or 1).
+    reserved: usize,
+    /// The lowest of the above, but room for one tenant besides the reserved: what the semaphore's permits stand
+    /// for.
     cap: usize,
 }
 
@@ -80,7 +96,8 @@ impl Limits {
         if let Some(n) = self.share {
             cap = cap.min(n);
         }
-        cap
+        // A reservation is only made when `configured` leaves a tenant room besides it.
+        cap.max(1 + self.reserved).min(self.configured)
     }
 }
 
@@ -182,17 +199,21 @@ async fn open_connection(
     Ok((client, handle))
 }
 
-/// A connection outside the server's cap and count (health signals: the tenants waiting for the server to
-/// recover hold the cap's permits).
+/// A permit of no cap, for a connection that holds its permit of the cap elsewhere or is under none.
+async fn unlimited_permit() -> OwnedSemaphorePermit {
+    Arc::new(Semaphore::new(1))
+        .acquire_owned()
+        .await
+        .expect("a new semaphore is not closed")
+}
+
+/// A connection outside the server's cap and count (a listed replica: another server).
 pub(super) async fn connect_outside_cap(
     config: tokio_postgres::Config,
     tls: TlsMode,
 ) -> Result<Client, tokio_postgres::Error> {
-    let permit = Arc::new(Semaphore::new(1))
-        .acquire_owned()
-        .await
-        .expect("a new semaphore is not closed");
-    let (client, _driver) = open_connection(config, tls, permit, Arc::new(AtomicUsize::new(0))).await?;
+    let (client, _driver) =
+        open_connection(config, tls, unlimited_permit().await, Arc::new(AtomicUsize::new(0))).await?;
     Ok(client)
 }
 
@@ -303,6 +324,7 @@ impl Server {
                 configured: max_connections,
                 refused_at: None,
                 share: None,
+                reserved: 0,
                 cap: max_connections,
             }),
             cap: AtomicUsize::new(max_connections),
@@ -313,7 +335,7 @@ impl Server {
             pool,
             breaker: Mutex::new(Breaker::default()),
             health: super::health::ServerHealth::new(super::health::HealthLimits::default()),
-            health_client: tokio::sync::Mutex::new(None),
+            health_conn: tokio::sync::Mutex::new(HealthConn::default()),
         })
     }
 
@@ -343,7 +365,8 @@ impl Server {
         limits.refused_at = Some(limits.refused_at.map_or(new, |n| n.min(new)));
         let old = limits.cap;
         self.apply(&mut limits);
-        Some((old, limits.cap))
+        // The health reservation may hold the cap where it was.
+        (limits.cap < old).then_some((old, limits.cap))
     }
 
     /// `max_connections` from the tenants file: the most this runner ever opens to the server.
@@ -362,6 +385,11 @@ impl Server {
     /// Workers of this run on this server right now (waiting for a connection or using one).
     pub fn n_workers(&self) -> usize {
         self.n_workers.load(Ordering::Relaxed)
+    }
+
+    /// Connections of the cap held for the health signals (0, or 1 once the first sample reserved it).
+    pub fn n_reserved(&self) -> usize {
+        self.limits().reserved
     }
 
     /// Count a worker on this server until the guard drops.
@@ -456,17 +484,56 @@ impl Server {
         }
     }
 
-    /// Read the health signals this server's limits configure, on the server's health connection (opened on first use).
+    /// Reserve a permit of the cap for the health signals' connection, once: when `max_connections` leaves a
+    /// tenant room besides it. Gives up after `limit` (then the signals are not read this time).
+    async fn reserve_for_health(&self, conn: &mut HealthConn, limit: Duration) -> Result<(), String> {
+        if conn.permit.is_some() {
+            return Ok(());
+        }
+        {
+            let mut limits = self.limits();
+            if limits.configured < 2 {
+                // Loading refuses health with max_connections = 1; a server built otherwise samples outside the cap.
+                return Ok(());
+            }
+            if limits.reserved == 0 {
+                limits.reserved = 1;
+                self.apply(&mut limits);
+            }
+        }
+        match tokio::time::timeout(limit, self.permit()).await {
+            Ok(permit) => {
+                conn.permit = Some(permit);
+                Ok(())
+            }
+            Err(_) => Err(format!(
+                "no connection of the server's max_connections came free for the health signals within {}",
+                crate::observe::human::duration(limit)
+            )),
+        }
+    }
+
+    /// Read the health signals this server's limits configure, on the server's health connection (opened on first
+    /// use, within the cap: see the module's documentation).
     pub async fn sample_health(&self) -> Result<super::health::HealthSample, String> {
         let limits = &self.health.limits;
-        let mut slot = self.health_client.lock().await;
-        if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            let client = connect_outside_cap(self.pg_config.clone(), self.tls.clone())
-                .await
-                .map_err(|e| self.pg_error(e).to_string())?;
-            *slot = Some(client);
+        let mut slot = self.health_conn.lock().await;
+        self.reserve_for_health(&mut slot, super::health::HealthLimits::REPLICA_TIMEOUT)
+            .await?;
+        if slot.client.as_ref().is_none_or(|c| c.is_closed()) {
+            // The reserved permit stands for this connection; the count includes it, so `open` never exceeds the
+            // cap.
+            let (client, _driver) = open_connection(
+                self.pg_config.clone(),
+                self.tls.clone(),
+                unlimited_permit().await,
+                self.open.clone(),
+            )
+            .await
+            .map_err(|e| self.pg_error(e).to_string())?;
+            slot.client = Some(client);
         }
-        let Some(client) = slot.as_ref() else {
+        let Some(client) = slot.client.as_ref() else {
             return Err("no connection for the health signals".to_string());
         };
         let row = client
@@ -571,7 +638,26 @@ fn lowered_cap(cap: usize, open: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::lowered_cap;
+    use super::{lowered_cap, Limits};
+
+    #[test]
+    fn the_health_reservation_keeps_room_for_one_tenant_within_the_configured_cap() {
+        let limits = |configured, refused_at, share, reserved| Limits {
+            configured,
+            refused_at,
+            share,
+            reserved,
+            cap: configured,
+        };
+        assert_eq!(limits(16, None, None, 1).lowest(), 16);
+        assert_eq!(limits(16, Some(3), Some(5), 1).lowest(), 3);
+        // A share or a 53300 of one would leave the tenants nothing beside the signals' connection.
+        assert_eq!(limits(16, None, Some(1), 1).lowest(), 2);
+        assert_eq!(limits(16, Some(1), None, 1).lowest(), 2);
+        assert_eq!(limits(16, Some(1), None, 0).lowest(), 1);
+        // Never above max_connections.
+        assert_eq!(limits(1, None, None, 1).lowest(), 1);
+    }
 
     #[test]
     fn too_many_connections_lowers_the_cap_to_what_was_open() {

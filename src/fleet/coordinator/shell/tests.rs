@@ -132,3 +132,58 @@ async fn a_wave_gate_that_ends_without_an_answer_refuses_the_wave_it_was_asked_a
         _ => panic!("expected a wave gate answer"),
     }
 }
+
+/// A recorded run whose ledger writer thread dies on the first rows it writes, while the only running tenant
+/// waits (so nothing more is written): the shell hears it from the writer's health, stops starting tenants, stops
+/// the running one through its token, and ends with the ledger-failure exit code.
+#[tokio::test]
+async fn a_ledger_writer_thread_that_dies_stops_the_run_with_the_ledger_exit_code() {
+    let (ledger, run) = crate::fleet::record::tests::dies_at_record(1, 3);
+    let writer = crate::fleet::record::LedgerWriter::new(Box::new(ledger), run, Default::default());
+    let mut req = request(3);
+    req.source = crate::fleet::Source::Claims {
+        poll: Duration::from_millis(50),
+    };
+    let state = Coordinator::new(req, vec!["s1".into()]);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let shell = Shell::new(
+        Vec::new(),
+        vec![Box::new(Recorder(events.clone()))],
+        NoSignals,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .with_ledger(writer, &state, Arc::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let launch = move |start: Launch| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(WorkerMsg::Started {
+                index: start.index,
+                attempt: start.attempt,
+            });
+            start.cancel.cancelled().await;
+            let _ = tx.send(WorkerMsg::Done {
+                index: start.index,
+                outcome: Outcome::Interrupted {
+                    from: Vec::new(),
+                    to: Vec::new(),
+                    attempts: 1,
+                    elapsed: Duration::ZERO,
+                },
+            });
+        }
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(20), shell.drive(state, rx, launch))
+        .await
+        .expect("the run stops once the ledger writer is gone");
+    assert_eq!(outcome.exit_code, ExitCode::LedgerFailed);
+    let failure = outcome.ledger_failure.unwrap_or_default();
+    assert!(failure.contains("the ledger writer thread stopped"), "{failure}");
+    assert_eq!((outcome.n_interrupted, outcome.n_not_started), (1, 2));
+    let events = events.lock().expect("not poisoned");
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("tenant_started")).count(),
+        1,
+        "{events:?}"
+    );
+}
