@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::spec::{BackfillSpec, Estimate};
 use super::hold::{after_error, AfterError, BatchError, HoldBudget};
-use super::sql::{batch_sql, count_sql, estimate_sql, predicate, upper_sql, Bounds, ProgressRow};
+use super::spec::{BackfillSpec, Estimate};
+use super::sql::{batch_sql, count_sql, estimate_sql, key_equals, upper_sql, Bounds, ProgressRow};
 use super::throttle::{BatchSizer, RowThrottle};
 
 /// One backfill to run: what, where its checkpoint lives, and the throttles that apply.
@@ -104,7 +104,7 @@ pub enum BackfillError {
         crate::executor::db_message(.pg)
     )]
     KeyOverMaxHold {
-        /// The key, as its predicate (`(id) <= ('42')`).
+        /// The key, as a condition (`(id) = ('42')`).
         key: String,
         max_hold_ms: u128,
         statement_ms: u128,
@@ -226,7 +226,7 @@ pub async fn run_backfill(
                     }
                     (AfterError::KeyOverMaxHold, Some(budget)) => {
                         return Err(BackfillError::KeyOverMaxHold {
-                            key: predicate(run.spec, &bounds),
+                            key: key_equals(run.spec, &bounds.upper),
                             max_hold_ms: budget.max_hold.as_millis(),
                             statement_ms: budget.statement.as_millis(),
                             pg: e,

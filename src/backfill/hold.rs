@@ -99,7 +99,11 @@ mod tests {
         let b = HoldBudget::new(ms(200), None);
         assert_eq!((b.statement, b.checkpoint, b.is_binding), (ms(150), ms(25), true));
         assert!(b.statement + b.checkpoint < b.max_hold, "a margin is left for COMMIT");
-        assert_eq!(HoldBudget::new(ms(200), Some(Duration::ZERO)), b, "zero is no session timeout");
+        assert_eq!(
+            HoldBudget::new(ms(200), Some(Duration::ZERO)),
+            b,
+            "zero is no session timeout"
+        );
         let b = HoldBudget::new(ms(200), Some(ms(10_000)));
         assert_eq!((b.statement, b.checkpoint, b.is_binding), (ms(150), ms(25), true));
         let b = HoldBudget::new(ms(200), Some(ms(100)));
@@ -138,11 +142,23 @@ mod tests {
         assert_eq!(after_error(&budget, translated), AfterError::Split { limit: 500 });
         // The checkpoint update's shorter timeout also counts.
         assert_eq!(
-            after_error(&budget, BatchError { elapsed: ms(30), ..timeout }),
+            after_error(
+                &budget,
+                BatchError {
+                    elapsed: ms(30),
+                    ..timeout
+                }
+            ),
             AfterError::Split { limit: 500 }
         );
         assert_eq!(
-            after_error(&budget, BatchError { is_stopping: true, ..timeout }),
+            after_error(
+                &budget,
+                BatchError {
+                    is_stopping: true,
+                    ..timeout
+                }
+            ),
             AfterError::Fail,
             "the second Ctrl-C's cancel stops the run"
         );
@@ -158,7 +174,13 @@ mod tests {
             "pg_cancel_backend from elsewhere"
         );
         assert_eq!(
-            after_error(&budget, BatchError { elapsed: ms(5), ..timeout }),
+            after_error(
+                &budget,
+                BatchError {
+                    elapsed: ms(5),
+                    ..timeout
+                }
+            ),
             AfterError::Fail,
             "sooner than any timeout the batch set: a cancel request"
         );

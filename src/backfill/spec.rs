@@ -316,7 +316,9 @@ mod tests {
         );
         check(
             "table=t key=id max_hold=200ms max_hold=300ms",
-            Err(&[BackfillSpecError::Duplicate { name: "max_hold".into() }]),
+            Err(&[BackfillSpecError::Duplicate {
+                name: "max_hold".into(),
+            }]),
         );
     }
 }

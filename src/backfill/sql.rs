@@ -74,6 +74,11 @@ pub fn predicate(spec: &BackfillSpec, bounds: &Bounds) -> String {
     )
 }
 
+/// `(k) = (key)`: one key, for messages.
+pub fn key_equals(spec: &BackfillSpec, key: &[String]) -> String {
+    format!("{} = {}", key_row(spec), literal_row(key))
+}
+
 /// The statement with every `{{batch}}` replaced by the parenthesised predicate.
 pub fn substitute(statement: &str, predicate: &str) -> String {
     statement.replace(BATCH_PLACEHOLDER, &format!("({predicate})"))
@@ -325,7 +330,14 @@ mod tests {
             revision: "r1",
             direction: "up",
         };
-        let sql = batch_sql(&s, "UPDATE t SET x = 1 WHERE {{batch}} -- note", progress, &bounds, 10, None);
+        let sql = batch_sql(
+            &s,
+            "UPDATE t SET x = 1 WHERE {{batch}} -- note",
+            progress,
+            &bounds,
+            10,
+            None,
+        );
         let statements: Vec<&str> = sql.split(";\n").collect();
         assert_eq!(
             statements[0], "SET LOCAL synchronous_commit = off",
@@ -347,7 +359,14 @@ mod tests {
         assert!(!sql.contains("synchronous_commit"), "{sql}");
         assert!(sql.starts_with("SET LOCAL flotilla.revision"), "{sql}");
         let budget = HoldBudget::new(Duration::from_millis(200), None);
-        let sql = batch_sql(&s, "UPDATE t SET x = 1 WHERE {{batch}}", progress, &bounds, 10, Some(&budget));
+        let sql = batch_sql(
+            &s,
+            "UPDATE t SET x = 1 WHERE {{batch}}",
+            progress,
+            &bounds,
+            10,
+            Some(&budget),
+        );
         let statements: Vec<&str> = sql.split(";\n").collect();
         assert_eq!(statements[3], "SET LOCAL statement_timeout = 150", "{sql}");
         assert!(statements[4].starts_with("UPDATE t SET x = 1"), "{sql}");
@@ -375,6 +394,9 @@ mod tests {
             sql.starts_with("-- max_hold=200ms is not enforced by this offline loop"),
             "{sql}"
         );
-        assert!(!sql.contains("statement_timeout', "), "nothing pretends to enforce it: {sql}");
+        assert!(
+            !sql.contains("statement_timeout', "),
+            "nothing pretends to enforce it: {sql}"
+        );
     }
 }

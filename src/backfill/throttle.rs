@@ -173,7 +173,11 @@ mod tests {
         fixed.split(250);
         assert_eq!(fixed.size(), 250);
         fixed.observe(250, Duration::from_millis(100));
-        assert_eq!(fixed.size(), 250, "over half the ceiling: doubling would likely be cancelled again");
+        assert_eq!(
+            fixed.size(),
+            250,
+            "over half the ceiling: doubling would likely be cancelled again"
+        );
         fixed.observe(100, Duration::from_millis(1));
         assert_eq!(fixed.size(), 250, "a short last batch says nothing");
         fixed.observe(250, Duration::from_millis(20));
