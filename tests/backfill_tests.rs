@@ -1001,3 +1001,46 @@ async fn backfill_max_hold_leaves_a_stricter_session_timeout_failing() {
     );
     assert_eq!(one_i64(&db, "SELECT count(*) FROM s WHERE n <> 0").await, 0);
 }
+
+/// A row lock held by another session stalls its batch past the ceiling (a `statement_timeout` counts lock
+/// waits): the batch is split down to the locked key, and the run fails with the lock named (SQLSTATE 55P03,
+/// which a fleet retries) instead of blaming the statement; once the lock is gone a rerun finishes.
+#[tokio::test]
+async fn backfill_max_hold_names_a_row_lock_held_elsewhere() {
+    let db = TestDb::new("backfill max hold locked");
+    slow_rows_table(&db, 100, "false", 0);
+    let text = revision(
+        "mh04",
+        "",
+        "table=s key=id batch_size=10 max_hold=200ms",
+        "UPDATE s SET n = n + 1 WHERE {{batch}}",
+        "",
+        "",
+    );
+    let project = project(&[("mh04_locked.sql", &text)]);
+    let holder = db.client().await;
+    holder
+        .batch_execute("BEGIN; SELECT 1 FROM s WHERE id = 42 FOR UPDATE")
+        .await
+        .unwrap();
+    let out = project.flotilla().args(["--url", db.url(), "upgrade", "head"]).output();
+    assert_eq!(out.code(), Some(1), "{}", out.report());
+    assert!(
+        out.stderr.contains("single key (id) = ('42')")
+            && out.stderr.contains("another session holds")
+            && out.stderr.contains("55P03"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT rows_done FROM flotilla_backfill_progress").await,
+        41
+    );
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM s WHERE id > 41 AND n <> 0").await, 0);
+    holder.batch_execute("COMMIT").await.unwrap();
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM s WHERE n = 1").await, 100);
+}

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::hold::{after_error, AfterError, BatchError, HoldBudget};
@@ -100,7 +101,8 @@ pub enum BackfillError {
     /// key alone, and splitting cannot help.
     #[error(
         "the batch of the single key {key} ran longer than max_hold={max_hold_ms}ms allows (statement_timeout \
-         {statement_ms}ms) and was rolled back; raise max_hold, or make the statement cheaper for that key: {}",
+         {statement_ms}ms, which counts lock waits too) and was rolled back; raise max_hold, or make the statement \
+         cheaper for that key: {}",
         crate::executor::db_message(.pg)
     )]
     KeyOverMaxHold {
@@ -110,6 +112,30 @@ pub enum BackfillError {
         statement_ms: u128,
         pg: tokio_postgres::Error,
     },
+    /// Like [`BackfillError::KeyOverMaxHold`], but another session holds that key's row lock: the batch waited
+    /// for it past the ceiling. Carries the lock probe's error (SQLSTATE 55P03, transient, as a
+    /// `lock_timeout` is).
+    #[error(
+        "the batch of the single key {key} was cancelled by max_hold={max_hold_ms}ms while another session holds \
+         that row's lock, and was rolled back: {}",
+        crate::executor::db_message(.pg)
+    )]
+    KeyLocked {
+        key: String,
+        max_hold_ms: u128,
+        pg: tokio_postgres::Error,
+    },
+}
+
+impl BackfillError {
+    /// The server's error behind this one, and this error's own message when it says more than the server's.
+    pub fn into_parts(self) -> (tokio_postgres::Error, Option<String>) {
+        let text = self.to_string();
+        match self {
+            BackfillError::Db(pg) => (pg, None),
+            BackfillError::KeyOverMaxHold { pg, .. } | BackfillError::KeyLocked { pg, .. } => (pg, Some(text)),
+        }
+    }
 }
 
 /// The session's `statement_timeout` (set by flotilla, the role, the database or the server), or `None`.
@@ -225,8 +251,23 @@ pub async fn run_backfill(
                         continue;
                     }
                     (AfterError::KeyOverMaxHold, Some(budget)) => {
+                        let key = key_equals(run.spec, &bounds.upper);
+                        // A row lock held by another session stalls a single key as a slow statement does; a
+                        // lock is worth telling apart, because it passes (the fleet retries it, as it does a
+                        // lock_timeout). Best effort: the holder may be gone by now, and the statement may
+                        // wait on rows of other tables.
+                        let probe = format!("SELECT 1 FROM {} WHERE {key} FOR UPDATE NOWAIT", run.spec.table);
+                        if let Err(pg) = run.client.simple_query(&probe).await {
+                            if pg.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                                return Err(BackfillError::KeyLocked {
+                                    key,
+                                    max_hold_ms: budget.max_hold.as_millis(),
+                                    pg,
+                                });
+                            }
+                        }
                         return Err(BackfillError::KeyOverMaxHold {
-                            key: key_equals(run.spec, &bounds.upper),
+                            key,
                             max_hold_ms: budget.max_hold.as_millis(),
                             statement_ms: budget.statement.as_millis(),
                             pg: e,

@@ -204,17 +204,12 @@ pub(crate) async fn run_phased(
 }
 
 /// A backfill's error as the step's, at its statement's line; a key over `max_hold` keeps the server's
-/// SQLSTATE (57014) and says what happened in its message.
+/// SQLSTATE (57014, or the lock probe's 55P03) and says what happened in its message.
 fn backfill_error(step: &Step, script: &Script, line: usize, error: BackfillError) -> ExecError {
-    let text = error.to_string();
-    match error {
-        BackfillError::Db(pg) => step_error(step, script, Some(line), pg),
-        BackfillError::KeyOverMaxHold { pg, .. } => {
-            let mut error = step_error(step, script, Some(line), pg);
-            if let ExecError::Step { message, .. } = &mut error {
-                *message = text;
-            }
-            error
-        }
+    let (pg, text) = error.into_parts();
+    let mut error = step_error(step, script, Some(line), pg);
+    if let (ExecError::Step { message, .. }, Some(text)) = (&mut error, text) {
+        *message = text;
     }
+    error
 }
