@@ -840,3 +840,207 @@ async fn backfill_async_commit_server_crash_loses_whole_batches_and_rerun_redoes
         "commit=sync lost committed batches: {seen} rows seen committed, {after} recovered"
     );
 }
+
+/// A table of `n` rows whose update trigger counts every row it sees in a sequence (which no rollback undoes)
+/// and sleeps `sleep_ms` on the rows in `slow` (a SQL condition on `NEW.id`), so batches that take in enough
+/// slow rows run past a `max_hold` ceiling.
+fn slow_rows_table(db: &TestDb, n: u32, slow: &str, sleep_ms: u32) {
+    db.execute(&format!(
+        "CREATE TABLE s (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+         INSERT INTO s (id) SELECT i FROM generate_series(1, {n}) i;
+         CREATE SEQUENCE seen;
+         CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             PERFORM nextval('seen');
+             IF {slow} THEN PERFORM pg_sleep({sleep_ms} / 1000.0); END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER slow_row BEFORE UPDATE ON s FOR EACH ROW EXECUTE FUNCTION slow_row();"
+    ));
+}
+
+/// Batches over the ceiling are cancelled by their `statement_timeout`, rolled back and split, and the
+/// backfill still ends with every row updated exactly once and the revision applied, with every marker
+/// setting the ceiling composes with (fixed and adaptive sizing, both commit modes).
+async fn max_hold_splits_slow_batches(hint: &str, attrs: &str) {
+    let db = TestDb::new(hint);
+    // Ten slow rows in a row: a batch holding all of them needs 10 x 30 ms, over the statement's 150 ms share
+    // of max_hold=200ms, so it is split until a batch holds at most four of them.
+    slow_rows_table(&db, 400, "NEW.id BETWEEN 201 AND 210", 30);
+    let text = revision(
+        "mh01",
+        "",
+        attrs,
+        "UPDATE s SET n = n + 1 WHERE {{batch}}",
+        "ALTER TABLE s ADD CONSTRAINT all_done CHECK (n = 1);",
+        "",
+    );
+    let project = project(&[("mh01_max_hold.sql", &text)]);
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM s WHERE n = 1").await, 400);
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM s WHERE n <> 1").await, 0);
+    let seen = one_i64(&db, "SELECT last_value FROM seen").await;
+    assert!(
+        seen > 400,
+        "some batch was cancelled and done again ({seen} row updates seen for 400 rows)"
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM flotilla_version WHERE version_num = 'mh01'").await,
+        1
+    );
+    assert_eq!(
+        one_i64(
+            &db,
+            "SELECT count(*) FROM flotilla_history WHERE revision = 'mh01' AND status = 'applied'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM flotilla_backfill_progress").await, 0);
+}
+
+#[tokio::test]
+async fn backfill_max_hold_splits_batches_over_the_ceiling() {
+    max_hold_splits_slow_batches(
+        "backfill max hold fixed",
+        "table=s key=id batch_size=100 max_hold=200ms",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn backfill_max_hold_composes_with_target_and_sync_commit() {
+    max_hold_splits_slow_batches(
+        "backfill max hold adaptive",
+        "table=s key=id batch_size=100 target=50ms max_hold=200ms commit=sync",
+    )
+    .await;
+}
+
+/// A single key whose statement alone runs past the ceiling cannot be split: the run fails with an error
+/// naming the key and the ceiling, the batches before it stay committed, and nothing after it runs.
+#[tokio::test]
+async fn backfill_max_hold_single_key_over_the_ceiling_fails_clearly() {
+    let db = TestDb::new("backfill max hold one key");
+    slow_rows_table(&db, 100, "NEW.id = 42", 300);
+    let text = revision(
+        "mh02",
+        "",
+        "table=s key=id batch_size=10 max_hold=200ms",
+        "UPDATE s SET n = n + 1 WHERE {{batch}}",
+        "",
+        "",
+    );
+    let project = project(&[("mh02_one_key.sql", &text)]);
+    let out = project.flotilla().args(["--url", db.url(), "upgrade", "head"]).output();
+    assert_eq!(out.code(), Some(1), "{}", out.report());
+    assert!(
+        out.stderr.contains("single key (id) = ('42')")
+            && out.stderr.contains("max_hold=200ms")
+            && out.stderr.contains("57014")
+            && out.stderr.contains("mh02_one_key.sql"),
+        "the error names the key, the ceiling and the file:\n{}",
+        out.report()
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT rows_done FROM flotilla_backfill_progress").await,
+        41,
+        "split down to the one key; everything before it committed"
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT count(*) FROM s WHERE id <= 41 AND n = 1").await,
+        41
+    );
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM s WHERE id > 41 AND n <> 0").await, 0);
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM flotilla_version").await, 0);
+    // Once the key is fast again, a rerun finishes from the checkpoint, every row exactly once.
+    db.execute(
+        "CREATE OR REPLACE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;",
+    );
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM s WHERE n = 1").await, 100);
+}
+
+/// A session `statement_timeout` stricter than the ceiling's share is the user's own limit: its cancel fails
+/// the step as it always did, and the batch is not split and retried.
+#[tokio::test]
+async fn backfill_max_hold_leaves_a_stricter_session_timeout_failing() {
+    let db = TestDb::new("backfill max hold session timeout");
+    // The first batch, keys 1 to 50, reaches the slow rows after 40 fast ones; a retry of half of it would
+    // commit 25 rows.
+    slow_rows_table(&db, 100, "NEW.id BETWEEN 41 AND 50", 30);
+    let text = revision(
+        "mh03",
+        "",
+        "table=s key=id batch_size=50 max_hold=1s",
+        "UPDATE s SET n = n + 1 WHERE {{batch}}",
+        "",
+        "",
+    );
+    let project = TempProject::with_revisions(
+        &format!("{CONFIG}statement_timeout = \"100ms\"\n"),
+        &[("mh03_session.sql", &text)],
+    );
+    let out = project.flotilla().args(["--url", db.url(), "upgrade", "head"]).output();
+    assert_eq!(out.code(), Some(1), "{}", out.report());
+    assert!(
+        out.stderr.contains("57014") && !out.stderr.contains("single key"),
+        "{}",
+        out.report()
+    );
+    let seen = one_i64(&db, "SELECT last_value FROM seen").await;
+    assert!(
+        seen <= 50,
+        "the first batch ran once and was not retried: {seen} row updates seen"
+    );
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM s WHERE n <> 0").await, 0);
+}
+
+/// A row lock held by another session stalls its batch past the ceiling (a `statement_timeout` counts lock
+/// waits): the batch is split down to the locked key, and the run fails with the lock named (SQLSTATE 55P03,
+/// which a fleet retries) instead of blaming the statement; once the lock is gone a rerun finishes.
+#[tokio::test]
+async fn backfill_max_hold_names_a_row_lock_held_elsewhere() {
+    let db = TestDb::new("backfill max hold locked");
+    slow_rows_table(&db, 100, "false", 0);
+    let text = revision(
+        "mh04",
+        "",
+        "table=s key=id batch_size=10 max_hold=200ms",
+        "UPDATE s SET n = n + 1 WHERE {{batch}}",
+        "",
+        "",
+    );
+    let project = project(&[("mh04_locked.sql", &text)]);
+    let holder = db.client().await;
+    holder
+        .batch_execute("BEGIN; SELECT 1 FROM s WHERE id = 42 FOR UPDATE")
+        .await
+        .unwrap();
+    let out = project.flotilla().args(["--url", db.url(), "upgrade", "head"]).output();
+    assert_eq!(out.code(), Some(1), "{}", out.report());
+    assert!(
+        out.stderr.contains("single key (id) = ('42')")
+            && out.stderr.contains("another session holds")
+            && out.stderr.contains("55P03"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        one_i64(&db, "SELECT rows_done FROM flotilla_backfill_progress").await,
+        41
+    );
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM s WHERE id > 41 AND n <> 0").await, 0);
+    holder.batch_execute("COMMIT").await.unwrap();
+    project
+        .flotilla()
+        .args(["--url", db.url(), "upgrade", "head"])
+        .assert_success();
+    assert_eq!(one_i64(&db, "SELECT count(*) FROM s WHERE n = 1").await, 100);
+}

@@ -7,6 +7,10 @@ use crate::config::parse_duration;
 /// The placeholder a backfill statement must contain: it becomes the batch's key predicate.
 pub const BATCH_PLACEHOLDER: &str = "{{batch}}";
 
+/// The smallest `max_hold` accepted: below it the statement's share would be a few milliseconds, which a
+/// busy server's scheduling alone can use up.
+pub const MIN_MAX_HOLD: Duration = Duration::from_millis(20);
+
 /// How the total row count shown in progress is estimated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Estimate {
@@ -34,8 +38,8 @@ pub enum BatchCommit {
     Sync,
 }
 
-/// One backfill's declaration: `table=T key=K[,K2...] batch_size=N [pause=D] [target=D] [estimate=E]
-/// [commit=async|sync] [reverse=none]`.
+/// One backfill's declaration: `table=T key=K[,K2...] batch_size=N [pause=D] [target=D] [max_hold=D]
+/// [estimate=E] [commit=async|sync] [reverse=none]`.
 ///
 /// Invariant: `table` and every `key` column are SQL identifiers (`[A-Za-z_][A-Za-z0-9_$]*`, the table
 /// optionally `schema.table`), used unquoted so they fold to lower case exactly as in the statement itself.
@@ -49,6 +53,10 @@ pub struct BackfillSpec {
     pub pause: Duration,
     /// Adaptive sizing: grow or shrink the batch toward this duration per batch.
     pub target: Option<Duration>,
+    /// The ceiling on how long a batch transaction may hold its locks: its statements run under a
+    /// `statement_timeout` below it, and a batch cancelled by it is rolled back and split (see `hold.rs`).
+    /// Invariant: at least [`MIN_MAX_HOLD`], and above `target` when both are given.
+    pub max_hold: Option<Duration>,
     pub estimate: Estimate,
     /// `commit=async` (default) or `commit=sync`.
     pub commit: BatchCommit,
@@ -62,7 +70,8 @@ pub enum BackfillSpecError {
     #[error("backfill attribute `{text}` is not `name=value`")]
     NotKeyValue { text: String },
     #[error(
-        "unknown backfill attribute `{name}` (known: table, key, batch_size, pause, target, estimate, commit, reverse)"
+        "unknown backfill attribute `{name}` (known: table, key, batch_size, pause, target, max_hold, estimate, commit, \
+         reverse)"
     )]
     UnknownAttribute { name: String },
     #[error("backfill attribute `{name}` given twice")]
@@ -75,6 +84,13 @@ pub enum BackfillSpecError {
     BadBatchSize { value: String },
     #[error("`{name}` is not a duration: `{value}` (use e.g. 50ms or 2s)")]
     BadDuration { name: &'static str, value: String },
+    #[error("`max_hold` must be at least 20ms, not `{value}`")]
+    MaxHoldTooShort { value: String },
+    #[error(
+        "`target` ({target}) must be below `max_hold` ({max_hold}): the sizer aims at the typical batch, so aim at a \
+         quarter to a half of the ceiling"
+    )]
+    TargetNotBelowMaxHold { target: String, max_hold: String },
     #[error("`estimate` must be reltuples, count or none, not `{value}`")]
     BadEstimate { value: String },
     #[error("`commit` must be async or sync, not `{value}`")]
@@ -102,6 +118,7 @@ impl BackfillSpec {
             batch_size: 1000,
             pause: Duration::ZERO,
             target: None,
+            max_hold: None,
             estimate: Estimate::default(),
             commit: BatchCommit::default(),
             is_reverse_none: false,
@@ -152,6 +169,13 @@ impl BackfillSpec {
                 },
                 "pause" => duration("pause").map(|d| spec.pause = d),
                 "target" => duration("target").map(|d| spec.target = Some(d).filter(|d| !d.is_zero())),
+                "max_hold" => duration("max_hold").and_then(|d| {
+                    if d < MIN_MAX_HOLD {
+                        return Err(BackfillSpecError::MaxHoldTooShort { value: value.into() });
+                    }
+                    spec.max_hold = Some(d);
+                    Ok(())
+                }),
                 "estimate" => match value {
                     "reltuples" => Ok(Estimate::Reltuples),
                     "count" => Ok(Estimate::Count),
@@ -181,6 +205,14 @@ impl BackfillSpec {
         }
         if !seen.contains(&"key") {
             errors.push(BackfillSpecError::Missing { name: "key" });
+        }
+        if let (Some(target), Some(max_hold)) = (spec.target, spec.max_hold) {
+            if target >= max_hold {
+                errors.push(BackfillSpecError::TargetNotBelowMaxHold {
+                    target: format!("{}ms", target.as_millis()),
+                    max_hold: format!("{}ms", max_hold.as_millis()),
+                });
+            }
         }
         if errors.is_empty() {
             Ok(spec)
@@ -251,6 +283,42 @@ mod tests {
         check(
             "table=t key=id commit=off",
             Err(&[BackfillSpecError::BadCommit { value: "off".into() }]),
+        );
+    }
+
+    #[test]
+    fn backfill_spec_max_hold() {
+        let spec = BackfillSpec::parse("table=t key=id").expect("valid");
+        assert_eq!(spec.max_hold, None, "no ceiling unless the marker asks for one");
+        let spec = BackfillSpec::parse("table=t key=id target=50ms max_hold=200ms").expect("valid");
+        assert_eq!(spec.max_hold, Some(Duration::from_millis(200)));
+        assert_eq!(spec.target, Some(Duration::from_millis(50)));
+        let spec = BackfillSpec::parse("table=t key=id max_hold=1s batch_size=5000").expect("valid");
+        assert_eq!(spec.max_hold, Some(Duration::from_secs(1)));
+        assert_eq!(spec.target, None, "a ceiling alone keeps fixed sizing");
+        check(
+            "table=t key=id max_hold=10ms",
+            Err(&[BackfillSpecError::MaxHoldTooShort { value: "10ms".into() }]),
+        );
+        check(
+            "table=t key=id max_hold=soon",
+            Err(&[BackfillSpecError::BadDuration {
+                name: "max_hold",
+                value: "soon".into(),
+            }]),
+        );
+        check(
+            "table=t key=id target=200ms max_hold=200ms",
+            Err(&[BackfillSpecError::TargetNotBelowMaxHold {
+                target: "200ms".into(),
+                max_hold: "200ms".into(),
+            }]),
+        );
+        check(
+            "table=t key=id max_hold=200ms max_hold=300ms",
+            Err(&[BackfillSpecError::Duplicate {
+                name: "max_hold".into(),
+            }]),
         );
     }
 }

@@ -55,9 +55,13 @@ impl RowThrottle {
 #[derive(Debug, Clone)]
 pub struct BatchSizer {
     size: u64,
+    /// The marker's `batch_size`: where a fixed size grows back to after a split.
+    initial: u64,
     min: u64,
     max: u64,
     target: Option<Duration>,
+    /// The batch statement's share of `max_hold` (see `hold.rs`), when the marker sets one.
+    ceiling: Option<Duration>,
 }
 
 impl BatchSizer {
@@ -65,10 +69,25 @@ impl BatchSizer {
         let initial = initial.max(1);
         BatchSizer {
             size: initial,
+            initial,
             min: 1,
             max: initial.saturating_mul(100).min(1_000_000),
             target,
+            ceiling: None,
         }
+    }
+
+    /// The same sizer under a ceiling on the batch statement's duration: after [`BatchSizer::split`] a fixed
+    /// size grows back toward `batch_size`, doubling after each full batch that took under half the ceiling.
+    pub fn with_ceiling(mut self, ceiling: Duration) -> BatchSizer {
+        self.ceiling = Some(ceiling);
+        self
+    }
+
+    /// A batch was cancelled by the ceiling: the next batches (from the same key range) have `limit` keys, and
+    /// adaptive sizing continues from there.
+    pub fn split(&mut self, limit: u64) {
+        self.size = limit.clamp(self.min, self.max);
     }
 
     pub fn size(&self) -> u64 {
@@ -79,6 +98,11 @@ impl BatchSizer {
     /// about a bigger one), and each step at most halves or doubles it, so one slow batch cannot collapse it.
     pub fn observe(&mut self, rows: u64, elapsed: Duration) {
         let Some(target) = self.target else {
+            if let Some(ceiling) = self.ceiling {
+                if self.size < self.initial && rows >= self.size && elapsed < ceiling / 2 {
+                    self.size = self.size.saturating_mul(2).min(self.initial);
+                }
+            }
             return;
         };
         let ratio = (target.as_secs_f64() / elapsed.as_secs_f64().max(0.000_1)).clamp(0.5, 2.0);
@@ -137,5 +161,45 @@ mod tests {
             s.observe(s.size(), Duration::from_secs(10));
         }
         assert_eq!(s.size(), 1);
+    }
+
+    #[test]
+    fn backfill_batch_sizer_after_a_split() {
+        let ceiling = Duration::from_millis(150);
+        // Fixed sizing grows back to batch_size, only after full batches well under the ceiling.
+        let mut fixed = BatchSizer::new(1000, None).with_ceiling(ceiling);
+        fixed.observe(1000, Duration::from_millis(10));
+        assert_eq!(fixed.size(), 1000, "never past batch_size");
+        fixed.split(250);
+        assert_eq!(fixed.size(), 250);
+        fixed.observe(250, Duration::from_millis(100));
+        assert_eq!(
+            fixed.size(),
+            250,
+            "over half the ceiling: doubling would likely be cancelled again"
+        );
+        fixed.observe(100, Duration::from_millis(1));
+        assert_eq!(fixed.size(), 250, "a short last batch says nothing");
+        fixed.observe(250, Duration::from_millis(20));
+        assert_eq!(fixed.size(), 500);
+        fixed.observe(500, Duration::from_millis(20));
+        fixed.observe(1000, Duration::from_millis(20));
+        assert_eq!(fixed.size(), 1000);
+        fixed.split(0);
+        assert_eq!(fixed.size(), 1, "never below one key");
+        // Without a ceiling a fixed size never moves.
+        let mut plain = BatchSizer::new(1000, None);
+        plain.split(10);
+        plain.observe(10, Duration::from_millis(1));
+        assert_eq!(plain.size(), 10);
+        // Adaptive sizing continues from the split size.
+        let mut adaptive = BatchSizer::new(1000, Some(Duration::from_millis(50))).with_ceiling(ceiling);
+        adaptive.observe(1000, Duration::from_millis(25));
+        assert_eq!(adaptive.size(), 2000);
+        adaptive.split(1000);
+        adaptive.observe(1000, Duration::from_millis(50));
+        assert_eq!(adaptive.size(), 1000);
+        adaptive.observe(1000, Duration::from_millis(100));
+        assert_eq!(adaptive.size(), 500);
     }
 }

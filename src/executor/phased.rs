@@ -14,7 +14,9 @@ use super::error::ExecError;
 use super::session::{direction_word, step_error, ExecEvent, ExecOptions};
 use super::sql::quote_literal;
 use super::store::{HistoryEntry, VersionStore};
-use crate::backfill::{progress_create_sql, progress_key, progress_table, run_backfill, BackfillRun, BatchOutcome};
+use crate::backfill::{
+    progress_create_sql, progress_key, progress_table, run_backfill, BackfillError, BackfillRun, BatchOutcome,
+};
 use crate::graph::{Direction, Step};
 use crate::script::{Phase, Script, Section};
 
@@ -186,7 +188,7 @@ pub(crate) async fn run_phased(
                 };
                 let outcome = run_backfill(&run, resume.checkpoint.take(), resume.rows_done, &mut on_progress)
                     .await
-                    .map_err(|e| step_error(step, script, Some(backfill.statement.line), e))?;
+                    .map_err(|e| backfill_error(step, script, backfill.statement.line, e))?;
                 match outcome {
                     BatchOutcome::Done { rows_done } => resume.rows_done = rows_done,
                     BatchOutcome::Stopped { .. } => return Err(ExecError::Interrupted),
@@ -199,4 +201,15 @@ pub(crate) async fn run_phased(
         }
     }
     Ok(())
+}
+
+/// A backfill's error as the step's, at its statement's line; a key over `max_hold` keeps the server's
+/// SQLSTATE (57014, or the lock probe's 55P03) and says what happened in its message.
+fn backfill_error(step: &Step, script: &Script, line: usize, error: BackfillError) -> ExecError {
+    let (pg, text) = error.into_parts();
+    let mut error = step_error(step, script, Some(line), pg);
+    if let (ExecError::Step { message, .. }, Some(text)) = (&mut error, text) {
+        *message = text;
+    }
+    error
 }
