@@ -377,6 +377,7 @@ pub(crate) mod tests {
                 target: None,
                 canary: false,
                 tags: None,
+                at_target: None,
             })
             .collect();
         let run = NewRun {
