@@ -114,7 +114,7 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
     let ignore = store_tables(engine);
     let shared = &engine.exec.shared_schemas;
     // Which kinds of tenant sit at each set of version rows.
-    let mut needed: BTreeMap<&Vec<RevisionId>, (bool, bool)> = BTreeMap::new();
+    let mut needed: BTreeMap<&[RevisionId], (bool, bool)> = BTreeMap::new();
     for (tenant, rows) in tenants.iter().zip(&versions) {
         if let Some(rows) = rows.rows() {
             let entry = needed.entry(rows).or_default();
@@ -129,7 +129,7 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
     for (rows, (is_database, is_schema)) in needed {
         if let Some(unknown) = rows.iter().find(|r| !engine.scripts.contains_key(*r)) {
             let e = format!("revision {unknown} is not in this migration set");
-            expected.insert(rows.clone(), (Err(e.clone()), Err(e)));
+            expected.insert(rows.to_vec(), (Err(e.clone()), Err(e)));
             continue;
         }
         let whole = if is_database {
@@ -150,7 +150,7 @@ pub async fn drift(target: &DriftTarget<'_>, tenants: &[Tenant], servers: &[Arc<
         } else {
             not_built()
         };
-        expected.insert(rows.clone(), (whole, home));
+        expected.insert(rows.to_vec(), (whole, home));
     }
     let expected = &expected;
     let ignore = &ignore;

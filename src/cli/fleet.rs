@@ -1,7 +1,7 @@
 //! Fleet commands: resolve the tenants file, discovery and selectors into a [`FleetRequest`], run it with the
 //! sinks the flags ask for, and report. Also `fleet current`, `fleet status` and `fleet retry`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -400,13 +400,16 @@ async fn tenants_at_target(
         }
     })
     .await;
-    // Held until each tenant's turn: one shared list per distinct set of rows, not one per tenant.
-    let mut shared: HashMap<Vec<RevisionId>, Arc<[RevisionId]>> = HashMap::new();
+    // The read shares a list per chunk; the run, one per distinct set of rows (their text is written once).
+    let mut shared: HashSet<Arc<[RevisionId]>> = HashSet::new();
     at_target
         .into_iter()
-        .map(|(i, rows)| {
-            let rows = shared.entry(rows).or_insert_with_key(|rows| Arc::from(rows.as_slice()));
-            (i, Arc::clone(rows))
+        .map(|(i, rows)| match shared.get(&rows) {
+            Some(first) => (i, Arc::clone(first)),
+            None => {
+                shared.insert(Arc::clone(&rows));
+                (i, rows)
+            }
         })
         .collect()
 }
@@ -589,22 +592,19 @@ async fn migrate(
                 .entry(Arc::as_ptr(rows))
                 .or_insert_with(|| rows.iter().map(RevisionId::as_str).collect::<Vec<_>>().join(","));
         }
-        let new_tenants: Vec<NewTenant> = chosen
-            .iter()
-            .enumerate()
-            .map(|(i, t)| NewTenant {
-                tenant_id: &t.id,
-                server: &setup.servers[t.server].name,
-                kind: fleet::place_kind(&t.place),
-                target: pinned_text.get(&i).map(String::as_str),
-                canary: i < n_canaries,
-                tags: tags_text.get(&Arc::as_ptr(&t.tags)).map(String::as_str),
-                at_target: at_target
-                    .get(&i)
-                    .and_then(|rows| rows_text.get(&Arc::as_ptr(rows)))
-                    .map(String::as_str),
-            })
-            .collect();
+        // Made one at a time as the ledger records them: a list of 100,000 would cost about 10 MB at the peak.
+        let mut new_tenants = chosen.iter().enumerate().map(|(i, t)| NewTenant {
+            tenant_id: &t.id,
+            server: &setup.servers[t.server].name,
+            kind: fleet::place_kind(&t.place),
+            target: pinned_text.get(&i).map(String::as_str),
+            canary: i < n_canaries,
+            tags: tags_text.get(&Arc::as_ptr(&t.tags)).map(String::as_str),
+            at_target: at_target
+                .get(&i)
+                .and_then(|rows| rows_text.get(&Arc::as_ptr(rows)))
+                .map(String::as_str),
+        });
         let new_run = NewRun {
             command: recorded.as_ref().map_or(action.command(), |r| r.command).to_string(),
             target: recorded.as_ref().map_or_else(|| action.target(), |r| r.target.clone()),
@@ -618,7 +618,7 @@ async fn migrate(
             name: run.run_name.clone(),
         };
         let joined = ledger
-            .open_run(&open, &new_tenants)
+            .open_run_iter(&open, &mut new_tenants)
             .map_err(|e| CliError::new(ExitCode::Usage, e))?;
         let name = run.run_name.as_deref().unwrap_or_default();
         if joined.is_finished {
@@ -1088,7 +1088,7 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
     let (mut missing, mut unreachable, mut unplannable) = (Vec::new(), Vec::new(), Vec::new());
     for (i, (tenant, result)) in chosen.iter().zip(&versions).enumerate() {
         let rows = match result {
-            fleet::Versions::At(rows) => rows,
+            fleet::Versions::At(rows) => &rows[..],
             fleet::Versions::Missing(e) => {
                 missing.push(json!({"id": tenant.id, "error": e}));
                 continue;
@@ -1103,14 +1103,14 @@ async fn plan(global: &GlobalArgs, args: FleetPlanArgs) -> Result<ExitCode, CliE
                 let mut to = plan.apply_rows(rows);
                 to.sort();
                 groups.push(Group {
-                    from: rows.clone(),
+                    from: rows.to_vec(),
                     to,
                     steps: plan.steps,
                     members: Vec::new(),
                 });
                 groups.len() - 1
             });
-            group_of.insert(rows.clone(), group.map_err(|e| e.to_string()));
+            group_of.insert(rows.to_vec(), group.map_err(|e| e.to_string()));
         }
         match &group_of[rows] {
             Ok(g) => groups[*g].members.push(i),
@@ -1264,10 +1264,10 @@ async fn current(global: &GlobalArgs, args: FleetCurrentArgs) -> Result<ExitCode
             fleet::Versions::At(rows) => {
                 let key = ledger::rows_text(rows);
                 *at.entry(key.clone()).or_default() += 1;
-                let entry = json!({"id": tenant.id, "revisions": rows});
+                let entry = json!({"id": tenant.id, "revisions": &rows[..]});
                 if rows.iter().any(|r| !loaded.scripts.contains_key(r)) {
                     ahead.push(entry.clone());
-                } else if *rows != heads {
+                } else if rows[..] != heads[..] {
                     behind.push(entry.clone());
                 }
                 current.push(entry);
@@ -1726,7 +1726,7 @@ async fn rollback(global: &GlobalArgs, args: FleetRollbackArgs, route: LogRoute)
     // Where each tenant is now: one moved since the run would lose more than the run did.
     let concurrency = run.concurrency.unwrap_or(setup.defaults.concurrency).max(1);
     let now = fleet::read_versions(&chosen, &setup.servers, ctx.store.as_ref(), concurrency).await;
-    let now: Vec<Option<Vec<RevisionId>>> = now.iter().map(|v| v.rows().cloned()).collect();
+    let now: Vec<Option<Vec<RevisionId>>> = now.iter().map(|v| v.rows().map(<[_]>::to_vec)).collect();
     let review = fleet::rollback::review(changed, &now, &loaded.graph, &loaded.scripts);
     let refusal = Refusal::of(&review.problems);
     let (changed, n_unread) = (review.kept, review.n_unread);

@@ -392,8 +392,12 @@ pub(crate) mod tests {
     }
 
     impl Ledger for DiesAtRecord {
-        fn open_run(&mut self, open: &OpenRun, tenants: &[NewTenant<'_>]) -> Result<Joined, LedgerError> {
-            self.inner.open_run(open, tenants)
+        fn open_run_iter<'t>(
+            &mut self,
+            open: &OpenRun,
+            tenants: &mut dyn Iterator<Item = NewTenant<'t>>,
+        ) -> Result<Joined, LedgerError> {
+            self.inner.open_run_iter(open, tenants)
         }
         fn claim(&mut self, run: &RunId, max: usize) -> Result<Claim, LedgerError> {
             self.inner.claim(run, max)

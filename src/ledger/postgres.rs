@@ -466,8 +466,8 @@ struct TenantArrays {
 }
 
 impl TenantArrays {
-    fn of(tenants: &[NewTenant<'_>]) -> TenantArrays {
-        let mut seen = HashSet::with_capacity(tenants.len());
+    fn of<'t>(tenants: &mut dyn Iterator<Item = NewTenant<'t>>) -> TenantArrays {
+        let mut seen = HashSet::with_capacity(tenants.size_hint().0);
         let mut arrays = TenantArrays::default();
         for t in tenants {
             if !seen.insert(t.tenant_id) && arrays.duplicate.is_none() {
@@ -659,7 +659,11 @@ fn last_updates(updates: &[TenantUpdate]) -> Vec<TenantUpdate> {
 }
 
 impl Ledger for PgLedger {
-    fn open_run(&mut self, open: &OpenRun, tenants: &[NewTenant<'_>]) -> Result<Joined, LedgerError> {
+    fn open_run_iter<'t>(
+        &mut self,
+        open: &OpenRun,
+        tenants: &mut dyn Iterator<Item = NewTenant<'t>>,
+    ) -> Result<Joined, LedgerError> {
         let open = open.clone();
         let arrays = TenantArrays::of(tenants);
         let runner = open.runner.clone();

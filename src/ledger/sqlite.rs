@@ -365,7 +365,11 @@ fn status_list(statuses: &[TenantStatus]) -> String {
 }
 
 impl Ledger for SqliteLedger {
-    fn open_run(&mut self, open: &OpenRun, tenants: &[NewTenant<'_>]) -> Result<Joined, LedgerError> {
+    fn open_run_iter<'t>(
+        &mut self,
+        open: &OpenRun,
+        tenants: &mut dyn Iterator<Item = NewTenant<'t>>,
+    ) -> Result<Joined, LedgerError> {
         let run = &open.run;
         let started = Utc::now();
         let started_at = started.to_rfc3339_opts(SecondsFormat::Millis, true);
@@ -454,7 +458,7 @@ impl Ledger for SqliteLedger {
                              ?8, coalesce(?9, '{}'), nullif(?10, ''), nullif(?10, ''))",
                 )
                 .map_err(err("record the run's tenants"))?;
-            for (position, tenant) in tenants.iter().enumerate() {
+            for (position, tenant) in tenants.enumerate() {
                 insert
                     .execute(params![
                         seq,

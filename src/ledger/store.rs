@@ -18,7 +18,17 @@ pub trait Ledger: Send {
     ///
     /// Errors: [`LedgerError::DuplicateTenant`], [`LedgerError::RunMismatch`] when the named run has another
     /// command or target, or a backend error; nothing is recorded then.
-    fn open_run(&mut self, open: &OpenRun, tenants: &[NewTenant<'_>]) -> Result<Joined, LedgerError>;
+    fn open_run(&mut self, open: &OpenRun, tenants: &[NewTenant<'_>]) -> Result<Joined, LedgerError> {
+        self.open_run_iter(open, &mut tenants.iter().copied())
+    }
+
+    /// [`Ledger::open_run`] with the tenants made one at a time, so a run of 100,000 tenants is recorded without
+    /// a list of them all (about 10 MB) beside the caller's own.
+    fn open_run_iter<'t>(
+        &mut self,
+        open: &OpenRun,
+        tenants: &mut dyn Iterator<Item = NewTenant<'t>>,
+    ) -> Result<Joined, LedgerError>;
 
     /// Records a new run of this process (no name, no placement) and returns its id: [`Ledger::open_run`] for
     /// a lone runner.
