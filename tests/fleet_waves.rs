@@ -128,6 +128,21 @@ fn waves_of(status: &Value) -> BTreeMap<String, u64> {
 #[test]
 fn a_retry_continues_at_the_wave_where_the_run_stopped() {
     let fleet = Fleet::new("fleet_waves_retry", 6, 0, Revisions::Repo, 8);
+    retry_continues_at_the_second_wave(&fleet, &[]);
+}
+
+/// The same when a tenant of the last wave was at the target before the run: it is recorded skipped as the run
+/// opens, which must not count as the run having reached that wave.
+#[test]
+fn a_retry_continues_at_the_wave_where_the_run_stopped_past_tenants_at_the_target() {
+    let fleet = Fleet::new("fleet_waves_retry_at_target", 6, 0, Revisions::Repo, 8);
+    fleet.upgrade(&["--tenant", "tenant_0006"]).assert_success();
+    retry_continues_at_the_second_wave(&fleet, &["tenant_0006"]);
+}
+
+/// Six tenants in waves 1, 50%, 100%; tenant_0003, in the second wave, fails and halts the run; the retry starts
+/// at wave 2 and goes on to wave 3. `at_target` were at the head before the run, so neither run starts them.
+fn retry_continues_at_the_second_wave(fleet: &Fleet, at_target: &[&str]) {
     // tenant_0003, in the second wave, cannot create `users`: that wave's failure gate halts the run.
     fleet.db.execute("CREATE TABLE tenant_0003.users (id int)");
     fleet.upgrade(&["--waves", "1,50%,100%"]).assert_code(3);
@@ -152,13 +167,16 @@ fn a_retry_continues_at_the_wave_where_the_run_stopped() {
     assert!(!line
         .iter()
         .any(|l| l == "start tenant_0001" || l == "start tenant_0002"));
+    for id in at_target {
+        assert!(!line.iter().any(|l| l == &format!("start {id}")), "{line:#?}");
+    }
     let status = fleet.status(None);
     let retry_waves = waves_of(&status);
     assert_eq!(
         retry_waves,
         expected
             .into_iter()
-            .filter(|(id, _)| id.as_str() >= "tenant_0003")
+            .filter(|(id, _)| id.as_str() >= "tenant_0003" && !at_target.contains(&id.as_str()))
             .collect()
     );
     assert!(Fleet::status_tenants(&status)

@@ -258,9 +258,11 @@ impl ResumeWaves {
     /// The stored waves of `run` with its tenant rows, when the run was in waves.
     fn of(options: &RunOptions, records: &[ledger::TenantRecord], only: &BTreeSet<String>) -> Option<ResumeWaves> {
         let original = options.wave_plan.clone().filter(|w| !w.is_empty())?;
+        // A tenant some runner took; not one recorded skipped as the run opened (known at its target, in any
+        // wave, reached or not), nor one never claimed.
         let last_started = records
             .iter()
-            .filter(|t| t.status != ledger::TenantStatus::Pending)
+            .filter(|t| t.status != ledger::TenantStatus::Pending && t.runner.is_some())
             .map(|t| t.position)
             .max();
         let stage = last_started.map_or(0, |p| original.wave_of(p)).min(original.len() - 1);
@@ -590,7 +592,7 @@ async fn migrate(
         for rows in at_target.values() {
             rows_text
                 .entry(Arc::as_ptr(rows))
-                .or_insert_with(|| rows.iter().map(RevisionId::as_str).collect::<Vec<_>>().join(","));
+                .or_insert_with(|| ledger::rows_column(rows).unwrap_or_default());
         }
         // Made one at a time as the ledger records them: a list of 100,000 would cost about 10 MB at the peak.
         let mut new_tenants = chosen.iter().enumerate().map(|(i, t)| NewTenant {

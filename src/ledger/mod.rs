@@ -35,7 +35,9 @@ pub use queue::{
     fair_share, Claim, ClaimState, ClaimedTenant, Joined, OpenRun, Placement, RunnerInfo, RunnerRecord, ServerDemand,
     Shares,
 };
-pub use record::{rows_of, rows_text, NewRun, NewTenant, RunRecord, RunSelector, RunState, TenantRecord, TenantUpdate};
+pub use record::{
+    rows_column, rows_of, rows_text, NewRun, NewTenant, RunRecord, RunSelector, RunState, TenantRecord, TenantUpdate,
+};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteLedger;
 pub use status::{ParseStatusError, StatusCounts, TenantStatus};

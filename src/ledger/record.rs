@@ -90,6 +90,11 @@ pub fn rows_text<S: AsRef<str>>(rows: &[S]) -> String {
     }
 }
 
+/// Version rows as the ledger's `from_revision`/`to_revision` columns hold them: comma-joined, `None` at base.
+pub fn rows_column<S: AsRef<str>>(rows: &[S]) -> Option<String> {
+    (!rows.is_empty()).then(|| rows.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(","))
+}
+
 /// The rows of a [`rows_text`] string.
 pub fn rows_of(text: &str) -> Vec<&str> {
     if text == "base" {

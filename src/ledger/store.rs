@@ -12,9 +12,10 @@ pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30
 /// The run record and work queue. Each value is one runner (one process's connection, from a blocking thread);
 /// any number of readers and runners, in this or other processes. See `queue.rs` for the rules of a shared run.
 pub trait Ledger: Send {
-    /// Records a new run and all its tenants as pending, in one transaction, and registers `open.runner` as its
-    /// runner. When `open.name` names an existing run, joins that run instead (its tenants stay as recorded;
-    /// `tenants` is ignored). Two runners opening the same name at once end up in one run.
+    /// Records a new run and all its tenants in one transaction (pending, or skipped when known at their target:
+    /// [`NewTenant::at_target`]), and registers `open.runner` as its runner. When `open.name` names an existing
+    /// run, joins that run instead (its tenants stay as recorded; `tenants` is ignored). Two runners opening the
+    /// same name at once end up in one run.
     ///
     /// Errors: [`LedgerError::DuplicateTenant`], [`LedgerError::RunMismatch`] when the named run has another
     /// command or target, or a backend error; nothing is recorded then.
@@ -22,8 +23,9 @@ pub trait Ledger: Send {
         self.open_run_iter(open, &mut tenants.iter().copied())
     }
 
-    /// [`Ledger::open_run`] with the tenants made one at a time, so a run of 100,000 tenants is recorded without
-    /// a list of them all (about 10 MB) beside the caller's own.
+    /// [`Ledger::open_run`] with the tenants made one at a time, so the SQLite ledger records a run of 100,000
+    /// tenants without a list of them all (about 10 MB) beside the caller's own. (The PostgreSQL ledger still
+    /// copies them into the arrays it sends in one statement.)
     fn open_run_iter<'t>(
         &mut self,
         open: &OpenRun,

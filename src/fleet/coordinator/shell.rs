@@ -151,8 +151,9 @@ pub(super) struct Shell<S> {
     tasks: HashMap<tokio::task::Id, (usize, u32)>,
     /// Tenants put back after lock contention, by the instant they are due.
     delayed: BinaryHeap<Reverse<(Instant, usize, u32)>>,
-    /// The earliest wake-up asked for (the start rate, a claim to ask again).
-    wake: Option<Instant>,
+    /// The wake-ups asked for (the start rate, a claim to ask again, a wave's pause, the next batch of known
+    /// skips): each is honoured, so a near one never swallows a later one.
+    wakes: std::collections::BTreeSet<Instant>,
     claiming: Option<Claiming>,
     /// This runner's part of a shared run's start rate.
     rate_share: Option<tokio::sync::watch::Receiver<f64>>,
@@ -233,7 +234,7 @@ impl<S: SignalSource> Shell<S> {
             workers: JoinSet::new(),
             tasks: HashMap::new(),
             delayed: BinaryHeap::new(),
-            wake: None,
+            wakes: Default::default(),
             claiming: None,
             rate_share: None,
             wave_gate: None,
@@ -316,8 +317,13 @@ impl<S: SignalSource> Shell<S> {
                 () = sleep_until(due_at), if due_at.is_some() => {
                     self.delayed.pop().map(|Reverse((_, index, attempt))| Input::Due { index, attempt })
                 }
-                () = sleep_until(self.wake), if self.wake.is_some() => {
-                    self.wake = None;
+                () = sleep_until(self.wakes.first().copied()), if !self.wakes.is_empty() => {
+                    // One wake for every request due by now.
+                    let now = Instant::now();
+                    self.wakes.pop_first();
+                    while self.wakes.first().is_some_and(|at| *at <= now) {
+                        self.wakes.pop_first();
+                    }
                     Some(Input::Wake)
                 }
                 _ = tick.tick() => Some(Input::Tick {
@@ -370,7 +376,9 @@ impl<S: SignalSource> Shell<S> {
                     self.tasks.insert(task.id(), (index, attempt));
                 }
                 Decision::Requeue { index, attempt, at } => self.delayed.push(Reverse((at, index, attempt))),
-                Decision::WakeAt(at) => self.wake = Some(self.wake.map_or(at, |wake| wake.min(at))),
+                Decision::WakeAt(at) => {
+                    self.wakes.insert(at);
+                }
                 Decision::Claim { max } => match &mut self.claiming {
                     Some(c) => c.asking = Some(c.queue.claim(max)),
                     None => tracing::error!("a claim was asked for without a ledger"),

@@ -16,7 +16,7 @@ use crate::executor::FailureKind;
 use crate::fleet::tenant::Tenant;
 use crate::fleet::worker::{Action, Outcome, TenantLimits, WorkerMsg};
 use crate::graph::Step;
-use crate::ledger::{ClaimState, StatusCounts, TenantStatus, TenantUpdate};
+use crate::ledger::{rows_column, ClaimState, StatusCounts, TenantStatus, TenantUpdate};
 use crate::observe::{FleetEvent, HaltReason, RunEvent, StateCounts, TenantId};
 use crate::revision::RevisionId;
 
@@ -171,7 +171,8 @@ pub(super) enum Decision {
     Start { index: usize, attempt: u32 },
     /// Report [`Input::Due`] for this tenant at `at`.
     Requeue { index: usize, attempt: u32, at: Instant },
-    /// Report [`Input::Wake`] at this instant (replacing any earlier request).
+    /// Report [`Input::Wake`] at this instant. Every request is honoured (requests due together make one wake),
+    /// so a wake asked for now never swallows one asked for later.
     WakeAt(Instant),
     /// Hand this event, with the counts right after it, to the sinks.
     Emit(RunEvent),
@@ -232,6 +233,9 @@ pub(super) struct Coordinator {
     rows: HashMap<usize, TenantUpdate>,
     /// See [`FleetRequest::at_target`]: those not reported yet, the lowest index last (reported from the end).
     at_target: Vec<(usize, Arc<[RevisionId]>)>,
+    /// How many tenants the run knew at their target when it began: they ran nothing, so the failure rate
+    /// leaves them out (95,000 of them must not hide 5,000 failures).
+    n_known_at_target: usize,
     n_canaries: usize,
     n_canaries_left: usize,
     concurrency: usize,
@@ -291,6 +295,7 @@ impl Coordinator {
                 },
             },
             rows: HashMap::new(),
+            n_known_at_target: req.at_target.len(),
             at_target: {
                 let mut at_target: Vec<_> = req.at_target.into_iter().collect();
                 at_target.sort_unstable_by_key(|(index, _)| std::cmp::Reverse(*index));
@@ -656,8 +661,8 @@ impl Coordinator {
             }
             WorkerMsg::Planned { from, to, steps, .. } => {
                 self.record(index, out, |row| {
-                    row.from_revision = joined(&from);
-                    row.to_revision = joined(&from);
+                    row.from_revision = rows_column(&from);
+                    row.to_revision = rows_column(&from);
                     row.target_revision = Some(crate::ledger::rows_text(&to));
                 });
                 FleetEvent::TenantPlanned {
@@ -779,8 +784,8 @@ impl Coordinator {
             } => {
                 self.outcome.n_succeeded += 1;
                 self.settle(index, TenantStatus::Succeeded, out, |row| {
-                    row.from_revision = joined(&from);
-                    row.to_revision = joined(&to);
+                    row.from_revision = rows_column(&from);
+                    row.to_revision = rows_column(&to);
                     row.attempts = attempts;
                     row.duration_ms = Some(elapsed.as_millis() as u64);
                     row.error = None;
@@ -813,8 +818,8 @@ impl Coordinator {
                 self.outcome.n_failed += 1;
                 self.outcome.failed.push((index, failure.message.clone()));
                 self.settle(index, TenantStatus::Failed, out, |row| {
-                    row.from_revision = joined(&from);
-                    row.to_revision = joined(&to);
+                    row.from_revision = rows_column(&from);
+                    row.to_revision = rows_column(&to);
                     row.failed_revision = failure.failed_revision.as_ref().map(|r| r.to_string());
                     row.error = Some(failure.message.clone());
                     row.error_kind = Some(failure.reason.to_string());
@@ -838,8 +843,8 @@ impl Coordinator {
                 self.outcome.n_interrupted += 1;
                 self.settle(index, TenantStatus::Interrupted, out, |row| {
                     if !from.is_empty() || !to.is_empty() {
-                        row.from_revision = joined(&from);
-                        row.to_revision = joined(&to);
+                        row.from_revision = rows_column(&from);
+                        row.to_revision = rows_column(&to);
                     }
                 });
                 FleetEvent::TenantInterrupted { tenant, from, to }
@@ -853,8 +858,8 @@ impl Coordinator {
     fn skipped(&mut self, index: usize, tenant: TenantId, at: Vec<RevisionId>, out: &mut Vec<Decision>) -> FleetEvent {
         self.outcome.n_skipped += 1;
         self.settle(index, TenantStatus::Skipped, out, |row| {
-            row.from_revision = joined(&at);
-            row.to_revision = joined(&at);
+            row.from_revision = rows_column(&at);
+            row.to_revision = rows_column(&at);
             row.error = None;
             row.error_kind = None;
             row.sqlstate = None;
@@ -961,7 +966,7 @@ impl Coordinator {
             );
             let reason = HaltReason::FailureThreshold {
                 n_failed: self.n_failed,
-                n_finished: self.n_finished,
+                n_finished: self.n_ran(),
             };
             self.halt(reason, index, out);
         }
@@ -1087,16 +1092,20 @@ impl Coordinator {
         self.announce_wave(out);
     }
 
+    /// Tenants finished, less those reported at their target as the run began.
+    fn n_ran(&self) -> usize {
+        self.n_finished - (self.n_known_at_target - self.at_target.len())
+    }
+
     fn exceeds_threshold(&self) -> bool {
         if self.max_failures.is_some_and(|max| self.n_failed > max) {
             return true;
         }
         match self.max_failure_rate {
             Some(rate) => {
-                let min_finished = self.tenants.len().min(20);
-                self.n_finished >= min_finished
-                    && self.n_finished > 0
-                    && (self.n_failed as f64 / self.n_finished as f64) > rate
+                let n_ran = self.n_ran();
+                let min_finished = (self.tenants.len() - self.n_known_at_target).min(20);
+                n_ran >= min_finished && n_ran > 0 && (self.n_failed as f64 / n_ran as f64) > rate
             }
             None => false,
         }
@@ -1200,10 +1209,6 @@ fn msg_index(msg: &WorkerMsg) -> usize {
 }
 
 /// Version rows as the ledger's `from_revision`/`to_revision` hold them: comma-joined, `None` for none.
-fn joined(rows: &[RevisionId]) -> Option<String> {
-    (!rows.is_empty()).then(|| rows.iter().map(RevisionId::as_str).collect::<Vec<_>>().join(","))
-}
-
 /// governor's clock for the coordinator: the instant `handle` was given, so the rate decision stays synchronous
 /// and tests drive time.
 #[derive(Debug, Clone)]

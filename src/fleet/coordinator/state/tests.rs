@@ -851,6 +851,33 @@ fn tenants_known_at_target_are_not_started_after_their_report() {
     assert_eq!(run.finish(), (ExitCode::Ok, [1, 0, 2, 0, 0]));
 }
 
+#[test]
+fn tenants_known_at_target_do_not_dilute_the_failure_rate() {
+    // 1,000 tenants at the target and 20 to run at a 50% limit: 11 failures of the 20 that ran halt the run
+    // (11 of 1,020 finished would not).
+    let mut req = FleetRequest {
+        concurrency: 1,
+        max_failure_rate: Some(0.5),
+        ..request(1020)
+    };
+    req.at_target = (20..1020).map(|i| (i, Arc::from(vec![rev("c")]))).collect();
+    let mut run = Run::new(req);
+    let shows = |decisions: Vec<Decision>| decisions.iter().map(show).collect::<Vec<_>>();
+    let begun = shows(run.co.handle(Input::Begin, run.now));
+    assert!(begun.contains(&"start 0#1".to_string()), "{begun:?}");
+    for i in 0..19 {
+        let outcome = if i < 11 { failed() } else { ok() };
+        let next = shows(run.co.handle(done(i, outcome), run.now));
+        assert!(next.contains(&format!("start {}#1", i + 1)), "t{i}: {next:?}");
+    }
+    let last = shows(run.co.handle(done(19, ok()), run.now));
+    assert!(
+        last.contains(&"run_halted t19 failure threshold (11 failed of 20 finished)".to_string()),
+        "{last:?}"
+    );
+    assert_eq!(run.finish(), (ExitCode::Halted, [9, 11, 1000, 0, 0]));
+}
+
 /// `n` tenants in waves ending at `ends`, at concurrency `c`.
 fn wave_run(n: usize, c: usize, ends: &[usize], max_failure_rate: f64, pause: Duration, has_gate: bool) -> Run {
     let mut req = request(n);
