@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::fleet_support::{finish, wait_for, Fleet, Revisions};
+use crate::fleet_support::{finish, read_events, wait_for, Fleet, Revisions};
 use crate::harness::{cluster, connect};
 
 fn runner_fleet(hint: &str, n: usize, max_connections: usize) -> Fleet {
@@ -258,4 +258,66 @@ async fn runners_together_keep_the_server_connection_cap() {
         .filter_map(|t| t["runner"].as_str().map(str::to_string))
         .collect();
     assert_eq!(runners.len(), 2, "{runners:?}");
+}
+
+/// Tenants the runner that opens a shared run finds at their target are recorded skipped as it opens and
+/// reported by it alone: a runner that joins neither reports nor starts them.
+#[tokio::test]
+async fn only_the_runner_that_opens_a_shared_run_reports_its_tenants_at_the_target() {
+    let fleet = runner_fleet("runners_at_target", 40, 12);
+    let at_head: Vec<String> = (1..=20).map(|i| format!("tenant_{i:04}")).collect();
+    let mut first = vec!["--concurrency", "8"];
+    for id in &at_head {
+        first.extend(["--tenant", id.as_str()]);
+    }
+    fleet.upgrade(&first).assert_success();
+
+    let events: Vec<_> = (0..2)
+        .map(|i| fleet.project.path().join(format!("runner{i}.ndjson")))
+        .collect();
+    let runners: Vec<_> = events
+        .iter()
+        .map(|path| {
+            let path = Fleet::path_arg(path);
+            fleet.spawn_upgrade(&["--run-name", "half-done", "--concurrency", "2", "--events", &path])
+        })
+        .collect();
+    let mut joined = Vec::new();
+    for child in runners {
+        let (code, stdout, stderr) = finish(child, Duration::from_secs(240));
+        assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+        joined.push(stderr.contains("Joined run half-done"));
+    }
+    assert_eq!(
+        joined.iter().filter(|j| **j).count(),
+        1,
+        "one runner opened the run, one joined"
+    );
+    let of = |i: usize, what: &str| -> BTreeSet<String> {
+        read_events(&events[i])
+            .iter()
+            .filter(|e| e["event"] == what)
+            .map(|e| e["tenant"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let opener = joined.iter().position(|j| !j).unwrap();
+    let joiner = 1 - opener;
+    assert_eq!(
+        of(opener, "tenant_skipped"),
+        at_head.iter().cloned().collect::<BTreeSet<_>>()
+    );
+    assert!(
+        of(joiner, "tenant_skipped").is_empty(),
+        "{:?}",
+        of(joiner, "tenant_skipped")
+    );
+    for i in [opener, joiner] {
+        assert!(of(i, "tenant_started").is_disjoint(&of(opener, "tenant_skipped")));
+    }
+    let applied = applications(&fleet).await;
+    assert_eq!(applied.len(), 40, "every tenant migrated");
+    assert!(applied.values().all(|n| *n == 1), "each exactly once: {applied:?}");
+    let status = fleet.status(None);
+    assert_eq!(status["run"]["counts"]["skipped"], 20, "{}", status["run"]);
+    assert_eq!(status["run"]["counts"]["succeeded"], 20, "{}", status["run"]);
 }

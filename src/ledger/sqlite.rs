@@ -996,7 +996,8 @@ mod tests {
         assert!(left.contains("flotilla_run_tenants_unfinished (run_seq=?)"), "{left}");
     }
 
-    /// A ledger written before the claim index (schema version 4) is migrated on open and keeps its runs.
+    /// A ledger written before the claim index (schema version 4) is migrated on open, through schema 6, and keeps
+    /// its runs.
     #[test]
     fn version_4_ledgers_get_the_claim_index() {
         let dir = tempfile::tempdir().unwrap();
@@ -1030,6 +1031,25 @@ mod tests {
             )
             .unwrap();
         assert_eq!(n_index, 1);
+        // Schema 6 dropped the (run_seq, status) index: a lookup by status uses the claim index instead.
+        let n_status_index: i64 = ledger
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'flotilla_run_tenants_status'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(n_status_index, 0);
+        let by_status = plan(
+            &ledger.conn,
+            "SELECT tenant_id FROM flotilla_run_tenants WHERE run_seq = ?1 AND status IN ('failed', 'interrupted')",
+            [1],
+        );
+        assert!(
+            by_status.contains("INDEX flotilla_run_tenants_claim (run_seq=? AND status=?)"),
+            "{by_status}"
+        );
         let run = ledger.run(&RunSelector::Latest).unwrap().expect("the run");
         assert_eq!(run.id.to_string(), "r1");
         assert_eq!(ledger.tenants(&run.id, None).unwrap().len(), 1);
