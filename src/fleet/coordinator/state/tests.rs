@@ -880,6 +880,17 @@ fn tenants_known_at_target_do_not_dilute_the_failure_rate() {
 
 /// `n` tenants in waves ending at `ends`, at concurrency `c`.
 fn wave_run(n: usize, c: usize, ends: &[usize], max_failure_rate: f64, pause: Duration, has_gate: bool) -> Run {
+    Run::new(wave_request(n, c, ends, max_failure_rate, pause, has_gate))
+}
+
+fn wave_request(
+    n: usize,
+    c: usize,
+    ends: &[usize],
+    max_failure_rate: f64,
+    pause: Duration,
+    has_gate: bool,
+) -> FleetRequest {
     let mut req = request(n);
     req.concurrency = c;
     req.waves = Some(super::WaveRun {
@@ -888,7 +899,30 @@ fn wave_run(n: usize, c: usize, ends: &[usize], max_failure_rate: f64, pause: Du
         pause,
         has_gate,
     });
-    Run::new(req)
+    req
+}
+
+#[test]
+fn a_wave_of_tenants_known_at_target_opens_the_next_wave() {
+    let mut run = Run::new(FleetRequest {
+        at_target: [(0, Arc::from(vec![rev("c")])), (1, Arc::from(vec![rev("c")]))].into(),
+        ..wave_request(4, 4, &[2, 4], 0.0, Duration::ZERO, false)
+    });
+    run.check(
+        Input::Begin,
+        &[
+            "run_started",
+            "wave_started 1/2",
+            "tenant_skipped t0",
+            "tenant_skipped t1",
+            "wave_started 2/2",
+            "start 2#1",
+            "start 3#1",
+        ],
+    );
+    run.check(done(2, ok()), &["tenant_succeeded t2 #1"]);
+    run.check(done(3, ok()), &["tenant_succeeded t3 #1", "finish"]);
+    assert_eq!(run.finish(), (ExitCode::Ok, [2, 0, 2, 0, 0]));
 }
 
 #[test]
