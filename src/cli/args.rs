@@ -272,7 +272,8 @@ pub struct RunArgs {
     /// Stop starting tenants once more than N have failed (exit 3).
     #[arg(long, value_name = "N")]
     pub max_failures: Option<usize>,
-    /// Stop starting tenants once more than P% of finished tenants failed (judged after 20 finished; exit 3).
+    /// Stop starting tenants once more than P% of finished tenants failed (judged after 20 finished; tenants
+    /// already at the target when the run began do not count; exit 3).
     #[arg(long, value_name = "P%")]
     pub max_failure_rate: Option<String>,
     /// Migrate in cumulative waves, e.g. `1,5%,25%,100%` (counts or percentages of the selected tenants): a
