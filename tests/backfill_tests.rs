@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::{cluster, connect, own_cluster_dir, pg_cluster, repo_dir, TempProject, TestDb};
+use crate::harness::{connect, own_cluster_dir, pg_cluster, start_own_cluster, url_of_db, TempProject, TestDb};
 
 const CONFIG: &str = "script_location = \"migrations\"\n";
 
@@ -696,26 +696,12 @@ impl CrashCluster {
     }
 
     fn db_url(&self, db: &str) -> String {
-        let (server, _) = self.url.rsplit_once('/').expect("a url with a database");
-        format!("{server}/{db}")
+        url_of_db(&self.url, db)
     }
 
     /// Starts the server (again) and takes its url.
     fn restart(&mut self) {
-        let mut command = Command::new(repo_dir().join("scripts/pg-cluster"));
-        command.arg("start").arg(&self.dir).stdin(Stdio::null());
-        if let Some(bin) = cluster().bin_dir() {
-            command.env("PG_BIN", bin);
-        }
-        let out = command.output().expect("run scripts/pg-cluster");
-        assert!(
-            out.status.success(),
-            "pg-cluster start failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        self.url = stdout.lines().last().unwrap_or_default().to_string();
-        assert!(self.url.starts_with("postgres://"), "no url from pg-cluster: {stdout}");
+        self.url = start_own_cluster(&self.dir, &[]);
     }
 
     /// SIGQUIT to the postmaster, and wait until it is gone.

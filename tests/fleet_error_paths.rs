@@ -9,8 +9,8 @@ use crate::fleet_support::{Fleet, Revisions};
 
 /// Runs a two-wave upgrade (`--waves-by tag=parity`: the even tenants, then the odd ones) whose gate is `gate`,
 /// with `env` set, and checks it halts with exit 3 before the second wave, saying `says`; the first wave's
-/// tenants succeeded, the second's never started.
-fn halted_by_the_gate(hint: &str, gate: &str, env: &[(&str, &str)], says: &str) {
+/// tenants succeeded, the second's never started. Returns the fleet, for a retry.
+pub(crate) fn halted_by_the_gate(hint: &str, gate: &str, env: &[(&str, &str)], says: &str) -> Fleet {
     let fleet = Fleet::new(hint, 4, 0, Revisions::Repo, 4);
     let mut cmd = fleet.upgrade(&["--waves-by", "tag=parity", "--wave-gate", gate]);
     for (key, value) in env {
@@ -35,11 +35,12 @@ fn halted_by_the_gate(hint: &str, gate: &str, env: &[(&str, &str)], says: &str) 
         ]),
         "{said}"
     );
+    fleet
 }
 
 #[test]
 fn a_wave_gate_program_that_does_not_exist_halts_the_run() {
-    halted_by_the_gate(
+    let _ = halted_by_the_gate(
         "fleet_gate_missing",
         "/nonexistent/flotilla-gate --check",
         &[],
@@ -53,7 +54,7 @@ fn a_wave_gate_file_that_is_not_executable_halts_the_run() {
     let gate = dir.path().join("gate");
     std::fs::write(&gate, "#!/bin/sh\nexit 0\n").unwrap();
     // Written without the executable bit.
-    halted_by_the_gate(
+    let _ = halted_by_the_gate(
         "fleet_gate_not_exec",
         &gate.display().to_string(),
         &[],
@@ -65,7 +66,7 @@ fn a_wave_gate_file_that_is_not_executable_halts_the_run() {
 fn a_wave_gate_whose_shell_cannot_start_halts_the_run() {
     // No `sh` on the PATH: the gate's shell itself cannot be started.
     let empty = tempfile::tempdir().unwrap();
-    halted_by_the_gate(
+    let _ = halted_by_the_gate(
         "fleet_gate_no_shell",
         "true",
         &[("PATH", &empty.path().display().to_string())],

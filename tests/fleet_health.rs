@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::fleet_support::{finish, read_events_so_far as events_so_far, wait_for, Fleet, Revisions, REPO_HEAD};
 use crate::harness::{
-    child_env, cluster, connect, own_cluster_dir, pg_cluster, repo_dir, version_rows, Standby, TempProject, TestDb,
-    VERSION_TABLE,
+    child_env, cluster, connect, own_cluster_dir, pg_cluster, start_own_cluster, url_of_db, version_rows, Standby,
+    TempProject, TestDb, VERSION_TABLE,
 };
 
 const HEALTH: &str = "pause_query = \"SELECT v FROM public.health_signal\"\npause_query_above = 10\n";
@@ -36,11 +36,7 @@ async fn a_server_over_its_health_limit_holds_its_tenants_until_it_recovers() {
         "--metrics-textfile",
         &Fleet::path_arg(&textfile),
     ]);
-    let paused = wait_for("the server to pause", Duration::from_secs(30), || {
-        events_so_far(&events)
-            .into_iter()
-            .find(|e| e["event"] == "server_paused")
-    });
+    let paused = wait_for_pause(&events);
     assert_eq!(paused["server"], "local");
     assert!(
         paused["reason"].as_str().unwrap().contains("the health query gave 100"),
@@ -89,6 +85,15 @@ fn a_health_query_without_its_threshold_is_refused_with_its_line() {
     assert!(out.stderr.contains("tenants.toml:"), "{}", out.stderr);
 }
 
+/// Waits (up to 30 s) for the run writing `events` to pause a server, and returns the `server_paused` event.
+fn wait_for_pause(events: &Path) -> serde_json::Value {
+    wait_for("the server to pause", Duration::from_secs(30), || {
+        events_so_far(events)
+            .into_iter()
+            .find(|e| e["event"] == "server_paused")
+    })
+}
+
 /// The last `rows_done` a tenant's backfill reported.
 fn rows_done(events: &[serde_json::Value]) -> u64 {
     events
@@ -120,12 +125,7 @@ async fn a_backfill_holds_its_batches_while_its_server_is_over_its_limit() {
         (rows_done(&events_so_far(&events)) >= 30).then_some(())
     });
     fleet.db.execute("UPDATE public.health_signal SET v = 100;");
-    wait_for("the server to pause", Duration::from_secs(30), || {
-        events_so_far(&events)
-            .iter()
-            .any(|e| e["event"] == "server_paused")
-            .then_some(())
-    });
+    wait_for_pause(&events);
     let held_at = rows_done(&events_so_far(&events));
     std::thread::sleep(Duration::from_millis(2000));
     // At most the batch already under way when the pause was decided commits meanwhile.
@@ -236,12 +236,7 @@ const PASSWORD_GROUP: &str = "flotilla_password_login";
 /// later, still no tenant has started.
 fn spawn_held_by_lag(fleet: &Fleet, events: &std::path::Path) -> std::process::Child {
     let child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(events)]);
-    wait_for("the server to pause", Duration::from_secs(30), || {
-        events_so_far(events)
-            .iter()
-            .any(|e| e["event"] == "server_paused")
-            .then_some(())
-    });
+    wait_for_pause(events);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         !events_so_far(events).iter().any(|e| e["event"] == "tenant_started"),
@@ -327,11 +322,7 @@ fn held_by_a_replica(fleet: &Fleet, replica: &str, says: &str) {
     let events = fleet.project.path().join("events.ndjson");
     assert_eq!(query_text(fleet.db.url(), TENANT_TABLES).as_deref(), Some("0"));
     let mut child = fleet.spawn_upgrade(&["--events", &Fleet::path_arg(&events)]);
-    let paused = wait_for("the server to pause", Duration::from_secs(30), || {
-        events_so_far(&events)
-            .into_iter()
-            .find(|e| e["event"] == "server_paused")
-    });
+    let paused = wait_for_pause(&events);
     let reason = paused["reason"].as_str().unwrap();
     assert!(reason.contains(&format!("replica `{replica}` {says}")), "{paused}");
     std::thread::sleep(Duration::from_millis(1500));
@@ -471,11 +462,7 @@ async fn sessions_waiting_on_locks_hold_their_servers_tenants_while_other_server
         "--metrics-textfile",
         &Fleet::path_arg(&textfile),
     ]);
-    let paused = wait_for("the server to pause", Duration::from_secs(30), || {
-        events_so_far(&events)
-            .into_iter()
-            .find(|e| e["event"] == "server_paused")
-    });
+    let paused = wait_for_pause(&events);
     assert_eq!(paused["server"], "local");
     let reason = paused["reason"].as_str().unwrap();
     assert!(reason.contains("sessions wait on locks (pause at 2)"), "{paused}");
@@ -562,25 +549,11 @@ impl SmallCluster {
     }
 
     fn db_url(&self, db: &str) -> String {
-        let (server, _) = self.url.rsplit_once('/').expect("a url with a database");
-        format!("{server}/{db}")
+        url_of_db(&self.url, db)
     }
 
     fn restart(&mut self) {
-        let mut command = Command::new(repo_dir().join("scripts/pg-cluster"));
-        command.arg("start").arg(&self.dir).stdin(Stdio::null());
-        if let Some(bin) = cluster().bin_dir() {
-            command.env("PG_BIN", bin);
-        }
-        let out = command.output().expect("run scripts/pg-cluster");
-        assert!(
-            out.status.success(),
-            "pg-cluster start failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        self.url = stdout.lines().last().unwrap_or_default().to_string();
-        assert!(self.url.starts_with("postgres://"), "no url from pg-cluster: {stdout}");
+        self.url = start_own_cluster(&self.dir, &[]);
     }
 }
 
@@ -663,11 +636,7 @@ async fn a_server_short_of_free_connections_holds_its_tenants_until_they_are_giv
             &textfile.display().to_string(),
         ],
     );
-    let paused = wait_for("the server to pause", Duration::from_secs(30), || {
-        events_so_far(&events)
-            .into_iter()
-            .find(|e| e["event"] == "server_paused")
-    });
+    let paused = wait_for_pause(&events);
     let reason = paused["reason"].as_str().unwrap();
     assert!(reason.contains("free connection slots (pause under 10)"), "{paused}");
     std::thread::sleep(Duration::from_millis(1500));
@@ -809,11 +778,7 @@ fn a_replica_that_stops_answering_mid_run_pauses_its_server_until_it_answers_aga
         .parse()
         .unwrap();
     let frozen = Frozen::stop(pid);
-    let paused = wait_for("the server to pause", Duration::from_secs(30), || {
-        events_so_far(&events)
-            .into_iter()
-            .find(|e| e["event"] == "server_paused")
-    });
+    let paused = wait_for_pause(&events);
     let reason = paused["reason"].as_str().unwrap();
     assert!(
         reason.contains(&format!("replica `{replica}` cannot be read: no answer within 5.0s")),

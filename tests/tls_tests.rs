@@ -5,11 +5,10 @@
 //! own connection.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
-use crate::harness::{cluster, own_cluster_dir, pg_cluster, psql, repo_dir, Cmd, TempProject};
+use crate::harness::{own_cluster_dir, pg_cluster, psql, start_own_cluster, Cmd, TempProject};
 use crate::single_support::assert_contains;
 
 const PROBE: &str = "-- revision: t1\n-- down_revision:\n\n-- flotilla:upgrade\n\
@@ -29,19 +28,7 @@ impl TlsServer {
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs).unwrap();
         write_certificates(&certs);
-        let mut command = Command::new(repo_dir().join("scripts/pg-cluster"));
-        command.arg("start").arg(&dir).env("FLOTILLA_PG_TLS_DIR", &certs);
-        if let Some(bin) = cluster().bin_dir() {
-            command.env("PG_BIN", bin);
-        }
-        let out = command.output().expect("run scripts/pg-cluster");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "pg-cluster start failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = stdout.lines().last().unwrap_or_default().to_string();
+        let url = start_own_cluster(&dir, &[("FLOTILLA_PG_TLS_DIR", certs.as_path())]);
         let port = url
             .rsplit_once(':')
             .and_then(|(_, rest)| rest.split('/').next())

@@ -220,6 +220,33 @@ pub fn pg_cluster(action: &str, dir: &std::path::Path) {
         .output();
 }
 
+/// Starts (or restarts) a test's own cluster in `dir` with `scripts/pg-cluster start` and the harness's server
+/// binaries, with `envs` added, and returns the url of its maintenance database.
+pub fn start_own_cluster(dir: &std::path::Path, envs: &[(&str, &std::path::Path)]) -> String {
+    let mut command = std::process::Command::new(super::repo_dir().join("scripts/pg-cluster"));
+    command.arg("start").arg(dir).stdin(std::process::Stdio::null());
+    if let Some(bin) = cluster().bin_dir() {
+        command.env("PG_BIN", bin);
+    }
+    command.envs(envs.iter().copied());
+    let out = command.output().expect("run scripts/pg-cluster");
+    assert!(
+        out.status.success(),
+        "pg-cluster start failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let url = stdout.lines().last().unwrap_or_default().to_string();
+    assert!(url.starts_with("postgres://"), "no url from pg-cluster: {stdout}");
+    url
+}
+
+/// `url` with its database replaced by `db`.
+pub fn url_of_db(url: &str, db: &str) -> String {
+    let (server, _) = url.rsplit_once('/').expect("a url with a database");
+    format!("{server}/{db}")
+}
+
 /// A fresh directory for a test's own cluster, `PREFIX-PID` under the test binary's temporary directory (per
 /// process, so two test runs of this checkout never stop each other's server), after destroying the clusters
 /// runs that died before their drop (Ctrl-C, SIGKILL) left behind.

@@ -16,7 +16,7 @@ mod standby;
 
 pub use catalog::{catalog_snapshot, schemas, tables, version_rows, VERSION_TABLE};
 pub use cli::{child_env, flotilla, psql, Cmd, CmdOutput};
-pub use cluster::{cluster, own_cluster_dir, pg_cluster, Cluster};
+pub use cluster::{cluster, own_cluster_dir, pg_cluster, start_own_cluster, url_of_db, Cluster};
 pub use db::{
     db_name, parse_db_name, should_keep, sweep_leftovers, template, DbName, TestClient, TestDb, DB_PREFIX, KEEP_DB_ENV,
     MAX_CLIENTS_PER_DB,

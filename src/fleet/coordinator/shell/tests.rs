@@ -100,19 +100,24 @@ async fn a_panicking_worker_fails_its_tenant_instead_of_hanging_the_run() {
     assert_eq!(events.last().map(String::as_str), Some("run_finished"));
 }
 
+/// The message of a worker stopped through its token before its first revision.
+fn interrupted_at_once(index: usize) -> WorkerMsg {
+    WorkerMsg::Done {
+        index,
+        outcome: Outcome::Interrupted {
+            from: Vec::new(),
+            to: Vec::new(),
+            attempts: 1,
+            elapsed: Duration::ZERO,
+        },
+    }
+}
+
 #[tokio::test]
 async fn a_stop_reaches_a_waiting_worker_through_its_token() {
     let (outcome, events) = drive(2, OneSignal(false), |start, tx| async move {
         start.cancel.cancelled().await;
-        let _ = tx.send(WorkerMsg::Done {
-            index: start.index,
-            outcome: Outcome::Interrupted {
-                from: Vec::new(),
-                to: Vec::new(),
-                attempts: 1,
-                elapsed: Duration::ZERO,
-            },
-        });
+        let _ = tx.send(interrupted_at_once(start.index));
     })
     .await;
     assert_eq!(outcome.exit_code, ExitCode::Interrupted);
@@ -162,15 +167,7 @@ async fn a_ledger_writer_thread_that_dies_stops_the_run_with_the_ledger_exit_cod
                 attempt: start.attempt,
             });
             start.cancel.cancelled().await;
-            let _ = tx.send(WorkerMsg::Done {
-                index: start.index,
-                outcome: Outcome::Interrupted {
-                    from: Vec::new(),
-                    to: Vec::new(),
-                    attempts: 1,
-                    elapsed: Duration::ZERO,
-                },
-            });
+            let _ = tx.send(interrupted_at_once(start.index));
         }
     };
     let outcome = tokio::time::timeout(Duration::from_secs(20), shell.drive(state, rx, launch))
