@@ -96,8 +96,13 @@ impl Limits {
         if let Some(n) = self.share {
             cap = cap.min(n);
         }
-        // A reservation is only made when `configured` leaves a tenant room besides it.
-        cap.max(1 + self.reserved).min(self.configured)
+        // A reservation is only made when `configured` leaves a tenant room besides it. Without one the cap may be
+        // 0: a shared run's share of 0 means this runner waits while the others hold the whole budget.
+        if self.reserved == 0 {
+            cap
+        } else {
+            cap.max(1 + self.reserved).min(self.configured)
+        }
     }
 }
 
